@@ -1,0 +1,306 @@
+//! The appliance's on-disk content store, shared by oca-daemon (reads) and fill-agent (writes).
+//!
+//! Layout (one filesystem per disk, each mounted at a directory given with `--store DIR`):
+//!
+//! ```text
+//! <disk>/objects/<first two chars of id>/<id>   servable content, immutable
+//! <disk>/tmp/                                    fills in progress, renamed into objects/ when whole
+//! ```
+//!
+//! Which disk should hold an id is decided by rendezvous hashing ([`placement`]); a reader looks on
+//! the preferred disk first and then on the others, so a file an operator dropped on any disk is
+//! servable.
+
+pub mod content_id;
+pub mod placement;
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+pub use content_id::{ContentId, InvalidId};
+
+/// Name of the directory holding servable content on each disk.
+pub const OBJECTS_DIR: &str = "objects";
+/// Name of the directory holding fills in progress on each disk.
+pub const TMP_DIR: &str = "tmp";
+
+/// Errors opening a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No disk was configured.
+    #[error("no store directory configured (give at least one --store DIR)")]
+    NoDisks,
+    /// The same directory was given twice.
+    #[error("store directory {0} is given twice")]
+    Duplicate(PathBuf),
+    /// A disk directory could not be prepared or opened.
+    #[error("store directory {path}: {source}")]
+    Disk {
+        /// The disk directory.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+}
+
+/// Errors opening one content file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No disk holds the id (or what is there is not a regular file).
+    #[error("not found")]
+    NotFound,
+    /// A disk failed to answer (EIO and the like): a disk problem, not a missing file.
+    #[error("disk {disk}: {source}")]
+    Io {
+        /// Index of the disk in the store.
+        disk: usize,
+        /// The error the kernel returned.
+        source: io::Error,
+    },
+}
+
+/// One disk of the store.
+#[derive(Debug)]
+pub struct Disk {
+    root: PathBuf,
+    key: String,
+    objects: OwnedFd,
+}
+
+impl Disk {
+    /// The directory the disk is mounted at.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The key this disk is known by in rendezvous hashing (its directory, as configured).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where `id` lives (or would live) on this disk.
+    pub fn object_path(&self, id: ContentId<'_>) -> PathBuf {
+        self.root.join(OBJECTS_DIR).join(id.shard()).join(id.as_str())
+    }
+}
+
+/// A content file opened for reading, with the metadata a response needs.
+#[derive(Debug)]
+pub struct Opened {
+    /// The open file.
+    pub file: File,
+    /// Index of the disk it is on.
+    pub disk: usize,
+    /// Size in bytes when opened.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// The set of disks of one appliance.
+#[derive(Debug)]
+pub struct Store {
+    disks: Vec<Disk>,
+}
+
+impl Store {
+    /// Opens the disks, creating `objects/` and `tmp/` on each when missing.
+    pub fn open<P: AsRef<Path>>(roots: &[P]) -> Result<Store, StoreError> {
+        if roots.is_empty() {
+            return Err(StoreError::NoDisks);
+        }
+        let mut disks: Vec<Disk> = Vec::with_capacity(roots.len());
+        for root in roots {
+            let root = root.as_ref().to_path_buf();
+            if disks.iter().any(|d| d.root == root) {
+                return Err(StoreError::Duplicate(root));
+            }
+            disks.push(open_disk(root)?);
+        }
+        Ok(Store { disks })
+    }
+
+    /// The disks, in configuration order.
+    pub fn disks(&self) -> &[Disk] {
+        &self.disks
+    }
+
+    /// Disk indices from the one that should hold `id` to the least preferred.
+    pub fn placement(&self, id: ContentId<'_>) -> Vec<usize> {
+        placement::rank(self.disks.iter().map(|d| d.key.as_str()), id.as_str())
+    }
+
+    /// Opens `id` read-only from whichever disk holds it, preferred disk first.
+    ///
+    /// The file is opened relative to the disk's `objects/` directory with `O_NOFOLLOW`, so a
+    /// validated id can name nothing outside the store, and a symlink planted in its place is
+    /// refused rather than followed.
+    pub fn open_content(&self, id: ContentId<'_>) -> Result<Opened, OpenError> {
+        let rel = RelPath::new(id);
+        if self.disks.len() == 1 {
+            return open_on(&self.disks[0], 0, rel.as_cstr());
+        }
+        for disk in self.placement(id) {
+            match open_on(&self.disks[disk], disk, rel.as_cstr()) {
+                Err(OpenError::NotFound) => continue,
+                other => return other,
+            }
+        }
+        Err(OpenError::NotFound)
+    }
+}
+
+fn open_disk(root: PathBuf) -> Result<Disk, StoreError> {
+    let err = |source| StoreError::Disk {
+        path: root.clone(),
+        source,
+    };
+    let meta = std::fs::metadata(&root).map_err(err)?;
+    if !meta.is_dir() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        )));
+    }
+    for sub in [OBJECTS_DIR, TMP_DIR] {
+        let p = root.join(sub);
+        if let Err(e) = std::fs::create_dir(&p) {
+            // A read-only disk with objects/ in place still serves; a missing objects/ does not.
+            if e.kind() != io::ErrorKind::AlreadyExists && sub == OBJECTS_DIR {
+                return Err(err(e));
+            }
+        }
+    }
+    let objects = File::open(root.join(OBJECTS_DIR)).map_err(err)?;
+    Ok(Disk {
+        key: root.to_string_lossy().into_owned(),
+        root,
+        objects: objects.into(),
+    })
+}
+
+/// `<shard>/<id>\0` built on the stack: the hot path opens a file per request.
+struct RelPath {
+    buf: [u8; 2 + 1 + content_id::MAX_ID_LEN + 1],
+    len: usize,
+}
+
+impl RelPath {
+    fn new(id: ContentId<'_>) -> RelPath {
+        let mut buf = [0u8; 2 + 1 + content_id::MAX_ID_LEN + 1];
+        let shard = id.shard().as_bytes();
+        let name = id.as_str().as_bytes();
+        buf[..shard.len()].copy_from_slice(shard);
+        buf[shard.len()] = b'/';
+        let start = shard.len() + 1;
+        buf[start..start + name.len()].copy_from_slice(name);
+        RelPath {
+            buf,
+            len: start + name.len() + 1,
+        }
+    }
+
+    fn as_cstr(&self) -> &CStr {
+        // The id holds no NUL (validated charset) and the buffer ends with one.
+        CStr::from_bytes_with_nul(&self.buf[..self.len]).expect("validated id has no NUL")
+    }
+}
+
+fn open_on(disk: &Disk, index: usize, rel: &CStr) -> Result<Opened, OpenError> {
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
+    // SAFETY: `rel` is a valid NUL-terminated string and the dirfd is owned by `disk` and open.
+    let fd = unsafe { libc::openat(disk.objects.as_raw_fd(), rel.as_ptr(), flags) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(classify(e, index));
+    }
+    // SAFETY: openat just returned this descriptor and nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let meta = file.metadata().map_err(|e| classify(e, index))?;
+    if !meta.is_file() {
+        return Err(OpenError::NotFound);
+    }
+    use std::os::unix::fs::MetadataExt;
+    Ok(Opened {
+        file,
+        disk: index,
+        size: meta.len(),
+        mtime: meta.mtime(),
+    })
+}
+
+fn classify(e: io::Error, disk: usize) -> OpenError {
+    match e.raw_os_error() {
+        // ELOOP: the name is a symlink (O_NOFOLLOW); ENOTDIR: the shard is not a directory.
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG) => {
+            OpenError::NotFound
+        }
+        _ => OpenError::Io { disk, source: e },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn put(root: &Path, id: &str, body: &[u8]) {
+        let id = ContentId::parse(id).unwrap();
+        let dir = root.join(OBJECTS_DIR).join(id.shard());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(id.as_str()), body).unwrap();
+    }
+
+    #[test]
+    fn plain_file_on_any_disk_is_found() {
+        let d0 = tempfile::tempdir().unwrap();
+        let d1 = tempfile::tempdir().unwrap();
+        let store = Store::open(&[d0.path(), d1.path()]).unwrap();
+        assert!(d0.path().join("tmp").is_dir());
+        let id = ContentId::parse("movie_1080p.mp4").unwrap();
+        let not_preferred = store.placement(id)[1];
+        put(store.disks()[not_preferred].root(), id.as_str(), b"hello");
+        let mut got = store.open_content(id).unwrap();
+        assert_eq!((got.disk, got.size), (not_preferred, 5));
+        let mut s = String::new();
+        got.file.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        assert!(matches!(
+            store.open_content(ContentId::parse("other").unwrap()),
+            Err(OpenError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn symlinks_and_directories_are_not_served() {
+        let d0 = tempfile::tempdir().unwrap();
+        let store = Store::open(&[d0.path()]).unwrap();
+        let outside = d0.path().join("secret");
+        std::fs::write(&outside, b"secret").unwrap();
+        std::fs::create_dir_all(d0.path().join("objects/li")).unwrap();
+        std::os::unix::fs::symlink(&outside, d0.path().join("objects/li/link")).unwrap();
+        std::fs::create_dir_all(d0.path().join("objects/di/dir")).unwrap();
+        for id in ["link", "dir"] {
+            let r = store.open_content(ContentId::parse(id).unwrap());
+            assert!(matches!(r, Err(OpenError::NotFound)), "{id}");
+        }
+    }
+
+    #[test]
+    fn bad_configuration_is_a_clear_error() {
+        assert!(matches!(
+            Store::open::<&Path>(&[]),
+            Err(StoreError::NoDisks)
+        ));
+        let d0 = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Store::open(&[d0.path(), d0.path()]),
+            Err(StoreError::Duplicate(_))
+        ));
+        let e = Store::open(&[d0.path().join("missing")]).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}
