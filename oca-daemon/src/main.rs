@@ -1,1 +1,137 @@
-fn main() {}
+//! oca-daemon: the Open Connect appliance's data plane.
+
+mod admin;
+mod config;
+mod conn;
+mod demo;
+mod engine;
+mod http;
+mod metrics;
+mod socket;
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use oca_store::Store;
+
+use crate::config::{Cli, Config};
+use crate::conn::Shared;
+use crate::metrics::Metrics;
+
+/// Descriptors kept back from the connection cap for listeners, files being served and the ring.
+const FD_RESERVE: u64 = 256;
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("oca-daemon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut cfg = Config::load(cli)?;
+    if cfg.demo && cfg.stores.is_empty() {
+        cfg.stores = vec![demo::prepare()?];
+    }
+    limit_connections_to_fds(&mut cfg);
+    let store = Store::open(&cfg.stores)?;
+    for (i, d) in store.disks().iter().enumerate() {
+        tracing::info!(disk = i, path = %d.root().display(), "store disk");
+    }
+    let engine = engine::choose(cfg.engine)?;
+    let (listeners, addr) = socket::reuseport_listeners(cfg.listen, cfg.workers)
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let admin = std::net::TcpListener::bind(cfg.admin_listen)
+        .with_context(|| format!("listening on {} (admin)", cfg.admin_listen))?;
+    admin.set_nonblocking(true)?;
+    let admin_addr = admin.local_addr()?;
+    let disks = store.disks().iter().map(|d| d.key().to_string()).collect();
+    let metrics = Arc::new(Metrics::new(cfg.workers, disks, engine.name(), "sendfile"));
+    let shared = Arc::new(Shared {
+        store,
+        limits: cfg.limits,
+        metrics: metrics.clone(),
+        access_log: cfg.access_log,
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let failed = Arc::new(tokio::sync::Notify::new());
+    let on_fail = {
+        let failed = failed.clone();
+        Arc::new(move || failed.notify_one()) as Arc<dyn Fn() + Send + Sync>
+    };
+    let workers = engine::spawn(&engine, listeners, shared, on_fail)?;
+    metrics.ready.store(true, Relaxed);
+    tracing::info!(%addr, admin = %admin_addr, engine = engine.name(), workers = cfg.workers, "listening");
+    if cfg.demo {
+        print_demo_hint(addr, admin_addr);
+    }
+    let worker_failed = runtime.block_on(async {
+        let admin = tokio::net::TcpListener::from_std(admin)?;
+        tokio::spawn(admin::serve(admin, metrics.clone()));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let worker_failed = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); false }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); false }
+            _ = failed.notified() => true,
+        };
+        anyhow::Ok(worker_failed)
+    })?;
+    metrics.ready.store(false, Relaxed);
+    metrics.draining.store(true, Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    if worker_failed {
+        anyhow::bail!("a worker failed; exiting so the service manager restarts the daemon");
+    }
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// Every connection needs a descriptor (a second one only while a file is being sent).
+fn limit_connections_to_fds(cfg: &mut Config) {
+    let nofile = socket::raise_nofile_limit();
+    let usable = nofile.saturating_sub(FD_RESERVE).max(16) as usize;
+    if cfg.limits.max_connections > usable {
+        tracing::warn!(
+            max_connections = cfg.limits.max_connections,
+            nofile,
+            using = usable,
+            "open-file limit too low for max_connections; lowering it (raise LimitNOFILE)"
+        );
+        cfg.limits.max_connections = usable;
+    }
+}
+
+fn print_demo_hint(addr: std::net::SocketAddr, admin: std::net::SocketAddr) {
+    println!(
+        "oca-daemon demo: serving {} sample files on http://{addr}",
+        demo::FILES.len()
+    );
+    for (id, size) in demo::FILES {
+        println!("  /c/{id}  ({size} bytes)");
+    }
+    println!("Fetch a byte range:");
+    println!(
+        "  curl -s -r 1000-1999 -o /dev/null -w '%{{http_code}} %{{size_download}} bytes\\n' http://{addr}/c/{}",
+        demo::FILES[1].0
+    );
+    println!("Metrics:  curl -s http://{admin}/metrics");
+    println!("Stop with Ctrl-C.");
+}

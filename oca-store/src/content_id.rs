@@ -45,7 +45,9 @@ impl<'a> ContentId<'a> {
             return Err(InvalidId::BadChar);
         }
         // Every byte is ASCII, checked just above.
-        Ok(ContentId(std::str::from_utf8(raw).map_err(|_| InvalidId::BadChar)?))
+        Ok(ContentId(
+            std::str::from_utf8(raw).map_err(|_| InvalidId::BadChar)?,
+        ))
     }
 
     /// Validates a string as a content id.
@@ -86,7 +88,14 @@ mod tests {
 
     #[test]
     fn accepts_design_charset() {
-        for ok in ["a", "80100172_1080p.mp4", "A-b.c_d", "ab", "x.", &"z".repeat(128)] {
+        for ok in [
+            "a",
+            "80100172_1080p.mp4",
+            "A-b.c_d",
+            "ab",
+            "x.",
+            &"z".repeat(128),
+        ] {
             assert!(ContentId::parse(ok).is_ok(), "{ok}");
         }
     }

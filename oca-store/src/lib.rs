@@ -83,7 +83,10 @@ impl Disk {
 
     /// Where `id` lives (or would live) on this disk.
     pub fn object_path(&self, id: ContentId<'_>) -> PathBuf {
-        self.root.join(OBJECTS_DIR).join(id.shard()).join(id.as_str())
+        self.root
+            .join(OBJECTS_DIR)
+            .join(id.shard())
+            .join(id.as_str())
     }
 }
 

@@ -50,7 +50,10 @@ mod tests {
     fn pinned_vectors() {
         // Pinned (and computed independently in Python) so that a change to the function, which
         // would move every file, fails loudly.
-        assert_eq!(score("/srv/oca/disk0", "80100172_1080p.mp4"), 0xd4df_c119_2cf7_9f72);
+        assert_eq!(
+            score("/srv/oca/disk0", "80100172_1080p.mp4"),
+            0xd4df_c119_2cf7_9f72
+        );
         assert_eq!(rank(["/d0", "/d1", "/d2"], "abc"), vec![1, 2, 0]);
     }
 
@@ -71,6 +74,9 @@ mod tests {
         for c in counts {
             assert!((4_500..5_500).contains(&c), "uneven spread {counts:?}");
         }
-        assert_eq!(moved, 0, "ids not on the removed disk must stay where they are");
+        assert_eq!(
+            moved, 0,
+            "ids not on the removed disk must stay where they are"
+        );
     }
 }

@@ -1,0 +1,87 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`. It never serves content.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::metrics::{render, Metrics};
+
+/// A worker whose loop has not run for this long makes /healthz fail.
+const STALE_WORKER: Duration = Duration::from_secs(5);
+
+/// Serves admin requests until the process exits.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, metrics.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    m: Arc<Metrics>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET or HEAD only\n".into(),
+        ));
+    }
+    let resp = match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(&m),
+        ),
+        "/healthz" if m.workers_alive(STALE_WORKER) => {
+            reply(StatusCode::OK, "text/plain", "ok\n".into())
+        }
+        "/healthz" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "a worker is stalled\n".into(),
+        ),
+        "/readyz" if m.ready.load(Relaxed) && !m.draining.load(Relaxed) => {
+            reply(StatusCode::OK, "text/plain", "ready\n".into())
+        }
+        "/readyz" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    };
+    Ok(resp)
+}
+
+fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    r
+}

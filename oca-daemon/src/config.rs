@@ -1,0 +1,344 @@
+//! Configuration: a TOML file plus command-line flags; flags override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Which I/O engine runs the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// io_uring when the kernel allows it, else epoll (the reason is logged).
+    Auto,
+    /// io_uring only; start fails when it is unavailable.
+    Uring,
+    /// epoll + sendfile.
+    Epoll,
+}
+
+/// oca-daemon: serves immutable video files as HTTP/1.1 byte ranges, zero-copy, on io_uring.
+///
+/// Every flag may also be set in the TOML file given with --config (see
+/// oca-daemon/oca-daemon.example.toml); a flag overrides the file.
+#[derive(Parser, Debug, Default)]
+#[command(version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for content (plain HTTP). Default 0.0.0.0:80 (127.0.0.1:8080 with --demo).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address for /metrics, /healthz and /readyz. Default 127.0.0.1:9180.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// A disk's store directory (one filesystem per disk); repeat for each disk.
+    #[arg(long = "store", value_name = "DIR")]
+    pub stores: Vec<PathBuf>,
+    /// Worker threads, each with its own ring and listener. Default: one per CPU.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// I/O engine.
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<EngineChoice>,
+    /// Open connections allowed in total; past it new connections get 503 and are closed.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest request head in bytes (431 past it).
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Longest request target in bytes (414 past it).
+    #[arg(long, value_name = "BYTES")]
+    pub max_uri_bytes: Option<usize>,
+    /// Most ranges in one Range header (416 past it).
+    #[arg(long, value_name = "N")]
+    pub max_ranges: Option<usize>,
+    /// Seconds a client has to send a whole request head (408 and close after).
+    #[arg(long, value_name = "SECS")]
+    pub header_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection is kept.
+    #[arg(long, value_name = "SECS")]
+    pub keepalive_timeout: Option<f64>,
+    /// Seconds a response may wait for the client to accept more bytes.
+    #[arg(long, value_name = "SECS")]
+    pub send_timeout: Option<f64>,
+    /// Seconds SIGTERM waits for in-flight responses before exiting.
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<f64>,
+    /// Log one line per request (target "access").
+    #[arg(long)]
+    pub access_log: bool,
+    /// Generate a small sample store and serve it on loopback (try-it-out mode).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+const AFTER_HELP: &str = "\
+Store layout: <DIR>/objects/<first two chars of id>/<id>; fills in progress under <DIR>/tmp/.
+Content is served at /c/<id> (Range header) and /c/<id>/range/<first>-<last>.
+Logging: RUST_LOG (default info), e.g. RUST_LOG=oca_daemon=debug,access=info.";
+
+/// The `[limits]` table and its flags.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// See [`Cli::max_connections`].
+    pub max_connections: usize,
+    /// See [`Cli::max_header_bytes`].
+    pub max_header_bytes: usize,
+    /// See [`Cli::max_uri_bytes`].
+    pub max_uri_bytes: usize,
+    /// See [`Cli::max_ranges`].
+    pub max_ranges: usize,
+    /// See [`Cli::header_timeout`].
+    pub header_timeout: Duration,
+    /// See [`Cli::keepalive_timeout`].
+    pub keepalive_timeout: Duration,
+    /// See [`Cli::send_timeout`].
+    pub send_timeout: Duration,
+    /// See [`Cli::drain_timeout`].
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 65_536,
+            max_header_bytes: 8 * 1024,
+            max_uri_bytes: 4 * 1024,
+            max_ranges: 16,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Content listener.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Disk directories.
+    pub stores: Vec<PathBuf>,
+    /// Worker thread count.
+    pub workers: usize,
+    /// Engine choice.
+    pub engine: EngineChoice,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Whether to log each request.
+    pub access_log: bool,
+    /// Whether to serve a generated sample store.
+    pub demo: bool,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    #[serde(default)]
+    stores: Vec<PathBuf>,
+    workers: Option<usize>,
+    engine: Option<EngineChoice>,
+    access_log: Option<bool>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_uri_bytes: Option<usize>,
+    max_ranges: Option<usize>,
+    header_timeout: Option<f64>,
+    keepalive_timeout: Option<f64>,
+    send_timeout: Option<f64>,
+    drain_timeout: Option<f64>,
+}
+
+impl Config {
+    /// Resolves flags over the file over the defaults, and checks the result.
+    pub fn load(cli: Cli) -> Result<Config> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Limits::default();
+        let fl = &file.limits;
+        let secs =
+            |flag: Option<f64>, key: Option<f64>, name: &str, dflt: Duration| -> Result<Duration> {
+                match flag.or(key) {
+                    None => Ok(dflt),
+                    Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => {
+                        Ok(Duration::from_secs_f64(s))
+                    }
+                    Some(s) => bail!("{name} must be a positive number of seconds, got {s}"),
+                }
+            };
+        let limits = Limits {
+            max_connections: cli
+                .max_connections
+                .or(fl.max_connections)
+                .unwrap_or(d.max_connections),
+            max_header_bytes: cli
+                .max_header_bytes
+                .or(fl.max_header_bytes)
+                .unwrap_or(d.max_header_bytes),
+            max_uri_bytes: cli
+                .max_uri_bytes
+                .or(fl.max_uri_bytes)
+                .unwrap_or(d.max_uri_bytes),
+            max_ranges: cli.max_ranges.or(fl.max_ranges).unwrap_or(d.max_ranges),
+            header_timeout: secs(
+                cli.header_timeout,
+                fl.header_timeout,
+                "header_timeout",
+                d.header_timeout,
+            )?,
+            keepalive_timeout: secs(
+                cli.keepalive_timeout,
+                fl.keepalive_timeout,
+                "keepalive_timeout",
+                d.keepalive_timeout,
+            )?,
+            send_timeout: secs(
+                cli.send_timeout,
+                fl.send_timeout,
+                "send_timeout",
+                d.send_timeout,
+            )?,
+            drain_timeout: secs(
+                cli.drain_timeout,
+                fl.drain_timeout,
+                "drain_timeout",
+                d.drain_timeout,
+            )?,
+        };
+        let demo_listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
+        let cfg = Config {
+            listen: cli.listen.or(file.listen).unwrap_or(if cli.demo {
+                demo_listen
+            } else {
+                ([0, 0, 0, 0], 80).into()
+            }),
+            admin_listen: cli
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or(([127, 0, 0, 1], 9180).into()),
+            stores: if cli.stores.is_empty() {
+                file.stores
+            } else {
+                cli.stores
+            },
+            workers: match cli.workers.or(file.workers) {
+                Some(0) | None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(n) => n,
+            },
+            engine: cli.engine.or(file.engine).unwrap_or(EngineChoice::Auto),
+            limits,
+            access_log: cli.access_log || file.access_log.unwrap_or(false),
+            demo: cli.demo,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        let l = &self.limits;
+        if self.stores.is_empty() && !self.demo {
+            bail!("no store configured: give --store DIR (repeatable) or `stores` in the config file, or try --demo");
+        }
+        if self.workers > 1024 {
+            bail!("workers = {} is more than 1024", self.workers);
+        }
+        if l.max_connections == 0 || l.max_ranges == 0 {
+            bail!("max_connections and max_ranges must be at least 1");
+        }
+        if l.max_header_bytes < 256 || l.max_header_bytes > 1 << 20 {
+            bail!(
+                "max_header_bytes must be between 256 and 1048576, got {}",
+                l.max_header_bytes
+            );
+        }
+        if l.max_uri_bytes < 64 || l.max_uri_bytes > l.max_header_bytes {
+            bail!(
+                "max_uri_bytes must be between 64 and max_header_bytes ({}), got {}",
+                l.max_header_bytes,
+                l.max_uri_bytes
+            );
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            bail!("listen and admin_listen are both {}", self.listen);
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("oca-daemon").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1000\"\nstores = [\"/a\", \"/b\"]\nworkers = 3\n[limits]\nmax_ranges = 4\nheader_timeout = 2.5\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::load(cli(&["--config", p, "--listen", "127.0.0.1:2000"])).unwrap();
+        assert_eq!(c.listen.port(), 2000);
+        assert_eq!(c.stores.len(), 2);
+        assert_eq!((c.workers, c.limits.max_ranges), (3, 4));
+        assert_eq!(c.limits.header_timeout, Duration::from_millis(2500));
+        let c = Config::load(cli(&["--config", p, "--store", "/x", "--max-ranges", "9"])).unwrap();
+        assert_eq!(c.stores, vec![PathBuf::from("/x")]);
+        assert_eq!(c.limits.max_ranges, 9);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "stores = [\"/a\"]\n[limits]\nmax_rangez = 3\n").unwrap();
+        let e = format!(
+            "{:#}",
+            Config::load(cli(&["--config", path.to_str().unwrap()])).unwrap_err()
+        );
+        assert!(e.contains("bad.toml") && e.contains("max_rangez"), "{e}");
+        std::fs::write(&path, "listen = \"nowhere\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            Config::load(cli(&["--config", path.to_str().unwrap()])).unwrap_err()
+        );
+        assert!(e.contains("bad.toml") && e.contains("listen"), "{e}");
+        let e = Config::load(cli(&[])).unwrap_err().to_string();
+        assert!(e.contains("--store"), "{e}");
+        let e = Config::load(cli(&["--store", "/a", "--header-timeout", "-1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("header_timeout"), "{e}");
+    }
+}

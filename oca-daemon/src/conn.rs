@@ -1,0 +1,396 @@
+//! One client connection as an explicit state machine, shared by both engines.
+//!
+//! The engine owns readiness: it tells the connection "these bytes arrived", "the socket is
+//! writable", "the peer closed" or "time passed", and the connection answers with what it needs
+//! next ([`Next`]). Writes are non-blocking syscalls made here (send for heads, sendfile for file
+//! bytes), so the engines differ only in how they wait.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oca_store::Store;
+
+use crate::config::Limits;
+use crate::http::request::{parse_head, HeadLimits, Parsed};
+use crate::http::response::{DateCache, Segment};
+use crate::http::serve::{self, ServeCtx};
+use crate::metrics::{Metrics, Timeout, WorkerStats};
+use crate::socket;
+
+/// How long a closing connection keeps reading (and discarding) so the client gets the last
+/// response before any reset caused by bytes it sent after it (nginx's lingering close).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Largest count handed to one sendfile call; bounds the time one connection holds the worker.
+const SENDFILE_CHUNK: usize = 1 << 20;
+
+/// What is shared by every worker.
+pub struct Shared {
+    /// The content store.
+    pub store: Store,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Whether to log each request.
+    pub access_log: bool,
+}
+
+/// Per-worker state the connections use.
+pub struct WorkerCtx {
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// This worker's index.
+    pub index: usize,
+    /// The loop's clock, refreshed once per batch of events.
+    pub now: Instant,
+    date: DateCache,
+    boundary_state: u64,
+}
+
+impl WorkerCtx {
+    /// A context for worker `index`.
+    pub fn new(shared: Arc<Shared>, index: usize) -> WorkerCtx {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        WorkerCtx {
+            shared,
+            index,
+            now: Instant::now(),
+            date: DateCache::default(),
+            boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
+        }
+    }
+
+    /// This worker's counters.
+    pub fn stats(&self) -> &WorkerStats {
+        self.shared.metrics.worker(self.index)
+    }
+
+    /// Whether the server is draining.
+    pub fn draining(&self) -> bool {
+        self.shared
+            .metrics
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// What the connection needs from the engine next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Wait until the socket is readable, then deliver the bytes.
+    Read,
+    /// Wait until the socket is writable, then call [`Conn::on_writable`].
+    Write,
+    /// Close the socket and forget the connection.
+    Close,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Reading,
+    /// Sending a response.
+    Writing,
+    /// Response sent, write side shut: discarding input until the peer closes or [`LINGER`].
+    Lingering,
+}
+
+enum WriteResult {
+    Done,
+    Blocked,
+    Failed,
+}
+
+/// One client connection.
+pub struct Conn {
+    sock: OwnedFd,
+    phase: Phase,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    segs: Vec<Segment>,
+    seg: usize,
+    seg_off: u64,
+    /// The file being sent and the disk it is on.
+    file: Option<(File, usize)>,
+    keep_alive: bool,
+    status: u16,
+    started: Instant,
+    deadline: Instant,
+    access: Option<String>,
+}
+
+impl Conn {
+    /// A freshly accepted connection; the first request head must arrive within the header timeout.
+    pub fn new(sock: OwnedFd, ctx: &WorkerCtx) -> Conn {
+        socket::set_nodelay(sock.as_fd());
+        Conn {
+            sock,
+            phase: Phase::Reading,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            segs: Vec::new(),
+            seg: 0,
+            seg_off: 0,
+            file: None,
+            keep_alive: true,
+            status: 0,
+            started: ctx.now,
+            deadline: ctx.now + ctx.shared.limits.header_timeout,
+            access: None,
+        }
+    }
+
+    /// The socket.
+    pub fn sock(&self) -> &OwnedFd {
+        &self.sock
+    }
+
+    /// Whether the connection sits between requests with nothing buffered.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Reading && self.inbuf.is_empty()
+    }
+
+    /// Bytes arrived from the peer.
+    pub fn on_data(&mut self, data: &[u8], ctx: &mut WorkerCtx) -> Next {
+        match self.phase {
+            Phase::Lingering => Next::Read,
+            Phase::Writing => {
+                // Engines do not read while writing; keep the bytes for the next request anyway.
+                self.inbuf.extend_from_slice(data);
+                Next::Write
+            }
+            Phase::Reading => {
+                if self.inbuf.is_empty() {
+                    // The header timeout runs from a request's first byte and is never extended,
+                    // so a client trickling bytes (slowloris) is cut off.
+                    self.deadline = ctx.now + ctx.shared.limits.header_timeout;
+                }
+                self.inbuf.extend_from_slice(data);
+                self.process(ctx)
+            }
+        }
+    }
+
+    /// The peer closed its side (or the socket failed).
+    pub fn on_eof(&mut self) -> Next {
+        Next::Close
+    }
+
+    /// The socket became writable.
+    pub fn on_writable(&mut self, ctx: &mut WorkerCtx) -> Next {
+        if self.phase != Phase::Writing {
+            return Next::Read;
+        }
+        self.flush(ctx)
+    }
+
+    /// Called on every timer tick; closes the connection when its deadline passed.
+    pub fn on_tick(&mut self, ctx: &mut WorkerCtx) -> Option<Next> {
+        if ctx.draining() && self.is_idle() {
+            return Some(Next::Close);
+        }
+        if ctx.now < self.deadline {
+            return None;
+        }
+        match self.phase {
+            Phase::Reading if !self.inbuf.is_empty() => {
+                ctx.stats().timeout(Timeout::Header);
+                self.reply_and_close(408, ctx);
+            }
+            Phase::Reading => ctx.stats().timeout(Timeout::Idle),
+            Phase::Writing => ctx.stats().timeout(Timeout::Send),
+            Phase::Lingering => {}
+        }
+        Some(Next::Close)
+    }
+
+    /// Best-effort one-shot reply on a connection about to close (408, 503).
+    pub fn reply_and_close(&mut self, status: u16, ctx: &mut WorkerCtx) {
+        self.out.clear();
+        self.segs.clear();
+        serve::standalone(status, &mut ctx.date, &mut self.out, &mut self.segs);
+        if let Ok(n) = socket::send(self.sock.as_fd(), &self.out, false) {
+            ctx.stats().sent(n as u64);
+        }
+        ctx.stats().response(status, Duration::ZERO);
+    }
+
+    fn process(&mut self, ctx: &mut WorkerCtx) -> Next {
+        loop {
+            if self.inbuf.is_empty() {
+                return Next::Read;
+            }
+            let limits = HeadLimits {
+                max_header_bytes: ctx.shared.limits.max_header_bytes,
+                max_uri_bytes: ctx.shared.limits.max_uri_bytes,
+            };
+            self.out.clear();
+            self.segs.clear();
+            let used = match parse_head(&self.inbuf, limits) {
+                Ok(Parsed::Partial) => return Next::Read,
+                Ok(Parsed::Complete(req, used)) => {
+                    let mut sctx = ServeCtx {
+                        store: &ctx.shared.store,
+                        max_ranges: ctx.shared.limits.max_ranges,
+                        date: &mut ctx.date,
+                        boundary_state: &mut ctx.boundary_state,
+                        draining: ctx
+                            .shared
+                            .metrics
+                            .draining
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    };
+                    let served = serve::serve(&req, &mut sctx, &mut self.out, &mut self.segs);
+                    if let Some(disk) = served.disk_error {
+                        ctx.shared.metrics.disk_error(disk);
+                    }
+                    self.status = served.status;
+                    self.keep_alive = served.keep_alive;
+                    self.file = served.file;
+                    if ctx.shared.access_log {
+                        let m = match req.method {
+                            crate::http::request::Method::Get => "GET",
+                            crate::http::request::Method::Head => "HEAD",
+                            crate::http::request::Method::Other => "OTHER",
+                        };
+                        self.access = Some(format!("{m} {}", String::from_utf8_lossy(req.target)));
+                    }
+                    used
+                }
+                Err(e) => {
+                    self.status = serve::refuse(e, &mut ctx.date, &mut self.out, &mut self.segs);
+                    self.keep_alive = false;
+                    self.file = None;
+                    self.inbuf.len()
+                }
+            };
+            self.inbuf.drain(..used);
+            self.phase = Phase::Writing;
+            self.seg = 0;
+            self.seg_off = 0;
+            self.started = ctx.now;
+            self.deadline = ctx.now + ctx.shared.limits.send_timeout;
+            match self.flush(ctx) {
+                Next::Read if self.phase == Phase::Reading => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut WorkerCtx) -> Next {
+        match self.write_segments(ctx) {
+            WriteResult::Blocked => {
+                self.deadline = ctx.now + ctx.shared.limits.send_timeout;
+                Next::Write
+            }
+            WriteResult::Failed => Next::Close,
+            WriteResult::Done => self.finish(ctx),
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut WorkerCtx) -> Next {
+        let latency = self.started.elapsed();
+        ctx.stats().response(self.status, latency);
+        if let Some(line) = self.access.take() {
+            tracing::info!(target: "access", status = self.status, ms = latency.as_secs_f64() * 1e3, "{line}");
+        }
+        self.file = None;
+        if self.out.capacity() > 16 * 1024 {
+            self.out = Vec::new();
+        }
+        if !self.keep_alive || ctx.draining() {
+            // Half-close and keep reading so a client still sending is not answered with a reset
+            // that could destroy the response it has not read yet.
+            socket::shutdown(self.sock.as_fd(), libc::SHUT_WR);
+            self.phase = Phase::Lingering;
+            self.inbuf = Vec::new();
+            self.deadline = ctx.now + LINGER;
+            return Next::Read;
+        }
+        self.phase = Phase::Reading;
+        self.deadline = ctx.now + ctx.shared.limits.keepalive_timeout;
+        if self.inbuf.capacity() > 16 * 1024 {
+            self.inbuf.shrink_to(self.inbuf.len().max(1024));
+        }
+        if self.inbuf.is_empty() {
+            Next::Read
+        } else {
+            // Pipelined: the next head is already here, so its timeout starts now.
+            self.deadline = ctx.now + ctx.shared.limits.header_timeout;
+            self.process(ctx)
+        }
+    }
+
+    fn write_segments(&mut self, ctx: &mut WorkerCtx) -> WriteResult {
+        while let Some(&seg) = self.segs.get(self.seg) {
+            let more = self.seg + 1 < self.segs.len();
+            let (result, remaining) = match seg {
+                Segment::Mem { start, end } => {
+                    let buf = &self.out[start + self.seg_off as usize..end];
+                    (socket::send(self.sock.as_fd(), buf, more), buf.len() as u64)
+                }
+                Segment::File { offset, len } => {
+                    let remaining = len - self.seg_off;
+                    let Some((file, _)) = self.file.as_ref() else {
+                        return WriteResult::Failed;
+                    };
+                    let count = remaining.min(SENDFILE_CHUNK as u64) as usize;
+                    let r = socket::sendfile(
+                        self.sock.as_fd(),
+                        file.as_raw_fd(),
+                        offset + self.seg_off,
+                        count,
+                    );
+                    if let Ok(0) = r {
+                        // The file shrank under us: what is left cannot be sent, and a shorter
+                        // body on this connection must not pass for a whole one, so close it.
+                        tracing::warn!(
+                            offset = offset + self.seg_off,
+                            "file shorter than when opened; closing connection"
+                        );
+                        ctx.stats().truncated();
+                        return WriteResult::Failed;
+                    }
+                    (r, remaining)
+                }
+            };
+            match result {
+                Ok(n) => {
+                    ctx.stats().sent(n as u64);
+                    if n as u64 == remaining {
+                        self.seg += 1;
+                        self.seg_off = 0;
+                    } else {
+                        self.seg_off += n as u64;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return WriteResult::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if let (Segment::File { .. }, Some((_, disk))) = (seg, &self.file) {
+                        if !is_peer_error(&e) {
+                            tracing::warn!(error = %e, disk, "reading content failed; closing connection");
+                            ctx.stats().truncated();
+                            ctx.shared.metrics.disk_error(*disk);
+                        }
+                    }
+                    return WriteResult::Failed;
+                }
+            }
+        }
+        WriteResult::Done
+    }
+}
+
+fn is_peer_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ETIMEDOUT)
+    )
+}

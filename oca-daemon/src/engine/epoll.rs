@@ -1,0 +1,189 @@
+//! The fallback engine: epoll (edge-triggered) for readiness, sendfile for bodies. Used where
+//! io_uring is disabled (sysctl `kernel.io_uring_disabled`, seccomp) or when forced.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::{accept_admitted, Worker, TICK};
+use crate::conn::{Conn, Next, WorkerCtx};
+use crate::socket;
+
+const LISTENER: u64 = u64::MAX;
+
+/// Runs one epoll worker until it has drained.
+pub fn run(worker: Worker) -> io::Result<()> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: epoll_create1 returned a fresh descriptor owned by nobody else.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let Worker {
+        listener, mut ctx, ..
+    } = worker;
+    let mut listener = Some(listener);
+    ctl(
+        &ep,
+        libc::EPOLL_CTL_ADD,
+        listener.as_ref().unwrap(),
+        libc::EPOLLIN as u32,
+        LISTENER,
+    )?;
+    let mut conns: Slab<Conn> = Slab::new();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut last_tick = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        // SAFETY: `events` is a live buffer of the stated length.
+        let n = unsafe {
+            libc::epoll_wait(
+                ep.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                TICK.as_millis() as i32,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        ctx.now = Instant::now();
+        for ev in &events[..n.max(0) as usize] {
+            let (token, bits) = (ev.u64, ev.events);
+            if token == LISTENER {
+                if let Some(l) = &listener {
+                    accept_all(l, &ep, &mut conns, &mut ctx);
+                }
+                continue;
+            }
+            let key = token as usize;
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let next = super::guarded(&mut ctx, |ctx| on_event(conn, bits, &mut scratch, ctx));
+            if next == Next::Close {
+                close(&mut conns, key, &ctx);
+            }
+        }
+        if ctx.now.duration_since(last_tick) >= TICK {
+            last_tick = ctx.now;
+            ctx.stats().beat(ctx.shared.metrics.uptime());
+            if ctx.draining() {
+                if let Some(l) = listener.take() {
+                    let _ = ctl(&ep, libc::EPOLL_CTL_DEL, &l, 0, 0);
+                    drain_deadline = Some(ctx.now + ctx.shared.limits.drain_timeout);
+                }
+            }
+            let expired: Vec<usize> = conns
+                .iter_mut()
+                .filter_map(|(k, c)| (c.on_tick(&mut ctx) == Some(Next::Close)).then_some(k))
+                .collect();
+            for k in expired {
+                close(&mut conns, k, &ctx);
+            }
+            if let Some(deadline) = drain_deadline {
+                if conns.is_empty() || ctx.now >= deadline {
+                    let keys: Vec<usize> = conns.iter().map(|(k, _)| k).collect();
+                    for k in keys {
+                        close(&mut conns, k, &ctx);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn on_event(conn: &mut Conn, bits: u32, scratch: &mut [u8], ctx: &mut WorkerCtx) -> Next {
+    let mut next = if bits & libc::EPOLLOUT as u32 != 0 {
+        conn.on_writable(ctx)
+    } else {
+        Next::Read
+    };
+    if next == Next::Read
+        && bits & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32 != 0
+    {
+        next = read_until_blocked(conn, scratch, ctx);
+    }
+    next
+}
+
+/// Edge-triggered: read until EAGAIN, or until the connection stops wanting input.
+fn read_until_blocked(conn: &mut Conn, scratch: &mut [u8], ctx: &mut WorkerCtx) -> Next {
+    loop {
+        match socket::recv(conn.sock().as_fd(), scratch) {
+            Ok(0) => return conn.on_eof(),
+            Ok(n) => match conn.on_data(&scratch[..n], ctx) {
+                Next::Read => continue,
+                // A blocked response waits for EPOLLOUT; unread input waits in the kernel.
+                other => return other,
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Next::Close,
+        }
+    }
+}
+
+fn accept_all(listener: &OwnedFd, ep: &OwnedFd, conns: &mut Slab<Conn>, ctx: &mut WorkerCtx) {
+    loop {
+        // SAFETY: null address pointers are allowed; flags are valid for accept4.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR) => return,
+                Some(libc::ECONNABORTED) => continue,
+                _ => {
+                    // EMFILE and the like: leave the rest queued; the next event retries.
+                    tracing::warn!(error = %e, "accept failed");
+                    std::thread::sleep(Duration::from_millis(1));
+                    return;
+                }
+            }
+        }
+        // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let Some(conn) = accept_admitted(sock, ctx) else {
+            continue;
+        };
+        let entry = conns.vacant_entry();
+        let key = entry.key();
+        let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if ctl(ep, libc::EPOLL_CTL_ADD, conn.sock(), bits, key as u64).is_err() {
+            super::release(ctx);
+            continue;
+        }
+        entry.insert(conn);
+    }
+}
+
+fn close(conns: &mut Slab<Conn>, key: usize, ctx: &WorkerCtx) {
+    if conns.try_remove(key).is_some() {
+        // Dropping the Conn closes the socket, which also removes it from the epoll set.
+        super::release(ctx);
+    }
+}
+
+fn ctl(ep: &OwnedFd, op: libc::c_int, fd: &OwnedFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: both descriptors are open and `ev` is a valid local.
+    if unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

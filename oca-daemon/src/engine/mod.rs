@@ -1,0 +1,133 @@
+//! The I/O engines: one worker thread per core, each with its own listener and event loop.
+
+pub mod epoll;
+pub mod uring;
+
+use std::os::fd::OwnedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::config::EngineChoice;
+use crate::conn::{Conn, Next, Shared, WorkerCtx};
+
+/// How often workers check timeouts, draining and liveness.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// The engine that runs.
+#[derive(Clone, Debug)]
+pub enum Engine {
+    /// io_uring, with what the kernel offers.
+    Uring(uring::Support),
+    /// epoll + sendfile.
+    Epoll,
+}
+
+impl Engine {
+    /// Name used in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Uring(_) => "uring",
+            Engine::Epoll => "epoll",
+        }
+    }
+}
+
+/// Picks the engine: probes io_uring and logs why it is or is not used.
+pub fn choose(choice: EngineChoice) -> Result<Engine> {
+    if choice == EngineChoice::Epoll {
+        tracing::info!(
+            engine = "epoll",
+            reason = "forced by configuration",
+            "engine selected"
+        );
+        return Ok(Engine::Epoll);
+    }
+    match uring::probe() {
+        Ok(support) => {
+            tracing::info!(engine = "uring", opcodes = %support.describe(), "engine selected");
+            Ok(Engine::Uring(support))
+        }
+        Err(reason) if choice == EngineChoice::Auto => {
+            tracing::warn!(engine = "epoll", reason = %reason, "io_uring unavailable, falling back");
+            Ok(Engine::Epoll)
+        }
+        Err(reason) => bail!("--engine uring: {reason}"),
+    }
+}
+
+/// What a worker thread starts with.
+pub struct Worker {
+    /// The worker's own SO_REUSEPORT listener.
+    pub listener: OwnedFd,
+    /// Its context.
+    pub ctx: WorkerCtx,
+}
+
+/// Starts one worker per listener; `on_fail` runs if a worker's loop fails.
+pub fn spawn(
+    engine: &Engine,
+    listeners: Vec<OwnedFd>,
+    shared: Arc<Shared>,
+    on_fail: Arc<dyn Fn() + Send + Sync>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let worker = Worker {
+            listener,
+            ctx: WorkerCtx::new(shared.clone(), index),
+        };
+        let engine = engine.clone();
+        let on_fail = on_fail.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("oca-worker-{index}"))
+            .spawn(move || {
+                let result = match engine {
+                    Engine::Uring(support) => uring::run(worker, &support),
+                    Engine::Epoll => epoll::run(worker),
+                };
+                if let Err(e) = result {
+                    tracing::error!(worker = index, error = %e, "worker failed");
+                    on_fail();
+                }
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// Admits a new connection under the connection cap, or answers 503 and drops it.
+pub fn accept_admitted(sock: OwnedFd, ctx: &mut WorkerCtx) -> Option<Conn> {
+    let mut conn = Conn::new(sock, ctx);
+    if !ctx
+        .shared
+        .metrics
+        .try_admit(ctx.shared.limits.max_connections)
+    {
+        conn.reply_and_close(503, ctx);
+        return None;
+    }
+    ctx.stats().opened();
+    Some(conn)
+}
+
+/// Releases the cap slot and gauge of a closed connection.
+pub fn release(ctx: &WorkerCtx) {
+    ctx.stats().closed();
+    ctx.shared.metrics.release();
+}
+
+/// Runs connection code so that a bug in it drops that connection only, never the worker.
+pub fn guarded(ctx: &mut WorkerCtx, f: impl FnOnce(&mut WorkerCtx) -> Next) -> Next {
+    match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
+        Ok(next) => next,
+        Err(_) => {
+            tracing::error!("internal error handling a connection; dropping it");
+            ctx.stats().dropped();
+            Next::Close
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The io_uring engine: multishot accept, receives into kernel-selected provided buffers (so an
+//! idle connection holds no buffer), poll for writability, a timeout SQE as the worker's tick,
+//! and sendfile for file bytes (see docs/engine.md for why sendfile rather than splice).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Instant;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+use slab::Slab;
+
+use super::{accept_admitted, Worker, TICK};
+use crate::conn::{Conn, Next, WorkerCtx};
+use crate::socket;
+
+const RING_ENTRIES: u32 = 1024;
+const BUF_GROUP: u16 = 0;
+const BUF_COUNT: u16 = 512;
+const BUF_SIZE: usize = 8 * 1024;
+
+const K_ACCEPT: u64 = 1;
+const K_RECV: u64 = 2;
+const K_POLL: u64 = 3;
+const K_TICK: u64 = 4;
+const K_CANCEL: u64 = 5;
+const K_PROVIDE: u64 = 6;
+
+fn ud(kind: u64, gen: u32, key: usize) -> u64 {
+    (kind << 56) | ((u64::from(gen) & 0xff_ffff) << 32) | (key as u64 & 0xffff_ffff)
+}
+
+fn ud_parts(ud: u64) -> (u64, u32, usize) {
+    (
+        ud >> 56,
+        ((ud >> 32) & 0xff_ffff) as u32,
+        (ud & 0xffff_ffff) as usize,
+    )
+}
+
+/// What the kernel's io_uring offers, from the probe at start.
+#[derive(Clone, Debug)]
+pub struct Support {
+    multishot_accept: bool,
+    splice: bool,
+    send_zc: bool,
+}
+
+impl Support {
+    /// One line for the startup log.
+    pub fn describe(&self) -> String {
+        format!(
+            "accept({}) recv(provided buffers) poll_add timeout async_cancel provide_buffers; sendfile for bodies; available but unused: splice={} send_zc={}",
+            if self.multishot_accept { "multishot" } else { "single-shot" },
+            self.splice,
+            self.send_zc
+        )
+    }
+}
+
+/// Creates a small ring and probes the opcodes the engine needs; `Err` says why io_uring is out.
+pub fn probe() -> Result<Support, String> {
+    let ring = IoUring::new(8).map_err(|e| match e.raw_os_error() {
+        Some(libc::EPERM) => format!(
+            "io_uring_setup: permission denied (kernel.io_uring_disabled = {}, or a seccomp filter)",
+            std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or("?".into(), |s| s.trim().to_string())
+        ),
+        Some(libc::ENOSYS) => "io_uring_setup: not implemented by this kernel (or blocked by seccomp)".to_string(),
+        _ => format!("io_uring_setup: {e}"),
+    })?;
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe: {e}"))?;
+    let required = [
+        ("accept", opcode::Accept::CODE),
+        ("recv", opcode::Recv::CODE),
+        ("poll_add", opcode::PollAdd::CODE),
+        ("timeout", opcode::Timeout::CODE),
+        ("async_cancel", opcode::AsyncCancel::CODE),
+        ("provide_buffers", opcode::ProvideBuffers::CODE),
+    ];
+    for (name, code) in required {
+        if !probe.is_supported(code) {
+            return Err(format!(
+                "kernel io_uring lacks IORING_OP_{}",
+                name.to_uppercase()
+            ));
+        }
+    }
+    Ok(Support {
+        // Multishot accept arrived in 5.19 with no probe bit of its own; an EINVAL at run time
+        // also switches a worker back to single-shot.
+        multishot_accept: kernel_at_least(5, 19),
+        splice: probe.is_supported(opcode::Splice::CODE),
+        send_zc: probe.is_supported(opcode::SendZc::CODE),
+    })
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
+    let (ma, mi) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+struct Slot {
+    conn: Conn,
+    gen: u32,
+    /// The one operation in flight for this connection, by kind.
+    pending: Option<u64>,
+    closing: bool,
+}
+
+struct Loop {
+    ring: IoUring,
+    ctx: WorkerCtx,
+    slots: Slab<Slot>,
+    listener: Option<OwnedFd>,
+    multishot: bool,
+    accept_armed: bool,
+    next_gen: u32,
+    /// Provided-buffer memory; the kernel writes received bytes here.
+    pool: Box<[u8]>,
+    free_bufs: Vec<u16>,
+    starved: Vec<usize>,
+    tick: Box<types::Timespec>,
+    drain_deadline: Option<Instant>,
+}
+
+/// Runs one io_uring worker until it has drained.
+pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
+    let Worker { listener, ctx } = worker;
+    let ring = IoUring::builder()
+        .setup_single_issuer()
+        .build(RING_ENTRIES)
+        .or_else(|_| IoUring::new(RING_ENTRIES))?;
+    let mut lp = Loop {
+        ring,
+        ctx,
+        slots: Slab::new(),
+        listener: Some(listener),
+        multishot: support.multishot_accept,
+        accept_armed: false,
+        next_gen: 0,
+        pool: vec![0u8; BUF_COUNT as usize * BUF_SIZE].into_boxed_slice(),
+        free_bufs: Vec::new(),
+        starved: Vec::new(),
+        tick: Box::new(types::Timespec::new().nsec(TICK.as_nanos() as u32)),
+        drain_deadline: None,
+    };
+    let provide = opcode::ProvideBuffers::new(
+        lp.pool.as_mut_ptr(),
+        BUF_SIZE as i32,
+        BUF_COUNT,
+        BUF_GROUP,
+        0,
+    )
+    .build()
+    .user_data(ud(K_PROVIDE, 0, 0));
+    lp.push(provide);
+    lp.arm_accept();
+    lp.arm_tick();
+    let result = lp.run();
+    // The kernel may still reference the pool until the ring is torn down; the ring goes first.
+    let Loop { ring, pool, .. } = lp;
+    drop(ring);
+    drop(pool);
+    result
+}
+
+impl Loop {
+    fn run(&mut self) -> io::Result<()> {
+        let mut batch: Vec<(u64, i32, u32)> = Vec::with_capacity(RING_ENTRIES as usize);
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINTR)
+                        || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+            self.ctx.now = Instant::now();
+            batch.clear();
+            batch.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(user_data, res, flags) in &batch {
+                self.complete(user_data, res, flags);
+            }
+            self.give_back_buffers();
+            if self.finished() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: every entry built by this loop points only at memory the Loop owns for the
+        // ring's lifetime (the buffer pool, the boxed timespec) or at nothing.
+        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(error = %e, "io_uring submit failed");
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(l) = &self.listener else { return };
+        let fd = types::Fd(l.as_raw_fd());
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let entry = if self.multishot {
+            opcode::AcceptMulti::new(fd).flags(flags).build()
+        } else {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(flags)
+                .build()
+        };
+        self.push(entry.user_data(ud(K_ACCEPT, 0, 0)));
+        self.accept_armed = true;
+    }
+
+    fn arm_tick(&mut self) {
+        let entry = opcode::Timeout::new(&*self.tick as *const types::Timespec)
+            .build()
+            .user_data(ud(K_TICK, 0, 0));
+        self.push(entry);
+    }
+
+    fn complete(&mut self, user_data: u64, res: i32, flags: u32) {
+        let (kind, gen, key) = ud_parts(user_data);
+        match kind {
+            K_ACCEPT => self.on_accept(res, flags),
+            K_RECV | K_POLL => self.on_conn_op(kind, gen, key, res, flags),
+            K_TICK => self.on_tick(),
+            K_PROVIDE if res < 0 => {
+                tracing::error!(error = %io::Error::from_raw_os_error(-res), "providing receive buffers failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed = false;
+        }
+        if res >= 0 {
+            // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
+            let sock = unsafe { OwnedFd::from_raw_fd(res) };
+            if self.listener.is_none() || self.ctx.draining() {
+                return; // Dropping closes it.
+            }
+            if let Some(conn) = accept_admitted(sock, &mut self.ctx) {
+                self.next_gen = self.next_gen.wrapping_add(1);
+                let key = self.slots.insert(Slot {
+                    conn,
+                    gen: self.next_gen,
+                    pending: None,
+                    closing: false,
+                });
+                self.act(key, Next::Read);
+            }
+        } else {
+            match -res {
+                libc::EINVAL if self.multishot => {
+                    tracing::info!(
+                        "multishot accept refused by the kernel; using single-shot accept"
+                    );
+                    self.multishot = false;
+                }
+                libc::ECANCELED => {
+                    self.listener = None;
+                    return;
+                }
+                libc::EINTR | libc::EAGAIN | libc::ECONNABORTED => {}
+                e => {
+                    // EMFILE and the like: the next tick re-arms, so a full table does not spin.
+                    tracing::warn!(error = %io::Error::from_raw_os_error(e), "accept failed");
+                    return;
+                }
+            }
+        }
+        if !self.accept_armed && !self.ctx.draining() {
+            self.arm_accept();
+        }
+    }
+
+    fn on_conn_op(&mut self, kind: u64, gen: u32, key: usize, res: i32, flags: u32) {
+        let buf = cqueue::buffer_select(flags);
+        let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
+            if let Some(bid) = buf {
+                self.free_bufs.push(bid);
+            }
+            return;
+        };
+        slot.pending = None;
+        if slot.closing {
+            if let Some(bid) = buf {
+                self.free_bufs.push(bid);
+            }
+            self.finish_close(key);
+            return;
+        }
+        let next = if kind == K_POLL {
+            super::guarded(&mut self.ctx, |ctx| slot.conn.on_writable(ctx))
+        } else {
+            match (res, buf) {
+                (n, Some(bid)) if n > 0 => {
+                    let start = bid as usize * BUF_SIZE;
+                    let data = &self.pool[start..start + n as usize];
+                    let next = super::guarded(&mut self.ctx, |ctx| slot.conn.on_data(data, ctx));
+                    self.free_bufs.push(bid);
+                    next
+                }
+                (0, _) => slot.conn.on_eof(),
+                (e, _) if -e == libc::ENOBUFS => {
+                    self.starved.push(key);
+                    return;
+                }
+                (e, _) if -e == libc::EINTR || -e == libc::EAGAIN => Next::Read,
+                _ => Next::Close,
+            }
+        };
+        self.act(key, next);
+    }
+
+    fn act(&mut self, key: usize, next: Next) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let fd = types::Fd(slot.conn.sock().as_raw_fd());
+        let entry = match next {
+            Next::Read => {
+                slot.pending = Some(K_RECV);
+                opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
+                    .buf_group(BUF_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+                    .user_data(ud(K_RECV, slot.gen, key))
+            }
+            Next::Write => {
+                slot.pending = Some(K_POLL);
+                opcode::PollAdd::new(fd, libc::POLLOUT as u32)
+                    .build()
+                    .user_data(ud(K_POLL, slot.gen, key))
+            }
+            Next::Close => return self.close(key),
+        };
+        self.push(entry);
+    }
+
+    /// Closes at once when nothing is in flight; otherwise wakes the pending operation
+    /// (shutdown + cancel) and closes when its completion arrives, so no CQE outlives its slot.
+    fn close(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        match slot.pending {
+            None => self.finish_close(key),
+            Some(_) if slot.closing => {}
+            Some(kind) => {
+                slot.closing = true;
+                socket::shutdown(slot.conn.sock().as_fd(), libc::SHUT_RDWR);
+                let target = ud(kind, slot.gen, key);
+                self.push(
+                    opcode::AsyncCancel::new(target)
+                        .build()
+                        .user_data(ud(K_CANCEL, 0, 0)),
+                );
+            }
+        }
+    }
+
+    fn finish_close(&mut self, key: usize) {
+        if self.slots.try_remove(key).is_some() {
+            super::release(&self.ctx);
+        }
+    }
+
+    fn give_back_buffers(&mut self) {
+        while let Some(bid) = self.free_bufs.pop() {
+            // SAFETY: the pointer stays inside the pool, which outlives the ring.
+            let addr = unsafe { self.pool.as_mut_ptr().add(bid as usize * BUF_SIZE) };
+            let entry = opcode::ProvideBuffers::new(addr, BUF_SIZE as i32, 1, BUF_GROUP, bid)
+                .build()
+                .user_data(ud(K_PROVIDE, 0, 0));
+            self.push(entry);
+        }
+        for key in std::mem::take(&mut self.starved) {
+            self.act(key, Next::Read);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let ctx = &mut self.ctx;
+        ctx.stats().beat(ctx.shared.metrics.uptime());
+        if ctx.draining() && self.drain_deadline.is_none() {
+            self.drain_deadline = Some(ctx.now + ctx.shared.limits.drain_timeout);
+            if self.accept_armed {
+                self.push(
+                    opcode::AsyncCancel::new(ud(K_ACCEPT, 0, 0))
+                        .build()
+                        .user_data(ud(K_CANCEL, 0, 0)),
+                );
+            } else {
+                self.listener = None;
+            }
+        }
+        let mut expired = Vec::new();
+        for (key, slot) in self.slots.iter_mut() {
+            if !slot.closing && slot.conn.on_tick(&mut self.ctx) == Some(Next::Close) {
+                expired.push(key);
+            }
+        }
+        for key in expired {
+            self.close(key);
+        }
+        if !self.accept_armed && !self.ctx.draining() {
+            self.arm_accept();
+        }
+        self.arm_tick();
+    }
+
+    fn finished(&self) -> bool {
+        match self.drain_deadline {
+            Some(deadline) => self.slots.is_empty() || self.ctx.now >= deadline,
+            None => false,
+        }
+    }
+}

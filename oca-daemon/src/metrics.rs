@@ -1,0 +1,308 @@
+//! Counters kept per worker (no shared cache line on the hot path) and summed when scraped.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// Upper bounds (seconds) of the response latency histogram buckets.
+const LATENCY_BOUNDS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Why a connection was closed by a timeout.
+#[derive(Clone, Copy, Debug)]
+pub enum Timeout {
+    /// The request head did not arrive in time (slowloris).
+    Header = 0,
+    /// An idle keep-alive connection expired.
+    Idle = 1,
+    /// The client stopped reading a response.
+    Send = 2,
+}
+
+/// One worker's counters, on their own cache lines.
+#[repr(align(128))]
+#[derive(Default, Debug)]
+pub struct WorkerStats {
+    requests: [AtomicU64; 5],
+    bytes_sent: AtomicU64,
+    active: AtomicI64,
+    accepted: AtomicU64,
+    timeouts: [AtomicU64; 3],
+    truncated: AtomicU64,
+    dropped: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    latency_sum_ns: AtomicU64,
+    heartbeat_ms: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Counts a finished response.
+    pub fn response(&self, status: u16, latency: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].fetch_add(1, Relaxed);
+        let secs = latency.as_secs_f64();
+        let bucket = LATENCY_BOUNDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_ns
+            .fetch_add(latency.as_nanos() as u64, Relaxed);
+    }
+
+    /// Counts bytes handed to the kernel for a client.
+    pub fn sent(&self, n: u64) {
+        self.bytes_sent.fetch_add(n, Relaxed);
+    }
+
+    /// Counts an accepted connection.
+    pub fn opened(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a closed connection.
+    pub fn closed(&self) {
+        self.active.fetch_sub(1, Relaxed);
+    }
+
+    /// Counts a connection closed by a timeout.
+    pub fn timeout(&self, kind: Timeout) {
+        self.timeouts[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a response cut short because its file shrank or could not be read.
+    pub fn truncated(&self) {
+        self.truncated.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection dropped after an unexpected error in its handling.
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
+
+    /// Records that the worker's loop is alive.
+    pub fn beat(&self, since_start: Duration) {
+        self.heartbeat_ms
+            .store(since_start.as_millis() as u64, Relaxed);
+    }
+}
+
+/// All counters of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    workers: Vec<WorkerStats>,
+    disks: Vec<(String, AtomicU64)>,
+    rejected: AtomicU64,
+    open_connections: AtomicUsize,
+    engine: &'static str,
+    body_path: &'static str,
+    started: Instant,
+    /// Set once every listener is up; cleared when draining starts.
+    pub ready: AtomicBool,
+    /// Set when SIGTERM (or SIGINT) asks the workers to drain.
+    pub draining: AtomicBool,
+}
+
+impl Metrics {
+    /// Counters for `workers` workers and the given disks.
+    pub fn new(
+        workers: usize,
+        disks: Vec<String>,
+        engine: &'static str,
+        body_path: &'static str,
+    ) -> Metrics {
+        Metrics {
+            workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+            disks: disks.into_iter().map(|d| (d, AtomicU64::new(0))).collect(),
+            rejected: AtomicU64::new(0),
+            open_connections: AtomicUsize::new(0),
+            engine,
+            body_path,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Worker `i`'s counters.
+    pub fn worker(&self, i: usize) -> &WorkerStats {
+        &self.workers[i]
+    }
+
+    /// Time since the process started its counters.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Counts a read error on disk `i`.
+    pub fn disk_error(&self, i: usize) {
+        if let Some((_, c)) = self.disks.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Takes a slot under the global connection cap; false (and counted) when full.
+    pub fn try_admit(&self, max: usize) -> bool {
+        if self.open_connections.fetch_add(1, Relaxed) >= max {
+            self.open_connections.fetch_sub(1, Relaxed);
+            self.rejected.fetch_add(1, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Releases a slot taken by [`Metrics::try_admit`].
+    pub fn release(&self) {
+        self.open_connections.fetch_sub(1, Relaxed);
+    }
+
+    /// Whether every worker's loop has run within `max_age`.
+    pub fn workers_alive(&self, max_age: Duration) -> bool {
+        let now = self.uptime().as_millis() as u64;
+        self.workers
+            .iter()
+            .all(|w| now.saturating_sub(w.heartbeat_ms.load(Relaxed)) <= max_age.as_millis() as u64)
+    }
+
+    /// Sum of active connections over workers.
+    pub fn active_connections(&self) -> i64 {
+        self.workers.iter().map(|w| w.active.load(Relaxed)).sum()
+    }
+
+    fn sum(&self, f: impl Fn(&WorkerStats) -> u64) -> u64 {
+        self.workers.iter().map(f).sum()
+    }
+}
+
+/// Renders [`Metrics`] in the Prometheus/OpenMetrics text format.
+pub fn render(metrics: &std::sync::Arc<Metrics>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(metrics.clone())));
+    let mut out = String::with_capacity(4096);
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct Scrape(std::sync::Arc<Metrics>);
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let m = &self.0;
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_requests",
+                "Responses sent, by status class",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                let v = m.sum(|w| w.requests[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("class", *class)])?)?;
+            }
+        }
+        counter(
+            &mut enc,
+            "oca_sent_bytes",
+            "Bytes sent to clients (heads and bodies)",
+            m.sum(|w| w.bytes_sent.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "oca_connections_accepted",
+            "Connections accepted",
+            m.sum(|w| w.accepted.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "oca_connections_rejected",
+            "Connections refused with 503 at the connection cap",
+            m.rejected.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "oca_responses_truncated",
+            "Responses cut short: file shrank or could not be read",
+            m.sum(|w| w.truncated.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "oca_connections_dropped",
+            "Connections dropped after an unexpected internal error",
+            m.sum(|w| w.dropped.load(Relaxed)),
+        )?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_timeouts",
+                "Connections closed by a timeout",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, kind) in ["header", "idle", "send"].iter().enumerate() {
+                let v = m.sum(|w| w.timeouts[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("kind", *kind)])?)?;
+            }
+        }
+        ConstGauge::new(m.active_connections()).encode(enc.encode_descriptor(
+            "oca_active_connections",
+            "Open client connections",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_disk_read_errors",
+                "Read errors per store disk",
+                None,
+                MetricType::Counter,
+            )?;
+            for (path, c) in &m.disks {
+                ConstCounter::new(c.load(Relaxed))
+                    .encode(fam.encode_family(&[("disk", path.as_str())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_engine",
+                "The I/O engine and body path in use",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1i64)
+                .encode(fam.encode_family(&[("engine", m.engine), ("body_path", m.body_path)])?)?;
+        }
+        let mut cumulative = 0u64;
+        let mut buckets = Vec::with_capacity(LATENCY_BOUNDS.len() + 1);
+        for (i, bound) in LATENCY_BOUNDS
+            .iter()
+            .chain([f64::INFINITY].iter())
+            .enumerate()
+        {
+            cumulative += m.sum(|w| w.latency_buckets[i].load(Relaxed));
+            buckets.push((*bound, cumulative));
+        }
+        let sum = m.sum(|w| w.latency_sum_ns.load(Relaxed)) as f64 / 1e9;
+        let mut hist = enc.encode_descriptor(
+            "oca_response_seconds",
+            "Time from a complete request head to the last byte handed to the kernel",
+            None,
+            MetricType::Histogram,
+        )?;
+        hist.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum, cumulative, &buckets, None,
+        )
+    }
+}
