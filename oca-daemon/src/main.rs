@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
@@ -109,11 +110,11 @@ fn limit_connections_to_fds(cfg: &mut Config) {
     let nofile = socket::raise_nofile_limit();
     let usable = nofile.saturating_sub(FD_RESERVE).max(16) as usize;
     if cfg.limits.max_connections > usable {
-        tracing::warn!(
+        tracing::info!(
             max_connections = cfg.limits.max_connections,
             nofile,
             using = usable,
-            "open-file limit too low for max_connections; lowering it (raise LimitNOFILE)"
+            "max_connections capped by the open-file limit (raise LimitNOFILE for more)"
         );
         cfg.limits.max_connections = usable;
     }

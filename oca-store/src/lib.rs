@@ -37,7 +37,7 @@ pub enum StoreError {
     #[error("store directory {0} is given twice")]
     Duplicate(PathBuf),
     /// A disk directory could not be prepared or opened.
-    #[error("store directory {path}: {source}")]
+    #[error("store directory {path}")]
     Disk {
         /// The disk directory.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum OpenError {
     #[error("not found")]
     NotFound,
     /// A disk failed to answer (EIO and the like): a disk problem, not a missing file.
-    #[error("disk {disk}: {source}")]
+    #[error("read error on disk {disk}")]
     Io {
         /// Index of the disk in the store.
         disk: usize,

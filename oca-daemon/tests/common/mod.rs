@@ -1,0 +1,293 @@
+//! Test harness: the real oca-daemon binary on ephemeral loopback ports over temporary stores.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Both engines; every behaviour test runs against each.
+pub const ENGINES: [&str; 2] = ["uring", "epoll"];
+
+/// A running daemon, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Puts a plain file into a store directory, the way an operator would.
+pub fn put(store: &Path, id: &str, body: &[u8]) -> PathBuf {
+    let dir = store.join("objects").join(&id[..id.len().min(2)]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(id);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+pub fn daemon_cmd(engine: &str, stores: &[&Path], extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oca-daemon"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--engine",
+        engine,
+        "--workers",
+        "2",
+    ]);
+    for s in stores {
+        cmd.arg("--store").arg(s);
+    }
+    cmd.args(extra);
+    cmd.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+impl Server {
+    pub fn start(engine: &str, stores: &[&Path], extra: &[&str]) -> Server {
+        Server::spawn(daemon_cmd(engine, stores, extra))
+    }
+
+    pub fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd.spawn().expect("spawn oca-daemon");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(" listening ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line.clone());
+                    }
+                }
+                log2.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("daemon did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        Server {
+            child,
+            addr: field("addr"),
+            admin: field("admin"),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(format!("http://{}/metrics", self.admin))
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// The value of one metric line (name with labels, exactly as rendered).
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{series} not in metrics:\n{text}"))
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A raw response read off a socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads one response (head, then Content-Length body unless `head_only`); None on EOF first.
+pub fn read_response(s: &mut TcpStream, head_only: bool) -> Option<RawResponse> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(0) => return None,
+            Ok(_) => head.push(byte[0]),
+            Err(e) => panic!(
+                "reading response head: {e} (got {:?})",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let mut r = RawResponse {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    if !head_only && status != 304 {
+        let len: usize = r.header("content-length").map_or(0, |v| v.parse().unwrap());
+        r.body = vec![0; len];
+        s.read_exact(&mut r.body).unwrap();
+    }
+    Some(r)
+}
+
+/// Sends raw bytes on a new connection and reads one response.
+pub fn raw(addr: SocketAddr, req: &[u8]) -> Option<RawResponse> {
+    let mut s = connect(addr);
+    s.write_all(req).unwrap();
+    read_response(&mut s, req.starts_with(b"HEAD"))
+}
+
+/// Whether the peer closes the connection (EOF or reset) within `within`.
+pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Splits a multipart/byteranges body into (Content-Range, bytes) parts.
+pub fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("boundary")
+        .trim();
+    let delim = format!("\r\n--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    loop {
+        let at = find(rest, delim.as_bytes()).expect("delimiter");
+        rest = &rest[at + delim.len()..];
+        if rest.starts_with(b"--") {
+            assert_eq!(&rest[..4], b"--\r\n", "closing delimiter");
+            assert_eq!(rest.len(), 4, "nothing after the closing delimiter");
+            return parts;
+        }
+        let head_end = find(rest, b"\r\n\r\n").unwrap();
+        let head = String::from_utf8(rest[2..head_end].to_vec()).unwrap();
+        let cr = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Range: "))
+            .unwrap()
+            .to_string();
+        rest = &rest[head_end + 4..];
+        let (a, b) = cr
+            .strip_prefix("bytes ")
+            .unwrap()
+            .split_once('/')
+            .unwrap()
+            .0
+            .split_once('-')
+            .unwrap();
+        let len = b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1;
+        parts.push((cr, rest[..len].to_vec()));
+        rest = &rest[len..];
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
