@@ -91,13 +91,13 @@ fn run(cli: Cli) -> Result<()> {
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); false }
             _ = failed.notified() => true,
         };
+        metrics.ready.store(false, Relaxed);
+        metrics.draining.store(true, Relaxed);
+        // The admin listener keeps answering (readyz: 503) while the workers drain.
+        let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));
+        let _ = join.await;
         anyhow::Ok(worker_failed)
     })?;
-    metrics.ready.store(false, Relaxed);
-    metrics.draining.store(true, Relaxed);
-    for w in workers {
-        let _ = w.join();
-    }
     if worker_failed {
         anyhow::bail!("a worker failed; exiting so the service manager restarts the daemon");
     }

@@ -71,6 +71,7 @@ impl Server {
 
     pub fn spawn(mut cmd: Command) -> Server {
         let mut child = cmd.spawn().expect("spawn oca-daemon");
+        reap_at_exit(child.id());
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -154,8 +155,29 @@ impl Server {
     }
 }
 
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Servers held in statics are never dropped; kill them when the test process exits.
+fn reap_at_exit(pid: u32) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn kill_all() {
+        if let Ok(pids) = LIVE.lock() {
+            for &pid in pids.iter() {
+                // SAFETY: signalling our own children.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+    // SAFETY: registering a plain extern "C" function with no captured state.
+    ONCE.call_once(|| unsafe {
+        libc::atexit(kill_all);
+    });
+    LIVE.lock().unwrap().push(pid);
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        LIVE.lock().unwrap().retain(|&p| p != self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
