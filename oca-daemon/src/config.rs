@@ -295,7 +295,7 @@ mod tests {
     use super::*;
 
     fn cli(args: &[&str]) -> Cli {
-        Cli::parse_from(std::iter::once("oca-daemon").chain(args.iter().copied()))
+        Cli::try_parse_from(std::iter::once("oca-daemon").chain(args.iter().copied())).unwrap()
     }
 
     #[test]
@@ -336,7 +336,7 @@ mod tests {
         assert!(e.contains("bad.toml") && e.contains("listen"), "{e}");
         let e = Config::load(cli(&[])).unwrap_err().to_string();
         assert!(e.contains("--store"), "{e}");
-        let e = Config::load(cli(&["--store", "/a", "--header-timeout", "-1"]))
+        let e = Config::load(cli(&["--store", "/a", "--header-timeout=-1"]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("header_timeout"), "{e}");

@@ -88,12 +88,24 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: HeadLimits) -> Result<Parsed<'b>, H
             Ok(Parsed::Complete(request, used))
         }
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::HeaderTooLarge),
-        Err(httparse::Error::Version) => Err(HeadError::Version),
+        Err(httparse::Error::Version) => Err(version_verdict(buf)),
         Err(_) => Err(if looks_like_h2_preface(buf) {
             HeadError::Version
         } else {
             HeadError::Malformed
         }),
+    }
+}
+
+/// httparse reports any bad version token as a version error; only a real `HTTP/x.y` that is not
+/// 1.x deserves 505, anything else is a malformed request line.
+fn version_verdict(buf: &[u8]) -> HeadError {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default().trim_ascii_end();
+    let token = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    if token.starts_with(b"HTTP/") {
+        HeadError::Version
+    } else {
+        HeadError::Malformed
     }
 }
 
