@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: oca-daemon against nginx on the same files, the same machine, the same
+# wrk load. Prints a table with ratios and writes bench/RESULTS.md.
+#
+#   bench/run.sh                 # full run (4 x 256 MiB corpus, 10 s per wrk run)
+#   DURATION=5 bench/run.sh      # shorter runs
+#   ENGINE=epoll bench/run.sh    # the fallback engine instead of io_uring
+#
+# Needs root only to install nginx and wrk when they are missing (apt-get).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+WORK=${BENCH_DIR:-/var/tmp/oca-bench}
+DURATION=${DURATION:-10}
+ENGINE=${ENGINE:-uring}
+WORKERS=${WORKERS:-$(nproc)}
+FILE_MB=256
+NFILES=4
+OCA_PORT=18080 OCA_ADMIN=18081 NGINX_PORT=18090
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "installing nginx and wrk" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+NGINX=$(command -v nginx)
+
+cargo build --release -q -p oca-daemon
+OCA=$REPO/target/release/oca-daemon
+
+# Corpus: store layout for oca-daemon; hard links (same inodes, same page cache) in a flat
+# directory for nginx, so nginx needs no rewrite or regex to find them.
+mkdir -p "$WORK/store/objects/bm" "$WORK/nginx-root/c" "$WORK/nginx-tmp"
+FILES=""
+for i in $(seq 0 $((NFILES - 1))); do
+  id="bm_title${i}_1080p.mp4"
+  f="$WORK/store/objects/bm/$id"
+  if [ "$(stat -c %s "$f" 2>/dev/null || echo 0)" != $((FILE_MB << 20)) ]; then
+    echo "generating $f" >&2
+    head -c $((FILE_MB << 20)) /dev/urandom > "$f.tmp" && mv "$f.tmp" "$f"
+  fi
+  ln -f "$f" "$WORK/nginx-root/c/$id"
+  cat "$f" > /dev/null   # both servers run from a warm page cache
+  FILES="$FILES $id"
+done
+export FILES FILE_BYTES=$((FILE_MB << 20))
+
+cat > "$WORK/nginx.conf" <<CONF
+worker_processes $WORKERS;
+worker_rlimit_nofile 65536;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 32768; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path $WORK/nginx-tmp;
+  proxy_temp_path $WORK/nginx-tmp;
+  fastcgi_temp_path $WORK/nginx-tmp;
+  uwsgi_temp_path $WORK/nginx-tmp;
+  scgi_temp_path $WORK/nginx-tmp;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$NGINX_PORT reuseport;
+    root $WORK/nginx-root;
+  }
+}
+CONF
+
+cleanup() {
+  [ -n "${OCA_PID:-}" ] && kill "$OCA_PID" 2>/dev/null || true
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+"$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
+"$OCA" --listen 127.0.0.1:$OCA_PORT --admin-listen 127.0.0.1:$OCA_ADMIN --store "$WORK/store" \
+  --workers "$WORKERS" --engine "$ENGINE" 2> "$WORK/oca.log" &
+OCA_PID=$!
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$OCA_ADMIN/readyz" && break; sleep 0.1; done
+first=$(echo $FILES | cut -d' ' -f1)
+for port in $OCA_PORT $NGINX_PORT; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -r 0-99 "http://127.0.0.1:$port/c/$first")
+  [ "$code" = 206 ] || { echo "server on $port answered $code" >&2; exit 1; }
+done
+
+run_wrk() { # server port range conns
+  RANGE_BYTES=$3 wrk -t"$WORKERS" -c"$4" -d"${DURATION}s" --timeout 10s -s "$REPO/bench/range.lua" \
+    "http://127.0.0.1:$2/" | grep '^RESULT' | sed 's/^RESULT //'
+}
+field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
+
+rows=()
+printf '%-6s %-6s %-7s %12s %9s %9s %9s %6s\n' range conns server req/s GB/s p50_ms p99_ms errors
+for range in 65536 1048576; do
+  for conns in 32 1000; do
+    declare -A r=()
+    for server in nginx oca; do
+      port=$([ $server = oca ] && echo $OCA_PORT || echo $NGINX_PORT)
+      run_wrk $server $port $range $conns > /dev/null   # 2 s warm-up is part of the first second
+      r[$server]=$(run_wrk $server $port $range $conns)
+      res=${r[$server]}
+      printf '%-6s %-6s %-7s %12.0f %9.2f %9.2f %9.2f %6s\n' "$((range >> 10))K" $conns $server \
+        "$(field "$res" rps)" "$(echo "$(field "$res" bps) / 1000000000" | bc -l)" \
+        "$(echo "$(field "$res" p50_us) / 1000" | bc -l)" "$(echo "$(field "$res" p99_us) / 1000" | bc -l)" \
+        "$(field "$res" errors)"
+    done
+    ro=${r[oca]} rn=${r[nginx]}
+    ratio=$(echo "$(field "$ro" rps) / $(field "$rn" rps)" | bc -l)
+    p99=$(echo "$(field "$ro" p99_us) / $(field "$rn" p99_us)" | bc -l)
+    printf '%-6s %-6s ratio oca/nginx: req/s %.2fx, p99 %.2fx\n' "$((range >> 10))K" $conns "$ratio" "$p99"
+    rows+=("| $((range >> 10)) KiB | $conns | $(printf '%.0f' "$(field "$rn" rps)") | $(printf '%.0f' "$(field "$ro" rps)") | $(printf '%.2f' "$ratio")x | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" bps)/1000000000" | bc -l)" "$(echo "$(field "$ro" bps)/1000000000" | bc -l)") | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" p50_us)/1000" | bc -l)" "$(echo "$(field "$ro" p50_us)/1000" | bc -l)") | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" p99_us)/1000" | bc -l)" "$(echo "$(field "$ro" p99_us)/1000" | bc -l)") | $(field "$rn" errors) / $(field "$ro" errors) |")
+    unset r
+  done
+done
+
+# 10,000 idle keep-alive connections: resident memory of each server.
+IDLE_N=${IDLE_N:-10000}
+oca_idle=$(python3 "$REPO/bench/idle_conns.py" 127.0.0.1 $OCA_PORT "/c/$first" "$IDLE_N" "$OCA_PID" | sed 's/^IDLE //')
+ngx_pids="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"
+ngx_idle=$(python3 "$REPO/bench/idle_conns.py" 127.0.0.1 $NGINX_PORT "/c/$first" "$IDLE_N" $ngx_pids | sed 's/^IDLE //')
+echo "idle keep-alive connections: oca $oca_idle; nginx $ngx_idle"
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Written by \`bench/run.sh\` (DURATION=$DURATION ENGINE=$ENGINE WORKERS=$WORKERS) on $(date -u +%Y-%m-%d)."
+  echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
+  echo "Corpus: $NFILES files of $FILE_MB MiB in the page cache; wrk -t$WORKERS, random aligned ranges (bench/range.lua);"
+  echo "server and client share the machine's cores. nginx: sendfile on, tcp_nopush on, $WORKERS workers, access log off."
+  echo
+  echo "| range | conns | nginx req/s | oca req/s | oca/nginx | GB/s nginx / oca | p50 ms nginx / oca | p99 ms nginx / oca | errors nginx / oca |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "$IDLE_N idle keep-alive connections (one 1-byte range each, then idle), resident memory:"
+  echo "oca-daemon: $oca_idle; nginx (master + workers): $ngx_idle."
+  if [ -f "$REPO/bench/NOTES.md" ]; then echo; cat "$REPO/bench/NOTES.md"; fi
+} > "$REPO/bench/RESULTS.md"
+echo "wrote bench/RESULTS.md"
