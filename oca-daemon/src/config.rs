@@ -20,6 +20,29 @@ pub enum EngineChoice {
     Epoll,
 }
 
+/// How the io_uring engine moves file bytes to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyPath {
+    /// splice for parts of 256 KiB and more, sendfile below (each the faster there: docs/oca-daemon.md).
+    Auto,
+    /// sendfile(2) from the worker, io_uring waiting for writability.
+    Sendfile,
+    /// IORING_OP_SPLICE file → pipe → socket.
+    Splice,
+}
+
+impl BodyPath {
+    /// Name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyPath::Auto => "auto",
+            BodyPath::Sendfile => "sendfile",
+            BodyPath::Splice => "splice",
+        }
+    }
+}
+
 /// oca-daemon: serves immutable video files as HTTP/1.1 byte ranges, zero-copy, on io_uring.
 ///
 /// Every flag may also be set in the TOML file given with --config (see
@@ -45,6 +68,9 @@ pub struct Cli {
     /// I/O engine.
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<EngineChoice>,
+    /// How the io_uring engine sends file bytes (the epoll engine always uses sendfile).
+    #[arg(long, value_enum, value_name = "PATH")]
+    pub body_path: Option<BodyPath>,
     /// Open connections allowed in total; past it new connections get 503 and are closed.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -131,6 +157,8 @@ pub struct Config {
     pub workers: usize,
     /// Engine choice.
     pub engine: EngineChoice,
+    /// io_uring body path.
+    pub body_path: BodyPath,
     /// Limits and timeouts.
     pub limits: Limits,
     /// Whether to log each request.
@@ -148,6 +176,7 @@ struct FileConfig {
     stores: Vec<PathBuf>,
     workers: Option<usize>,
     engine: Option<EngineChoice>,
+    body_path: Option<BodyPath>,
     access_log: Option<bool>,
     #[serde(default)]
     limits: FileLimits,
@@ -245,6 +274,7 @@ impl Config {
                 Some(n) => n,
             },
             engine: cli.engine.or(file.engine).unwrap_or(EngineChoice::Auto),
+            body_path: cli.body_path.or(file.body_path).unwrap_or(BodyPath::Auto),
             limits,
             access_log: cli.access_log || file.access_log.unwrap_or(false),
             demo: cli.demo,

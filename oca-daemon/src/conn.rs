@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,9 @@ pub struct WorkerCtx {
     pub index: usize,
     /// The loop's clock, refreshed once per batch of events.
     pub now: Instant,
+    /// File parts at least this long are handed to the engine ([`Next::Splice`]); shorter ones
+    /// go out with sendfile here. `u64::MAX`: always sendfile.
+    pub splice_min: u64,
     date: DateCache,
     boundary_state: u64,
 }
@@ -61,6 +64,7 @@ impl WorkerCtx {
             shared,
             index,
             now: Instant::now(),
+            splice_min: u64::MAX,
             date: DateCache::default(),
             boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
         }
@@ -80,9 +84,22 @@ impl WorkerCtx {
     }
 }
 
+/// File bytes for the engine to move to the socket itself (io_uring splice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyChunk {
+    /// The open file.
+    pub file: RawFd,
+    /// Offset of the next byte to send.
+    pub offset: u64,
+    /// Bytes left in this part of the response.
+    pub len: u64,
+}
+
 /// What the connection needs from the engine next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
+    /// Move these file bytes to the socket, then call [`Conn::on_body_sent`].
+    Splice(BodyChunk),
     /// Wait until the socket is readable, then deliver the bytes.
     Read,
     /// Wait until the socket is writable, then call [`Conn::on_writable`].
@@ -102,6 +119,7 @@ enum Phase {
 }
 
 enum WriteResult {
+    Body(BodyChunk),
     Done,
     Blocked,
     Failed,
@@ -290,8 +308,34 @@ impl Conn {
                 Next::Write
             }
             WriteResult::Failed => Next::Close,
+            WriteResult::Body(chunk) => Next::Splice(chunk),
             WriteResult::Done => self.finish(ctx),
         }
+    }
+
+    /// The engine moved `n` file bytes of the current part to the socket.
+    pub fn on_body_sent(&mut self, n: u64, ctx: &mut WorkerCtx) -> Next {
+        ctx.stats().sent(n);
+        match self.segs.get(self.seg) {
+            Some(&Segment::File { len, .. }) if self.seg_off + n <= len => {
+                self.seg_off += n;
+                if self.seg_off == len {
+                    self.seg += 1;
+                    self.seg_off = 0;
+                }
+                self.flush(ctx)
+            }
+            _ => Next::Close,
+        }
+    }
+
+    /// The engine found the file shorter than when it was opened (or unreadable).
+    pub fn on_body_failed(&mut self, ctx: &mut WorkerCtx, read_error: bool) -> Next {
+        ctx.stats().truncated();
+        if let (true, Some((_, disk))) = (read_error, &self.file) {
+            ctx.shared.metrics.disk_error(*disk);
+        }
+        Next::Close
     }
 
     fn finish(&mut self, ctx: &mut WorkerCtx) -> Next {
@@ -340,6 +384,15 @@ impl Conn {
                     let Some((file, _)) = self.file.as_ref() else {
                         return WriteResult::Failed;
                     };
+                    // Decided on the part's whole length, so one part never switches path midway
+                    // (the engine's pipe may still hold some of it).
+                    if len >= ctx.splice_min {
+                        return WriteResult::Body(BodyChunk {
+                            file: file.as_raw_fd(),
+                            offset: offset + self.seg_off,
+                            len: remaining,
+                        });
+                    }
                     let count = remaining.min(SENDFILE_CHUNK as u64) as usize;
                     let r = socket::sendfile(
                         self.sock.as_fd(),

@@ -53,7 +53,7 @@ fn run(cli: Cli) -> Result<()> {
     for (i, d) in store.disks().iter().enumerate() {
         tracing::info!(disk = i, path = %d.root().display(), "store disk");
     }
-    let engine = engine::choose(cfg.engine)?;
+    let engine = engine::choose(cfg.engine, cfg.body_path)?;
     let (listeners, addr) = socket::reuseport_listeners(cfg.listen, cfg.workers)
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let admin = std::net::TcpListener::bind(cfg.admin_listen)
@@ -61,7 +61,12 @@ fn run(cli: Cli) -> Result<()> {
     admin.set_nonblocking(true)?;
     let admin_addr = admin.local_addr()?;
     let disks = store.disks().iter().map(|d| d.key().to_string()).collect();
-    let metrics = Arc::new(Metrics::new(cfg.workers, disks, engine.name(), "sendfile"));
+    let metrics = Arc::new(Metrics::new(
+        cfg.workers,
+        disks,
+        engine.name(),
+        engine.body_path().name(),
+    ));
     let shared = Arc::new(Shared {
         store,
         limits: cfg.limits,
@@ -94,7 +99,8 @@ fn run(cli: Cli) -> Result<()> {
         metrics.ready.store(false, Relaxed);
         metrics.draining.store(true, Relaxed);
         // The admin listener keeps answering (readyz: 503) while the workers drain.
-        let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));
+        let join =
+            tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));
         let _ = join.await;
         anyhow::Ok(worker_failed)
     })?;

@@ -45,33 +45,67 @@ fn malformed_and_oversized_requests() {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), ID, &pattern(1, 1000));
     for engine in ENGINES {
-        let s = Server::start(engine, &[dir.path()], &["--max-header-bytes", "4096", "--max-uri-bytes", "1024"]);
+        let s = Server::start(
+            engine,
+            &[dir.path()],
+            &["--max-header-bytes", "4096", "--max-uri-bytes", "1024"],
+        );
         let cases: Vec<(Vec<u8>, u16)> = vec![
             (b"GARBAGE\r\n\r\n".to_vec(), 400),
             (b"GET\r\n\r\n".to_vec(), 400),
             (b"GET /c/x HTTP/1.1\r\nNoColon\r\n\r\n".to_vec(), 400),
             (b"GET /c/x HTTP/1.1\r\n\r\n".to_vec(), 400), // HTTP/1.1 without Host
-            (b"GET /c/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
-            (format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n", "a".repeat(5000)).into_bytes(), 431),
-            (format!("GET /c/{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(2000)).into_bytes(), 414),
+            (
+                b"GET /c/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+                400,
+            ),
+            (
+                format!(
+                    "GET /c/{ID} HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+                    "a".repeat(5000)
+                )
+                .into_bytes(),
+                431,
+            ),
+            (
+                format!("GET /c/{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(2000)).into_bytes(),
+                414,
+            ),
             (format!("GET /c/{}", "a".repeat(3000)).into_bytes(), 414), // refused before the line ends
             (b"GET /c/x HTTP/3.0\r\nHost: t\r\n\r\n".to_vec(), 505),
-            (format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc").into_bytes(), 400),
+            (
+                format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+                    .into_bytes(),
+                400,
+            ),
             (req("/nothing-here"), 404),
             (req("/c/unknown_id.mp4"), 404),
         ];
         for (raw_req, want) in cases {
             let got = status(&s, &raw_req);
-            assert_eq!(got, Some(want), "{engine}: {:?}", String::from_utf8_lossy(&raw_req[..raw_req.len().min(60)]));
+            assert_eq!(
+                got,
+                Some(want),
+                "{engine}: {:?}",
+                String::from_utf8_lossy(&raw_req[..raw_req.len().min(60)])
+            );
         }
         for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
-            let r = raw(s.addr, format!("{method} /c/{ID} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap();
+            let r = raw(
+                s.addr,
+                format!("{method} /c/{ID} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
             assert_eq!(r.status, 405, "{engine} {method}");
             assert_eq!(r.header("allow").as_deref(), Some("GET, HEAD"));
         }
         // HTTP/2 prior knowledge: 505 or a plain close, never a hang.
         let got = status(&s, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        assert!(matches!(got, Some(505) | None), "{engine}: h2 preface gave {got:?}");
+        assert!(
+            matches!(got, Some(505) | None),
+            "{engine}: h2 preface gave {got:?}"
+        );
         // The server survives all of it.
         assert_eq!(status(&s, &req(&format!("/c/{ID}"))), Some(200), "{engine}");
     }
@@ -91,7 +125,11 @@ fn traversal_never_opens_anything_outside_the_store() {
     std::os::unix::fs::symlink(&secret, store.join("objects/li")).unwrap_or(());
     std::fs::create_dir_all(store.join("objects/sy")).unwrap();
     std::os::unix::fs::symlink(&secret, store.join("objects/sy/symlinked")).unwrap();
-    let watches = [OpenWatch::new(&secret), OpenWatch::new(&in_store), OpenWatch::new(&store.join("objects/secret"))];
+    let watches = [
+        OpenWatch::new(&secret),
+        OpenWatch::new(&in_store),
+        OpenWatch::new(&store.join("objects/secret")),
+    ];
     let targets = [
         "/c/../secret",
         "/c/../../secret",
@@ -117,18 +155,32 @@ fn traversal_never_opens_anything_outside_the_store() {
         let s = Server::start(engine, &[&store], &[]);
         for t in targets {
             for method in ["GET", "HEAD"] {
-                let r = raw(s.addr, format!("{method} {t} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
-                assert!(matches!(r.status, 400 | 404), "{engine} {method} {t}: {}", r.status);
+                let r = raw(
+                    s.addr,
+                    format!("{method} {t} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+                )
+                .unwrap();
+                assert!(
+                    matches!(r.status, 400 | 404),
+                    "{engine} {method} {t}: {}",
+                    r.status
+                );
                 assert!(!String::from_utf8_lossy(&r.body).contains("SECRET"));
             }
         }
         // A raw NUL in the target is malformed.
-        assert_eq!(status(&s, b"GET /c/a\0b HTTP/1.1\r\nHost: t\r\n\r\n"), Some(400));
+        assert_eq!(
+            status(&s, b"GET /c/a\0b HTTP/1.1\r\nHost: t\r\n\r\n"),
+            Some(400)
+        );
         // "secret" itself is a valid id; it is looked up only under objects/se/, where it is not.
         assert_eq!(status(&s, &req("/c/secret")), Some(404));
     }
     for w in &watches {
-        assert!(!w.opened(), "a file outside the store's object tree was opened");
+        assert!(
+            !w.opened(),
+            "a file outside the store's object tree was opened"
+        );
     }
     // The watch does see opens: the check above can fail.
     std::fs::read(&secret).unwrap();
@@ -140,7 +192,11 @@ fn slowloris_and_idle_connections_time_out() {
     let dir = tempfile::tempdir().unwrap();
     put(dir.path(), ID, &pattern(1, 1000));
     for engine in ENGINES {
-        let s = Server::start(engine, &[dir.path()], &["--header-timeout", "1", "--keepalive-timeout", "1"]);
+        let s = Server::start(
+            engine,
+            &[dir.path()],
+            &["--header-timeout", "1", "--keepalive-timeout", "1"],
+        );
         // Slowloris: a header line every 200 ms never completes the head.
         let mut c = connect(s.addr);
         let mut writer = c.try_clone().unwrap();
@@ -149,7 +205,10 @@ fn slowloris_and_idle_connections_time_out() {
             let _ = writer.write_all(b"GET /c/title_720p.mp4 HTTP/1.1\r\nHost: t\r\n");
             for i in 0..25 {
                 std::thread::sleep(Duration::from_millis(200));
-                if writer.write_all(format!("X-{i}: y\r\n").as_bytes()).is_err() {
+                if writer
+                    .write_all(format!("X-{i}: y\r\n").as_bytes())
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -157,17 +216,30 @@ fn slowloris_and_idle_connections_time_out() {
         let mut got = Vec::new();
         let _ = c.read_to_end(&mut got);
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(3000), "{engine}: cut off after {took:?}");
-        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408 "), "{engine}: {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            took < Duration::from_millis(3000),
+            "{engine}: cut off after {took:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408 "),
+            "{engine}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         trickle.join().unwrap();
         // Idle keep-alive: closed after the keep-alive timeout.
         let mut c = connect(s.addr);
         c.write_all(&req(&format!("/c/{ID}"))).unwrap();
         assert_eq!(read_response(&mut c, false).unwrap().status, 200);
-        assert!(closed_within(&mut c, Duration::from_secs(3)), "{engine}: idle connection kept");
+        assert!(
+            closed_within(&mut c, Duration::from_secs(3)),
+            "{engine}: idle connection kept"
+        );
         // A connection that never sends a byte is closed too.
         let mut c = connect(s.addr);
-        assert!(closed_within(&mut c, Duration::from_secs(3)), "{engine}: silent connection kept");
+        assert!(
+            closed_within(&mut c, Duration::from_secs(3)),
+            "{engine}: silent connection kept"
+        );
         assert!(s.metric("oca_timeouts_total{kind=\"header\"}") >= 1.0);
         assert!(s.metric("oca_timeouts_total{kind=\"idle\"}") >= 1.0);
     }
@@ -193,15 +265,26 @@ fn connection_cap_answers_503_and_keeps_serving() {
             let mut got = Vec::new();
             let _ = c.read_to_end(&mut got);
             let text = String::from_utf8_lossy(&got);
-            assert!(got.is_empty() || text.starts_with("HTTP/1.1 503 "), "{engine}: over the cap got {text:?}");
+            assert!(
+                got.is_empty() || text.starts_with("HTTP/1.1 503 "),
+                "{engine}: over the cap got {text:?}"
+            );
         }
         for c in &mut held {
             c.write_all(&req(&format!("/c/{ID}"))).unwrap();
-            assert_eq!(read_response(c, false).unwrap().status, 200, "{engine}: admitted connections keep working");
+            assert_eq!(
+                read_response(c, false).unwrap().status,
+                200,
+                "{engine}: admitted connections keep working"
+            );
         }
         assert!(s.metric("oca_connections_rejected_total") >= 3.0);
         drop(held);
         std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(status(&s, &req(&format!("/c/{ID}"))), Some(200), "{engine}: slots come back");
+        assert_eq!(
+            status(&s, &req(&format!("/c/{ID}"))),
+            Some(200),
+            "{engine}: slots come back"
+        );
     }
 }

@@ -48,18 +48,31 @@ fn a_file_that_shrinks_or_vanishes_mid_response() {
         let s = Server::start(engine, &[dir.path()], &[]);
 
         let mut c = slow_client(s.addr);
-        c.write_all(b"GET /c/shrinks.mp4 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        c.write_all(b"GET /c/shrinks.mp4 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let (len, body) = read_to_eof(&mut c, 1 << 16, || {
-            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 20).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(1 << 20)
+                .unwrap();
         });
         assert_eq!(len, BIG);
-        assert!(body.len() < len, "{engine}: a truncated response must not look whole");
-        assert!(body[..] == data[..body.len()], "{engine}: only the file's real bytes, never stale ones");
+        assert!(
+            body.len() < len,
+            "{engine}: a truncated response must not look whole"
+        );
+        assert!(
+            body[..] == data[..body.len()],
+            "{engine}: only the file's real bytes, never stale ones"
+        );
         assert!(s.metric("oca_responses_truncated_total") >= 1.0, "{engine}");
 
         // Unlinking does not change an open file's bytes: the response completes, all correct.
         let mut c = slow_client(s.addr);
-        c.write_all(b"GET /c/vanishes.mp4 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        c.write_all(b"GET /c/vanishes.mp4 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let (len, body) = read_to_eof(&mut c, 1 << 16, || {
             std::fs::remove_file(dir.path().join("objects/va/vanishes.mp4")).unwrap();
         });
@@ -77,13 +90,28 @@ fn admin_listener_reports_and_never_serves_content() {
     for engine in ENGINES {
         let s = Server::start(engine, &[dir.path()], &[]);
         for _ in 0..3 {
-            assert_eq!(raw(s.addr, b"GET /c/a.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=0-99\r\n\r\n").unwrap().status, 206);
+            assert_eq!(
+                raw(
+                    s.addr,
+                    b"GET /c/a.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=0-99\r\n\r\n"
+                )
+                .unwrap()
+                .status,
+                206
+            );
         }
-        assert_eq!(raw(s.addr, b"GET /c/none HTTP/1.1\r\nHost: t\r\n\r\n").unwrap().status, 404);
+        assert_eq!(
+            raw(s.addr, b"GET /c/none HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap()
+                .status,
+            404
+        );
         let m = s.metrics();
         assert!(m.contains("oca_requests_total{class=\"2xx\"} 3"), "{m}");
         assert!(m.contains("oca_requests_total{class=\"4xx\"} 1"), "{m}");
-        assert!(m.contains(&format!("oca_engine{{engine=\"{engine}\",body_path=\"sendfile\"}} 1")), "{m}");
+        let (eng, body) = body_path_of(engine);
+        let series = format!("oca_engine{{engine=\"{eng}\",body_path=\"{body}\"}} 1");
+        assert!(m.contains(&series), "{m}");
         assert!(m.contains("oca_response_seconds_count 4"), "{m}");
         assert!(m.contains("oca_disk_read_errors_total{disk="), "{m}");
         assert!(s.metric("oca_sent_bytes_total") >= 300.0);
@@ -103,36 +131,63 @@ fn sigterm_drains_in_flight_responses_then_exits_zero() {
         put(dir.path(), "long.mp4", &data);
         let mut s = Server::start(engine, &[dir.path()], &["--drain-timeout", "20"]);
         let mut idle = connect(s.addr);
-        idle.write_all(b"GET /c/long.mp4/range/0-0 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        idle.write_all(b"GET /c/long.mp4/range/0-0 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         assert_eq!(read_response(&mut idle, false).unwrap().status, 206);
         let mut c = slow_client(s.addr);
-        c.write_all(b"GET /c/long.mp4 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        c.write_all(b"GET /c/long.mp4 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let admin = s.admin;
         let addr = s.addr;
         let (len, body) = read_to_eof(&mut c, 1 << 16, || {
             s.signal(libc::SIGTERM);
             std::thread::sleep(Duration::from_millis(600));
-            let ready = reqwest::blocking::get(format!("http://{admin}/readyz")).map(|r| r.status().as_u16());
+            let ready = reqwest::blocking::get(format!("http://{admin}/readyz"))
+                .map(|r| r.status().as_u16());
             assert_eq!(ready.ok(), Some(503), "{engine}: not ready while draining");
-            assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "{engine}: still accepting");
-            assert!(closed_within(&mut idle, Duration::from_secs(2)), "{engine}: idle connection kept open");
+            assert!(
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+                "{engine}: still accepting"
+            );
+            assert!(
+                closed_within(&mut idle, Duration::from_secs(2)),
+                "{engine}: idle connection kept open"
+            );
         });
         assert_eq!(body.len(), len, "{engine}: in-flight response finished");
         assert!(body == data);
-        let st = s.wait_exit(Duration::from_secs(10)).expect("daemon exits after draining");
+        let st = s
+            .wait_exit(Duration::from_secs(10))
+            .expect("daemon exits after draining");
         assert!(st.success(), "{engine}: exit status {st:?}");
     }
 }
 
 #[test]
 fn help_lists_every_flag() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oca-daemon")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oca-daemon"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for flag in [
-        "--config", "--listen", "--admin-listen", "--store", "--workers", "--engine", "--max-connections",
-        "--max-header-bytes", "--max-uri-bytes", "--max-ranges", "--header-timeout", "--keepalive-timeout",
-        "--send-timeout", "--drain-timeout", "--access-log", "--demo",
+        "--config",
+        "--listen",
+        "--admin-listen",
+        "--store",
+        "--workers",
+        "--engine",
+        "--max-connections",
+        "--max-header-bytes",
+        "--max-uri-bytes",
+        "--max-ranges",
+        "--header-timeout",
+        "--keepalive-timeout",
+        "--send-timeout",
+        "--drain-timeout",
+        "--access-log",
+        "--demo",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -144,8 +199,14 @@ fn bad_configuration_fails_fast_with_a_clear_error() {
     let cfg = dir.path().join("oca.toml");
     std::fs::write(&cfg, "stores = [\"/nonexistent/disk0\"]\n").unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oca-daemon")).args(args).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_oca-daemon"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(code, Some(1));
@@ -164,8 +225,18 @@ fn bad_configuration_fails_fast_with_a_clear_error() {
 fn deny_io_uring() -> std::io::Result<()> {
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     const NR_IO_URING_SETUP: u32 = 425;
-    let stmt = |code: u16, k: u32| libc::sock_filter { code, jt: 0, jf: 0, k };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k };
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
     let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     let ret = (libc::BPF_RET | libc::BPF_K) as u16;
     let filter = [
@@ -176,12 +247,19 @@ fn deny_io_uring() -> std::io::Result<()> {
         stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
         stmt(ret, libc::SECCOMP_RET_ALLOW),
     ];
-    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut _,
+    };
     // SAFETY: runs in the forked child before exec; prctl with valid arguments and a filter
     // program that lives across the call.
     unsafe {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) != 0
         {
             return Err(std::io::Error::last_os_error());
         }
@@ -201,9 +279,16 @@ fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
     unsafe { cmd.pre_exec(deny_io_uring) };
     let s = Server::spawn(cmd);
     let log = s.log();
-    assert!(log.contains("io_uring unavailable, falling back") && log.contains("permission denied"), "{log}");
+    assert!(
+        log.contains("io_uring unavailable, falling back") && log.contains("permission denied"),
+        "{log}"
+    );
     assert!(s.metrics().contains("oca_engine{engine=\"epoll\""));
-    let r = raw(s.addr, b"GET /c/x.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=5-99999\r\n\r\n").unwrap();
+    let r = raw(
+        s.addr,
+        b"GET /c/x.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=5-99999\r\n\r\n",
+    )
+    .unwrap();
     assert!(r.body[..] == data[5..]);
 
     // Forcing io_uring where it is denied is a clear startup error.
@@ -213,5 +298,8 @@ fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
     let out = cmd.stderr(std::process::Stdio::piped()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--engine uring") && err.contains("io_uring_setup"), "{err}");
+    assert!(
+        err.contains("--engine uring") && err.contains("io_uring_setup"),
+        "{err}"
+    );
 }

@@ -17,7 +17,9 @@ fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let sizes = [0usize, 1, 2, 7, 4095, 4096, 4097, 65_536, 300_001, 2_000_003];
+        let sizes = [
+            0usize, 1, 2, 7, 4095, 4096, 4097, 65_536, 300_001, 2_000_003,
+        ];
         let files: Vec<_> = sizes
             .iter()
             .enumerate()
@@ -28,8 +30,15 @@ fn world() -> &'static World {
                 (id, body)
             })
             .collect();
-        let servers = ENGINES.iter().map(|e| Server::start(e, &[dir.path()], &["--max-ranges", "8"])).collect();
-        World { _dir: dir, files, servers }
+        let servers = ENGINES
+            .iter()
+            .map(|e| Server::start(e, &[dir.path()], &["--max-ranges", "8"]))
+            .collect();
+        World {
+            _dir: dir,
+            files,
+            servers,
+        }
     })
 }
 
@@ -69,9 +78,9 @@ fn spec(max: u64) -> impl Strategy<Value = Spec> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
-    fn ranges_return_exactly_the_files_bytes(file in 0usize..10, specs in prop::collection::vec(spec(2_100_000), 1..6), server in 0usize..2) {
+    fn ranges_return_exactly_the_files_bytes(file in 0usize..10, specs in prop::collection::vec(spec(2_100_000), 1..6), server in 0..ENGINES.len()) {
         let w = world();
         let (id, body) = &w.files[file];
         let s = &w.servers[server];
@@ -107,7 +116,7 @@ proptest! {
     }
 
     #[test]
-    fn path_ranges_return_exactly_the_files_bytes(file in 0usize..10, a in 0u64..2_100_000, len in 0u64..300_000, server in 0usize..2) {
+    fn path_ranges_return_exactly_the_files_bytes(file in 0usize..10, a in 0u64..2_100_000, len in 0u64..300_000, server in 0..ENGINES.len()) {
         let w = world();
         let (id, body) = &w.files[file];
         let size = body.len() as u64;

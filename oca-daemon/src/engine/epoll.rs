@@ -107,9 +107,9 @@ fn on_event(conn: &mut Conn, bits: u32, scratch: &mut [u8], ctx: &mut WorkerCtx)
     } else {
         Next::Read
     };
-    if next == Next::Read
-        && bits & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32 != 0
-    {
+    // Always read when the connection wants input: a request pipelined while the previous
+    // response was blocked raised its edge then, and no new edge will come for it.
+    if next == Next::Read {
         next = read_until_blocked(conn, scratch, ctx);
     }
     next

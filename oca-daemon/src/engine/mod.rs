@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::config::EngineChoice;
+use crate::config::{BodyPath, EngineChoice};
 use crate::conn::{Conn, Next, Shared, WorkerCtx};
 
 /// How often workers check timeouts, draining and liveness.
@@ -34,10 +34,18 @@ impl Engine {
             Engine::Epoll => "epoll",
         }
     }
+
+    /// How file bytes reach sockets under this engine.
+    pub fn body_path(&self) -> BodyPath {
+        match self {
+            Engine::Uring(s) => s.body_path,
+            Engine::Epoll => BodyPath::Sendfile,
+        }
+    }
 }
 
 /// Picks the engine: probes io_uring and logs why it is or is not used.
-pub fn choose(choice: EngineChoice) -> Result<Engine> {
+pub fn choose(choice: EngineChoice, body_path: BodyPath) -> Result<Engine> {
     if choice == EngineChoice::Epoll {
         tracing::info!(
             engine = "epoll",
@@ -46,7 +54,7 @@ pub fn choose(choice: EngineChoice) -> Result<Engine> {
         );
         return Ok(Engine::Epoll);
     }
-    match uring::probe() {
+    match uring::probe(body_path) {
         Ok(support) => {
             tracing::info!(engine = "uring", opcodes = %support.describe(), "engine selected");
             Ok(Engine::Uring(support))

@@ -10,6 +10,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use slab::Slab;
 
 use super::{accept_admitted, Worker, TICK};
+use crate::config::BodyPath;
 use crate::conn::{Conn, Next, WorkerCtx};
 use crate::socket;
 
@@ -24,6 +25,16 @@ const K_POLL: u64 = 3;
 const K_TICK: u64 = 4;
 const K_CANCEL: u64 = 5;
 const K_PROVIDE: u64 = 6;
+const K_SPLICE_IN: u64 = 7;
+const K_SPLICE_OUT: u64 = 8;
+
+/// With `body_path = auto`, file parts from this size up go by splice, smaller ones by sendfile:
+/// measured on 2 cores, splice moved 1 MiB ranges at 4.9 GB/s against sendfile's 2.8 GB/s (32
+/// connections) while sendfile served 64 KiB ranges 7-9% faster (docs/oca-daemon.md).
+const SPLICE_MIN_AUTO: u64 = 256 * 1024;
+
+/// Pipe capacity asked for on the splice body path (the default per-user limit allows 1 MiB).
+const PIPE_BYTES: i32 = 1 << 20;
 
 fn ud(kind: u64, gen: u32, key: usize) -> u64 {
     (kind << 56) | ((u64::from(gen) & 0xff_ffff) << 32) | (key as u64 & 0xffff_ffff)
@@ -41,6 +52,8 @@ fn ud_parts(ud: u64) -> (u64, u32, usize) {
 #[derive(Clone, Debug)]
 pub struct Support {
     multishot_accept: bool,
+    /// How file bytes reach sockets (sendfile when the kernel has no IORING_OP_SPLICE).
+    pub body_path: BodyPath,
     splice: bool,
     send_zc: bool,
 }
@@ -49,8 +62,9 @@ impl Support {
     /// One line for the startup log.
     pub fn describe(&self) -> String {
         format!(
-            "accept({}) recv(provided buffers) poll_add timeout async_cancel provide_buffers; sendfile for bodies; available but unused: splice={} send_zc={}",
+            "accept({}) recv(provided buffers) poll_add timeout async_cancel provide_buffers; bodies by {}; splice={} send_zc={}",
             if self.multishot_accept { "multishot" } else { "single-shot" },
+            self.body_path.name(),
             self.splice,
             self.send_zc
         )
@@ -58,7 +72,7 @@ impl Support {
 }
 
 /// Creates a small ring and probes the opcodes the engine needs; `Err` says why io_uring is out.
-pub fn probe() -> Result<Support, String> {
+pub fn probe(body_path: BodyPath) -> Result<Support, String> {
     let ring = IoUring::new(8).map_err(|e| match e.raw_os_error() {
         Some(libc::EPERM) => format!(
             "io_uring_setup: permission denied (kernel.io_uring_disabled = {}, or a seccomp filter)",
@@ -91,6 +105,11 @@ pub fn probe() -> Result<Support, String> {
         // Multishot accept arrived in 5.19 with no probe bit of its own; an EINVAL at run time
         // also switches a worker back to single-shot.
         multishot_accept: kernel_at_least(5, 19),
+        body_path: if probe.is_supported(opcode::Splice::CODE) {
+            body_path
+        } else {
+            BodyPath::Sendfile
+        },
         splice: probe.is_supported(opcode::Splice::CODE),
         send_zc: probe.is_supported(opcode::SendZc::CODE),
     })
@@ -116,16 +135,60 @@ fn build_ring() -> io::Result<IoUring> {
         .setup_single_issuer()
         .setup_defer_taskrun()
         .build(RING_ENTRIES)
-        .or_else(|_| IoUring::builder().setup_coop_taskrun().setup_taskrun_flag().build(RING_ENTRIES))
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .build(RING_ENTRIES)
+        })
         .or_else(|_| IoUring::new(RING_ENTRIES))
 }
 
 struct Slot {
     conn: Conn,
     gen: u32,
-    /// The one operation in flight for this connection, by kind.
-    pending: Option<u64>,
+    /// Operations in flight (a linked splice pair counts two); the slot lives until they end.
+    inflight: u8,
+    /// The kind of the in-flight operation that a close must cancel.
+    cancel_kind: u64,
     closing: bool,
+    /// Splice body path: this connection's pipe, the bytes waiting in it, and whether the last
+    /// fill found the file short (`Some(false)`) or unreadable (`Some(true)`).
+    pipe: Option<Pipe>,
+    in_pipe: u32,
+    fill_failed: Option<bool>,
+}
+
+/// A pipe that file pages pass through on their way to a socket (splice body path).
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    cap: u32,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 just created both descriptors; nothing else owns them.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a descriptor we own; failure leaves the default size.
+        let cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+        // SAFETY: as above.
+        let cap = if cap > 0 {
+            cap
+        } else {
+            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }
+        };
+        Ok(Pipe {
+            r,
+            w,
+            cap: cap.max(4096) as u32,
+        })
+    }
 }
 
 struct Loop {
@@ -140,13 +203,20 @@ struct Loop {
     pool: Box<[u8]>,
     free_bufs: Vec<u16>,
     starved: Vec<usize>,
+    /// Empty pipes kept for reuse (splice body path).
+    pipes: Vec<Pipe>,
     tick: Box<types::Timespec>,
     drain_deadline: Option<Instant>,
 }
 
 /// Runs one io_uring worker until it has drained.
 pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
-    let Worker { listener, ctx } = worker;
+    let Worker { listener, mut ctx } = worker;
+    ctx.splice_min = match support.body_path {
+        BodyPath::Auto => SPLICE_MIN_AUTO,
+        BodyPath::Splice => 0,
+        BodyPath::Sendfile => u64::MAX,
+    };
     let ring = build_ring()?;
     let mut lp = Loop {
         ring,
@@ -159,6 +229,7 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         pool: vec![0u8; BUF_COUNT as usize * BUF_SIZE].into_boxed_slice(),
         free_bufs: Vec::new(),
         starved: Vec::new(),
+        pipes: Vec::new(),
         tick: Box::new(types::Timespec::new().nsec(TICK.as_nanos() as u32)),
         drain_deadline: None,
     };
@@ -246,7 +317,9 @@ impl Loop {
         let (kind, gen, key) = ud_parts(user_data);
         match kind {
             K_ACCEPT => self.on_accept(res, flags),
-            K_RECV | K_POLL => self.on_conn_op(kind, gen, key, res, flags),
+            K_RECV | K_POLL | K_SPLICE_IN | K_SPLICE_OUT => {
+                self.on_conn_op(kind, gen, key, res, flags)
+            }
             K_TICK => self.on_tick(),
             K_PROVIDE if res < 0 => {
                 tracing::error!(error = %io::Error::from_raw_os_error(-res), "providing receive buffers failed");
@@ -270,8 +343,12 @@ impl Loop {
                 let key = self.slots.insert(Slot {
                     conn,
                     gen: self.next_gen,
-                    pending: None,
+                    inflight: 0,
+                    cancel_kind: 0,
                     closing: false,
+                    pipe: None,
+                    in_pipe: 0,
+                    fill_failed: None,
                 });
                 self.act(key, Next::Read);
             }
@@ -308,15 +385,39 @@ impl Loop {
             }
             return;
         };
-        slot.pending = None;
+        slot.inflight -= 1;
         if slot.closing {
             if let Some(bid) = buf {
                 self.free_bufs.push(bid);
             }
-            self.finish_close(key);
+            if slot.inflight == 0 {
+                self.finish_close(key);
+            }
             return;
         }
-        let next = if kind == K_POLL {
+        let next = if kind == K_SPLICE_IN {
+            match res {
+                n if n > 0 => slot.in_pipe += n as u32,
+                0 => slot.fill_failed = Some(false),
+                e if -e != libc::ECANCELED => slot.fill_failed = Some(true),
+                _ => {}
+            }
+            return; // The linked drain's completion decides what comes next.
+        } else if kind == K_SPLICE_OUT {
+            match res {
+                n if n > 0 => {
+                    slot.in_pipe -= n as u32;
+                    super::guarded(&mut self.ctx, |ctx| slot.conn.on_body_sent(n as u64, ctx))
+                }
+                e if -e == libc::EAGAIN => Next::Write,
+                // A short or failed fill breaks the link: drain what did arrive, or give up.
+                e if -e == libc::ECANCELED => match slot.fill_failed.take() {
+                    Some(read_error) => slot.conn.on_body_failed(&mut self.ctx, read_error),
+                    None => return self.drain_pipe(key),
+                },
+                _ => Next::Close,
+            }
+        } else if kind == K_POLL {
             super::guarded(&mut self.ctx, |ctx| slot.conn.on_writable(ctx))
         } else {
             match (res, buf) {
@@ -343,10 +444,16 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        if !matches!(next, Next::Splice(_)) && slot.in_pipe == 0 {
+            if let Some(pipe) = slot.pipe.take() {
+                self.pipes.push(pipe);
+            }
+        }
         let fd = types::Fd(slot.conn.sock().as_raw_fd());
+        slot.inflight += 1;
         let entry = match next {
             Next::Read => {
-                slot.pending = Some(K_RECV);
+                slot.cancel_kind = K_RECV;
                 opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
                     .buf_group(BUF_GROUP)
                     .build()
@@ -354,14 +461,101 @@ impl Loop {
                     .user_data(ud(K_RECV, slot.gen, key))
             }
             Next::Write => {
-                slot.pending = Some(K_POLL);
+                slot.cancel_kind = K_POLL;
                 opcode::PollAdd::new(fd, libc::POLLOUT as u32)
                     .build()
                     .user_data(ud(K_POLL, slot.gen, key))
             }
-            Next::Close => return self.close(key),
+            Next::Close => {
+                slot.inflight -= 1;
+                return self.close(key);
+            }
+            Next::Splice(chunk) => {
+                slot.inflight -= 1;
+                return self.splice(key, chunk);
+            }
         };
         self.push(entry);
+    }
+
+    /// Moves file bytes to the socket through the connection's pipe: a linked pair of splices
+    /// (file → pipe, pipe → socket), or just the drain when the pipe still holds bytes.
+    fn splice(&mut self, key: usize, chunk: crate::conn::BodyChunk) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        if slot.pipe.is_none() {
+            match self.pipes.pop().map_or_else(Pipe::new, Ok) {
+                Ok(p) => slot.pipe = Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create a pipe; closing connection");
+                    return self.close(key);
+                }
+            }
+        }
+        if slot.in_pipe > 0 {
+            return self.drain_pipe(key);
+        }
+        let pipe = slot.pipe.as_ref().expect("pipe set above");
+        let n = chunk.len.min(u64::from(pipe.cap)) as u32;
+        let fill = opcode::Splice::new(
+            types::Fd(chunk.file),
+            chunk.offset as i64,
+            types::Fd(pipe.w.as_raw_fd()),
+            -1,
+            n,
+        )
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(ud(K_SPLICE_IN, slot.gen, key));
+        let drain = opcode::Splice::new(
+            types::Fd(pipe.r.as_raw_fd()),
+            -1,
+            types::Fd(slot.conn.sock().as_raw_fd()),
+            -1,
+            n,
+        )
+        .build()
+        .user_data(ud(K_SPLICE_OUT, slot.gen, key));
+        slot.inflight += 2;
+        slot.cancel_kind = K_SPLICE_OUT;
+        self.push_linked(fill, drain);
+    }
+
+    fn drain_pipe(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Some(pipe) = slot.pipe.as_ref() else {
+            return self.close(key);
+        };
+        let drain = opcode::Splice::new(
+            types::Fd(pipe.r.as_raw_fd()),
+            -1,
+            types::Fd(slot.conn.sock().as_raw_fd()),
+            -1,
+            slot.in_pipe,
+        )
+        .build()
+        .user_data(ud(K_SPLICE_OUT, slot.gen, key));
+        slot.inflight += 1;
+        slot.cancel_kind = K_SPLICE_OUT;
+        self.push(drain);
+    }
+
+    /// Pushes two linked entries into one submission, so the link is never split.
+    fn push_linked(&mut self, first: squeue::Entry, second: squeue::Entry) {
+        let free = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if free < 2 {
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(error = %e, "io_uring submit failed");
+            }
+        }
+        self.push(first);
+        self.push(second);
     }
 
     /// Closes at once when nothing is in flight; otherwise wakes the pending operation
@@ -370,13 +564,13 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        match slot.pending {
-            None => self.finish_close(key),
-            Some(_) if slot.closing => {}
-            Some(kind) => {
+        match slot.inflight {
+            0 => self.finish_close(key),
+            _ if slot.closing => {}
+            _ => {
                 slot.closing = true;
                 socket::shutdown(slot.conn.sock().as_fd(), libc::SHUT_RDWR);
-                let target = ud(kind, slot.gen, key);
+                let target = ud(slot.cancel_kind, slot.gen, key);
                 self.push(
                     opcode::AsyncCancel::new(target)
                         .build()

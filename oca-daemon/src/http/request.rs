@@ -100,7 +100,11 @@ pub fn parse_head<'b>(buf: &'b [u8], limits: HeadLimits) -> Result<Parsed<'b>, H
 /// httparse reports any bad version token as a version error; only a real `HTTP/x.y` that is not
 /// 1.x deserves 505, anything else is a malformed request line.
 fn version_verdict(buf: &[u8]) -> HeadError {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default().trim_ascii_end();
+    let line = buf
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii_end();
     let token = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     if token.starts_with(b"HTTP/") {
         HeadError::Version

@@ -9,7 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Both engines; every behaviour test runs against each.
-pub const ENGINES: [&str; 2] = ["uring", "epoll"];
+/// "uring" is the default io_uring setup (body path auto: splice for large parts, sendfile for
+/// small); "uring-<path>" forces one body path.
+pub const ENGINES: [&str; 4] = ["uring", "epoll", "uring-splice", "uring-sendfile"];
+
+/// The body path label the daemon reports for an entry of [`ENGINES`].
+pub fn body_path_of(engine: &str) -> (&str, &str) {
+    match engine.split_once('-') {
+        Some(split) => split,
+        None if engine == "uring" => (engine, "auto"),
+        None => (engine, "sendfile"),
+    }
+}
 
 /// A running daemon, killed on drop.
 pub struct Server {
@@ -43,16 +54,9 @@ pub fn put(store: &Path, id: &str, body: &[u8]) -> PathBuf {
 
 pub fn daemon_cmd(engine: &str, stores: &[&Path], extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_oca-daemon"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--engine",
-        engine,
-        "--workers",
-        "2",
-    ]);
+    let (engine, body) = body_path_of(engine);
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    cmd.args(["--engine", engine, "--body-path", body, "--workers", "2"]);
     for s in stores {
         cmd.arg("--store").arg(s);
     }
