@@ -5,6 +5,7 @@
 #   bench/run.sh                 # full run (4 x 256 MiB corpus, 10 s per wrk run)
 #   DURATION=5 bench/run.sh      # shorter runs
 #   ENGINE=epoll bench/run.sh    # the fallback engine instead of io_uring
+#   BODY_PATH=sendfile bench/run.sh   # io_uring body path: auto (default), sendfile or splice
 #
 # Needs root only to install nginx and wrk when they are missing (apt-get).
 set -euo pipefail
@@ -13,6 +14,7 @@ REPO=$PWD
 WORK=${BENCH_DIR:-/var/tmp/oca-bench}
 DURATION=${DURATION:-10}
 ENGINE=${ENGINE:-uring}
+BODY_PATH=${BODY_PATH:-auto}
 WORKERS=${WORKERS:-$(nproc)}
 FILE_MB=256
 NFILES=4
@@ -29,6 +31,7 @@ NGINX=$(command -v nginx)
 
 cargo build --release -q -p oca-daemon
 OCA=$REPO/target/release/oca-daemon
+field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
 
 # Corpus: store layout for oca-daemon; hard links (same inodes, same page cache) in a flat
 # directory for nginx, so nginx needs no rewrite or regex to find them.
@@ -56,7 +59,6 @@ events { worker_connections 32768; }
 http {
   access_log off;
   sendfile on;
-  tcp_nopush on;
   keepalive_requests 1000000;
   keepalive_timeout 75s;
   client_body_temp_path $WORK/nginx-tmp;
@@ -80,7 +82,7 @@ trap cleanup EXIT
 
 "$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
 "$OCA" --listen 127.0.0.1:$OCA_PORT --admin-listen 127.0.0.1:$OCA_ADMIN --store "$WORK/store" \
-  --workers "$WORKERS" --engine "$ENGINE" 2> "$WORK/oca.log" &
+  --workers "$WORKERS" --engine "$ENGINE" --body-path "$BODY_PATH" 2> "$WORK/oca.log" &
 OCA_PID=$!
 for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$OCA_ADMIN/readyz" && break; sleep 0.1; done
 first=$(echo $FILES | cut -d' ' -f1)
@@ -89,32 +91,49 @@ for port in $OCA_PORT $NGINX_PORT; do
   [ "$code" = 206 ] || { echo "server on $port answered $code" >&2; exit 1; }
 done
 
-run_wrk() { # server port range conns
-  RANGE_BYTES=$3 wrk -t"$WORKERS" -c"$4" -d"${DURATION}s" --timeout 10s -s "$REPO/bench/range.lua" \
-    "http://127.0.0.1:$2/" | grep '^RESULT' | sed 's/^RESULT //'
+cpu_ticks() { # summed utime+stime of the given pids (all their threads), in clock ticks
+  local t=0
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo $t
 }
-field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
+server_pids() {
+  if [ "$1" = oca ]; then echo "$OCA_PID"; else echo "$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"; fi
+}
+run_wrk() { # server port range conns -> "rps=.. bps=.. p50_us=.. p99_us=.. errors=.. cpu_us=.."
+  local pids before out after
+  pids=$(server_pids "$1")
+  before=$(cpu_ticks $pids)
+  out=$(RANGE_BYTES=$3 wrk -t"$WORKERS" -c"$4" -d"${DURATION}s" --timeout 10s -s "$REPO/bench/range.lua" \
+    "http://127.0.0.1:$2/" | grep '^RESULT' | sed 's/^RESULT //')
+  after=$(cpu_ticks $pids)
+  # Server CPU per response: what the server itself spends, apart from the client sharing the cores.
+  local reqs
+  reqs=$(echo "$(field "$out" rps) * $DURATION" | bc -l)
+  echo "$out cpu_us=$(echo "($after - $before) * 1000000 / $(getconf CLK_TCK) / $reqs" | bc -l | xargs printf '%.1f')"
+}
+
 
 rows=()
-printf '%-6s %-6s %-7s %12s %9s %9s %9s %6s\n' range conns server req/s GB/s p50_ms p99_ms errors
+printf '%-6s %-6s %-7s %12s %9s %9s %9s %6s %9s\n' range conns server req/s GB/s p50_ms p99_ms errors cpu_us/req
 for range in 65536 1048576; do
   for conns in 32 1000; do
     declare -A r=()
     for server in nginx oca; do
       port=$([ $server = oca ] && echo $OCA_PORT || echo $NGINX_PORT)
-      run_wrk $server $port $range $conns > /dev/null   # 2 s warm-up is part of the first second
+      DURATION=2 run_wrk $server $port $range $conns > /dev/null   # warm-up
       r[$server]=$(run_wrk $server $port $range $conns)
       res=${r[$server]}
-      printf '%-6s %-6s %-7s %12.0f %9.2f %9.2f %9.2f %6s\n' "$((range >> 10))K" $conns $server \
+      printf '%-6s %-6s %-7s %12.0f %9.2f %9.2f %9.2f %6s %9s\n' "$((range >> 10))K" $conns $server \
         "$(field "$res" rps)" "$(echo "$(field "$res" bps) / 1000000000" | bc -l)" \
         "$(echo "$(field "$res" p50_us) / 1000" | bc -l)" "$(echo "$(field "$res" p99_us) / 1000" | bc -l)" \
-        "$(field "$res" errors)"
+        "$(field "$res" errors)" "$(field "$res" cpu_us)"
     done
     ro=${r[oca]} rn=${r[nginx]}
     ratio=$(echo "$(field "$ro" rps) / $(field "$rn" rps)" | bc -l)
     p99=$(echo "$(field "$ro" p99_us) / $(field "$rn" p99_us)" | bc -l)
-    printf '%-6s %-6s ratio oca/nginx: req/s %.2fx, p99 %.2fx\n' "$((range >> 10))K" $conns "$ratio" "$p99"
-    rows+=("| $((range >> 10)) KiB | $conns | $(printf '%.0f' "$(field "$rn" rps)") | $(printf '%.0f' "$(field "$ro" rps)") | $(printf '%.2f' "$ratio")x | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" bps)/1000000000" | bc -l)" "$(echo "$(field "$ro" bps)/1000000000" | bc -l)") | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" p50_us)/1000" | bc -l)" "$(echo "$(field "$ro" p50_us)/1000" | bc -l)") | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" p99_us)/1000" | bc -l)" "$(echo "$(field "$ro" p99_us)/1000" | bc -l)") | $(field "$rn" errors) / $(field "$ro" errors) |")
+    cpu=$(echo "$(field "$rn" cpu_us) / $(field "$ro" cpu_us)" | bc -l)
+    printf '%-6s %-6s ratio oca/nginx: req/s %.2fx, p99 %.2fx, server CPU per request: nginx/oca %.2fx\n' "$((range >> 10))K" $conns "$ratio" "$p99" "$cpu"
+    rows+=("| $((range >> 10)) KiB | $conns | $(printf '%.0f' "$(field "$rn" rps)") | $(printf '%.0f' "$(field "$ro" rps)") | $(printf '%.2f' "$ratio")x | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" bps)/1000000000" | bc -l)" "$(echo "$(field "$ro" bps)/1000000000" | bc -l)") | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" p50_us)/1000" | bc -l)" "$(echo "$(field "$ro" p50_us)/1000" | bc -l)") | $(printf '%.2f / %.2f' "$(echo "$(field "$rn" p99_us)/1000" | bc -l)" "$(echo "$(field "$ro" p99_us)/1000" | bc -l)") | $(field "$rn" cpu_us) / $(field "$ro" cpu_us) | $(field "$rn" errors) / $(field "$ro" errors) |")
     unset r
   done
 done
@@ -129,13 +148,14 @@ echo "idle keep-alive connections: oca $oca_idle; nginx $ngx_idle"
 {
   echo "# Benchmark results"
   echo
-  echo "Written by \`bench/run.sh\` (DURATION=$DURATION ENGINE=$ENGINE WORKERS=$WORKERS) on $(date -u +%Y-%m-%d)."
+  echo "Written by \`bench/run.sh\` (DURATION=$DURATION ENGINE=$ENGINE BODY_PATH=$BODY_PATH WORKERS=$WORKERS) on $(date -u +%Y-%m-%d)."
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
   echo "Corpus: $NFILES files of $FILE_MB MiB in the page cache; wrk -t$WORKERS, random aligned ranges (bench/range.lua);"
-  echo "server and client share the machine's cores. nginx: sendfile on, tcp_nopush on, $WORKERS workers, access log off."
+  echo "server and client share the machine's cores. nginx: sendfile on, $WORKERS workers, reuseport, access log off."
+  echo "oca-daemon: --engine $ENGINE --body-path $BODY_PATH (auto: splice for parts >= 256 KiB, sendfile below)."
   echo
-  echo "| range | conns | nginx req/s | oca req/s | oca/nginx | GB/s nginx / oca | p50 ms nginx / oca | p99 ms nginx / oca | errors nginx / oca |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| range | conns | nginx req/s | oca req/s | oca/nginx | GB/s nginx / oca | p50 ms nginx / oca | p99 ms nginx / oca | server CPU µs/req nginx / oca | errors nginx / oca |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
   echo "$IDLE_N idle keep-alive connections (one 1-byte range each, then idle), resident memory:"
