@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use crate::http::request::{parse_head, HeadLimits, Parsed};
 use crate::http::response::{DateCache, Segment};
 use crate::http::serve::{self, ServeCtx};
 use crate::metrics::{Metrics, Timeout, WorkerStats};
+use crate::open_files::OpenFiles;
 use crate::socket;
 
 /// How long a closing connection keeps reading (and discarding) so the client gets the last
@@ -52,6 +54,7 @@ pub struct WorkerCtx {
     pub splice_min: u64,
     date: DateCache,
     boundary_state: u64,
+    files: OpenFiles,
 }
 
 impl WorkerCtx {
@@ -66,6 +69,7 @@ impl WorkerCtx {
             now: Instant::now(),
             splice_min: u64::MAX,
             date: DateCache::default(),
+            files: OpenFiles::default(),
             boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
         }
     }
@@ -135,7 +139,7 @@ pub struct Conn {
     seg: usize,
     seg_off: u64,
     /// The file being sent and the disk it is on.
-    file: Option<(File, usize)>,
+    file: Option<(Rc<File>, usize)>,
     keep_alive: bool,
     status: u16,
     started: Instant,
@@ -255,6 +259,8 @@ impl Conn {
                 Ok(Parsed::Complete(req, used)) => {
                     let mut sctx = ServeCtx {
                         store: &ctx.shared.store,
+                        files: &mut ctx.files,
+                        now: ctx.now,
                         max_ranges: ctx.shared.limits.max_ranges,
                         date: &mut ctx.date,
                         boundary_state: &mut ctx.boundary_state,

@@ -7,6 +7,7 @@ mod demo;
 mod engine;
 mod http;
 mod metrics;
+mod open_files;
 mod socket;
 
 use std::process::ExitCode;
@@ -21,7 +22,8 @@ use crate::config::{Cli, Config};
 use crate::conn::Shared;
 use crate::metrics::Metrics;
 
-/// Descriptors kept back from the connection cap for listeners, files being served and the ring.
+/// Descriptors kept back from the connection cap for listeners, rings, pipes and the like; each
+/// worker's open-file cache comes on top.
 const FD_RESERVE: u64 = 256;
 
 fn main() -> ExitCode {
@@ -114,7 +116,8 @@ fn run(cli: Cli) -> Result<()> {
 /// Every connection needs a descriptor (a second one only while a file is being sent).
 fn limit_connections_to_fds(cfg: &mut Config) {
     let nofile = socket::raise_nofile_limit();
-    let usable = nofile.saturating_sub(FD_RESERVE).max(16) as usize;
+    let reserve = FD_RESERVE + (cfg.workers * open_files::MAX_OPEN) as u64;
+    let usable = nofile.saturating_sub(reserve).max(16) as usize;
     if cfg.limits.max_connections > usable {
         tracing::info!(
             max_connections = cfg.limits.max_connections,

@@ -84,15 +84,17 @@ pub fn spawn(
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
-        let worker = Worker {
-            listener,
-            ctx: WorkerCtx::new(shared.clone(), index),
-        };
+        let shared = shared.clone();
         let engine = engine.clone();
         let on_fail = on_fail.clone();
         let handle = std::thread::Builder::new()
             .name(format!("oca-worker-{index}"))
             .spawn(move || {
+                // Built on its own thread: the context holds per-worker, non-Send state.
+                let worker = Worker {
+                    listener,
+                    ctx: WorkerCtx::new(shared, index),
+                };
                 let result = match engine {
                     Engine::Uring(support) => uring::run(worker, &support),
                     Engine::Epoll => epoll::run(worker),

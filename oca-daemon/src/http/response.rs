@@ -118,26 +118,31 @@ pub fn simple(
 
 /// Media type from the id's extension; ids are opaque, so anything unknown is octet-stream.
 pub fn content_type(id: &str) -> &'static str {
+    const TYPES: [(&str, &str); 18] = [
+        ("mp4", "video/mp4"),
+        ("m4v", "video/mp4"),
+        ("m4s", "video/iso.segment"),
+        ("m4a", "audio/mp4"),
+        ("ts", "video/mp2t"),
+        ("webm", "video/webm"),
+        ("mkv", "video/x-matroska"),
+        ("mp3", "audio/mpeg"),
+        ("ogg", "audio/ogg"),
+        ("opus", "audio/ogg"),
+        ("vtt", "text/vtt"),
+        ("ttml", "application/ttml+xml"),
+        ("m3u8", "application/vnd.apple.mpegurl"),
+        ("mpd", "application/dash+xml"),
+        ("json", "application/json"),
+        ("jpg", "image/jpeg"),
+        ("png", "image/png"),
+        ("webp", "image/webp"),
+    ];
     let ext = id.rsplit_once('.').map_or("", |(_, e)| e);
-    match ext.to_ascii_lowercase().as_str() {
-        "mp4" | "m4v" => "video/mp4",
-        "m4s" => "video/iso.segment",
-        "m4a" => "audio/mp4",
-        "ts" => "video/mp2t",
-        "webm" => "video/webm",
-        "mkv" => "video/x-matroska",
-        "mp3" => "audio/mpeg",
-        "ogg" | "opus" => "audio/ogg",
-        "vtt" => "text/vtt",
-        "dfxp" | "ttml" => "application/ttml+xml",
-        "m3u8" => "application/vnd.apple.mpegurl",
-        "mpd" => "application/dash+xml",
-        "json" => "application/json",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "webp" => "image/webp",
-        _ => "application/octet-stream",
-    }
+    TYPES
+        .iter()
+        .find(|(e, _)| e.eq_ignore_ascii_case(ext))
+        .map_or("application/octet-stream", |(_, t)| t)
 }
 
 #[cfg(test)]

@@ -3,7 +3,12 @@
 
 use std::io::Write;
 
-use oca_store::{ContentId, OpenError, Opened, Store};
+use std::rc::Rc;
+use std::time::Instant;
+
+use oca_store::{ContentId, OpenError, Store};
+
+use crate::open_files::{OpenFile, OpenFiles};
 
 use super::range::{parse_range_header, ByteRange, PathRange, RangeRequest};
 use super::request::{HeadError, Method, Request};
@@ -13,6 +18,10 @@ use super::response::{self, content_type, end_head, http_date, start_head, DateC
 pub struct ServeCtx<'a> {
     /// The content store.
     pub store: &'a Store,
+    /// The worker's open files.
+    pub files: &'a mut OpenFiles,
+    /// The worker's clock.
+    pub now: Instant,
     /// Cap on ranges in one `Range` header.
     pub max_ranges: usize,
     /// Cached `Date` value.
@@ -31,7 +40,7 @@ pub struct Served {
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
     /// The file the `Segment::File` parts refer to, and its disk.
-    pub file: Option<(std::fs::File, usize)>,
+    pub file: Option<(Rc<std::fs::File>, usize)>,
     /// Disk an I/O error came from (for per-disk error counts).
     pub disk_error: Option<usize>,
 }
@@ -74,7 +83,7 @@ pub fn serve(
         Some(Some(r)) => Some(r),
         Some(None) => return simple(400, "", keep_alive),
     };
-    let opened = match ctx.store.open_content(id) {
+    let opened = match ctx.files.open(ctx.store, id, ctx.now) {
         Ok(o) => o,
         Err(OpenError::NotFound) => return simple(404, "", keep_alive),
         Err(OpenError::Io { disk, source }) => {
@@ -203,7 +212,7 @@ fn origin_path(target: &[u8]) -> &[u8] {
 struct FileResponse<'r> {
     req: &'r Request<'r>,
     id: ContentId<'r>,
-    opened: &'r Opened,
+    opened: &'r OpenFile,
     keep_alive: bool,
 }
 

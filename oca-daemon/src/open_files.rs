@@ -1,0 +1,150 @@
+//! A per-worker cache of open content files, so a popular file is not opened and closed for every
+//! range request (nginx's `open_file_cache`, on by default here).
+//!
+//! Every use re-reads the file's metadata with one `fstat` on the open descriptor, so a file that
+//! was truncated or deleted is noticed at once; an entry is also reopened by path after
+//! [`REUSE`], which picks up a file replaced by rename even where another hard link keeps the old
+//! inode alive.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use oca_store::{ContentId, OpenError, Store};
+
+/// How long an open descriptor is reused before the path is looked up again.
+pub const REUSE: Duration = Duration::from_secs(1);
+
+/// Most files one worker keeps open (each holds a descriptor).
+pub const MAX_OPEN: usize = 1024;
+
+/// An open content file with its current metadata.
+#[derive(Debug)]
+pub struct OpenFile {
+    /// The file, shared with the cache.
+    pub file: Rc<File>,
+    /// Index of the disk it is on.
+    pub disk: usize,
+    /// Size in bytes, as of this request.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+struct Entry {
+    file: Rc<File>,
+    disk: usize,
+    opened: Instant,
+}
+
+/// One worker's open files.
+#[derive(Default)]
+pub struct OpenFiles {
+    map: HashMap<Box<str>, Entry>,
+}
+
+impl OpenFiles {
+    /// Opens `id`, reusing a descriptor opened less than [`REUSE`] ago when the file still exists.
+    pub fn open(
+        &mut self,
+        store: &Store,
+        id: ContentId<'_>,
+        now: Instant,
+    ) -> Result<OpenFile, OpenError> {
+        if let Some(e) = self.map.get(id.as_str()) {
+            if now.duration_since(e.opened) < REUSE {
+                if let Some(meta) = e.file.metadata().ok().filter(|m| m.nlink() > 0) {
+                    return Ok(OpenFile {
+                        file: e.file.clone(),
+                        disk: e.disk,
+                        size: meta.len(),
+                        mtime: meta.mtime(),
+                    });
+                }
+            }
+            self.map.remove(id.as_str());
+        }
+        let opened = store.open_content(id)?;
+        if self.map.len() >= MAX_OPEN {
+            self.map.retain(|_, e| now.duration_since(e.opened) < REUSE);
+            if self.map.len() >= MAX_OPEN {
+                self.map.clear();
+            }
+        }
+        let file = Rc::new(opened.file);
+        let entry = Entry {
+            file: file.clone(),
+            disk: opened.disk,
+            opened: now,
+        };
+        self.map.insert(id.as_str().into(), entry);
+        Ok(OpenFile {
+            file,
+            disk: opened.disk,
+            size: opened.size,
+            mtime: opened.mtime,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Store, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&[dir.path()]).unwrap();
+        let p = dir.path().join("objects/ab");
+        std::fs::create_dir_all(&p).unwrap();
+        let f = p.join("abc");
+        std::fs::write(&f, b"0123456789").unwrap();
+        (dir, store, f)
+    }
+
+    #[test]
+    fn reuses_and_sees_truncation_and_deletion_at_once() {
+        let (_d, store, path) = setup();
+        let id = ContentId::parse("abc").unwrap();
+        let mut files = OpenFiles::default();
+        let now = Instant::now();
+        let a = files.open(&store, id, now).unwrap();
+        let b = files.open(&store, id, now).unwrap();
+        assert!(
+            Rc::ptr_eq(&a.file, &b.file),
+            "second open reuses the descriptor"
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+        assert_eq!(
+            files.open(&store, id, now).unwrap().size,
+            4,
+            "fresh size on every use"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            files.open(&store, id, now),
+            Err(OpenError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn replaced_file_is_picked_up_after_reuse_period() {
+        let (d, store, path) = setup();
+        let id = ContentId::parse("abc").unwrap();
+        // A second hard link keeps the old inode alive (nlink stays > 0) after the rename.
+        std::fs::hard_link(&path, d.path().join("keep")).unwrap();
+        let mut files = OpenFiles::default();
+        let now = Instant::now();
+        assert_eq!(files.open(&store, id, now).unwrap().size, 10);
+        let tmp = d.path().join("tmp/abc");
+        std::fs::write(&tmp, b"new").unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(files.open(&store, id, now + REUSE).unwrap().size, 3);
+    }
+}
