@@ -52,10 +52,10 @@ export FILES FILE_BYTES=$((FILE_MB << 20))
 
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes $WORKERS;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -n);
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
-events { worker_connections 32768; }
+events { worker_connections $(( $(ulimit -n) / 2 )); }
 http {
   access_log off;
   sendfile on;
@@ -80,11 +80,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
+"$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" \
+  || { echo "nginx did not start (port $NGINX_PORT busy?)" >&2; exit 1; }
 "$OCA" --listen 127.0.0.1:$OCA_PORT --admin-listen 127.0.0.1:$OCA_ADMIN --store "$WORK/store" \
   --workers "$WORKERS" --engine "$ENGINE" --body-path "$BODY_PATH" 2> "$WORK/oca.log" &
 OCA_PID=$!
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$OCA_ADMIN/readyz" && break; sleep 0.1; done
+for _ in $(seq 50); do grep -q ' listening ' "$WORK/oca.log" && break; sleep 0.1; done
+kill -0 "$OCA_PID" 2>/dev/null && grep -q ' listening ' "$WORK/oca.log" \
+  || { echo "oca-daemon did not start (port busy?):" >&2; cat "$WORK/oca.log" >&2; exit 1; }
 first=$(echo $FILES | cut -d' ' -f1)
 for port in $OCA_PORT $NGINX_PORT; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -r 0-99 "http://127.0.0.1:$port/c/$first")
@@ -93,7 +96,9 @@ done
 
 cpu_ticks() { # summed utime+stime of the given pids (all their threads), in clock ticks
   local t=0
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
   echo $t
 }
 server_pids() {

@@ -406,7 +406,7 @@ impl Loop {
         } else if kind == K_SPLICE_OUT {
             match res {
                 n if n > 0 => {
-                    slot.in_pipe -= n as u32;
+                    slot.in_pipe = slot.in_pipe.saturating_sub(n as u32);
                     super::guarded(&mut self.ctx, |ctx| slot.conn.on_body_sent(n as u64, ctx))
                 }
                 e if -e == libc::EAGAIN => Next::Write,
