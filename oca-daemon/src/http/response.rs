@@ -92,7 +92,7 @@ pub fn end_head(out: &mut Vec<u8>, keep_alive: bool, minor_version: u8) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends a complete short plain-text response (errors, 304 has no body so is built elsewhere).
+/// Appends a complete short plain-text response and returns its length.
 pub fn simple(
     out: &mut Vec<u8>,
     status: u16,

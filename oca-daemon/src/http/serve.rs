@@ -55,17 +55,14 @@ pub fn serve(
     // A body we do not read would be taken for the next request; refuse and close instead.
     let keep_alive = req.keep_alive && !req.has_body && !ctx.draining;
     let mut simple = |status: u16, extra: &str, keep_alive: bool| {
-        let with_body = req.method != Method::Head;
-        simple_response(
-            out,
-            segs,
-            ctx.date,
+        let short = Short {
             status,
             extra,
             keep_alive,
-            req.minor_version,
-            with_body,
-        )
+            minor_version: req.minor_version,
+            with_body: req.method != Method::Head,
+        };
+        short.write(out, segs, ctx.date)
     };
     if req.method == Method::Other {
         return simple(405, "Allow: GET, HEAD\r\n", false);
@@ -121,44 +118,56 @@ pub fn refuse(
         HeadError::HeaderTooLarge => 431,
         HeadError::Version => 505,
     };
-    simple_response(out, segs, date, status, "", false, 1, true).status
+    Short::closing(status).write(out, segs, date).status
 }
 
 /// Builds a standalone response (timeouts, overload) that closes the connection.
 pub fn standalone(status: u16, date: &mut DateCache, out: &mut Vec<u8>, segs: &mut Vec<Segment>) {
-    simple_response(out, segs, date, status, "", false, 1, true);
+    Short::closing(status).write(out, segs, date);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn simple_response(
-    out: &mut Vec<u8>,
-    segs: &mut Vec<Segment>,
-    date: &mut DateCache,
+/// A short plain-text response: errors, timeouts, 416.
+struct Short<'x> {
     status: u16,
-    extra: &str,
+    extra: &'x str,
     keep_alive: bool,
     minor_version: u8,
     with_body: bool,
-) -> Served {
-    let start = out.len();
-    let n = response::simple(
-        out,
-        status,
-        date.now(),
-        extra,
-        keep_alive,
-        minor_version,
-        with_body,
-    );
-    segs.push(Segment::Mem {
-        start,
-        end: start + n,
-    });
-    Served {
-        status,
-        keep_alive,
-        file: None,
-        disk_error: None,
+}
+
+impl Short<'_> {
+    /// A response that ends the connection.
+    fn closing(status: u16) -> Short<'static> {
+        Short {
+            status,
+            extra: "",
+            keep_alive: false,
+            minor_version: 1,
+            with_body: true,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, segs: &mut Vec<Segment>, date: &mut DateCache) -> Served {
+        let start = out.len();
+        let n = response::simple(
+            out,
+            self.status,
+            date.now(),
+            self.extra,
+            self.keep_alive,
+            self.minor_version,
+            self.with_body,
+        );
+        segs.push(Segment::Mem {
+            start,
+            end: start + n,
+        });
+        Served {
+            status: self.status,
+            keep_alive: self.keep_alive,
+            file: None,
+            disk_error: None,
+        }
     }
 }
 
@@ -242,22 +251,14 @@ impl FileResponse<'_> {
             RangeRequest::Ranges(r) => self.multipart(ctx, out, segs, &r),
             RangeRequest::Malformed | RangeRequest::Unsatisfiable | RangeRequest::TooMany => {
                 let extra = format!("Content-Range: bytes */{size}\r\n");
-                let start = out.len();
-                let with_body = self.req.method != Method::Head;
-                let n = response::simple(
-                    out,
-                    416,
-                    ctx.date.now(),
-                    &extra,
-                    self.keep_alive,
-                    self.req.minor_version,
-                    with_body,
-                );
-                segs.push(Segment::Mem {
-                    start,
-                    end: start + n,
-                });
-                416
+                let short = Short {
+                    status: 416,
+                    extra: &extra,
+                    keep_alive: self.keep_alive,
+                    minor_version: self.req.minor_version,
+                    with_body: self.req.method != Method::Head,
+                };
+                short.write(out, segs, ctx.date).status
             }
         }
     }
@@ -417,7 +418,6 @@ impl FileResponse<'_> {
         let size = self.opened.size;
         // The part heads are built first (after the response head's slot) so the total length is
         // known; the response head is then written after them and sent first.
-        let parts_start = out.len();
         let mut part_bounds = Vec::with_capacity(ranges.len() + 1);
         let mut total: u64 = 0;
         for r in ranges {
@@ -450,7 +450,6 @@ impl FileResponse<'_> {
             let (start, end) = part_bounds[ranges.len()];
             segs.push(Segment::Mem { start, end });
         }
-        debug_assert!(parts_start <= head_start);
         206
     }
 }
