@@ -223,10 +223,11 @@ impl Config {
                 .max_header_bytes
                 .or(fl.max_header_bytes)
                 .unwrap_or(d.max_header_bytes),
-            max_uri_bytes: cli
-                .max_uri_bytes
-                .or(fl.max_uri_bytes)
-                .unwrap_or(d.max_uri_bytes),
+            // Unset, the URI limit follows a lowered head limit instead of contradicting it.
+            max_uri_bytes: cli.max_uri_bytes.or(fl.max_uri_bytes).unwrap_or_else(|| {
+                let head = cli.max_header_bytes.or(fl.max_header_bytes);
+                d.max_uri_bytes.min(head.unwrap_or(d.max_header_bytes))
+            }),
             max_ranges: cli.max_ranges.or(fl.max_ranges).unwrap_or(d.max_ranges),
             header_timeout: secs(
                 cli.header_timeout,

@@ -110,6 +110,10 @@ pub enum Next {
     Write,
     /// Close the socket and forget the connection.
     Close,
+    /// Nothing new: keep waiting for what is already pending.
+    Wait,
+    /// Stop receiving until the connection asks to read again (input piled up while writing).
+    Pause,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +145,8 @@ pub struct Conn {
     /// The file being sent and the disk it is on.
     file: Option<(Rc<File>, usize)>,
     keep_alive: bool,
+    /// The peer half-closed while a response was going out.
+    peer_closed: bool,
     status: u16,
     started: Instant,
     deadline: Instant,
@@ -161,6 +167,7 @@ impl Conn {
             seg_off: 0,
             file: None,
             keep_alive: true,
+            peer_closed: false,
             status: 0,
             started: ctx.now,
             deadline: ctx.now + ctx.shared.limits.header_timeout,
@@ -183,9 +190,14 @@ impl Conn {
         match self.phase {
             Phase::Lingering => Next::Read,
             Phase::Writing => {
-                // Engines do not read while writing; keep the bytes for the next request anyway.
+                // Pipelined requests that arrive while a response is going out (the io_uring
+                // engine keeps receiving); past the head limit, receiving pauses.
                 self.inbuf.extend_from_slice(data);
-                Next::Write
+                if self.inbuf.len() > ctx.shared.limits.max_header_bytes {
+                    Next::Pause
+                } else {
+                    Next::Wait
+                }
             }
             Phase::Reading => {
                 if self.inbuf.is_empty() {
@@ -199,8 +211,13 @@ impl Conn {
         }
     }
 
-    /// The peer closed its side (or the socket failed).
+    /// The peer closed its side. A client may half-close right after its request, so a response
+    /// being sent is finished first.
     pub fn on_eof(&mut self) -> Next {
+        if self.phase == Phase::Writing {
+            self.peer_closed = true;
+            return Next::Wait;
+        }
         Next::Close
     }
 
@@ -362,6 +379,9 @@ impl Conn {
             self.inbuf = Vec::new();
             self.deadline = ctx.now + LINGER;
             return Next::Read;
+        }
+        if self.peer_closed && self.inbuf.is_empty() {
+            return Next::Close;
         }
         self.phase = Phase::Reading;
         self.deadline = ctx.now + ctx.shared.limits.keepalive_timeout;

@@ -289,3 +289,36 @@ fn keep_alive_pipelining_and_close() {
         assert_eq!(read_response(&mut c, false).unwrap().body, &f.body[1..2]);
     }
 }
+
+#[test]
+fn pipelined_requests_queued_behind_a_blocked_response_are_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = pattern(8, 24 << 20);
+    put(dir.path(), "big.mp4", &big);
+    for engine in ENGINES {
+        let s = Server::start(engine, &[dir.path()], &["--max-header-bytes", "1024"]);
+        let mut c = slow_client(s.addr);
+        // A response far larger than the socket buffers, so it blocks until we read, then
+        // 30 KiB of pipelined requests: past the head limit, so the io_uring engine (which keeps
+        // receiving while it writes) has to pause receiving and resume later.
+        c.write_all(b"GET /c/big.mp4 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let n = 400;
+        let mut batch = String::new();
+        for i in 0..n {
+            batch.push_str(&format!(
+                "GET /c/big.mp4/range/{i}-{i} HTTP/1.1\r\nHost: t\r\n\r\n"
+            ));
+        }
+        let mut writer = c.try_clone().unwrap();
+        let sender = std::thread::spawn(move || writer.write_all(batch.as_bytes()));
+        let whole = read_response(&mut c, false).unwrap();
+        assert!(whole.body == big, "{engine}: first response");
+        for i in 0..n {
+            let r = read_response(&mut c, false).unwrap();
+            assert_eq!(r.body, &big[i..=i], "{engine}: pipelined response {i}");
+        }
+        sender.join().unwrap().unwrap();
+    }
+}

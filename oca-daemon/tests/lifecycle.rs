@@ -8,16 +8,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 const BIG: usize = 48 << 20;
-
-/// A client with a tiny receive window, so a large response stays in flight.
-fn slow_client(addr: std::net::SocketAddr) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect(&addr.into()).unwrap();
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
+/// What the file is truncated to while it is being sent.
+const NEW_LEN: usize = 1 << 20;
 
 /// Reads a head, then the body until EOF; returns (Content-Length, body).
 fn read_to_eof(c: &mut TcpStream, first: usize, between: impl FnOnce()) -> (usize, Vec<u8>) {
@@ -55,7 +47,7 @@ fn a_file_that_shrinks_or_vanishes_mid_response() {
                 .write(true)
                 .open(&path)
                 .unwrap()
-                .set_len(1 << 20)
+                .set_len(NEW_LEN as u64)
                 .unwrap();
         });
         assert_eq!(len, BIG);
@@ -63,10 +55,12 @@ fn a_file_that_shrinks_or_vanishes_mid_response() {
             body.len() < len,
             "{engine}: a truncated response must not look whole"
         );
-        assert!(
-            body[..] == data[..body.len()],
-            "{engine}: only the file's real bytes, never stale ones"
-        );
+        // Up to the new end, the file's real bytes. Past it, bytes the kernel already held for
+        // the socket reference page-cache pages that the truncation zeroed (zero-copy), so only
+        // the shortfall, not their content, is promised there (docs/oca-daemon.md).
+        let real = body.len().min(NEW_LEN);
+        let first_bad = body[..real].iter().zip(&data).position(|(a, b)| a != b);
+        assert_eq!(first_bad, None, "{engine}: bytes before the new end differ");
         assert!(s.metric("oca_responses_truncated_total") >= 1.0, "{engine}");
 
         // Unlinking does not change an open file's bytes: the response completes, all correct.
@@ -106,7 +100,9 @@ fn admin_listener_reports_and_never_serves_content() {
                 .status,
             404
         );
-        let m = s.metrics();
+        // A response is counted just after its last byte is handed to the kernel, which can be
+        // a moment after the client has read it.
+        let m = s.metrics_when(|m| m.contains("oca_response_seconds_count 4"));
         assert!(m.contains("oca_requests_total{class=\"2xx\"} 3"), "{m}");
         assert!(m.contains("oca_requests_total{class=\"4xx\"} 1"), "{m}");
         let (eng, body) = body_path_of(engine);
@@ -144,7 +140,12 @@ fn sigterm_drains_in_flight_responses_then_exits_zero() {
             std::thread::sleep(Duration::from_millis(600));
             let ready = reqwest::blocking::get(format!("http://{admin}/readyz"))
                 .map(|r| r.status().as_u16());
-            assert_eq!(ready.ok(), Some(503), "{engine}: not ready while draining");
+            assert_eq!(
+                ready.as_ref().ok(),
+                Some(&503),
+                "{engine}: not ready while draining: {ready:?}\n{}",
+                s.log()
+            );
             assert!(
                 TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
                 "{engine}: still accepting"

@@ -52,6 +52,7 @@ fn ud_parts(ud: u64) -> (u64, u32, usize) {
 #[derive(Clone, Debug)]
 pub struct Support {
     multishot_accept: bool,
+    multishot_recv: bool,
     /// How file bytes reach sockets (sendfile when the kernel has no IORING_OP_SPLICE).
     pub body_path: BodyPath,
     splice: bool,
@@ -62,8 +63,9 @@ impl Support {
     /// One line for the startup log.
     pub fn describe(&self) -> String {
         format!(
-            "accept({}) recv(provided buffers) poll_add timeout async_cancel provide_buffers; bodies by {}; splice={} send_zc={}",
+            "accept({}) recv({}, provided buffers) poll_add timeout async_cancel provide_buffers; bodies by {}; splice={} send_zc={}",
             if self.multishot_accept { "multishot" } else { "single-shot" },
+            if self.multishot_recv { "multishot" } else { "single-shot" },
             self.body_path.name(),
             self.splice,
             self.send_zc
@@ -105,6 +107,8 @@ pub fn probe(body_path: BodyPath) -> Result<Support, String> {
         // Multishot accept arrived in 5.19 with no probe bit of its own; an EINVAL at run time
         // also switches a worker back to single-shot.
         multishot_accept: kernel_at_least(5, 19),
+        multishot_recv: kernel_at_least(6, 0)
+            && std::env::var_os("OCA_URING_SINGLESHOT_RECV").is_none(),
         body_path: if probe.is_supported(opcode::Splice::CODE) {
             body_path
         } else {
@@ -149,7 +153,11 @@ struct Slot {
     gen: u32,
     /// Operations in flight (a linked splice pair counts two); the slot lives until they end.
     inflight: u8,
-    /// The kind of the in-flight operation that a close must cancel.
+    /// Whether a receive is armed (multishot: it stays armed across requests).
+    recv_armed: bool,
+    /// Whether a writability poll is armed.
+    poll_armed: bool,
+    /// The kind of the in-flight write-side operation (poll or splice) that a close must cancel.
     cancel_kind: u64,
     closing: bool,
     /// Splice body path: this connection's pipe, the bytes waiting in it, and whether the last
@@ -197,6 +205,8 @@ struct Loop {
     slots: Slab<Slot>,
     listener: Option<OwnedFd>,
     multishot: bool,
+    /// Multishot receive (6.0+): one armed receive per connection for its whole life.
+    multishot_recv: bool,
     accept_armed: bool,
     next_gen: u32,
     /// Provided-buffer memory; the kernel writes received bytes here.
@@ -224,6 +234,7 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         slots: Slab::new(),
         listener: Some(listener),
         multishot: support.multishot_accept,
+        multishot_recv: support.multishot_recv,
         accept_armed: false,
         next_gen: 0,
         pool: vec![0u8; BUF_COUNT as usize * BUF_SIZE].into_boxed_slice(),
@@ -344,6 +355,8 @@ impl Loop {
                     conn,
                     gen: self.next_gen,
                     inflight: 0,
+                    recv_armed: false,
+                    poll_armed: false,
                     cancel_kind: 0,
                     closing: false,
                     pipe: None,
@@ -385,7 +398,15 @@ impl Loop {
             }
             return;
         };
-        slot.inflight -= 1;
+        // A multishot receive stays in flight until a completion without IORING_CQE_F_MORE.
+        if kind != K_RECV || !cqueue::more(flags) {
+            slot.inflight -= 1;
+            match kind {
+                K_RECV => slot.recv_armed = false,
+                K_POLL => slot.poll_armed = false,
+                _ => {}
+            }
+        }
         if slot.closing {
             if let Some(bid) = buf {
                 self.free_bufs.push(bid);
@@ -433,6 +454,8 @@ impl Loop {
                     self.starved.push(key);
                     return;
                 }
+                // Paused (see Next::Pause): the connection asks to read again when it wants to.
+                (e, _) if -e == libc::ECANCELED => return,
                 (e, _) if -e == libc::EINTR || -e == libc::EAGAIN => Next::Read,
                 _ => Next::Close,
             }
@@ -450,31 +473,44 @@ impl Loop {
             }
         }
         let fd = types::Fd(slot.conn.sock().as_raw_fd());
-        slot.inflight += 1;
         let entry = match next {
+            Next::Read if slot.recv_armed => return,
+            Next::Read if self.multishot_recv => {
+                slot.recv_armed = true;
+                opcode::RecvMulti::new(fd, BUF_GROUP)
+                    .build()
+                    .user_data(ud(K_RECV, slot.gen, key))
+            }
             Next::Read => {
-                slot.cancel_kind = K_RECV;
+                slot.recv_armed = true;
                 opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
                     .buf_group(BUF_GROUP)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT)
                     .user_data(ud(K_RECV, slot.gen, key))
             }
+            Next::Write if slot.poll_armed => return,
             Next::Write => {
+                slot.poll_armed = true;
                 slot.cancel_kind = K_POLL;
                 opcode::PollAdd::new(fd, libc::POLLOUT as u32)
                     .build()
                     .user_data(ud(K_POLL, slot.gen, key))
             }
-            Next::Close => {
-                slot.inflight -= 1;
-                return self.close(key);
+            Next::Wait => return,
+            Next::Pause if slot.recv_armed => {
+                tracing::debug!("receive paused: requests piled up behind a blocked response");
+                opcode::AsyncCancel::new(ud(K_RECV, slot.gen, key))
+                    .build()
+                    .user_data(ud(K_CANCEL, 0, 0))
             }
-            Next::Splice(chunk) => {
-                slot.inflight -= 1;
-                return self.splice(key, chunk);
-            }
+            Next::Pause => return,
+            Next::Close => return self.close(key),
+            Next::Splice(chunk) => return self.splice(key, chunk),
         };
+        if !matches!(next, Next::Pause) {
+            slot.inflight += 1;
+        }
         self.push(entry);
     }
 
@@ -570,12 +606,20 @@ impl Loop {
             _ => {
                 slot.closing = true;
                 socket::shutdown(slot.conn.sock().as_fd(), libc::SHUT_RDWR);
-                let target = ud(slot.cancel_kind, slot.gen, key);
-                self.push(
-                    opcode::AsyncCancel::new(target)
-                        .build()
-                        .user_data(ud(K_CANCEL, 0, 0)),
-                );
+                let mut targets = [None, None];
+                if slot.recv_armed {
+                    targets[0] = Some(ud(K_RECV, slot.gen, key));
+                }
+                if slot.inflight > u8::from(slot.recv_armed) {
+                    targets[1] = Some(ud(slot.cancel_kind, slot.gen, key));
+                }
+                for target in targets.into_iter().flatten() {
+                    self.push(
+                        opcode::AsyncCancel::new(target)
+                            .build()
+                            .user_data(ud(K_CANCEL, 0, 0)),
+                    );
+                }
             }
         }
     }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 /// Both engines; every behaviour test runs against each.
 /// "uring" is the default io_uring setup (body path auto: splice for large parts, sendfile for
-/// small); "uring-<path>" forces one body path.
+/// small); "uring-<path>" forces one body path. "uring-sendfile" also uses single-shot receives,
+/// which is what kernels before 6.0 run.
 pub const ENGINES: [&str; 4] = ["uring", "epoll", "uring-splice", "uring-sendfile"];
 
 /// The body path label the daemon reports for an entry of [`ENGINES`].
@@ -54,6 +55,9 @@ pub fn put(store: &Path, id: &str, body: &[u8]) -> PathBuf {
 
 pub fn daemon_cmd(engine: &str, stores: &[&Path], extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_oca-daemon"));
+    if engine == "uring-sendfile" {
+        cmd.env("OCA_URING_SINGLESHOT_RECV", "1");
+    }
     let (engine, body) = body_path_of(engine);
     cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
     cmd.args(["--engine", engine, "--body-path", body, "--workers", "2"]);
@@ -129,6 +133,18 @@ impl Server {
             .unwrap()
             .text()
             .unwrap()
+    }
+
+    /// The metrics text once `ready` holds for it (or after 3 s, for the caller's asserts).
+    pub fn metrics_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + Duration::from_secs(3);
+        loop {
+            let m = self.metrics();
+            if ready(&m) || Instant::now() > end {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The value of one metric line (name with labels, exactly as rendered).
@@ -215,6 +231,16 @@ impl RawResponse {
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A client with a tiny receive window, so a large response stays in flight.
+pub fn slow_client(addr: std::net::SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let s: TcpStream = s.into();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
