@@ -365,7 +365,19 @@ impl Conn {
         let latency = self.started.elapsed();
         ctx.stats().response(self.status, latency);
         if let Some(line) = self.access.take() {
-            tracing::info!(target: "access", status = self.status, ms = latency.as_secs_f64() * 1e3, "{line}");
+            let bytes: u64 = self.segs.iter().map(Segment::len).sum();
+            let peer = socket2::SockRef::from(&self.sock).peer_addr().ok();
+            let peer = peer
+                .and_then(|a| a.as_socket())
+                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            tracing::info!(
+                target: "access",
+                %peer,
+                status = self.status,
+                bytes,
+                ms = latency.as_secs_f64() * 1e3,
+                "{line}"
+            );
         }
         self.file = None;
         if self.out.capacity() > 16 * 1024 {

@@ -23,6 +23,16 @@ pub enum Segment {
     },
 }
 
+impl Segment {
+    /// Bytes in this piece.
+    pub fn len(&self) -> u64 {
+        match *self {
+            Segment::Mem { start, end } => (end - start) as u64,
+            Segment::File { len, .. } => len,
+        }
+    }
+}
+
 /// Reason phrase for the statuses this server sends.
 pub fn reason(status: u16) -> &'static str {
     match status {
