@@ -25,14 +25,14 @@ pub fn run(worker: Worker) -> io::Result<()> {
     let Worker {
         listener, mut ctx, ..
     } = worker;
-    let mut listener = Some(listener);
     ctl(
         &ep,
         libc::EPOLL_CTL_ADD,
-        listener.as_ref().unwrap(),
+        &listener,
         libc::EPOLLIN as u32,
         LISTENER,
     )?;
+    let mut listener = Some(listener);
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut scratch = vec![0u8; 16 * 1024];
