@@ -1,5 +1,11 @@
-//! What the parts of the system say to each other (DESIGN.md): URL signing and the signing
-//! keyring shared by the control plane, oca-daemon and the fill agent.
+//! What the parts of the system say to each other (DESIGN.md): URL signing and its keyring, the
+//! health report, steering, playback and fill-manifest wire types, and IP prefixes. Shared by the
+//! control plane, oca-daemon and the fill agent.
 
+pub mod health;
 pub mod keys;
+pub mod manifest;
+pub mod playback;
+pub mod prefix;
 pub mod signing;
+pub mod steering;
