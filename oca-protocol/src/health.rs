@@ -136,7 +136,7 @@ mod tests {
         let r: HealthReport = serde_json::from_str(json).unwrap();
         assert_eq!(r.status, Status::Warning);
         assert_eq!(r.disks[0].state, DiskState::Full);
-        assert_eq!(r.prefixes[1].len(), 32);
+        assert_eq!(r.prefixes[1].bits(), 32);
         assert!(matches!(
             r.inventory,
             Inventory::Delta {

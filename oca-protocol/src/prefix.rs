@@ -42,7 +42,7 @@ impl Prefix {
     }
 
     /// The prefix length in bits.
-    pub fn len(&self) -> u8 {
+    pub fn bits(&self) -> u8 {
         self.len
     }
 
