@@ -160,7 +160,7 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Prefix>("\"10.0.0.0/8\"")
                 .unwrap()
-                .len(),
+                .bits(),
             8
         );
     }
