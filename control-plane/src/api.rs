@@ -1,0 +1,230 @@
+//! The HTTP API: admin endpoints (bearer token) for sites and appliances.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use oca_protocol::playback::{ApiError, ErrorCode};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::db::{Appliance, Db, DbError, Site};
+
+/// Largest request body accepted (a full inventory of a large appliance fits).
+pub const BODY_LIMIT: usize = 64 << 20;
+
+/// Shared state of the handlers.
+pub struct App {
+    /// The database.
+    pub db: Db,
+    /// SHA-256 of the admin bearer token.
+    pub admin_token_sha256: [u8; 32],
+}
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/admin/sites", get(list_sites).post(create_site))
+        .route(
+            "/v1/admin/appliances",
+            get(list_appliances).post(create_appliance),
+        )
+        .fallback(|| async {
+            Err::<(), _>(err(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+/// An error answer: status plus the stable JSON error body.
+pub struct Failure(StatusCode, ApiError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn err(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Failure {
+    Failure(
+        status,
+        ApiError {
+            code,
+            message: message.into(),
+        },
+    )
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Failure {
+        match e {
+            DbError::Exists(what) => err(
+                StatusCode::CONFLICT,
+                ErrorCode::BadRequest,
+                format!("{what} already exists"),
+            ),
+            DbError::Missing(what) => err(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("{what} does not exist"),
+            ),
+            DbError::Sqlite(e) => {
+                tracing::error!(error = %e, "database error");
+                err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+/// A JSON body, or a 400/413 that says which field is wrong and why.
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
+    match payload {
+        Ok(Json(v)) => Ok(v),
+        Err(JsonRejection::BytesRejection(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                format!("body over {BODY_LIMIT} bytes"),
+            ))
+        }
+        Err(r) => Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            r.body_text(),
+        )),
+    }
+}
+
+/// Proof that the request carried the admin bearer token.
+pub struct Admin;
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Admin, Failure> {
+        let presented = bearer(parts).map(|t| Sha256::digest(t.as_bytes()));
+        match presented {
+            Some(h) if constant_time_eq(&h, &app.admin_token_sha256) => Ok(Admin),
+            // One answer for missing, malformed and wrong: no hint of which.
+            _ => Err(err(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "unauthorized",
+            )),
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Compares without an early exit, so timing says nothing about where two values differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Ids of sites and appliances travel in URLs and logs: the content-id alphabet, 1-64 long.
+fn check_id(field: &str, id: &str) -> Result<(), Failure> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("{field}: {id:?} is not a valid id (1-64 characters of [A-Za-z0-9._-], not starting with '.')"),
+        ))
+    }
+}
+
+async fn list_sites(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Vec<Site>>, Failure> {
+    Ok(Json(app.db.sites()?))
+}
+
+async fn create_site(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    payload: Result<Json<Site>, JsonRejection>,
+) -> Result<(StatusCode, Json<Site>), Failure> {
+    let site = body(payload)?;
+    check_id("id", &site.id)?;
+    app.db.create_site(&site)?;
+    Ok((StatusCode::CREATED, Json(site)))
+}
+
+async fn list_appliances(
+    _: Admin,
+    State(app): State<Arc<App>>,
+) -> Result<Json<Vec<Appliance>>, Failure> {
+    Ok(Json(app.db.appliances()?))
+}
+
+/// The answer to a registration: the credential is shown this once and stored only as a hash.
+#[derive(Serialize)]
+struct Registered {
+    appliance: Appliance,
+    credential: String,
+}
+
+async fn create_appliance(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    payload: Result<Json<Appliance>, JsonRejection>,
+) -> Result<(StatusCode, Json<Registered>), Failure> {
+    let a = body(payload)?;
+    check_id("id", &a.id)?;
+    if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "url: must start with http:// or https://",
+        ));
+    }
+    let credential = new_secret();
+    let hash: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    app.db.create_appliance(&a, &hash, now)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            appliance: a,
+            credential,
+        }),
+    ))
+}
+
+/// 32 random bytes, base64url without padding: credentials and tokens.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the kernel's random source is available");
+    URL_SAFE_NO_PAD.encode(bytes)
+}

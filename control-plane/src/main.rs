@@ -1,0 +1,137 @@
+//! control-plane: the cloud side of Open Connect: catalog, appliances, health intake, steering,
+//! playback.
+
+mod api;
+mod db;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// control-plane: catalog, appliances, health intake, steering and playback for Open Connect.
+///
+/// Every flag may also be set in the TOML file given with --config; a flag overrides the file.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the API. Default 127.0.0.1:7070.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// SQLite database file (created with its schema on first start). Default ./control-plane.db.
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// File holding the admin bearer token; generated (mode 0600) when missing.
+    /// Default: <db>.admin-token.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    db: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("control-plane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let file: FileConfig = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config file {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("config file {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let listen = cli
+        .listen
+        .or(file.listen)
+        .unwrap_or(([127, 0, 0, 1], 7070).into());
+    let db_path = cli
+        .db
+        .or(file.db)
+        .unwrap_or_else(|| PathBuf::from("control-plane.db"));
+    let token_path = cli
+        .admin_token_file
+        .or(file.admin_token_file)
+        .unwrap_or_else(|| PathBuf::from(format!("{}.admin-token", db_path.display())));
+    let db = db::Db::open(&db_path)
+        .with_context(|| format!("opening database {}", db_path.display()))?;
+    tracing::info!(schema_version = db.schema_version()?, "database ready");
+    let token = admin_token(&token_path)?;
+    let app = Arc::new(api::App {
+        db,
+        admin_token_sha256: Sha256::digest(token.as_bytes()).into(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, db = %db_path.display(), admin_token_file = %token_path.display(), "listening");
+        axum::serve(listener, api::router(app))
+            .with_graceful_shutdown(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("shutting down");
+            })
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Reads the admin token, creating a random one (readable by the owner only) when missing.
+fn admin_token(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => anyhow::bail!("admin token file {} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading admin token file {}", path.display()))
+        }
+    }
+    let token = api::new_secret();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating admin token file {}", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())?;
+    tracing::info!(file = %path.display(), "generated an admin token");
+    Ok(token)
+}

@@ -1,0 +1,215 @@
+//! The admin API against the real binary, a real SQLite file and a real HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+struct Cp {
+    child: Child,
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Drop for Cp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Cp {
+    let db = dir.join("cp.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(" listening ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("control plane starts");
+    let at = line.find("addr=").unwrap() + 5;
+    let addr = line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = std::fs::read_to_string(dir.join("cp.db.admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Cp { child, addr, token }
+}
+
+impl Cp {
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let c = reqwest::blocking::Client::new();
+        let url = format!("http://{}{}", self.addr, path);
+        let mut r = match method {
+            "POST" => c.post(url),
+            _ => c.get(url),
+        };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.req(method, path, body, Some(&self.token.clone()))
+    }
+}
+
+#[test]
+fn sites_and_appliances_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    let ixp = json!({"id": "ixp-ams", "kind": "ixp", "region": "eu"});
+    assert_eq!(
+        cp.admin("POST", "/v1/admin/sites", Some(ixp.clone())).0,
+        201
+    );
+    let isp = json!({"id": "isp-a", "kind": "isp", "region": "eu", "parent": "ixp-ams"});
+    assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(isp)).0, 201);
+    let (s, e) = cp.admin("POST", "/v1/admin/sites", Some(ixp));
+    assert_eq!((s, e["code"].as_str()), (409, Some("bad_request")));
+    let orphan = json!({"id": "isp-b", "kind": "isp", "region": "eu", "parent": "nowhere"});
+    assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(orphan)).0, 404);
+
+    let oca = json!({"id": "oca-1", "site": "isp-a", "url": "http://127.0.0.1:8080", "capacity_bps": 10_000_000_000u64});
+    let (s, reg) = cp.admin("POST", "/v1/admin/appliances", Some(oca));
+    assert_eq!(s, 201);
+    let credential = reg["credential"].as_str().unwrap().to_string();
+    assert_eq!(credential.len(), 43, "32 random bytes, base64url");
+    let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
+    assert_eq!(list[0]["id"], "oca-1");
+    assert!(
+        !list.to_string().contains(&credential),
+        "the credential is shown once only"
+    );
+    let wrong_site = json!({"id": "oca-2", "site": "nope", "url": "http://x", "capacity_bps": 1});
+    assert_eq!(
+        cp.admin("POST", "/v1/admin/appliances", Some(wrong_site)).0,
+        404
+    );
+
+    // kill -9: nothing acknowledged is lost.
+    drop(cp);
+    let db_bytes = [
+        std::fs::read(dir.path().join("cp.db")).unwrap(),
+        std::fs::read(dir.path().join("cp.db-wal")).unwrap_or_default(),
+    ]
+    .concat();
+    assert!(
+        !db_bytes
+            .windows(credential.len())
+            .any(|w| w == credential.as_bytes()),
+        "stored only as a hash"
+    );
+    let cp = start(dir.path());
+    let (_, sites) = cp.admin("GET", "/v1/admin/sites", None);
+    assert_eq!(sites.as_array().unwrap().len(), 2);
+    assert_eq!(sites[0]["id"], "isp-a", "listed by id");
+    assert_eq!(sites[0]["parent"], "ixp-ams");
+    assert_eq!(
+        cp.admin("GET", "/v1/admin/appliances", None)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn bad_credentials_and_bad_bodies_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    let unauthorized = |token: Option<&str>| cp.req("GET", "/v1/admin/sites", None, token);
+    let (s1, b1) = unauthorized(None);
+    let (s2, b2) = unauthorized(Some("wrong"));
+    let (s3, b3) = unauthorized(Some(""));
+    assert_eq!((s1, s2, s3), (401, 401, 401));
+    assert!(b1 == b2 && b2 == b3, "no hint of which part failed");
+    assert_eq!(b1["code"], "unauthorized");
+
+    let (s, e) = cp.admin(
+        "POST",
+        "/v1/admin/sites",
+        Some(json!({"id": "a", "kind": "isp"})),
+    );
+    assert_eq!(s, 400);
+    assert!(e["message"].as_str().unwrap().contains("region"), "{e}");
+    let (s, e) = cp.admin(
+        "POST",
+        "/v1/admin/sites",
+        Some(json!({"id": "a", "kind": "cdn", "region": "eu"})),
+    );
+    assert_eq!(s, 400);
+    assert!(
+        e["message"].as_str().unwrap().contains("kind")
+            || e["message"].as_str().unwrap().contains("cdn"),
+        "{e}"
+    );
+    let (s, e) = cp.admin(
+        "POST",
+        "/v1/admin/sites",
+        Some(json!({"id": "../x", "kind": "isp", "region": "eu"})),
+    );
+    assert_eq!(s, 400);
+    assert!(e["message"].as_str().unwrap().contains("id"), "{e}");
+    let bad_url = json!({"id": "o", "site": "s", "url": "ftp://x", "capacity_bps": 1});
+    assert_eq!(
+        cp.admin("POST", "/v1/admin/appliances", Some(bad_url)).0,
+        400
+    );
+
+    let raw = reqwest::blocking::Client::new()
+        .post(format!("http://{}/v1/admin/sites", cp.addr))
+        .bearer_auth(&cp.token)
+        .header("content-type", "application/json")
+        .body("{\"id\": ")
+        .send()
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+
+    let huge = vec![b' '; (64 << 20) + 1];
+    let big = reqwest::blocking::Client::new()
+        .post(format!("http://{}/v1/admin/sites", cp.addr))
+        .bearer_auth(&cp.token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    let e: Value = big.json().unwrap();
+    assert_eq!(e["code"], "payload_too_large");
+
+    let (s, e) = cp.admin("GET", "/v1/nothing", None);
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+}
