@@ -3,19 +3,21 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use oca_protocol::health::{HealthReply, HealthReport};
 use oca_protocol::playback::{ApiError, ErrorCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::db::{Appliance, Db, DbError, Site};
+use crate::{intake, url_keys};
 
 /// Largest request body accepted (a full inventory of a large appliance fits).
 pub const BODY_LIMIT: usize = 64 << 20;
@@ -37,6 +39,12 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/admin/appliances",
             get(list_appliances).post(create_appliance),
         )
+        .route(
+            "/v1/admin/appliances/{id}/inventory",
+            get(appliance_inventory),
+        )
+        .route("/v1/admin/keys/rotate", post(rotate_keys))
+        .route("/v1/appliances/{id}/health", post(health))
         .fallback(|| async {
             Err::<(), _>(err(
                 StatusCode::NOT_FOUND,
@@ -209,10 +217,7 @@ async fn create_appliance(
     }
     let credential = new_secret();
     let hash: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    app.db.create_appliance(&a, &hash, now)?;
+    app.db.create_appliance(&a, &hash, unix_now())?;
     Ok((
         StatusCode::CREATED,
         Json(Registered {
@@ -220,6 +225,83 @@ async fn create_appliance(
             credential,
         }),
     ))
+}
+
+async fn appliance_inventory(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<String>>, Failure> {
+    Ok(Json(intake::inventory(&app.db, &id)?))
+}
+
+#[derive(Serialize)]
+struct Rotated {
+    current: String,
+}
+
+async fn rotate_keys(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Rotated>, Failure> {
+    let current = url_keys::rotate(&app.db, unix_now())?;
+    tracing::info!(key = %current, "rotated URL-signing key");
+    Ok(Json(Rotated { current }))
+}
+
+fn unauthorized() -> Failure {
+    err(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        "unauthorized",
+    )
+}
+
+async fn health(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    payload: Result<Json<HealthReport>, JsonRejection>,
+) -> Result<Json<HealthReply>, Failure> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    // An appliance's credential opens only its own URL, so it cannot report for another.
+    if !intake::authenticate(&app.db, &id, token.trim())? {
+        return Err(unauthorized());
+    }
+    let report = body(payload)?;
+    if report.oca_id != id {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "oca_id: must match the URL",
+        ));
+    }
+    let app2 = app.clone();
+    let accepted =
+        tokio::task::spawn_blocking(move || intake::record(&app2.db, &report, unix_now()))
+            .await
+            .map_err(|_| {
+                err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error",
+                )
+            })??;
+    Ok(Json(HealthReply {
+        keys: url_keys::keyring(&app.db)?.to_wire(),
+        manifest_version: 0,
+        report_interval_secs: intake::REPORT_INTERVAL_SECS,
+        inventory_seq: accepted.inventory_seq,
+        send_full_inventory: accepted.send_full_inventory,
+    }))
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// 32 random bytes, base64url without padding: credentials and tokens.

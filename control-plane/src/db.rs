@@ -25,6 +25,34 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL
     );
     CREATE INDEX appliances_by_site ON appliances(site);",
+    // 2: URL-signing keys, appliance health, reported prefixes and inventories.
+    "CREATE TABLE url_keys (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        secret BLOB NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE appliance_health (
+        oca_id TEXT PRIMARY KEY REFERENCES appliances(id),
+        status TEXT NOT NULL,
+        last_report INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        active_connections INTEGER NOT NULL,
+        bytes_per_sec INTEGER NOT NULL,
+        capacity_bps INTEGER NOT NULL,
+        inventory_seq INTEGER NOT NULL,
+        disks_json TEXT NOT NULL
+    );
+    CREATE TABLE appliance_prefixes (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        prefix TEXT NOT NULL,
+        PRIMARY KEY (oca_id, prefix)
+    ) WITHOUT ROWID;
+    CREATE TABLE inventory (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        content_id TEXT NOT NULL,
+        PRIMARY KEY (oca_id, content_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Errors from the state store.
@@ -110,7 +138,8 @@ impl Db {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    /// The connection, for the modules that own their tables' SQL.
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }

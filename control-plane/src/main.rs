@@ -3,6 +3,8 @@
 
 mod api;
 mod db;
+mod intake;
+mod url_keys;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -86,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
     let db = db::Db::open(&db_path)
         .with_context(|| format!("opening database {}", db_path.display()))?;
     tracing::info!(schema_version = db.schema_version()?, "database ready");
+    url_keys::ensure(&db, api::unix_now())?;
     let token = admin_token(&token_path)?;
     let app = Arc::new(api::App {
         db,

@@ -1,0 +1,144 @@
+//! Health intake: appliances report status, load, disks, routes and inventory; the reply carries
+//! the URL keys (DESIGN.md "Health report").
+
+use oca_protocol::health::{HealthReport, Inventory, Status};
+use rusqlite::{params, OptionalExtension, Transaction};
+use sha2::{Digest, Sha256};
+
+use crate::api::constant_time_eq;
+use crate::db::{Db, DbError};
+
+/// Seconds between reports asked of appliances; three missed intervals make one `unknown`.
+pub const REPORT_INTERVAL_SECS: u64 = 10;
+
+/// Whether `credential` is the one issued to appliance `oca_id`.
+pub fn authenticate(db: &Db, oca_id: &str, credential: &str) -> Result<bool, DbError> {
+    let stored: Option<Vec<u8>> = db
+        .conn()
+        .query_row(
+            "SELECT credential_sha256 FROM appliances WHERE id = ?1",
+            [oca_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let presented = Sha256::digest(credential.as_bytes());
+    // Hash even for unknown ids, so timing does not tell which appliances exist.
+    let stored = stored.unwrap_or_else(|| vec![0u8; 32]);
+    Ok(constant_time_eq(&presented, &stored))
+}
+
+/// What the intake concluded about the inventory.
+pub struct Accepted {
+    /// The inventory sequence now on record.
+    pub inventory_seq: u64,
+    /// Whether the appliance must send a full inventory next time.
+    pub send_full_inventory: bool,
+}
+
+/// Records a report in one transaction.
+pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> {
+    let mut conn = db.conn();
+    let tx = conn.transaction()?;
+    let held: Option<i64> = tx
+        .query_row(
+            "SELECT inventory_seq FROM appliance_health WHERE oca_id = ?1",
+            [&r.oca_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let (seq, send_full) = apply_inventory(&tx, &r.oca_id, &r.inventory, held.map(|s| s as u64))?;
+    tx.execute(
+        "DELETE FROM appliance_prefixes WHERE oca_id = ?1",
+        [&r.oca_id],
+    )?;
+    {
+        let mut ins = tx
+            .prepare("INSERT OR IGNORE INTO appliance_prefixes (oca_id, prefix) VALUES (?1, ?2)")?;
+        for p in &r.prefixes {
+            ins.execute(params![r.oca_id, p.to_string()])?;
+        }
+    }
+    let disks = serde_json::to_string(&r.disks).expect("plain structs serialise");
+    tx.execute(
+        "INSERT INTO appliance_health (oca_id, status, last_report, version, active_connections,
+                                       bytes_per_sec, capacity_bps, inventory_seq, disks_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(oca_id) DO UPDATE SET status = excluded.status, last_report = excluded.last_report,
+           version = excluded.version, active_connections = excluded.active_connections,
+           bytes_per_sec = excluded.bytes_per_sec, capacity_bps = excluded.capacity_bps,
+           inventory_seq = excluded.inventory_seq, disks_json = excluded.disks_json",
+        params![
+            r.oca_id,
+            status_str(r.status),
+            now,
+            r.version,
+            r.serving.active_connections as i64,
+            r.serving.bytes_per_sec as i64,
+            r.serving.capacity_bps as i64,
+            seq as i64,
+            disks
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Accepted {
+        inventory_seq: seq,
+        send_full_inventory: send_full,
+    })
+}
+
+/// Applies a full or delta inventory; a delta against another base than the one on record is
+/// not applied, and the appliance is asked for a full inventory instead.
+fn apply_inventory(
+    tx: &Transaction<'_>,
+    oca_id: &str,
+    inv: &Inventory,
+    held: Option<u64>,
+) -> Result<(u64, bool), DbError> {
+    match inv {
+        Inventory::Full { seq, content } => {
+            tx.execute("DELETE FROM inventory WHERE oca_id = ?1", [oca_id])?;
+            let mut ins =
+                tx.prepare("INSERT OR IGNORE INTO inventory (oca_id, content_id) VALUES (?1, ?2)")?;
+            for id in content {
+                ins.execute(params![oca_id, id])?;
+            }
+            Ok((*seq, false))
+        }
+        Inventory::Delta {
+            base_seq,
+            seq,
+            added,
+            removed,
+        } if held == Some(*base_seq) => {
+            let mut del =
+                tx.prepare("DELETE FROM inventory WHERE oca_id = ?1 AND content_id = ?2")?;
+            for id in removed {
+                del.execute(params![oca_id, id])?;
+            }
+            let mut ins =
+                tx.prepare("INSERT OR IGNORE INTO inventory (oca_id, content_id) VALUES (?1, ?2)")?;
+            for id in added {
+                ins.execute(params![oca_id, id])?;
+            }
+            Ok((*seq, false))
+        }
+        Inventory::Delta { .. } => Ok((held.unwrap_or(0), true)),
+    }
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "ok",
+        Status::Warning => "warning",
+        Status::Error => "error",
+    }
+}
+
+/// Content ids an appliance holds, sorted (for tests and the admin API).
+pub fn inventory(db: &Db, oca_id: &str) -> Result<Vec<String>, DbError> {
+    let conn = db.conn();
+    let mut stmt =
+        conn.prepare("SELECT content_id FROM inventory WHERE oca_id = ?1 ORDER BY content_id")?;
+    let rows = stmt.query_map([oca_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,87 @@
+//! The control plane as a real process on loopback with a real SQLite file.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub struct Cp {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub token: String,
+}
+
+impl Drop for Cp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(dir: &Path) -> Cp {
+    let db = dir.join("cp.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(" listening ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("control plane starts");
+    let at = line.find("addr=").unwrap() + 5;
+    let addr = line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = std::fs::read_to_string(dir.join("cp.db.admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Cp { child, addr, token }
+}
+
+impl Cp {
+    pub fn req(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let c = reqwest::blocking::Client::new();
+        let url = format!("http://{}{}", self.addr, path);
+        let mut r = match method {
+            "POST" => c.post(url),
+            _ => c.get(url),
+        };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.req(method, path, body, Some(&self.token.clone()))
+    }
+}
