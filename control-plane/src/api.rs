@@ -16,8 +16,8 @@ use oca_protocol::playback::{ApiError, ErrorCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::{Appliance, Db, DbError, Site};
-use crate::{intake, url_keys};
+use crate::db::{Appliance, Db, DbError, Site, Zone};
+use crate::{intake, steering, url_keys};
 
 /// Largest request body accepted (a full inventory of a large appliance fits).
 pub const BODY_LIMIT: usize = 64 << 20;
@@ -26,6 +26,10 @@ pub const BODY_LIMIT: usize = 64 << 20;
 pub struct App {
     /// The database.
     pub db: Db,
+    /// Counters.
+    pub metrics: crate::metrics::Metrics,
+    /// Seconds between health reports asked of appliances.
+    pub report_interval_secs: u64,
     /// SHA-256 of the admin bearer token.
     pub admin_token_sha256: [u8; 32],
 }
@@ -34,6 +38,7 @@ pub struct App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/v1/admin/sites", get(list_sites).post(create_site))
         .route(
             "/v1/admin/appliances",
@@ -44,6 +49,8 @@ pub fn router(app: Arc<App>) -> Router {
             get(appliance_inventory),
         )
         .route("/v1/admin/keys/rotate", post(rotate_keys))
+        .route("/v1/admin/zones", get(list_zones).post(put_zone))
+        .route("/v1/steer", get(steer))
         .route("/v1/appliances/{id}/health", post(health))
         .fallback(|| async {
             Err::<(), _>(err(
@@ -130,11 +137,10 @@ impl FromRequestParts<Arc<App>> for Admin {
         match presented {
             Some(h) if constant_time_eq(&h, &app.admin_token_sha256) => Ok(Admin),
             // One answer for missing, malformed and wrong: no hint of which.
-            _ => Err(err(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::Unauthorized,
-                "unauthorized",
-            )),
+            _ => {
+                app.metrics.auth_failures.inc();
+                Err(unauthorized())
+            }
         }
     }
 }
@@ -227,6 +233,74 @@ async fn create_appliance(
     ))
 }
 
+async fn metrics(State(app): State<Arc<App>>) -> String {
+    app.metrics.render()
+}
+
+async fn list_zones(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Vec<Zone>>, Failure> {
+    Ok(Json(app.db.zones()?))
+}
+
+async fn put_zone(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    payload: Result<Json<Zone>, JsonRejection>,
+) -> Result<(StatusCode, Json<Zone>), Failure> {
+    let zone = body(payload)?;
+    if let Some(c) = &zone.country {
+        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "country: two upper-case letters (ISO 3166-1 alpha-2)",
+            ));
+        }
+    }
+    app.db.put_zone(&zone)?;
+    Ok((StatusCode::CREATED, Json(zone)))
+}
+
+#[derive(serde::Deserialize)]
+struct SteerQuery {
+    client_ip: std::net::IpAddr,
+    content_id: String,
+    #[serde(default)]
+    explain: Option<u8>,
+}
+
+async fn steer(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    query: Result<axum::extract::Query<SteerQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<oca_protocol::steering::SteerAnswer>, Failure> {
+    let q = query
+        .map_err(|r| {
+            err(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                r.body_text(),
+            )
+        })?
+        .0;
+    let snap = steering::Snapshot::load(&app.db)?;
+    let d = steering::steer(
+        app.report_interval_secs,
+        &snap,
+        q.client_ip,
+        &q.content_id,
+        unix_now(),
+        q.explain == Some(1),
+    );
+    app.metrics.steer_decisions.inc();
+    if d.content_miss {
+        app.metrics.content_misses.inc();
+    }
+    if d.health_miss {
+        app.metrics.health_misses.inc();
+    }
+    Ok(Json(d.answer))
+}
+
 async fn appliance_inventory(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -267,6 +341,7 @@ async fn health(
         .ok_or_else(unauthorized)?;
     // An appliance's credential opens only its own URL, so it cannot report for another.
     if !intake::authenticate(&app.db, &id, token.trim())? {
+        app.metrics.auth_failures.inc();
         return Err(unauthorized());
     }
     let report = body(payload)?;
@@ -288,10 +363,11 @@ async fn health(
                     "internal error",
                 )
             })??;
+    app.metrics.health_reports.inc();
     Ok(Json(HealthReply {
         keys: url_keys::keyring(&app.db)?.to_wire(),
         manifest_version: 0,
-        report_interval_secs: intake::REPORT_INTERVAL_SECS,
+        report_interval_secs: app.report_interval_secs,
         inventory_seq: accepted.inventory_seq,
         send_full_inventory: accepted.send_full_inventory,
     }))

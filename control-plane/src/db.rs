@@ -53,6 +53,12 @@ const MIGRATIONS: &[&str] = &[
         content_id TEXT NOT NULL,
         PRIMARY KEY (oca_id, content_id)
     ) WITHOUT ROWID;",
+    // 3: coverage zones: prefixes an admin maps to a site and/or a country.
+    "CREATE TABLE coverage_zones (
+        prefix TEXT PRIMARY KEY,
+        site TEXT REFERENCES sites(id),
+        country TEXT
+    );",
 ];
 
 /// Errors from the state store.
@@ -115,6 +121,20 @@ pub struct Appliance {
     pub url: String,
     /// What it can send, bits per second.
     pub capacity_bps: u64,
+}
+
+/// A coverage zone: a prefix an admin maps to a site (steering) and/or a country (licensing).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// The prefix.
+    pub prefix: oca_protocol::prefix::Prefix,
+    /// Site that serves clients in it.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// ISO 3166-1 alpha-2 country of clients in it.
+    #[serde(default)]
+    pub country: Option<String>,
 }
 
 /// The control plane's database.
@@ -211,6 +231,42 @@ impl Db {
         )
         .map_err(|e| conflict(e, format!("appliance {}", a.id)))?;
         Ok(())
+    }
+
+    /// Adds or replaces a coverage zone.
+    pub fn put_zone(&self, z: &Zone) -> Result<(), DbError> {
+        let conn = self.conn();
+        if let Some(site) = &z.site {
+            if !exists(&conn, "SELECT 1 FROM sites WHERE id = ?1", site)? {
+                return Err(DbError::Missing(format!("site {site}")));
+            }
+        }
+        conn.execute(
+            "INSERT INTO coverage_zones (prefix, site, country) VALUES (?1, ?2, ?3)
+             ON CONFLICT(prefix) DO UPDATE SET site = excluded.site, country = excluded.country",
+            params![z.prefix.to_string(), z.site, z.country],
+        )?;
+        Ok(())
+    }
+
+    /// All coverage zones, by prefix text.
+    pub fn zones(&self) -> Result<Vec<Zone>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT prefix, site, country FROM coverage_zones ORDER BY prefix")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (p, site, country) = row?;
+            if let Ok(prefix) = p.parse() {
+                out.push(Zone {
+                    prefix,
+                    site,
+                    country,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// All appliances, by id.

@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use crate::api::constant_time_eq;
 use crate::db::{Db, DbError};
 
-/// Seconds between reports asked of appliances; three missed intervals make one `unknown`.
-pub const REPORT_INTERVAL_SECS: u64 = 10;
+/// Default seconds between reports asked of appliances (DESIGN.md); three missed intervals make
+/// an appliance `unknown`.
+pub const DEFAULT_REPORT_INTERVAL_SECS: u64 = 10;
 
 /// Whether `credential` is the one issued to appliance `oca_id`.
 pub fn authenticate(db: &Db, oca_id: &str, credential: &str) -> Result<bool, DbError> {

@@ -4,6 +4,9 @@
 mod api;
 mod db;
 mod intake;
+mod lpm;
+mod metrics;
+mod steering;
 mod url_keys;
 
 use std::net::SocketAddr;
@@ -32,6 +35,10 @@ struct Cli {
     /// SQLite database file (created with its schema on first start). Default ./control-plane.db.
     #[arg(long, value_name = "FILE")]
     db: Option<PathBuf>,
+    /// Seconds between health reports asked of appliances (default 10); an appliance silent
+    /// for 3 intervals is `unknown` and steered around.
+    #[arg(long, value_name = "SECS")]
+    report_interval: Option<u64>,
     /// File holding the admin bearer token; generated (mode 0600) when missing.
     /// Default: <db>.admin-token.
     #[arg(long, value_name = "FILE")]
@@ -42,6 +49,7 @@ struct Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    report_interval: Option<u64>,
     db: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
 }
@@ -85,6 +93,11 @@ fn run(cli: Cli) -> Result<()> {
         .admin_token_file
         .or(file.admin_token_file)
         .unwrap_or_else(|| PathBuf::from(format!("{}.admin-token", db_path.display())));
+    let report_interval_secs = cli
+        .report_interval
+        .or(file.report_interval)
+        .unwrap_or(intake::DEFAULT_REPORT_INTERVAL_SECS)
+        .clamp(1, 3600);
     let db = db::Db::open(&db_path)
         .with_context(|| format!("opening database {}", db_path.display()))?;
     tracing::info!(schema_version = db.schema_version()?, "database ready");
@@ -92,6 +105,8 @@ fn run(cli: Cli) -> Result<()> {
     let token = admin_token(&token_path)?;
     let app = Arc::new(api::App {
         db,
+        metrics: metrics::Metrics::default(),
+        report_interval_secs,
         admin_token_sha256: Sha256::digest(token.as_bytes()).into(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,225 @@
+//! Longest-prefix match over IPv4 and IPv6 prefixes: a binary trie per address family, one level
+//! per bit, so a lookup costs at most 32 or 128 steps whatever the table size.
+
+use std::net::IpAddr;
+
+use oca_protocol::prefix::Prefix;
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone)]
+struct Node {
+    child: [u32; 2],
+    value: u32,
+}
+
+/// A prefix table mapping prefixes to values of type `T`.
+pub struct PrefixTable<T> {
+    v4: Vec<Node>,
+    v6: Vec<Node>,
+    values: Vec<(Prefix, T)>,
+}
+
+impl<T> Default for PrefixTable<T> {
+    fn default() -> Self {
+        let root = Node {
+            child: [NONE, NONE],
+            value: NONE,
+        };
+        PrefixTable {
+            v4: vec![root.clone()],
+            v6: vec![root],
+            values: Vec::new(),
+        }
+    }
+}
+
+fn bits(ip: IpAddr) -> (u128, u32) {
+    match ip {
+        IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    }
+}
+
+impl<T> PrefixTable<T> {
+    /// Inserts (or replaces) the value for `prefix`; returns the old value.
+    pub fn insert(&mut self, prefix: Prefix, value: T) -> Option<T> {
+        let (addr, _) = bits(prefix.addr());
+        let nodes = if prefix.addr().is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        let mut at = 0usize;
+        for i in 0..u32::from(prefix.bits()) {
+            let bit = ((addr >> (127 - i)) & 1) as usize;
+            if nodes[at].child[bit] == NONE {
+                nodes.push(Node {
+                    child: [NONE, NONE],
+                    value: NONE,
+                });
+                let idx = (nodes.len() - 1) as u32;
+                nodes[at].child[bit] = idx;
+            }
+            at = nodes[at].child[bit] as usize;
+        }
+        if nodes[at].value != NONE {
+            let slot = &mut self.values[nodes[at].value as usize].1;
+            return Some(std::mem::replace(slot, value));
+        }
+        nodes[at].value = self.values.len() as u32;
+        self.values.push((prefix, value));
+        None
+    }
+
+    /// The longest prefix containing `ip`, with its value.
+    pub fn longest_match(&self, ip: IpAddr) -> Option<(&Prefix, &T)> {
+        self.matches(ip).last()
+    }
+
+    /// Every prefix containing `ip`, shortest first.
+    pub fn matches(&self, ip: IpAddr) -> impl Iterator<Item = (&Prefix, &T)> + '_ {
+        let (addr, width) = bits(ip);
+        let nodes = if ip.is_ipv4() { &self.v4 } else { &self.v6 };
+        let mut at = 0u32;
+        let mut depth = 0u32;
+        let mut done = false;
+        std::iter::from_fn(move || {
+            while !done {
+                let node = &nodes[at as usize];
+                let value = node.value;
+                if depth == width {
+                    done = true;
+                } else {
+                    let bit = ((addr >> (127 - depth)) & 1) as usize;
+                    at = node.child[bit];
+                    depth += 1;
+                    done = at == NONE;
+                }
+                if value != NONE {
+                    let (p, v) = &self.values[value as usize];
+                    return Some((p, v));
+                }
+            }
+            None
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn longest_wins_and_families_stay_apart() {
+        let mut t = PrefixTable::default();
+        t.insert(p("0.0.0.0/0"), "default");
+        t.insert(p("10.0.0.0/8"), "ten");
+        t.insert(p("10.1.0.0/16"), "ten-one");
+        t.insert(p("2001:db8::/32"), "doc6");
+        assert_eq!(
+            t.longest_match("10.1.2.3".parse().unwrap()).unwrap().1,
+            &"ten-one"
+        );
+        assert_eq!(
+            t.longest_match("10.2.2.3".parse().unwrap()).unwrap().1,
+            &"ten"
+        );
+        assert_eq!(
+            t.longest_match("192.0.2.1".parse().unwrap()).unwrap().1,
+            &"default"
+        );
+        assert_eq!(
+            t.longest_match("2001:db8::1".parse().unwrap()).unwrap().1,
+            &"doc6"
+        );
+        assert!(
+            t.longest_match("2001:db9::1".parse().unwrap()).is_none(),
+            "v4 default does not cover v6"
+        );
+        let all: Vec<_> = t
+            .matches("10.1.0.9".parse().unwrap())
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(all, ["default", "ten", "ten-one"]);
+        assert_eq!(t.insert(p("10.0.0.0/8"), "TEN"), Some("ten"));
+        let mut host = PrefixTable::default();
+        host.insert(p("192.0.2.7/32"), 1);
+        host.insert(p("::1/128"), 2);
+        assert_eq!(
+            host.longest_match("192.0.2.7".parse().unwrap()).unwrap().1,
+            &1
+        );
+        assert_eq!(host.longest_match("::1".parse().unwrap()).unwrap().1, &2);
+    }
+
+    /// Property: the trie agrees with a brute-force scan on random tables and addresses.
+    #[test]
+    fn agrees_with_brute_force() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..50 {
+            let mut table = PrefixTable::default();
+            let mut list: Vec<(Prefix, usize)> = Vec::new();
+            let v6 = round % 2 == 1;
+            for i in 0..200 {
+                let len = (rnd() % if v6 { 129 } else { 33 }) as u8;
+                // Few distinct high bits, so prefixes nest and overlap.
+                let raw = rnd() & 0xF0F0_0000_0000_0000;
+                let ip: IpAddr = if v6 {
+                    IpAddr::V6(((u128::from(raw) << 64) | u128::from(rnd())).into())
+                } else {
+                    IpAddr::V4(((raw >> 32) as u32).into())
+                };
+                let prefix = Prefix::new(mask(ip, len), len).unwrap();
+                table.insert(prefix, i);
+                list.retain(|(q, _)| *q != prefix);
+                list.push((prefix, i));
+            }
+            for _ in 0..500 {
+                let raw = rnd() & 0xF0F0_F000_0000_0000 | (rnd() & 0xff);
+                let ip: IpAddr = if v6 {
+                    IpAddr::V6(((u128::from(raw) << 64) | u128::from(rnd() & 0xffff)).into())
+                } else {
+                    IpAddr::V4(((raw >> 32) as u32 | (raw as u32 & 0xff)).into())
+                };
+                let brute = list
+                    .iter()
+                    .filter(|(q, _)| q.contains(ip))
+                    .max_by_key(|(q, _)| q.bits())
+                    .map(|(_, v)| *v);
+                assert_eq!(table.longest_match(ip).map(|(_, v)| *v), brute, "{ip}");
+            }
+        }
+    }
+
+    fn mask(ip: IpAddr, len: u8) -> IpAddr {
+        match ip {
+            IpAddr::V4(a) => {
+                let m = if len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(len))
+                };
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => {
+                let m = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(len))
+                };
+                IpAddr::V6((u128::from(a) & m).into())
+            }
+        }
+    }
+}

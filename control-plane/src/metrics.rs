@@ -1,0 +1,73 @@
+//! The control plane's counters, in Prometheus text at `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+/// Counters updated by the handlers.
+pub struct Metrics {
+    registry: Registry,
+    /// Steering decisions made.
+    pub steer_decisions: Counter,
+    /// Decisions where no appliance held the content.
+    pub content_misses: Counter,
+    /// Decisions where holders existed but none was usable.
+    pub health_misses: Counter,
+    /// Health reports accepted.
+    pub health_reports: Counter,
+    /// Requests refused for bad credentials.
+    pub auth_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let steer_decisions = m(
+            &mut registry,
+            "cp_steer_decisions",
+            "Steering decisions made",
+        );
+        let content_misses = m(
+            &mut registry,
+            "cp_steer_content_misses",
+            "Steering decisions where no appliance held the content",
+        );
+        let health_misses = m(
+            &mut registry,
+            "cp_steer_health_misses",
+            "Steering decisions where every holder was unusable",
+        );
+        let health_reports = m(
+            &mut registry,
+            "cp_health_reports",
+            "Health reports accepted",
+        );
+        let auth_failures = m(
+            &mut registry,
+            "cp_auth_failures",
+            "Requests refused for missing or wrong credentials",
+        );
+        Metrics {
+            registry,
+            steer_decisions,
+            content_misses,
+            health_misses,
+            health_reports,
+            auth_failures,
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics in Prometheus/OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,284 @@
+//! Steering (DESIGN.md): from a client address and a content id to up to 10 ranked appliances.
+//!
+//! 1. Longest-prefix match of the client against the prefixes appliances report and the coverage
+//!    zones → candidate sites: the matched (ISP) sites first, then their parent (tier) sites, then
+//!    the rest of the region.
+//! 2. Keep appliances that are fresh (reported within 3 intervals), not `error`, under the load
+//!    threshold, and hold the content.
+//! 3. Rank by proximity, then the rendezvous hash of (content id, appliance id) so one file's
+//!    traffic lands on the same few appliances, then load headroom.
+//! 4. Return up to 10; when the first picks all come from one site and another site qualifies, its
+//!    best appliance takes the last place, so a player always has a second site to fail over to.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use oca_protocol::prefix::Prefix;
+use oca_protocol::steering::{Explanation, SteerAnswer, Steered};
+
+use crate::db::{Db, DbError};
+use crate::lpm::PrefixTable;
+
+/// Most appliances in one answer.
+pub const MAX_ANSWER: usize = 10;
+
+/// An appliance is skipped above this share of its capacity.
+pub const LOAD_THRESHOLD: f64 = 0.9;
+
+/// What steering knows about one appliance.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Appliance id.
+    pub id: String,
+    /// Its site.
+    pub site: String,
+    /// Public base URL.
+    pub url: String,
+    /// Configured capacity, bits per second.
+    pub capacity_bps: u64,
+    /// Last reported status (`ok|warning|error`), none before its first report.
+    pub status: Option<String>,
+    /// Unix seconds of the last report.
+    pub last_report: i64,
+    /// Last reported bytes per second.
+    pub bytes_per_sec: u64,
+}
+
+/// Everything steering needs, read from the database in one go.
+pub struct Snapshot {
+    appliances: Vec<Candidate>,
+    sites: HashMap<String, (Option<String>, String)>,
+    prefixes: PrefixTable<Vec<String>>,
+    holders: HashMap<String, HashSet<usize>>,
+}
+
+impl Snapshot {
+    /// Reads sites, appliances, health, prefixes, zones and inventories.
+    pub fn load(db: &Db) -> Result<Snapshot, DbError> {
+        let conn = db.conn();
+        let mut sites = HashMap::new();
+        let mut stmt = conn.prepare("SELECT id, parent, region FROM sites")?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })? {
+            let (id, parent, region) = row?;
+            sites.insert(id, (parent, region));
+        }
+        let mut stmt = conn.prepare(
+            "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0), COALESCE(h.bytes_per_sec, 0)
+             FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id ORDER BY a.id",
+        )?;
+        let appliances: Vec<Candidate> = stmt
+            .query_map([], |r| {
+                Ok(Candidate {
+                    id: r.get(0)?,
+                    site: r.get(1)?,
+                    url: r.get(2)?,
+                    capacity_bps: r.get::<_, i64>(3)? as u64,
+                    status: r.get(4)?,
+                    last_report: r.get(5)?,
+                    bytes_per_sec: r.get::<_, i64>(6)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let index: HashMap<&str, usize> = appliances
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.as_str(), i))
+            .collect();
+        let mut prefixes: PrefixTable<Vec<String>> = PrefixTable::default();
+        let mut add = |p: &str, site: String| {
+            if let Ok(prefix) = p.parse::<Prefix>() {
+                let mut sites = prefixes.insert(prefix, Vec::new()).unwrap_or_default();
+                if !sites.contains(&site) {
+                    sites.push(site);
+                }
+                prefixes.insert(prefix, sites);
+            }
+        };
+        let mut stmt = conn.prepare("SELECT p.prefix, a.site FROM appliance_prefixes p JOIN appliances a ON a.id = p.oca_id")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (p, site) = row?;
+            add(&p, site);
+        }
+        let mut stmt =
+            conn.prepare("SELECT prefix, site FROM coverage_zones WHERE site IS NOT NULL")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (p, site) = row?;
+            add(&p, site);
+        }
+        let mut holders: HashMap<String, HashSet<usize>> = HashMap::new();
+        let mut stmt = conn.prepare("SELECT content_id, oca_id FROM inventory")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (content, oca) = row?;
+            if let Some(&i) = index.get(oca.as_str()) {
+                holders.entry(content).or_default().insert(i);
+            }
+        }
+        Ok(Snapshot {
+            appliances,
+            sites,
+            prefixes,
+            holders,
+        })
+    }
+
+    /// Proximity rank of each site for `client`: 0 matched, 1 parent of a matched site, 2 same
+    /// region; sites not listed are not candidates.
+    fn proximity(&self, client: IpAddr) -> (HashMap<&str, u8>, Option<Prefix>) {
+        let mut rank: HashMap<&str, u8> = HashMap::new();
+        let best = self.prefixes.longest_match(client).map(|(p, _)| *p);
+        // Only the most specific match decides the client's own sites; wider covering prefixes
+        // (an IXP announcing a /8) rank those sites as tier neighbours instead.
+        for (p, sites) in self.prefixes.matches(client) {
+            let r = if Some(*p) == best { 0 } else { 1 };
+            for s in sites {
+                let e = rank.entry(s.as_str()).or_insert(r);
+                *e = (*e).min(r);
+            }
+        }
+        let matched: Vec<&str> = rank
+            .iter()
+            .filter(|(_, r)| **r == 0)
+            .map(|(s, _)| *s)
+            .collect();
+        let regions: HashSet<&str> = matched
+            .iter()
+            .filter_map(|s| self.sites.get(*s))
+            .map(|(_, reg)| reg.as_str())
+            .collect();
+        for s in &matched {
+            if let Some((Some(parent), _)) = self.sites.get(*s) {
+                if let Some((id, _)) = self.sites.get_key_value(parent.as_str()) {
+                    let e = rank.entry(id.as_str()).or_insert(1);
+                    *e = (*e).min(1);
+                }
+            }
+        }
+        for (id, (_, region)) in &self.sites {
+            if regions.contains(region.as_str()) {
+                rank.entry(id.as_str()).or_insert(2);
+            }
+        }
+        (rank, best)
+    }
+}
+
+/// The outcome of one steering decision.
+pub struct Decision {
+    /// The answer.
+    pub answer: SteerAnswer,
+    /// No appliance holds the content at all.
+    pub content_miss: bool,
+    /// Some appliances hold it, none is usable.
+    pub health_miss: bool,
+}
+
+/// Steers `client` to appliances holding `content_id`.
+pub fn steer(
+    report_interval_secs: u64,
+    snap: &Snapshot,
+    client: IpAddr,
+    content_id: &str,
+    now: i64,
+    explain: bool,
+) -> Decision {
+    let (rank, matched) = snap.proximity(client);
+    let holders = snap.holders.get(content_id);
+    let mut kept: Vec<(u8, u64, f64, &Candidate)> = Vec::new();
+    let mut notes = Vec::new();
+    for (i, a) in snap.appliances.iter().enumerate() {
+        let Some(&prox) = rank.get(a.site.as_str()) else {
+            continue;
+        };
+        let stale_after = 3 * report_interval_secs as i64;
+        let reason = drop_reason(a, holders.is_some_and(|h| h.contains(&i)), now, stale_after);
+        if let Some(reason) = reason {
+            if explain {
+                notes.push(Explanation {
+                    oca_id: a.id.clone(),
+                    site: a.site.clone(),
+                    kept: false,
+                    reason: reason.into(),
+                });
+            }
+            continue;
+        }
+        let headroom = 1.0 - load(a);
+        kept.push((prox, oca_store_score(content_id, &a.id), headroom, a));
+    }
+    kept.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(y.2.total_cmp(&x.2)));
+    let mut picked: Vec<&(u8, u64, f64, &Candidate)> = kept.iter().take(MAX_ANSWER).collect();
+    if picked.len() == MAX_ANSWER && picked.iter().all(|k| k.3.site == picked[0].3.site) {
+        if let Some(other) = kept.iter().find(|k| k.3.site != picked[0].3.site) {
+            picked[MAX_ANSWER - 1] = other;
+        }
+    }
+    let appliances: Vec<Steered> = picked
+        .iter()
+        .map(|k| Steered {
+            oca_id: k.3.id.clone(),
+            site: k.3.site.clone(),
+            url: k.3.url.clone(),
+        })
+        .collect();
+    if explain {
+        for (n, k) in kept.iter().enumerate() {
+            let chosen = picked.iter().any(|p| std::ptr::eq(p.3, k.3));
+            let proximity = ["client's site", "tier site", "same region"][k.0 as usize];
+            let reason = match (chosen, matched) {
+                (true, Some(m)) => {
+                    format!("kept: {proximity} (client matched {m}), rank {}", n + 1)
+                }
+                (true, None) => format!("kept: {proximity}, rank {}", n + 1),
+                (false, _) => format!("eligible but beyond the first {MAX_ANSWER}"),
+            };
+            notes.push(Explanation {
+                oca_id: k.3.id.clone(),
+                site: k.3.site.clone(),
+                kept: chosen,
+                reason,
+            });
+        }
+    }
+    let any_holder = holders.is_some_and(|h| !h.is_empty());
+    Decision {
+        content_miss: !any_holder,
+        health_miss: any_holder && appliances.is_empty(),
+        answer: SteerAnswer {
+            client_ip: client,
+            content_id: content_id.to_string(),
+            appliances,
+            explain: notes,
+        },
+    }
+}
+
+fn load(a: &Candidate) -> f64 {
+    if a.capacity_bps == 0 {
+        return 1.0;
+    }
+    (a.bytes_per_sec as f64 * 8.0) / a.capacity_bps as f64
+}
+
+fn drop_reason(a: &Candidate, holds: bool, now: i64, stale_after: i64) -> Option<&'static str> {
+    match a.status.as_deref() {
+        None => Some("never reported"),
+        _ if now - a.last_report > stale_after => {
+            Some("stale: no report for 3 intervals (unknown)")
+        }
+        Some("error") => Some("status error"),
+        _ if load(a) > LOAD_THRESHOLD => Some("over load threshold"),
+        _ if !holds => Some("does not hold the content"),
+        _ => None,
+    }
+}
+
+/// Rendezvous score of (content, appliance): the function oca-store places content on disks with.
+fn oca_store_score(content_id: &str, oca_id: &str) -> u64 {
+    oca_store::placement::score(oca_id, content_id)
+}
