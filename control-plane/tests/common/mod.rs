@@ -23,10 +23,15 @@ impl Drop for Cp {
 }
 
 pub fn start(dir: &Path) -> Cp {
+    start_with(dir, &[])
+}
+
+pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
     let db = dir.join("cp.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(&db)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -1,0 +1,197 @@
+//! Steering on a built topology, against the real binary.
+//!
+//! ```text
+//! ixp-1 (ixp, eu)  x1: 198.51.0.0/16, holds c1 c2 c3
+//!  ├─ isp-a (isp)  a1, a2: 198.51.100.0/24 + 2001:db8:a::/48; a1 holds c1 c2, a2 holds c1
+//!  └─ isp-b (isp)  b1: 203.0.113.0/24 + zone 100.64.0.0/10; holds c1
+//! isp-us (isp, us) u1: 192.0.2.0/24, holds c1
+//! ```
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::{json, Value};
+
+struct World {
+    cp: Cp,
+    creds: HashMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+const FLEET: [(&str, &str, &[&str], &[&str]); 5] = [
+    (
+        "a1",
+        "isp-a",
+        &["198.51.100.0/24", "2001:db8:a::/48"],
+        &["c1", "c2"],
+    ),
+    (
+        "a2",
+        "isp-a",
+        &["198.51.100.0/24", "2001:db8:a::/48"],
+        &["c1"],
+    ),
+    ("x1", "ixp-1", &["198.51.0.0/16"], &["c1", "c2", "c3"]),
+    ("b1", "isp-b", &["203.0.113.0/24"], &["c1"]),
+    ("u1", "isp-us", &["192.0.2.0/24"], &["c1"]),
+];
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start_with(dir.path(), &["--report-interval", "1"]);
+    for site in [
+        json!({"id": "ixp-1", "kind": "ixp", "region": "eu"}),
+        json!({"id": "isp-a", "kind": "isp", "region": "eu", "parent": "ixp-1"}),
+        json!({"id": "isp-b", "kind": "isp", "region": "eu", "parent": "ixp-1"}),
+        json!({"id": "isp-us", "kind": "isp", "region": "us"}),
+    ] {
+        assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
+    }
+    assert_eq!(
+        cp.admin(
+            "POST",
+            "/v1/admin/zones",
+            Some(json!({"prefix": "100.64.0.0/10", "site": "isp-b", "country": "NL"}))
+        )
+        .0,
+        201
+    );
+    let mut creds = HashMap::new();
+    for (id, site, _, _) in FLEET {
+        let a = json!({"id": id, "site": site, "url": format!("http://{id}.example"), "capacity_bps": 1_000_000_000u64});
+        let (s, reg) = cp.admin("POST", "/v1/admin/appliances", Some(a));
+        assert_eq!(s, 201);
+        creds.insert(id, reg["credential"].as_str().unwrap().to_string());
+    }
+    let w = World {
+        cp,
+        creds,
+        _dir: dir,
+    };
+    for (id, ..) in FLEET {
+        w.report(id, "ok", 0);
+    }
+    w
+}
+
+impl World {
+    fn report(&self, id: &str, status: &str, bytes_per_sec: u64) {
+        let (_, site, prefixes, content) = FLEET.iter().find(|f| f.0 == id).unwrap();
+        let body = json!({
+            "oca_id": id, "site": site, "version": "t", "status": status,
+            "serving": {"active_connections": 0, "bytes_per_sec": bytes_per_sec, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+            "disks": [], "prefixes": prefixes,
+            "inventory": {"kind": "full", "seq": 1, "content": content}
+        });
+        let (s, r) = self.cp.req(
+            "POST",
+            &format!("/v1/appliances/{id}/health"),
+            Some(body),
+            Some(&self.creds[id]),
+        );
+        assert_eq!(s, 200, "{r}");
+    }
+
+    fn steer(&self, ip: &str, content: &str) -> (Vec<String>, Value) {
+        let (s, ans) = self.cp.admin(
+            "GET",
+            &format!("/v1/steer?client_ip={ip}&content_id={content}&explain=1"),
+            None,
+        );
+        assert_eq!(s, 200, "{ans}");
+        let ids = ans["appliances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["oca_id"].as_str().unwrap().to_string())
+            .collect();
+        (ids, ans)
+    }
+}
+
+fn reason<'a>(ans: &'a Value, id: &str) -> &'a str {
+    ans["explain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["oca_id"] == id)
+        .map_or("", |e| e["reason"].as_str().unwrap())
+}
+
+#[test]
+fn isp_first_then_tier_then_region_never_other_regions() {
+    let w = world();
+    let (ids, ans) = w.steer("198.51.100.7", "c1");
+    assert_eq!(ids.len(), 4, "{ans}");
+    let mut isp: Vec<_> = ids[..2].to_vec();
+    isp.sort();
+    assert_eq!(isp, ["a1", "a2"], "client's ISP site first: {ans}");
+    assert_eq!(ids[2], "x1", "then its IXP (tier) site");
+    assert_eq!(ids[3], "b1", "then the rest of the region");
+    assert!(
+        !ids.contains(&"u1".to_string()),
+        "another region is not offered"
+    );
+    assert!(reason(&ans, "a1").contains("198.51.100.0/24"), "{ans}");
+    // Content held only by some.
+    assert_eq!(w.steer("198.51.100.7", "c2").0, ["a1", "x1"]);
+    assert_eq!(w.steer("198.51.100.7", "c3").0, ["x1"]);
+    let (_, ans) = w.steer("198.51.100.7", "c3");
+    assert_eq!(reason(&ans, "a2"), "does not hold the content");
+    // The same file lands on the same appliances every time.
+    assert_eq!(w.steer("198.51.100.9", "c1").0, ids);
+}
+
+#[test]
+fn ipv6_overlapping_prefixes_and_zones() {
+    let w = world();
+    let (ids, _) = w.steer("2001:db8:a::5", "c1");
+    assert!(
+        ids[0].starts_with('a') && ids[1].starts_with('a'),
+        "{ids:?}"
+    );
+    // Only x1's wider /16 covers this address: x1 is the client's closest site.
+    let (ids, _) = w.steer("198.51.7.1", "c1");
+    assert_eq!(ids[0], "x1");
+    // A coverage zone an admin configured.
+    let (ids, _) = w.steer("100.64.1.1", "c1");
+    assert_eq!(ids[0], "b1");
+    assert_eq!(ids[1], "x1", "b1's parent next");
+    // Nobody covers this client: nothing to offer.
+    assert!(w.steer("8.8.8.8", "c1").0.is_empty());
+}
+
+#[test]
+fn unhealthy_overloaded_and_silent_appliances_are_dropped() {
+    let w = world();
+    w.report("a1", "error", 0);
+    w.report("a2", "ok", 120_000_000); // 960 Mb/s of 1 Gb/s: over the 90% threshold
+    let (ids, ans) = w.steer("198.51.100.7", "c1");
+    assert_eq!(ids, ["x1", "b1"], "{ans}");
+    assert_eq!(reason(&ans, "a1"), "status error");
+    assert_eq!(reason(&ans, "a2"), "over load threshold");
+    // Health miss: c2's holders near the client are a1 (error) and x1; drop x1 by silence.
+    // Silence: everyone but x1 keeps reporting; after 3 intervals (3 s) x1 is unknown.
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for id in ["a1", "a2", "b1", "u1"] {
+            w.report(id, if id == "a1" { "error" } else { "ok" }, 0);
+        }
+    }
+    let (ids, ans) = w.steer("198.51.100.7", "c2");
+    assert!(ids.is_empty(), "{ans}");
+    assert!(reason(&ans, "x1").starts_with("stale"), "{ans}");
+    let m = reqwest::blocking::get(format!("http://{}/metrics", w.cp.addr))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("cp_steer_health_misses_total 1"), "{m}");
+    w.steer("198.51.100.7", "never-ingested");
+    let m = reqwest::blocking::get(format!("http://{}/metrics", w.cp.addr))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("cp_steer_content_misses_total 1"), "{m}");
+}
