@@ -16,8 +16,9 @@ use oca_protocol::playback::{ApiError, ErrorCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::catalog::{Content, Subscriber, Title};
 use crate::db::{Appliance, Db, DbError, Site, Zone};
-use crate::{intake, steering, url_keys};
+use crate::{intake, play, steering, url_keys};
 
 /// Largest request body accepted (a full inventory of a large appliance fits).
 pub const BODY_LIMIT: usize = 64 << 20;
@@ -30,6 +31,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// Seconds between health reports asked of appliances.
     pub report_interval_secs: u64,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers in front of the control plane).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// SHA-256 of the admin bearer token.
     pub admin_token_sha256: [u8; 32],
 }
@@ -51,6 +54,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/keys/rotate", post(rotate_keys))
         .route("/v1/admin/zones", get(list_zones).post(put_zone))
         .route("/v1/steer", get(steer))
+        .route("/v1/admin/titles", get(list_titles).post(create_title))
+        .route("/v1/admin/content", get(list_content).post(create_content))
+        .route(
+            "/v1/admin/subscribers",
+            get(list_subscribers).post(put_subscriber),
+        )
+        .route("/v1/play", post(play_handler))
         .route("/v1/appliances/{id}/health", post(health))
         .fallback(|| async {
             Err::<(), _>(err(
@@ -72,7 +82,8 @@ impl IntoResponse for Failure {
     }
 }
 
-fn err(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Failure {
+/// A failure with its status, code and message.
+pub fn err(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Failure {
     Failure(
         status,
         ApiError {
@@ -231,6 +242,124 @@ async fn create_appliance(
             credential,
         }),
     ))
+}
+
+async fn list_titles(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Vec<Title>>, Failure> {
+    Ok(Json(app.db.titles()?))
+}
+
+async fn create_title(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    payload: Result<Json<Title>, JsonRejection>,
+) -> Result<(StatusCode, Json<Title>), Failure> {
+    let t = body(payload)?;
+    check_id("id", &t.id)?;
+    for c in &t.countries {
+        check_country(c)?;
+    }
+    app.db.create_title(&t)?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+async fn list_content(
+    _: Admin,
+    State(app): State<Arc<App>>,
+) -> Result<Json<Vec<Content>>, Failure> {
+    Ok(Json(app.db.content(None)?))
+}
+
+async fn create_content(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    payload: Result<Json<Content>, JsonRejection>,
+) -> Result<(StatusCode, Json<Content>), Failure> {
+    let c = body(payload)?;
+    if oca_store::ContentId::parse(&c.id).is_err() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!("id: {:?} is not a content id", c.id),
+        ));
+    }
+    if c.sha256.len() != 64 || !c.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "sha256: 64 hex digits",
+        ));
+    }
+    app.db.create_content(&c)?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+async fn list_subscribers(
+    _: Admin,
+    State(app): State<Arc<App>>,
+) -> Result<Json<Vec<Subscriber>>, Failure> {
+    Ok(Json(app.db.subscribers()?))
+}
+
+async fn put_subscriber(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    payload: Result<Json<Subscriber>, JsonRejection>,
+) -> Result<(StatusCode, Json<Subscriber>), Failure> {
+    let s = body(payload)?;
+    check_id("id", &s.id)?;
+    app.db.put_subscriber(&s)?;
+    Ok((StatusCode::CREATED, Json(s)))
+}
+
+fn check_country(c: &str) -> Result<(), Failure> {
+    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "country: two upper-case letters (ISO 3166-1 alpha-2)",
+        ))
+    }
+}
+
+async fn play_handler(
+    State(app): State<Arc<App>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    payload: Result<Json<oca_protocol::playback::PlayRequest>, JsonRejection>,
+) -> Result<Json<oca_protocol::playback::PlayAnswer>, Failure> {
+    let req = body(payload)?;
+    let client = client_ip(&app, peer.ip(), &headers);
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || play::play(&app2, &req, client, unix_now()))
+        .await
+        .map_err(|_| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "internal error",
+            )
+        })?
+        .map(Json)
+}
+
+/// The client's address: the peer, or the last `X-Forwarded-For` hop when the peer is a trusted
+/// proxy.
+fn client_ip(
+    app: &App,
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
+    if !app.trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(peer)
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> String {

@@ -59,6 +59,39 @@ const MIGRATIONS: &[&str] = &[
         site TEXT REFERENCES sites(id),
         country TEXT
     );",
+    // 4: catalog, subscribers and their streams.
+    "CREATE TABLE titles (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL
+    );
+    CREATE TABLE title_countries (
+        title TEXT NOT NULL REFERENCES titles(id),
+        country TEXT NOT NULL,
+        PRIMARY KEY (title, country)
+    ) WITHOUT ROWID;
+    CREATE TABLE content (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL REFERENCES titles(id),
+        resolution INTEGER NOT NULL,
+        bitrate_kbps INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        origin TEXT NOT NULL
+    );
+    CREATE INDEX content_by_title ON content(title);
+    CREATE TABLE subscribers (
+        id TEXT PRIMARY KEY,
+        active INTEGER NOT NULL,
+        max_resolution INTEGER NOT NULL,
+        max_streams INTEGER NOT NULL
+    );
+    CREATE TABLE streams (
+        subscriber TEXT NOT NULL REFERENCES subscribers(id),
+        title TEXT NOT NULL,
+        expires INTEGER NOT NULL,
+        PRIMARY KEY (subscriber, title)
+    ) WITHOUT ROWID;",
 ];
 
 /// Errors from the state store.
@@ -290,7 +323,7 @@ fn exists(conn: &Connection, sql: &str, key: &str) -> rusqlite::Result<bool> {
     Ok(conn.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
-fn conflict(e: rusqlite::Error, what: String) -> DbError {
+pub(crate) fn conflict(e: rusqlite::Error, what: String) -> DbError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>

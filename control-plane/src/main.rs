@@ -2,10 +2,12 @@
 //! playback.
 
 mod api;
+mod catalog;
 mod db;
 mod intake;
 mod lpm;
 mod metrics;
+mod play;
 mod steering;
 mod url_keys;
 
@@ -39,6 +41,9 @@ struct Cli {
     /// for 3 intervals is `unknown` and steered around.
     #[arg(long, value_name = "SECS")]
     report_interval: Option<u64>,
+    /// A load balancer whose X-Forwarded-For is believed for client addresses; repeatable.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// File holding the admin bearer token; generated (mode 0600) when missing.
     /// Default: <db>.admin-token.
     #[arg(long, value_name = "FILE")]
@@ -49,6 +54,8 @@ struct Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    #[serde(default)]
+    trusted_proxies: Vec<std::net::IpAddr>,
     report_interval: Option<u64>,
     db: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
@@ -107,6 +114,11 @@ fn run(cli: Cli) -> Result<()> {
         db,
         metrics: metrics::Metrics::default(),
         report_interval_secs,
+        trusted_proxies: if cli.trusted_proxies.is_empty() {
+            file.trusted_proxies
+        } else {
+            cli.trusted_proxies
+        },
         admin_token_sha256: Sha256::digest(token.as_bytes()).into(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -118,7 +130,8 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, db = %db_path.display(), admin_token_file = %token_path.display(), "listening");
-        axum::serve(listener, api::router(app))
+        let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
                 tokio::select! {

@@ -1,0 +1,144 @@
+//! Playback (DESIGN.md "Playback"): checks a play request and answers signed, ranked URLs per
+//! allowed rendition.
+
+use std::net::IpAddr;
+
+use axum::http::StatusCode;
+use oca_protocol::playback::{ErrorCode, PlayAnswer, PlayRequest, Rendition};
+use oca_protocol::signing::{signed_query, Scope};
+
+use crate::api::{err, App, Failure};
+use crate::lpm::PrefixTable;
+use crate::{steering, url_keys};
+
+/// How long play URLs stay valid.
+pub const URL_TTL_SECS: i64 = 6 * 3600;
+
+/// How long one play request holds a stream slot (a player asking again for the same title
+/// renews its slot instead of taking another).
+pub const STREAM_LEASE_SECS: i64 = 15 * 60;
+
+/// Answers a play request from `client` at `now`.
+pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<PlayAnswer, Failure> {
+    let sub = app.db.subscriber(&req.subscriber)?.ok_or_else(|| {
+        err(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownSubscriber,
+            format!("subscriber {} is unknown", req.subscriber),
+        )
+    })?;
+    if !sub.active {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            ErrorCode::InactiveSubscriber,
+            "subscriber is not active",
+        ));
+    }
+    if !app.db.title_exists(&req.title)? {
+        return Err(err(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("title {} is unknown", req.title),
+        ));
+    }
+    let country = client_country(app, client)?;
+    let licensed = match &country {
+        Some(c) => app.db.licensed(&req.title, c)?,
+        None => false,
+    };
+    if !licensed {
+        let place = country.unwrap_or_else(|| "an unknown country".into());
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            ErrorCode::NotLicensed,
+            format!("title not licensed in {place}"),
+        ));
+    }
+    let limit = req
+        .device
+        .max_resolution
+        .map_or(sub.max_resolution, |d| d.min(sub.max_resolution));
+    let allowed: Vec<_> = app
+        .db
+        .content(Some(&req.title))?
+        .into_iter()
+        .filter(|c| c.resolution <= limit)
+        .collect();
+    if allowed.is_empty() {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PlanLimit,
+            format!("no rendition at or below {limit} lines"),
+        ));
+    }
+    let snap = steering::Snapshot::load(&app.db)?;
+    let key = url_keys::keyring(&app.db)?.current().clone();
+    let expires = now + URL_TTL_SECS;
+    let mut renditions = Vec::new();
+    for c in allowed {
+        let d = steering::steer(app.report_interval_secs, &snap, client, &c.id, now, false);
+        app.metrics.steer_decisions.inc();
+        if d.content_miss {
+            app.metrics.content_misses.inc();
+        }
+        if d.health_miss {
+            app.metrics.health_misses.inc();
+        }
+        if d.answer.appliances.is_empty() {
+            continue;
+        }
+        let query = signed_query(&key, &c.id, expires as u64, Scope::Play);
+        let urls = d
+            .answer
+            .appliances
+            .iter()
+            .map(|a| format!("{}/c/{}?{query}", a.url.trim_end_matches('/'), c.id))
+            .collect();
+        renditions.push(Rendition {
+            content_id: c.id,
+            resolution: c.resolution,
+            bitrate_kbps: c.bitrate_kbps,
+            size: c.size,
+            sha256: c.sha256,
+            content_type: c.content_type,
+            urls,
+        });
+    }
+    if renditions.is_empty() {
+        return Err(err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NoAppliance,
+            "no appliance can serve this title now",
+        ));
+    }
+    // The slot is taken last, so a refused request never holds one.
+    if !app.db.take_stream(
+        &sub.id,
+        &req.title,
+        sub.max_streams,
+        now,
+        now + STREAM_LEASE_SECS,
+    )? {
+        return Err(err(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyStreams,
+            format!("the plan allows {} streams at once", sub.max_streams),
+        ));
+    }
+    Ok(PlayAnswer {
+        title: req.title.clone(),
+        expires: expires as u64,
+        renditions,
+    })
+}
+
+/// The client's country from the coverage zones (longest match).
+fn client_country(app: &App, client: IpAddr) -> Result<Option<String>, Failure> {
+    let mut table = PrefixTable::default();
+    for z in app.db.zones()? {
+        if let Some(c) = z.country {
+            table.insert(z.prefix, c);
+        }
+    }
+    Ok(table.longest_match(client).map(|(_, c)| c.clone()))
+}

@@ -1,0 +1,209 @@
+//! Playback against the real binary: signed URLs and every refusal code.
+
+mod common;
+
+use common::*;
+use oca_protocol::keys::Keyring;
+use oca_protocol::signing::{verify, Scope};
+use serde_json::{json, Value};
+
+const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+struct World {
+    cp: Cp,
+    keys: Keyring,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start_with(dir.path(), &["--trusted-proxy", "127.0.0.1"]);
+    let post = |path: &str, body: Value| {
+        let (s, r) = cp.admin("POST", path, Some(body));
+        assert_eq!(s, 201, "{path}: {r}");
+        r
+    };
+    post(
+        "/v1/admin/sites",
+        json!({"id": "isp-a", "kind": "isp", "region": "eu"}),
+    );
+    post(
+        "/v1/admin/zones",
+        json!({"prefix": "198.51.100.0/24", "site": "isp-a", "country": "NL"}),
+    );
+    post(
+        "/v1/admin/zones",
+        json!({"prefix": "203.0.113.0/24", "country": "US"}),
+    );
+    for (id, countries) in [
+        ("t1", vec!["NL", "BE"]),
+        ("t2", vec!["NL"]),
+        ("t3", vec!["NL"]),
+    ] {
+        post(
+            "/v1/admin/titles",
+            json!({"id": id, "name": id, "countries": countries}),
+        );
+    }
+    for (id, title, res) in [
+        ("t1_2160p.mp4", "t1", 2160),
+        ("t1_1080p.mp4", "t1", 1080),
+        ("t1_480p.mp4", "t1", 480),
+        ("t2_480p.mp4", "t2", 480),
+        ("t3_480p.mp4", "t3", 480),
+    ] {
+        post(
+            "/v1/admin/content",
+            json!({"id": id, "title": title, "resolution": res, "bitrate_kbps": res * 5, "size": 1000, "sha256": SHA, "content_type": "video/mp4", "origin": "embedded"}),
+        );
+    }
+    for (id, active, max_res, streams) in [
+        ("basic", true, 480, 1),
+        ("premium", true, 2160, 2),
+        ("gone", false, 2160, 4),
+    ] {
+        post(
+            "/v1/admin/subscribers",
+            json!({"id": id, "active": active, "max_resolution": max_res, "max_streams": streams}),
+        );
+    }
+    let reg = post(
+        "/v1/admin/appliances",
+        json!({"id": "a1", "site": "isp-a", "url": "http://a1.example:8080/", "capacity_bps": 1_000_000_000u64}),
+    );
+    let report = json!({
+        "oca_id": "a1", "site": "isp-a", "version": "t", "status": "ok",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": [],
+        "inventory": {"kind": "full", "seq": 1, "content": ["t1_1080p.mp4", "t1_480p.mp4", "t2_480p.mp4"]}
+    });
+    let (s, reply) = cp.req(
+        "POST",
+        "/v1/appliances/a1/health",
+        Some(report),
+        reg["credential"].as_str(),
+    );
+    assert_eq!(s, 200);
+    let keys =
+        Keyring::from_wire(&serde_json::from_value::<Vec<_>>(reply["keys"].clone()).unwrap())
+            .unwrap();
+    World {
+        cp,
+        keys,
+        _dir: dir,
+    }
+}
+
+fn play(w: &World, from: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("http://{}/v1/play", w.cp.addr))
+        .header("x-forwarded-for", format!("10.9.9.9, {from}"))
+        .json(&body)
+        .send()
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().unwrap())
+}
+
+#[test]
+fn play_answers_signed_urls_for_allowed_renditions() {
+    let w = world();
+    let (s, ans) = play(
+        &w,
+        "198.51.100.7",
+        json!({"subscriber": "premium", "title": "t1"}),
+    );
+    assert_eq!(s, 200, "{ans}");
+    let r = ans["renditions"].as_array().unwrap();
+    let ids: Vec<_> = r
+        .iter()
+        .map(|x| x["content_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["t1_1080p.mp4", "t1_480p.mp4"],
+        "2160p is held by no appliance: left out"
+    );
+    let url = r[0]["urls"][0].as_str().unwrap();
+    assert!(
+        url.starts_with("http://a1.example:8080/c/t1_1080p.mp4?e="),
+        "{url}"
+    );
+    let query = url.split_once('?').unwrap().1;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        verify(&w.keys, "t1_1080p.mp4", query, Scope::Play, now),
+        Ok(())
+    );
+    assert!(
+        verify(&w.keys, "t1_1080p.mp4", query, Scope::Fill, now).is_err(),
+        "play scope only"
+    );
+    assert!(ans["expires"].as_u64().unwrap() > now + 3600);
+    // The device limit lowers the plan's.
+    let (_, ans) = play(
+        &w,
+        "198.51.100.7",
+        json!({"subscriber": "premium", "title": "t1", "device": {"max_resolution": 720}}),
+    );
+    assert_eq!(ans["renditions"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn every_refusal_has_its_stable_code() {
+    let w = world();
+    let nl = "198.51.100.7";
+    let code = |from: &str, body: Value| {
+        let (s, e) = play(&w, from, body);
+        (s, e["code"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(
+        code(nl, json!({"subscriber": "nobody", "title": "t1"})),
+        (404, "unknown_subscriber".into())
+    );
+    assert_eq!(
+        code(nl, json!({"subscriber": "gone", "title": "t1"})),
+        (403, "inactive_subscriber".into())
+    );
+    assert_eq!(
+        code(
+            "203.0.113.5",
+            json!({"subscriber": "premium", "title": "t2"})
+        ),
+        (403, "not_licensed".into())
+    );
+    assert_eq!(
+        code("192.0.2.1", json!({"subscriber": "premium", "title": "t1"})),
+        (403, "not_licensed".into()),
+        "unknown country"
+    );
+    let low = json!({"subscriber": "basic", "title": "t1", "device": {"max_resolution": 240}});
+    assert_eq!(code(nl, low), (403, "plan_limit".into()));
+    assert_eq!(
+        code(nl, json!({"subscriber": "premium", "title": "t3"})),
+        (503, "no_appliance".into())
+    );
+    // One stream on the basic plan: a second title is refused, the same title renews.
+    assert_eq!(
+        code(nl, json!({"subscriber": "basic", "title": "t1"})).0,
+        200
+    );
+    assert_eq!(
+        code(nl, json!({"subscriber": "basic", "title": "t2"})),
+        (429, "too_many_streams".into())
+    );
+    assert_eq!(
+        code(nl, json!({"subscriber": "basic", "title": "t1"})).0,
+        200
+    );
+    assert_eq!(
+        code(nl, json!({"subscriber": "basic", "title": "nope"})),
+        (404, "not_found".into())
+    );
+    let (s, e) = play(&w, nl, json!({"title": "t1"}));
+    assert_eq!(s, 400);
+    assert!(e["message"].as_str().unwrap().contains("subscriber"), "{e}");
+}
