@@ -33,6 +33,8 @@ pub struct App {
     pub report_interval_secs: u64,
     /// Peers whose `X-Forwarded-For` is believed (load balancers in front of the control plane).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The embedded origin's directory.
+    pub origin_dir: std::path::PathBuf,
     /// SHA-256 of the admin bearer token.
     pub admin_token_sha256: [u8; 32],
 }
@@ -61,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(list_subscribers).post(put_subscriber),
         )
         .route("/v1/play", post(play_handler))
+        .route("/origin/{id}", get(crate::origin::serve))
         .route("/v1/appliances/{id}/health", post(health))
         .fallback(|| async {
             Err::<(), _>(err(

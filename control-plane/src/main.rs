@@ -7,6 +7,7 @@ mod db;
 mod intake;
 mod lpm;
 mod metrics;
+mod origin;
 mod play;
 mod steering;
 mod url_keys;
@@ -41,6 +42,10 @@ struct Cli {
     /// for 3 intervals is `unknown` and steered around.
     #[arg(long, value_name = "SECS")]
     report_interval: Option<u64>,
+    /// The embedded origin's directory (`ocactl content add` copies files there). Default:
+    /// <db>.origin/.
+    #[arg(long, value_name = "DIR")]
+    origin_dir: Option<PathBuf>,
     /// A load balancer whose X-Forwarded-For is believed for client addresses; repeatable.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<std::net::IpAddr>,
@@ -56,6 +61,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     #[serde(default)]
     trusted_proxies: Vec<std::net::IpAddr>,
+    origin_dir: Option<PathBuf>,
     report_interval: Option<u64>,
     db: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
@@ -100,6 +106,12 @@ fn run(cli: Cli) -> Result<()> {
         .admin_token_file
         .or(file.admin_token_file)
         .unwrap_or_else(|| PathBuf::from(format!("{}.admin-token", db_path.display())));
+    let origin_dir = cli
+        .origin_dir
+        .or(file.origin_dir)
+        .unwrap_or_else(|| PathBuf::from(format!("{}.origin", db_path.display())));
+    std::fs::create_dir_all(&origin_dir)
+        .with_context(|| format!("creating origin directory {}", origin_dir.display()))?;
     let report_interval_secs = cli
         .report_interval
         .or(file.report_interval)
@@ -114,6 +126,7 @@ fn run(cli: Cli) -> Result<()> {
         db,
         metrics: metrics::Metrics::default(),
         report_interval_secs,
+        origin_dir,
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {

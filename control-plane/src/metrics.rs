@@ -17,6 +17,8 @@ pub struct Metrics {
     pub health_reports: Counter,
     /// Requests refused for bad credentials.
     pub auth_failures: Counter,
+    /// Origin requests refused for a bad, expired or wrong-scope signature.
+    pub origin_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -52,6 +54,11 @@ impl Default for Metrics {
             "cp_auth_failures",
             "Requests refused for missing or wrong credentials",
         );
+        let origin_refusals = m(
+            &mut registry,
+            "cp_origin_refusals",
+            "Origin requests refused for their signature",
+        );
         Metrics {
             registry,
             steer_decisions,
@@ -59,6 +66,7 @@ impl Default for Metrics {
             health_misses,
             health_reports,
             auth_failures,
+            origin_refusals,
         }
     }
 }
