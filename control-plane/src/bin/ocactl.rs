@@ -1,0 +1,323 @@
+//! ocactl: the control plane's admin CLI.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Administers an Open Connect control plane: sites, appliances, zones, titles, content,
+/// subscribers and URL-signing keys.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Control-plane base URL.
+    #[arg(long, env = "OCA_CP_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// Admin bearer token (or OCA_CP_TOKEN).
+    #[arg(long, env = "OCA_CP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the admin token (the control plane writes <db>.admin-token).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sites (ISP or IXP).
+    #[command(subcommand)]
+    Site(SiteCmd),
+    /// Appliances.
+    #[command(subcommand)]
+    Appliance(ApplianceCmd),
+    /// Coverage zones: prefix → site and/or country.
+    #[command(subcommand)]
+    Zone(ZoneCmd),
+    /// Titles and where they are licensed.
+    #[command(subcommand)]
+    Title(TitleCmd),
+    /// Content files (renditions).
+    #[command(subcommand)]
+    Content(ContentCmd),
+    /// Subscribers and their plans.
+    #[command(subcommand)]
+    Subscriber(SubscriberCmd),
+    /// URL-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand)]
+enum SiteCmd {
+    /// Adds a site.
+    Add {
+        id: String,
+        #[arg(long, value_parser = ["isp", "ixp"])]
+        kind: String,
+        #[arg(long)]
+        region: String,
+        /// Tier site this one fills from.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Lists sites.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ApplianceCmd {
+    /// Registers an appliance and prints its credential (shown this once).
+    Add {
+        id: String,
+        #[arg(long)]
+        site: String,
+        /// Public base URL, e.g. http://oca1.isp.example
+        #[arg(long)]
+        url: String,
+        #[arg(long, value_name = "BITS_PER_SEC")]
+        capacity_bps: u64,
+    },
+    /// Lists appliances.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ZoneCmd {
+    /// Adds or replaces a zone.
+    Add {
+        prefix: String,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        country: Option<String>,
+    },
+    /// Lists zones.
+    List,
+}
+
+#[derive(Subcommand)]
+enum TitleCmd {
+    /// Adds a title.
+    Add {
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// Countries licensed, comma-separated ISO codes (NL,BE).
+        #[arg(long, value_delimiter = ',')]
+        countries: Vec<String>,
+    },
+    /// Lists titles.
+    List,
+}
+
+#[derive(Subcommand)]
+enum ContentCmd {
+    /// Copies FILE into the embedded origin and registers it with its size and SHA-256.
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        title: String,
+        /// Picture height in lines.
+        #[arg(long)]
+        resolution: u32,
+        #[arg(long)]
+        bitrate_kbps: u32,
+        /// Content id (default: the file name).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "video/mp4")]
+        content_type: String,
+        /// The control plane's origin directory.
+        #[arg(long, value_name = "DIR")]
+        origin_dir: PathBuf,
+    },
+    /// Lists content.
+    List,
+}
+
+#[derive(Subcommand)]
+enum SubscriberCmd {
+    /// Adds or replaces a subscriber.
+    Add {
+        id: String,
+        #[arg(long)]
+        max_resolution: u32,
+        #[arg(long)]
+        max_streams: u32,
+        /// Create the account inactive.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Lists subscribers.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Makes a new current key; the previous one stays valid.
+    Rotate,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ocactl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base.trim_end_matches('/')))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .with_context(|| format!("reaching the control plane at {}", self.base))?;
+        let status = resp.status();
+        let value: Value = resp.json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            let code = value["code"].as_str().unwrap_or("error");
+            let msg = value["message"].as_str().unwrap_or("");
+            bail!("{status}: {code}: {msg}");
+        }
+        Ok(value)
+    }
+
+    fn get(&self, path: &str) -> Result<Value> {
+        self.call(reqwest::Method::GET, path, None)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body))
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let token = match (cli.token, &cli.token_file) {
+        (Some(t), _) => t,
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => bail!("no admin token: give --token, OCA_CP_TOKEN or --token-file"),
+    };
+    let api = Api {
+        base: cli.url,
+        token,
+        http: reqwest::blocking::Client::new(),
+    };
+    let out = match cli.command {
+        Command::Site(SiteCmd::Add { id, kind, region, parent }) => {
+            api.post("/v1/admin/sites", json!({"id": id, "kind": kind, "region": region, "parent": parent}))?
+        }
+        Command::Site(SiteCmd::List) => api.get("/v1/admin/sites")?,
+        Command::Appliance(ApplianceCmd::Add { id, site, url, capacity_bps }) => {
+            api.post("/v1/admin/appliances", json!({"id": id, "site": site, "url": url, "capacity_bps": capacity_bps}))?
+        }
+        Command::Appliance(ApplianceCmd::List) => api.get("/v1/admin/appliances")?,
+        Command::Zone(ZoneCmd::Add { prefix, site, country }) => {
+            api.post("/v1/admin/zones", json!({"prefix": prefix, "site": site, "country": country}))?
+        }
+        Command::Zone(ZoneCmd::List) => api.get("/v1/admin/zones")?,
+        Command::Title(TitleCmd::Add { id, name, countries }) => {
+            api.post("/v1/admin/titles", json!({"id": id, "name": name, "countries": countries}))?
+        }
+        Command::Title(TitleCmd::List) => api.get("/v1/admin/titles")?,
+        Command::Content(ContentCmd::Add { file, title, resolution, bitrate_kbps, id, content_type, origin_dir }) => {
+            add_content(&api, &file, id, &origin_dir, json!({
+                "title": title, "resolution": resolution, "bitrate_kbps": bitrate_kbps,
+                "content_type": content_type, "origin": "embedded"
+            }))?
+        }
+        Command::Content(ContentCmd::List) => api.get("/v1/admin/content")?,
+        Command::Subscriber(SubscriberCmd::Add { id, max_resolution, max_streams, inactive }) => api.post(
+            "/v1/admin/subscribers",
+            json!({"id": id, "active": !inactive, "max_resolution": max_resolution, "max_streams": max_streams}),
+        )?,
+        Command::Subscriber(SubscriberCmd::List) => api.get("/v1/admin/subscribers")?,
+        Command::Keys(KeysCmd::Rotate) => api.post("/v1/admin/keys/rotate", json!({}))?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Hashes and copies the file into the origin directory (via a temporary name, fsync, rename, so
+/// the origin never serves a partial file), then registers it; a refused registration removes the
+/// copy it made.
+fn add_content(
+    api: &Api,
+    file: &Path,
+    id: Option<String>,
+    origin_dir: &Path,
+    mut fields: Value,
+) -> Result<Value> {
+    let id = match id {
+        Some(id) => id,
+        None => file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("the file name is not UTF-8; give --id")?
+            .to_string(),
+    };
+    oca_store::ContentId::parse(&id).map_err(|e| anyhow::anyhow!("{id:?}: {e}"))?;
+    let dest = origin_dir.join(&id);
+    if dest.exists() {
+        bail!("{} already exists in the origin", dest.display());
+    }
+    let tmp = origin_dir.join(format!(".{id}.part"));
+    let copied = copy_hashing(file, &tmp);
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let (size, sha256) = copied
+        .with_context(|| format!("copying {} into {}", file.display(), origin_dir.display()))?;
+    std::fs::rename(&tmp, &dest)?;
+    fields["id"] = json!(id);
+    fields["size"] = json!(size);
+    fields["sha256"] = json!(sha256);
+    match api.post("/v1/admin/content", fields) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let _ = std::fs::remove_file(&dest);
+            Err(e)
+        }
+    }
+}
+
+fn copy_hashing(src: &Path, dst: &Path) -> Result<(u64, String)> {
+    let mut input = std::fs::File::open(src)?;
+    let mut output = std::fs::File::create(dst)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        std::io::Write::write_all(&mut output, &buf[..n])?;
+        size += n as u64;
+    }
+    output.sync_all()?;
+    let digest = hasher.finalize();
+    Ok((size, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
