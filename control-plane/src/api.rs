@@ -37,6 +37,22 @@ pub struct App {
     pub origin_dir: std::path::PathBuf,
     /// SHA-256 of the admin bearer token.
     pub admin_token_sha256: [u8; 32],
+    /// Steering's in-memory view of the fleet.
+    pub fleet: std::sync::RwLock<steering::Snapshot>,
+}
+
+impl App {
+    /// Write access to the fleet view (a panic elsewhere leaves it usable).
+    pub fn fleet_mut(&self) -> std::sync::RwLockWriteGuard<'_, steering::Snapshot> {
+        self.fleet.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rereads the fleet view after an admin change to sites, appliances or zones.
+    pub fn reload_fleet(&self) -> Result<(), DbError> {
+        let fresh = steering::Snapshot::load(&self.db)?;
+        *self.fleet_mut() = fresh;
+        Ok(())
+    }
 }
 
 /// The router.
@@ -204,6 +220,7 @@ async fn create_site(
     let site = body(payload)?;
     check_id("id", &site.id)?;
     app.db.create_site(&site)?;
+    app.reload_fleet()?;
     Ok((StatusCode::CREATED, Json(site)))
 }
 
@@ -238,6 +255,7 @@ async fn create_appliance(
     let credential = new_secret();
     let hash: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
     app.db.create_appliance(&a, &hash, unix_now())?;
+    app.reload_fleet()?;
     Ok((
         StatusCode::CREATED,
         Json(Registered {
@@ -389,6 +407,7 @@ async fn put_zone(
         }
     }
     app.db.put_zone(&zone)?;
+    app.reload_fleet()?;
     Ok((StatusCode::CREATED, Json(zone)))
 }
 
@@ -414,7 +433,7 @@ async fn steer(
             )
         })?
         .0;
-    let snap = steering::Snapshot::load(&app.db)?;
+    let snap = app.fleet.read().unwrap_or_else(|p| p.into_inner());
     let d = steering::steer(
         app.report_interval_secs,
         &snap,
@@ -485,16 +504,22 @@ async fn health(
         ));
     }
     let app2 = app.clone();
-    let accepted =
-        tokio::task::spawn_blocking(move || intake::record(&app2.db, &report, unix_now()))
-            .await
-            .map_err(|_| {
-                err(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorCode::Internal,
-                    "internal error",
-                )
-            })??;
+    let accepted = tokio::task::spawn_blocking(move || -> Result<intake::Accepted, DbError> {
+        let now = unix_now();
+        let accepted = intake::record(&app2.db, &report, now)?;
+        // Memory follows the database only once the report is committed.
+        app2.fleet_mut()
+            .apply_report(&report, accepted.send_full_inventory, now);
+        Ok(accepted)
+    })
+    .await
+    .map_err(|_| {
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error",
+        )
+    })??;
     app.metrics.health_reports.inc();
     Ok(Json(HealthReply {
         keys: url_keys::keyring(&app.db)?.to_wire(),

@@ -127,7 +127,8 @@ fn apply_inventory(
     }
 }
 
-fn status_str(s: Status) -> &'static str {
+/// The status as stored.
+pub fn status_str(s: Status) -> &'static str {
     match s {
         Status::Ok => "ok",
         Status::Warning => "warning",

@@ -122,11 +122,13 @@ fn run(cli: Cli) -> Result<()> {
     tracing::info!(schema_version = db.schema_version()?, "database ready");
     url_keys::ensure(&db, api::unix_now())?;
     let token = admin_token(&token_path)?;
+    let fleet = steering::Snapshot::load(&db)?;
     let app = Arc::new(api::App {
         db,
         metrics: metrics::Metrics::default(),
         report_interval_secs,
         origin_dir,
+        fleet: std::sync::RwLock::new(fleet),
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {

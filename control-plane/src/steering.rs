@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+use oca_protocol::health::{HealthReport, Inventory};
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{Explanation, SteerAnswer, Steered};
 
@@ -44,12 +45,20 @@ pub struct Candidate {
     pub bytes_per_sec: u64,
 }
 
-/// Everything steering needs, read from the database in one go.
+/// Everything steering needs, in memory: read from the database at start (and after admin
+/// changes), then kept current by the health intake.
 pub struct Snapshot {
     appliances: Vec<Candidate>,
     sites: HashMap<String, (Option<String>, String)>,
     prefixes: PrefixTable<Vec<String>>,
     holders: HashMap<String, HashSet<usize>>,
+    index: HashMap<String, usize>,
+    /// Prefixes each appliance reported, by appliance index.
+    reported: Vec<Vec<Prefix>>,
+    /// Coverage zones with a site.
+    zones: Vec<(Prefix, String)>,
+    /// Content each appliance holds, by appliance index.
+    held: Vec<HashSet<String>>,
 }
 
 impl Snapshot {
@@ -85,46 +94,129 @@ impl Snapshot {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let index: HashMap<&str, usize> = appliances
+        let index: HashMap<String, usize> = appliances
             .iter()
             .enumerate()
-            .map(|(i, a)| (a.id.as_str(), i))
+            .map(|(i, a)| (a.id.clone(), i))
             .collect();
-        let mut prefixes: PrefixTable<Vec<String>> = PrefixTable::default();
-        let mut add = |p: &str, site: String| {
-            if let Ok(prefix) = p.parse::<Prefix>() {
-                let mut sites = prefixes.insert(prefix, Vec::new()).unwrap_or_default();
-                if !sites.contains(&site) {
-                    sites.push(site);
-                }
-                prefixes.insert(prefix, sites);
-            }
-        };
-        let mut stmt = conn.prepare("SELECT p.prefix, a.site FROM appliance_prefixes p JOIN appliances a ON a.id = p.oca_id")?;
+        let mut reported: Vec<Vec<Prefix>> = vec![Vec::new(); appliances.len()];
+        let mut stmt = conn.prepare("SELECT oca_id, prefix FROM appliance_prefixes")?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (p, site) = row?;
-            add(&p, site);
+            let (oca, p) = row?;
+            if let (Some(&i), Ok(prefix)) = (index.get(&oca), p.parse::<Prefix>()) {
+                reported[i].push(prefix);
+            }
         }
+        let mut zones = Vec::new();
         let mut stmt =
             conn.prepare("SELECT prefix, site FROM coverage_zones WHERE site IS NOT NULL")?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (p, site) = row?;
-            add(&p, site);
+            if let Ok(prefix) = p.parse::<Prefix>() {
+                zones.push((prefix, site));
+            }
         }
         let mut holders: HashMap<String, HashSet<usize>> = HashMap::new();
+        let mut held: Vec<HashSet<String>> = vec![HashSet::new(); appliances.len()];
         let mut stmt = conn.prepare("SELECT content_id, oca_id FROM inventory")?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (content, oca) = row?;
-            if let Some(&i) = index.get(oca.as_str()) {
-                holders.entry(content).or_default().insert(i);
+            if let Some(&i) = index.get(&oca) {
+                holders.entry(content.clone()).or_default().insert(i);
+                held[i].insert(content);
             }
         }
-        Ok(Snapshot {
+        let mut snap = Snapshot {
             appliances,
             sites,
-            prefixes,
+            prefixes: PrefixTable::default(),
             holders,
-        })
+            index,
+            reported,
+            zones,
+            held,
+        };
+        snap.rebuild_prefixes();
+        Ok(snap)
+    }
+
+    /// Rebuilds the prefix table from the reported prefixes and the zones (a trie has no removal;
+    /// prefixes change rarely, so a rebuild when they do is cheaper than a mutable structure).
+    fn rebuild_prefixes(&mut self) {
+        let mut table: PrefixTable<Vec<String>> = PrefixTable::default();
+        let reported = self
+            .reported
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ps)| ps.iter().map(move |p| (*p, i)))
+            .map(|(p, i)| (p, self.appliances[i].site.clone()));
+        for (prefix, site) in reported.chain(self.zones.iter().cloned()) {
+            let mut sites = table.insert(prefix, Vec::new()).unwrap_or_default();
+            if !sites.contains(&site) {
+                sites.push(site);
+            }
+            table.insert(prefix, sites);
+        }
+        self.prefixes = table;
+    }
+
+    /// Applies an accepted health report, so steering sees it without rereading the database.
+    pub fn apply_report(&mut self, r: &HealthReport, full_inventory_needed: bool, now: i64) {
+        let Some(&i) = self.index.get(&r.oca_id) else {
+            return;
+        };
+        let a = &mut self.appliances[i];
+        a.status = Some(crate::intake::status_str(r.status).to_string());
+        a.last_report = now;
+        a.bytes_per_sec = r.serving.bytes_per_sec;
+        let mut prefixes = r.prefixes.clone();
+        prefixes.sort();
+        prefixes.dedup();
+        let mut before = self.reported[i].clone();
+        before.sort();
+        if before != prefixes {
+            self.reported[i] = prefixes;
+            self.rebuild_prefixes();
+        }
+        if full_inventory_needed {
+            return;
+        }
+        match &r.inventory {
+            Inventory::Full { content, .. } => {
+                for old in std::mem::take(&mut self.held[i]) {
+                    self.unhold(&old, i);
+                }
+                for c in content {
+                    self.hold(c, i);
+                }
+            }
+            Inventory::Delta { added, removed, .. } => {
+                for c in removed {
+                    self.unhold(c, i);
+                    self.held[i].remove(c);
+                }
+                for c in added {
+                    self.hold(c, i);
+                }
+            }
+        }
+    }
+
+    fn hold(&mut self, content: &str, i: usize) {
+        self.holders
+            .entry(content.to_string())
+            .or_default()
+            .insert(i);
+        self.held[i].insert(content.to_string());
+    }
+
+    fn unhold(&mut self, content: &str, i: usize) {
+        if let Some(set) = self.holders.get_mut(content) {
+            set.remove(&i);
+            if set.is_empty() {
+                self.holders.remove(content);
+            }
+        }
     }
 
     /// Proximity rank of each site for `client`: 0 matched, 1 parent of a matched site, 2 same

@@ -195,3 +195,37 @@ fn unhealthy_overloaded_and_silent_appliances_are_dropped() {
         .unwrap();
     assert!(m.contains("cp_steer_content_misses_total 1"), "{m}");
 }
+
+#[test]
+fn the_live_view_matches_what_a_restart_reads_back() {
+    let mut w = world();
+    // Deltas, a status change and a prefix change, applied live.
+    let delta = json!({"oca_id": "a2", "site": "isp-a", "version": "t", "status": "warning",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": ["198.51.100.0/24", "192.0.2.0/25"],
+        "inventory": {"kind": "delta", "base_seq": 1, "seq": 2, "added": ["c3"], "removed": ["c1"]}});
+    assert_eq!(
+        w.cp.req(
+            "POST",
+            "/v1/appliances/a2/health",
+            Some(delta),
+            Some(&w.creds["a2"])
+        )
+        .0,
+        200
+    );
+    let probes = [
+        ("198.51.100.7", "c1"),
+        ("198.51.100.7", "c3"),
+        ("192.0.2.9", "c3"),
+        ("2001:db8:a::1", "c2"),
+    ];
+    let live: Vec<_> = probes.iter().map(|(ip, c)| w.steer(ip, c).0).collect();
+    assert_eq!(live[1][0], "a2", "a2 now holds c3 and is the client's site");
+    assert_eq!(live[2][0], "a2", "a2's new prefix is matched");
+    let dir = w._dir.path().to_path_buf();
+    // A second control plane on the same database reads everything back from SQLite.
+    w.cp = start_with(&dir, &["--report-interval", "1"]);
+    let reread: Vec<_> = probes.iter().map(|(ip, c)| w.steer(ip, c).0).collect();
+    assert_eq!(live, reread);
+}
