@@ -39,6 +39,8 @@ pub struct App {
     pub admin_token_sha256: [u8; 32],
     /// Steering's in-memory view of the fleet.
     pub fleet: std::sync::RwLock<steering::Snapshot>,
+    /// Set by admin changes; the next reader of the fleet view reloads it.
+    pub fleet_stale: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -47,11 +49,27 @@ impl App {
         self.fleet.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rereads the fleet view after an admin change to sites, appliances or zones.
-    pub fn reload_fleet(&self) -> Result<(), DbError> {
-        let fresh = steering::Snapshot::load(&self.db)?;
-        *self.fleet_mut() = fresh;
-        Ok(())
+    /// Marks the fleet view stale after an admin change to sites, appliances or zones; the next
+    /// reader reloads it, so registering thousands of appliances costs one reload, not one each.
+    pub fn fleet_changed(&self) {
+        self.fleet_stale
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Read access to the fleet view, reloaded first when an admin change made it stale.
+    pub fn fleet(&self) -> Result<std::sync::RwLockReadGuard<'_, steering::Snapshot>, DbError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.fleet_stale.swap(false, SeqCst) {
+            // A change committed during this load sets the flag again, so it is never missed.
+            match steering::Snapshot::load(&self.db) {
+                Ok(fresh) => *self.fleet_mut() = fresh,
+                Err(e) => {
+                    self.fleet_stale.store(true, SeqCst);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.fleet.read().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -220,7 +238,7 @@ async fn create_site(
     let site = body(payload)?;
     check_id("id", &site.id)?;
     app.db.create_site(&site)?;
-    app.reload_fleet()?;
+    app.fleet_changed();
     Ok((StatusCode::CREATED, Json(site)))
 }
 
@@ -255,7 +273,7 @@ async fn create_appliance(
     let credential = new_secret();
     let hash: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
     app.db.create_appliance(&a, &hash, unix_now())?;
-    app.reload_fleet()?;
+    app.fleet_changed();
     Ok((
         StatusCode::CREATED,
         Json(Registered {
@@ -407,7 +425,7 @@ async fn put_zone(
         }
     }
     app.db.put_zone(&zone)?;
-    app.reload_fleet()?;
+    app.fleet_changed();
     Ok((StatusCode::CREATED, Json(zone)))
 }
 
@@ -433,7 +451,7 @@ async fn steer(
             )
         })?
         .0;
-    let snap = app.fleet.read().unwrap_or_else(|p| p.into_inner());
+    let snap = app.fleet()?;
     let d = steering::steer(
         app.report_interval_secs,
         &snap,

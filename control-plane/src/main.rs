@@ -129,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
         report_interval_secs,
         origin_dir,
         fleet: std::sync::RwLock::new(fleet),
+        fleet_stale: std::sync::atomic::AtomicBool::new(false),
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {

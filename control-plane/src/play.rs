@@ -71,7 +71,7 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
             format!("no rendition at or below {limit} lines"),
         ));
     }
-    let snap = app.fleet.read().unwrap_or_else(|p| p.into_inner());
+    let snap = app.fleet()?;
     let key = url_keys::keyring(&app.db)?.current().clone();
     let expires = now + URL_TTL_SECS;
     let mut renditions = Vec::new();
