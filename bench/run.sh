@@ -151,7 +151,7 @@ ngx_idle=$(python3 "$REPO/bench/idle_conns.py" 127.0.0.1 $NGINX_PORT "/c/$first"
 echo "idle keep-alive connections: oca $oca_idle; nginx $ngx_idle"
 
 {
-  echo "# Benchmark results"
+  echo "# oca-daemon against nginx"
   echo
   echo "Written by \`bench/run.sh\` (DURATION=$DURATION ENGINE=$ENGINE BODY_PATH=$BODY_PATH WORKERS=$WORKERS) on $(date -u +%Y-%m-%d)."
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
@@ -166,5 +166,6 @@ echo "idle keep-alive connections: oca $oca_idle; nginx $ngx_idle"
   echo "$IDLE_N idle keep-alive connections (one 1-byte range each, then idle), resident memory:"
   echo "oca-daemon: $oca_idle; nginx (master + workers): $ngx_idle."
   if [ -f "$REPO/bench/NOTES.md" ]; then echo; cat "$REPO/bench/NOTES.md"; fi
-} > "$REPO/bench/RESULTS.md"
-echo "wrote bench/RESULTS.md"
+} > "$REPO/bench/results/oca-daemon.md"
+cat "$REPO"/bench/results/*.md > "$REPO/bench/RESULTS.md"
+echo "wrote bench/results/oca-daemon.md and bench/RESULTS.md"

@@ -46,6 +46,10 @@ struct Cli {
     /// <db>.origin/.
     #[arg(long, value_name = "DIR")]
     origin_dir: Option<PathBuf>,
+    /// Benchmark: load the database, time N in-process steering decisions, print the
+    /// percentiles and exit.
+    #[arg(long, value_name = "N", hide = true)]
+    bench_steer: Option<usize>,
     /// A load balancer whose X-Forwarded-For is believed for client addresses; repeatable.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<std::net::IpAddr>,
@@ -121,8 +125,15 @@ fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("opening database {}", db_path.display()))?;
     tracing::info!(schema_version = db.schema_version()?, "database ready");
     url_keys::ensure(&db, api::unix_now())?;
-    let token = admin_token(&token_path)?;
     let fleet = steering::Snapshot::load(&db)?;
+    if let Some(n) = cli.bench_steer {
+        let r = steering::bench(&fleet, n, report_interval_secs);
+        let (p50, p99, max) =
+            r.context("nothing to steer: the database has no reported prefixes or inventory")?;
+        println!("STEER decisions={n} p50_us={p50:.1} p99_us={p99:.1} max_us={max:.1}");
+        return Ok(());
+    }
+    let token = admin_token(&token_path)?;
     let app = Arc::new(api::App {
         db,
         metrics: metrics::Metrics::default(),

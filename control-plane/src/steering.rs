@@ -260,6 +260,58 @@ impl Snapshot {
     }
 }
 
+/// Times `n` in-process steering decisions for random clients (inside reported prefixes) and
+/// random held content; returns (p50, p99, max) in microseconds. Used by `--bench-steer`.
+pub fn bench(snap: &Snapshot, n: usize, report_interval_secs: u64) -> Option<(f64, f64, f64)> {
+    // As of the newest report, so the fleet is as fresh as when it was recorded.
+    let now = snap.appliances.iter().map(|a| a.last_report).max()?;
+    let prefixes: Vec<Prefix> = snap.reported.iter().flatten().copied().collect();
+    let contents: Vec<&String> = snap.holders.keys().collect();
+    if prefixes.is_empty() || contents.is_empty() || n == 0 {
+        return None;
+    }
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let p = prefixes[(rnd() % prefixes.len() as u64) as usize];
+        let host = rnd();
+        let ip = match p.addr() {
+            IpAddr::V4(a) => {
+                let free = 32 - u32::from(p.bits());
+                let mask = if free == 0 {
+                    0
+                } else {
+                    u32::MAX >> (32 - free)
+                };
+                IpAddr::V4((u32::from(a) | (host as u32 & mask)).into())
+            }
+            IpAddr::V6(a) => {
+                let free = 128 - u32::from(p.bits());
+                let mask = if free == 0 {
+                    0
+                } else {
+                    u128::MAX >> (128 - free)
+                };
+                IpAddr::V6((u128::from(a) | (u128::from(host) & mask)).into())
+            }
+        };
+        let content = contents[(rnd() % contents.len() as u64) as usize];
+        let t = std::time::Instant::now();
+        let d = steer(report_interval_secs, snap, ip, content, now, false);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(d);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    Some((at(0.5), at(0.99), times[times.len() - 1]))
+}
+
 /// The outcome of one steering decision.
 pub struct Decision {
     /// The answer.
