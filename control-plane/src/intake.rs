@@ -48,17 +48,7 @@ pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> 
         )
         .optional()?;
     let (seq, send_full) = apply_inventory(&tx, &r.oca_id, &r.inventory, held.map(|s| s as u64))?;
-    tx.execute(
-        "DELETE FROM appliance_prefixes WHERE oca_id = ?1",
-        [&r.oca_id],
-    )?;
-    {
-        let mut ins = tx
-            .prepare("INSERT OR IGNORE INTO appliance_prefixes (oca_id, prefix) VALUES (?1, ?2)")?;
-        for p in &r.prefixes {
-            ins.execute(params![r.oca_id, p.to_string()])?;
-        }
-    }
+    replace_prefixes(&tx, r)?;
     let disks = serde_json::to_string(&r.disks).expect("plain structs serialise");
     tx.execute(
         "INSERT INTO appliance_health (oca_id, status, last_report, version, active_connections,
@@ -85,6 +75,31 @@ pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> 
         inventory_seq: seq,
         send_full_inventory: send_full,
     })
+}
+
+/// Records the appliance's routes, writing only when they changed (they rarely do, and most
+/// reports would otherwise rewrite a hundred rows each).
+fn replace_prefixes(tx: &Transaction<'_>, r: &HealthReport) -> Result<(), DbError> {
+    let mut new: Vec<String> = r.prefixes.iter().map(|p| p.to_string()).collect();
+    new.sort();
+    new.dedup();
+    let mut stmt =
+        tx.prepare("SELECT prefix FROM appliance_prefixes WHERE oca_id = ?1 ORDER BY prefix")?;
+    let old: Vec<String> = stmt
+        .query_map([&r.oca_id], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    if old == new {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM appliance_prefixes WHERE oca_id = ?1",
+        [&r.oca_id],
+    )?;
+    let mut ins = tx.prepare("INSERT INTO appliance_prefixes (oca_id, prefix) VALUES (?1, ?2)")?;
+    for p in &new {
+        ins.execute(params![r.oca_id, p])?;
+    }
+    Ok(())
 }
 
 /// Applies a full or delta inventory; a delta against another base than the one on record is

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Control-plane benchmark: a synthetic fleet (2,000 sites, 10,000 appliances, 100,000 content
+# files, 200,000 prefixes, full inventories reported), then in-process steering latency and wrk
+# on /v1/steer, /v1/play and the health intake. Writes bench/results/control-plane.md.
+#
+#   bench/control_plane.sh                 # full size
+#   SITES=200 CONTENT=10000 bench/control_plane.sh   # smaller, quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+WORK=${BENCH_DIR:-/var/tmp/oca-bench-cp}
+DURATION=${DURATION:-10}
+SITES=${SITES:-2000}
+CONTENT=${CONTENT:-100000}
+PORT=${PORT:-17070}
+command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release -q -p control-plane
+CP=$REPO/target/release/control-plane
+rm -rf "$WORK" && mkdir -p "$WORK"
+"$CP" --db "$WORK/cp.db" --listen "127.0.0.1:$PORT" --trusted-proxy 127.0.0.1 --report-interval 3600 2> "$WORK/cp.log" &
+CP_PID=$!
+trap 'kill $CP_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
+TOKEN=$(cat "$WORK/cp.db.admin-token")
+start=$(date +%s)
+python3 "$REPO/bench/cp_fleet.py" "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/data" --sites "$SITES" --content "$CONTENT"
+build_secs=$(( $(date +%s) - start ))
+rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$CP_PID/status")
+
+steer_inproc=$("$CP" --db "$WORK/cp.db" --report-interval 3600 --bench-steer 100000 2>/dev/null | grep '^STEER' | sed 's/^STEER //')
+echo "in-process steering: $steer_inproc"
+
+field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
+load() { # mode conns
+  MODE=$1 DATA="$WORK/data" TOKEN=$TOKEN wrk -t2 -c"$2" -d"${DURATION}s" --timeout 10s -s "$REPO/bench/cp_load.lua" \
+    "http://127.0.0.1:$PORT/" | grep '^RESULT' | sed 's/^RESULT //'
+}
+rows=()
+for mode in steer play health; do
+  MODE=$mode DATA="$WORK/data" TOKEN=$TOKEN wrk -t2 -c32 -d2s -s "$REPO/bench/cp_load.lua" "http://127.0.0.1:$PORT/" >/dev/null
+  r=$(load $mode 32)
+  echo "$mode: $r"
+  rows+=("| $mode | $(printf '%.0f' "$(field "$r" rps)") | $(echo "$(field "$r" p50_us)/1000" | bc -l | xargs printf '%.2f') | $(echo "$(field "$r" p99_us)/1000" | bc -l | xargs printf '%.2f') | $(field "$r" errors) |")
+done
+
+{
+  echo "# control-plane"
+  echo
+  echo "Written by \`bench/control_plane.sh\` (SITES=$SITES CONTENT=$CONTENT DURATION=$DURATION) on $(date -u +%Y-%m-%d); $(nproc) cores, wrk -t2 -c32 on the same machine."
+  echo "Fleet: $SITES sites, $((SITES * 5)) appliances, $((SITES * 100)) prefixes, $CONTENT content files, 200 files held per site, built through the API in ${build_secs} s; control-plane RSS after it: $((rss_kib / 1024)) MiB."
+  echo
+  echo "In-process steering (\`control-plane --bench-steer 100000\`): $steer_inproc."
+  echo
+  echo "| load | req/s | p50 ms | p99 ms | errors |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "steer: GET /v1/steer (admin) for random clients and held files; play: POST /v1/play for random"
+  echo "subscribers and titles (4 renditions steered and signed each); health: POST delta reports from"
+  echo "random appliances with their credentials (same routes, empty inventory delta)."
+  if [ -f "$REPO/bench/NOTES-control-plane.md" ]; then echo; cat "$REPO/bench/NOTES-control-plane.md"; fi
+  echo
+} > "$REPO/bench/results/control-plane.md"
+cat "$REPO"/bench/results/*.md > "$REPO/bench/RESULTS.md"
+echo "wrote bench/results/control-plane.md and bench/RESULTS.md"
