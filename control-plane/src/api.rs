@@ -41,12 +41,19 @@ pub struct App {
     pub fleet: std::sync::RwLock<steering::Snapshot>,
     /// Set by admin changes; the next reader of the fleet view reloads it.
     pub fleet_stale: std::sync::atomic::AtomicBool,
+    /// The URL-signing keys in force (the database holds them; this avoids a read per request).
+    pub keys: std::sync::RwLock<oca_protocol::keys::Keyring>,
 }
 
 impl App {
     /// Write access to the fleet view (a panic elsewhere leaves it usable).
     pub fn fleet_mut(&self) -> std::sync::RwLockWriteGuard<'_, steering::Snapshot> {
         self.fleet.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The URL-signing keys in force, current first.
+    pub fn keyring(&self) -> oca_protocol::keys::Keyring {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Marks the fleet view stale after an admin change to sites, appliances or zones; the next
@@ -485,6 +492,7 @@ struct Rotated {
 
 async fn rotate_keys(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Rotated>, Failure> {
     let current = url_keys::rotate(&app.db, unix_now())?;
+    *app.keys.write().unwrap_or_else(|p| p.into_inner()) = url_keys::keyring(&app.db)?;
     tracing::info!(key = %current, "rotated URL-signing key");
     Ok(Json(Rotated { current }))
 }
@@ -540,7 +548,7 @@ async fn health(
     })??;
     app.metrics.health_reports.inc();
     Ok(Json(HealthReply {
-        keys: url_keys::keyring(&app.db)?.to_wire(),
+        keys: app.keyring().to_wire(),
         manifest_version: 0,
         report_interval_secs: app.report_interval_secs,
         inventory_seq: accepted.inventory_seq,

@@ -126,6 +126,7 @@ fn run(cli: Cli) -> Result<()> {
     tracing::info!(schema_version = db.schema_version()?, "database ready");
     url_keys::ensure(&db, api::unix_now())?;
     let fleet = steering::Snapshot::load(&db)?;
+    let keys = url_keys::keyring(&db)?;
     if let Some(n) = cli.bench_steer {
         let r = steering::bench(&fleet, n, report_interval_secs);
         let (p50, p99, max) =
@@ -141,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
         origin_dir,
         fleet: std::sync::RwLock::new(fleet),
         fleet_stale: std::sync::atomic::AtomicBool::new(false),
+        keys: std::sync::RwLock::new(keys),
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {

@@ -13,7 +13,6 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::api::{unix_now, App};
-use crate::url_keys;
 
 /// Where the embedded origin keeps the files of a content id.
 pub fn path(dir: &std::path::Path, id: oca_store::ContentId<'_>) -> PathBuf {
@@ -32,9 +31,7 @@ pub async fn serve(
         app.metrics.origin_refusals.inc();
         return forbidden();
     };
-    let Ok(ring) = url_keys::keyring(&app.db) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no keys\n").into_response();
-    };
+    let ring = app.keyring();
     if let Err(why) = verify(
         &ring,
         content.as_str(),

@@ -8,8 +8,7 @@ use oca_protocol::playback::{ErrorCode, PlayAnswer, PlayRequest, Rendition};
 use oca_protocol::signing::{signed_query, Scope};
 
 use crate::api::{err, App, Failure};
-use crate::lpm::PrefixTable;
-use crate::{steering, url_keys};
+use crate::steering;
 
 /// How long play URLs stay valid.
 pub const URL_TTL_SECS: i64 = 6 * 3600;
@@ -41,7 +40,8 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
             format!("title {} is unknown", req.title),
         ));
     }
-    let country = client_country(app, client)?;
+    let snap = app.fleet()?;
+    let country = snap.country(client).map(str::to_string);
     let licensed = match &country {
         Some(c) => app.db.licensed(&req.title, c)?,
         None => false,
@@ -71,8 +71,7 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
             format!("no rendition at or below {limit} lines"),
         ));
     }
-    let snap = app.fleet()?;
-    let key = url_keys::keyring(&app.db)?.current().clone();
+    let key = app.keyring().current().clone();
     let expires = now + URL_TTL_SECS;
     let mut renditions = Vec::new();
     for c in allowed {
@@ -130,15 +129,4 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
         expires: expires as u64,
         renditions,
     })
-}
-
-/// The client's country from the coverage zones (longest match).
-fn client_country(app: &App, client: IpAddr) -> Result<Option<String>, Failure> {
-    let mut table = PrefixTable::default();
-    for z in app.db.zones()? {
-        if let Some(c) = z.country {
-            table.insert(z.prefix, c);
-        }
-    }
-    Ok(table.longest_match(client).map(|(_, c)| c.clone()))
 }

@@ -59,6 +59,8 @@ pub struct Snapshot {
     zones: Vec<(Prefix, String)>,
     /// Content each appliance holds, by appliance index.
     held: Vec<HashSet<String>>,
+    /// Coverage zones with a country.
+    countries: PrefixTable<String>,
 }
 
 impl Snapshot {
@@ -107,6 +109,15 @@ impl Snapshot {
                 reported[i].push(prefix);
             }
         }
+        let mut countries = PrefixTable::default();
+        let mut stmt =
+            conn.prepare("SELECT prefix, country FROM coverage_zones WHERE country IS NOT NULL")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (p, country) = row?;
+            if let Ok(prefix) = p.parse::<Prefix>() {
+                countries.insert(prefix, country);
+            }
+        }
         let mut zones = Vec::new();
         let mut stmt =
             conn.prepare("SELECT prefix, site FROM coverage_zones WHERE site IS NOT NULL")?;
@@ -135,9 +146,17 @@ impl Snapshot {
             reported,
             zones,
             held,
+            countries,
         };
         snap.rebuild_prefixes();
         Ok(snap)
+    }
+
+    /// The client's country from the coverage zones (longest match).
+    pub fn country(&self, client: IpAddr) -> Option<&str> {
+        self.countries
+            .longest_match(client)
+            .map(|(_, c)| c.as_str())
     }
 
     /// Rebuilds the prefix table from the reported prefixes and the zones (a trie has no removal;
