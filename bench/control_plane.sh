@@ -23,7 +23,7 @@ trap 'kill $CP_PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
 TOKEN=$(cat "$WORK/cp.db.admin-token")
 start=$(date +%s)
-python3 "$REPO/bench/cp_fleet.py" "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/data" --sites "$SITES" --content "$CONTENT"
+python3 "$REPO/bench/cp_fleet.py" --sites "$SITES" --content "$CONTENT" -- "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/data"
 build_secs=$(( $(date +%s) - start ))
 rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$CP_PID/status")
 

@@ -101,11 +101,8 @@ impl Db {
     pub fn licensed(&self, title: &str, country: &str) -> Result<bool, DbError> {
         let conn = self.conn();
         let found = conn
-            .query_row(
-                "SELECT 1 FROM title_countries WHERE title = ?1 AND country = ?2",
-                params![title, country],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM title_countries WHERE title = ?1 AND country = ?2")?
+            .query_row(params![title, country], |_| Ok(()))
             .optional()?;
         Ok(found.is_some())
     }
@@ -113,10 +110,11 @@ impl Db {
     /// Whether the title exists.
     pub fn title_exists(&self, title: &str) -> Result<bool, DbError> {
         let conn = self.conn();
-        Ok(conn
-            .query_row("SELECT 1 FROM titles WHERE id = ?1", [title], |_| Ok(()))
-            .optional()?
-            .is_some())
+        let found = conn
+            .prepare_cached("SELECT 1 FROM titles WHERE id = ?1")?
+            .query_row([title], |_| Ok(()))
+            .optional()?;
+        Ok(found.is_some())
     }
 
     /// Adds a content file to the catalog.
@@ -141,10 +139,15 @@ impl Db {
     /// Renditions of a title (all of them when `title` is none), highest resolution first.
     pub fn content(&self, title: Option<&str>) -> Result<Vec<Content>, DbError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        // Two statements: `?1 IS NULL OR title = ?1` would keep SQLite from using the title index.
+        let sql = if title.is_some() {
             "SELECT id, title, resolution, bitrate_kbps, size, sha256, content_type, origin FROM content
-             WHERE ?1 IS NULL OR title = ?1 ORDER BY resolution DESC, bitrate_kbps DESC, id",
-        )?;
+             WHERE title = ?1 ORDER BY resolution DESC, bitrate_kbps DESC, id"
+        } else {
+            "SELECT id, title, resolution, bitrate_kbps, size, sha256, content_type, origin FROM content
+             WHERE ?1 IS NULL ORDER BY resolution DESC, bitrate_kbps DESC, id"
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map([title], |r| {
             Ok(Content {
                 id: r.get(0)?,
@@ -174,20 +177,20 @@ impl Db {
     /// One subscriber.
     pub fn subscriber(&self, id: &str) -> Result<Option<Subscriber>, DbError> {
         let conn = self.conn();
-        Ok(conn
-            .query_row(
+        let found = conn
+            .prepare_cached(
                 "SELECT id, active, max_resolution, max_streams FROM subscribers WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(Subscriber {
-                        id: r.get(0)?,
-                        active: r.get(1)?,
-                        max_resolution: r.get(2)?,
-                        max_streams: r.get(3)?,
-                    })
-                },
-            )
-            .optional()?)
+            )?
+            .query_row([id], |r| {
+                Ok(Subscriber {
+                    id: r.get(0)?,
+                    active: r.get(1)?,
+                    max_resolution: r.get(2)?,
+                    max_streams: r.get(3)?,
+                })
+            })
+            .optional()?;
+        Ok(found)
     }
 
     /// All subscribers, by id.

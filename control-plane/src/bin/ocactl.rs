@@ -18,7 +18,12 @@ struct Cli {
     #[arg(long, env = "OCA_CP_URL", default_value = "http://127.0.0.1:7070")]
     url: String,
     /// Admin bearer token (or OCA_CP_TOKEN).
-    #[arg(long, env = "OCA_CP_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "OCA_CP_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: Option<String>,
     /// File holding the admin token (the control plane writes <db>.admin-token).
     #[arg(long, value_name = "FILE")]
