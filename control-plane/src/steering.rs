@@ -61,6 +61,10 @@ pub struct Snapshot {
     held: Vec<HashSet<String>>,
     /// Coverage zones with a country.
     countries: PrefixTable<String>,
+    /// Appliance indices by site.
+    by_site: HashMap<String, Vec<usize>>,
+    /// Site ids by region.
+    by_region: HashMap<String, Vec<String>>,
 }
 
 impl Snapshot {
@@ -147,7 +151,18 @@ impl Snapshot {
             zones,
             held,
             countries,
+            by_site: HashMap::new(),
+            by_region: HashMap::new(),
         };
+        for (i, a) in snap.appliances.iter().enumerate() {
+            snap.by_site.entry(a.site.clone()).or_default().push(i);
+        }
+        for (id, (_, region)) in &snap.sites {
+            snap.by_region
+                .entry(region.clone())
+                .or_default()
+                .push(id.clone());
+        }
         snap.rebuild_prefixes();
         Ok(snap)
     }
@@ -270,8 +285,8 @@ impl Snapshot {
                 }
             }
         }
-        for (id, (_, region)) in &self.sites {
-            if regions.contains(region.as_str()) {
+        for region in regions {
+            for id in self.by_region.get(region).into_iter().flatten() {
                 rank.entry(id.as_str()).or_insert(2);
             }
         }
@@ -354,10 +369,17 @@ pub fn steer(
     let holders = snap.holders.get(content_id);
     let mut kept: Vec<(u8, u64, f64, &Candidate)> = Vec::new();
     let mut notes = Vec::new();
-    for (i, a) in snap.appliances.iter().enumerate() {
-        let Some(&prox) = rank.get(a.site.as_str()) else {
-            continue;
-        };
+    // Only the candidate sites' appliances are looked at: cost follows the client's
+    // neighbourhood, not the fleet.
+    let candidates = rank.iter().flat_map(|(site, prox)| {
+        snap.by_site
+            .get(*site)
+            .into_iter()
+            .flatten()
+            .map(move |&i| (i, *prox))
+    });
+    for (i, prox) in candidates {
+        let a = &snap.appliances[i];
         let stale_after = 3 * report_interval_secs as i64;
         let reason = drop_reason(a, holders.is_some_and(|h| h.contains(&i)), now, stale_after);
         if let Some(reason) = reason {
