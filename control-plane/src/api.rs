@@ -252,8 +252,9 @@ async fn create_site(
 async fn list_appliances(
     _: Admin,
     State(app): State<Arc<App>>,
-) -> Result<Json<Vec<Appliance>>, Failure> {
-    Ok(Json(app.db.appliances()?))
+) -> Result<Json<Vec<crate::db::ApplianceState>>, Failure> {
+    let stale_after = 3 * app.report_interval_secs as i64;
+    Ok(Json(app.db.appliance_states(unix_now(), stale_after)?))
 }
 
 /// The answer to a registration: the credential is shown this once and stored only as a hash.

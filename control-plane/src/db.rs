@@ -170,6 +170,18 @@ pub struct Zone {
     pub country: Option<String>,
 }
 
+/// An appliance with its health, as the admin API lists it.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ApplianceState {
+    /// The appliance.
+    #[serde(flatten)]
+    pub appliance: Appliance,
+    /// `ok`, `warning`, `error`, or `unknown` (never reported, or silent for 3 intervals).
+    pub status: String,
+    /// Unix seconds of its last report.
+    pub last_report: Option<i64>,
+}
+
 /// The control plane's database.
 pub struct Db {
     conn: Mutex<Connection>,
@@ -302,17 +314,35 @@ impl Db {
         Ok(out)
     }
 
-    /// All appliances, by id.
-    pub fn appliances(&self) -> Result<Vec<Appliance>, DbError> {
+    /// All appliances with their health as of `now`: `unknown` when never heard from or silent
+    /// for more than `stale_after` seconds (3 report intervals).
+    pub fn appliance_states(
+        &self,
+        now: i64,
+        stale_after: i64,
+    ) -> Result<Vec<ApplianceState>, DbError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, site, url, capacity_bps FROM appliances ORDER BY id")?;
+        let mut stmt = conn.prepare(
+            "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, h.last_report
+             FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id ORDER BY a.id",
+        )?;
         let rows = stmt.query_map([], |r| {
-            Ok(Appliance {
-                id: r.get(0)?,
-                site: r.get(1)?,
-                url: r.get(2)?,
-                capacity_bps: r.get::<_, i64>(3)? as u64,
+            let status: Option<String> = r.get(4)?;
+            let last_report: Option<i64> = r.get(5)?;
+            let fresh = last_report.is_some_and(|t| now - t <= stale_after);
+            Ok(ApplianceState {
+                appliance: Appliance {
+                    id: r.get(0)?,
+                    site: r.get(1)?,
+                    url: r.get(2)?,
+                    capacity_bps: r.get::<_, i64>(3)? as u64,
+                },
+                status: if fresh {
+                    status.unwrap_or_else(|| "unknown".into())
+                } else {
+                    "unknown".into()
+                },
+                last_report,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

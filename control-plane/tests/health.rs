@@ -116,6 +116,12 @@ fn reports_update_inventory_and_carry_the_keys() {
     let ids: Vec<_> = reply.keys.iter().map(|k| k.id.as_str()).collect();
     assert_eq!(ids, ["k2", "k1"]);
     assert!(inventory(&cp, "oca-1").is_empty());
+    let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
+    assert_eq!(
+        (list[0]["id"].as_str(), list[0]["status"].as_str()),
+        (Some("oca-1"), Some("ok"))
+    );
+    assert_eq!(list[1]["status"], "unknown", "never reported");
 }
 
 #[test]

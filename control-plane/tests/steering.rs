@@ -183,6 +183,18 @@ fn unhealthy_overloaded_and_silent_appliances_are_dropped() {
     let (ids, ans) = w.steer("198.51.100.7", "c2");
     assert!(ids.is_empty(), "{ans}");
     assert!(reason(&ans, "x1").starts_with("stale"), "{ans}");
+    let (_, list) = w.cp.admin("GET", "/v1/admin/appliances", None);
+    let status = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("x1"), "unknown", "silent for 3 intervals");
+    assert_eq!(status("a1"), "error");
+    assert_eq!(status("b1"), "ok");
     let m = reqwest::blocking::get(format!("http://{}/metrics", w.cp.addr))
         .unwrap()
         .text()
