@@ -75,7 +75,7 @@ impl Db {
 
     /// All titles, by id.
     pub fn titles(&self) -> Result<Vec<Title>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT t.id, t.name, COALESCE(group_concat(c.country, ','), '')
              FROM titles t LEFT JOIN title_countries c ON c.title = t.id GROUP BY t.id ORDER BY t.id",
@@ -99,7 +99,7 @@ impl Db {
 
     /// Whether `title` may be played in `country`.
     pub fn licensed(&self, title: &str, country: &str) -> Result<bool, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let found = conn
             .prepare_cached("SELECT 1 FROM title_countries WHERE title = ?1 AND country = ?2")?
             .query_row(params![title, country], |_| Ok(()))
@@ -109,7 +109,7 @@ impl Db {
 
     /// Whether the title exists.
     pub fn title_exists(&self, title: &str) -> Result<bool, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let found = conn
             .prepare_cached("SELECT 1 FROM titles WHERE id = ?1")?
             .query_row([title], |_| Ok(()))
@@ -138,7 +138,7 @@ impl Db {
 
     /// Renditions of a title (all of them when `title` is none), highest resolution first.
     pub fn content(&self, title: Option<&str>) -> Result<Vec<Content>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         // Two statements: `?1 IS NULL OR title = ?1` would keep SQLite from using the title index.
         let sql = if title.is_some() {
             "SELECT id, title, resolution, bitrate_kbps, size, sha256, content_type, origin FROM content
@@ -176,7 +176,7 @@ impl Db {
 
     /// One subscriber.
     pub fn subscriber(&self, id: &str) -> Result<Option<Subscriber>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let found = conn
             .prepare_cached(
                 "SELECT id, active, max_resolution, max_streams FROM subscribers WHERE id = ?1",
@@ -195,7 +195,7 @@ impl Db {
 
     /// All subscribers, by id.
     pub fn subscribers(&self) -> Result<Vec<Subscriber>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT id, active, max_resolution, max_streams FROM subscribers ORDER BY id",
         )?;

@@ -94,6 +94,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
+/// Read-only connections kept open next to the writer.
+const READERS: usize = 4;
+
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -185,6 +188,10 @@ pub struct ApplianceState {
 /// The control plane's database.
 pub struct Db {
     conn: Mutex<Connection>,
+    /// Read-only connections: in WAL mode readers never wait for the writer, so a large write
+    /// (a million-entry inventory) does not stall lookups.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
 
 impl Db {
@@ -198,12 +205,39 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                r.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(Mutex::new(r))
+            })
+            .collect::<rusqlite::Result<_>>()?;
         Ok(Db {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    /// The connection, for the modules that own their tables' SQL.
+    /// A read-only connection: a free one if any, else the next in turn.
+    pub(crate) fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Ok(guard) = r.try_lock() {
+                return guard;
+            }
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writing connection, for the modules that own their tables' SQL.
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -211,7 +245,7 @@ impl Db {
 
     /// The schema version in force.
     pub fn schema_version(&self) -> rusqlite::Result<i64> {
-        self.conn()
+        self.reader()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
     }
 
@@ -233,7 +267,7 @@ impl Db {
 
     /// All sites, by id.
     pub fn sites(&self) -> Result<Vec<Site>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT id, kind, region, parent FROM sites ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             let kind: String = r.get(1)?;
@@ -296,7 +330,7 @@ impl Db {
 
     /// All coverage zones, by prefix text.
     pub fn zones(&self) -> Result<Vec<Zone>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt =
             conn.prepare("SELECT prefix, site, country FROM coverage_zones ORDER BY prefix")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
@@ -321,7 +355,7 @@ impl Db {
         now: i64,
         stale_after: i64,
     ) -> Result<Vec<ApplianceState>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, h.last_report
              FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id ORDER BY a.id",

@@ -15,7 +15,7 @@ pub const DEFAULT_REPORT_INTERVAL_SECS: u64 = 10;
 /// Whether `credential` is the one issued to appliance `oca_id`.
 pub fn authenticate(db: &Db, oca_id: &str, credential: &str) -> Result<bool, DbError> {
     let stored: Option<Vec<u8>> = db
-        .conn()
+        .reader()
         .query_row(
             "SELECT credential_sha256 FROM appliances WHERE id = ?1",
             [oca_id],
@@ -153,7 +153,7 @@ pub fn status_str(s: Status) -> &'static str {
 
 /// Content ids an appliance holds, sorted (for tests and the admin API).
 pub fn inventory(db: &Db, oca_id: &str) -> Result<Vec<String>, DbError> {
-    let conn = db.conn();
+    let conn = db.reader();
     let mut stmt =
         conn.prepare("SELECT content_id FROM inventory WHERE oca_id = ?1 ORDER BY content_id")?;
     let rows = stmt.query_map([oca_id], |r| r.get(0))?;

@@ -70,7 +70,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads sites, appliances, health, prefixes, zones and inventories.
     pub fn load(db: &Db) -> Result<Snapshot, DbError> {
-        let conn = db.conn();
+        let conn = db.reader();
         let mut sites = HashMap::new();
         let mut stmt = conn.prepare("SELECT id, parent, region FROM sites")?;
         for row in stmt.query_map([], |r| {

@@ -36,7 +36,7 @@ pub fn rotate(db: &Db, now: i64) -> Result<String, DbError> {
 
 /// The current and previous keys, current first.
 pub fn keyring(db: &Db) -> Result<Keyring, DbError> {
-    let conn = db.conn();
+    let conn = db.reader();
     let mut stmt = conn.prepare("SELECT id, secret FROM url_keys ORDER BY seq DESC LIMIT 2")?;
     let keys = stmt
         .query_map([], |r| {

@@ -164,3 +164,49 @@ fn credentials_are_checked_per_appliance() {
         200
     );
 }
+
+#[test]
+fn a_million_entry_inventory_is_taken_without_stalling_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    let (c1, _) = setup(&cp);
+    let content: Vec<String> = (0..1_000_000)
+        .map(|i| format!("c{i:07}_1080p.mp4"))
+        .collect();
+    let big = report(
+        "oca-1",
+        json!({"kind": "full", "seq": 1, "content": content}),
+    );
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (took, reads) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut worst = std::time::Duration::ZERO;
+            let mut count = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                assert_eq!(cp.admin("GET", "/v1/admin/sites", None).0, 200);
+                worst = worst.max(t.elapsed());
+                count += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            (worst, count)
+        });
+        let t = std::time::Instant::now();
+        let (s1, reply) = cp.req("POST", "/v1/appliances/oca-1/health", Some(big), Some(&c1));
+        let took = t.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(s1, 200, "{reply}");
+        (took, reader.join().unwrap())
+    });
+    let (worst, count) = reads;
+    assert!(
+        count >= 3,
+        "lookups kept being answered during a {took:?} intake ({count})"
+    );
+    assert!(
+        worst < took / 2,
+        "a lookup waited {worst:?} during a {took:?} intake"
+    );
+    let (_, n) = cp.admin("GET", "/v1/admin/appliances/oca-1/inventory", None);
+    assert_eq!(n.as_array().unwrap().len(), 1_000_000);
+}
