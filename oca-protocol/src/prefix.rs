@@ -36,6 +36,12 @@ impl Prefix {
         (len <= p.width() && p.masked() == addr).then_some(p)
     }
 
+    /// The prefix of length `len` that contains `ip` (host bits cleared); `None` when `len` is
+    /// longer than the address family allows.
+    pub fn containing(ip: IpAddr, len: u8) -> Option<Prefix> {
+        Prefix::new(mask(ip, len), len)
+    }
+
     /// The network address.
     pub fn addr(&self) -> IpAddr {
         self.addr
