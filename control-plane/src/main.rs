@@ -72,21 +72,8 @@ struct FileConfig {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("control-plane: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    oca_service::init_logging();
+    oca_service::exit("control-plane", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<()> {

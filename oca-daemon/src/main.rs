@@ -27,22 +27,8 @@ use crate::metrics::Metrics;
 const FD_RESERVE: u64 = 256;
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("oca-daemon: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    oca_service::init_logging();
+    oca_service::exit("oca-daemon", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<()> {

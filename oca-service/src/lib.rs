@@ -1,0 +1,28 @@
+//! What every long-running binary of the system does the same way.
+
+use std::process::ExitCode;
+
+/// Logs one line per event to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a
+/// terminal so journald and files get plain text.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Turns the outcome of a binary's `run` into its exit status, reporting an error with its
+/// whole chain of causes both in the log and on stderr (the log may be filtered away).
+pub fn exit(name: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
