@@ -216,13 +216,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Ids of sites and appliances travel in URLs and logs: the content-id alphabet, 1-64 long.
 fn check_id(field: &str, id: &str) -> Result<(), Failure> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
+    if id.len() <= 64 && oca_store::ContentId::parse(id).is_ok() {
         Ok(())
     } else {
         Err(err(
@@ -424,13 +418,7 @@ async fn put_zone(
 ) -> Result<(StatusCode, Json<Zone>), Failure> {
     let zone = body(payload)?;
     if let Some(c) = &zone.country {
-        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                "country: two upper-case letters (ISO 3166-1 alpha-2)",
-            ));
-        }
+        check_country(c)?;
     }
     app.db.put_zone(&zone)?;
     app.fleet_changed();

@@ -394,7 +394,12 @@ pub fn steer(
             continue;
         }
         let headroom = 1.0 - load(a);
-        kept.push((prox, oca_store_score(content_id, &a.id), headroom, a));
+        kept.push((
+            prox,
+            oca_store::placement::score(&a.id, content_id),
+            headroom,
+            a,
+        ));
     }
     kept.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(y.2.total_cmp(&x.2)));
     let mut picked: Vec<&(u8, u64, f64, &Candidate)> = kept.iter().take(MAX_ANSWER).collect();
@@ -461,9 +466,4 @@ fn drop_reason(a: &Candidate, holds: bool, now: i64, stale_after: i64) -> Option
         _ if !holds => Some("does not hold the content"),
         _ => None,
     }
-}
-
-/// Rendezvous score of (content, appliance): the function oca-store places content on disks with.
-fn oca_store_score(content_id: &str, oca_id: &str) -> u64 {
-    oca_store::placement::score(oca_id, content_id)
 }
