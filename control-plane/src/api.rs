@@ -26,7 +26,11 @@ pub const BODY_LIMIT: usize = 64 << 20;
 /// Shared state of the handlers.
 pub struct App {
     /// The database.
-    pub db: Db,
+    pub db: Arc<Db>,
+    /// Titles, renditions and subscribers in memory (written through by the admin API).
+    pub catalog: std::sync::RwLock<crate::catalog::CatalogView>,
+    /// Concurrent-stream leases.
+    pub streams: crate::streams::Streams,
     /// Counters.
     pub metrics: crate::metrics::Metrics,
     /// Seconds between health reports asked of appliances.
@@ -54,6 +58,17 @@ impl App {
     /// The URL-signing keys in force, current first.
     pub fn keyring(&self) -> oca_protocol::keys::Keyring {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Read access to the catalog view.
+    pub fn catalog(&self) -> std::sync::RwLockReadGuard<'_, crate::catalog::CatalogView> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write access to the catalog view; held across the database write it mirrors, so the view
+    /// applies admin changes in the order they committed.
+    pub fn catalog_mut(&self) -> std::sync::RwLockWriteGuard<'_, crate::catalog::CatalogView> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks the fleet view stale after an admin change to sites, appliances or zones; the next
@@ -299,7 +314,9 @@ async fn create_title(
     for c in &t.countries {
         check_country(c)?;
     }
+    let mut view = app.catalog_mut();
     app.db.create_title(&t)?;
+    view.add_title(t.clone());
     Ok((StatusCode::CREATED, Json(t)))
 }
 
@@ -330,7 +347,9 @@ async fn create_content(
             "sha256: 64 hex digits",
         ));
     }
+    let mut view = app.catalog_mut();
     app.db.create_content(&c)?;
+    view.add_content(c.clone());
     Ok((StatusCode::CREATED, Json(c)))
 }
 
@@ -348,7 +367,9 @@ async fn put_subscriber(
 ) -> Result<(StatusCode, Json<Subscriber>), Failure> {
     let s = body(payload)?;
     check_id("id", &s.id)?;
+    let mut view = app.catalog_mut();
     app.db.put_subscriber(&s)?;
+    view.put_subscriber(s.clone());
     Ok((StatusCode::CREATED, Json(s)))
 }
 
@@ -372,17 +393,25 @@ async fn play_handler(
 ) -> Result<Json<oca_protocol::playback::PlayAnswer>, Failure> {
     let req = body(payload)?;
     let client = client_ip(&app, peer.ip(), &headers);
-    let app2 = app.clone();
-    tokio::task::spawn_blocking(move || play::play(&app2, &req, client, unix_now()))
-        .await
-        .map_err(|_| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::Internal,
-                "internal error",
-            )
-        })?
-        .map(Json)
+    // Everything a play reads is in memory, unless an admin change left the fleet view to be
+    // reloaded from the database: that reload runs off the async workers.
+    let granted = if app.fleet_stale.load(std::sync::atomic::Ordering::SeqCst) {
+        let app2 = app.clone();
+        tokio::task::spawn_blocking(move || play::play(&app2, &req, client, unix_now()))
+            .await
+            .map_err(|_| internal())??
+    } else {
+        play::play(&app, &req, client, unix_now())?
+    };
+    play::confirm(&app, granted).await.map(Json)
+}
+
+fn internal() -> Failure {
+    err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "internal error",
+    )
 }
 
 /// The client's address: the peer, or the last `X-Forwarded-For` hop when the peer is a trusted

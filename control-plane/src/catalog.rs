@@ -1,5 +1,7 @@
 //! Titles, their renditions (content files), and subscribers with their plans.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -97,26 +99,6 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Whether `title` may be played in `country`.
-    pub fn licensed(&self, title: &str, country: &str) -> Result<bool, DbError> {
-        let conn = self.reader();
-        let found = conn
-            .prepare_cached("SELECT 1 FROM title_countries WHERE title = ?1 AND country = ?2")?
-            .query_row(params![title, country], |_| Ok(()))
-            .optional()?;
-        Ok(found.is_some())
-    }
-
-    /// Whether the title exists.
-    pub fn title_exists(&self, title: &str) -> Result<bool, DbError> {
-        let conn = self.reader();
-        let found = conn
-            .prepare_cached("SELECT 1 FROM titles WHERE id = ?1")?
-            .query_row([title], |_| Ok(()))
-            .optional()?;
-        Ok(found.is_some())
-    }
-
     /// Adds a content file to the catalog.
     pub fn create_content(&self, c: &Content) -> Result<(), DbError> {
         let conn = self.conn();
@@ -174,25 +156,6 @@ impl Db {
         Ok(())
     }
 
-    /// One subscriber.
-    pub fn subscriber(&self, id: &str) -> Result<Option<Subscriber>, DbError> {
-        let conn = self.reader();
-        let found = conn
-            .prepare_cached(
-                "SELECT id, active, max_resolution, max_streams FROM subscribers WHERE id = ?1",
-            )?
-            .query_row([id], |r| {
-                Ok(Subscriber {
-                    id: r.get(0)?,
-                    active: r.get(1)?,
-                    max_resolution: r.get(2)?,
-                    max_streams: r.get(3)?,
-                })
-            })
-            .optional()?;
-        Ok(found)
-    }
-
     /// All subscribers, by id.
     pub fn subscribers(&self) -> Result<Vec<Subscriber>, DbError> {
         let conn = self.reader();
@@ -209,37 +172,77 @@ impl Db {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
 
-    /// Takes (or renews) the subscriber's stream of `title` until `expires`, unless that would
-    /// exceed `max_streams` other live streams; returns whether it was granted.
-    pub fn take_stream(
-        &self,
-        subscriber: &str,
-        title: &str,
-        max_streams: u32,
-        now: i64,
-        expires: i64,
-    ) -> Result<bool, DbError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM streams WHERE subscriber = ?1 AND expires <= ?2",
-            params![subscriber, now],
-        )?;
-        let others: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM streams WHERE subscriber = ?1 AND title != ?2",
-            params![subscriber, title],
-            |r| r.get(0),
-        )?;
-        if others >= i64::from(max_streams) {
-            return Ok(false);
+/// The catalog and the subscribers in memory, so a play request reads no database: loaded at
+/// start, then written through by the admin API after each committed change.
+#[derive(Default)]
+pub struct CatalogView {
+    /// Licensed countries by title id.
+    titles: HashMap<String, Vec<String>>,
+    /// Renditions by title id, highest resolution first.
+    renditions: HashMap<String, Vec<Content>>,
+    /// Subscribers by id.
+    subscribers: HashMap<String, Subscriber>,
+}
+
+impl CatalogView {
+    /// Reads titles, content and subscribers.
+    pub fn load(db: &Db) -> Result<CatalogView, DbError> {
+        let mut view = CatalogView::default();
+        for t in db.titles()? {
+            view.add_title(t);
         }
-        tx.execute(
-            "INSERT INTO streams (subscriber, title, expires) VALUES (?1, ?2, ?3)
-             ON CONFLICT(subscriber, title) DO UPDATE SET expires = excluded.expires",
-            params![subscriber, title, expires],
-        )?;
-        tx.commit()?;
-        Ok(true)
+        for c in db.content(None)? {
+            view.add_content(c);
+        }
+        for s in db.subscribers()? {
+            view.put_subscriber(s);
+        }
+        Ok(view)
+    }
+
+    /// Records a committed title.
+    pub fn add_title(&mut self, t: Title) {
+        self.titles.insert(t.id, t.countries);
+    }
+
+    /// Records a committed content file.
+    pub fn add_content(&mut self, c: Content) {
+        let list = self.renditions.entry(c.title.clone()).or_default();
+        list.push(c);
+        list.sort_by(|x, y| {
+            y.resolution
+                .cmp(&x.resolution)
+                .then(y.bitrate_kbps.cmp(&x.bitrate_kbps))
+                .then(x.id.cmp(&y.id))
+        });
+    }
+
+    /// Records a committed subscriber.
+    pub fn put_subscriber(&mut self, s: Subscriber) {
+        self.subscribers.insert(s.id.clone(), s);
+    }
+
+    /// One subscriber.
+    pub fn subscriber(&self, id: &str) -> Option<&Subscriber> {
+        self.subscribers.get(id)
+    }
+
+    /// Whether the title exists.
+    pub fn title_exists(&self, title: &str) -> bool {
+        self.titles.contains_key(title)
+    }
+
+    /// Whether `title` may be played in `country`.
+    pub fn licensed(&self, title: &str, country: &str) -> bool {
+        self.titles
+            .get(title)
+            .is_some_and(|cs| cs.iter().any(|c| c == country))
+    }
+
+    /// The title's renditions, highest resolution first.
+    pub fn renditions(&self, title: &str) -> &[Content] {
+        self.renditions.get(title).map_or(&[], Vec::as_slice)
     }
 }

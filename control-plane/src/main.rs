@@ -10,6 +10,7 @@ mod metrics;
 mod origin;
 mod play;
 mod steering;
+mod streams;
 mod url_keys;
 
 use std::net::SocketAddr;
@@ -122,8 +123,13 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let token = admin_token(&token_path)?;
+    let catalog = catalog::CatalogView::load(&db)?;
+    let db = Arc::new(db);
+    let streams = streams::Streams::start(db.clone(), api::unix_now())?;
     let app = Arc::new(api::App {
         db,
+        catalog: std::sync::RwLock::new(catalog),
+        streams,
         metrics: metrics::Metrics::default(),
         report_interval_secs,
         origin_dir,

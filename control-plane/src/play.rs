@@ -9,6 +9,7 @@ use oca_protocol::signing::{signed_query, Scope};
 
 use crate::api::{err, App, Failure};
 use crate::steering;
+use crate::streams::Lease;
 
 /// How long play URLs stay valid.
 pub const URL_TTL_SECS: i64 = 6 * 3600;
@@ -17,9 +18,19 @@ pub const URL_TTL_SECS: i64 = 6 * 3600;
 /// renews its slot instead of taking another).
 pub const STREAM_LEASE_SECS: i64 = 15 * 60;
 
-/// Answers a play request from `client` at `now`.
-pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<PlayAnswer, Failure> {
-    let sub = app.db.subscriber(&req.subscriber)?.ok_or_else(|| {
+/// A play answer whose stream lease is being written.
+pub struct Granted {
+    answer: PlayAnswer,
+    subscriber: String,
+    lease_expires: i64,
+    durable: tokio::sync::oneshot::Receiver<Result<(), String>>,
+}
+
+/// Answers a play request from `client` at `now`; the answer may be sent once [`confirm`] says
+/// its lease is durable.
+pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Granted, Failure> {
+    let catalog = app.catalog();
+    let sub = catalog.subscriber(&req.subscriber).ok_or_else(|| {
         err(
             StatusCode::NOT_FOUND,
             ErrorCode::UnknownSubscriber,
@@ -33,7 +44,7 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
             "subscriber is not active",
         ));
     }
-    if !app.db.title_exists(&req.title)? {
+    if !catalog.title_exists(&req.title) {
         return Err(err(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
@@ -43,7 +54,7 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
     let snap = app.fleet()?;
     let country = snap.country(client).map(str::to_string);
     let licensed = match &country {
-        Some(c) => app.db.licensed(&req.title, c)?,
+        Some(c) => catalog.licensed(&req.title, c),
         None => false,
     };
     if !licensed {
@@ -58,10 +69,9 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
         .device
         .max_resolution
         .map_or(sub.max_resolution, |d| d.min(sub.max_resolution));
-    let allowed: Vec<_> = app
-        .db
-        .content(Some(&req.title))?
-        .into_iter()
+    let allowed: Vec<_> = catalog
+        .renditions(&req.title)
+        .iter()
         .filter(|c| c.resolution <= limit)
         .collect();
     if allowed.is_empty() {
@@ -74,8 +84,9 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
     let key = app.keyring().current().clone();
     let expires = now + URL_TTL_SECS;
     let mut renditions = Vec::new();
+    let near = snap.neighbourhood(client);
     for c in allowed {
-        let d = steering::steer(app.report_interval_secs, &snap, client, &c.id, now, false);
+        let d = steering::steer_near(app.report_interval_secs, &near, client, &c.id, now, false);
         app.metrics.steer_decisions.inc();
         if d.content_miss {
             app.metrics.content_misses.inc();
@@ -94,12 +105,12 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
             .map(|a| format!("{}/c/{}?{query}", a.url.trim_end_matches('/'), c.id))
             .collect();
         renditions.push(Rendition {
-            content_id: c.id,
+            content_id: c.id.clone(),
             resolution: c.resolution,
             bitrate_kbps: c.bitrate_kbps,
             size: c.size,
-            sha256: c.sha256,
-            content_type: c.content_type,
+            sha256: c.sha256.clone(),
+            content_type: c.content_type.clone(),
             urls,
         });
     }
@@ -111,22 +122,50 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Pl
         ));
     }
     // The slot is taken last, so a refused request never holds one.
-    if !app.db.take_stream(
-        &sub.id,
-        &req.title,
-        sub.max_streams,
-        now,
-        now + STREAM_LEASE_SECS,
-    )? {
-        return Err(err(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::TooManyStreams,
-            format!("the plan allows {} streams at once", sub.max_streams),
-        ));
-    }
-    Ok(PlayAnswer {
-        title: req.title.clone(),
-        expires: expires as u64,
-        renditions,
+    let lease_expires = now + STREAM_LEASE_SECS;
+    let durable = match app
+        .streams
+        .take(&sub.id, &req.title, sub.max_streams, now, lease_expires)
+    {
+        Lease::Granted(durable) => durable,
+        Lease::Refused => {
+            return Err(err(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyStreams,
+                format!("the plan allows {} streams at once", sub.max_streams),
+            ))
+        }
+    };
+    Ok(Granted {
+        answer: PlayAnswer {
+            title: req.title.clone(),
+            expires: expires as u64,
+            renditions,
+        },
+        subscriber: sub.id.clone(),
+        lease_expires,
+        durable,
     })
+}
+
+/// Waits until the play's stream lease is committed; a lease that could not be written is given
+/// back and the play fails (503), so no player holds a slot the database does not know of.
+pub async fn confirm(app: &App, g: Granted) -> Result<PlayAnswer, Failure> {
+    let outcome = g
+        .durable
+        .await
+        .unwrap_or_else(|_| Err("the lease writer stopped".into()));
+    match outcome {
+        Ok(()) => Ok(g.answer),
+        Err(e) => {
+            app.streams
+                .release(&g.subscriber, &g.answer.title, g.lease_expires);
+            tracing::warn!(error = %e, "play refused: its stream lease was not recorded");
+            Err(err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Internal,
+                "the stream could not be recorded; retry",
+            ))
+        }
+    }
 }

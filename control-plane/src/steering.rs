@@ -65,6 +65,8 @@ pub struct Snapshot {
     by_site: HashMap<String, Vec<usize>>,
     /// Site ids by region.
     by_region: HashMap<String, Vec<String>>,
+    /// Appliance count by region.
+    region_appliances: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -153,6 +155,7 @@ impl Snapshot {
             countries,
             by_site: HashMap::new(),
             by_region: HashMap::new(),
+            region_appliances: HashMap::new(),
         };
         for (i, a) in snap.appliances.iter().enumerate() {
             snap.by_site.entry(a.site.clone()).or_default().push(i);
@@ -162,6 +165,8 @@ impl Snapshot {
                 .entry(region.clone())
                 .or_default()
                 .push(id.clone());
+            *snap.region_appliances.entry(region.clone()).or_default() +=
+                snap.by_site.get(id).map_or(0, Vec::len);
         }
         snap.rebuild_prefixes();
         Ok(snap)
@@ -253,9 +258,8 @@ impl Snapshot {
         }
     }
 
-    /// Proximity rank of each site for `client`: 0 matched, 1 parent of a matched site, 2 same
-    /// region; sites not listed are not candidates.
-    fn proximity(&self, client: IpAddr) -> (HashMap<&str, u8>, Option<Prefix>) {
+    /// The client's neighbourhood: its matched sites, their tier sites and their regions.
+    pub fn neighbourhood(&self, client: IpAddr) -> Neighbourhood<'_> {
         let mut rank: HashMap<&str, u8> = HashMap::new();
         let best = self.prefixes.longest_match(client).map(|(p, _)| *p);
         // Only the most specific match decides the client's own sites; wider covering prefixes
@@ -272,11 +276,13 @@ impl Snapshot {
             .filter(|(_, r)| **r == 0)
             .map(|(s, _)| *s)
             .collect();
-        let regions: HashSet<&str> = matched
+        let mut regions: Vec<&str> = matched
             .iter()
             .filter_map(|s| self.sites.get(*s))
             .map(|(_, reg)| reg.as_str())
             .collect();
+        regions.sort_unstable();
+        regions.dedup();
         for s in &matched {
             if let Some((Some(parent), _)) = self.sites.get(*s) {
                 if let Some((id, _)) = self.sites.get_key_value(parent.as_str()) {
@@ -285,12 +291,68 @@ impl Snapshot {
                 }
             }
         }
-        for region in regions {
-            for id in self.by_region.get(region).into_iter().flatten() {
-                rank.entry(id.as_str()).or_insert(2);
-            }
+        Neighbourhood {
+            snap: self,
+            rank,
+            regions,
+            matched: best,
         }
-        (rank, best)
+    }
+}
+
+/// Where a client is: the proximity rank of every candidate site (0 the client's own sites, 1
+/// their tier sites, 2 the rest of their regions). Computed once per client and shared by the
+/// decisions for each rendition of a play.
+pub struct Neighbourhood<'a> {
+    snap: &'a Snapshot,
+    rank: HashMap<&'a str, u8>,
+    regions: Vec<&'a str>,
+    matched: Option<Prefix>,
+}
+
+impl<'a> Neighbourhood<'a> {
+    /// Proximity rank of `site`, none when it is not a candidate.
+    fn rank_of(&self, site: &str) -> Option<u8> {
+        if let Some(r) = self.rank.get(site) {
+            return Some(*r);
+        }
+        let (_, region) = self.snap.sites.get(site)?;
+        self.regions.contains(&region.as_str()).then_some(2)
+    }
+
+    /// Every candidate site's appliances, with their rank.
+    fn candidates(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
+        let ranked = self.rank.iter().map(|(s, r)| (*s, *r));
+        let regional = self
+            .regions
+            .iter()
+            .flat_map(|reg| self.snap.by_region.get(*reg).into_iter().flatten())
+            .filter(|s| !self.rank.contains_key(s.as_str()))
+            .map(|s| (s.as_str(), 2));
+        ranked.chain(regional).flat_map(|(site, prox)| {
+            self.snap
+                .by_site
+                .get(site)
+                .into_iter()
+                .flatten()
+                .map(move |&i| (i, prox))
+        })
+    }
+
+    /// About how many appliances the candidate sites have (at most twice the count: a tier site
+    /// in the same region counts twice), the cost of walking them.
+    fn candidate_estimate(&self) -> usize {
+        let ranked: usize = self
+            .rank
+            .keys()
+            .map(|s| self.snap.by_site.get(*s).map_or(0, Vec::len))
+            .sum();
+        let regional: usize = self
+            .regions
+            .iter()
+            .map(|r| self.snap.region_appliances.get(*r).copied().unwrap_or(0))
+            .sum();
+        ranked + regional
     }
 }
 
@@ -365,22 +427,49 @@ pub fn steer(
     now: i64,
     explain: bool,
 ) -> Decision {
-    let (rank, matched) = snap.proximity(client);
+    let near = snap.neighbourhood(client);
+    steer_near(
+        report_interval_secs,
+        &near,
+        client,
+        content_id,
+        now,
+        explain,
+    )
+}
+
+/// Steers a client whose neighbourhood is known to appliances holding `content_id`.
+pub fn steer_near(
+    report_interval_secs: u64,
+    near: &Neighbourhood<'_>,
+    client: IpAddr,
+    content_id: &str,
+    now: i64,
+    explain: bool,
+) -> Decision {
+    let snap = near.snap;
+    let matched = near.matched;
     let holders = snap.holders.get(content_id);
     let mut kept: Vec<(u8, u64, f64, &Candidate)> = Vec::new();
     let mut notes = Vec::new();
-    // Only the candidate sites' appliances are looked at: cost follows the client's
-    // neighbourhood, not the fleet.
-    let candidates = rank.iter().flat_map(|(site, prox)| {
-        snap.by_site
-            .get(*site)
-            .into_iter()
-            .flatten()
-            .map(move |&i| (i, *prox))
-    });
-    for (i, prox) in candidates {
+    let stale_after = 3 * report_interval_secs as i64;
+    // Without an explanation to give, only the holders need a look when they are fewer than the
+    // neighbourhood's appliances (a file sits on a few sites; a region has hundreds of
+    // appliances). Both walks keep the same appliances.
+    let holder_count = holders.map_or(0, HashSet::len);
+    let walk: Box<dyn Iterator<Item = (usize, u8)> + '_> =
+        if !explain && holder_count < near.candidate_estimate() {
+            Box::new(
+                holders
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|&i| near.rank_of(&snap.appliances[i].site).map(|r| (i, r))),
+            )
+        } else {
+            Box::new(near.candidates())
+        };
+    for (i, prox) in walk {
         let a = &snap.appliances[i];
-        let stale_after = 3 * report_interval_secs as i64;
         let reason = drop_reason(a, holders.is_some_and(|h| h.contains(&i)), now, stale_after);
         if let Some(reason) = reason {
             if explain {
@@ -401,7 +490,13 @@ pub fn steer(
             a,
         ));
     }
-    kept.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(y.2.total_cmp(&x.2)));
+    // The id breaks the last ties, so both walks give the same order.
+    kept.sort_unstable_by(|x, y| {
+        x.0.cmp(&y.0)
+            .then(y.1.cmp(&x.1))
+            .then(y.2.total_cmp(&x.2))
+            .then(x.3.id.cmp(&y.3.id))
+    });
     let mut picked: Vec<&(u8, u64, f64, &Candidate)> = kept.iter().take(MAX_ANSWER).collect();
     if picked.len() == MAX_ANSWER && picked.iter().all(|k| k.3.site == picked[0].3.site) {
         if let Some(other) = kept.iter().find(|k| k.3.site != picked[0].3.site) {
@@ -465,5 +560,90 @@ fn drop_reason(a: &Candidate, holds: bool, now: i64, stale_after: i64) -> Option
         _ if load(a) > LOAD_THRESHOLD => Some("over load threshold"),
         _ if !holds => Some("does not hold the content"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Appliance, Site, SiteKind};
+
+    /// A random fleet in a real SQLite file: 60 sites in 3 regions (every fifth an IXP parent),
+    /// 1-4 appliances each with random health, load and holdings.
+    fn random_fleet(db: &Db, seed: u64) -> i64 {
+        let mut x = seed | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let now = 1_000_000;
+        for s in 0..60u64 {
+            let parent = (s % 5 != 0).then(|| format!("s{}", s - s % 5));
+            let site = Site {
+                id: format!("s{s}"),
+                kind: if parent.is_some() {
+                    SiteKind::Isp
+                } else {
+                    SiteKind::Ixp
+                },
+                region: format!("r{}", (s - s % 5) % 3),
+                parent,
+            };
+            db.create_site(&site).unwrap();
+            for k in 0..=rnd(4) {
+                let id = format!("a{s}-{k}");
+                let a = Appliance {
+                    id: id.clone(),
+                    site: site.id.clone(),
+                    url: format!("http://{id}"),
+                    capacity_bps: 1_000_000,
+                };
+                db.create_appliance(&a, &[0; 32], now).unwrap();
+                let status = ["ok", "ok", "ok", "warning", "error"][rnd(5) as usize];
+                let content: Vec<String> = (0..rnd(20)).map(|_| format!("c{}", rnd(40))).collect();
+                let report: HealthReport = serde_json::from_value(serde_json::json!({
+                    "oca_id": id, "site": site.id, "version": "t", "status": status,
+                    "serving": {"active_connections": 0, "bytes_per_sec": rnd(130_000),
+                                "requests_per_sec": 0, "capacity_bps": 1_000_000},
+                    "disks": [], "prefixes": [format!("10.{s}.{}.0/24", rnd(2)), format!("10.{}.0.0/16", s - s % 5)],
+                    "inventory": {"kind": "full", "seq": 1, "content": content}
+                }))
+                .unwrap();
+                let stale = rnd(6) == 0;
+                crate::intake::record(db, &report, if stale { now - 100 } else { now }).unwrap();
+            }
+        }
+        now
+    }
+
+    #[test]
+    fn the_holder_walk_and_the_neighbourhood_walk_agree() {
+        for seed in 1..=8u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open(&dir.path().join("cp.db")).unwrap();
+            let now = random_fleet(&db, seed * 7919);
+            let snap = Snapshot::load(&db).unwrap();
+            let mut answered = 0;
+            for s in 0..60u8 {
+                for h in [1u8, 200] {
+                    let client: IpAddr = format!("10.{s}.{}.{h}", h % 2).parse().unwrap();
+                    for c in 0..40 {
+                        let content = format!("c{c}");
+                        let fast = steer(10, &snap, client, &content, now, false);
+                        let full = steer(10, &snap, client, &content, now, true);
+                        assert_eq!(
+                            fast.answer.appliances, full.answer.appliances,
+                            "seed {seed} client {client} {content}"
+                        );
+                        assert_eq!(fast.content_miss, full.content_miss);
+                        assert_eq!(fast.health_miss, full.health_miss);
+                        answered += usize::from(!fast.answer.appliances.is_empty());
+                    }
+                }
+            }
+            assert!(answered > 500, "the fleet steers somewhere: {answered}");
+        }
     }
 }

@@ -207,3 +207,55 @@ fn every_refusal_has_its_stable_code() {
     assert_eq!(s, 400);
     assert!(e["message"].as_str().unwrap().contains("subscriber"), "{e}");
 }
+
+#[test]
+fn stream_slots_hold_under_concurrent_plays_and_survive_kill_9() {
+    let mut w = world();
+    let nl = "198.51.100.7";
+    let family = json!({"id": "family", "active": true, "max_resolution": 2160, "max_streams": 1});
+    assert_eq!(
+        w.cp.admin("POST", "/v1/admin/subscribers", Some(family)).0,
+        201
+    );
+    // 24 plays at once for two titles and one slot: only one title may win it.
+    let outcomes: Vec<(u16, &str)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let title = ["t1", "t2"][i % 2];
+                let w = &w;
+                s.spawn(move || {
+                    let (status, _) = play(w, nl, json!({"subscriber": "family", "title": title}));
+                    (status, title)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: std::collections::HashSet<&str> = outcomes
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let won = *winners.iter().next().unwrap();
+    let lost = if won == "t1" { "t2" } else { "t1" };
+    assert!(
+        outcomes
+            .iter()
+            .all(|(s, t)| (*s == 200 && *t == won) || (*s == 429 && *t == lost)),
+        "{outcomes:?}"
+    );
+    // Every answered play's lease was committed before the answer: a kill -9 keeps it.
+    let dir = w._dir.path().to_path_buf();
+    w.cp = start_with(&dir, &["--trusted-proxy", "127.0.0.1"]);
+    let again = |title: &str| play(&w, nl, json!({"subscriber": "family", "title": title})).0;
+    assert_eq!(again(lost), 429, "the lease survived the kill");
+    assert_eq!(again(won), 200, "the holder renews its own stream");
+    // An admin change is seen by the very next play.
+    let wider = json!({"id": "family", "active": true, "max_resolution": 2160, "max_streams": 2});
+    assert_eq!(
+        w.cp.admin("POST", "/v1/admin/subscribers", Some(wider)).0,
+        201
+    );
+    assert_eq!(again(lost), 200);
+}
