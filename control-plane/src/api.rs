@@ -42,7 +42,7 @@ pub struct App {
     /// SHA-256 of the admin bearer token.
     pub admin_token_sha256: [u8; 32],
     /// Steering's in-memory view of the fleet.
-    pub fleet: std::sync::RwLock<steering::Snapshot>,
+    pub fleet: parking_lot::RwLock<steering::Snapshot>,
     /// Set by admin changes; the next reader of the fleet view reloads it.
     pub fleet_stale: std::sync::atomic::AtomicBool,
     /// The URL-signing keys in force (the database holds them; this avoids a read per request).
@@ -50,9 +50,10 @@ pub struct App {
 }
 
 impl App {
-    /// Write access to the fleet view (a panic elsewhere leaves it usable).
-    pub fn fleet_mut(&self) -> std::sync::RwLockWriteGuard<'_, steering::Snapshot> {
-        self.fleet.write().unwrap_or_else(|p| p.into_inner())
+    /// Write access to the fleet view (parking_lot's lock does not poison: a panic elsewhere
+    /// leaves it usable).
+    pub fn fleet_mut(&self) -> parking_lot::RwLockWriteGuard<'_, steering::Snapshot> {
+        self.fleet.write()
     }
 
     /// The URL-signing keys in force, current first.
@@ -79,19 +80,23 @@ impl App {
     }
 
     /// Read access to the fleet view, reloaded first when an admin change made it stale.
-    pub fn fleet(&self) -> Result<std::sync::RwLockReadGuard<'_, steering::Snapshot>, DbError> {
+    pub fn fleet(&self) -> Result<parking_lot::RwLockReadGuard<'_, steering::Snapshot>, DbError> {
         use std::sync::atomic::Ordering::SeqCst;
-        if self.fleet_stale.swap(false, SeqCst) {
-            // A change committed during this load sets the flag again, so it is never missed.
-            match steering::Snapshot::load(&self.db) {
-                Ok(fresh) => *self.fleet_mut() = fresh,
-                Err(e) => {
-                    self.fleet_stale.store(true, SeqCst);
-                    return Err(e);
+        if self.fleet_stale.load(SeqCst) {
+            // The load runs under the write lock, so no reader acts on the view the admin
+            // change made stale; a change committed during the load sets the flag again.
+            let mut fleet = self.fleet_mut();
+            if self.fleet_stale.swap(false, SeqCst) {
+                match steering::Snapshot::load(&self.db) {
+                    Ok(fresh) => *fleet = fresh,
+                    Err(e) => {
+                        self.fleet_stale.store(true, SeqCst);
+                        return Err(e);
+                    }
                 }
             }
         }
-        Ok(self.fleet.read().unwrap_or_else(|p| p.into_inner()))
+        Ok(self.fleet.read())
     }
 }
 
@@ -552,8 +557,7 @@ async fn health(
         let now = unix_now();
         let accepted = intake::record(&app2.db, &report, now)?;
         // Memory follows the database only once the report is committed.
-        app2.fleet_mut()
-            .apply_report(&report, accepted.send_full_inventory, now);
+        steering::Snapshot::apply(&app2.fleet, &report, accepted.send_full_inventory, now);
         Ok(accepted)
     })
     .await

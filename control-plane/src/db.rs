@@ -92,6 +92,24 @@ const MIGRATIONS: &[&str] = &[
         expires INTEGER NOT NULL,
         PRIMARY KEY (subscriber, title)
     ) WITHOUT ROWID;",
+    // 5: inventories by generation, so a large full inventory is written in short transactions
+    // beside the one in force and switched in at once; generations being written or replaced
+    // (removed after a crash); expired stream leases found by expiry.
+    "ALTER TABLE appliances ADD COLUMN inventory_gen INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE inventory_v5 (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        gen INTEGER NOT NULL,
+        content_id TEXT NOT NULL,
+        PRIMARY KEY (oca_id, gen, content_id)
+    ) WITHOUT ROWID;
+    INSERT INTO inventory_v5 (oca_id, gen, content_id) SELECT oca_id, 0, content_id FROM inventory;
+    DROP TABLE inventory;
+    ALTER TABLE inventory_v5 RENAME TO inventory;
+    CREATE TABLE inventory_unused (
+        gen INTEGER PRIMARY KEY,
+        oca_id TEXT NOT NULL
+    );
+    CREATE INDEX streams_by_expiry ON streams(expires);",
 ];
 
 /// Read-only connections kept open next to the writer.
@@ -187,11 +205,16 @@ pub struct ApplianceState {
 
 /// The control plane's database.
 pub struct Db {
-    conn: Mutex<Connection>,
+    /// The writer. Fair: a writer looping over chunks (a large inventory) goes back in line
+    /// after each one instead of taking the lock again ahead of those waiting. A panic while
+    /// holding it leaves SQLite consistent (transactions roll back), so it has no poisoning.
+    conn: parking_lot::FairMutex<Connection>,
     /// Read-only connections: in WAL mode readers never wait for the writer, so a large write
     /// (a million-entry inventory) does not stall lookups.
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
+    /// The last inventory generation handed out (generations are unique across appliances).
+    last_gen: std::sync::atomic::AtomicI64,
 }
 
 impl Db {
@@ -205,6 +228,12 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        let last_gen: i64 = conn.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(inventory_gen) FROM appliances), 0),
+                        COALESCE((SELECT MAX(gen) FROM inventory_unused), 0))",
+            [],
+            |r| r.get(0),
+        )?;
         let readers = (0..READERS)
             .map(|_| {
                 let r = Connection::open_with_flags(
@@ -217,10 +246,18 @@ impl Db {
             })
             .collect::<rusqlite::Result<_>>()?;
         Ok(Db {
-            conn: Mutex::new(conn),
+            conn: parking_lot::FairMutex::new(conn),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
+            last_gen: std::sync::atomic::AtomicI64::new(last_gen),
         })
+    }
+
+    /// A fresh inventory generation.
+    pub(crate) fn new_inventory_gen(&self) -> i64 {
+        self.last_gen
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
     }
 
     /// A read-only connection: a free one if any, else the next in turn.
@@ -238,9 +275,8 @@ impl Db {
     }
 
     /// The writing connection, for the modules that own their tables' SQL.
-    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn conn(&self) -> parking_lot::FairMutexGuard<'_, Connection> {
+        self.conn.lock()
     }
 
     /// The schema version in force.

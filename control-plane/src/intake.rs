@@ -36,8 +36,107 @@ pub struct Accepted {
     pub send_full_inventory: bool,
 }
 
-/// Records a report in one transaction.
+/// Full inventories longer than this are written in chunks of this many entries, each in its
+/// own short transaction, so other writers (reports, stream leases) never queue behind one
+/// large transaction.
+pub const INVENTORY_CHUNK: usize = 10_000;
+
+/// Records a report: one transaction, after a large full inventory was staged in chunks beside
+/// the one in force. The report's transaction switches the appliance to the staged generation,
+/// so readers and a crash see the old inventory or the new one, never a part.
 pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> {
+    let staged = match &r.inventory {
+        Inventory::Full { content, .. } if content.len() > INVENTORY_CHUNK => {
+            Some(stage(db, &r.oca_id, content)?)
+        }
+        _ => None,
+    };
+    let outcome = record_staged(db, r, now, staged);
+    // Leftovers of a failed purge are harmless (no appliance points at them) and the next
+    // start removes them, so a failure here does not fail the report.
+    let leftover = match (&outcome, staged) {
+        (Ok((_, Some(old))), _) => Some(*old),
+        (Err(_), Some(gen)) => Some(gen),
+        _ => None,
+    };
+    if let Some(gen) = leftover {
+        if let Err(e) = purge(db, &r.oca_id, gen) {
+            tracing::warn!(oca_id = %r.oca_id, gen, error = %e, "removing a replaced inventory");
+        }
+    }
+    outcome.map(|(accepted, _)| accepted)
+}
+
+/// Writes `content` as a new inventory generation of `oca_id`, chunk by chunk; returns it.
+/// Until the report switches it in, the generation is listed as unused, so a crash leaves
+/// nothing that [`remove_unused`] does not clear.
+fn stage(db: &Db, oca_id: &str, content: &[String]) -> Result<i64, DbError> {
+    let gen = db.new_inventory_gen();
+    db.conn().execute(
+        "INSERT INTO inventory_unused (gen, oca_id) VALUES (?1, ?2)",
+        params![gen, oca_id],
+    )?;
+    for chunk in content.chunks(INVENTORY_CHUNK) {
+        let written = (|| {
+            let mut conn = db.conn();
+            let tx = conn.transaction()?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO inventory (oca_id, gen, content_id) VALUES (?1, ?2, ?3)",
+                )?;
+                for id in chunk {
+                    ins.execute(params![oca_id, gen, id])?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = written {
+            purge(db, oca_id, gen)?;
+            return Err(e.into());
+        }
+    }
+    Ok(gen)
+}
+
+/// Deletes one unused inventory generation of `oca_id`, chunk by chunk.
+fn purge(db: &Db, oca_id: &str, gen: i64) -> Result<(), DbError> {
+    loop {
+        let deleted = db.conn().execute(
+            "DELETE FROM inventory WHERE oca_id = ?1 AND gen = ?2 AND content_id IN
+               (SELECT content_id FROM inventory WHERE oca_id = ?1 AND gen = ?2 LIMIT ?3)",
+            params![oca_id, gen, INVENTORY_CHUNK as i64],
+        )?;
+        if deleted < INVENTORY_CHUNK {
+            break;
+        }
+    }
+    db.conn()
+        .execute("DELETE FROM inventory_unused WHERE gen = ?1", [gen])?;
+    Ok(())
+}
+
+/// Deletes the generations a stopped process left unused (staged and never switched in, or
+/// replaced and not yet deleted); run at start.
+pub fn remove_unused(db: &Db) -> Result<usize, DbError> {
+    let unused: Vec<(i64, String)> = {
+        let conn = db.reader();
+        let mut stmt = conn.prepare("SELECT gen, oca_id FROM inventory_unused")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (gen, oca_id) in &unused {
+        purge(db, oca_id, *gen)?;
+    }
+    Ok(unused.len())
+}
+
+/// The report's transaction; returns the generation it replaced when it switched to `staged`.
+fn record_staged(
+    db: &Db,
+    r: &HealthReport,
+    now: i64,
+    staged: Option<i64>,
+) -> Result<(Accepted, Option<i64>), DbError> {
     let mut conn = db.conn();
     let tx = conn.transaction()?;
     let held: Option<i64> = tx
@@ -47,7 +146,26 @@ pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> 
             |row| row.get(0),
         )
         .optional()?;
-    let (seq, send_full) = apply_inventory(&tx, &r.oca_id, &r.inventory, held.map(|s| s as u64))?;
+    let gen: i64 = tx.query_row(
+        "SELECT inventory_gen FROM appliances WHERE id = ?1",
+        [&r.oca_id],
+        |row| row.get(0),
+    )?;
+    let (seq, send_full) = match (staged, &r.inventory) {
+        (Some(new_gen), Inventory::Full { seq, .. }) => {
+            tx.execute(
+                "UPDATE appliances SET inventory_gen = ?2 WHERE id = ?1",
+                params![r.oca_id, new_gen],
+            )?;
+            tx.execute("DELETE FROM inventory_unused WHERE gen = ?1", [new_gen])?;
+            tx.execute(
+                "INSERT INTO inventory_unused (gen, oca_id) VALUES (?1, ?2)",
+                params![gen, r.oca_id],
+            )?;
+            (*seq, false)
+        }
+        _ => apply_inventory(&tx, &r.oca_id, gen, &r.inventory, held.map(|s| s as u64))?,
+    };
     replace_prefixes(&tx, r)?;
     let disks = serde_json::to_string(&r.disks).expect("plain structs serialise");
     tx.execute(
@@ -71,10 +189,11 @@ pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> 
         ],
     )?;
     tx.commit()?;
-    Ok(Accepted {
+    let accepted = Accepted {
         inventory_seq: seq,
         send_full_inventory: send_full,
-    })
+    };
+    Ok((accepted, staged.map(|_| gen)))
 }
 
 /// Records the appliance's routes, writing only when they changed (they rarely do, and most
@@ -107,16 +226,21 @@ fn replace_prefixes(tx: &Transaction<'_>, r: &HealthReport) -> Result<(), DbErro
 fn apply_inventory(
     tx: &Transaction<'_>,
     oca_id: &str,
+    gen: i64,
     inv: &Inventory,
     held: Option<u64>,
 ) -> Result<(u64, bool), DbError> {
+    let mut ins = tx.prepare_cached(
+        "INSERT OR IGNORE INTO inventory (oca_id, gen, content_id) VALUES (?1, ?2, ?3)",
+    )?;
     match inv {
         Inventory::Full { seq, content } => {
-            tx.execute("DELETE FROM inventory WHERE oca_id = ?1", [oca_id])?;
-            let mut ins =
-                tx.prepare("INSERT OR IGNORE INTO inventory (oca_id, content_id) VALUES (?1, ?2)")?;
+            tx.execute(
+                "DELETE FROM inventory WHERE oca_id = ?1 AND gen = ?2",
+                params![oca_id, gen],
+            )?;
             for id in content {
-                ins.execute(params![oca_id, id])?;
+                ins.execute(params![oca_id, gen, id])?;
             }
             Ok((*seq, false))
         }
@@ -126,15 +250,14 @@ fn apply_inventory(
             added,
             removed,
         } if held == Some(*base_seq) => {
-            let mut del =
-                tx.prepare("DELETE FROM inventory WHERE oca_id = ?1 AND content_id = ?2")?;
+            let mut del = tx.prepare_cached(
+                "DELETE FROM inventory WHERE oca_id = ?1 AND gen = ?2 AND content_id = ?3",
+            )?;
             for id in removed {
-                del.execute(params![oca_id, id])?;
+                del.execute(params![oca_id, gen, id])?;
             }
-            let mut ins =
-                tx.prepare("INSERT OR IGNORE INTO inventory (oca_id, content_id) VALUES (?1, ?2)")?;
             for id in added {
-                ins.execute(params![oca_id, id])?;
+                ins.execute(params![oca_id, gen, id])?;
             }
             Ok((*seq, false))
         }
@@ -155,7 +278,8 @@ pub fn status_str(s: Status) -> &'static str {
 pub fn inventory(db: &Db, oca_id: &str) -> Result<Vec<String>, DbError> {
     let conn = db.reader();
     let mut stmt =
-        conn.prepare("SELECT content_id FROM inventory WHERE oca_id = ?1 ORDER BY content_id")?;
+        conn.prepare("SELECT i.content_id FROM appliances a CROSS JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen
+                      WHERE a.id = ?1 ORDER BY i.content_id")?;
     let rows = stmt.query_map([oca_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -112,6 +112,13 @@ fn run(cli: Cli) -> Result<()> {
     let db = db::Db::open(&db_path)
         .with_context(|| format!("opening database {}", db_path.display()))?;
     tracing::info!(schema_version = db.schema_version()?, "database ready");
+    let unused = intake::remove_unused(&db)?;
+    if unused > 0 {
+        tracing::info!(
+            generations = unused,
+            "removed inventories of unfinished reports"
+        );
+    }
     url_keys::ensure(&db, api::unix_now())?;
     let fleet = steering::Snapshot::load(&db)?;
     let keys = url_keys::keyring(&db)?;
@@ -133,7 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         metrics: metrics::Metrics::default(),
         report_interval_secs,
         origin_dir,
-        fleet: std::sync::RwLock::new(fleet),
+        fleet: parking_lot::RwLock::new(fleet),
         fleet_stale: std::sync::atomic::AtomicBool::new(false),
         keys: std::sync::RwLock::new(keys),
         trusted_proxies: if cli.trusted_proxies.is_empty() {

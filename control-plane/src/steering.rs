@@ -51,7 +51,7 @@ pub struct Snapshot {
     appliances: Vec<Candidate>,
     sites: HashMap<String, (Option<String>, String)>,
     prefixes: PrefixTable<Vec<String>>,
-    holders: HashMap<String, HashSet<usize>>,
+    holders: Holders,
     index: HashMap<String, usize>,
     /// Prefixes each appliance reported, by appliance index.
     reported: Vec<Vec<Prefix>>,
@@ -133,13 +133,18 @@ impl Snapshot {
                 zones.push((prefix, site));
             }
         }
-        let mut holders: HashMap<String, HashSet<usize>> = HashMap::new();
+        let mut holders = Holders::default();
         let mut held: Vec<HashSet<String>> = vec![HashSet::new(); appliances.len()];
-        let mut stmt = conn.prepare("SELECT content_id, oca_id FROM inventory")?;
+        let mut stmt = conn.prepare(
+            // CROSS JOIN keeps appliances the outer loop, so each one's current generation is
+            // a range of the key and generations being written are never scanned.
+            "SELECT i.content_id, a.id FROM appliances a
+             CROSS JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen",
+        )?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (content, oca) = row?;
             if let Some(&i) = index.get(&oca) {
-                holders.entry(content.clone()).or_default().insert(i);
+                holders.insert(&content, i);
                 held[i].insert(content);
             }
         }
@@ -200,7 +205,71 @@ impl Snapshot {
     }
 
     /// Applies an accepted health report, so steering sees it without rereading the database.
-    pub fn apply_report(&mut self, r: &HealthReport, full_inventory_needed: bool, now: i64) {
+    /// A full inventory longer than [`crate::intake::INVENTORY_CHUNK`] is applied as deltas of
+    /// that size, each under its own short write lock, so steering never waits long for it.
+    pub fn apply(
+        fleet: &parking_lot::RwLock<Snapshot>,
+        r: &HealthReport,
+        full_inventory_needed: bool,
+        now: i64,
+    ) {
+        let write = || fleet.write();
+        let content = match &r.inventory {
+            Inventory::Full { content, .. }
+                if !full_inventory_needed && content.len() > crate::intake::INVENTORY_CHUNK =>
+            {
+                content
+            }
+            _ => return write().apply_report(r, full_inventory_needed, now),
+        };
+        // Status and routes first, then the held set is swapped whole (built outside the lock),
+        // then the holder index follows in chunks.
+        write().apply_report(r, true, now);
+        let new: HashSet<String> = content.iter().cloned().collect();
+        let held = new.clone();
+        let old = {
+            let mut snap = write();
+            let Some(&i) = snap.index.get(&r.oca_id) else {
+                return;
+            };
+            std::mem::replace(&mut snap.held[i], held)
+        };
+        let added: Vec<&String> = new.iter().filter(|c| !old.contains(*c)).collect();
+        let removed: Vec<&String> = old.iter().filter(|c| !new.contains(*c)).collect();
+        let step = crate::intake::INVENTORY_CHUNK;
+        // Each chunk hands the lock to whoever waits (unlock_fair) instead of taking it again
+        // straight away, so steering runs between chunks.
+        for chunk in added.chunks(step) {
+            let mut snap = write();
+            if let Some(&i) = snap.index.get(&r.oca_id) {
+                chunk.iter().for_each(|c| snap.holders.insert(c, i));
+            }
+            parking_lot::RwLockWriteGuard::unlock_fair(snap);
+        }
+        for chunk in removed.chunks(step) {
+            let mut snap = write();
+            if let Some(&i) = snap.index.get(&r.oca_id) {
+                chunk.iter().for_each(|c| snap.holders.remove(c, i));
+            }
+            parking_lot::RwLockWriteGuard::unlock_fair(snap);
+        }
+    }
+
+    /// Adds and removes content held by one appliance.
+    fn change_inventory(&mut self, oca_id: &str, added: &[String], removed: &[String]) {
+        let Some(&i) = self.index.get(oca_id) else {
+            return;
+        };
+        for c in removed {
+            self.unhold(c, i);
+            self.held[i].remove(c);
+        }
+        for c in added {
+            self.hold(c, i);
+        }
+    }
+
+    fn apply_report(&mut self, r: &HealthReport, full_inventory_needed: bool, now: i64) {
         let Some(&i) = self.index.get(&r.oca_id) else {
             return;
         };
@@ -230,32 +299,18 @@ impl Snapshot {
                 }
             }
             Inventory::Delta { added, removed, .. } => {
-                for c in removed {
-                    self.unhold(c, i);
-                    self.held[i].remove(c);
-                }
-                for c in added {
-                    self.hold(c, i);
-                }
+                self.change_inventory(&r.oca_id, added, removed);
             }
         }
     }
 
     fn hold(&mut self, content: &str, i: usize) {
-        self.holders
-            .entry(content.to_string())
-            .or_default()
-            .insert(i);
+        self.holders.insert(content, i);
         self.held[i].insert(content.to_string());
     }
 
     fn unhold(&mut self, content: &str, i: usize) {
-        if let Some(set) = self.holders.get_mut(content) {
-            set.remove(&i);
-            if set.is_empty() {
-                self.holders.remove(content);
-            }
-        }
+        self.holders.remove(content, i);
     }
 
     /// The client's neighbourhood: its matched sites, their tier sites and their regions.
@@ -560,6 +615,60 @@ fn drop_reason(a: &Candidate, holds: bool, now: i64, stale_after: i64) -> Option
         _ if load(a) > LOAD_THRESHOLD => Some("over load threshold"),
         _ if !holds => Some("does not hold the content"),
         _ => None,
+    }
+}
+
+/// Which appliances hold each content id, in shards: a first inventory of a million files grows
+/// the index one shard at a time, so no single insert under the fleet's write lock rehashes it
+/// all.
+struct Holders {
+    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<HashMap<String, HashSet<usize>>>,
+}
+
+impl Default for Holders {
+    fn default() -> Holders {
+        Holders {
+            hasher: Default::default(),
+            shards: vec![HashMap::new(); 256],
+        }
+    }
+}
+
+impl Holders {
+    fn shard(&self, content: &str) -> usize {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(content) % self.shards.len() as u64) as usize
+    }
+
+    fn get(&self, content: &str) -> Option<&HashSet<usize>> {
+        self.shards[self.shard(content)].get(content)
+    }
+
+    fn insert(&mut self, content: &str, appliance: usize) {
+        let s = self.shard(content);
+        match self.shards[s].get_mut(content) {
+            Some(set) => {
+                set.insert(appliance);
+            }
+            None => {
+                self.shards[s].insert(content.to_string(), HashSet::from([appliance]));
+            }
+        }
+    }
+
+    fn remove(&mut self, content: &str, appliance: usize) {
+        let s = self.shard(content);
+        if let Some(set) = self.shards[s].get_mut(content) {
+            set.remove(&appliance);
+            if set.is_empty() {
+                self.shards[s].remove(content);
+            }
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.shards.iter().flat_map(HashMap::keys)
     }
 }
 
