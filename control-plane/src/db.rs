@@ -457,6 +457,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_version_4_database_keeps_its_inventories_and_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.execute_batch(
+                "PRAGMA user_version = 4;
+                 INSERT INTO sites (id, kind, region) VALUES ('s', 'isp', 'eu');
+                 INSERT INTO appliances (id, site, url, capacity_bps, credential_sha256, created)
+                   VALUES ('a', 's', 'http://a', 1, x'00', 0);
+                 INSERT INTO inventory (oca_id, content_id) VALUES ('a', 'c1'), ('a', 'c2');
+                 INSERT INTO subscribers (id, active, max_resolution, max_streams) VALUES ('u', 1, 1080, 1);
+                 INSERT INTO streams (subscriber, title, expires) VALUES ('u', 't', 99);",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(crate::intake::inventory(&db, "a").unwrap(), ["c1", "c2"]);
+        let leases: i64 = db
+            .reader()
+            .query_row("SELECT COUNT(*) FROM streams", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(leases, 1);
+    }
+
+    #[test]
     fn migrates_once_and_keeps_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.db");

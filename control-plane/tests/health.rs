@@ -216,6 +216,7 @@ fn a_million_entry_inventory_stalls_neither_lookups_nor_other_writers() {
     let (c1, c2) = setup(&cp);
     for (seq, first) in [(1, 0), (2, 500_000)] {
         let (took, worst) = big_intake(&cp, &c1, &c2, seq, first);
+        eprintln!("intake {seq}: {took:?}; slowest admin list, steering, other report: {worst:?}");
         // Each kind of request waited for at most a few of the intake's short transactions.
         for (what, w) in ["admin list", "steering", "another appliance's report"]
             .iter()
