@@ -82,7 +82,7 @@ trap cleanup EXIT
 
 "$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" \
   || { echo "nginx did not start (port $NGINX_PORT busy?)" >&2; exit 1; }
-"$OCA" --listen 127.0.0.1:$OCA_PORT --admin-listen 127.0.0.1:$OCA_ADMIN --store "$WORK/store" \
+"$OCA" --listen 127.0.0.1:$OCA_PORT --admin-listen 127.0.0.1:$OCA_ADMIN --store "$WORK/store" --allow-unsigned \
   --workers "$WORKERS" --engine "$ENGINE" --body-path "$BODY_PATH" 2> "$WORK/oca.log" &
 OCA_PID=$!
 for _ in $(seq 50); do grep -q ' listening ' "$WORK/oca.log" && break; sleep 0.1; done

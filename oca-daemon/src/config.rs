@@ -98,6 +98,13 @@ pub struct Cli {
     /// Log one line per request (target "access").
     #[arg(long)]
     pub access_log: bool,
+    /// URL-signing keyring (JSON, 0600; written by the fill agent). Reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<PathBuf>,
+    /// Serve requests without a valid signature. For labs only: anyone who can reach the
+    /// appliance can then fetch every file.
+    #[arg(long)]
+    pub allow_unsigned: bool,
     /// Generate a small sample store and serve it on loopback (try-it-out mode).
     #[arg(long)]
     pub demo: bool,
@@ -165,6 +172,10 @@ pub struct Config {
     pub access_log: bool,
     /// Whether to serve a generated sample store.
     pub demo: bool,
+    /// The URL-signing keyring file.
+    pub keys: Option<PathBuf>,
+    /// Whether unsigned requests are served.
+    pub allow_unsigned: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -178,6 +189,8 @@ struct FileConfig {
     engine: Option<EngineChoice>,
     body_path: Option<BodyPath>,
     access_log: Option<bool>,
+    keys: Option<PathBuf>,
+    allow_unsigned: Option<bool>,
     #[serde(default)]
     limits: FileLimits,
 }
@@ -279,6 +292,8 @@ impl Config {
             limits,
             access_log: cli.access_log || file.access_log.unwrap_or(false),
             demo: cli.demo,
+            keys: cli.keys.or(file.keys),
+            allow_unsigned: cli.allow_unsigned || file.allow_unsigned.unwrap_or(false),
         };
         cfg.check()?;
         Ok(cfg)
@@ -288,6 +303,9 @@ impl Config {
         let l = &self.limits;
         if self.stores.is_empty() && !self.demo {
             bail!("no store configured: give --store DIR (repeatable) or `stores` in the config file, or try --demo");
+        }
+        if self.keys.is_none() && !self.allow_unsigned && !self.demo {
+            bail!("no URL keys: give --keys FILE (the keyring the fill agent writes) or, in a lab only, --allow-unsigned");
         }
         if self.workers > 1024 {
             bail!("workers = {} is more than 1024", self.workers);
@@ -335,7 +353,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:1000\"\nstores = [\"/a\", \"/b\"]\nworkers = 3\n[limits]\nmax_ranges = 4\nheader_timeout = 2.5\n",
+            "listen = \"127.0.0.1:1000\"\nstores = [\"/a\", \"/b\"]\nworkers = 3\nkeys = \"/k.json\"\n[limits]\nmax_ranges = 4\nheader_timeout = 2.5\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();

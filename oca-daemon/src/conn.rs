@@ -39,6 +39,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Whether to log each request.
     pub access_log: bool,
+    /// Who may fetch content.
+    pub auth: Arc<crate::signed_urls::UrlAuth>,
 }
 
 /// Per-worker state the connections use.
@@ -276,6 +278,7 @@ impl Conn {
                 Ok(Parsed::Complete(req, used)) => {
                     let mut sctx = ServeCtx {
                         store: &ctx.shared.store,
+                        auth: &ctx.shared.auth,
                         files: &mut ctx.files,
                         now: ctx.now,
                         max_ranges: ctx.shared.limits.max_ranges,
@@ -290,6 +293,9 @@ impl Conn {
                     let served = serve::serve(&req, &mut sctx, &mut self.out, &mut self.segs);
                     if let Some(disk) = served.disk_error {
                         ctx.shared.metrics.disk_error(disk);
+                    }
+                    if let Some(admission) = served.admission {
+                        ctx.stats().admission(admission);
                     }
                     self.status = served.status;
                     self.keep_alive = served.keep_alive;

@@ -32,6 +32,27 @@ pub fn prepare() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Writes a fresh one-key keyring (0600) next to the sample store, as the fill agent would from
+/// the control plane's reply, and returns its path and the key.
+pub fn keys() -> Result<(PathBuf, oca_protocol::keys::Key)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut secret = [0u8; oca_protocol::keys::SECRET_LEN];
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("reading the kernel's random source: {e}"))?;
+    let key = oca_protocol::keys::Key::new("demo", secret)?;
+    let ring = oca_protocol::keys::Keyring::new(vec![key.clone()])?;
+    let path = std::env::temp_dir().join("oca-demo-keys.json");
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(ring.to_json().as_bytes())?;
+    Ok((path, key))
+}
+
 /// Deterministic bytes (xorshift seeded by the id) so every demo store is identical.
 fn write_pattern(path: &std::path::Path, id: &str, size: u64) -> std::io::Result<()> {
     let mut x = oca_store::placement::score("demo", id) | 1;

@@ -8,6 +8,7 @@ mod engine;
 mod http;
 mod metrics;
 mod open_files;
+mod signed_urls;
 mod socket;
 
 use std::process::ExitCode;
@@ -36,6 +37,13 @@ fn run(cli: Cli) -> Result<()> {
     if cfg.demo && cfg.stores.is_empty() {
         cfg.stores = vec![demo::prepare()?];
     }
+    let demo_key = if cfg.demo && cfg.keys.is_none() && !cfg.allow_unsigned {
+        let (path, key) = demo::keys()?;
+        cfg.keys = Some(path);
+        Some(key)
+    } else {
+        None
+    };
     limit_connections_to_fds(&mut cfg);
     let store = Store::open(&cfg.stores)?;
     for (i, d) in store.disks().iter().enumerate() {
@@ -55,11 +63,13 @@ fn run(cli: Cli) -> Result<()> {
         engine.name(),
         engine.body_path().name(),
     ));
+    let auth = signed_urls::UrlAuth::new(cfg.keys.clone(), cfg.allow_unsigned);
     let shared = Arc::new(Shared {
         store,
         limits: cfg.limits,
         metrics: metrics.clone(),
         access_log: cfg.access_log,
+        auth,
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -73,7 +83,7 @@ fn run(cli: Cli) -> Result<()> {
     metrics.ready.store(true, Relaxed);
     tracing::info!(%addr, admin = %admin_addr, engine = engine.name(), workers = cfg.workers, "listening");
     if cfg.demo {
-        print_demo_hint(addr, admin_addr);
+        print_demo_hint(addr, admin_addr, demo_key.as_ref());
     }
     let worker_failed = runtime.block_on(async {
         let admin = tokio::net::TcpListener::from_std(admin)?;
@@ -115,7 +125,11 @@ fn limit_connections_to_fds(cfg: &mut Config) {
     }
 }
 
-fn print_demo_hint(addr: std::net::SocketAddr, admin: std::net::SocketAddr) {
+fn print_demo_hint(
+    addr: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    key: Option<&oca_protocol::keys::Key>,
+) {
     println!(
         "oca-daemon demo: serving {} sample files on http://{addr}",
         demo::FILES.len()
@@ -123,10 +137,19 @@ fn print_demo_hint(addr: std::net::SocketAddr, admin: std::net::SocketAddr) {
     for (id, size) in demo::FILES {
         println!("  /c/{id}  ({size} bytes)");
     }
-    println!("Fetch a byte range:");
+    let id = demo::FILES[1].0;
+    let query = key.map_or_else(String::new, |k| {
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + 24 * 3600;
+        let q =
+            oca_protocol::signing::signed_query(k, id, expires, oca_protocol::signing::Scope::Play);
+        format!("?{q}")
+    });
+    println!("Fetch a byte range (signed URL, valid 24 hours; unsigned ones get 403):");
     println!(
-        "  curl -s -r 1000-1999 -o /dev/null -w '%{{http_code}} %{{size_download}} bytes\\n' http://{addr}/c/{}",
-        demo::FILES[1].0
+        "  curl -s -r 1000-1999 -o /dev/null -w '%{{http_code}} %{{size_download}} bytes\\n' 'http://{addr}/c/{id}{query}'"
     );
     println!("Metrics:  curl -s http://{admin}/metrics");
     println!("Stop with Ctrl-C.");

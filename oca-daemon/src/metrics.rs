@@ -10,6 +10,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::signed_urls::Admitted;
+use oca_protocol::signing::{Rejection, Scope};
+
 /// Upper bounds (seconds) of the response latency histogram buckets.
 const LATENCY_BOUNDS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -41,6 +44,8 @@ pub struct WorkerStats {
     latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_ns: AtomicU64,
     heartbeat_ms: AtomicU64,
+    admitted: [AtomicU64; 3],
+    sig_rejected: [AtomicU64; 5],
 }
 
 impl WorkerStats {
@@ -89,11 +94,41 @@ impl WorkerStats {
         self.dropped.fetch_add(1, Relaxed);
     }
 
+    /// Counts how a content request's signature was judged.
+    pub fn admission(&self, a: Result<Admitted, Rejection>) {
+        match a {
+            Ok(a) => self.admitted[admitted_index(a)].fetch_add(1, Relaxed),
+            Err(r) => self.sig_rejected[rejection_index(r)].fetch_add(1, Relaxed),
+        };
+    }
+
     /// Records that the worker's loop is alive.
     pub fn beat(&self, since_start: Duration) {
         self.heartbeat_ms
             .store(since_start.as_millis() as u64, Relaxed);
     }
+}
+
+const ADMITTED: [&str; 3] = ["play", "fill", "unsigned"];
+
+fn admitted_index(a: Admitted) -> usize {
+    match a {
+        Admitted::Signed(Scope::Play) => 0,
+        Admitted::Signed(Scope::Fill) => 1,
+        Admitted::Unsigned => 2,
+    }
+}
+
+const REJECTIONS: [Rejection; 5] = [
+    Rejection::Missing,
+    Rejection::Malformed,
+    Rejection::UnknownKey,
+    Rejection::BadSignature,
+    Rejection::Expired,
+];
+
+fn rejection_index(r: Rejection) -> usize {
+    REJECTIONS.iter().position(|x| *x == r).unwrap_or(0)
 }
 
 /// All counters of the process.
@@ -254,6 +289,30 @@ impl Collector for Scrape {
             for (i, kind) in ["header", "idle", "send"].iter().enumerate() {
                 let v = m.sum(|w| w.timeouts[i].load(Relaxed));
                 ConstCounter::new(v).encode(fam.encode_family(&[("kind", *kind)])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_url_admitted",
+                "Content requests let in, by the scope of their signature (unsigned: --allow-unsigned)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, scope) in ADMITTED.iter().enumerate() {
+                let v = m.sum(|w| w.admitted[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("scope", *scope)])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_url_rejections",
+                "Content requests refused with 403, by what was wrong with the signature",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, r) in REJECTIONS.iter().enumerate() {
+                let v = m.sum(|w| w.sig_rejected[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("reason", r.as_str())])?)?;
             }
         }
         ConstGauge::new(m.active_connections()).encode(enc.encode_descriptor(

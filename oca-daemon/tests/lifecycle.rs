@@ -189,6 +189,8 @@ fn help_lists_every_flag() {
         "--drain-timeout",
         "--access-log",
         "--demo",
+        "--keys",
+        "--allow-unsigned",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
@@ -198,7 +200,11 @@ fn help_lists_every_flag() {
 fn bad_configuration_fails_fast_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("oca.toml");
-    std::fs::write(&cfg, "stores = [\"/nonexistent/disk0\"]\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "stores = [\"/nonexistent/disk0\"]\nallow_unsigned = true\n",
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_oca-daemon"))
             .args(args)

@@ -153,6 +153,27 @@ pub fn verify(
     Ok(())
 }
 
+/// Checks `query` against each of `scopes` in turn (an appliance serves players and peers on the
+/// same URLs, and the URL does not say which); returns the scope it was signed for. Only a bad
+/// signature moves on to the next scope, so the other reasons are reported as they are.
+pub fn verify_any(
+    ring: &Keyring,
+    content_id: &str,
+    query: &str,
+    scopes: &[Scope],
+    now: u64,
+) -> Result<Scope, Rejection> {
+    let mut last = Rejection::Missing;
+    for &scope in scopes {
+        match verify(ring, content_id, query, scope, now) {
+            Ok(()) => return Ok(scope),
+            Err(Rejection::BadSignature) => last = Rejection::BadSignature,
+            Err(other) => return Err(other),
+        }
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +204,33 @@ mod tests {
         assert_eq!(
             signed_query(key, id, 1_767_225_600, Scope::Play),
             "e=1767225600&k=k2&s=lbCCof1OH-UYrVBJsLCfFjJYt0URLZIlJu-ljtA9bI4"
+        );
+    }
+
+    #[test]
+    fn verify_any_names_the_scope_signed() {
+        let r = ring();
+        let key = &r.keys()[0];
+        let both = [Scope::Play, Scope::Fill];
+        let fill = signed_query(key, "x.mp4", 1000, Scope::Fill);
+        assert_eq!(verify_any(&r, "x.mp4", &fill, &both, 5), Ok(Scope::Fill));
+        let play = signed_query(key, "x.mp4", 1000, Scope::Play);
+        assert_eq!(verify_any(&r, "x.mp4", &play, &both, 5), Ok(Scope::Play));
+        assert_eq!(
+            verify_any(&r, "x.mp4", &fill, &[Scope::Play], 5),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            verify_any(&r, "y.mp4", &play, &both, 5),
+            Err(Rejection::BadSignature)
+        );
+        assert_eq!(
+            verify_any(&r, "x.mp4", &play, &both, 1001),
+            Err(Rejection::Expired)
+        );
+        assert_eq!(
+            verify_any(&r, "x.mp4", "e=1", &both, 5),
+            Err(Rejection::Missing)
         );
     }
 

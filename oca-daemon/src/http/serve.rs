@@ -9,6 +9,8 @@ use std::time::Instant;
 use oca_store::{ContentId, OpenError, Store};
 
 use crate::open_files::{OpenFile, OpenFiles};
+use crate::signed_urls::{Admitted, UrlAuth};
+use oca_protocol::signing::Rejection;
 
 use super::range::{parse_range_header, ByteRange, PathRange, RangeRequest};
 use super::request::{HeadError, Method, Request};
@@ -18,6 +20,8 @@ use super::response::{self, content_type, end_head, http_date, start_head, DateC
 pub struct ServeCtx<'a> {
     /// The content store.
     pub store: &'a Store,
+    /// Who may fetch content.
+    pub auth: &'a UrlAuth,
     /// The worker's open files.
     pub files: &'a mut OpenFiles,
     /// The worker's clock.
@@ -43,6 +47,8 @@ pub struct Served {
     pub file: Option<(Rc<std::fs::File>, usize)>,
     /// Disk an I/O error came from (for per-disk error counts).
     pub disk_error: Option<usize>,
+    /// How the URL's signature was judged, for content requests.
+    pub admission: Option<Result<Admitted, Rejection>>,
 }
 
 /// Builds the response to `req`, appending bytes to `out` and parts to `segs`.
@@ -75,6 +81,13 @@ pub fn serve(
         Route::NotFound => return simple(404, "", keep_alive),
         Route::Bad => return simple(400, "", keep_alive),
     };
+    let admitted = ctx.auth.check(id.as_str(), query_of(req.target));
+    if let Err(reason) = admitted {
+        // One answer whatever was wrong with the signature: no hint for a forger.
+        let mut s = simple(403, "", keep_alive);
+        s.admission = Some(Err(reason));
+        return s;
+    }
     let path_range = match path_range.map(PathRange::parse) {
         None => None,
         Some(Some(r)) => Some(r),
@@ -102,7 +115,17 @@ pub fn serve(
         keep_alive,
         file: Some((opened.file, opened.disk)),
         disk_error: None,
+        admission: Some(admitted),
     }
+}
+
+/// The query string of a request target (empty without one); not UTF-8 is as good as none.
+fn query_of(target: &[u8]) -> &str {
+    let query = match target.iter().position(|&b| b == b'?') {
+        Some(q) => &target[q + 1..],
+        None => b"",
+    };
+    std::str::from_utf8(query).unwrap_or("")
 }
 
 /// Builds the response to a request head that could not be accepted; always closes.
@@ -167,6 +190,7 @@ impl Short<'_> {
             keep_alive: self.keep_alive,
             file: None,
             disk_error: None,
+            admission: None,
         }
     }
 }
