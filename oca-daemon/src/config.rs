@@ -43,6 +43,16 @@ impl BodyPath {
     }
 }
 
+/// Whether TLS connections are handed to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KtlsChoice {
+    /// Kernel TLS when the kernel offers it for the negotiated cipher (TLS 1.3), else rustls.
+    Auto,
+    /// rustls in userspace for every connection.
+    Off,
+}
+
 /// oca-daemon: serves immutable video files as HTTP/1.1 byte ranges, zero-copy, on io_uring.
 ///
 /// Every flag may also be set in the TOML file given with --config (see
@@ -56,6 +66,18 @@ pub struct Cli {
     /// Address for content (plain HTTP). Default 0.0.0.0:80 (127.0.0.1:8080 with --demo).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Address for content over HTTPS (needs --tls-cert and --tls-key). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for HTTPS; reread on SIGHUP.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) for HTTPS; reread on SIGHUP.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Kernel TLS offload after the handshake.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub ktls: Option<KtlsChoice>,
     /// Address for /metrics, /healthz and /readyz. Default 127.0.0.1:9180.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
@@ -158,6 +180,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
+    /// HTTPS listener, certificate and key.
+    pub tls: Option<TlsConfig>,
     /// Disk directories.
     pub stores: Vec<PathBuf>,
     /// Worker thread count.
@@ -178,10 +202,27 @@ pub struct Config {
     pub allow_unsigned: bool,
 }
 
+/// The HTTPS listener's settings.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Private key file.
+    pub key: PathBuf,
+    /// Kernel TLS choice.
+    pub ktls: KtlsChoice,
+}
+
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    tls_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    ktls: Option<KtlsChoice>,
     admin_listen: Option<SocketAddr>,
     #[serde(default)]
     stores: Vec<PathBuf>,
@@ -267,6 +308,33 @@ impl Config {
                 d.drain_timeout,
             )?,
         };
+        let tls = match (
+            cli.tls_listen.or(file.tls_listen),
+            cli.tls_cert.or(file.tls_cert),
+            cli.tls_key.or(file.tls_key),
+        ) {
+            (None, None, None) => None,
+            (Some(listen), Some(cert), Some(key)) => Some(TlsConfig {
+                listen,
+                cert,
+                key,
+                ktls: cli.ktls.or(file.ktls).unwrap_or(KtlsChoice::Auto),
+            }),
+            (listen, cert, key) => {
+                let missing: Vec<&str> = [
+                    ("tls_listen", listen.is_none()),
+                    ("tls_cert", cert.is_none()),
+                    ("tls_key", key.is_none()),
+                ]
+                .iter()
+                .filter_map(|(n, m)| m.then_some(*n))
+                .collect();
+                bail!(
+                    "HTTPS needs tls_listen, tls_cert and tls_key together; missing: {}",
+                    missing.join(", ")
+                );
+            }
+        };
         let demo_listen: SocketAddr = ([127, 0, 0, 1], 8080).into();
         let cfg = Config {
             listen: cli.listen.or(file.listen).unwrap_or(if cli.demo {
@@ -274,6 +342,7 @@ impl Config {
             } else {
                 ([0, 0, 0, 0], 80).into()
             }),
+            tls,
             admin_listen: cli
                 .admin_listen
                 .or(file.admin_listen)

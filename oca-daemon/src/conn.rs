@@ -18,9 +18,15 @@ use crate::config::Limits;
 use crate::http::request::{parse_head, HeadLimits, Parsed};
 use crate::http::response::{DateCache, Segment};
 use crate::http::serve::{self, ServeCtx};
+use crate::ktls::{self, Control};
+use crate::metrics::TlsMode;
 use crate::metrics::{Metrics, Timeout, WorkerStats};
 use crate::open_files::OpenFiles;
 use crate::socket;
+use crate::tls::{Session, TlsSetup, ENCRYPT_CHUNK};
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
+use std::os::unix::fs::FileExt;
 
 /// How long a closing connection keeps reading (and discarding) so the client gets the last
 /// response before any reset caused by bytes it sent after it (nginx's lingering close).
@@ -41,6 +47,8 @@ pub struct Shared {
     pub access_log: bool,
     /// Who may fetch content.
     pub auth: Arc<crate::signed_urls::UrlAuth>,
+    /// HTTPS, when a TLS listener is configured.
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 /// Per-worker state the connections use.
@@ -57,6 +65,8 @@ pub struct WorkerCtx {
     date: DateCache,
     boundary_state: u64,
     files: OpenFiles,
+    /// File bytes on their way through rustls (userspace TLS only); allocated on first use.
+    scratch: Vec<u8>,
 }
 
 impl WorkerCtx {
@@ -72,6 +82,7 @@ impl WorkerCtx {
             splice_min: u64::MAX,
             date: DateCache::default(),
             files: OpenFiles::default(),
+            scratch: Vec::new(),
             boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
         }
     }
@@ -135,9 +146,24 @@ enum WriteResult {
     Failed,
 }
 
+/// Who encrypts the connection's records.
+enum Transport {
+    /// Plain HTTP.
+    Plain,
+    /// rustls, in this process: the handshake, and afterwards whatever the kernel cannot take.
+    User(Box<Session>),
+    /// The kernel (kTLS); rustls keeps only what a key update needs.
+    Kernel(Box<KernelConnection<ServerConnectionData>>),
+}
+
 /// One client connection.
 pub struct Conn {
     sock: OwnedFd,
+    transport: Transport,
+    /// The TLS ULP is on the socket: hand the session to the kernel once the handshake is done.
+    want_kernel: bool,
+    /// The peer asked for our KeyUpdate; sent before the next write (kernel TLS with rekey).
+    tx_rekey_pending: bool,
     phase: Phase,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -161,6 +187,9 @@ impl Conn {
         socket::set_nodelay(sock.as_fd());
         Conn {
             sock,
+            transport: Transport::Plain,
+            want_kernel: false,
+            tx_rekey_pending: false,
             phase: Phase::Reading,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -177,6 +206,22 @@ impl Conn {
         }
     }
 
+    /// A freshly accepted connection on the TLS listener: the handshake comes first, within the
+    /// header timeout.
+    pub fn new_tls(sock: OwnedFd, ctx: &WorkerCtx, setup: &TlsSetup) -> Conn {
+        let mut conn = Conn::new(sock, ctx);
+        conn.want_kernel = setup.ktls.available && ktls::set_ulp(conn.sock.as_fd()).is_ok();
+        conn.transport = Transport::User(Box::new(setup.session()));
+        conn
+    }
+
+    /// Whether a receive may stay armed across events (io_uring multishot). Not while a TLS
+    /// session may still go to the kernel: bytes a standing receive pulled after the handshake
+    /// would be ciphertext the kernel never sees, so each receive is single until it has.
+    pub fn multishot_ok(&self) -> bool {
+        !matches!(&self.transport, Transport::User(s) if self.want_kernel && !s.settled)
+    }
+
     /// The socket.
     pub fn sock(&self) -> &OwnedFd {
         &self.sock
@@ -189,6 +234,182 @@ impl Conn {
 
     /// Bytes arrived from the peer.
     pub fn on_data(&mut self, data: &[u8], ctx: &mut WorkerCtx) -> Next {
+        let Transport::User(session) = &mut self.transport else {
+            return self.on_plain(data, ctx);
+        };
+        let was_handshaking = session.handshaking();
+        if was_handshaking && looks_like_http(data) {
+            // nginx answers plain HTTP on its TLS port with a plain 400; so do we.
+            ctx.stats().tls_failure("plain_http");
+            self.transport = Transport::Plain;
+            self.reply_and_close(400, ctx);
+            return Next::Close;
+        }
+        if let Err(e) = session.receive(data) {
+            if was_handshaking {
+                ctx.stats().tls_failure(e.reason());
+                // The alert rustls queued, if any, tells the client why.
+                let _ = self.flush_tls();
+            }
+            tracing::debug!(error = %e, "TLS error; closing connection");
+            return Next::Close;
+        }
+        let plain = session.take_plain();
+        let peer_closed = session.peer_closed();
+        if was_handshaking && !session.handshaking() {
+            self.deadline = ctx.now + ctx.shared.limits.header_timeout;
+        }
+        match self.flush_tls() {
+            Ok(true) => self.settle_transport(ctx),
+            Ok(false) => {}
+            Err(_) => return Next::Close,
+        }
+        let next = if plain.is_empty() {
+            Next::Read
+        } else {
+            self.on_plain(&plain, ctx)
+        };
+        if peer_closed && next == Next::Read {
+            return self.on_eof(ctx);
+        }
+        if self.tls_output_pending() && matches!(next, Next::Read | Next::Wait) {
+            return Next::Write;
+        }
+        next
+    }
+
+    /// Once the handshake is done and nothing is in flight in userspace, hands the records to
+    /// the kernel when it can take them; counts the handshake by where its records go.
+    fn settle_transport(&mut self, ctx: &mut WorkerCtx) {
+        let Transport::User(session) = &mut self.transport else {
+            return;
+        };
+        if session.handshaking() || session.settled {
+            return;
+        }
+        let kernel_takes_it = session
+            .suite()
+            .zip(ctx.shared.tls.as_ref())
+            .is_some_and(|(suite, t)| t.ktls.supports(suite));
+        if !kernel_takes_it {
+            self.want_kernel = false;
+        }
+        if self.want_kernel && !session.ready_for_kernel() && session.version_is_tls13() {
+            // A partial record read or output not yet sent: try again after the next event.
+            return;
+        }
+        session.settled = true;
+        if self.want_kernel && session.ready_for_kernel() {
+            match session.hand_to_kernel(self.sock.as_fd()) {
+                Ok(kernel) => {
+                    self.transport = Transport::Kernel(Box::new(kernel));
+                    ctx.stats().tls_handshake(TlsMode::Kernel);
+                    return;
+                }
+                Err(e) => {
+                    // The session is spent once its keys are out: this connection ends.
+                    tracing::warn!(error = %e, "handing TLS to the kernel failed; closing connection");
+                    ctx.stats().tls_failure("ktls_setup");
+                    self.transport = Transport::Plain;
+                    self.keep_alive = false;
+                    socket::shutdown(self.sock.as_fd(), libc::SHUT_RDWR);
+                    return;
+                }
+            }
+        }
+        ctx.stats().tls_handshake(TlsMode::User);
+    }
+
+    fn tls_output_pending(&self) -> bool {
+        matches!(&self.transport, Transport::User(s) if s.has_output())
+    }
+
+    /// Sends the ciphertext rustls produced; `Ok(true)` when none is left.
+    fn flush_tls(&mut self) -> io::Result<bool> {
+        let Transport::User(session) = &mut self.transport else {
+            return Ok(true);
+        };
+        while session.has_output() {
+            match socket::send(self.sock.as_fd(), session.output(), false) {
+                Ok(n) => session.sent(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes plaintext on a userspace-TLS connection: up to [`ENCRYPT_CHUNK`] bytes are
+    /// encrypted once the previous ciphertext is out, then sent as far as the socket takes them.
+    fn tls_write(&mut self, plain: &[u8]) -> io::Result<usize> {
+        if !self.flush_tls()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let Transport::User(session) = &mut self.transport else {
+            return socket::send(self.sock.as_fd(), plain, false);
+        };
+        let n = plain.len().min(ENCRYPT_CHUNK);
+        session.encrypt(&plain[..n]).map_err(io::Error::other)?;
+        self.flush_tls()?;
+        Ok(n)
+    }
+
+    /// recv failed with `errno`. On a kernel-TLS socket, EIO means a record that is not
+    /// application data is next: an alert or a TLS 1.3 KeyUpdate.
+    pub fn on_recv_error(&mut self, errno: i32, ctx: &mut WorkerCtx) -> Next {
+        let Transport::Kernel(kernel) = &mut self.transport else {
+            return Next::Close;
+        };
+        if errno != libc::EIO {
+            return Next::Close;
+        }
+        match ktls::read_control(self.sock.as_fd()) {
+            Ok(Control::Alert(_, 0)) => self.on_eof(ctx),
+            Ok(Control::Data(d)) => self.on_plain(&d, ctx),
+            Ok(Control::KeyUpdate { update_requested }) => {
+                let rekeyed = ctx.shared.tls.as_ref().is_some_and(|t| t.ktls.rekey)
+                    && kernel
+                        .update_rx_secret()
+                        .ok()
+                        .is_some_and(|(seq, s)| ktls::set_rx(self.sock.as_fd(), seq, &s).is_ok());
+                ctx.stats().key_update(rekeyed);
+                if !rekeyed {
+                    tracing::debug!("peer sent a TLS KeyUpdate this kernel cannot apply; closing");
+                    return Next::Close;
+                }
+                if update_requested {
+                    self.tx_rekey_pending = true;
+                    if self.phase != Phase::Writing {
+                        return match self.rekey_tx() {
+                            Ok(()) => Next::Read,
+                            Err(_) => Next::Close,
+                        };
+                    }
+                }
+                Next::Read
+            }
+            Ok(other) => {
+                tracing::debug!(?other, "unexpected TLS record; closing");
+                Next::Close
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Next::Read,
+            Err(_) => Next::Close,
+        }
+    }
+
+    /// Sends our KeyUpdate and switches the kernel to the new transmit keys.
+    fn rekey_tx(&mut self) -> io::Result<()> {
+        let Transport::Kernel(kernel) = &mut self.transport else {
+            return Ok(());
+        };
+        self.tx_rekey_pending = false;
+        ktls::send_key_update(self.sock.as_fd())?;
+        let (seq, secrets) = kernel.update_tx_secret().map_err(io::Error::other)?;
+        ktls::set_tx(self.sock.as_fd(), seq, &secrets)
+    }
+
+    fn on_plain(&mut self, data: &[u8], ctx: &mut WorkerCtx) -> Next {
         match self.phase {
             Phase::Lingering => Next::Read,
             Phase::Writing => {
@@ -215,7 +436,11 @@ impl Conn {
 
     /// The peer closed its side. A client may half-close right after its request, so a response
     /// being sent is finished first.
-    pub fn on_eof(&mut self) -> Next {
+    pub fn on_eof(&mut self, ctx: &mut WorkerCtx) -> Next {
+        if matches!(&self.transport, Transport::User(s) if s.handshaking()) {
+            ctx.stats().tls_failure("eof");
+            return Next::Close;
+        }
         if self.phase == Phase::Writing {
             self.peer_closed = true;
             return Next::Wait;
@@ -226,7 +451,18 @@ impl Conn {
     /// The socket became writable.
     pub fn on_writable(&mut self, ctx: &mut WorkerCtx) -> Next {
         if self.phase != Phase::Writing {
-            return Next::Read;
+            return match self.flush_tls() {
+                Ok(true) => {
+                    self.settle_transport(ctx);
+                    if self.inbuf.is_empty() || self.phase == Phase::Lingering {
+                        Next::Read
+                    } else {
+                        self.process(ctx)
+                    }
+                }
+                Ok(false) => Next::Write,
+                Err(_) => Next::Close,
+            };
         }
         self.flush(ctx)
     }
@@ -238,6 +474,11 @@ impl Conn {
         }
         if ctx.now < self.deadline {
             return None;
+        }
+        if matches!(&self.transport, Transport::User(s) if s.handshaking()) {
+            ctx.stats().timeout(Timeout::Header);
+            ctx.stats().tls_failure("timeout");
+            return Some(Next::Close);
         }
         match self.phase {
             Phase::Reading if !self.inbuf.is_empty() => {
@@ -255,10 +496,16 @@ impl Conn {
     pub fn reply_and_close(&mut self, status: u16, ctx: &mut WorkerCtx) {
         self.out.clear();
         self.segs.clear();
-        serve::standalone(status, &mut ctx.date, &mut self.out, &mut self.segs);
-        if let Ok(n) = socket::send(self.sock.as_fd(), &self.out, false) {
-            ctx.stats().sent(n as u64);
+        if matches!(&self.transport, Transport::User(s) if s.handshaking()) {
+            // No HTTP before the handshake: the connection just closes.
+            return;
         }
+        serve::standalone(status, &mut ctx.date, &mut self.out, &mut self.segs);
+        let out = std::mem::take(&mut self.out);
+        if let Ok(n) = self.write_plain(&out) {
+            self.count_sent(n as u64, ctx);
+        }
+        self.out = out;
         ctx.stats().response(status, Duration::ZERO);
     }
 
@@ -331,6 +578,9 @@ impl Conn {
     }
 
     fn flush(&mut self, ctx: &mut WorkerCtx) -> Next {
+        if self.tx_rekey_pending && self.rekey_tx().is_err() {
+            return Next::Close;
+        }
         match self.write_segments(ctx) {
             WriteResult::Blocked => {
                 self.deadline = ctx.now + ctx.shared.limits.send_timeout;
@@ -344,7 +594,7 @@ impl Conn {
 
     /// The engine moved `n` file bytes of the current part to the socket.
     pub fn on_body_sent(&mut self, n: u64, ctx: &mut WorkerCtx) -> Next {
-        ctx.stats().sent(n);
+        self.count_sent(n, ctx);
         match self.segs.get(self.seg) {
             Some(&Segment::File { len, .. }) if self.seg_off + n <= len => {
                 self.seg_off += n;
@@ -392,6 +642,7 @@ impl Conn {
         if !self.keep_alive || ctx.draining() {
             // Half-close and keep reading so a client still sending is not answered with a reset
             // that could destroy the response it has not read yet.
+            self.close_notify();
             socket::shutdown(self.sock.as_fd(), libc::SHUT_WR);
             self.phase = Phase::Lingering;
             self.inbuf = Vec::new();
@@ -420,8 +671,19 @@ impl Conn {
             let more = self.seg + 1 < self.segs.len();
             let (result, remaining) = match seg {
                 Segment::Mem { start, end } => {
-                    let buf = &self.out[start + self.seg_off as usize..end];
-                    (socket::send(self.sock.as_fd(), buf, more), buf.len() as u64)
+                    let out = std::mem::take(&mut self.out);
+                    let buf = &out[start + self.seg_off as usize..end];
+                    let r = self.write_plain_more(buf, more);
+                    let len = buf.len() as u64;
+                    self.out = out;
+                    (r, len)
+                }
+                Segment::File { offset, len } if self.is_user_tls() => {
+                    let remaining = len - self.seg_off;
+                    (
+                        self.tls_write_file(offset + self.seg_off, remaining, ctx),
+                        remaining,
+                    )
                 }
                 Segment::File { offset, len } => {
                     let remaining = len - self.seg_off;
@@ -458,8 +720,14 @@ impl Conn {
                 }
             };
             match result {
+                Ok(0) if remaining > 0 => {
+                    // Userspace TLS read nothing: the file shrank under us (see sendfile above).
+                    tracing::warn!("file shorter than when opened; closing connection");
+                    ctx.stats().truncated();
+                    return WriteResult::Failed;
+                }
                 Ok(n) => {
-                    ctx.stats().sent(n as u64);
+                    self.count_sent(n as u64, ctx);
                     if n as u64 == remaining {
                         self.seg += 1;
                         self.seg_off = 0;
@@ -481,8 +749,105 @@ impl Conn {
                 }
             }
         }
-        WriteResult::Done
+        // Userspace TLS: the last records may still wait for the socket.
+        match self.flush_tls() {
+            Ok(true) => WriteResult::Done,
+            Ok(false) => WriteResult::Blocked,
+            Err(_) => WriteResult::Failed,
+        }
     }
+
+    fn is_user_tls(&self) -> bool {
+        matches!(self.transport, Transport::User(_))
+    }
+
+    /// Sends response bytes through the connection's transport.
+    fn write_plain(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_plain_more(buf, false)
+    }
+
+    fn write_plain_more(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
+        match self.transport {
+            Transport::User(_) => self.tls_write(buf),
+            _ => socket::send(self.sock.as_fd(), buf, more),
+        }
+    }
+
+    /// File bytes on a userspace-TLS connection: read into the worker's scratch buffer, then
+    /// encrypted (the one path where file bytes pass through this process).
+    fn tls_write_file(
+        &mut self,
+        offset: u64,
+        remaining: u64,
+        ctx: &mut WorkerCtx,
+    ) -> io::Result<usize> {
+        if !self.flush_tls()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let Some((file, _)) = self.file.as_ref() else {
+            return Err(io::Error::other("no file"));
+        };
+        if ctx.scratch.len() < ENCRYPT_CHUNK {
+            ctx.scratch = vec![0; ENCRYPT_CHUNK];
+        }
+        let count = remaining.min(ENCRYPT_CHUNK as u64) as usize;
+        let n = loop {
+            match file.read_at(&mut ctx.scratch[..count], offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        let scratch = std::mem::take(&mut ctx.scratch);
+        let r = self.tls_write(&scratch[..n]);
+        ctx.scratch = scratch;
+        r
+    }
+
+    /// Counts bytes sent to the client, and on TLS connections by where they were encrypted.
+    fn count_sent(&self, n: u64, ctx: &WorkerCtx) {
+        ctx.stats().sent(n);
+        match self.transport {
+            Transport::User(_) => ctx.stats().tls_sent(TlsMode::User, n),
+            Transport::Kernel(_) => ctx.stats().tls_sent(TlsMode::Kernel, n),
+            Transport::Plain => {}
+        }
+    }
+
+    /// Tells a TLS peer the connection is ending (best effort).
+    fn close_notify(&mut self) {
+        let queued = match &mut self.transport {
+            Transport::User(session) => !session.handshaking() && session.close_notify().is_ok(),
+            Transport::Kernel(_) => {
+                ktls::send_close_notify(self.sock.as_fd());
+                false
+            }
+            Transport::Plain => false,
+        };
+        if queued {
+            let _ = self.flush_tls();
+        }
+    }
+}
+
+/// Whether the first bytes on the TLS port are an HTTP request line rather than a ClientHello
+/// (whose first byte is 0x16).
+fn looks_like_http(data: &[u8]) -> bool {
+    const METHODS: [&[u8]; 8] = [
+        b"GET ",
+        b"HEAD ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"PATCH ",
+    ];
+    METHODS
+        .iter()
+        .any(|m| data.len() >= 4 && m.starts_with(&data[..data.len().min(m.len())]))
 }
 
 fn is_peer_error(e: &io::Error) -> bool {

@@ -6,10 +6,12 @@ mod conn;
 mod demo;
 mod engine;
 mod http;
+mod ktls;
 mod metrics;
 mod open_files;
 mod signed_urls;
 mod socket;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -52,6 +54,20 @@ fn run(cli: Cli) -> Result<()> {
     let engine = engine::choose(cfg.engine, cfg.body_path)?;
     let (listeners, addr) = socket::reuseport_listeners(cfg.listen, cfg.workers)
         .with_context(|| format!("listening on {}", cfg.listen))?;
+    let (tls, tls_listeners, tls_addr) = match &cfg.tls {
+        Some(t) => {
+            let setup = tls::TlsSetup::load(&t.cert, &t.key, t.ktls == config::KtlsChoice::Auto)?;
+            let (ls, a) = socket::reuseport_listeners(t.listen, cfg.workers)
+                .with_context(|| format!("listening on {} (TLS)", t.listen))?;
+            (Some(setup), ls.into_iter().map(Some).collect(), Some(a))
+        }
+        None => (
+            None,
+            (0..cfg.workers).map(|_| None).collect::<Vec<_>>(),
+            None,
+        ),
+    };
+    let listeners: Vec<_> = listeners.into_iter().zip(tls_listeners).collect();
     let admin = std::net::TcpListener::bind(cfg.admin_listen)
         .with_context(|| format!("listening on {} (admin)", cfg.admin_listen))?;
     admin.set_nonblocking(true)?;
@@ -70,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         metrics: metrics.clone(),
         access_log: cfg.access_log,
         auth,
+        tls: tls.clone(),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -81,7 +98,8 @@ fn run(cli: Cli) -> Result<()> {
     };
     let workers = engine::spawn(&engine, listeners, shared, on_fail)?;
     metrics.ready.store(true, Relaxed);
-    tracing::info!(%addr, admin = %admin_addr, engine = engine.name(), workers = cfg.workers, "listening");
+    let tls_shown = tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(%addr, tls = %tls_shown, admin = %admin_addr, engine = engine.name(), workers = cfg.workers, "listening");
     if cfg.demo {
         print_demo_hint(addr, admin_addr, demo_key.as_ref());
     }
@@ -89,10 +107,14 @@ fn run(cli: Cli) -> Result<()> {
         let admin = tokio::net::TcpListener::from_std(admin)?;
         tokio::spawn(admin::serve(admin, metrics.clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let worker_failed = tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: draining"); false }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); false }
-            _ = failed.notified() => true,
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let worker_failed = loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break false }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); break false }
+                _ = failed.notified() => break true,
+                _ = hup.recv() => reload_tls(tls.as_deref()),
+            }
         };
         metrics.ready.store(false, Relaxed);
         metrics.draining.store(true, Relaxed);
@@ -107,6 +129,21 @@ fn run(cli: Cli) -> Result<()> {
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// SIGHUP: rereads the certificate and key; a bad pair keeps the one in force.
+fn reload_tls(tls: Option<&tls::TlsSetup>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "SIGHUP: TLS reload failed; the certificate in force stays"
+        ),
+    }
 }
 
 /// Every connection needs a descriptor (a second one only while a file is being sent).

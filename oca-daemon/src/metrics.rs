@@ -46,7 +46,37 @@ pub struct WorkerStats {
     heartbeat_ms: AtomicU64,
     admitted: [AtomicU64; 3],
     sig_rejected: [AtomicU64; 5],
+    tls_handshakes: [AtomicU64; 2],
+    tls_failures: [AtomicU64; TLS_FAILURES.len()],
+    tls_sent: [AtomicU64; 2],
+    key_updates: [AtomicU64; 2],
 }
+
+/// Where a TLS connection's records are encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Kernel TLS.
+    Kernel = 0,
+    /// rustls in this process.
+    User = 1,
+}
+
+const TLS_MODES: [&str; 2] = ["ktls", "userspace"];
+
+/// Reasons a TLS handshake fails, as labelled.
+const TLS_FAILURES: [&str; 11] = [
+    "timeout",
+    "eof",
+    "not_tls",
+    "plain_http",
+    "protocol_version",
+    "no_shared_cipher",
+    "alpn",
+    "peer_alert",
+    "incompatible",
+    "ktls_setup",
+    "other",
+];
 
 impl WorkerStats {
     /// Counts a finished response.
@@ -100,6 +130,31 @@ impl WorkerStats {
             Ok(a) => self.admitted[admitted_index(a)].fetch_add(1, Relaxed),
             Err(r) => self.sig_rejected[rejection_index(r)].fetch_add(1, Relaxed),
         };
+    }
+
+    /// Counts a finished TLS handshake by where its records go.
+    pub fn tls_handshake(&self, mode: TlsMode) {
+        self.tls_handshakes[mode as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn tls_failure(&self, reason: &'static str) {
+        let i = TLS_FAILURES
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(TLS_FAILURES.len() - 1);
+        self.tls_failures[i].fetch_add(1, Relaxed);
+    }
+
+    /// Counts application bytes sent on TLS connections.
+    pub fn tls_sent(&self, mode: TlsMode, n: u64) {
+        self.tls_sent[mode as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Counts a peer's TLS 1.3 KeyUpdate on a kernel-TLS connection: applied, or the connection
+    /// closed because the kernel cannot take new keys.
+    pub fn key_update(&self, rekeyed: bool) {
+        self.key_updates[usize::from(!rekeyed)].fetch_add(1, Relaxed);
     }
 
     /// Records that the worker's loop is alive.
@@ -313,6 +368,54 @@ impl Collector for Scrape {
             for (i, r) in REJECTIONS.iter().enumerate() {
                 let v = m.sum(|w| w.sig_rejected[i].load(Relaxed));
                 ConstCounter::new(v).encode(fam.encode_family(&[("reason", r.as_str())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_tls_handshakes",
+                "TLS handshakes completed, by where the connection's records are then encrypted",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, mode) in TLS_MODES.iter().enumerate() {
+                let v = m.sum(|w| w.tls_handshakes[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("mode", *mode)])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_tls_handshake_failures",
+                "TLS handshakes that failed, by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, reason) in TLS_FAILURES.iter().enumerate() {
+                let v = m.sum(|w| w.tls_failures[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("reason", *reason)])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_tls_sent_bytes",
+                "Application bytes sent on TLS connections, by where they were encrypted",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, mode) in TLS_MODES.iter().enumerate() {
+                let v = m.sum(|w| w.tls_sent[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("mode", *mode)])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_tls_key_updates",
+                "Peer TLS 1.3 KeyUpdates on kernel-TLS connections: applied, or closed (kernel without rekey)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, result) in ["rekeyed", "closed"].iter().enumerate() {
+                let v = m.sum(|w| w.key_updates[i].load(Relaxed));
+                ConstCounter::new(v).encode(fam.encode_family(&[("result", *result)])?)?;
             }
         }
         ConstGauge::new(m.active_connections()).encode(enc.encode_descriptor(

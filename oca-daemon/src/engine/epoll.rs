@@ -12,6 +12,7 @@ use crate::conn::{Conn, Next, WorkerCtx};
 use crate::socket;
 
 const LISTENER: u64 = u64::MAX;
+const TLS_LISTENER: u64 = u64::MAX - 1;
 
 /// Runs one epoll worker until it has drained.
 pub fn run(worker: Worker) -> io::Result<()> {
@@ -23,7 +24,9 @@ pub fn run(worker: Worker) -> io::Result<()> {
     // SAFETY: epoll_create1 returned a fresh descriptor owned by nobody else.
     let ep = unsafe { OwnedFd::from_raw_fd(ep) };
     let Worker {
-        listener, mut ctx, ..
+        listener,
+        tls_listener,
+        mut ctx,
     } = worker;
     ctl(
         &ep,
@@ -32,7 +35,17 @@ pub fn run(worker: Worker) -> io::Result<()> {
         libc::EPOLLIN as u32,
         LISTENER,
     )?;
+    if let Some(l) = &tls_listener {
+        ctl(
+            &ep,
+            libc::EPOLL_CTL_ADD,
+            l,
+            libc::EPOLLIN as u32,
+            TLS_LISTENER,
+        )?;
+    }
     let mut listener = Some(listener);
+    let mut tls_listener = tls_listener;
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut scratch = vec![0u8; 16 * 1024];
@@ -57,9 +70,10 @@ pub fn run(worker: Worker) -> io::Result<()> {
         ctx.now = Instant::now();
         for ev in &events[..n.max(0) as usize] {
             let (token, bits) = (ev.u64, ev.events);
-            if token == LISTENER {
-                if let Some(l) = &listener {
-                    accept_all(l, &ep, &mut conns, &mut ctx);
+            if token == LISTENER || token == TLS_LISTENER {
+                let tls = token == TLS_LISTENER;
+                if let Some(l) = if tls { &tls_listener } else { &listener } {
+                    accept_all(l, &ep, &mut conns, &mut ctx, tls);
                 }
                 continue;
             }
@@ -79,6 +93,9 @@ pub fn run(worker: Worker) -> io::Result<()> {
                 if let Some(l) = listener.take() {
                     let _ = ctl(&ep, libc::EPOLL_CTL_DEL, &l, 0, 0);
                     drain_deadline = Some(ctx.now + ctx.shared.limits.drain_timeout);
+                }
+                if let Some(l) = tls_listener.take() {
+                    let _ = ctl(&ep, libc::EPOLL_CTL_DEL, &l, 0, 0);
                 }
             }
             let expired: Vec<usize> = conns
@@ -119,7 +136,7 @@ fn on_event(conn: &mut Conn, bits: u32, scratch: &mut [u8], ctx: &mut WorkerCtx)
 fn read_until_blocked(conn: &mut Conn, scratch: &mut [u8], ctx: &mut WorkerCtx) -> Next {
     loop {
         match socket::recv(conn.sock().as_fd(), scratch) {
-            Ok(0) => return conn.on_eof(),
+            Ok(0) => return conn.on_eof(ctx),
             Ok(n) => match conn.on_data(&scratch[..n], ctx) {
                 Next::Read => continue,
                 // A blocked response waits for EPOLLOUT; unread input waits in the kernel.
@@ -127,12 +144,21 @@ fn read_until_blocked(conn: &mut Conn, scratch: &mut [u8], ctx: &mut WorkerCtx) 
             },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return Next::Close,
+            Err(e) => match conn.on_recv_error(e.raw_os_error().unwrap_or(0), ctx) {
+                Next::Read => continue,
+                other => return other,
+            },
         }
     }
 }
 
-fn accept_all(listener: &OwnedFd, ep: &OwnedFd, conns: &mut Slab<Conn>, ctx: &mut WorkerCtx) {
+fn accept_all(
+    listener: &OwnedFd,
+    ep: &OwnedFd,
+    conns: &mut Slab<Conn>,
+    ctx: &mut WorkerCtx,
+    tls: bool,
+) {
     loop {
         // SAFETY: null address pointers are allowed; flags are valid for accept4.
         let fd = unsafe {
@@ -158,7 +184,7 @@ fn accept_all(listener: &OwnedFd, ep: &OwnedFd, conns: &mut Slab<Conn>, ctx: &mu
         }
         // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        let Some(conn) = accept_admitted(sock, ctx) else {
+        let Some(conn) = accept_admitted(sock, ctx, tls) else {
             continue;
         };
         let entry = conns.vacant_entry();

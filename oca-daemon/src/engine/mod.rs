@@ -71,6 +71,8 @@ pub fn choose(choice: EngineChoice, body_path: BodyPath) -> Result<Engine> {
 pub struct Worker {
     /// The worker's own SO_REUSEPORT listener.
     pub listener: OwnedFd,
+    /// Its HTTPS listener, when one is configured.
+    pub tls_listener: Option<OwnedFd>,
     /// Its context.
     pub ctx: WorkerCtx,
 }
@@ -78,12 +80,12 @@ pub struct Worker {
 /// Starts one worker per listener; `on_fail` runs if a worker's loop fails.
 pub fn spawn(
     engine: &Engine,
-    listeners: Vec<OwnedFd>,
+    listeners: Vec<(OwnedFd, Option<OwnedFd>)>,
     shared: Arc<Shared>,
     on_fail: Arc<dyn Fn() + Send + Sync>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut handles = Vec::with_capacity(listeners.len());
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for (index, (listener, tls_listener)) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let engine = engine.clone();
         let on_fail = on_fail.clone();
@@ -93,6 +95,7 @@ pub fn spawn(
                 // Built on its own thread: the context holds per-worker, non-Send state.
                 let worker = Worker {
                     listener,
+                    tls_listener,
                     ctx: WorkerCtx::new(shared, index),
                 };
                 let result = match engine {
@@ -109,9 +112,13 @@ pub fn spawn(
     Ok(handles)
 }
 
-/// Admits a new connection under the connection cap, or answers 503 and drops it.
-pub fn accept_admitted(sock: OwnedFd, ctx: &mut WorkerCtx) -> Option<Conn> {
-    let mut conn = Conn::new(sock, ctx);
+/// Admits a new connection (from the TLS listener when `tls`) under the connection cap, or
+/// answers 503 (plain HTTP only) and drops it.
+pub fn accept_admitted(sock: OwnedFd, ctx: &mut WorkerCtx, tls: bool) -> Option<Conn> {
+    let mut conn = match (&ctx.shared.tls, tls) {
+        (Some(setup), true) => Conn::new_tls(sock, ctx, setup),
+        _ => Conn::new(sock, ctx),
+    };
     if !ctx
         .shared
         .metrics

@@ -203,11 +203,12 @@ struct Loop {
     ring: IoUring,
     ctx: WorkerCtx,
     slots: Slab<Slot>,
-    listener: Option<OwnedFd>,
+    /// The plain listener and the TLS one (index 1), while accepting.
+    listeners: [Option<OwnedFd>; 2],
     multishot: bool,
     /// Multishot receive (6.0+): one armed receive per connection for its whole life.
     multishot_recv: bool,
-    accept_armed: bool,
+    accept_armed: [bool; 2],
     next_gen: u32,
     /// Provided-buffer memory; the kernel writes received bytes here.
     pool: Box<[u8]>,
@@ -221,7 +222,11 @@ struct Loop {
 
 /// Runs one io_uring worker until it has drained.
 pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
-    let Worker { listener, mut ctx } = worker;
+    let Worker {
+        listener,
+        tls_listener,
+        mut ctx,
+    } = worker;
     ctx.splice_min = match support.body_path {
         BodyPath::Auto => SPLICE_MIN_AUTO,
         BodyPath::Splice => 0,
@@ -232,10 +237,10 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         ring,
         ctx,
         slots: Slab::new(),
-        listener: Some(listener),
+        listeners: [Some(listener), tls_listener],
         multishot: support.multishot_accept,
         multishot_recv: support.multishot_recv,
-        accept_armed: false,
+        accept_armed: [false; 2],
         next_gen: 0,
         pool: vec![0u8; BUF_COUNT as usize * BUF_SIZE].into_boxed_slice(),
         free_bufs: Vec::new(),
@@ -254,7 +259,7 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
     .build()
     .user_data(ud(K_PROVIDE, 0, 0));
     lp.push(provide);
-    lp.arm_accept();
+    lp.arm_accepts();
     lp.arm_tick();
     let result = lp.run();
     // The kernel may still reference the pool until the ring is torn down; the ring goes first.
@@ -302,8 +307,17 @@ impl Loop {
         }
     }
 
-    fn arm_accept(&mut self) {
-        let Some(l) = &self.listener else { return };
+    /// Arms an accept on every listener that has none.
+    fn arm_accepts(&mut self) {
+        for i in 0..2 {
+            if !self.accept_armed[i] {
+                self.arm_accept(i);
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, i: usize) {
+        let Some(l) = &self.listeners[i] else { return };
         let fd = types::Fd(l.as_raw_fd());
         let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
         let entry = if self.multishot {
@@ -313,8 +327,8 @@ impl Loop {
                 .flags(flags)
                 .build()
         };
-        self.push(entry.user_data(ud(K_ACCEPT, 0, 0)));
-        self.accept_armed = true;
+        self.push(entry.user_data(ud(K_ACCEPT, 0, i)));
+        self.accept_armed[i] = true;
     }
 
     fn arm_tick(&mut self) {
@@ -327,7 +341,7 @@ impl Loop {
     fn complete(&mut self, user_data: u64, res: i32, flags: u32) {
         let (kind, gen, key) = ud_parts(user_data);
         match kind {
-            K_ACCEPT => self.on_accept(res, flags),
+            K_ACCEPT => self.on_accept(key.min(1), res, flags),
             K_RECV | K_POLL | K_SPLICE_IN | K_SPLICE_OUT => {
                 self.on_conn_op(kind, gen, key, res, flags)
             }
@@ -339,17 +353,17 @@ impl Loop {
         }
     }
 
-    fn on_accept(&mut self, res: i32, flags: u32) {
+    fn on_accept(&mut self, i: usize, res: i32, flags: u32) {
         if !cqueue::more(flags) {
-            self.accept_armed = false;
+            self.accept_armed[i] = false;
         }
         if res >= 0 {
             // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
             let sock = unsafe { OwnedFd::from_raw_fd(res) };
-            if self.listener.is_none() || self.ctx.draining() {
+            if self.listeners[i].is_none() || self.ctx.draining() {
                 return; // Dropping closes it.
             }
-            if let Some(conn) = accept_admitted(sock, &mut self.ctx) {
+            if let Some(conn) = accept_admitted(sock, &mut self.ctx, i == 1) {
                 self.next_gen = self.next_gen.wrapping_add(1);
                 let key = self.slots.insert(Slot {
                     conn,
@@ -374,7 +388,7 @@ impl Loop {
                     self.multishot = false;
                 }
                 libc::ECANCELED => {
-                    self.listener = None;
+                    self.listeners[i] = None;
                     return;
                 }
                 libc::EINTR | libc::EAGAIN | libc::ECONNABORTED => {}
@@ -385,8 +399,8 @@ impl Loop {
                 }
             }
         }
-        if !self.accept_armed && !self.ctx.draining() {
-            self.arm_accept();
+        if !self.accept_armed[i] && !self.ctx.draining() {
+            self.arm_accept(i);
         }
     }
 
@@ -449,7 +463,7 @@ impl Loop {
                     self.free_bufs.push(bid);
                     next
                 }
-                (0, _) => slot.conn.on_eof(),
+                (0, _) => slot.conn.on_eof(&mut self.ctx),
                 (e, _) if -e == libc::ENOBUFS => {
                     self.starved.push(key);
                     return;
@@ -457,7 +471,7 @@ impl Loop {
                 // Paused (see Next::Pause): the connection asks to read again when it wants to.
                 (e, _) if -e == libc::ECANCELED => return,
                 (e, _) if -e == libc::EINTR || -e == libc::EAGAIN => Next::Read,
-                _ => Next::Close,
+                (e, _) => super::guarded(&mut self.ctx, |ctx| slot.conn.on_recv_error(-e, ctx)),
             }
         };
         self.act(key, next);
@@ -475,7 +489,7 @@ impl Loop {
         let fd = types::Fd(slot.conn.sock().as_raw_fd());
         let entry = match next {
             Next::Read if slot.recv_armed => return,
-            Next::Read if self.multishot_recv => {
+            Next::Read if self.multishot_recv && slot.conn.multishot_ok() => {
                 slot.recv_armed = true;
                 opcode::RecvMulti::new(fd, BUF_GROUP)
                     .build()
@@ -649,14 +663,16 @@ impl Loop {
         ctx.stats().beat(ctx.shared.metrics.uptime());
         if ctx.draining() && self.drain_deadline.is_none() {
             self.drain_deadline = Some(ctx.now + ctx.shared.limits.drain_timeout);
-            if self.accept_armed {
-                self.push(
-                    opcode::AsyncCancel::new(ud(K_ACCEPT, 0, 0))
-                        .build()
-                        .user_data(ud(K_CANCEL, 0, 0)),
-                );
-            } else {
-                self.listener = None;
+            for i in 0..2 {
+                if self.accept_armed[i] {
+                    self.push(
+                        opcode::AsyncCancel::new(ud(K_ACCEPT, 0, i))
+                            .build()
+                            .user_data(ud(K_CANCEL, 0, 0)),
+                    );
+                } else {
+                    self.listeners[i] = None;
+                }
             }
         }
         let mut expired = Vec::new();
@@ -668,8 +684,8 @@ impl Loop {
         for key in expired {
             self.close(key);
         }
-        if !self.accept_armed && !self.ctx.draining() {
-            self.arm_accept();
+        if !self.ctx.draining() {
+            self.arm_accepts();
         }
         self.arm_tick();
     }
