@@ -92,12 +92,13 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged first, so whoever hears of the line finds it in the log.
+                log2.lock().unwrap().push_str(&(line.clone() + "\n"));
                 if line.contains(" listening ") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(line.clone());
+                        let _ = tx.send(line);
                     }
                 }
-                log2.lock().unwrap().push_str(&(line + "\n"));
             }
         });
         let line = match rx.recv_timeout(Duration::from_secs(20)) {
