@@ -142,7 +142,7 @@ impl Initramfs {
 
 fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
     let pad4 = |out: &mut Vec<u8>| {
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     };
