@@ -31,6 +31,12 @@ pub struct App {
     pub catalog: std::sync::RwLock<crate::catalog::CatalogView>,
     /// Concurrent-stream leases.
     pub streams: crate::streams::Streams,
+    /// Title popularity from plays.
+    pub popularity: crate::popularity::Popularity,
+    /// Fill plans and what the planner remembers.
+    pub planner: crate::fill::Planner,
+    /// Fill settings.
+    pub fill: crate::fill::FillConfig,
     /// Counters.
     pub metrics: crate::metrics::Metrics,
     /// Seconds between health reports asked of appliances.
@@ -118,6 +124,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/zones", get(list_zones).post(put_zone))
         .route("/v1/steer", get(steer))
         .route("/v1/admin/titles", get(list_titles).post(create_title))
+        .route("/v1/admin/titles/{id}", axum::routing::delete(delete_title))
+        .route("/v1/appliances/{id}/manifest", get(manifest_handler))
         .route("/v1/admin/content", get(list_content).post(create_content))
         .route(
             "/v1/admin/subscribers",
@@ -325,6 +333,27 @@ async fn create_title(
     Ok((StatusCode::CREATED, Json(t)))
 }
 
+async fn delete_title(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Failure> {
+    let removed = {
+        let mut view = app.catalog_mut();
+        let removed = app.db.delete_title(&id)?;
+        view.remove_title(&id);
+        removed
+    };
+    app.popularity.forget(&id);
+    app.planner.invalidate();
+    for c in &removed {
+        // The origin copy goes too; appliances drop theirs when it leaves their manifests.
+        let _ = std::fs::remove_file(app.origin_dir.join(c));
+    }
+    tracing::info!(title = %id, files = removed.len(), "title removed from the catalog");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn list_content(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -355,6 +384,7 @@ async fn create_content(
     let mut view = app.catalog_mut();
     app.db.create_content(&c)?;
     view.add_content(c.clone());
+    app.planner.invalidate();
     Ok((StatusCode::CREATED, Json(c)))
 }
 
@@ -528,22 +558,60 @@ fn unauthorized() -> Failure {
     )
 }
 
+/// Checks the appliance's own credential for the appliance named in the URL: it opens only that
+/// appliance's URLs, so one appliance cannot report or fetch a manifest for another.
+fn appliance_auth(app: &App, id: &str, headers: &axum::http::HeaderMap) -> Result<(), Failure> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    if !intake::authenticate(&app.db, id, token.trim())? {
+        app.metrics.auth_failures.inc();
+        return Err(unauthorized());
+    }
+    Ok(())
+}
+
+/// `GET /v1/appliances/<id>/manifest`: 304 when `If-None-Match` names the current version.
+async fn manifest_handler(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, Failure> {
+    appliance_auth(&app, &id, &headers)?;
+    let app2 = app.clone();
+    let m = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
+        let snap = app2.fleet()?;
+        Ok(crate::fill::manifest(&app2, &snap, &id, unix_now()))
+    })
+    .await
+    .map_err(|_| internal())??
+    .ok_or_else(|| {
+        err(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "unknown appliance",
+        )
+    })?;
+    let etag = format!("\"{}\"", m.version);
+    let unchanged = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(axum::http::header::ETAG, etag)]).into_response());
+    }
+    Ok(([(axum::http::header::ETAG, etag)], Json(m)).into_response())
+}
+
 async fn health(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
     payload: Result<Json<HealthReport>, JsonRejection>,
 ) -> Result<Json<HealthReply>, Failure> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
-    // An appliance's credential opens only its own URL, so it cannot report for another.
-    if !intake::authenticate(&app.db, &id, token.trim())? {
-        app.metrics.auth_failures.inc();
-        return Err(unauthorized());
-    }
+    appliance_auth(&app, &id, &headers)?;
     let report = body(payload)?;
     if report.oca_id != id {
         return Err(err(
@@ -553,12 +621,21 @@ async fn health(
         ));
     }
     let app2 = app.clone();
-    let accepted = tokio::task::spawn_blocking(move || -> Result<intake::Accepted, DbError> {
+    let (accepted, manifest_version) = tokio::task::spawn_blocking(move || -> Result<(intake::Accepted, u64), DbError> {
         let now = unix_now();
         let accepted = intake::record(&app2.db, &report, now)?;
         // Memory follows the database only once the report is committed.
         steering::Snapshot::apply(&app2.fleet, &report, accepted.send_full_inventory, now);
-        Ok(accepted)
+        if !report.fill_errors.is_empty() {
+            for e in &report.fill_errors {
+                tracing::warn!(oca_id = %report.oca_id, content = %e.content_id, source = %e.source, reason = %e.reason, "fill source failed");
+            }
+            app2.metrics.fill_source_errors.inc_by(report.fill_errors.len() as u64);
+            app2.planner.report_bad_sources(&report.fill_errors, now);
+        }
+        let snap = app2.fleet()?;
+        let version = crate::fill::manifest(&app2, &snap, &report.oca_id, now).map_or(0, |m| m.version);
+        Ok((accepted, version))
     })
     .await
     .map_err(|_| {
@@ -571,7 +648,7 @@ async fn health(
     app.metrics.health_reports.inc();
     Ok(Json(HealthReply {
         keys: app.keyring().to_wire(),
-        manifest_version: 0,
+        manifest_version,
         report_interval_secs: app.report_interval_secs,
         inventory_seq: accepted.inventory_seq,
         send_full_inventory: accepted.send_full_inventory,

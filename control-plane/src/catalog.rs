@@ -75,6 +75,30 @@ impl Db {
         Ok(())
     }
 
+    /// Removes a title, its licences and its content files; returns the content ids removed.
+    pub fn delete_title(&self, id: &str) -> Result<Vec<String>, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if tx
+            .query_row("SELECT 1 FROM titles WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_none()
+        {
+            return Err(DbError::Missing(format!("title {id}")));
+        }
+        let removed: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT id FROM content WHERE title = ?1")?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        tx.execute("DELETE FROM content WHERE title = ?1", [id])?;
+        tx.execute("DELETE FROM title_countries WHERE title = ?1", [id])?;
+        tx.execute("DELETE FROM popularity WHERE title = ?1", [id])?;
+        tx.execute("DELETE FROM titles WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
     /// All titles, by id.
     pub fn titles(&self) -> Result<Vec<Title>, DbError> {
         let conn = self.reader();
@@ -184,6 +208,8 @@ pub struct CatalogView {
     renditions: HashMap<String, Vec<Content>>,
     /// Subscribers by id.
     subscribers: HashMap<String, Subscriber>,
+    /// Content by id.
+    by_id: HashMap<String, Content>,
 }
 
 impl CatalogView {
@@ -209,6 +235,7 @@ impl CatalogView {
 
     /// Records a committed content file.
     pub fn add_content(&mut self, c: Content) {
+        self.by_id.insert(c.id.clone(), c.clone());
         let list = self.renditions.entry(c.title.clone()).or_default();
         list.push(c);
         list.sort_by(|x, y| {
@@ -239,6 +266,24 @@ impl CatalogView {
         self.titles
             .get(title)
             .is_some_and(|cs| cs.iter().any(|c| c == country))
+    }
+
+    /// Forgets a title removed from the catalog, with its renditions.
+    pub fn remove_title(&mut self, title: &str) {
+        self.titles.remove(title);
+        for c in self.renditions.remove(title).unwrap_or_default() {
+            self.by_id.remove(&c.id);
+        }
+    }
+
+    /// One content file.
+    pub fn content(&self, id: &str) -> Option<&Content> {
+        self.by_id.get(id)
+    }
+
+    /// Every content file.
+    pub fn all_content(&self) -> impl Iterator<Item = &Content> {
+        self.by_id.values()
     }
 
     /// The title's renditions, highest resolution first.

@@ -110,6 +110,12 @@ const MIGRATIONS: &[&str] = &[
         oca_id TEXT NOT NULL
     );
     CREATE INDEX streams_by_expiry ON streams(expires);",
+    // 6: title popularity (decayed play counts) for the fill planner.
+    "CREATE TABLE popularity (
+        title TEXT PRIMARY KEY,
+        score REAL NOT NULL,
+        updated INTEGER NOT NULL
+    );",
 ];
 
 /// Read-only connections kept open next to the writer.

@@ -4,11 +4,14 @@
 mod api;
 mod catalog;
 mod db;
+mod fill;
 mod intake;
 mod lpm;
 mod metrics;
 mod origin;
+mod planner;
 mod play;
+mod popularity;
 mod steering;
 mod streams;
 mod url_keys;
@@ -58,6 +61,29 @@ struct Cli {
     /// Default: <db>.admin-token.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Base URL appliances reach this control plane at (for embedded-origin fill URLs).
+    /// Default: http://<listen address>.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Daily fill window, HH:MM-HH:MM UTC (may wrap past midnight). Default: any time.
+    #[arg(long, value_name = "HH:MM-HH:MM")]
+    fill_window: Option<String>,
+    /// Fill bandwidth cap per appliance, megabits per second. Default: none.
+    #[arg(long, value_name = "MBIT")]
+    fill_rate_mbps: Option<f64>,
+    /// Replicas of the most popular files in each site (default 2).
+    #[arg(long, value_name = "N")]
+    fill_copies: Option<usize>,
+    /// Share of a site's played files that get `fill_copies` replicas (default 0.1).
+    #[arg(long, value_name = "FRACTION")]
+    fill_hot_fraction: Option<f64>,
+    /// Seconds an appliance waits for a nearer copy (a peer filling first, the parent site)
+    /// before it fills from farther away (default 300).
+    #[arg(long, value_name = "SECS")]
+    fill_escalation: Option<u64>,
+    /// Hours for a play's weight in popularity to halve (default 24).
+    #[arg(long, value_name = "HOURS")]
+    popularity_half_life: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -70,6 +96,13 @@ struct FileConfig {
     report_interval: Option<u64>,
     db: Option<PathBuf>,
     admin_token_file: Option<PathBuf>,
+    public_url: Option<String>,
+    fill_window: Option<String>,
+    fill_rate_mbps: Option<f64>,
+    fill_copies: Option<usize>,
+    fill_hot_fraction: Option<f64>,
+    fill_escalation: Option<u64>,
+    popularity_half_life: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +163,36 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let token = admin_token(&token_path)?;
+    let fill_cfg = fill::FillConfig {
+        window: match cli.fill_window.or(file.fill_window) {
+            Some(w) => Some(fill::parse_window(&w).map_err(anyhow::Error::msg)?),
+            None => None,
+        },
+        rate_limit_bps: match cli.fill_rate_mbps.or(file.fill_rate_mbps) {
+            Some(m) if m.is_finite() && m >= 0.0 => (m * 1e6) as u64,
+            Some(m) => anyhow::bail!("fill_rate_mbps must be a positive number, got {m}"),
+            None => 0,
+        },
+        copies: cli.fill_copies.or(file.fill_copies).unwrap_or(2).max(1),
+        hot_fraction: cli
+            .fill_hot_fraction
+            .or(file.fill_hot_fraction)
+            .unwrap_or(0.1)
+            .clamp(0.0, 1.0),
+        escalation_secs: cli.fill_escalation.or(file.fill_escalation).unwrap_or(300),
+        public_url: cli
+            .public_url
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}")),
+    };
+    let half_life_hours = cli
+        .popularity_half_life
+        .or(file.popularity_half_life)
+        .unwrap_or(popularity::DEFAULT_HALF_LIFE_SECS / 3600.0);
+    if !(half_life_hours.is_finite() && half_life_hours > 0.0) {
+        anyhow::bail!("popularity_half_life must be a positive number of hours");
+    }
+    let popularity = popularity::Popularity::load(&db, half_life_hours * 3600.0)?;
     let catalog = catalog::CatalogView::load(&db)?;
     let db = Arc::new(db);
     let streams = streams::Streams::start(db.clone(), api::unix_now())?;
@@ -137,6 +200,9 @@ fn run(cli: Cli) -> Result<()> {
         db,
         catalog: std::sync::RwLock::new(catalog),
         streams,
+        popularity,
+        planner: fill::Planner::default(),
+        fill: fill_cfg,
         metrics: metrics::Metrics::default(),
         report_interval_secs,
         origin_dir,
@@ -159,6 +225,20 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, db = %db_path.display(), admin_token_file = %token_path.display(), "listening");
+        let saver = app.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let app = saver.clone();
+                let saved = tokio::task::spawn_blocking(move || app.popularity.save(&app.db)).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(error = %e, "saving popularity");
+                }
+            }
+        });
+        let last = app.clone();
         let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, service)
             .with_graceful_shutdown(async {
@@ -170,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
                 tracing::info!("shutting down");
             })
             .await?;
+        last.popularity.save(&last.db)?;
         anyhow::Ok(())
     })
 }

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Origin requests refused for a bad, expired or wrong-scope signature.
     pub origin_refusals: Counter,
+    /// Fill sources appliances reported bad.
+    pub fill_source_errors: Counter,
+    /// Fill requests the embedded origin answered.
+    pub origin_requests: Counter,
 }
 
 impl Default for Metrics {
@@ -59,8 +63,20 @@ impl Default for Metrics {
             "cp_origin_refusals",
             "Origin requests refused for their signature",
         );
+        let fill_source_errors = m(
+            &mut registry,
+            "cp_fill_source_errors",
+            "Fill sources appliances reported bad (hash mismatch, errors, stalls)",
+        );
+        let origin_requests = m(
+            &mut registry,
+            "cp_origin_requests",
+            "Fill requests the embedded origin answered",
+        );
         Metrics {
             registry,
+            fill_source_errors,
+            origin_requests,
             steer_decisions,
             content_misses,
             health_misses,

@@ -44,6 +44,8 @@ pub async fn serve(
         app.metrics.origin_refusals.inc();
         return forbidden();
     }
+    app.metrics.origin_requests.inc();
+    tracing::info!(id = %content, range = ?req.headers().get(axum::http::header::RANGE), "origin fill");
     let file = path(&app.origin_dir, content);
     match ServeFile::new(file).oneshot(req).await {
         Ok(resp) => resp.map(Body::new).into_response(),

@@ -156,7 +156,11 @@ pub async fn confirm(app: &App, g: Granted) -> Result<PlayAnswer, Failure> {
         .await
         .unwrap_or_else(|_| Err("the lease writer stopped".into()));
     match outcome {
-        Ok(()) => Ok(g.answer),
+        Ok(()) => {
+            app.popularity
+                .record(&g.answer.title, crate::api::unix_now());
+            Ok(g.answer)
+        }
         Err(e) => {
             app.streams
                 .release(&g.subscriber, &g.answer.title, g.lease_expires);

@@ -43,6 +43,17 @@ pub struct Candidate {
     pub last_report: i64,
     /// Last reported bytes per second.
     pub bytes_per_sec: u64,
+    /// Storage on its working disks, from its last report (what the fill planner may use).
+    pub storage_bytes: u64,
+}
+
+/// Storage on the disks a report lists as usable (not failed).
+pub fn usable_storage(disks: &[oca_protocol::health::DiskReport]) -> u64 {
+    disks
+        .iter()
+        .filter(|d| d.state != oca_protocol::health::DiskState::Failed)
+        .map(|d| d.capacity_bytes)
+        .sum()
 }
 
 /// Everything steering needs, in memory: read from the database at start (and after admin
@@ -86,7 +97,8 @@ impl Snapshot {
             sites.insert(id, (parent, region));
         }
         let mut stmt = conn.prepare(
-            "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0), COALESCE(h.bytes_per_sec, 0)
+            "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0), COALESCE(h.bytes_per_sec, 0),
+                    COALESCE(h.disks_json, '[]')
              FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id ORDER BY a.id",
         )?;
         let appliances: Vec<Candidate> = stmt
@@ -99,6 +111,12 @@ impl Snapshot {
                     status: r.get(4)?,
                     last_report: r.get(5)?,
                     bytes_per_sec: r.get::<_, i64>(6)? as u64,
+                    storage_bytes: usable_storage(
+                        &serde_json::from_str::<Vec<oca_protocol::health::DiskReport>>(
+                            &r.get::<_, String>(7)?,
+                        )
+                        .unwrap_or_default(),
+                    ),
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -175,6 +193,39 @@ impl Snapshot {
         }
         snap.rebuild_prefixes();
         Ok(snap)
+    }
+
+    /// An appliance by id.
+    pub fn appliance(&self, id: &str) -> Option<&Candidate> {
+        self.index.get(id).map(|&i| &self.appliances[i])
+    }
+
+    /// The appliances of a site.
+    pub fn site_appliances(&self, site: &str) -> Vec<&Candidate> {
+        self.by_site
+            .get(site)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.appliances[i])
+            .collect()
+    }
+
+    /// The tier site a site fills from.
+    pub fn parent(&self, site: &str) -> Option<&str> {
+        self.sites.get(site)?.0.as_deref()
+    }
+
+    /// Whether `appliance` holds `content`, as last reported.
+    pub fn holds(&self, appliance: &str, content: &str) -> bool {
+        let (Some(&i), Some(h)) = (self.index.get(appliance), self.holders.get(content)) else {
+            return false;
+        };
+        h.contains(&i)
+    }
+
+    /// Whether an appliance may serve (fresh, not `error`, under its load threshold).
+    pub fn serving(&self, a: &Candidate, now: i64, report_interval_secs: u64) -> bool {
+        drop_reason(a, true, now, 3 * report_interval_secs as i64).is_none()
     }
 
     /// The client's country from the coverage zones (longest match).
@@ -277,6 +328,7 @@ impl Snapshot {
         a.status = Some(crate::intake::status_str(r.status).to_string());
         a.last_report = now;
         a.bytes_per_sec = r.serving.bytes_per_sec;
+        a.storage_bytes = usable_storage(&r.disks);
         let mut prefixes = r.prefixes.clone();
         prefixes.sort();
         prefixes.dedup();

@@ -28,6 +28,20 @@ pub struct HealthReport {
     pub prefixes: Vec<Prefix>,
     /// What the appliance holds.
     pub inventory: Inventory,
+    /// Fill sources that failed since the last report (the planner ranks them down).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fill_errors: Vec<FillError>,
+}
+
+/// A fill source that failed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FillError {
+    /// The file being filled.
+    pub content_id: String,
+    /// The appliance that served it, or `origin`.
+    pub source: String,
+    /// `hash_mismatch`, `size_mismatch`, `http_<status>`, `stall`, `connect` or `io`.
+    pub reason: String,
 }
 
 /// An appliance's overall state as it reports it.

@@ -57,6 +57,10 @@ pub struct Source {
     pub oca_id: Option<String>,
     /// Signed (`fill` scope) URL of the file.
     pub url: String,
+    /// Unix seconds before which this source is not to be used: a nearer copy is on its way
+    /// (the escalation delay before going further out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
 }
 
 /// How far away a source is.
