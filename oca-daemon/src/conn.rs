@@ -164,6 +164,8 @@ pub struct Conn {
     want_kernel: bool,
     /// The peer asked for our KeyUpdate; sent before the next write (kernel TLS with rekey).
     tx_rekey_pending: bool,
+    /// The response going out answers a `fill`-signed request (a peer appliance filling).
+    fill: bool,
     phase: Phase,
     inbuf: Vec<u8>,
     out: Vec<u8>,
@@ -190,6 +192,7 @@ impl Conn {
             transport: Transport::Plain,
             want_kernel: false,
             tx_rekey_pending: false,
+            fill: false,
             phase: Phase::Reading,
             inbuf: Vec::new(),
             out: Vec::new(),
@@ -541,6 +544,10 @@ impl Conn {
                     if let Some(disk) = served.disk_error {
                         ctx.shared.metrics.disk_error(disk);
                     }
+                    self.fill = served.admission
+                        == Some(Ok(crate::signed_urls::Admitted::Signed(
+                            oca_protocol::signing::Scope::Fill,
+                        )));
                     if let Some(admission) = served.admission {
                         ctx.stats().admission(admission);
                     }
@@ -809,6 +816,9 @@ impl Conn {
     /// Counts bytes sent to the client, and on TLS connections by where they were encrypted.
     fn count_sent(&self, n: u64, ctx: &WorkerCtx) {
         ctx.stats().sent(n);
+        if self.fill {
+            ctx.stats().fill_sent(n);
+        }
         match self.transport {
             Transport::User(_) => ctx.stats().tls_sent(TlsMode::User, n),
             Transport::Kernel(_) => ctx.stats().tls_sent(TlsMode::Kernel, n),

@@ -50,6 +50,7 @@ pub struct WorkerStats {
     tls_failures: [AtomicU64; TLS_FAILURES.len()],
     tls_sent: [AtomicU64; 2],
     key_updates: [AtomicU64; 2],
+    fill_bytes: AtomicU64,
 }
 
 /// Where a TLS connection's records are encrypted.
@@ -130,6 +131,11 @@ impl WorkerStats {
             Ok(a) => self.admitted[admitted_index(a)].fetch_add(1, Relaxed),
             Err(r) => self.sig_rejected[rejection_index(r)].fetch_add(1, Relaxed),
         };
+    }
+
+    /// Counts bytes sent to peer appliances filling (`fill`-signed requests).
+    pub fn fill_sent(&self, n: u64) {
+        self.fill_bytes.fetch_add(n, Relaxed);
     }
 
     /// Counts a finished TLS handshake by where its records go.
@@ -309,6 +315,12 @@ impl Collector for Scrape {
             "oca_sent_bytes",
             "Bytes sent to clients (heads and bodies)",
             m.sum(|w| w.bytes_sent.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "oca_fill_sent_bytes",
+            "Bytes sent to peer appliances filling from this one (fill-signed requests; also in oca_sent_bytes)",
+            m.sum(|w| w.fill_bytes.load(Relaxed)),
         )?;
         counter(
             &mut enc,

@@ -75,6 +75,11 @@ pub enum SourceKind {
     Origin,
 }
 
+/// Lower-case hex of a digest, as `sha256` fields carry it.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

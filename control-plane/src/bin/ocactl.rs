@@ -324,5 +324,5 @@ fn copy_hashing(src: &Path, dst: &Path) -> Result<(u64, String)> {
     }
     output.sync_all()?;
     let digest = hasher.finalize();
-    Ok((size, digest.iter().map(|b| format!("{b:02x}")).collect()))
+    Ok((size, oca_protocol::manifest::hex(&digest)))
 }

@@ -1,0 +1,399 @@
+//! Filling: what the manifest lists and the stores lack is downloaded, verified and published;
+//! what left the manifest is deleted once the cycle's fills are done.
+//!
+//! A download goes to `<disk>/tmp/<id>.part` (never servable: oca-daemon only opens
+//! `objects/`), hashed as it streams; a resumed download hashes the part it already has first.
+//! Only a whole file whose SHA-256 and size match the manifest is fsynced and renamed into
+//! `objects/`. A source that errs or stalls is left for the next one (the part is kept, so the
+//! next source resumes it with `Range`); one whose bytes fail the check is reported, and the part
+//! discarded.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oca_protocol::health::FillError;
+use oca_protocol::manifest::{Manifest, ManifestEntry, Source, SourceKind};
+use oca_store::{ContentId, Store};
+use sha2::{Digest, Sha256};
+
+use crate::inventory::Inventory;
+
+/// What a disk can do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskHealth {
+    /// Filling and serving.
+    Ok,
+    /// Out of space (ENOSPC or below the free-space floor): serving, not filling.
+    Full,
+    /// I/O errors: neither.
+    Failed,
+}
+
+/// State the fill tasks and the reporter share.
+pub struct Shared {
+    /// The stores.
+    pub store: Store,
+    /// What is held.
+    pub inventory: Mutex<Inventory>,
+    /// Sources that failed since the last report.
+    pub errors: Mutex<Vec<FillError>>,
+    /// Per-disk health.
+    pub disks: Mutex<Vec<DiskHealth>>,
+    /// The fill bandwidth cap.
+    pub bucket: TokenBucket,
+}
+
+/// How one file's fill ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Published.
+    Filled(SourceKind),
+    /// Every usable source failed.
+    Failed,
+    /// Only sources that may not be used yet (escalation delay): try again later.
+    Waiting,
+    /// No disk can take it.
+    NoSpace,
+}
+
+/// A token bucket over bytes: `rate` bytes per second, bursts up to a tenth of a second.
+pub struct TokenBucket {
+    state: Mutex<(f64, Instant, f64)>,
+}
+
+impl TokenBucket {
+    /// Unlimited until [`TokenBucket::set_rate`].
+    pub fn new() -> TokenBucket {
+        TokenBucket {
+            state: Mutex::new((0.0, Instant::now(), 0.0)),
+        }
+    }
+
+    /// Sets the cap in bits per second (0: none).
+    pub fn set_rate(&self, bits_per_sec: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.2 = bits_per_sec as f64 / 8.0;
+    }
+
+    /// Waits until `n` bytes may pass.
+    pub async fn take(&self, n: usize) {
+        let wait = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let rate = s.2;
+            if rate <= 0.0 {
+                return;
+            }
+            let now = Instant::now();
+            let burst = (rate * 0.1).max(64.0 * 1024.0);
+            s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * rate).min(burst);
+            s.1 = now;
+            s.0 -= n as f64;
+            if s.0 >= 0.0 {
+                return;
+            }
+            Duration::from_secs_f64(-s.0 / rate)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+impl Default for TokenBucket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Fills everything missing (bounded by `concurrency`), then deletes what left the manifest;
+/// returns how many files were filled and whether some wait for a later cycle.
+pub async fn cycle(
+    shared: &Arc<Shared>,
+    client: &reqwest::Client,
+    manifest: &Manifest,
+    concurrency: usize,
+    stall: Duration,
+) -> (usize, bool) {
+    shared.bucket.set_rate(manifest.rate_limit_bps);
+    let missing: Vec<ManifestEntry> = {
+        let inv = shared.inventory.lock().unwrap_or_else(|p| p.into_inner());
+        manifest
+            .entries
+            .iter()
+            .filter(|e| !inv.holds(&e.content_id))
+            .cloned()
+            .collect()
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for entry in missing {
+        let (shared, client, gate) = (shared.clone(), client.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await;
+            fill_one(&shared, &client, &entry, stall).await
+        });
+    }
+    let (mut filled, mut waiting) = (0, false);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Outcome::Filled(_)) => filled += 1,
+            Ok(Outcome::Waiting) => waiting = true,
+            _ => {}
+        }
+    }
+    // Replacements are in place (or could not be had); now what left the manifest goes.
+    evict(shared, manifest);
+    (filled, waiting)
+}
+
+/// Deletes held files the manifest no longer lists.
+fn evict(shared: &Shared, manifest: &Manifest) {
+    let wanted: std::collections::HashSet<&str> = manifest
+        .entries
+        .iter()
+        .map(|e| e.content_id.as_str())
+        .collect();
+    let gone: Vec<(String, usize)> = {
+        let inv = shared.inventory.lock().unwrap_or_else(|p| p.into_inner());
+        inv.held()
+            .filter(|(id, _)| !wanted.contains(id.as_str()))
+            .map(|(id, d)| (id.clone(), *d))
+            .collect()
+    };
+    for (id, disk) in gone {
+        let Ok(cid) = ContentId::parse(&id) else {
+            continue;
+        };
+        let path = shared.store.disks()[disk].object_path(cid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(id, "evicted: no longer in the manifest"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(id, error = %e, "evicting failed");
+                continue;
+            }
+        }
+        shared
+            .inventory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// The disk a file goes to: the first in its placement order that is healthy and has room.
+fn pick_disk(shared: &Shared, id: ContentId<'_>, size: u64) -> Option<usize> {
+    let disks = shared
+        .disks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    shared.store.placement(id).into_iter().find(|&d| {
+        disks[d] == DiskHealth::Ok
+            && crate::report::free_bytes(shared.store.disks()[d].root()) > size
+    })
+}
+
+/// Fills one file from the first source that delivers it whole and correct.
+pub async fn fill_one(
+    shared: &Shared,
+    client: &reqwest::Client,
+    entry: &ManifestEntry,
+    stall: Duration,
+) -> Outcome {
+    let Ok(id) = ContentId::parse(&entry.content_id) else {
+        tracing::warn!(id = %entry.content_id, "manifest entry with a bad content id; skipped");
+        return Outcome::Failed;
+    };
+    let Some(disk) = pick_disk(shared, id, entry.size) else {
+        tracing::warn!(id = %id, size = entry.size, "no disk has room for this file");
+        return Outcome::NoSpace;
+    };
+    let root = shared.store.disks()[disk].root().to_path_buf();
+    let part = root.join(oca_store::TMP_DIR).join(format!("{id}.part"));
+    let now = unix_now();
+    let usable: Vec<&Source> = entry
+        .sources
+        .iter()
+        .filter(|s| s.not_before.is_none_or(|t| t <= now))
+        .collect();
+    if usable.is_empty() {
+        return Outcome::Waiting;
+    }
+    for source in usable {
+        let started = Instant::now();
+        match fetch(shared, client, source, entry, &part, stall).await {
+            Ok(bytes) => match publish(&part, &shared.store.disks()[disk].object_path(id)) {
+                Ok(()) => {
+                    let secs = started.elapsed().as_secs_f64();
+                    tracing::info!(id = %id, source = ?source.kind, from = source.oca_id.as_deref().unwrap_or("origin"),
+                        bytes, mbit_per_s = bytes as f64 * 8.0 / secs.max(1e-6) / 1e6, "filled");
+                    shared
+                        .inventory
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(id.as_str(), disk);
+                    return Outcome::Filled(source.kind);
+                }
+                Err(e) => {
+                    disk_error(shared, disk, &e);
+                    return Outcome::Failed;
+                }
+            },
+            Err(Failure::Disk(e)) => {
+                disk_error(shared, disk, &e);
+                let _ = std::fs::remove_file(&part);
+                return if e.raw_os_error() == Some(libc::ENOSPC) {
+                    Outcome::NoSpace
+                } else {
+                    Outcome::Failed
+                };
+            }
+            Err(Failure::Source(reason, discard)) => {
+                tracing::warn!(id = %id, source = ?source.kind, url_host = host(&source.url), reason, "fill source failed; trying the next");
+                if discard {
+                    let _ = std::fs::remove_file(&part);
+                }
+                shared
+                    .errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(FillError {
+                        content_id: id.as_str().to_string(),
+                        source: source.oca_id.clone().unwrap_or_else(|| "origin".into()),
+                        reason,
+                    });
+            }
+        }
+    }
+    Outcome::Failed
+}
+
+fn host(url: &str) -> &str {
+    url.split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("")
+}
+
+fn disk_error(shared: &Shared, disk: usize, e: &std::io::Error) {
+    let health = if e.raw_os_error() == Some(libc::ENOSPC) {
+        DiskHealth::Full
+    } else {
+        DiskHealth::Failed
+    };
+    tracing::warn!(disk = %shared.store.disks()[disk].root().display(), error = %e, ?health, "disk problem while filling");
+    shared.disks.lock().unwrap_or_else(|p| p.into_inner())[disk] = health;
+}
+
+enum Failure {
+    /// The source failed: reason, and whether the part holds bad bytes.
+    Source(String, bool),
+    /// Our disk failed.
+    Disk(std::io::Error),
+}
+
+/// Downloads (or resumes) `entry` from `source` into `part`; returns the bytes in the part.
+async fn fetch(
+    shared: &Shared,
+    client: &reqwest::Client,
+    source: &Source,
+    entry: &ManifestEntry,
+    part: &Path,
+    stall: Duration,
+) -> Result<u64, Failure> {
+    let disk = Failure::Disk;
+    std::fs::create_dir_all(part.parent().expect("part has a directory")).map_err(disk)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o644)
+        .open(part)
+        .map_err(Failure::Disk)?;
+    let mut have = file.metadata().map_err(Failure::Disk)?.len();
+    if have > entry.size {
+        file.set_len(0).map_err(Failure::Disk)?;
+        have = 0;
+    }
+    let mut hasher = Sha256::new();
+    if have > 0 {
+        hash_prefix(part, have, &mut hasher).map_err(Failure::Disk)?;
+    }
+    if have < entry.size {
+        let mut req = client.get(&source.url);
+        if have > 0 {
+            req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let resp = tokio::time::timeout(stall, req.send())
+            .await
+            .map_err(|_| Failure::Source("stall".into(), false))?
+            .map_err(|_| Failure::Source("connect".into(), false))?;
+        let status = resp.status().as_u16();
+        match (status, have) {
+            (206, h) if h > 0 => {
+                tracing::info!(id = %entry.content_id, from = have, "resuming with Range");
+            }
+            (200, 0) => {}
+            (200, _) => {
+                // The source ignored the range: start over with its whole answer.
+                file.set_len(0).map_err(Failure::Disk)?;
+                have = 0;
+                hasher = Sha256::new();
+            }
+            (s, _) => return Err(Failure::Source(format!("http_{s}"), false)),
+        }
+        let mut resp = resp;
+        loop {
+            let chunk = tokio::time::timeout(stall, resp.chunk())
+                .await
+                .map_err(|_| Failure::Source("stall".into(), false))?
+                .map_err(|_| Failure::Source("io".into(), false))?;
+            let Some(chunk) = chunk else { break };
+            if have + chunk.len() as u64 > entry.size {
+                return Err(Failure::Source("size_mismatch".into(), true));
+            }
+            shared.bucket.take(chunk.len()).await;
+            file.write_all(&chunk).map_err(Failure::Disk)?;
+            hasher.update(&chunk);
+            have += chunk.len() as u64;
+        }
+    }
+    if have != entry.size {
+        // Short: keep what arrived for the next source to resume.
+        return Err(Failure::Source("short".into(), false));
+    }
+    let digest = oca_protocol::manifest::hex(&hasher.finalize());
+    if !digest.eq_ignore_ascii_case(&entry.sha256) {
+        return Err(Failure::Source("hash_mismatch".into(), true));
+    }
+    file.sync_all().map_err(Failure::Disk)?;
+    Ok(have)
+}
+
+fn hash_prefix(part: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+    let mut f = std::fs::File::open(part)?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Moves a verified part into `objects/` and makes the rename durable.
+fn publish(part: &Path, dest: &PathBuf) -> std::io::Result<()> {
+    let dir = dest.parent().expect("object path has a shard directory");
+    std::fs::create_dir_all(dir)?;
+    std::fs::rename(part, dest)?;
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,122 @@
+//! What the appliance holds, and the changes not yet acknowledged by the control plane.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use oca_protocol::health::Inventory as Wire;
+use oca_store::{ContentId, Store};
+
+/// The held content ids (with their disk) and the pending delta.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    held: BTreeMap<String, usize>,
+    added: BTreeSet<String>,
+    removed: BTreeSet<String>,
+    acked_seq: u64,
+    need_full: bool,
+}
+
+impl Inventory {
+    /// Scans every disk's `objects/` tree; the first report sends it whole.
+    pub fn scan(store: &Store) -> Inventory {
+        let mut held = BTreeMap::new();
+        for (i, disk) in store.disks().iter().enumerate() {
+            let objects = disk.root().join(oca_store::OBJECTS_DIR);
+            let Ok(shards) = std::fs::read_dir(&objects) else {
+                continue;
+            };
+            for shard in shards.flatten() {
+                let Ok(files) = std::fs::read_dir(shard.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    let in_place =
+                        ContentId::parse(&name).is_ok_and(|id| disk.object_path(id) == f.path());
+                    if in_place && f.file_type().is_ok_and(|t| t.is_file()) {
+                        held.insert(name, i);
+                    }
+                }
+            }
+        }
+        Inventory {
+            held,
+            need_full: true,
+            ..Inventory::default()
+        }
+    }
+
+    /// Whether `id` is held.
+    pub fn holds(&self, id: &str) -> bool {
+        self.held.contains_key(id)
+    }
+
+    /// Held ids with their disk.
+    pub fn held(&self) -> impl Iterator<Item = (&String, &usize)> {
+        self.held.iter()
+    }
+
+    /// A file was published on `disk`.
+    pub fn add(&mut self, id: &str, disk: usize) {
+        self.held.insert(id.to_string(), disk);
+        self.removed.remove(id);
+        self.added.insert(id.to_string());
+    }
+
+    /// A file was deleted.
+    pub fn remove(&mut self, id: &str) {
+        if self.held.remove(id).is_some() {
+            self.added.remove(id);
+            self.removed.insert(id.to_string());
+        }
+    }
+
+    /// What the next report carries.
+    pub fn to_wire(&self) -> Wire {
+        if self.need_full {
+            Wire::Full {
+                seq: self.acked_seq + 1,
+                content: self.held.keys().cloned().collect(),
+            }
+        } else {
+            Wire::Delta {
+                base_seq: self.acked_seq,
+                seq: self.acked_seq + 1,
+                added: self.added.iter().cloned().collect(),
+                removed: self.removed.iter().cloned().collect(),
+            }
+        }
+    }
+
+    /// The control plane took `sent`, now holds `seq`, and may want everything next time.
+    pub fn acknowledged(&mut self, sent: &Wire, seq: u64, send_full: bool) {
+        if send_full {
+            self.need_full = true;
+            self.acked_seq = seq;
+            return;
+        }
+        match sent {
+            Wire::Full { seq: s, content } if *s == seq => {
+                // Changes made after the list was taken stay pending.
+                let sent: BTreeSet<&String> = content.iter().collect();
+                self.need_full = false;
+                self.added.retain(|a| !sent.contains(a));
+                self.removed.retain(|r| sent.contains(r));
+            }
+            Wire::Delta {
+                seq: s,
+                added,
+                removed,
+                ..
+            } if *s == seq => {
+                for a in added {
+                    self.added.remove(a);
+                }
+                for r in removed {
+                    self.removed.remove(r);
+                }
+            }
+            _ => {}
+        }
+        self.acked_seq = seq;
+    }
+}

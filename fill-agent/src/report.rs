@@ -1,0 +1,200 @@
+//! The health report (DESIGN.md "Health report") and what comes back: URL keys for oca-daemon,
+//! the manifest version, the report interval.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use oca_protocol::health::{DiskReport, DiskState, HealthReply, HealthReport, Serving, Status};
+use oca_protocol::keys::Keyring;
+
+use crate::config::Config;
+use crate::fill::{DiskHealth, Shared};
+
+/// Below this much free space a disk counts as full.
+pub const FREE_FLOOR: u64 = 16 << 20;
+
+/// Free bytes for an unprivileged writer on the filesystem of `path` (0 if it cannot be read).
+pub fn free_bytes(path: &Path) -> u64 {
+    statvfs(path).map_or(0, |(_, _, avail)| avail)
+}
+
+/// (size, used, available) of the filesystem of `path`.
+fn statvfs(path: &Path) -> Option<(u64, u64, u64)> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    let f = s.f_frsize;
+    Some((s.f_blocks * f, (s.f_blocks - s.f_bfree) * f, s.f_bavail * f))
+}
+
+/// oca-daemon's counters at one moment, for rates between two reports.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadSample {
+    at: Instant,
+    bytes: f64,
+    requests: f64,
+    active: f64,
+}
+
+/// Reads oca-daemon's admin `/metrics`.
+pub async fn sample_load(client: &reqwest::Client, admin: &str) -> Option<LoadSample> {
+    let text = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let sum = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Some(LoadSample {
+        at: Instant::now(),
+        bytes: sum("oca_sent_bytes_total "),
+        requests: sum("oca_requests_total{"),
+        active: sum("oca_active_connections "),
+    })
+}
+
+/// Load figures from two samples.
+pub fn serving(prev: Option<LoadSample>, now: Option<LoadSample>, capacity_bps: u64) -> Serving {
+    let mut s = Serving {
+        capacity_bps,
+        ..Serving::default()
+    };
+    if let Some(n) = now {
+        s.active_connections = n.active as u64;
+        if let Some(p) = prev {
+            let dt = n.at.duration_since(p.at).as_secs_f64().max(1e-3);
+            s.bytes_per_sec = ((n.bytes - p.bytes).max(0.0) / dt) as u64;
+            s.requests_per_sec = ((n.requests - p.requests).max(0.0) / dt) as u64;
+        }
+    }
+    s
+}
+
+/// Builds the report from the shared state; returns it with the inventory it carries.
+pub fn build(cfg: &Config, shared: &Shared, serving: Serving) -> HealthReport {
+    let health = shared
+        .disks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut disks = Vec::new();
+    for (i, d) in shared.store.disks().iter().enumerate() {
+        let (capacity, used, avail) = statvfs(d.root()).unwrap_or((0, 0, 0));
+        let state = match health[i] {
+            DiskHealth::Failed => DiskState::Failed,
+            _ if capacity == 0 => DiskState::Failed,
+            DiskHealth::Full => DiskState::Full,
+            DiskHealth::Ok if avail < FREE_FLOOR => DiskState::Full,
+            DiskHealth::Ok => DiskState::Ok,
+        };
+        disks.push(DiskReport {
+            path: d.root().display().to_string(),
+            state,
+            capacity_bytes: capacity,
+            used_bytes: used,
+        });
+    }
+    let status = if disks.iter().all(|d| d.state == DiskState::Failed) {
+        Status::Error
+    } else if disks.iter().any(|d| d.state != DiskState::Ok) {
+        Status::Warning
+    } else {
+        Status::Ok
+    };
+    let inventory = shared
+        .inventory
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .to_wire();
+    let fill_errors = std::mem::take(&mut *shared.errors.lock().unwrap_or_else(|p| p.into_inner()));
+    HealthReport {
+        oca_id: cfg.oca_id.clone(),
+        site: cfg.site.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        status,
+        serving,
+        disks,
+        prefixes: cfg.prefixes.clone(),
+        inventory,
+        fill_errors,
+    }
+}
+
+/// Sends the report; on success the inventory delta is acknowledged.
+pub async fn send(
+    cfg: &Config,
+    shared: &Shared,
+    client: &reqwest::Client,
+    report: &HealthReport,
+) -> Result<HealthReply> {
+    let url = format!("{}/v1/appliances/{}/health", cfg.control_plane, cfg.oca_id);
+    let resp = client
+        .post(&url)
+        .bearer_auth(&cfg.credential)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(report)?)
+        .send()
+        .await
+        .with_context(|| format!("posting the health report to {url}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        // The errors were not taken: keep them for the next report.
+        shared
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(report.fill_errors.iter().cloned());
+        bail!(
+            "control plane answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let reply: HealthReply =
+        serde_json::from_slice(&body).context("the control plane's health reply")?;
+    shared
+        .inventory
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .acknowledged(
+            &report.inventory,
+            reply.inventory_seq,
+            reply.send_full_inventory,
+        );
+    Ok(reply)
+}
+
+/// Writes the keyring oca-daemon reads, when it changed: mode 0600, replaced by rename so the
+/// daemon never reads half a file.
+pub fn write_keys(path: &Path, reply: &HealthReply) -> Result<bool> {
+    let ring = Keyring::from_wire(&reply.keys).context("keys in the health reply")?;
+    let json = ring.to_json();
+    if std::fs::read_to_string(path).is_ok_and(|old| old == json) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(json.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(true)
+}
