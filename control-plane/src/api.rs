@@ -587,12 +587,17 @@ async fn manifest_handler(
     })
     .await
     .map_err(|_| internal())??
-    .ok_or_else(|| {
-        err(
+    .map_err(|why| match why {
+        crate::fill::NoManifest::Unknown => err(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
             "unknown appliance",
-        )
+        ),
+        crate::fill::NoManifest::NoStorage => err(
+            StatusCode::CONFLICT,
+            ErrorCode::BadRequest,
+            "no disks reported yet: nothing can be planned before the first health report",
+        ),
     })?;
     let etag = format!("\"{}\"", m.version);
     let unchanged = headers

@@ -43,10 +43,13 @@ pub struct FillConfig {
     pub public_url: String,
 }
 
+type PlanEntry = (Instant, Vec<(String, u64)>, Arc<SitePlan>);
+
 /// Site plans and what the planner remembers between them.
 #[derive(Default)]
 pub struct Planner {
-    plans: Mutex<HashMap<String, (Instant, Arc<SitePlan>)>>,
+    /// Per site: when planned, over which appliances and storage, and the plan.
+    plans: Mutex<HashMap<String, PlanEntry>>,
     first_planned: Mutex<HashMap<(String, String), i64>>,
     bad_sources: Mutex<HashMap<(String, String), i64>>,
 }
@@ -78,19 +81,9 @@ impl Planner {
     }
 }
 
-/// The site's plan, computed at most every [`PLAN_TTL`].
+/// The site's plan, computed at most every [`PLAN_TTL`] and whenever the site's appliances or
+/// their storage change (an appliance's first report, a disk lost).
 fn site_plan(app: &App, snap: &Snapshot, site: &str, now: i64) -> Arc<SitePlan> {
-    if let Some((at, plan)) = app
-        .planner
-        .plans
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(site)
-    {
-        if at.elapsed() < PLAN_TTL {
-            return plan.clone();
-        }
-    }
     let slots: Vec<Slot> = snap
         .site_appliances(site)
         .into_iter()
@@ -100,6 +93,21 @@ fn site_plan(app: &App, snap: &Snapshot, site: &str, now: i64) -> Arc<SitePlan> 
             storage_bytes: a.storage_bytes,
         })
         .collect();
+    let shape: Vec<(String, u64)> = slots
+        .iter()
+        .map(|s| (s.id.clone(), s.storage_bytes))
+        .collect();
+    if let Some((at, was, plan)) = app
+        .planner
+        .plans
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(site)
+    {
+        if at.elapsed() < PLAN_TTL && *was == shape {
+            return plan.clone();
+        }
+    }
     let scores = app.popularity.scores(now);
     let mut items: Vec<(f64, Item)> = app
         .catalog()
@@ -127,13 +135,31 @@ fn site_plan(app: &App, snap: &Snapshot, site: &str, now: i64) -> Arc<SitePlan> 
         .plans
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(site.to_string(), (Instant::now(), plan.clone()));
+        .insert(site.to_string(), (Instant::now(), shape, plan.clone()));
     plan
 }
 
-/// The manifest of appliance `oca_id`; `None` for an unknown appliance.
-pub fn manifest(app: &App, snap: &Snapshot, oca_id: &str, now: i64) -> Option<Manifest> {
-    let me = snap.appliance(oca_id)?;
+/// Why there is no manifest for an appliance.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoManifest {
+    /// No such appliance.
+    Unknown,
+    /// It has not reported its disks yet, so nothing can be planned for it (an empty manifest
+    /// would tell it to delete everything it holds).
+    NoStorage,
+}
+
+/// The manifest of appliance `oca_id`.
+pub fn manifest(
+    app: &App,
+    snap: &Snapshot,
+    oca_id: &str,
+    now: i64,
+) -> Result<Manifest, NoManifest> {
+    let me = snap.appliance(oca_id).ok_or(NoManifest::Unknown)?;
+    if me.storage_bytes == 0 {
+        return Err(NoManifest::NoStorage);
+    }
     let site = me.site.clone();
     let plan = site_plan(app, snap, &site, now);
     let parent = snap.parent(&site).map(str::to_string);
@@ -200,10 +226,15 @@ pub fn manifest(app: &App, snap: &Snapshot, oca_id: &str, now: i64) -> Option<Ma
         let has_tier = sources.iter().any(|s| s.kind == SourceKind::Tier);
         let primary = plan.replicas.get(id).and_then(|r| r.first());
         let peer_expected = !has_peer && primary.is_some_and(|p| p != oca_id);
+        // The parent site will hold it: it planned it, or it has appliances not planned yet
+        // (not reported yet); past the escalation delay the origin is used anyway.
         let tier_expected = !has_tier
-            && parent_plan
-                .as_ref()
-                .is_some_and(|p| p.replicas.contains_key(id));
+            && parent.as_deref().is_some_and(|p| {
+                parent_plan
+                    .as_ref()
+                    .is_some_and(|pp| pp.replicas.contains_key(id))
+                    || snap.site_appliances(p).iter().any(|a| a.storage_bytes == 0)
+            });
         let hold_until =
             |site: &str| (app.planner.first_planned(site, id, now) + escalation) as u64;
         for s in &mut sources {
@@ -230,7 +261,7 @@ pub fn manifest(app: &App, snap: &Snapshot, oca_id: &str, now: i64) -> Option<Ma
         entries,
     };
     m.version = version_of(&m);
-    Some(m)
+    Ok(m)
 }
 
 /// A stable hash of the manifest's content, so an unchanged manifest keeps its version.

@@ -81,6 +81,9 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Gr
             format!("no rendition at or below {limit} lines"),
         ));
     }
+    // Demand counts for popularity even when no appliance can serve it yet: that is exactly
+    // what the fill planner should hear about.
+    app.popularity.record(&req.title, now);
     let key = app.keyring().current().clone();
     let expires = now + URL_TTL_SECS;
     let mut renditions = Vec::new();
@@ -156,11 +159,7 @@ pub async fn confirm(app: &App, g: Granted) -> Result<PlayAnswer, Failure> {
         .await
         .unwrap_or_else(|_| Err("the lease writer stopped".into()));
     match outcome {
-        Ok(()) => {
-            app.popularity
-                .record(&g.answer.title, crate::api::unix_now());
-            Ok(g.answer)
-        }
+        Ok(()) => Ok(g.answer),
         Err(e) => {
             app.streams
                 .release(&g.subscriber, &g.answer.title, g.lease_expires);

@@ -2,7 +2,7 @@
 //! the manifest version, the report interval.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Instant;
 
@@ -183,6 +183,12 @@ pub fn write_keys(path: &Path, reply: &HealthReply) -> Result<bool> {
     let ring = Keyring::from_wire(&reply.keys).context("keys in the health reply")?;
     let json = ring.to_json();
     if std::fs::read_to_string(path).is_ok_and(|old| old == json) {
+        // Secrets: whoever made the file, it is the service's alone.
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777)?;
+        if mode != 0o600 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(true);
+        }
         return Ok(false);
     }
     let tmp = path.with_extension("tmp");

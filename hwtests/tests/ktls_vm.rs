@@ -61,52 +61,6 @@ fn missing_prerequisites(kernel_dir: &Path) -> Vec<String> {
     missing
 }
 
-/// Builds oca-daemon and tls-check in release mode (emulated, a debug build is too slow) and
-/// returns their paths.
-fn release_binaries() -> (PathBuf, PathBuf) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--message-format=json-render-diagnostics",
-        ])
-        .args([
-            "-p",
-            "oca-daemon",
-            "--bin",
-            "oca-daemon",
-            "-p",
-            "hwtests",
-            "--bin",
-            "tls-check",
-        ])
-        .output()
-        .expect("running cargo build");
-    assert!(out.status.success(), "cargo build failed");
-    let mut daemon = None;
-    let mut check = None;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if let Some(exe) = v["executable"].as_str() {
-            let name = v["target"]["name"].as_str().unwrap_or("");
-            match name {
-                "oca-daemon" => daemon = Some(PathBuf::from(exe)),
-                "tls-check" => check = Some(PathBuf::from(exe)),
-                _ => {}
-            }
-        }
-    }
-    (
-        daemon.expect("oca-daemon built"),
-        check.expect("tls-check built"),
-    )
-}
-
 #[test]
 fn ktls_serves_every_byte_in_debians_kernel() {
     let kernel_dir = PathBuf::from(
@@ -122,7 +76,12 @@ fn ktls_serves_every_byte_in_debians_kernel() {
         return;
     }
     let kernel = Kernel::find(&kernel_dir).unwrap();
-    let (daemon, check) = release_binaries();
+    // Release builds: under emulation a debug build is too slow.
+    let bins = hwtests::cargo_bins(
+        true,
+        &[("oca-daemon", "oca-daemon"), ("hwtests", "tls-check")],
+    );
+    let (daemon, check) = (bins["oca-daemon"].clone(), bins["tls-check"].clone());
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let mut img = Initramfs::default();
     img.file("init", INIT.as_bytes().to_vec(), 0o755)

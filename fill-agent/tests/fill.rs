@@ -1,0 +1,604 @@
+//! Fill with real processes on loopback: one control plane with its embedded origin, an ISP site
+//! with two appliances whose parent is an IXP site with one, each appliance a real oca-daemon and
+//! fill-agent over its own temporary store.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Proc { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_log(&self, needle: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < end, "no {needle:?} in:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, name: &str) -> SocketAddr {
+    let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+    line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    oca_protocol::manifest::hex(&Sha256::digest(b))
+}
+
+struct Cp {
+    _proc: Proc,
+    url: String,
+    token: String,
+    origin: PathBuf,
+    proc_log: Arc<Mutex<String>>,
+}
+
+impl Cp {
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let c = reqwest::blocking::Client::new();
+        let url = format!("{}{path}", self.url);
+        let mut r = match method {
+            "POST" => c.post(url),
+            "DELETE" => c.delete(url),
+            _ => c.get(url),
+        }
+        .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.url))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Adds a title with one content file, its bytes in the embedded origin.
+    fn ingest(&self, title: &str, id: &str, body: &[u8]) {
+        std::fs::write(self.origin.join(id), body).unwrap();
+        let t = json!({"id": title, "name": title, "countries": ["NL"]});
+        let (s, r) = self.admin("POST", "/v1/admin/titles", Some(t));
+        assert!(
+            s == 201 || r["message"].as_str().unwrap_or("").contains("exists"),
+            "{r}"
+        );
+        let c = json!({"id": id, "title": title, "resolution": 1080, "bitrate_kbps": 5000,
+            "size": body.len(), "sha256": sha(body), "content_type": "video/mp4", "origin": "embedded"});
+        let (s, r) = self.admin("POST", "/v1/admin/content", Some(c));
+        assert_eq!(s, 201, "{r}");
+    }
+
+    fn origin_log(&self) -> String {
+        self.proc_log.lock().unwrap().clone()
+    }
+}
+
+struct Appliance {
+    id: String,
+    dir: PathBuf,
+    daemon: Proc,
+    agent: Option<Proc>,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    agent_args: Vec<String>,
+}
+
+impl Appliance {
+    fn store(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    fn object(&self, id: &str) -> PathBuf {
+        self.store().join("objects").join(&id[..2]).join(id)
+    }
+
+    fn holds(&self, id: &str) -> bool {
+        self.object(id).exists()
+    }
+
+    fn daemon_metric(&self, name: &str) -> f64 {
+        let text = reqwest::blocking::get(format!("http://{}/metrics", self.admin))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    fn start_agent(&mut self, bin: &Path) {
+        let mut cmd = Command::new(bin);
+        cmd.args(&self.agent_args);
+        self.agent = Some(Proc::spawn(cmd));
+    }
+
+    fn agent_log(&self) -> String {
+        self.agent.as_ref().map_or(String::new(), Proc::log)
+    }
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    bins: HashMap<String, PathBuf>,
+    cp: Cp,
+    appliances: Vec<Appliance>,
+}
+
+fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts the control plane and the three appliances' daemons; agents start with `start_agents`.
+fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)) -> Lab {
+    let bins = hwtests::cargo_bins(
+        false,
+        &[
+            ("control-plane", "control-plane"),
+            ("oca-daemon", "oca-daemon"),
+            ("fill-agent", "fill-agent"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(&bins["control-plane"]);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(dir.path().join("cp.db"))
+        .args(["--report-interval", "1", "--public-url", &url])
+        .args(cp_extra);
+    let proc = Proc::spawn(cmd);
+    proc.wait_log(" listening ", Duration::from_secs(20));
+    let token = std::fs::read_to_string(dir.path().join("cp.db.admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let proc_log = proc.log.clone();
+    let cp = Cp {
+        _proc: proc,
+        url,
+        token,
+        origin: dir.path().join("cp.db.origin"),
+        proc_log,
+    };
+    for site in [
+        json!({"id": "ixp", "kind": "ixp", "region": "eu"}),
+        json!({"id": "isp", "kind": "isp", "region": "eu", "parent": "ixp"}),
+    ] {
+        assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
+    }
+    let mut appliances = Vec::new();
+    for (id, site) in [("x1", "ixp"), ("a1", "isp"), ("a2", "isp")] {
+        let adir = dir.path().join(id);
+        std::fs::create_dir_all(adir.join("store")).unwrap();
+        let mut cmd = Command::new(&bins["oca-daemon"]);
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .arg("--store")
+        .arg(adir.join("store"))
+        .arg("--keys")
+        .arg(adir.join("keys.json"));
+        let daemon = Proc::spawn(cmd);
+        let line = daemon.wait_log(" listening ", Duration::from_secs(20));
+        let (addr, admin) = (field(&line, "addr"), field(&line, "admin"));
+        let reg = json!({"id": id, "site": site, "url": format!("http://{addr}"), "capacity_bps": 10_000_000_000u64});
+        let (s, r) = cp.admin("POST", "/v1/admin/appliances", Some(reg));
+        assert_eq!(s, 201, "{r}");
+        std::fs::write(adir.join("credential"), r["credential"].as_str().unwrap()).unwrap();
+        let mut agent_args: Vec<String> = vec![
+            "--control-plane".into(),
+            cp.url.clone(),
+            "--oca-id".into(),
+            id.into(),
+            "--site".into(),
+            site.into(),
+            "--credential-file".into(),
+            adir.join("credential").display().to_string(),
+            "--store".into(),
+            adir.join("store").display().to_string(),
+            "--keys".into(),
+            adir.join("keys.json").display().to_string(),
+            "--daemon-admin".into(),
+            admin.to_string(),
+            "--stall-timeout".into(),
+            "3".into(),
+        ];
+        agent_args.extend(agent_extra.iter().map(|s| s.to_string()));
+        appliances.push(Appliance {
+            id: id.into(),
+            dir: adir,
+            daemon,
+            agent: None,
+            addr,
+            admin,
+            agent_args,
+        });
+    }
+    let mut lab = Lab {
+        dir,
+        bins,
+        cp,
+        appliances,
+    };
+    lab.prime_keys();
+    before_agents(&lab);
+    let bin = lab.bins["fill-agent"].clone();
+    for a in &mut lab.appliances {
+        a.start_agent(&bin);
+    }
+    lab
+}
+
+impl Lab {
+    /// Gives every daemon the URL keys before the agents start, as an appliance that has run
+    /// before has them on disk: one report per appliance (no disks, so nothing is planned yet),
+    /// the reply's keys written where the daemon reads them.
+    fn prime_keys(&self) {
+        for a in &self.appliances {
+            let cred = std::fs::read_to_string(a.dir.join("credential")).unwrap();
+            let report = json!({"oca_id": a.id, "site": "", "version": "t", "status": "ok",
+                "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1},
+                "disks": [], "prefixes": [], "inventory": {"kind": "full", "seq": 0, "content": []}});
+            let reply: Value = reqwest::blocking::Client::new()
+                .post(format!("{}/v1/appliances/{}/health", self.cp.url, a.id))
+                .bearer_auth(cred.trim())
+                .json(&report)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let keys = json!({"keys": reply["keys"]});
+            // Pretty-printed: the agent's own writing of the file is then visible.
+            std::fs::write(
+                a.dir.join("keys.json"),
+                serde_json::to_string_pretty(&keys).unwrap(),
+            )
+            .unwrap();
+            a.daemon.wait_log("URL keys loaded", Duration::from_secs(5));
+        }
+    }
+
+    fn app(&self, id: &str) -> &Appliance {
+        self.appliances.iter().find(|a| a.id == id).unwrap()
+    }
+
+    fn app_mut(&mut self, id: &str) -> &mut Appliance {
+        self.appliances.iter_mut().find(|a| a.id == id).unwrap()
+    }
+}
+
+#[test]
+fn origin_then_tier_then_peer_corrupt_sources_resume_after_kill_and_eviction() {
+    let c1 = content(1, 3 << 20);
+    let c2 = content(2, 2 << 20);
+    let big = content(3, 40 << 20);
+    // Popular files get two copies in the ISP site; upstream is used only after 60 s, so every
+    // ISP copy must come from the IXP appliance or the ISP peer. 160 Mbit/s cap: the big file
+    // takes about two seconds, long enough to interrupt.
+    let mut lab = lab(
+        &[
+            "--fill-copies",
+            "2",
+            "--fill-hot-fraction",
+            "1",
+            "--fill-escalation",
+            "60",
+            "--fill-rate-mbps",
+            "160",
+        ],
+        &["--fill-now"],
+        |lab| {
+            lab.cp.ingest("t1", "c1_1080p.mp4", &c1);
+            lab.cp.ingest("t2", "c2_1080p.mp4", &c2);
+            // Demand makes them popular (the plays fail: nothing holds them yet, but they count).
+            lab.cp.admin(
+                "POST",
+                "/v1/admin/zones",
+                Some(json!({"prefix": "127.0.0.0/8", "country": "NL"})),
+            );
+            lab.cp.admin(
+                "POST",
+                "/v1/admin/subscribers",
+                Some(json!({"id": "s", "active": true, "max_resolution": 2160, "max_streams": 9})),
+            );
+            for t in ["t1", "t2"] {
+                let _ = reqwest::blocking::Client::new()
+                    .post(format!("{}/v1/play", lab.cp.url))
+                    .json(&json!({"subscriber": "s", "title": t}))
+                    .send();
+            }
+            // x1 already holds a rotten copy of c2 (bit rot on the IXP appliance).
+            let mut rotten = c2.clone();
+            rotten[1000] ^= 0xff;
+            let p = lab.app("x1").object("c2_1080p.mp4");
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, rotten).unwrap();
+        },
+    );
+
+    // c1: the IXP appliance from the origin, then the ISP site from it and from each other.
+    for a in ["x1", "a1", "a2"] {
+        wait_until(&format!("{a} holds c1"), Duration::from_secs(60), || {
+            lab.app(a).holds("c1_1080p.mp4")
+        });
+        assert_eq!(
+            std::fs::read(lab.app(a).object("c1_1080p.mp4")).unwrap(),
+            c1,
+            "{a}"
+        );
+    }
+    let origin_c1 = lab
+        .cp
+        .origin_log()
+        .matches("origin fill id=c1_1080p.mp4")
+        .count();
+    assert_eq!(
+        origin_c1,
+        1,
+        "the origin served c1 once:\n{}\nx1:\n{}\na1:\n{}\na2:\n{}",
+        lab.cp.origin_log(),
+        lab.app("x1").agent_log(),
+        lab.app("a1").agent_log(),
+        lab.app("a2").agent_log()
+    );
+    let x1_fill = lab.app("x1").daemon_metric("oca_fill_sent_bytes_total");
+    assert!(
+        x1_fill >= c1.len() as f64,
+        "the ISP site filled c1 from the IXP appliance: {x1_fill}"
+    );
+    let peer_fills: Vec<String> = ["a1", "a2"]
+        .iter()
+        .filter(|a| lab.app(a).agent_log().contains("source=Peer"))
+        .map(|a| a.to_string())
+        .collect();
+    let tier_fills = ["a1", "a2"]
+        .iter()
+        .filter(|a| lab.app(a).agent_log().contains("source=Tier"))
+        .count();
+    assert!(tier_fills >= 1, "an ISP appliance filled from its tier");
+    assert!(
+        !peer_fills.is_empty() || tier_fills == 2,
+        "the second ISP copy came from the peer or the tier"
+    );
+
+    // c2: x1's copy is rotten; the ISP site finds out, never publishes it, and goes on.
+    for a in ["a1", "a2"] {
+        wait_until(
+            &format!("{a} holds a good c2"),
+            Duration::from_secs(60),
+            || std::fs::read(lab.app(a).object("c2_1080p.mp4")).is_ok_and(|b| b == c2),
+        );
+    }
+    let mismatches: usize = ["a1", "a2"]
+        .iter()
+        .map(|a| lab.app(a).agent_log().matches("hash_mismatch").count())
+        .sum();
+    assert!(
+        mismatches >= 1,
+        "the rotten source was caught:\n{}\nx1:\n{}\na1:\n{}\na2:\n{}",
+        lab.cp.origin_log(),
+        lab.app("x1").agent_log(),
+        lab.app("a1").agent_log(),
+        lab.app("a2").agent_log()
+    );
+    wait_until(
+        "the control plane heard of the bad source",
+        Duration::from_secs(10),
+        || lab.cp.metric("cp_fill_source_errors_total") >= 1.0,
+    );
+
+    // A big file, with the agent killed mid-download on x1 and restarted: resumed with Range,
+    // and the partial file is never servable.
+    lab.cp.ingest("t3", "big_1080p.mp4", &big);
+    let part = lab.app("x1").store().join("tmp/big_1080p.mp4.part");
+    wait_until(
+        "x1 is half way through the big file",
+        Duration::from_secs(60),
+        || std::fs::metadata(&part).is_ok_and(|m| m.len() > (8 << 20)),
+    );
+    let x1 = lab.app_mut("x1");
+    x1.agent.as_mut().unwrap().child.kill().unwrap(); // SIGKILL
+    x1.agent.as_mut().unwrap().child.wait().unwrap();
+    let left = std::fs::metadata(&part).unwrap().len();
+    assert!(
+        left > 0 && left < big.len() as u64,
+        "a partial file: {left}"
+    );
+    let url = format!("http://{}/c/big_1080p.mp4", x1.addr);
+    let status = reqwest::blocking::get(&url).unwrap().status().as_u16();
+    assert!(
+        status == 403 || status == 404,
+        "the partial file is not servable: {status}"
+    );
+    assert!(!x1.holds("big_1080p.mp4"));
+    let bin = lab.bins["fill-agent"].clone();
+    let started = Instant::now();
+    lab.app_mut("x1").start_agent(&bin);
+    wait_until("x1 finishes the big file", Duration::from_secs(60), || {
+        lab.app("x1").holds("big_1080p.mp4")
+    });
+    let resumed_in = started.elapsed();
+    assert_eq!(
+        std::fs::read(lab.app("x1").object("big_1080p.mp4")).unwrap(),
+        big
+    );
+    assert!(
+        lab.app("x1").agent_log().contains("resuming with Range"),
+        "{}",
+        lab.app("x1").agent_log()
+    );
+    assert!(
+        lab.cp
+            .origin_log()
+            .contains(&format!("range=Some(\"bytes={left}-\")")),
+        "{}",
+        lab.cp.origin_log()
+    );
+    // The rate cap held: what was left took at least (left bytes / 20 MB/s), give or take.
+    let rest = (big.len() as u64 - left) as f64;
+    assert!(
+        resumed_in.as_secs_f64() >= rest / 20e6 * 0.7,
+        "{rest} bytes in {resumed_in:?} under a 160 Mbit/s cap"
+    );
+
+    // Removing a title evicts it everywhere.
+    assert_eq!(lab.cp.admin("DELETE", "/v1/admin/titles/t1", None).0, 204);
+    for a in ["x1", "a1", "a2"] {
+        wait_until(&format!("{a} dropped c1"), Duration::from_secs(30), || {
+            !lab.app(a).holds("c1_1080p.mp4")
+        });
+        assert!(
+            lab.app(a).holds("c2_1080p.mp4") || a == "x1",
+            "{a} kept what stays"
+        );
+    }
+    for a in &lab.appliances {
+        // The agent rewrote the keys file in its own format, 0600, and the daemon reloaded it.
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(a.dir.join("keys.json"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", a.id);
+        assert!(
+            a.daemon.log().matches("URL keys loaded").count() >= 2,
+            "{}",
+            a.daemon.log()
+        );
+    }
+    drop(lab.dir);
+}
+
+#[test]
+fn outside_the_fill_window_nothing_fills_until_told() {
+    // A window that is certainly closed now: one minute, twelve hours away.
+    let now_min = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 86_400)
+        / 60;
+    let start = (now_min + 720) % 1440;
+    let window = format!(
+        "{:02}:{:02}-{:02}:{:02}",
+        start / 60,
+        start % 60,
+        (start + 1) / 60 % 24,
+        (start + 1) % 60
+    );
+    let mut lab = lab(&["--fill-window", &window], &[], |_| {});
+    lab.cp.ingest("t1", "c1_1080p.mp4", &content(9, 1 << 20));
+    std::thread::sleep(Duration::from_secs(5));
+    for a in &lab.appliances {
+        assert!(
+            !a.holds("c1_1080p.mp4"),
+            "{} filled outside the window",
+            a.id
+        );
+        assert!(
+            a.agent_log().contains("manifest updated"),
+            "{}",
+            a.agent_log()
+        );
+    }
+    // --fill-now overrides the window.
+    let bin = lab.bins["fill-agent"].clone();
+    let x1 = lab.app_mut("x1");
+    x1.agent = None;
+    x1.agent_args.push("--fill-now".into());
+    x1.start_agent(&bin);
+    wait_until("x1 fills when told", Duration::from_secs(30), || {
+        lab.app("x1").holds("c1_1080p.mp4")
+    });
+}
