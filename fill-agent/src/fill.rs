@@ -397,3 +397,25 @@ fn publish(part: &Path, dest: &PathBuf) -> std::io::Result<()> {
     std::fs::rename(part, dest)?;
     std::fs::File::open(dir)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_token_bucket_holds_the_rate() {
+        let b = TokenBucket::new();
+        b.set_rate(8 * 1_000_000); // 1 MB/s
+        let t = Instant::now();
+        for _ in 0..40 {
+            b.take(64 * 1024).await;
+        }
+        // 2.6 MB at 1 MB/s, less the first burst (0.1 s worth).
+        let secs = t.elapsed().as_secs_f64();
+        assert!((2.3..3.2).contains(&secs), "{secs}");
+        b.set_rate(0);
+        let t = Instant::now();
+        b.take(1 << 30).await;
+        assert!(t.elapsed() < Duration::from_millis(10));
+    }
+}

@@ -120,3 +120,35 @@ impl Inventory {
         self.acked_seq = seq;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_follow_acknowledgements_and_changes_during_a_report_stay_pending() {
+        let mut inv = Inventory {
+            need_full: true,
+            ..Inventory::default()
+        };
+        inv.add("a", 0);
+        let full = inv.to_wire();
+        assert!(matches!(&full, Wire::Full { seq: 1, content } if content == &["a"]));
+        // A fill lands while the full report is in flight: it must go in the next delta.
+        inv.add("b", 0);
+        inv.acknowledged(&full, 1, false);
+        let delta = inv.to_wire();
+        assert!(
+            matches!(&delta, Wire::Delta { base_seq: 1, seq: 2, added, removed } if added == &["b"] && removed.is_empty()),
+            "{delta:?}"
+        );
+        inv.remove("a");
+        inv.acknowledged(&delta, 2, false);
+        assert!(
+            matches!(inv.to_wire(), Wire::Delta { base_seq: 2, added, removed, .. } if added.is_empty() && removed == ["a"])
+        );
+        // The control plane lost track: everything again.
+        inv.acknowledged(&inv.to_wire(), 2, true);
+        assert!(matches!(inv.to_wire(), Wire::Full { seq: 3, content } if content == ["b"]));
+    }
+}

@@ -602,3 +602,88 @@ fn outside_the_fill_window_nothing_fills_until_told() {
         lab.app("x1").holds("c1_1080p.mp4")
     });
 }
+
+/// Unmounts on drop.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_warning_never_a_crash() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small tmpfs as a full disk needs root");
+        return;
+    }
+    let mounted: std::cell::RefCell<Option<Mounted>> = std::cell::RefCell::new(None);
+    let big = content(5, 6 << 20);
+    let mut lab = lab(
+        &["--fill-copies", "2", "--fill-hot-fraction", "1"],
+        &["--fill-now"],
+        |lab| {
+            // a2's only disk: 24 MiB, 20 of them taken by something else.
+            let store = lab.app("a2").store();
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+                .arg(&store)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mount tmpfs");
+            *mounted.borrow_mut() = Some(Mounted(store.clone()));
+            std::fs::write(store.join("other-data"), vec![0u8; 20 << 20]).unwrap();
+            lab.cp.ingest("t5", "c5_1080p.mp4", &big);
+            lab.cp.admin(
+                "POST",
+                "/v1/admin/zones",
+                Some(json!({"prefix": "127.0.0.0/8", "country": "NL"})),
+            );
+            lab.cp.admin(
+                "POST",
+                "/v1/admin/subscribers",
+                Some(json!({"id": "s", "active": true, "max_resolution": 2160, "max_streams": 9})),
+            );
+            let _ = reqwest::blocking::Client::new()
+                .post(format!("{}/v1/play", lab.cp.url))
+                .json(&json!({"subscriber": "s", "title": "t5"}))
+                .send();
+        },
+    );
+    wait_until("a1 fills", Duration::from_secs(60), || {
+        lab.app("a1").holds("c5_1080p.mp4")
+    });
+    wait_until("a2 reports a warning", Duration::from_secs(20), || {
+        let (_, list) = lab.cp.admin("GET", "/v1/admin/appliances", None);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == "a2" && a["status"] == "warning")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let a2 = lab.app("a2");
+    assert!(!a2.holds("c5_1080p.mp4"));
+    let log = a2.agent_log();
+    assert!(log.contains("no disk has room"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    let still_running = lab
+        .app_mut("a2")
+        .agent
+        .as_mut()
+        .unwrap()
+        .child
+        .try_wait()
+        .unwrap()
+        .is_none();
+    assert!(still_running, "the agent survived the full disk");
+    // Nothing half-written is left on the full disk.
+    let tmp: Vec<_> = std::fs::read_dir(lab.app("a2").store().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    drop(lab);
+    drop(mounted);
+}
