@@ -20,8 +20,9 @@ use crate::api::App;
 use crate::planner::{self, Item, SitePlan, Slot};
 use crate::steering::Snapshot;
 
-/// How long a site's plan is reused before it is computed again.
-const PLAN_TTL: Duration = Duration::from_secs(5);
+/// How long a site's plan (and the popularity ranking) is reused before it is computed again;
+/// catalog changes and changes of a site's appliances or storage recompute it at once.
+const PLAN_TTL: Duration = Duration::from_secs(30);
 
 /// How long a source reported bad for a file stays ranked last for it.
 const BAD_SOURCE_SECS: i64 = 600;
@@ -45,11 +46,16 @@ pub struct FillConfig {
 
 type PlanEntry = (Instant, Vec<(String, u64)>, Arc<SitePlan>);
 
+/// When ranked, the catalog by popularity, and how many of it are hot.
+type Ranking = (Instant, Arc<Vec<Item>>, usize);
+
 /// Site plans and what the planner remembers between them.
 #[derive(Default)]
 pub struct Planner {
     /// Per site: when planned, over which appliances and storage, and the plan.
     plans: Mutex<HashMap<String, PlanEntry>>,
+    /// The catalog ranked by popularity, shared by every site's plan.
+    ranking: Mutex<Option<Ranking>>,
     first_planned: Mutex<HashMap<(String, String), i64>>,
     bad_sources: Mutex<HashMap<(String, String), i64>>,
 }
@@ -58,6 +64,7 @@ impl Planner {
     /// Drops every cached plan (after catalog changes).
     pub fn invalidate(&self) {
         self.plans.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.ranking.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Remembers sources an appliance found bad.
@@ -79,6 +86,40 @@ impl Planner {
         *m.entry((site.to_string(), content.to_string()))
             .or_insert(now)
     }
+}
+
+/// The catalog in popularity order (then id) and how many of it count as hot: one ranking for
+/// every site, recomputed at most every [`PLAN_TTL`] or after a catalog change.
+fn ranking(app: &App, now: i64) -> (Arc<Vec<Item>>, usize) {
+    let mut cached = app
+        .planner
+        .ranking
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some((at, items, hot)) = cached.as_ref() {
+        if at.elapsed() < PLAN_TTL {
+            return (items.clone(), *hot);
+        }
+    }
+    let scores = app.popularity.scores(now);
+    let mut items: Vec<(f64, Item)> = app
+        .catalog()
+        .all_content()
+        .map(|c| {
+            let score = scores.get(&c.title).copied().unwrap_or(0.0);
+            let item = Item {
+                id: c.id.clone(),
+                size: c.size,
+            };
+            (score, item)
+        })
+        .collect();
+    items.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    let played = items.iter().filter(|(s, _)| *s > 0.0).count();
+    let hot = ((played as f64) * app.fill.hot_fraction).ceil() as usize;
+    let items: Arc<Vec<Item>> = Arc::new(items.into_iter().map(|(_, i)| i).collect());
+    *cached = Some((Instant::now(), items.clone(), hot));
+    (items, hot)
 }
 
 /// The site's plan, computed at most every [`PLAN_TTL`] and whenever the site's appliances or
@@ -108,25 +149,7 @@ fn site_plan(app: &App, snap: &Snapshot, site: &str, now: i64) -> Arc<SitePlan> 
             return plan.clone();
         }
     }
-    let scores = app.popularity.scores(now);
-    let mut items: Vec<(f64, Item)> = app
-        .catalog()
-        .all_content()
-        .map(|c| {
-            let score = scores.get(&c.title).copied().unwrap_or(0.0);
-            (
-                score,
-                Item {
-                    id: c.id.clone(),
-                    size: c.size,
-                },
-            )
-        })
-        .collect();
-    items.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
-    let played = items.iter().filter(|(s, _)| *s > 0.0).count();
-    let hot = ((played as f64) * app.fill.hot_fraction).ceil() as usize;
-    let items: Vec<Item> = items.into_iter().map(|(_, i)| i).collect();
+    let (items, hot) = ranking(app, now);
     let plan = Arc::new(planner::plan_site(&slots, &items, app.fill.copies, hot));
     for id in plan.replicas.keys() {
         app.planner.first_planned(site, id, now);
