@@ -246,11 +246,7 @@ impl Snapshot {
             .flat_map(|(i, ps)| ps.iter().map(move |p| (*p, i)))
             .map(|(p, i)| (p, self.appliances[i].site.clone()));
         for (prefix, site) in reported.chain(self.zones.iter().cloned()) {
-            let mut sites = table.insert(prefix, Vec::new()).unwrap_or_default();
-            if !sites.contains(&site) {
-                sites.push(site);
-            }
-            table.insert(prefix, sites);
+            add_route(&mut table, prefix, site);
         }
         self.prefixes = table;
     }
@@ -335,8 +331,19 @@ impl Snapshot {
         let mut before = self.reported[i].clone();
         before.sort();
         if before != prefixes {
-            self.reported[i] = prefixes;
-            self.rebuild_prefixes();
+            // Routes only added (an appliance's first report, a new route) go into the trie as
+            // they are; a withdrawn route needs a rebuild, the trie having no removal.
+            let only_added = before.iter().all(|p| prefixes.binary_search(p).is_ok());
+            if only_added {
+                let site = self.appliances[i].site.clone();
+                for p in prefixes.iter().filter(|p| before.binary_search(p).is_err()) {
+                    add_route(&mut self.prefixes, *p, site.clone());
+                }
+                self.reported[i] = prefixes;
+            } else {
+                self.reported[i] = prefixes;
+                self.rebuild_prefixes();
+            }
         }
         if full_inventory_needed {
             return;
@@ -461,6 +468,15 @@ impl<'a> Neighbourhood<'a> {
             .sum();
         ranked + regional
     }
+}
+
+/// Adds `site` to the sites routed by `prefix`.
+fn add_route(table: &mut PrefixTable<Vec<String>>, prefix: Prefix, site: String) {
+    let mut sites = table.insert(prefix, Vec::new()).unwrap_or_default();
+    if !sites.contains(&site) {
+        sites.push(site);
+    }
+    table.insert(prefix, sites);
 }
 
 /// Times `n` in-process steering decisions for random clients (inside reported prefixes) and
