@@ -1,0 +1,439 @@
+//! The player against a real control plane and real oca-daemons on loopback: a play verified by
+//! SHA-256; the serving appliance killed mid-stream and the play finished elsewhere; a slow link
+//! (tc, as root) avoided, then a bitrate drop when only the slow one is left.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Proc { child, log }
+    }
+
+    fn wait_log(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.contains(needle))
+            {
+                return l.to_string();
+            }
+            assert!(Instant::now() < end, "no {needle:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, name: &str) -> SocketAddr {
+    let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+    line[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+struct Daemon {
+    /// Kept so the daemon lives as long as this (dropping kills it).
+    _proc: Proc,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Daemon {
+    fn sent(&self) -> f64 {
+        let text = reqwest::blocking::get(format!("http://{}/metrics", self.admin))
+            .map(|r| r.text().unwrap_or_default())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oca_sent_bytes_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    _cp: Proc,
+    cp_url: String,
+    daemons: Vec<Daemon>,
+    client: PathBuf,
+}
+
+/// A control plane and one appliance per listen address, each holding every file of `files`
+/// (id, resolution, bitrate kbps, bytes) of title `t1`, reported to the control plane directly.
+fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
+    let bins = hwtests::cargo_bins(
+        false,
+        &[
+            ("control-plane", "control-plane"),
+            ("oca-daemon", "oca-daemon"),
+            ("oca-client", "oca-client"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cp_url = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(&bins["control-plane"]);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(dir.path().join("cp.db"))
+        .args(["--report-interval", "30"]);
+    let cp = Proc::spawn(cmd);
+    cp.wait_log(" listening ");
+    let token = std::fs::read_to_string(dir.path().join("cp.db.admin-token")).unwrap();
+    let admin = |path: &str, body: Value| {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{cp_url}{path}"))
+            .bearer_auth(token.trim())
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.text().unwrap());
+        r.json::<Value>().unwrap()
+    };
+    admin(
+        "/v1/admin/sites",
+        json!({"id": "isp", "kind": "isp", "region": "eu"}),
+    );
+    admin(
+        "/v1/admin/zones",
+        json!({"prefix": "127.0.0.0/8", "site": "isp", "country": "NL"}),
+    );
+    admin(
+        "/v1/admin/titles",
+        json!({"id": "t1", "name": "t1", "countries": ["NL"]}),
+    );
+    admin(
+        "/v1/admin/subscribers",
+        json!({"id": "s1", "active": true, "max_resolution": 2160, "max_streams": 50}),
+    );
+    for (id, res, kbps, body) in files {
+        let sha = oca_protocol::manifest::hex(&Sha256::digest(body));
+        admin(
+            "/v1/admin/content",
+            json!({"id": id, "title": "t1", "resolution": res, "bitrate_kbps": kbps,
+            "size": body.len(), "sha256": sha, "content_type": "video/mp4", "origin": "embedded"}),
+        );
+    }
+    let mut daemons = Vec::new();
+    for (i, addr) in listen.iter().enumerate() {
+        let store = dir.path().join(format!("store{i}"));
+        for (id, _, _, body) in files {
+            let d = store.join("objects").join(&id[..2]);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(id), body).unwrap();
+        }
+        let keys = dir.path().join(format!("keys{i}.json"));
+        let mut cmd = Command::new(&bins["oca-daemon"]);
+        cmd.args([
+            "--listen",
+            addr,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .arg("--store")
+        .arg(&store)
+        .arg("--keys")
+        .arg(&keys);
+        let proc = Proc::spawn(cmd);
+        let line = proc.wait_log(" listening ");
+        let (a, adm) = (field(&line, "addr"), field(&line, "admin"));
+        let id = format!("oca{i}");
+        let reg = admin(
+            "/v1/admin/appliances",
+            json!({"id": id, "site": "isp", "url": format!("http://{a}"), "capacity_bps": 100_000_000_000u64}),
+        );
+        let ids: Vec<&str> = files.iter().map(|f| f.0).collect();
+        let report = json!({"oca_id": id, "site": "isp", "version": "t", "status": "ok",
+            "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 100_000_000_000u64},
+            "disks": [{"path": "/", "state": "ok", "capacity_bytes": 1u64 << 40, "used_bytes": 0}],
+            "prefixes": [], "inventory": {"kind": "full", "seq": 1, "content": ids}});
+        let reply: Value = reqwest::blocking::Client::new()
+            .post(format!("{cp_url}/v1/appliances/{id}/health"))
+            .bearer_auth(reg["credential"].as_str().unwrap())
+            .json(&report)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        std::fs::write(&keys, json!({"keys": reply["keys"]}).to_string()).unwrap();
+        proc.wait_log("URL keys loaded");
+        daemons.push(Daemon {
+            _proc: proc,
+            addr: a,
+            admin: adm,
+        });
+    }
+    World {
+        _dir: dir,
+        _cp: cp,
+        cp_url,
+        daemons,
+        client: bins["oca-client"].clone(),
+    }
+}
+
+impl World {
+    fn client(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.client);
+        cmd.args([
+            "--control-plane",
+            &self.cp_url,
+            "--subscriber",
+            "s1",
+            "--title",
+            "t1",
+            "--json",
+        ])
+        .args(["--stall-timeout", "2"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info");
+        cmd
+    }
+}
+
+fn summary(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|_| {
+        panic!(
+            "no summary; stdout: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn a_play_is_verified_and_survives_the_serving_appliance_dying() {
+    let body = content(1, 6 << 20);
+    let w = world(
+        &["127.0.0.1:0", "127.0.0.1:0"],
+        &[("t1_1080p.mp4", 1080, 8000, body)],
+    );
+    // Fast, unpaced: completes, hash checked.
+    let out = w.client(&["--speed", "0"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["verified"].as_bool(), s["resolution"].as_u64()),
+        (Some(true), Some(1080)),
+        "{s}"
+    );
+    // Paced (6 MiB at 8 Mbit/s is 6.3 s of video, played 2x): kill whoever serves after a second.
+    let mut child = w
+        .client(&["--speed", "2", "--buffer", "1", "--chunk", "262144"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let before: Vec<f64> = w.daemons.iter().map(Daemon::sent).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let after: Vec<f64> = w.daemons.iter().map(Daemon::sent).collect();
+    let serving = (0..2)
+        .max_by(|&a, &b| (after[a] - before[a]).total_cmp(&(after[b] - before[b])))
+        .unwrap();
+    let mut daemons = w.daemons;
+    let victim = daemons.remove(serving);
+    let dead = victim.addr.to_string();
+    drop(victim); // SIGKILL
+    let out = wait_output(&mut child, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["verified"], true, "{s}");
+    assert!(s["switches"].as_u64().unwrap() >= 1, "{s}");
+    let used: Vec<&str> = s["appliances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(used.contains(&dead.as_str()) && used.len() == 2, "{s}");
+}
+
+fn wait_output(child: &mut Child, within: Duration) -> std::process::Output {
+    let end = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the client did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    std::process::Output {
+        status: child.wait().unwrap(),
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    }
+}
+
+/// Shapes traffic from `src` on the loopback device; removed on drop.
+struct Shaped;
+
+impl Shaped {
+    fn from(src: &str, rate: &str) -> Shaped {
+        let tc = |args: &str| {
+            let ok = Command::new("tc")
+                .args(args.split_whitespace())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "tc {args}");
+        };
+        // Everything else on lo stays in an unlimited class.
+        tc("qdisc add dev lo root handle 1: htb default 10 r2q 100000");
+        tc("class add dev lo parent 1: classid 1:10 htb rate 100gbit");
+        tc(&format!(
+            "class add dev lo parent 1: classid 1:20 htb rate {rate} ceil {rate}"
+        ));
+        tc(&format!(
+            "filter add dev lo parent 1: protocol ip prio 1 u32 match ip src {src}/32 flowid 1:20"
+        ));
+        Shaped
+    }
+}
+
+impl Drop for Shaped {
+    fn drop(&mut self) {
+        let _ = Command::new("tc")
+            .args(["qdisc", "del", "dev", "lo", "root"])
+            .status();
+    }
+}
+
+#[test]
+fn a_slow_link_is_avoided_and_the_bitrate_drops_when_only_it_is_left() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0
+        || !Path::new("/usr/sbin/tc").exists() && !Path::new("/sbin/tc").exists()
+    {
+        eprintln!("SKIPPED: shaping a link needs root and tc");
+        return;
+    }
+    let high = content(2, 24 << 20);
+    let low = content(3, 3 << 20);
+    // 127.0.0.2 fast, 127.0.0.3 shaped to 20 Mbit/s: too slow for 1080p at 40 Mbit/s.
+    let w = world(
+        &["127.0.0.2:0", "127.0.0.3:0"],
+        &[
+            ("t1_1080p.mp4", 1080, 40_000, high),
+            ("t1_480p.mp4", 480, 4_000, low),
+        ],
+    );
+    let _shaped = Shaped::from("127.0.0.3", "20mbit");
+    let fast = w
+        .daemons
+        .iter()
+        .position(|d| d.addr.ip().to_string() == "127.0.0.2")
+        .unwrap();
+    let mut child = w
+        .client(&[
+            "--speed", "1", "--buffer", "1", "--chunk", "524288", "--probe", "262144",
+        ])
+        .spawn()
+        .unwrap();
+    // Playing 1080p from the fast appliance; then it goes away.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        w.daemons[fast].sent() > 1e6,
+        "the fast appliance is serving"
+    );
+    let mut daemons = w.daemons;
+    drop(daemons.remove(fast));
+    let out = wait_output(&mut child, Duration::from_secs(90));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(
+        s["appliances"][0].as_str().unwrap().split(':').next(),
+        Some("127.0.0.2"),
+        "{s}"
+    );
+    assert!(s["rendition_drops"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(
+        (s["resolution"].as_u64(), s["verified"].as_bool()),
+        (Some(480), Some(true)),
+        "{s}"
+    );
+    drop(daemons);
+}
