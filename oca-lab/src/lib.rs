@@ -1,0 +1,587 @@
+//! A small, real Open Connect deployment on one machine: the control plane with its SQLite file
+//! and embedded origin, generated sample content, and per site the appliances (oca-daemon plus
+//! fill-agent) of a topology file; the same launcher runs the end-to-end tests.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The default topology (`oca-lab/topology.toml`).
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../topology.toml");
+
+/// A topology file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Generated content.
+    pub content: ContentSpec,
+    /// Sites.
+    pub site: Vec<SiteSpec>,
+}
+
+/// What content to generate.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ContentSpec {
+    /// Titles, each with a 1080p and a 480p rendition.
+    pub titles: usize,
+    /// Size of each 1080p file.
+    pub size_1080p_mib: u64,
+    /// Size of each 480p file.
+    pub size_480p_mib: u64,
+}
+
+/// One site.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSpec {
+    /// Site id.
+    pub id: String,
+    /// `isp` or `ixp`.
+    pub kind: String,
+    /// Region.
+    pub region: String,
+    /// Tier site it fills from.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Appliances in it.
+    pub appliances: usize,
+    /// Link bandwidth to players, Mbit/s (shaped in network namespaces).
+    pub link_mbit: u64,
+}
+
+impl Topology {
+    /// Parses and checks a topology.
+    pub fn parse(text: &str) -> Result<Topology> {
+        let t: Topology = toml::from_str(text).context("topology")?;
+        if t.site.is_empty() || t.site.iter().all(|s| s.appliances == 0) {
+            bail!("topology: no appliances");
+        }
+        for s in &t.site {
+            if let Some(p) = &s.parent {
+                if !t.site.iter().any(|x| &x.id == p) {
+                    bail!(
+                        "topology: site {} names parent {p}, which is not a site",
+                        s.id
+                    );
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// A process of the lab, killed when dropped.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Result<Proc> {
+        let file = std::fs::File::create(&log)?;
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+        Ok(Proc { child, log })
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for(&mut self, needle: &str, within: Duration) -> Result<String> {
+        let end = Instant::now() + within;
+        loop {
+            if let Ok(f) = std::fs::File::open(&self.log) {
+                if let Some(l) = BufReader::new(f)
+                    .lines()
+                    .map_while(Result::ok)
+                    .find(|l| l.contains(needle))
+                {
+                    return Ok(l);
+                }
+            }
+            if let Some(st) = self.child.try_wait()? {
+                bail!("exited ({st}) before {needle:?}:\n{}", self.log());
+            }
+            if Instant::now() > end {
+                bail!("no {needle:?} within {within:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn field(line: &str, name: &str) -> Option<String> {
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    Some(line[at..].split_whitespace().next()?.to_string())
+}
+
+/// Deterministic content bytes for an id.
+pub fn content_bytes(id: &str, len: usize) -> Vec<u8> {
+    let mut x = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// One appliance of the lab.
+pub struct Appliance {
+    /// Its id.
+    pub id: String,
+    /// Its site.
+    pub site: String,
+    /// Where players reach it.
+    pub url: String,
+    /// Its daemon's admin address.
+    pub admin: String,
+    /// The daemon.
+    pub daemon: Option<Proc>,
+    /// The agent.
+    pub agent: Option<Proc>,
+    credential: String,
+    daemon_cmd: Vec<String>,
+    agent_cmd: Vec<String>,
+    dir: PathBuf,
+}
+
+/// The running lab.
+pub struct Lab {
+    /// Its working directory.
+    pub dir: PathBuf,
+    /// The control plane's base URL.
+    pub cp_url: String,
+    /// The admin token.
+    pub token: String,
+    /// Titles generated.
+    pub titles: Vec<String>,
+    /// Appliances.
+    pub appliances: Vec<Appliance>,
+    /// Binaries by name.
+    pub bins: HashMap<String, PathBuf>,
+    cp: Option<Proc>,
+    cp_cmd: Vec<String>,
+}
+
+/// Lab options.
+pub struct Options {
+    /// Working directory (created); state, stores, logs.
+    pub dir: PathBuf,
+    /// Seconds between health reports.
+    pub report_interval: u64,
+    /// Build (and use) release binaries.
+    pub release: bool,
+}
+
+impl Lab {
+    /// Builds the binaries and starts the whole deployment on loopback.
+    pub fn start(topo: &Topology, o: &Options) -> Result<Lab> {
+        let bins = hwtests::cargo_bins(
+            o.release,
+            &[
+                ("control-plane", "control-plane"),
+                ("oca-daemon", "oca-daemon"),
+                ("fill-agent", "fill-agent"),
+                ("oca-client", "oca-client"),
+            ],
+        );
+        std::fs::create_dir_all(o.dir.join("logs"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let cp_url = format!("http://127.0.0.1:{port}");
+        let cp_cmd: Vec<String> = vec![
+            bins["control-plane"].display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--db".into(),
+            o.dir.join("cp.db").display().to_string(),
+            "--report-interval".into(),
+            o.report_interval.to_string(),
+            "--public-url".into(),
+            cp_url.clone(),
+            "--fill-escalation".into(),
+            "10".into(),
+            "--fill-copies".into(),
+            "2".into(),
+            "--fill-hot-fraction".into(),
+            "1".into(),
+        ];
+        let mut lab = Lab {
+            dir: o.dir.clone(),
+            cp_url,
+            token: String::new(),
+            titles: Vec::new(),
+            appliances: Vec::new(),
+            bins,
+            cp: None,
+            cp_cmd,
+        };
+        lab.start_cp()?;
+        lab.token = std::fs::read_to_string(o.dir.join("cp.db.admin-token"))?
+            .trim()
+            .to_string();
+        lab.populate(topo)?;
+        for s in &topo.site {
+            for k in 0..s.appliances {
+                lab.add_appliance(&format!("{}-{}", s.id, k + 1), &s.id)?;
+            }
+        }
+        Ok(lab)
+    }
+
+    /// Starts (or restarts) the control plane on the same database and port.
+    pub fn start_cp(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.cp_cmd[0]);
+        cmd.args(&self.cp_cmd[1..]);
+        let mut p = Proc::spawn(cmd, self.dir.join("logs/control-plane.log"))?;
+        p.wait_for(" listening ", Duration::from_secs(30))?;
+        self.cp = Some(p);
+        Ok(())
+    }
+
+    /// Kills the control plane.
+    pub fn stop_cp(&mut self) {
+        self.cp = None;
+    }
+
+    /// An admin request.
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let c = reqwest::blocking::Client::new();
+        let url = format!("{}{path}", self.cp_url);
+        let mut r = match method {
+            "POST" => c.post(url),
+            "DELETE" => c.delete(url),
+            _ => c.get(url),
+        }
+        .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send()?;
+        let status = resp.status();
+        let text = resp.text()?;
+        if !status.is_success() {
+            bail!("{method} {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn populate(&mut self, topo: &Topology) -> Result<()> {
+        // Parents first.
+        let mut sites = topo.site.clone();
+        sites.sort_by_key(|s| s.parent.is_some());
+        for s in &sites {
+            let mut body = json!({"id": s.id, "kind": s.kind, "region": s.region});
+            if let Some(p) = &s.parent {
+                body["parent"] = json!(p);
+            }
+            self.admin("POST", "/v1/admin/sites", Some(body))?;
+        }
+        // Players on this machine are in the first ISP site, in NL.
+        let home = sites
+            .iter()
+            .find(|s| s.kind == "isp")
+            .unwrap_or(&sites[0])
+            .id
+            .clone();
+        self.admin(
+            "POST",
+            "/v1/admin/zones",
+            Some(json!({"prefix": "127.0.0.0/8", "site": home, "country": "NL"})),
+        )?;
+        self.admin(
+            "POST",
+            "/v1/admin/subscribers",
+            Some(
+                json!({"id": "demo", "active": true, "max_resolution": 2160, "max_streams": 1000}),
+            ),
+        )?;
+        let origin = self.dir.join("cp.db.origin");
+        std::fs::create_dir_all(&origin)?;
+        for t in 1..=topo.content.titles {
+            let title = format!("title{t}");
+            self.admin(
+                "POST",
+                "/v1/admin/titles",
+                Some(json!({"id": title, "name": format!("Lab title {t}"), "countries": ["NL"]})),
+            )?;
+            for (res, kbps, mib) in [
+                (1080, 8_000, topo.content.size_1080p_mib),
+                (480, 1_500, topo.content.size_480p_mib),
+            ] {
+                let id = format!("{title}_{res}p.mp4");
+                let bytes = content_bytes(&id, (mib << 20) as usize);
+                std::fs::write(origin.join(&id), &bytes)?;
+                let sha = oca_protocol::manifest::hex(&Sha256::digest(&bytes));
+                self.admin(
+                    "POST",
+                    "/v1/admin/content",
+                    Some(json!({"id": id, "title": title, "resolution": res, "bitrate_kbps": kbps,
+                        "size": bytes.len(), "sha256": sha, "content_type": "video/mp4", "origin": "embedded"})),
+                )?;
+            }
+            // One play each, so every title counts as popular and gets two copies per site.
+            let _ = reqwest::blocking::Client::new()
+                .post(format!("{}/v1/play", self.cp_url))
+                .json(&json!({"subscriber": "demo", "title": title}))
+                .send();
+            self.titles.push(title);
+        }
+        Ok(())
+    }
+
+    fn add_appliance(&mut self, id: &str, site: &str) -> Result<()> {
+        let dir = self.dir.join(id);
+        std::fs::create_dir_all(dir.join("store"))?;
+        let keys = dir.join("keys.json").display().to_string();
+        let daemon_cmd: Vec<String> = vec![
+            self.bins["oca-daemon"].display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "1".into(),
+            "--store".into(),
+            dir.join("store").display().to_string(),
+            "--keys".into(),
+            keys.clone(),
+        ];
+        let mut a = Appliance {
+            id: id.to_string(),
+            site: site.to_string(),
+            url: String::new(),
+            admin: String::new(),
+            daemon: None,
+            agent: None,
+            credential: String::new(),
+            daemon_cmd,
+            agent_cmd: Vec::new(),
+            dir,
+        };
+        start_daemon(&mut a)?;
+        let reg = self.admin(
+            "POST",
+            "/v1/admin/appliances",
+            Some(json!({"id": id, "site": site, "url": a.url, "capacity_bps": 10_000_000_000u64})),
+        )?;
+        a.credential = reg["credential"].as_str().unwrap_or_default().to_string();
+        std::fs::write(a.dir.join("credential"), &a.credential)?;
+        a.agent_cmd = vec![
+            self.bins["fill-agent"].display().to_string(),
+            "--control-plane".into(),
+            self.cp_url.clone(),
+            "--oca-id".into(),
+            id.into(),
+            "--site".into(),
+            site.into(),
+            "--credential-file".into(),
+            a.dir.join("credential").display().to_string(),
+            "--store".into(),
+            a.dir.join("store").display().to_string(),
+            "--keys".into(),
+            keys,
+            "--daemon-admin".into(),
+            a.admin.clone(),
+            "--stall-timeout".into(),
+            "5".into(),
+            "--fill-now".into(),
+        ];
+        start_agent(&mut a)?;
+        self.appliances.push(a);
+        Ok(())
+    }
+
+    /// Waits until every appliance holds what its manifest lists.
+    pub fn wait_filled(&self, within: Duration) -> Result<()> {
+        let end = Instant::now() + within;
+        loop {
+            let mut done = true;
+            for a in &self.appliances {
+                if a.agent.is_none() {
+                    continue;
+                }
+                let listed = manifest_ids(&self.cp_url, &a.id, &a.credential).unwrap_or_default();
+                let held: Vec<String> = serde_json::from_value(self.admin(
+                    "GET",
+                    &format!("/v1/admin/appliances/{}/inventory", a.id),
+                    None,
+                )?)
+                .unwrap_or_default();
+                if listed.is_empty() || listed.iter().any(|id| !held.contains(id)) {
+                    done = false;
+                }
+            }
+            if done {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!("appliances not filled within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// One line per appliance: id, site, URL, status, files held.
+    pub fn status_table(&self) -> Result<String> {
+        let list = self.admin("GET", "/v1/admin/appliances", None)?;
+        let mut out = format!(
+            "{:<12} {:<10} {:<24} {:<8} {}\n",
+            "appliance", "site", "url", "status", "files"
+        );
+        for a in &self.appliances {
+            let status = list
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["id"] == a.id.as_str()))
+                .and_then(|x| x["status"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            let held: Vec<String> = serde_json::from_value(self.admin(
+                "GET",
+                &format!("/v1/admin/appliances/{}/inventory", a.id),
+                None,
+            )?)
+            .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<12} {:<10} {:<24} {:<8} {}\n",
+                a.id,
+                a.site,
+                a.url,
+                status,
+                held.len()
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The command that plays a title from this lab.
+    pub fn client_command(&self, title: &str) -> String {
+        format!(
+            "{} --control-plane {} --subscriber demo --title {title}",
+            self.bins["oca-client"].display(),
+            self.cp_url
+        )
+    }
+
+    /// An appliance by id.
+    pub fn appliance(&mut self, id: &str) -> Option<&mut Appliance> {
+        self.appliances.iter_mut().find(|a| a.id == id)
+    }
+}
+
+fn manifest_ids(cp: &str, id: &str, credential: &str) -> Result<Vec<String>> {
+    let m: Value = reqwest::blocking::Client::new()
+        .get(format!("{cp}/v1/appliances/{id}/manifest"))
+        .bearer_auth(credential)
+        .send()?
+        .error_for_status()?
+        .json()?;
+    Ok(m["entries"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["content_id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn start_daemon(a: &mut Appliance) -> Result<()> {
+    let mut cmd = Command::new(&a.daemon_cmd[0]);
+    cmd.args(&a.daemon_cmd[1..]);
+    let mut p = Proc::spawn(cmd, a.dir.join("daemon.log"))?;
+    let line = p.wait_for(" listening ", Duration::from_secs(30))?;
+    let addr = field(&line, "addr").context("daemon address")?;
+    a.admin = field(&line, "admin").context("daemon admin address")?;
+    // A restarted daemon keeps its public URL (same port when free).
+    if a.url.is_empty() {
+        a.url = format!("http://{addr}");
+        a.daemon_cmd[2] = addr;
+    }
+    a.daemon = Some(p);
+    Ok(())
+}
+
+fn start_agent(a: &mut Appliance) -> Result<()> {
+    let mut cmd = Command::new(&a.agent_cmd[0]);
+    cmd.args(&a.agent_cmd[1..]);
+    a.agent = Some(Proc::spawn(cmd, a.dir.join("agent.log"))?);
+    Ok(())
+}
+
+impl Appliance {
+    /// Kills the appliance's daemon and agent (SIGKILL).
+    pub fn kill(&mut self) {
+        self.agent = None;
+        self.daemon = None;
+    }
+
+    /// Starts a killed appliance again, on the same address.
+    pub fn restart(&mut self) -> Result<()> {
+        start_daemon(self)?;
+        start_agent(self)
+    }
+
+    /// Stops only the agent: the appliance serves but no longer reports.
+    pub fn silence(&mut self) {
+        self.agent = None;
+    }
+
+    /// Whether its store holds `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.dir
+            .join("store/objects")
+            .join(&id[..2])
+            .join(id)
+            .exists()
+    }
+}
+
+/// Sends SIGKILL to every process when the lab goes away (each `Proc` does on drop).
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for a in &mut self.appliances {
+            a.kill();
+        }
+        self.cp = None;
+    }
+}
+
+/// Whether a path is a directory the lab may use.
+pub fn usable_dir(p: &Path) -> bool {
+    std::fs::create_dir_all(p).is_ok()
+}

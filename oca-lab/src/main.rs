@@ -1,0 +1,127 @@
+//! oca-lab: one command brings up a small, real Open Connect deployment on this machine, fills
+//! it, plays a title from it, and keeps it running until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use oca_lab::{Lab, Options, Topology, DEFAULT_TOPOLOGY};
+
+/// oca-lab: run a whole Open Connect deployment on one machine.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Topology file (sites, appliances per site, links); default: the built-in one
+    /// (oca-lab/topology.toml).
+    #[arg(long, value_name = "FILE")]
+    topology: Option<PathBuf>,
+    /// Working directory for databases, stores and logs (default: a new one under $TMPDIR,
+    /// removed at exit).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Seconds between appliance health reports.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    report_interval: u64,
+    /// Use debug builds of the binaries (faster to build, slower to run).
+    #[arg(long)]
+    debug: bool,
+    /// Exit after the first play instead of running until Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() -> ExitCode {
+    oca_service::init_logging();
+    oca_service::exit("oca-lab", run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let text = match &cli.topology {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => DEFAULT_TOPOLOGY.to_string(),
+    };
+    let topo = Topology::parse(&text)?;
+    let (dir, remove) = match &cli.dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("oca-lab-{}", std::process::id())),
+            true,
+        ),
+    };
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    // Loopback for now: every process listens on 127.0.0.1 (network namespaces per site with
+    // shaped links are not built yet; see docs/lab.md).
+    println!(
+        "oca-lab: building and starting the deployment in {} (loopback)",
+        dir.display()
+    );
+    let result = (|| -> Result<()> {
+        let lab = Lab::start(
+            &topo,
+            &Options {
+                dir: dir.clone(),
+                report_interval: cli.report_interval,
+                release: !cli.debug,
+            },
+        )?;
+        println!(
+            "control plane {}; {} appliances in {} sites; {} titles; filling...",
+            lab.cp_url,
+            lab.appliances.len(),
+            topo.site.len(),
+            lab.titles.len()
+        );
+        lab.wait_filled(Duration::from_secs(300))?;
+        print!("{}", lab.status_table()?);
+        let first = lab.titles[0].clone();
+        println!("playing {first}:");
+        let status = std::process::Command::new(&lab.bins["oca-client"])
+            .args([
+                "--control-plane",
+                &lab.cp_url,
+                "--subscriber",
+                "demo",
+                "--title",
+                &first,
+            ])
+            .args(["--speed", "0"])
+            .status()?;
+        if !status.success() {
+            anyhow::bail!("the play failed");
+        }
+        println!("\nplay it yourself:\n  {}", lab.client_command(&first));
+        println!(
+            "logs: {}/logs and {}/<appliance>/",
+            dir.display(),
+            dir.display()
+        );
+        if !cli.exit {
+            println!("running; Ctrl-C stops everything");
+            while !STOP.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            println!("stopping");
+        }
+        drop(lab);
+        Ok(())
+    })();
+    if remove {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
