@@ -1,0 +1,201 @@
+//! End to end with the launcher: the whole deployment on loopback, players against it.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use oca_lab::{Lab, Options, Topology};
+use serde_json::Value;
+
+const TOPOLOGY: &str = r#"
+[content]
+titles = 2
+size_1080p_mib = 8
+size_480p_mib = 2
+
+[[site]]
+id = "ixp"
+kind = "ixp"
+region = "eu"
+appliances = 1
+link_mbit = 1000
+
+[[site]]
+id = "isp"
+kind = "isp"
+region = "eu"
+parent = "ixp"
+appliances = 2
+link_mbit = 1000
+"#;
+
+fn lab(dir: &std::path::Path) -> Lab {
+    let lab = Lab::start(
+        &Topology::parse(TOPOLOGY).unwrap(),
+        &Options {
+            dir: dir.to_path_buf(),
+            report_interval: 1,
+            release: false,
+        },
+    )
+    .unwrap();
+    lab.wait_filled(Duration::from_secs(120)).unwrap();
+    lab
+}
+
+fn client(lab: &Lab, title: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(&lab.bins["oca-client"]);
+    cmd.args([
+        "--control-plane",
+        &lab.cp_url,
+        "--subscriber",
+        "demo",
+        "--title",
+        title,
+    ])
+    .args(["--json", "--stall-timeout", "2"])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+fn summary(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|_| {
+        panic!(
+            "no summary: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn sent(admin: &str) -> f64 {
+    reqwest::blocking::get(format!("http://{admin}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oca_sent_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = lab(dir.path());
+
+    // A play completes with a correct SHA-256.
+    let out = client(&lab, "title1", &["--speed", "0"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary(&out)["verified"], true);
+
+    // Kill the serving appliance mid-stream: the player finishes from another, hash intact.
+    let mut child = client(
+        &lab,
+        "title2",
+        &["--speed", "2", "--buffer", "1", "--chunk", "262144"],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let before: Vec<f64> = lab.appliances.iter().map(|a| sent(&a.admin)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let after: Vec<f64> = lab.appliances.iter().map(|a| sent(&a.admin)).collect();
+    let serving = (0..before.len())
+        .max_by(|&a, &b| (after[a] - before[a]).total_cmp(&(after[b] - before[b])))
+        .unwrap();
+    let victim = lab.appliances[serving].id.clone();
+    lab.appliance(&victim).unwrap().kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(s["verified"], true, "{s}");
+    assert!(s["switches"].as_u64().unwrap() >= 1, "{s}");
+    lab.appliance(&victim).unwrap().restart().unwrap();
+
+    // An appliance that stops reporting is steered around within 3 intervals.
+    let quiet = lab
+        .appliances
+        .iter()
+        .find(|a| a.site == "isp")
+        .unwrap()
+        .id
+        .clone();
+    let url = lab
+        .appliances
+        .iter()
+        .find(|a| a.id == quiet)
+        .unwrap()
+        .url
+        .clone();
+    lab.appliance(&quiet).unwrap().silence();
+    let silenced = Instant::now();
+    loop {
+        let answer: Value = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/play", lab.cp_url))
+            .json(&serde_json::json!({"subscriber": "demo", "title": "title1"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let offered = answer["renditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["urls"].as_array().unwrap().iter())
+            .any(|u| u.as_str().unwrap().starts_with(&url));
+        if !offered {
+            break;
+        }
+        assert!(
+            silenced.elapsed() < Duration::from_secs(5),
+            "a silent appliance was still offered after {:?}",
+            silenced.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A control plane restart: a play in progress keeps playing from the appliances during the
+    // outage, and everything the control plane knew is still there afterwards.
+    let appliances_before = lab.admin("GET", "/v1/admin/appliances", None).unwrap();
+    let mut child = client(
+        &lab,
+        "title2",
+        &["--speed", "2", "--buffer", "1", "--chunk", "262144"],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    lab.stop_cp();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary(&out)["verified"], true);
+    lab.start_cp().unwrap();
+    let appliances_after = lab.admin("GET", "/v1/admin/appliances", None).unwrap();
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&appliances_before), ids(&appliances_after));
+    let out = client(&lab, "title1", &["--speed", "0"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
