@@ -94,7 +94,7 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
     assert_eq!(summary(&out)["verified"], true);
 
     // Kill the serving appliance mid-stream: the player finishes from another, hash intact.
-    let mut child = client(
+    let child = client(
         &lab,
         "title2",
         &["--speed", "2", "--buffer", "1", "--chunk", "262144"],
@@ -166,7 +166,7 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
     // A control plane restart: a play in progress keeps playing from the appliances during the
     // outage, and everything the control plane knew is still there afterwards.
     let appliances_before = lab.admin("GET", "/v1/admin/appliances", None).unwrap();
-    let mut child = client(
+    let child = client(
         &lab,
         "title2",
         &["--speed", "2", "--buffer", "1", "--chunk", "262144"],
