@@ -194,10 +194,115 @@ pub struct Lab {
     pub bins: HashMap<String, PathBuf>,
     cp: Option<Proc>,
     cp_cmd: Vec<String>,
+    net: Option<Net>,
+}
+
+/// The lab's network namespaces, removed on drop.
+struct Net {
+    /// Per site: (site id, namespace, host-side address, namespace address).
+    sites: Vec<(String, String, String, String)>,
+    forwarding_was: String,
+}
+
+fn sh(args: &[&str]) -> Result<()> {
+    let out = Command::new(args[0]).args(&args[1..]).output()?;
+    if !out.status.success() {
+        bail!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Net {
+    /// One namespace per site: veth pair 10.99.<k>.1 (host) / 10.99.<k>.2 (site), default route
+    /// through the host, both directions shaped to the site's link.
+    fn create(topo: &Topology) -> Result<Net> {
+        let tag = std::process::id() % 100_000;
+        let forwarding_was = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap_or_else(|_| "0".into())
+            .trim()
+            .to_string();
+        let mut net = Net {
+            sites: Vec::new(),
+            forwarding_was,
+        };
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling IPv4 forwarding")?;
+        for (k, site) in topo.site.iter().enumerate() {
+            let k = k + 1;
+            let ns = format!("oca{tag}-{k}");
+            let (host_if, ns_if) = (format!("oh{tag}k{k}"), format!("on{tag}k{k}"));
+            let (host_ip, ns_ip) = (format!("10.99.{k}.1"), format!("10.99.{k}.2"));
+            sh(&["ip", "netns", "add", &ns])?;
+            net.sites
+                .push((site.id.clone(), ns.clone(), host_ip.clone(), ns_ip.clone()));
+            sh(&[
+                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ])?;
+            sh(&["ip", "link", "set", &ns_if, "netns", &ns])?;
+            sh(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{host_ip}/24"),
+                "dev",
+                &host_if,
+            ])?;
+            sh(&["ip", "link", "set", &host_if, "up"])?;
+            let inside = |args: &[&str]| {
+                let mut all = vec!["ip", "netns", "exec", ns.as_str()];
+                all.extend_from_slice(args);
+                sh(&all)
+            };
+            inside(&["ip", "addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
+            inside(&["ip", "link", "set", &ns_if, "up"])?;
+            inside(&["ip", "link", "set", "lo", "up"])?;
+            inside(&["ip", "route", "add", "default", "via", &host_ip])?;
+            let rate = format!("{}mbit", site.link_mbit.max(1));
+            let tbf = [
+                "root",
+                "tbf",
+                "rate",
+                rate.as_str(),
+                "burst",
+                "256kb",
+                "latency",
+                "50ms",
+            ];
+            let mut host_tc = vec!["tc", "qdisc", "add", "dev", host_if.as_str()];
+            host_tc.extend_from_slice(&tbf);
+            sh(&host_tc)?;
+            let mut ns_tc = vec!["tc", "qdisc", "add", "dev", ns_if.as_str()];
+            ns_tc.extend_from_slice(&tbf);
+            inside(&ns_tc)?;
+        }
+        Ok(net)
+    }
+
+    fn of(&self, site: &str) -> &(String, String, String, String) {
+        self.sites
+            .iter()
+            .find(|s| s.0 == site)
+            .expect("every site has a namespace")
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, ns, _, _) in &self.sites {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forwarding_was);
+    }
 }
 
 /// Lab options.
 pub struct Options {
+    /// Put each site in its own network namespace, joined to this host by a veth pair shaped to
+    /// the site's `link_mbit` (needs root and `ip`/`tc`).
+    pub netns: bool,
     /// Working directory (created); state, stores, logs.
     pub dir: PathBuf,
     /// Seconds between health reports.
@@ -219,20 +324,34 @@ impl Lab {
             ],
         );
         std::fs::create_dir_all(o.dir.join("logs"))?;
+        let net = if o.netns {
+            Some(Net::create(topo)?)
+        } else {
+            None
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let cp_url = format!("http://127.0.0.1:{port}");
+        // In namespaces the appliances reach the control plane through their site's gateway;
+        // any host address works from every namespace, so the origin's URL uses the first.
+        let (listen, public) = match &net {
+            Some(n) => (
+                format!("0.0.0.0:{port}"),
+                format!("http://{}:{port}", n.sites[0].2),
+            ),
+            None => (format!("127.0.0.1:{port}"), cp_url.clone()),
+        };
         let cp_cmd: Vec<String> = vec![
             bins["control-plane"].display().to_string(),
             "--listen".into(),
-            format!("127.0.0.1:{port}"),
+            listen,
             "--db".into(),
             o.dir.join("cp.db").display().to_string(),
             "--report-interval".into(),
             o.report_interval.to_string(),
             "--public-url".into(),
-            cp_url.clone(),
+            public,
             "--fill-escalation".into(),
             "10".into(),
             "--fill-copies".into(),
@@ -249,6 +368,7 @@ impl Lab {
             bins,
             cp: None,
             cp_cmd,
+            net,
         };
         lab.start_cp()?;
         lab.token = std::fs::read_to_string(o.dir.join("cp.db.admin-token"))?
@@ -368,19 +488,44 @@ impl Lab {
         let dir = self.dir.join(id);
         std::fs::create_dir_all(dir.join("store"))?;
         let keys = dir.join("keys.json").display().to_string();
-        let daemon_cmd: Vec<String> = vec![
+        // In a namespace: run inside it, on the site's address, fixed ports per appliance.
+        let (prefix, listen, admin_listen, cp_url) = match &self.net {
+            Some(n) => {
+                let (_, ns, host_ip, ns_ip) = n.of(site);
+                let k = self.appliances.iter().filter(|a| a.site == site).count() as u16;
+                let port = self.cp_cmd[2]
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or("7070")
+                    .to_string();
+                (
+                    vec!["ip".to_string(), "netns".into(), "exec".into(), ns.clone()],
+                    format!("{ns_ip}:{}", 8080 + k),
+                    format!("{ns_ip}:{}", 9180 + k),
+                    format!("http://{host_ip}:{port}"),
+                )
+            }
+            None => (
+                Vec::new(),
+                "127.0.0.1:0".to_string(),
+                "127.0.0.1:0".to_string(),
+                self.cp_url.clone(),
+            ),
+        };
+        let mut daemon_cmd = prefix.clone();
+        daemon_cmd.extend([
             self.bins["oca-daemon"].display().to_string(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            listen,
             "--admin-listen".into(),
-            "127.0.0.1:0".into(),
+            admin_listen,
             "--workers".into(),
             "1".into(),
             "--store".into(),
             dir.join("store").display().to_string(),
             "--keys".into(),
             keys.clone(),
-        ];
+        ]);
         let mut a = Appliance {
             id: id.to_string(),
             site: site.to_string(),
@@ -401,10 +546,11 @@ impl Lab {
         )?;
         a.credential = reg["credential"].as_str().unwrap_or_default().to_string();
         std::fs::write(a.dir.join("credential"), &a.credential)?;
-        a.agent_cmd = vec![
+        a.agent_cmd = prefix;
+        a.agent_cmd.extend([
             self.bins["fill-agent"].display().to_string(),
             "--control-plane".into(),
-            self.cp_url.clone(),
+            cp_url,
             "--oca-id".into(),
             id.into(),
             "--site".into(),
@@ -420,7 +566,7 @@ impl Lab {
             "--stall-timeout".into(),
             "5".into(),
             "--fill-now".into(),
-        ];
+        ]);
         start_agent(&mut a)?;
         self.appliances.push(a);
         Ok(())
@@ -527,10 +673,12 @@ fn start_daemon(a: &mut Appliance) -> Result<()> {
     let line = p.wait_for(" listening ", Duration::from_secs(30))?;
     let addr = field(&line, "addr").context("daemon address")?;
     a.admin = field(&line, "admin").context("daemon admin address")?;
-    // A restarted daemon keeps its public URL (same port when free).
+    // A restarted daemon keeps its public URL (the same port: the address it got first).
     if a.url.is_empty() {
         a.url = format!("http://{addr}");
-        a.daemon_cmd[2] = addr;
+        if let Some(i) = a.daemon_cmd.iter().position(|x| x == "--listen") {
+            a.daemon_cmd[i + 1] = addr;
+        }
     }
     a.daemon = Some(p);
     Ok(())
@@ -578,6 +726,15 @@ impl Drop for Lab {
             a.kill();
         }
         self.cp = None;
+        // Namespaces last, once nothing runs in them.
+        self.net = None;
+    }
+}
+
+impl Lab {
+    /// Whether the sites run in network namespaces with shaped links.
+    pub fn in_namespaces(&self) -> bool {
+        self.net.is_some()
     }
 }
 

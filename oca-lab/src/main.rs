@@ -31,6 +31,9 @@ struct Cli {
     /// Exit after the first play instead of running until Ctrl-C.
     #[arg(long)]
     exit: bool,
+    /// Sites in network namespaces with links shaped by tc: "auto" (when root), "on", "off".
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    netns: String,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -64,16 +67,31 @@ fn run(cli: Cli) -> Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    // Loopback for now: every process listens on 127.0.0.1 (network namespaces per site with
-    // shaped links are not built yet; see docs/lab.md).
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let netns = match cli.netns.as_str() {
+        "on" => true,
+        "off" => false,
+        "auto" => root,
+        other => anyhow::bail!("--netns {other}: expected auto, on or off"),
+    };
+    if !netns {
+        println!("oca-lab: not root (or --netns off): every site on loopback, links not shaped");
+    }
     println!(
-        "oca-lab: building and starting the deployment in {} (loopback)",
-        dir.display()
+        "oca-lab: building and starting the deployment in {} ({})",
+        dir.display(),
+        if netns {
+            "a network namespace per site, links shaped with tc"
+        } else {
+            "loopback"
+        }
     );
     let result = (|| -> Result<()> {
         let lab = Lab::start(
             &topo,
             &Options {
+                netns,
                 dir: dir.clone(),
                 report_interval: cli.report_interval,
                 release: !cli.debug,

@@ -32,6 +32,7 @@ fn lab(dir: &std::path::Path) -> Lab {
     let lab = Lab::start(
         &Topology::parse(TOPOLOGY).unwrap(),
         &Options {
+            netns: false,
             dir: dir.to_path_buf(),
             report_interval: 1,
             release: false,
