@@ -261,15 +261,14 @@ impl Net {
             inside(&["ip", "link", "set", "lo", "up"])?;
             inside(&["ip", "route", "add", "default", "via", &host_ip])?;
             let rate = format!("{}mbit", site.link_mbit.max(1));
+            // A 10 ms burst (at least 16 KB): small enough that a player's probe sees the
+            // link's rate, not the bucket.
+            let burst = format!(
+                "{}kb",
+                (site.link_mbit * 1_000_000 / 8 / 100 / 1000).max(16)
+            );
             let tbf = [
-                "root",
-                "tbf",
-                "rate",
-                rate.as_str(),
-                "burst",
-                "256kb",
-                "latency",
-                "50ms",
+                "root", "tbf", "rate", &rate, "burst", &burst, "latency", "50ms",
             ];
             let mut host_tc = vec!["tc", "qdisc", "add", "dev", host_if.as_str()];
             host_tc.extend_from_slice(&tbf);

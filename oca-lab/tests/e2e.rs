@@ -200,3 +200,101 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_slow_link_makes_the_player_choose_the_fast_appliance_then_drop_the_bitrate() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: network namespaces and tc need root");
+        return;
+    }
+    // The ISP site on a fast link, its IXP tier on a 6 Mbit/s one: too slow for 1080p at
+    // 8 Mbit/s (with the player's 1.3x headroom), enough for 480p at 1.5 Mbit/s.
+    let topology = r#"
+[content]
+titles = 1
+size_1080p_mib = 6
+size_480p_mib = 1
+
+[[site]]
+id = "ixp"
+kind = "ixp"
+region = "eu"
+appliances = 1
+link_mbit = 6
+
+[[site]]
+id = "isp"
+kind = "isp"
+region = "eu"
+parent = "ixp"
+appliances = 1
+link_mbit = 1000
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(
+        &Topology::parse(topology).unwrap(),
+        &Options {
+            netns: true,
+            dir: dir.path().to_path_buf(),
+            report_interval: 1,
+            release: false,
+        },
+    )
+    .unwrap();
+    assert!(lab.in_namespaces());
+    lab.wait_filled(Duration::from_secs(180)).unwrap();
+    let fast = lab
+        .appliances
+        .iter()
+        .find(|a| a.site == "isp")
+        .unwrap()
+        .url
+        .clone();
+    let slow = lab
+        .appliances
+        .iter()
+        .find(|a| a.site == "ixp")
+        .unwrap()
+        .url
+        .clone();
+    // Both offered; the probe picks the fast one and plays 1080p from it.
+    let out = client(&lab, "title1", &["--speed", "0"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(
+        s["appliances"][0].as_str(),
+        fast.strip_prefix("http://"),
+        "{s}"
+    );
+    assert_eq!(
+        (s["resolution"].as_u64(), s["verified"].as_bool()),
+        (Some(1080), Some(true)),
+        "{s}"
+    );
+    // Only the slow one left: the player drops to 480p and still verifies the file.
+    lab.appliance("isp-1").unwrap().kill();
+    let out = client(&lab, "title1", &["--speed", "0", "--chunk", "262144"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(
+        s["appliances"].as_array().unwrap().last().unwrap().as_str(),
+        slow.strip_prefix("http://"),
+        "{s}"
+    );
+    assert_eq!(
+        (s["resolution"].as_u64(), s["verified"].as_bool()),
+        (Some(480), Some(true)),
+        "{s}"
+    );
+}
