@@ -31,6 +31,13 @@ struct Cli {
     /// Exit after the first play instead of running until Ctrl-C.
     #[arg(long)]
     exit: bool,
+    /// After the first play, run chaos for SECS seconds: appliances killed and restarted and
+    /// (in namespaces) links cut at random, one at a time, while --load sessions play.
+    #[arg(long, value_name = "SECS")]
+    chaos: Option<u64>,
+    /// Sessions playing at once during --chaos.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    load: usize,
     /// Sites in network namespaces with links shaped by tc: "auto" (when root), "on", "off".
     #[arg(long, value_name = "MODE", default_value = "auto")]
     netns: String,
@@ -88,7 +95,7 @@ fn run(cli: Cli) -> Result<()> {
         }
     );
     let result = (|| -> Result<()> {
-        let lab = Lab::start(
+        let mut lab = Lab::start(
             &topo,
             &Options {
                 netns,
@@ -121,6 +128,20 @@ fn run(cli: Cli) -> Result<()> {
             .status()?;
         if !status.success() {
             anyhow::bail!("the play failed");
+        }
+        if let Some(secs) = cli.chaos {
+            println!("chaos for {secs} s with {} sessions at a time...", cli.load);
+            let r = lab.chaos(Duration::from_secs(secs), cli.load)?;
+            println!(
+                "chaos: plays completed {}, failed {}, hash mismatches {}, switches {}, bytes verified {}; {} appliance kills, {} link cuts",
+                r.completed, r.failed, r.mismatches, r.switches, r.bytes, r.kills, r.cuts
+            );
+            for e in &r.errors {
+                println!("  error: {e}");
+            }
+            if r.failed > 0 || r.mismatches > 0 {
+                anyhow::bail!("plays failed under chaos");
+            }
         }
         println!("\nplay it yourself:\n  {}", lab.client_command(&first));
         println!(

@@ -298,3 +298,27 @@ link_mbit = 1000
         "{s}"
     );
 }
+
+#[test]
+fn a_minute_of_chaos_fails_no_play_and_corrupts_no_byte() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(
+        &Topology::parse(TOPOLOGY).unwrap(),
+        &Options {
+            // Namespaces (and link cuts) as root; appliance kills alone otherwise.
+            netns: root,
+            dir: dir.path().to_path_buf(),
+            report_interval: 1,
+            release: false,
+        },
+    )
+    .unwrap();
+    lab.wait_filled(Duration::from_secs(180)).unwrap();
+    let r = lab.chaos(Duration::from_secs(60), 6).unwrap();
+    eprintln!("chaos: {r:?}");
+    assert!(r.completed >= 20, "{r:?}");
+    assert!(r.kills + r.cuts >= 3, "{r:?}");
+    assert_eq!((r.failed, r.mismatches), (0, 0), "{r:?}");
+}
