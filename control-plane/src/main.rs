@@ -224,6 +224,9 @@ fn run(cli: Cli) -> Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
+        // Handlers in place before the listening line, so an early SIGTERM shuts down cleanly.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         tracing::info!(%addr, db = %db_path.display(), admin_token_file = %token_path.display(), "listening");
         let saver = app.clone();
         tokio::spawn(async move {
@@ -241,11 +244,10 @@ fn run(cli: Cli) -> Result<()> {
         let last = app.clone();
         let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, service)
-            .with_graceful_shutdown(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
                 tracing::info!("shutting down");
             })

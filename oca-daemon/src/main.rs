@@ -91,6 +91,17 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Handlers in place before the listening line: a SIGTERM right after it must drain, not
+    // kill the process with the default action.
+    let (mut term, mut int, mut hup) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = runtime.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     let failed = Arc::new(tokio::sync::Notify::new());
     let on_fail = {
         let failed = failed.clone();
@@ -106,12 +117,10 @@ fn run(cli: Cli) -> Result<()> {
     let worker_failed = runtime.block_on(async {
         let admin = tokio::net::TcpListener::from_std(admin)?;
         tokio::spawn(admin::serve(admin, metrics.clone()));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let worker_failed = loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break false }
-                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); break false }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); break false }
                 _ = failed.notified() => break true,
                 _ = hup.recv() => reload_tls(tls.as_deref()),
             }
