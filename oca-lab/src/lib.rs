@@ -220,11 +220,21 @@ impl Net {
     /// One namespace per site: veth pair 10.99.<k>.1 (host) / 10.99.<k>.2 (site), default route
     /// through the host, both directions shaped to the site's link.
     fn create(topo: &Topology) -> Result<Net> {
-        let tag = std::process::id() % 100_000;
-        let forwarding_was = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-            .unwrap_or_else(|_| "0".into())
-            .trim()
-            .to_string();
+        // Several labs may run in one process (tests): each gets its own names and 10.x net.
+        let n = NETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 100;
+        let tag = (std::process::id() % 10_000) * 100 + n;
+        let second = 100 + n;
+        let forwarding_was = {
+            let mut fwd = FORWARDING.lock().unwrap_or_else(|p| p.into_inner());
+            if fwd.0 == 0 {
+                fwd.1 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                    .unwrap_or_else(|_| "0".into())
+                    .trim()
+                    .to_string();
+            }
+            fwd.0 += 1;
+            fwd.1.clone()
+        };
         let mut net = Net {
             sites: Vec::new(),
             forwarding_was,
@@ -234,7 +244,7 @@ impl Net {
             let k = k + 1;
             let ns = format!("oca{tag}-{k}");
             let (host_if, ns_if) = (format!("oh{tag}k{k}"), format!("on{tag}k{k}"));
-            let (host_ip, ns_ip) = (format!("10.99.{k}.1"), format!("10.99.{k}.2"));
+            let (host_ip, ns_ip) = (format!("10.{second}.{k}.1"), format!("10.{second}.{k}.2"));
             sh(&["ip", "netns", "add", &ns])?;
             net.sites
                 .push((site.id.clone(), ns.clone(), host_ip.clone(), ns_ip.clone()));
@@ -288,12 +298,22 @@ impl Net {
     }
 }
 
+/// Labs with namespaces made in this process (for distinct names and addresses).
+static NETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Labs with namespaces alive, and the forwarding setting before the first.
+static FORWARDING: std::sync::Mutex<(u32, String)> = std::sync::Mutex::new((0, String::new()));
+
 impl Drop for Net {
     fn drop(&mut self) {
         for (_, ns, _, _) in &self.sites {
             let _ = sh(&["ip", "netns", "del", ns]);
         }
-        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forwarding_was);
+        let mut fwd = FORWARDING.lock().unwrap_or_else(|p| p.into_inner());
+        fwd.0 = fwd.0.saturating_sub(1);
+        if fwd.0 == 0 {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forwarding_was);
+        }
     }
 }
 
