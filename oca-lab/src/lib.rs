@@ -217,7 +217,7 @@ fn sh(args: &[&str]) -> Result<()> {
 }
 
 impl Net {
-    /// One namespace per site: veth pair 10.99.<k>.1 (host) / 10.99.<k>.2 (site), default route
+    /// One namespace per site: veth pair 10.(100+n).<k>.1 (host) / .2 (site), default route
     /// through the host, both directions shaped to the site's link.
     fn create(topo: &Topology) -> Result<Net> {
         // Several labs may run in one process (tests): each gets its own names and 10.x net.
