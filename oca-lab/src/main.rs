@@ -79,11 +79,19 @@ fn run(cli: Cli) -> Result<()> {
     let netns = match cli.netns.as_str() {
         "on" => true,
         "off" => false,
-        "auto" => root,
+        "auto" => {
+            let has = |tool: &str| {
+                std::process::Command::new(tool)
+                    .arg("-V")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            root && has("ip") && has("tc")
+        }
         other => anyhow::bail!("--netns {other}: expected auto, on or off"),
     };
     if !netns {
-        println!("oca-lab: not root (or --netns off): every site on loopback, links not shaped");
+        println!("oca-lab: not root, no ip/tc (iproute2), or --netns off: every site on loopback, links not shaped");
     }
     println!(
         "oca-lab: building and starting the deployment in {} ({})",
