@@ -593,8 +593,20 @@ impl Lab {
 
     /// Waits until every appliance holds what its manifest lists.
     pub fn wait_filled(&self, within: Duration) -> Result<()> {
+        self.wait_filled_unless(within, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`Lab::wait_filled`], giving up when `stop` is set (Ctrl-C).
+    pub fn wait_filled_unless(
+        &self,
+        within: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<()> {
         let end = Instant::now() + within;
         loop {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                bail!("stopped while filling");
+            }
             let mut done = true;
             for a in &self.appliances {
                 if a.agent.is_none() {

@@ -119,7 +119,7 @@ fn run(cli: Cli) -> Result<()> {
             topo.site.len(),
             lab.titles.len()
         );
-        lab.wait_filled(Duration::from_secs(300))?;
+        lab.wait_filled_unless(Duration::from_secs(300), &STOP)?;
         print!("{}", lab.status_table()?);
         let first = lab.titles[0].clone();
         println!("playing {first}:");
