@@ -7,6 +7,23 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Deterministic bytes for a content id (xorshift seeded by the id's FNV-1a hash): test and
+/// lab files anyone can regenerate to check what they received.
+pub fn content_bytes(id: &str, len: usize) -> Vec<u8> {
+    let mut x = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// Builds `(package, binary)` pairs of this workspace with the cargo running the tests, and
 /// returns each binary's path by name: tests that start other packages' binaries use it.
 pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathBuf> {

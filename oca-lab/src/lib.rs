@@ -142,21 +142,7 @@ fn field(line: &str, name: &str) -> Option<String> {
     Some(line[at..].split_whitespace().next()?.to_string())
 }
 
-/// Deterministic content bytes for an id.
-pub fn content_bytes(id: &str, len: usize) -> Vec<u8> {
-    let mut x = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+pub use hwtests::content_bytes;
 
 /// One appliance of the lab.
 pub struct Appliance {

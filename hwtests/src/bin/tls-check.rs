@@ -46,27 +46,11 @@ fn main() {
     }
 }
 
-/// Deterministic content of a check file.
-fn content(id: &str, len: usize) -> Vec<u8> {
-    let mut x = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn make_store(dir: &Path) -> Result<()> {
     for (id, len) in FILES {
         let d = dir.join("objects").join(&id[..2]);
         std::fs::create_dir_all(&d)?;
-        std::fs::write(d.join(id), content(id, len))?;
+        std::fs::write(d.join(id), hwtests::content_bytes(id, len))?;
     }
     Ok(())
 }
@@ -163,7 +147,7 @@ fn run(addr: &str, ca: &str, admin: &str) -> Result<()> {
     for (name, version, suite) in variants {
         let mut s = client.connect(&client.config(version, suite)?)?;
         for (id, len) in &FILES[..2] {
-            let want = content(id, *len);
+            let want = hwtests::content_bytes(id, *len);
             let (st, body) = get(&mut s, id, None).with_context(|| format!("{name} {id}"))?;
             ensure!(
                 st == 200 && body == want,
@@ -205,7 +189,7 @@ fn long_download_with_key_update(client: &Client) -> Result<String> {
     use rustls::crypto::ring::cipher_suite as cs;
     let cfg = client.config(&rustls::version::TLS13, cs::TLS13_AES_128_GCM_SHA256)?;
     let (id, len) = FILES[2];
-    let want = content(id, len);
+    let want = hwtests::content_bytes(id, len);
     let mut got: Vec<u8> = Vec::with_capacity(len);
     let mut s = client.connect(&cfg)?;
     let (st, _) = request(&mut s, id, None)?;
