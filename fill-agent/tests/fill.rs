@@ -3,62 +3,14 @@
 //! fill-agent over its own temporary store.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hwtests::proc::Proc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log2.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        Proc { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_log(&self, needle: &str, within: Duration) -> String {
-        let end = Instant::now() + within;
-        loop {
-            let log = self.log();
-            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
-            assert!(Instant::now() < end, "no {needle:?} in:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn field(line: &str, name: &str) -> SocketAddr {
     let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
@@ -95,11 +47,10 @@ fn sha(b: &[u8]) -> String {
 }
 
 struct Cp {
-    _proc: Proc,
+    proc: Proc,
     url: String,
     token: String,
     origin: PathBuf,
-    proc_log: Arc<Mutex<String>>,
 }
 
 impl Cp {
@@ -148,7 +99,7 @@ impl Cp {
     }
 
     fn origin_log(&self) -> String {
-        self.proc_log.lock().unwrap().clone()
+        self.proc.log()
     }
 }
 
@@ -238,13 +189,11 @@ fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)
         .unwrap()
         .trim()
         .to_string();
-    let proc_log = proc.log.clone();
     let cp = Cp {
-        _proc: proc,
+        proc,
         url,
         token,
         origin: dir.path().join("cp.db.origin"),
-        proc_log,
     };
     for site in [
         json!({"id": "ixp", "kind": "ixp", "region": "eu"}),

@@ -2,71 +2,17 @@
 //! SHA-256; the serving appliance killed mid-stream and the play finished elsewhere; a slow link
 //! (tc, as root) avoided, then a bitrate drop when only the slow one is left.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hwtests::proc::Proc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        cmd.env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log2.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        Proc { child, log }
-    }
-
-    fn wait_log(&self, needle: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(l) = self
-                .log
-                .lock()
-                .unwrap()
-                .lines()
-                .find(|l| l.contains(needle))
-            {
-                return l.to_string();
-            }
-            assert!(Instant::now() < end, "no {needle:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn field(line: &str, name: &str) -> SocketAddr {
-    let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-    line[at..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    Proc::field(line, name).parse().unwrap()
 }
 
 fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -133,7 +79,7 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
         .arg(dir.path().join("cp.db"))
         .args(["--report-interval", "30"]);
     let cp = Proc::spawn(cmd);
-    cp.wait_log(" listening ");
+    cp.wait_log(" listening ", Duration::from_secs(20));
     let token = std::fs::read_to_string(dir.path().join("cp.db.admin-token")).unwrap();
     let admin = |path: &str, body: Value| {
         let r = reqwest::blocking::Client::new()
@@ -192,7 +138,7 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
         .arg("--keys")
         .arg(&keys);
         let proc = Proc::spawn(cmd);
-        let line = proc.wait_log(" listening ");
+        let line = proc.wait_log(" listening ", Duration::from_secs(20));
         let (a, adm) = (field(&line, "addr"), field(&line, "admin"));
         let id = format!("oca{i}");
         let reg = admin(
@@ -213,7 +159,7 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
             .json()
             .unwrap();
         std::fs::write(&keys, json!({"keys": reply["keys"]}).to_string()).unwrap();
-        proc.wait_log("URL keys loaded");
+        proc.wait_log("URL keys loaded", Duration::from_secs(20));
         daemons.push(Daemon {
             _proc: proc,
             addr: a,

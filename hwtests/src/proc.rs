@@ -1,0 +1,70 @@
+//! A child process for real-process tests: stderr collected in memory, killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running child whose log (stderr) the test can read and wait on.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `cmd` with `RUST_LOG=info`, no stdin or stdout, stderr collected.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning");
+        let stderr = child.stderr.take().expect("piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&(line + "\n"));
+            }
+        });
+        Proc { child, log }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The first log line containing `needle`, waiting up to `within` (panics after).
+    pub fn wait_log(&self, needle: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < end, "no {needle:?} in:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The value of `name=` in a log line (e.g. `addr=` in a listening line).
+    pub fn field(line: &str, name: &str) -> String {
+        let at = line.find(&format!("{name}=")).expect("field in line") + name.len() + 1;
+        line[at..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
