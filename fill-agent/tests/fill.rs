@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hwtests::content_bytes;
 use hwtests::proc::Proc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -28,18 +29,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn sha(b: &[u8]) -> String {
@@ -309,9 +298,9 @@ impl Lab {
 
 #[test]
 fn origin_then_tier_then_peer_corrupt_sources_resume_after_kill_and_eviction() {
-    let c1 = content(1, 3 << 20);
-    let c2 = content(2, 2 << 20);
-    let big = content(3, 40 << 20);
+    let c1 = content_bytes("seed1", 3 << 20);
+    let c2 = content_bytes("seed2", 2 << 20);
+    let big = content_bytes("seed3", 40 << 20);
     // Popular files get two copies in the ISP site; upstream is used only after 60 s, so every
     // ISP copy must come from the IXP appliance or the ISP peer. 160 Mbit/s cap: the big file
     // takes about two seconds, long enough to interrupt.
@@ -527,7 +516,8 @@ fn outside_the_fill_window_nothing_fills_until_told() {
         (start + 1) % 60
     );
     let mut lab = lab(&["--fill-window", &window], &[], |_| {});
-    lab.cp.ingest("t1", "c1_1080p.mp4", &content(9, 1 << 20));
+    lab.cp
+        .ingest("t1", "c1_1080p.mp4", &content_bytes("seed9", 1 << 20));
     std::thread::sleep(Duration::from_secs(5));
     for a in &lab.appliances {
         assert!(
@@ -569,7 +559,7 @@ fn a_full_disk_is_a_warning_never_a_crash() {
         return;
     }
     let mounted: std::cell::RefCell<Option<Mounted>> = std::cell::RefCell::new(None);
-    let big = content(5, 6 << 20);
+    let big = content_bytes("seed5", 6 << 20);
     let mut lab = lab(
         &["--fill-copies", "2", "--fill-hot-fraction", "1"],
         &["--fill-now"],

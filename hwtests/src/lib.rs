@@ -25,6 +25,56 @@ pub fn content_bytes(id: &str, len: usize) -> Vec<u8> {
     out
 }
 
+/// An oca-daemon's admin `/metrics` text (plain HTTP, no client library needed in a VM).
+pub fn metrics(admin: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The value of one series (name with labels) in Prometheus text; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Which of the daemons (by admin address) sent the most bytes over `window`: the one serving
+/// a running play.
+pub fn busiest(admins: &[String], window: std::time::Duration) -> usize {
+    let sent = || -> Vec<f64> {
+        admins
+            .iter()
+            .map(|a| metrics(a).map_or(0.0, |t| metric(&t, "oca_sent_bytes_total ")))
+            .collect()
+    };
+    let before = sent();
+    std::thread::sleep(window);
+    let after = sent();
+    (0..admins.len())
+        .max_by(|&a, &b| (after[a] - before[a]).total_cmp(&(after[b] - before[b])))
+        .unwrap_or(0)
+}
+
+/// The JSON summary an `oca-client --json` run printed last (panics with its output if none).
+pub fn client_summary(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|_| {
+        panic!(
+            "no summary; stdout: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// Builds `(package, binary)` pairs of this workspace with the cargo running the tests, and
 /// returns each binary's path by name: tests that start other packages' binaries use it.
 pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathBuf> {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hwtests::proc::Proc;
+use hwtests::{busiest, client_summary, content_bytes, metric, metrics};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -15,35 +16,11 @@ fn field(line: &str, name: &str) -> SocketAddr {
     Proc::field(line, name).parse().unwrap()
 }
 
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 struct Daemon {
     /// Kept so the daemon lives as long as this (dropping kills it).
     _proc: Proc,
     addr: SocketAddr,
     admin: SocketAddr,
-}
-
-impl Daemon {
-    fn sent(&self) -> f64 {
-        let text = reqwest::blocking::get(format!("http://{}/metrics", self.admin))
-            .map(|r| r.text().unwrap_or_default())
-            .unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix("oca_sent_bytes_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
 }
 
 struct World {
@@ -196,19 +173,9 @@ impl World {
     }
 }
 
-fn summary(out: &std::process::Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|_| {
-        panic!(
-            "no summary; stdout: {text}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 #[test]
 fn a_play_is_verified_and_survives_the_serving_appliance_dying() {
-    let body = content(1, 6 << 20);
+    let body = content_bytes("seed1", 6 << 20);
     let w = world(
         &["127.0.0.1:0", "127.0.0.1:0"],
         &[("t1_1080p.mp4", 1080, 8000, body)],
@@ -220,7 +187,7 @@ fn a_play_is_verified_and_survives_the_serving_appliance_dying() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = summary(&out);
+    let s = client_summary(&out);
     assert_eq!(
         (s["verified"].as_bool(), s["resolution"].as_u64()),
         (Some(true), Some(1080)),
@@ -232,12 +199,8 @@ fn a_play_is_verified_and_survives_the_serving_appliance_dying() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
-    let before: Vec<f64> = w.daemons.iter().map(Daemon::sent).collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let after: Vec<f64> = w.daemons.iter().map(Daemon::sent).collect();
-    let serving = (0..2)
-        .max_by(|&a, &b| (after[a] - before[a]).total_cmp(&(after[b] - before[b])))
-        .unwrap();
+    let admins: Vec<String> = w.daemons.iter().map(|d| d.admin.to_string()).collect();
+    let serving = busiest(&admins, Duration::from_millis(300));
     let mut daemons = w.daemons;
     let victim = daemons.remove(serving);
     let dead = victim.addr.to_string();
@@ -248,7 +211,7 @@ fn a_play_is_verified_and_survives_the_serving_appliance_dying() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = summary(&out);
+    let s = client_summary(&out);
     assert_eq!(s["verified"], true, "{s}");
     assert!(s["switches"].as_u64().unwrap() >= 1, "{s}");
     let used: Vec<&str> = s["appliances"]
@@ -333,8 +296,8 @@ fn a_slow_link_is_avoided_and_the_bitrate_drops_when_only_it_is_left() {
         eprintln!("SKIPPED: shaping a link needs root and tc");
         return;
     }
-    let high = content(2, 24 << 20);
-    let low = content(3, 3 << 20);
+    let high = content_bytes("seed2", 24 << 20);
+    let low = content_bytes("seed3", 3 << 20);
     // 127.0.0.2 fast, 127.0.0.3 shaped to 20 Mbit/s: too slow for 1080p at 40 Mbit/s.
     let w = world(
         &["127.0.0.2:0", "127.0.0.3:0"],
@@ -358,7 +321,10 @@ fn a_slow_link_is_avoided_and_the_bitrate_drops_when_only_it_is_left() {
     // Playing 1080p from the fast appliance; then it goes away.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        w.daemons[fast].sent() > 1e6,
+        metric(
+            &metrics(&w.daemons[fast].admin.to_string()).unwrap(),
+            "oca_sent_bytes_total "
+        ) > 1e6,
         "the fast appliance is serving"
     );
     let mut daemons = w.daemons;
@@ -369,7 +335,7 @@ fn a_slow_link_is_avoided_and_the_bitrate_drops_when_only_it_is_left() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = summary(&out);
+    let s = client_summary(&out);
     assert_eq!(
         s["appliances"][0].as_str().unwrap().split(':').next(),
         Some("127.0.0.2"),

@@ -1,8 +1,9 @@
 //! End to end with the launcher: the whole deployment on loopback, players against it.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hwtests::{busiest, client_summary};
 use oca_lab::{Lab, Options, Topology};
 use serde_json::Value;
 
@@ -64,26 +65,6 @@ fn client(lab: &Lab, title: &str, extra: &[&str]) -> Command {
     cmd
 }
 
-fn summary(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|_| {
-        panic!(
-            "no summary: {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn sent(admin: &str) -> f64 {
-    reqwest::blocking::get(format!("http://{admin}/metrics"))
-        .and_then(|r| r.text())
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("oca_sent_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +77,7 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(summary(&out)["verified"], true);
+    assert_eq!(client_summary(&out)["verified"], true);
 
     // Kill the serving appliance mid-stream: the player finishes from another, hash intact.
     let child = client(
@@ -107,12 +88,8 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
     .spawn()
     .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
-    let before: Vec<f64> = lab.appliances.iter().map(|a| sent(&a.admin)).collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let after: Vec<f64> = lab.appliances.iter().map(|a| sent(&a.admin)).collect();
-    let serving = (0..before.len())
-        .max_by(|&a, &b| (after[a] - before[a]).total_cmp(&(after[b] - before[b])))
-        .unwrap();
+    let admins: Vec<String> = lab.appliances.iter().map(|a| a.admin.clone()).collect();
+    let serving = busiest(&admins, Duration::from_millis(300));
     let victim = lab.appliances[serving].id.clone();
     lab.appliance(&victim).unwrap().kill();
     let out = child.wait_with_output().unwrap();
@@ -121,7 +98,7 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = summary(&out);
+    let s = client_summary(&out);
     assert_eq!(s["verified"], true, "{s}");
     assert!(s["switches"].as_u64().unwrap() >= 1, "{s}");
     lab.appliance(&victim).unwrap().restart().unwrap();
@@ -186,7 +163,7 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(summary(&out)["verified"], true);
+    assert_eq!(client_summary(&out)["verified"], true);
     lab.start_cp().unwrap();
     let appliances_after = lab.admin("GET", "/v1/admin/appliances", None).unwrap();
     let ids = |v: &Value| -> Vec<String> {
@@ -270,7 +247,7 @@ link_mbit = 1000
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = summary(&out);
+    let s = client_summary(&out);
     assert_eq!(
         s["appliances"][0].as_str(),
         fast.strip_prefix("http://"),
@@ -291,7 +268,7 @@ link_mbit = 1000
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = summary(&out);
+    let s = client_summary(&out);
     assert_eq!(
         s["appliances"].as_array().unwrap().last().unwrap().as_str(),
         slow.strip_prefix("http://"),

@@ -165,9 +165,9 @@ fn run(addr: &str, ca: &str, admin: &str) -> Result<()> {
     let key_update = long_download_with_key_update(&client)?;
     bytes += FILES[2].1;
     println!("tls-check: key update: {key_update}");
-    let metrics = fetch_metrics(admin)?;
-    let ktls = metric(&metrics, "oca_tls_handshakes_total{mode=\"ktls\"}");
-    let user = metric(&metrics, "oca_tls_handshakes_total{mode=\"userspace\"}");
+    let metrics = hwtests::metrics(admin).with_context(|| format!("admin {admin}"))?;
+    let ktls = hwtests::metric(&metrics, "oca_tls_handshakes_total{mode=\"ktls\"}");
+    let user = hwtests::metric(&metrics, "oca_tls_handshakes_total{mode=\"userspace\"}");
     let stat = std::fs::read_to_string("/proc/net/tls_stat").unwrap_or_default();
     let tx_sw = stat_value(&stat, "TlsTxSw");
     let rx_sw = stat_value(&stat, "TlsRxSw");
@@ -228,24 +228,6 @@ fn long_download_with_key_update(client: &Client) -> Result<String> {
             format!("server closed at byte {at} (kernel without TLS rekey); resumed with Range")
         }
     })
-}
-
-fn fetch_metrics(admin: &str) -> Result<String> {
-    let mut s = TcpStream::connect(admin).with_context(|| format!("admin {admin}"))?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn stat_value(stat: &str, name: &str) -> u64 {
