@@ -228,6 +228,8 @@ fn run(cli: Cli) -> Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         tracing::info!(%addr, db = %db_path.display(), admin_token_file = %token_path.display(), "listening");
+        oca_service::systemd::ready(&format!("serving on {addr}"));
+        oca_service::systemd::watch_runtime();
         let saver = app.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -250,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
                     _ = int.recv() => {}
                 }
                 tracing::info!("shutting down");
+                oca_service::systemd::stopping("shutting down");
             })
             .await?;
         last.popularity.save(&last.db)?;

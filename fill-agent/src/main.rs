@@ -54,6 +54,8 @@ async fn agent(cfg: Config, shared: Arc<Shared>) -> Result<()> {
         .build()?;
     tracing::info!(oca_id = %cfg.oca_id, control_plane = %cfg.control_plane, disks = shared.store.disks().len(), "fill agent started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    oca_service::systemd::ready(&format!("reporting to {}", cfg.control_plane));
+    oca_service::systemd::watch_runtime();
     let mut interval = Duration::from_secs(10);
     let mut load = None;
     let mut manifest: Option<Arc<Manifest>> = None;

@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::metrics::{render, Metrics};
 
-/// A worker whose loop has not run for this long makes /healthz fail.
-const STALE_WORKER: Duration = Duration::from_secs(5);
+/// A worker whose loop has not ticked for this long counts as hung (healthz, watchdog).
+pub const STALE_WORKER: Duration = Duration::from_secs(5);
 
 /// Serves admin requests until the process exits.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {

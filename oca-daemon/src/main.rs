@@ -111,6 +111,11 @@ fn run(cli: Cli) -> Result<()> {
     metrics.ready.store(true, Relaxed);
     let tls_shown = tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(%addr, tls = %tls_shown, admin = %admin_addr, engine = engine.name(), workers = cfg.workers, "listening");
+    oca_service::systemd::ready(&format!("serving on {addr}, TLS {tls_shown}"));
+    {
+        let metrics = metrics.clone();
+        oca_service::systemd::start_watchdog(move || metrics.workers_alive(admin::STALE_WORKER));
+    }
     if cfg.demo {
         print_demo_hint(addr, admin_addr, demo_key.as_ref());
     }
@@ -127,6 +132,7 @@ fn run(cli: Cli) -> Result<()> {
         };
         metrics.ready.store(false, Relaxed);
         metrics.draining.store(true, Relaxed);
+        oca_service::systemd::stopping("draining connections");
         // The admin listener keeps answering (readyz: 503) while the workers drain.
         let join =
             tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));

@@ -125,6 +125,11 @@ fn traversal_never_opens_anything_outside_the_store() {
     std::os::unix::fs::symlink(&secret, store.join("objects/li")).unwrap_or(());
     std::fs::create_dir_all(store.join("objects/sy")).unwrap();
     std::os::unix::fs::symlink(&secret, store.join("objects/sy/symlinked")).unwrap();
+    // A FIFO where a file should be: open(2) would block a worker until a writer came.
+    std::fs::create_dir_all(store.join("objects/fi")).unwrap();
+    let fifo = CString::new(store.join("objects/fi/fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let watches = [
         OpenWatch::new(&secret),
         OpenWatch::new(&in_store),
@@ -150,6 +155,7 @@ fn traversal_never_opens_anything_outside_the_store() {
         "/c/li/range/0-5",
         "/c/secret/range/0-5",
         "/c/.secret",
+        "/c/fifo",
     ];
     for engine in ENGINES {
         let s = Server::start(engine, &[&store], &[]);

@@ -10,6 +10,7 @@ use std::time::Duration;
 const BIG: usize = 48 << 20;
 /// What the file is truncated to while it is being sent.
 const NEW_LEN: usize = 1 << 20;
+const ID_SMALL: &str = "small_480p.mp4";
 
 /// Reads a head, then the body until EOF; returns (Content-Length, body).
 fn read_to_eof(c: &mut TcpStream, first: usize, between: impl FnOnce()) -> (usize, Vec<u8>) {
@@ -350,4 +351,69 @@ fn access_log_has_one_line_per_request() {
         );
         assert!(line.contains("peer=127.0.0.1:"), "{line}");
     }
+}
+
+/// Receives notifications until one contains `want`; returns everything received.
+fn notified_until(sock: &std::os::unix::net::UnixDatagram, want: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.iter().any(|m: &String| m.contains(want)) {
+        match sock.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => panic!("no {want} from the daemon ({e}); got {got:?}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn systemd_ready_watchdog_and_stopping() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), ID_SMALL, &pattern(5, 1000));
+        let sock_path = dir.path().join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut cmd = daemon_cmd(engine, &[dir.path()], &[]);
+        cmd.env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "200000");
+        let mut s = Server::spawn(cmd);
+        let first = notified_until(&sock, "READY=1");
+        assert_eq!(first.len(), 1, "{engine}: READY=1 comes first: {first:?}");
+        assert!(
+            first[0].contains(&format!("STATUS=serving on {}", s.addr)),
+            "{first:?}"
+        );
+        // Ready means serving.
+        let body = client()
+            .get(s.url(&format!("/c/{ID_SMALL}")))
+            .send()
+            .unwrap();
+        assert_eq!(body.status(), 200);
+        // Keep-alives every half interval (100 ms) while the workers tick.
+        let since = std::time::Instant::now();
+        let mut beats = 0;
+        while since.elapsed() < Duration::from_secs(1) {
+            beats += notified_until(&sock, "WATCHDOG=1").len();
+        }
+        assert!(beats >= 6, "{engine}: {beats} watchdog keep-alives in 1 s");
+        assert!(s.log().contains("systemd watchdog enabled"));
+        s.signal(libc::SIGTERM);
+        notified_until(&sock, "STOPPING=1");
+        assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
+    }
+}
+
+#[test]
+fn without_systemd_nothing_is_sent_and_nothing_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = daemon_cmd("uring", &[dir.path()], &[]);
+    // A watchdog asked for, but no socket to talk to: the daemon runs as usual.
+    cmd.env_remove("NOTIFY_SOCKET")
+        .env("WATCHDOG_USEC", "200000");
+    let mut s = Server::spawn(cmd);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!s.log().contains("sd_notify failed"), "{}", s.log());
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
 }

@@ -1,5 +1,7 @@
 //! What every long-running binary of the system does the same way.
 
+pub mod systemd;
+
 use std::process::ExitCode;
 
 /// Logs one line per event to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a

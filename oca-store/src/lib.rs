@@ -213,7 +213,10 @@ impl RelPath {
 }
 
 fn open_on(disk: &Disk, index: usize, rel: &CStr) -> Result<Opened, OpenError> {
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
+    // O_NONBLOCK: a FIFO or device node planted in the store must not block the worker in
+    // open(2); it is refused below once fstat shows it is not a regular file.
+    let flags =
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
     // SAFETY: `rel` is a valid NUL-terminated string and the dirfd is owned by `disk` and open.
     let fd = unsafe { libc::openat(disk.objects.as_raw_fd(), rel.as_ptr(), flags) };
     if fd < 0 {
@@ -225,6 +228,12 @@ fn open_on(disk: &Disk, index: usize, rel: &CStr) -> Result<Opened, OpenError> {
     let meta = file.metadata().map_err(|e| classify(e, index))?;
     if !meta.is_file() {
         return Err(OpenError::NotFound);
+    }
+    // Back to blocking: io_uring honours O_NONBLOCK on regular files by failing reads with
+    // EAGAIN instead of waiting for the disk.
+    // SAFETY: fcntl on a descriptor this function owns; F_SETFL only changes status flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_RDONLY) } < 0 {
+        return Err(classify(io::Error::last_os_error(), index));
     }
     use std::os::unix::fs::MetadataExt;
     Ok(Opened {
@@ -271,6 +280,9 @@ mod tests {
         let mut s = String::new();
         got.file.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello");
+        // SAFETY: F_GETFL on an open descriptor.
+        let fl = unsafe { libc::fcntl(got.file.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(fl & libc::O_NONBLOCK, 0, "served files are blocking");
         assert!(matches!(
             store.open_content(ContentId::parse("other").unwrap()),
             Err(OpenError::NotFound)
@@ -286,7 +298,13 @@ mod tests {
         std::fs::create_dir_all(d0.path().join("objects/li")).unwrap();
         std::os::unix::fs::symlink(&outside, d0.path().join("objects/li/link")).unwrap();
         std::fs::create_dir_all(d0.path().join("objects/di/dir")).unwrap();
-        for id in ["link", "dir"] {
+        // A FIFO would block open(2) forever without O_NONBLOCK: the test would hang.
+        std::fs::create_dir_all(d0.path().join("objects/fi")).unwrap();
+        let fifo =
+            std::ffi::CString::new(d0.path().join("objects/fi/fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        for id in ["link", "dir", "fifo"] {
             let r = store.open_content(ContentId::parse(id).unwrap());
             assert!(matches!(r, Err(OpenError::NotFound)), "{id}");
         }
