@@ -119,8 +119,16 @@ pub fn probe(body_path: BodyPath) -> Result<Support, String> {
     })
 }
 
+/// From uname(2), not /proc/sys: the systemd unit's ProcSubset=pid hides /proc/sys.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // SAFETY: utsname is plain bytes, zeroed is a valid value, and uname fills it in place.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return false;
+    }
+    // SAFETY: the kernel NUL-terminates release within the array.
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy();
     let mut it = release
         .trim()
         .split(|c: char| !c.is_ascii_digit())
