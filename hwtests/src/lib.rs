@@ -2,6 +2,8 @@
 //! initramfs, for what this machine's kernel cannot show (kTLS).
 
 pub mod proc;
+pub mod qualify;
+pub mod tls_round_trip;
 pub mod vm;
 
 use std::collections::HashMap;

@@ -13,13 +13,19 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `cmd` with `RUST_LOG=info`, no stdin or stdout, stderr collected.
-    pub fn spawn(mut cmd: Command) -> Proc {
+    /// Starts `cmd` with `RUST_LOG=info`, no stdin or stdout, stderr collected; panics if it
+    /// cannot start (tests).
+    pub fn spawn(cmd: Command) -> Proc {
+        Proc::start(cmd).expect("spawning")
+    }
+
+    /// Starts `cmd` like [`Proc::spawn`], returning the error instead.
+    pub fn start(mut cmd: Command) -> std::io::Result<Proc> {
         cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawning");
+        let mut child = cmd.spawn()?;
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::new(Mutex::new(String::new()));
         let log2 = log.clone();
@@ -30,7 +36,7 @@ impl Proc {
                     .push_str(&(line + "\n"));
             }
         });
-        Proc { child, log }
+        Ok(Proc { child, log })
     }
 
     /// The log so far.
@@ -40,13 +46,22 @@ impl Proc {
 
     /// The first log line containing `needle`, waiting up to `within` (panics after).
     pub fn wait_log(&self, needle: &str, within: Duration) -> String {
+        self.find_log(needle, within)
+            .unwrap_or_else(|log| panic!("no {needle:?} in:\n{log}"))
+    }
+
+    /// The first log line containing `needle` within `within`; else the whole log, or why the
+    /// process ended.
+    pub fn find_log(&self, needle: &str, within: Duration) -> Result<String, String> {
         let end = Instant::now() + within;
         loop {
             let log = self.log();
             if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
+                return Ok(line.to_string());
             }
-            assert!(Instant::now() < end, "no {needle:?} in:\n{log}");
+            if Instant::now() >= end {
+                return Err(log);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
