@@ -1,0 +1,432 @@
+//! The appliance image for real: `images/build.sh` builds the disk image from Debian packages,
+//! the test writes an appliance configuration (id, credential, control-plane URL, prefixes, TLS
+//! certificate) onto its OCACONFIG partition, and boots it in QEMU (software emulation, user-mode
+//! networking). A control plane on this machine's loopback (10.0.2.2 from inside the VM)
+//! registers the appliance; the test waits until oca-daemon answers `/readyz` and fill-agent's
+//! health reports arrive (systemd started both, `Type=notify`), until the appliance has filled
+//! the title from the control plane's origin, and then plays it as a player would: a play
+//! request, a signed byte range over HTTPS from the VM's oca-daemon, every byte checked, with
+//! kernel TLS engaged (Debian's kernel ships `tls.ko`, the image loads it at boot).
+//!
+//! Prints the image size and the boot-to-ready time. Needs root, qemu-system-x86_64, mtools and
+//! what `images/build.sh` needs; without them the test says what is missing and passes, unless
+//! `OCA_REQUIRE_VM=1` makes that a failure. `OCA_IMAGE=FILE` boots an image built before instead
+//! of building one.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hwtests::proc::Proc;
+use serde_json::{json, Value};
+
+const CONTENT: &str = "vmplay_1080p.mp4";
+const CONTENT_LEN: usize = 8 << 20;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn missing() -> Vec<String> {
+    let mut m: Vec<String> = [
+        "qemu-system-x86_64",
+        "mcopy",
+        "debootstrap",
+        "sfdisk",
+        "mkfs.vfat",
+        "mkfs.xfs",
+        "extlinux",
+    ]
+    .into_iter()
+    .filter(|c| !have(c))
+    .map(String::from)
+    .collect();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        m.push("root".into());
+    }
+    m
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The image: `OCA_IMAGE`, or one built now by images/build.sh.
+fn image(dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("OCA_IMAGE") {
+        return PathBuf::from(p);
+    }
+    let out = dir.join("oca-appliance.img");
+    let started = Instant::now();
+    sh(Command::new(repo().join("images/build.sh"))
+        .arg("--out")
+        .arg(&out));
+    eprintln!("image built in {:.0} s", started.elapsed().as_secs_f64());
+    out
+}
+
+/// Byte offset of partition `n` (1-based) in a disk image.
+fn partition_offset(img: &Path, n: usize) -> u64 {
+    let table: Value =
+        serde_json::from_str(&sh(Command::new("sfdisk").arg("-J").arg(img))).unwrap();
+    table["partitiontable"]["partitions"][n - 1]["start"]
+        .as_u64()
+        .unwrap()
+        * 512
+}
+
+struct ControlPlane {
+    proc: Proc,
+    url: String,
+    token: String,
+    origin: PathBuf,
+}
+
+impl ControlPlane {
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let c = reqwest::blocking::Client::new();
+        let url = format!("{}{path}", self.url);
+        let mut r = if method == "POST" {
+            c.post(url)
+        } else {
+            c.get(url)
+        }
+        .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&resp.text().unwrap()).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// QEMU with the serial console collected; killed on drop.
+struct Vm {
+    child: Child,
+    serial: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Vm {
+    fn boot(img: &Path, hostfwd: &[(u16, u16)]) -> Vm {
+        let fwd: String = hostfwd
+            .iter()
+            .map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
+            .collect();
+        let mut child = Command::new("qemu-system-x86_64")
+            .args([
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+                "-cpu",
+                "max",
+                "-nographic",
+                "-no-reboot",
+            ])
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", img.display()))
+            .args([
+                "-netdev",
+                &format!("user,id=n0{fwd}"),
+                "-device",
+                "virtio-net-pci,netdev=n0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting qemu-system-x86_64");
+        let serial = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let s = serial.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    s.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Vm { child, serial }
+    }
+
+    fn console(&self) -> String {
+        self.serial.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for<T>(what: &str, vm: &Vm, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            let console = vm.console();
+            let tail: String = console
+                .lines()
+                .rev()
+                .take(80)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!("timed out waiting for {what}; console:\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
+    let m = missing();
+    if !m.is_empty() {
+        assert!(
+            std::env::var_os("OCA_REQUIRE_VM").is_none(),
+            "missing for the image boot test: {m:?}"
+        );
+        eprintln!("skipped: missing {m:?}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let built = image(dir.path());
+    let apparent = std::fs::metadata(&built).unwrap().len();
+    let allocated = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&built).unwrap().blocks() * 512
+    };
+    let img = dir.path().join("boot.img");
+    sh(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&built)
+        .arg(&img));
+
+    // The control plane, reachable from the VM as 10.0.2.2.
+    let bins = hwtests::cargo_bins(true, &[("control-plane", "control-plane")]);
+    let port = free_port();
+    let mut cmd = Command::new(&bins["control-plane"]);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(dir.path().join("cp.db"))
+        .args([
+            "--report-interval",
+            "2",
+            "--public-url",
+            &format!("http://10.0.2.2:{port}"),
+        ]);
+    let proc = Proc::spawn(cmd);
+    proc.wait_log(" listening ", Duration::from_secs(20));
+    let cp = ControlPlane {
+        proc,
+        url: format!("http://127.0.0.1:{port}"),
+        token: std::fs::read_to_string(dir.path().join("cp.db.admin-token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        origin: dir.path().join("cp.db.origin"),
+    };
+    let (tls_port, admin_port) = (free_port(), free_port());
+    let body = hwtests::content_bytes(CONTENT, CONTENT_LEN);
+    std::fs::create_dir_all(&cp.origin).unwrap();
+    std::fs::write(cp.origin.join(CONTENT), &body).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(&body))
+    };
+    for (path, v) in [
+        (
+            "/v1/admin/sites",
+            json!({"id": "isp", "kind": "isp", "region": "eu"}),
+        ),
+        (
+            "/v1/admin/zones",
+            json!({"prefix": "127.0.0.0/8", "country": "NL"}),
+        ),
+        (
+            "/v1/admin/subscribers",
+            json!({"id": "s1", "active": true, "max_resolution": 2160, "max_streams": 4}),
+        ),
+        (
+            "/v1/admin/titles",
+            json!({"id": "t1", "name": "t1", "countries": ["NL"]}),
+        ),
+        (
+            "/v1/admin/content",
+            json!({"id": CONTENT, "title": "t1", "resolution": 1080, "bitrate_kbps": 5000,
+            "size": CONTENT_LEN, "sha256": sha, "content_type": "video/mp4", "origin": "embedded"}),
+        ),
+    ] {
+        let (s, r) = cp.admin("POST", path, Some(v));
+        assert_eq!(s, 201, "{path}: {r}");
+    }
+    let reg = json!({"id": "vm1", "site": "isp", "url": format!("https://localhost:{tls_port}"), "capacity_bps": 10_000_000_000u64});
+    let (s, r) = cp.admin("POST", "/v1/admin/appliances", Some(reg));
+    assert_eq!(s, 201, "{r}");
+    let credential = r["credential"].as_str().unwrap().to_string();
+
+    // The appliance's configuration, on its config partition.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cfg = dir.path().join("config");
+    std::fs::create_dir_all(cfg.join("tls")).unwrap();
+    std::fs::write(cfg.join("tls/cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(cfg.join("tls/key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(
+        cfg.join("oca.conf"),
+        format!(
+            "# written by the image boot test\nOCA_ID=vm1\nOCA_CREDENTIAL={credential}\nOCA_CONTROL_PLANE=http://10.0.2.2:{port}\nOCA_SITE=isp\nOCA_PREFIXES=127.0.0.0/8\nOCA_ADMIN_LISTEN=0.0.0.0:9180\n"
+        ),
+    )
+    .unwrap();
+    let part = format!("{}@@{}", img.display(), partition_offset(&img, 2));
+    sh(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &part, "-s"])
+        .arg(cfg.join("oca.conf"))
+        .arg(cfg.join("tls"))
+        .arg("::"));
+
+    let started = Instant::now();
+    let vm = Vm::boot(&img, &[(tls_port, 443), (admin_port, 9180)]);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let admin = format!("127.0.0.1:{admin_port}");
+    wait_for("oca-daemon /readyz", &vm, Duration::from_secs(400), || {
+        let r = http.get(format!("http://{admin}/readyz")).send().ok()?;
+        (r.status() == 200).then_some(())
+    });
+    let daemon_ready = started.elapsed();
+    wait_for(
+        "fill-agent's health report",
+        &vm,
+        Duration::from_secs(120),
+        || {
+            let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
+            list.as_array()?
+                .iter()
+                .find(|a| a["id"] == "vm1" && a["status"] == "ok")
+                .map(|_| ())
+        },
+    );
+    let ready = started.elapsed();
+    let console = vm.console();
+    assert!(
+        console.contains("oca-setup: appliance vm1 (site isp) reporting to"),
+        "{console}"
+    );
+    assert!(console.contains("store OCASTORE0 mounted at /srv/oca/disk0"));
+
+    // The appliance fills the title from the origin; then playing it steers to the VM.
+    let play = || -> Option<Value> {
+        let r = http
+            .post(format!("{}/v1/play", cp.url))
+            .json(&json!({"subscriber": "s1", "title": "t1"}))
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        (!v["renditions"][0]["urls"].as_array()?.is_empty()).then_some(v)
+    };
+    let answer = wait_for(
+        "the title filled and steerable",
+        &vm,
+        Duration::from_secs(180),
+        play,
+    );
+    let filled = started.elapsed();
+    let url = answer["renditions"][0]["urls"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        url.starts_with(&format!("https://localhost:{tls_port}/c/{CONTENT}?")),
+        "{url}"
+    );
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let https = reqwest::blocking::Client::builder()
+        .add_root_certificate(root)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (first, last) = (1_000_003usize, 6_500_000usize);
+    let r = https
+        .get(&url)
+        .header("Range", format!("bytes={first}-{last}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        format!("bytes {first}-{last}/{CONTENT_LEN}")
+    );
+    let got = r.bytes().unwrap();
+    assert!(got[..] == body[first..=last], "the range's bytes differ");
+    // Unsigned: refused.
+    let unsigned = https
+        .get(format!("https://localhost:{tls_port}/c/{CONTENT}"))
+        .send()
+        .unwrap();
+    assert_eq!(unsigned.status(), 403);
+    let metrics = hwtests::metrics(&admin).unwrap();
+    let ktls = hwtests::metric(&metrics, "oca_tls_handshakes_total{mode=\"ktls\"}");
+    assert!(ktls >= 1.0, "kernel TLS not engaged:\n{metrics}");
+    eprintln!(
+        "image: {:.0} MiB disk, {:.0} MiB allocated; boot to oca-daemon ready {:.1} s, to both services active {:.1} s, title filled {:.1} s (QEMU TCG, 2 vCPUs); {} kTLS handshakes",
+        apparent as f64 / 1048576.0,
+        allocated as f64 / 1048576.0,
+        daemon_ready.as_secs_f64(),
+        ready.as_secs_f64(),
+        filled.as_secs_f64(),
+        ktls
+    );
+    drop(cp.proc);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds the bootable Open Connect appliance disk image from Debian packages:
+#   images/build.sh [--out FILE] [--size SIZE] [--suite SUITE] [--mirror URL]
+# Default: images/out/oca-appliance.img, 2G, bookworm, http://deb.debian.org/debian.
+# Needs root, debootstrap, sfdisk, losetup, mkfs.ext4, mkfs.vfat, mkfs.xfs and extlinux
+# (apt-get install debootstrap fdisk dosfstools xfsprogs extlinux syslinux-common).
+#
+# Layout (MBR, BIOS boot through SYSLINUX's MBR and EXTLINUX):
+#   p1 OCAROOT   ext4  Debian (kernel, systemd), our binaries, units and setup
+#   p2 OCACONFIG vfat  the appliance's configuration: oca.conf, tls/, service configs
+#   p3 OCASTORE0 xfs   a first store disk (real appliances label their NVMe disks OCASTORE<N>)
+# See images/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+OUT=$REPO/images/out/oca-appliance.img
+SIZE=2G
+SUITE=bookworm
+MIRROR=http://deb.debian.org/debian
+CACHE=${OCA_IMAGE_CACHE:-/var/cache/oca-images}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --out) OUT=$(realpath -m "$2"); shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
+    --suite) SUITE=$2; shift 2 ;;
+    --mirror) MIRROR=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "build.sh: run as root (loop devices, mounts, chroot)" >&2; exit 1; }
+for t in debootstrap sfdisk losetup mkfs.ext4 mkfs.vfat mkfs.xfs extlinux; do
+  command -v $t >/dev/null || { echo "build.sh: $t not found (see the header of $0)" >&2; exit 1; }
+done
+SYSLINUX=/usr/lib/syslinux
+[ -f $SYSLINUX/mbr/mbr.bin ] || { echo "build.sh: $SYSLINUX/mbr/mbr.bin missing (apt-get install syslinux-common)" >&2; exit 1; }
+
+t0=$(date +%s)
+echo "build.sh: release binaries"
+cargo build --release --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
+BIN=$REPO/target/release
+
+mkdir -p "$(dirname "$OUT")" "$CACHE/debs"
+WORK=$(mktemp -d /var/tmp/oca-image.XXXXXX)
+MNT=$WORK/root
+LOOPS=()
+cleanup() {
+  set +e
+  umount "$MNT" 2>/dev/null
+  for l in "${LOOPS[@]}"; do losetup -d "$l"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+IMG=$WORK/image.raw
+truncate -s "$SIZE" "$IMG"
+# Config and store partitions at the end, the root takes the rest.
+total=$(( $(stat -c %s "$IMG") / 512 ))
+cfg_sectors=$((64 * 2048)); store_sectors=$((320 * 2048))
+root_sectors=$((total - 2048 - cfg_sectors - store_sectors))
+sfdisk -q "$IMG" <<PARTS
+label: dos
+start=2048, size=$root_sectors, type=83, bootable
+start=$((2048 + root_sectors)), size=$cfg_sectors, type=c
+start=$((2048 + root_sectors + cfg_sectors)), size=$store_sectors, type=83
+PARTS
+# One loop device per partition (offset + size): partition scanning on loop devices is not
+# available in every container or CI sandbox.
+part_loop() { # start-sector sectors
+  local l; l=$(losetup --find --show --offset $(($1 * 512)) --sizelimit $(($2 * 512)) "$IMG")
+  LOOPS+=("$l"); echo "$l"
+}
+ROOT_DEV=$(part_loop 2048 $root_sectors)
+CFG_DEV=$(part_loop $((2048 + root_sectors)) $cfg_sectors)
+STORE_DEV=$(part_loop $((2048 + root_sectors + cfg_sectors)) $store_sectors)
+# No 64bit feature: EXTLINUX 6.04 cannot boot from a 64bit ext4.
+mkfs.ext4 -q -O ^64bit -L OCAROOT "$ROOT_DEV"
+mkfs.vfat -n OCACONFIG "$CFG_DEV" >/dev/null
+mkfs.xfs -q -f -L OCASTORE0 "$STORE_DEV"
+mkdir -p "$MNT"
+mount "$ROOT_DEV" "$MNT"
+
+echo "build.sh: debootstrap $SUITE from $MIRROR"
+debootstrap --variant=minbase --cache-dir="$CACHE/debs" \
+  --include=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,openssl,ca-certificates,procps,xfsprogs,wrk \
+  "$SUITE" "$MNT" "$MIRROR" > "$WORK/debootstrap.log" 2>&1 \
+  || { tail -30 "$WORK/debootstrap.log" >&2; exit 1; }
+KVER=$(ls "$MNT/lib/modules" | sort -V | tail -1)
+
+echo "build.sh: installing oca ($KVER)"
+install -m755 "$BIN/oca-daemon" "$BIN/fill-agent" "$BIN/oca-qualify" "$MNT/usr/bin/"
+install -m644 "$REPO/systemd/oca-daemon.service" "$REPO/systemd/fill-agent.service" "$MNT/usr/lib/systemd/system/"
+install -m644 "$REPO/systemd/oca.sysusers.conf" "$MNT/usr/lib/sysusers.d/oca.conf"
+install -m644 "$REPO/systemd/oca.tmpfiles.conf" "$MNT/usr/lib/tmpfiles.d/oca.conf"
+mkdir -p "$MNT/usr/lib/modules-load.d" "$MNT/usr/share/doc/oca" "$MNT/usr/lib/oca"
+install -m644 "$REPO/systemd/oca-tls.modules-load.conf" "$MNT/usr/lib/modules-load.d/oca-tls.conf"
+install -m644 "$REPO"/docs/*.md "$MNT/usr/share/doc/oca/"
+install -m644 "$REPO/hwtests/qualify.example.toml" "$MNT/usr/share/doc/oca/"
+cp -r "$REPO/images/rootfs/." "$MNT/"
+chmod 755 "$MNT/usr/lib/oca/oca-setup"
+cat > "$MNT/etc/fstab" <<FSTAB
+LABEL=OCAROOT / ext4 noatime,errors=remount-ro 0 1
+FSTAB
+echo oca-appliance > "$MNT/etc/hostname"
+# No password login: the console shows the boot, operators use the config partition.
+chroot "$MNT" passwd -l root >/dev/null
+chroot "$MNT" systemd-sysusers >/dev/null 2>&1
+chroot "$MNT" systemctl enable -q oca-setup.service oca-daemon.service fill-agent.service systemd-networkd.service
+# The image is a server: no suspend/hibernate targets, no getty on the VGA console.
+chroot "$MNT" systemctl mask -q getty@tty1.service
+
+# Kernel modules a video appliance never loads (graphics, sound, video capture, radios).
+for d in drivers/gpu sound drivers/media drivers/net/wireless net/wireless net/mac80211 drivers/bluetooth net/bluetooth drivers/staging drivers/iio drivers/input/joystick drivers/input/touchscreen drivers/hid drivers/isdn drivers/infiniband/hw/hfi1 drivers/net/can; do
+  rm -rf "$MNT/lib/modules/$KVER/kernel/$d"
+done
+chroot "$MNT" depmod -a "$KVER"
+rm -rf "$MNT"/var/cache/apt/*.bin "$MNT"/var/cache/apt/archives/*.deb "$MNT"/var/lib/apt/lists/* "$MNT"/var/log/*.log
+
+echo "build.sh: bootloader"
+mkdir -p "$MNT/boot/syslinux"
+cp $SYSLINUX/modules/bios/{ldlinux.c32,libcom32.c32,libutil.c32,menu.c32} "$MNT/boot/syslinux/"
+cat > "$MNT/boot/syslinux/syslinux.cfg" <<CFG
+# Kernel arguments oca.<key>=<value> (oca.id=, oca.credential=, oca.control_plane=, ...) may be
+# added to APPEND; they win over oca.conf on the OCACONFIG partition (images/README.md).
+SERIAL 0 115200
+PROMPT 0
+TIMEOUT 10
+DEFAULT oca
+LABEL oca
+  MENU LABEL Open Connect appliance ($KVER)
+  LINUX /boot/vmlinuz-$KVER
+  INITRD /boot/initrd.img-$KVER
+  APPEND root=LABEL=OCAROOT ro console=tty0 console=ttyS0,115200
+CFG
+extlinux --install "$MNT/boot/syslinux" 2> "$WORK/extlinux.log" >&2 || { cat "$WORK/extlinux.log" >&2; exit 1; }
+# Deleted packages and modules leave written blocks behind: discard them so the image stays sparse.
+fstrim "$MNT" 2>/dev/null || true
+umount "$MNT"
+for l in "${LOOPS[@]}"; do losetup -d "$l"; done; LOOPS=()
+# The MBR's boot code (partition table kept) loads the active partition's boot sector.
+dd if=$SYSLINUX/mbr/mbr.bin of="$IMG" bs=440 count=1 conv=notrunc status=none
+mv "$IMG" "$OUT"
+alloc=$(du -k "$OUT" | cut -f1)
+echo "build.sh: $OUT: $(du -h --apparent-size "$OUT" | cut -f1) disk, $((alloc / 1024)) MiB written, in $(( $(date +%s) - t0 )) s"
