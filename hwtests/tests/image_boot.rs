@@ -318,7 +318,7 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     std::fs::write(
         cfg.join("oca.conf"),
         format!(
-            "# written by the image boot test\nOCA_ID=vm1\nOCA_CREDENTIAL={credential}\nOCA_CONTROL_PLANE=http://10.0.2.2:{port}\nOCA_SITE=isp\nOCA_PREFIXES=127.0.0.0/8\nOCA_ADMIN_LISTEN=0.0.0.0:9180\n"
+            "# written by the image boot test\nOCA_ID=vm1\nOCA_CREDENTIAL={credential}\nOCA_CONTROL_PLANE=http://10.0.2.2:{port}\nOCA_SITE=wrong-site\nOCA_ADMIN_LISTEN=0.0.0.0:9180\n"
         ),
     )
     .unwrap();
@@ -329,6 +329,9 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         .arg(cfg.join("oca.conf"))
         .arg(cfg.join("tls"))
         .arg("::"));
+
+    // Kernel arguments win over oca.conf: the site and prefixes come from the command line.
+    append_kernel_args(&img, "oca.site=isp oca.prefixes=127.0.0.0/8");
 
     let started = Instant::now();
     let vm = Vm::boot(&img, &[(tls_port, 443), (admin_port, 9180)]);
@@ -425,6 +428,43 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         ktls
     );
     drop(cp.proc);
+}
+
+/// Adds kernel arguments to the image's boot entry (EXTLINUX's APPEND line on the root
+/// filesystem, partition 1), as an operator would.
+fn append_kernel_args(img: &Path, args: &str) {
+    let mnt = img.with_extension("root");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let dev = sh(Command::new("losetup")
+        .args([
+            "--find",
+            "--show",
+            "--offset",
+            &partition_offset(img, 1).to_string(),
+        ])
+        .arg(img))
+    .trim()
+    .to_string();
+    let mounted = Command::new("mount")
+        .arg(&dev)
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
+    let cfg = mnt.join("boot/syslinux/syslinux.cfg");
+    let edited = mounted
+        && std::fs::read_to_string(&cfg)
+            .map(|t| {
+                t.replace(
+                    "console=ttyS0,115200",
+                    &format!("console=ttyS0,115200 {args}"),
+                )
+            })
+            .and_then(|t| std::fs::write(&cfg, t))
+            .is_ok();
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    assert!(edited, "could not edit {}", cfg.display());
 }
 
 fn hex(b: &[u8]) -> String {
