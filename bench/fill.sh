@@ -21,6 +21,9 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; umount "$WORK/dst/store" 2>/dev/null || true; }
 trap cleanup EXIT
+# CPU time the whole machine spent (user+nice+system+irq+softirq+steal), in seconds: every process
+# of the transfer (source daemon, receiver, kernel copies) counted alike.
+busy_s() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", ($2+$3+$4+$7+$8+$9)/hz}' /proc/stat; }
 wait_log() { for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no '$2' in $1" >&2; cat "$1" >&2; exit 1; }
 addr_of() { grep ' listening ' "$1" | head -1 | sed "s/.* $2=\([^ ]*\).*/\1/"; }
 
@@ -68,19 +71,26 @@ for round in $(seq "$ROUNDS"); do
   umount "$WORK/dst/store" 2>/dev/null || true
   rm -rf "$WORK/dst"; mkdir -p "$WORK/dst/store"
   if [ "$DST_FS" = tmpfs ]; then mount -t tmpfs -o size=$((SIZE_MB * 2 + 64))m tmpfs "$WORK/dst/store"; fi
+  cpu0=$(busy_s)
   start_appliance dst isp
-  for _ in $(seq 600); do grep -q "filled id=$ID" "$WORK/dst/agent.log" && break; sleep 0.1; done
+  for _ in $(seq 6000); do grep -q "filled id=$ID" "$WORK/dst/agent.log" && break; sleep 0.01; done
+  agent_cpu=$(echo "$(busy_s) - $cpu0" | bc -l)
   line=$(grep "filled id=$ID" "$WORK/dst/agent.log") || { cat "$WORK/dst/agent.log" >&2; exit 1; }
   agent_mbit=$(echo "$line" | sed 's/.*mbit_per_s=\([0-9.]*\).*/\1/')
   source=$(echo "$line" | sed 's/.*source=\([A-Za-z]*\).*/\1/')
   # The same signed URL the agent used, fetched by curl to /dev/null.
   url=$(curl -sf -H "Authorization: Bearer $(cat "$WORK/dst/credential")" "http://127.0.0.1:$CP_PORT/v1/appliances/dst/manifest" \
     | python3 -c 'import json,sys; m=json.load(sys.stdin); print([s["url"] for e in m["entries"] for s in e["sources"] if s["kind"]=="tier"][0])')
+  cpu0=$(busy_s)
   curl_bps=$(curl -s -o /dev/null -w '%{speed_download}' "$url")
+  curl_cpu=$(echo "$(busy_s) - $cpu0" | bc -l)
   curl_mbit=$(echo "$curl_bps * 8 / 1000000" | bc -l)
   ratio=$(echo "$agent_mbit / $curl_mbit" | bc -l)
-  printf 'round %d: agent %.0f Mbit/s (source %s), curl %.0f Mbit/s, ratio %.2f\n' "$round" "$agent_mbit" "$source" "$curl_mbit" "$ratio"
-  rows+=("| $round | $source | $(printf '%.0f' "$agent_mbit") | $(printf '%.0f' "$curl_mbit") | $(printf '%.2f' "$ratio") |")
+  gib=$(echo "$SIZE_MB / 1024" | bc -l)
+  agent_cpg=$(echo "$agent_cpu / $gib" | bc -l); curl_cpg=$(echo "$curl_cpu / $gib" | bc -l)
+  ceiling=$(echo "$curl_cpg / $agent_cpg" | bc -l)
+  printf 'round %d: agent %.0f Mbit/s (source %s), curl %.0f Mbit/s, ratio %.2f; CPU s/GiB agent %.2f curl %.2f\n' "$round" "$agent_mbit" "$source" "$curl_mbit" "$ratio" "$agent_cpg" "$curl_cpg"
+  rows+=("| $round | $source | $(printf '%.0f' "$agent_mbit") | $(printf '%.0f' "$curl_mbit") | $(printf '%.2f' "$ratio") | $(printf '%.2f' "$agent_cpg") | $(printf '%.2f' "$curl_cpg") | $(printf '%.2f' "$ceiling") |")
   kill "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
   sleep 0.5
   api GET /v1/admin/appliances >/dev/null
@@ -93,8 +103,11 @@ done
   echo "write, fsync, rename); curl then fetches the same signed URL to /dev/null. Source file in the page cache;"
   echo "the agent writes to $DST_FS ($(df -T "$WORK/dst/store" | awk 'NR==2 {print $2}'))."
   echo
-  echo "| round | source | agent Mbit/s | curl Mbit/s | agent/curl |"
-  echo "|---|---|---|---|---|"
+  echo "CPU s/GiB: CPU time the whole machine spent per GiB moved (the agent's column includes starting it);"
+  echo "CPU-bound ceiling = curl's CPU per GiB / the agent's: the best agent/curl ratio when both use every core."
+  echo
+  echo "| round | source | agent Mbit/s | curl Mbit/s | agent/curl | agent CPU s/GiB | curl CPU s/GiB | CPU-bound ceiling |"
+  echo "|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   if [ -f "$REPO/bench/NOTES-fill.md" ]; then echo; cat "$REPO/bench/NOTES-fill.md"; fi
   echo

@@ -417,3 +417,96 @@ fn without_systemd_nothing_is_sent_and_nothing_fails() {
     s.signal(libc::SIGTERM);
     assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
+
+/// The thread id of the daemon's thread named `name`.
+fn thread_id(pid: u32, name: &str) -> i32 {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            return t.file_name().to_string_lossy().parse().unwrap();
+        }
+    }
+    panic!("no thread {name} in {pid}");
+}
+
+/// Messages received within `window`.
+fn notified_during(sock: &std::os::unix::net::UnixDatagram, window: Duration) -> Vec<String> {
+    let end = std::time::Instant::now() + window;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while std::time::Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+/// One worker really stuck (stopped alone with ptrace, as a worker blocked in the kernel would
+/// be) while the rest of the daemon runs: /healthz fails and the watchdog keep-alives stop, so
+/// systemd restarts the daemon; once the worker runs again they resume.
+#[test]
+fn a_stuck_worker_withholds_the_watchdog() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (ptrace of the daemon's worker thread)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut cmd = daemon_cmd("uring", &[dir.path()], &[]);
+    cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000");
+    let s = Server::spawn(cmd);
+    notified_until(&sock, "READY=1");
+    let healthz = || {
+        client()
+            .get(format!("http://{}/healthz", s.admin))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(healthz(), 200);
+    let tid = thread_id(s.child.id(), "oca-worker-1");
+    // SAFETY: ptrace on a thread of our own child, as root; the thread is detached below.
+    unsafe {
+        assert_eq!(
+            libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+    }
+    // Stale after 5 s (admin::STALE_WORKER); then no keep-alive for the rest of the window.
+    let before = notified_during(&sock, Duration::from_secs(6));
+    let stuck = notified_during(&sock, Duration::from_secs(2));
+    let health_stuck = healthz();
+    // SAFETY: detaching the thread seized above; it resumes.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
+    assert!(
+        before.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{before:?}"
+    );
+    assert!(
+        !stuck.iter().any(|m| m.contains("WATCHDOG=1")),
+        "keep-alives went on while a worker was stuck: {stuck:?}"
+    );
+    assert_eq!(health_stuck, 503);
+    assert!(s.log().contains("liveness check failed"), "{}", s.log());
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    notified_until(&sock, "WATCHDOG=1");
+    assert_eq!(healthz(), 200);
+    assert!(
+        s.log().contains("watchdog keep-alives resumed"),
+        "{}",
+        s.log()
+    );
+}
