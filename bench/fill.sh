@@ -73,7 +73,7 @@ for round in $(seq "$ROUNDS"); do
   if [ "$DST_FS" = tmpfs ]; then mount -t tmpfs -o size=$((SIZE_MB * 2 + 64))m tmpfs "$WORK/dst/store"; fi
   cpu0=$(busy_s)
   start_appliance dst isp
-  for _ in $(seq 6000); do grep -q "filled id=$ID" "$WORK/dst/agent.log" && break; sleep 0.01; done
+  for _ in $(seq 1200); do grep -q "filled id=$ID" "$WORK/dst/agent.log" && break; sleep 0.05; done
   agent_cpu=$(echo "$(busy_s) - $cpu0" | bc -l)
   line=$(grep "filled id=$ID" "$WORK/dst/agent.log") || { cat "$WORK/dst/agent.log" >&2; exit 1; }
   agent_mbit=$(echo "$line" | sed 's/.*mbit_per_s=\([0-9.]*\).*/\1/')
