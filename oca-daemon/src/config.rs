@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cold::{ColdConfig, ColdMode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
@@ -130,6 +131,26 @@ pub struct Cli {
     /// Generate a small sample store and serve it on loopback (try-it-out mode).
     #[arg(long)]
     pub demo: bool,
+    /// Cold-read path (io_uring engine): which file parts are read with O_DIRECT into
+    /// registered buffers instead of going through the page cache.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub cold_path: Option<ColdMode>,
+    /// Registered buffers per worker for the cold path (default 32).
+    #[arg(long, value_name = "N")]
+    pub cold_buffers: Option<usize>,
+    /// Size of each cold-path buffer, KiB (default 1024; a multiple of 4).
+    #[arg(long, value_name = "KIB")]
+    pub cold_buffer_kib: Option<usize>,
+    /// Direct reads in flight per disk and worker (default 8); more wait in the disk's queue.
+    #[arg(long, value_name = "N")]
+    pub cold_queue_depth: Option<usize>,
+    /// Parts shorter than this stay on the page cache with --cold-path auto (default 128).
+    #[arg(long, value_name = "KIB")]
+    pub cold_min_kib: Option<u64>,
+    /// Recent requests for a file from which it stays on the page cache with --cold-path auto
+    /// (default 3).
+    #[arg(long, value_name = "N")]
+    pub hot_hits: Option<u8>,
 }
 
 const AFTER_HELP: &str = "\
@@ -200,6 +221,8 @@ pub struct Config {
     pub keys: Option<PathBuf>,
     /// Whether unsigned requests are served.
     pub allow_unsigned: bool,
+    /// The cold-read path.
+    pub cold: ColdConfig,
 }
 
 /// The HTTPS listener's settings.
@@ -234,6 +257,19 @@ struct FileConfig {
     allow_unsigned: Option<bool>,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    cold: FileCold,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileCold {
+    path: Option<ColdMode>,
+    buffers: Option<usize>,
+    buffer_kib: Option<usize>,
+    queue_depth: Option<usize>,
+    min_kib: Option<u64>,
+    hot_hits: Option<u8>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -363,6 +399,27 @@ impl Config {
             demo: cli.demo,
             keys: cli.keys.or(file.keys),
             allow_unsigned: cli.allow_unsigned || file.allow_unsigned.unwrap_or(false),
+            cold: {
+                let d = ColdConfig::default();
+                let fc = &file.cold;
+                ColdConfig {
+                    mode: cli.cold_path.or(fc.path).unwrap_or(d.mode),
+                    buffers: cli.cold_buffers.or(fc.buffers).unwrap_or(d.buffers),
+                    buffer_bytes: cli
+                        .cold_buffer_kib
+                        .or(fc.buffer_kib)
+                        .map_or(d.buffer_bytes, |k| k << 10),
+                    queue_depth: cli
+                        .cold_queue_depth
+                        .or(fc.queue_depth)
+                        .unwrap_or(d.queue_depth),
+                    min_bytes: cli
+                        .cold_min_kib
+                        .or(fc.min_kib)
+                        .map_or(d.min_bytes, |k| k << 10),
+                    hot_hits: cli.hot_hits.or(fc.hot_hits).unwrap_or(d.hot_hits),
+                }
+            },
         };
         cfg.check()?;
         Ok(cfg)
@@ -394,6 +451,22 @@ impl Config {
                 l.max_header_bytes,
                 l.max_uri_bytes
             );
+        }
+        let c = &self.cold;
+        if c.buffers == 0 || c.buffers > 4096 {
+            bail!("cold buffers must be 1..4096, got {}", c.buffers);
+        }
+        if c.buffer_bytes < 4096
+            || c.buffer_bytes > 16 << 20
+            || !c.buffer_bytes.is_multiple_of(4096)
+        {
+            bail!(
+                "cold buffer_kib must be a multiple of 4 between 4 and 16384, got {}",
+                c.buffer_bytes >> 10
+            );
+        }
+        if c.queue_depth == 0 || c.queue_depth > 1024 {
+            bail!("cold queue_depth must be 1..1024, got {}", c.queue_depth);
         }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             bail!("listen and admin_listen are both {}", self.listen);

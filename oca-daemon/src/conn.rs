@@ -5,19 +5,18 @@
 //! next ([`Next`]). Writes are non-blocking syscalls made here (send for heads, sendfile for file
 //! bytes), so the engines differ only in how they wait.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oca_store::Store;
 
+use crate::cold::{self, ColdConfig};
 use crate::config::Limits;
 use crate::http::request::{parse_head, HeadLimits, Parsed};
 use crate::http::response::{DateCache, Segment};
-use crate::http::serve::{self, ServeCtx};
+use crate::http::serve::{self, ServeCtx, ServedFile};
 use crate::ktls::{self, Control};
 use crate::metrics::TlsMode;
 use crate::metrics::{Metrics, Timeout, WorkerStats};
@@ -49,6 +48,8 @@ pub struct Shared {
     pub auth: Arc<crate::signed_urls::UrlAuth>,
     /// HTTPS, when a TLS listener is configured.
     pub tls: Option<Arc<TlsSetup>>,
+    /// The cold-read path's settings (used by the io_uring engine).
+    pub cold: ColdConfig,
 }
 
 /// Per-worker state the connections use.
@@ -67,6 +68,10 @@ pub struct WorkerCtx {
     files: OpenFiles,
     /// File bytes on their way through rustls (userspace TLS only); allocated on first use.
     scratch: Vec<u8>,
+    /// The cold path's settings, when this worker's engine has it (io_uring with its buffers).
+    pub cold: Option<ColdConfig>,
+    /// Recent requests per file, for the cold path's `auto` policy.
+    pub sketch: cold::Sketch,
 }
 
 impl WorkerCtx {
@@ -83,6 +88,8 @@ impl WorkerCtx {
             date: DateCache::default(),
             files: OpenFiles::default(),
             scratch: Vec::new(),
+            cold: None,
+            sketch: cold::Sketch::default(),
             boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
         }
     }
@@ -112,11 +119,31 @@ pub struct BodyChunk {
     pub len: u64,
 }
 
+/// File bytes for the cold path: read with O_DIRECT from `fd` (aligned reads, trimmed to the
+/// part) into one of the engine's buffers, then sent from there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColdChunk {
+    /// The O_DIRECT descriptor.
+    pub fd: RawFd,
+    /// Offset of the next byte to send.
+    pub offset: u64,
+    /// Bytes left in this part of the response.
+    pub len: u64,
+    /// The disk the file is on (its queue and health).
+    pub disk: usize,
+    /// Offsets, lengths and buffer addresses must be multiples of this.
+    pub align: u32,
+    /// Plain TCP: the buffer may go out with zero-copy send (kTLS copies anyway).
+    pub zero_copy: bool,
+}
+
 /// What the connection needs from the engine next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
     /// Move these file bytes to the socket, then call [`Conn::on_body_sent`].
     Splice(BodyChunk),
+    /// Read these bytes with O_DIRECT and send them, then call [`Conn::on_body_sent`].
+    Cold(ColdChunk),
     /// Wait until the socket is readable, then deliver the bytes.
     Read,
     /// Wait until the socket is writable, then call [`Conn::on_writable`].
@@ -141,6 +168,7 @@ enum Phase {
 
 enum WriteResult {
     Body(BodyChunk),
+    Cold(ColdChunk),
     Done,
     Blocked,
     Failed,
@@ -173,7 +201,9 @@ pub struct Conn {
     seg: usize,
     seg_off: u64,
     /// The file being sent and the disk it is on.
-    file: Option<(Rc<File>, usize)>,
+    file: Option<ServedFile>,
+    /// The cold path's decision for the part at this segment index.
+    cold_seg: Option<(usize, bool)>,
     keep_alive: bool,
     /// The peer half-closed while a response was going out.
     peer_closed: bool,
@@ -200,6 +230,7 @@ impl Conn {
             seg: 0,
             seg_off: 0,
             file: None,
+            cold_seg: None,
             keep_alive: true,
             peer_closed: false,
             status: 0,
@@ -539,6 +570,7 @@ impl Conn {
                             .metrics
                             .draining
                             .load(std::sync::atomic::Ordering::Relaxed),
+                        metrics: &ctx.shared.metrics,
                     };
                     let served = serve::serve(&req, &mut sctx, &mut self.out, &mut self.segs);
                     if let Some(disk) = served.disk_error {
@@ -595,8 +627,56 @@ impl Conn {
             }
             WriteResult::Failed => Next::Close,
             WriteResult::Body(chunk) => Next::Splice(chunk),
+            WriteResult::Cold(chunk) => Next::Cold(chunk),
             WriteResult::Done => self.finish(ctx),
         }
+    }
+
+    /// The cold-path chunk for the rest of the current file part (which starts at `offset`,
+    /// `remaining` bytes left), when this part goes that way; decided once per part.
+    fn cold_chunk(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        offset: u64,
+        remaining: u64,
+    ) -> Option<ColdChunk> {
+        let cfg = ctx.cold?;
+        let f = self.file.as_ref()?;
+        let cold = match self.cold_seg {
+            Some((seg, cold)) if seg == self.seg => cold,
+            _ => {
+                let start = offset + self.seg_off;
+                let reason = cold::decide(
+                    &cfg,
+                    &mut ctx.sketch,
+                    f.ino,
+                    f.file.as_raw_fd(),
+                    start,
+                    remaining,
+                );
+                // A filesystem without O_DIRECT keeps the part on the page cache.
+                let reason = if reason.is_cold() && f.direct.get(&f.file).is_none() {
+                    cold::Reason::Off
+                } else {
+                    reason
+                };
+                ctx.stats().body_part(reason);
+                self.cold_seg = Some((self.seg, reason.is_cold()));
+                reason.is_cold()
+            }
+        };
+        if !cold {
+            return None;
+        }
+        let d = f.direct.get(&f.file)?;
+        Some(ColdChunk {
+            fd: d.file.as_raw_fd(),
+            offset: offset + self.seg_off,
+            len: remaining,
+            disk: f.disk,
+            align: d.offset_align.max(d.mem_align),
+            zero_copy: matches!(self.transport, Transport::Plain),
+        })
     }
 
     /// The engine moved `n` file bytes of the current part to the socket.
@@ -618,8 +698,8 @@ impl Conn {
     /// The engine found the file shorter than when it was opened (or unreadable).
     pub fn on_body_failed(&mut self, ctx: &mut WorkerCtx, read_error: bool) -> Next {
         ctx.stats().truncated();
-        if let (true, Some((_, disk))) = (read_error, &self.file) {
-            ctx.shared.metrics.disk_error(*disk);
+        if let (true, Some(f)) = (read_error, &self.file) {
+            ctx.shared.metrics.disk_error(f.disk);
         }
         Next::Close
     }
@@ -694,9 +774,12 @@ impl Conn {
                 }
                 Segment::File { offset, len } => {
                     let remaining = len - self.seg_off;
-                    let Some((file, _)) = self.file.as_ref() else {
+                    let Some(file) = self.file.as_ref().map(|f| f.file.clone()) else {
                         return WriteResult::Failed;
                     };
+                    if let Some(chunk) = self.cold_chunk(ctx, offset, remaining) {
+                        return WriteResult::Cold(chunk);
+                    }
                     // Decided on the part's whole length, so one part never switches path midway
                     // (the engine's pipe may still hold some of it).
                     if len >= ctx.splice_min {
@@ -745,11 +828,11 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return WriteResult::Blocked,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    if let (Segment::File { .. }, Some((_, disk))) = (seg, &self.file) {
+                    if let (Segment::File { .. }, Some(f)) = (seg, &self.file) {
                         if !is_peer_error(&e) {
-                            tracing::warn!(error = %e, disk, "reading content failed; closing connection");
+                            tracing::warn!(error = %e, disk = f.disk, "reading content failed; closing connection");
                             ctx.stats().truncated();
-                            ctx.shared.metrics.disk_error(*disk);
+                            ctx.shared.metrics.disk_error(f.disk);
                         }
                     }
                     return WriteResult::Failed;
@@ -791,7 +874,7 @@ impl Conn {
         if !self.flush_tls()? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let Some((file, _)) = self.file.as_ref() else {
+        let Some(file) = self.file.as_ref().map(|f| f.file.clone()) else {
             return Err(io::Error::other("no file"));
         };
         if ctx.scratch.len() < ENCRYPT_CHUNK {

@@ -1,6 +1,7 @@
 //! oca-daemon: the Open Connect appliance's data plane.
 
 mod admin;
+mod cold;
 mod config;
 mod conn;
 mod demo;
@@ -87,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
         access_log: cfg.access_log,
         auth,
         tls: tls.clone(),
+        cold: cfg.cold,
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -19,6 +19,38 @@ const LATENCY_BOUNDS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// Upper bounds (seconds) of the per-disk direct-read latency buckets.
+const DISK_BOUNDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// One store disk's health and cold-path counters (shared: direct reads are far fewer than
+/// requests, so one cache line per disk does not contend).
+#[derive(Debug)]
+pub struct DiskStats {
+    path: String,
+    errors: AtomicU64,
+    failed: AtomicBool,
+    reads: [AtomicU64; DISK_BOUNDS.len() + 1],
+    read_ns: AtomicU64,
+    read_bytes: AtomicU64,
+    queued: AtomicU64,
+}
+
+impl DiskStats {
+    fn new(path: String) -> DiskStats {
+        DiskStats {
+            path,
+            errors: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            reads: Default::default(),
+            read_ns: AtomicU64::new(0),
+            read_bytes: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Why a connection was closed by a timeout.
 #[derive(Clone, Copy, Debug)]
 pub enum Timeout {
@@ -44,6 +76,7 @@ pub struct WorkerStats {
     latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_ns: AtomicU64,
     heartbeat_ms: AtomicU64,
+    body_parts: [AtomicU64; crate::cold::Reason::ALL.len()],
     admitted: [AtomicU64; 3],
     sig_rejected: [AtomicU64; 5],
     tls_handshakes: [AtomicU64; 2],
@@ -163,6 +196,13 @@ impl WorkerStats {
         self.key_updates[usize::from(!rekeyed)].fetch_add(1, Relaxed);
     }
 
+    /// Counts one file part's path decision.
+    pub fn body_part(&self, reason: crate::cold::Reason) {
+        if let Some(i) = crate::cold::Reason::ALL.iter().position(|r| *r == reason) {
+            self.body_parts[i].fetch_add(1, Relaxed);
+        }
+    }
+
     /// Records that the worker's loop is alive.
     pub fn beat(&self, since_start: Duration) {
         self.heartbeat_ms
@@ -196,7 +236,7 @@ fn rejection_index(r: Rejection) -> usize {
 #[derive(Debug)]
 pub struct Metrics {
     workers: Vec<WorkerStats>,
-    disks: Vec<(String, AtomicU64)>,
+    disks: Vec<DiskStats>,
     rejected: AtomicU64,
     open_connections: AtomicUsize,
     engine: &'static str,
@@ -218,7 +258,7 @@ impl Metrics {
     ) -> Metrics {
         Metrics {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
-            disks: disks.into_iter().map(|d| (d, AtomicU64::new(0))).collect(),
+            disks: disks.into_iter().map(DiskStats::new).collect(),
             rejected: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             engine,
@@ -239,10 +279,39 @@ impl Metrics {
         self.started.elapsed()
     }
 
-    /// Counts a read error on disk `i`.
+    /// Counts a read error on disk `i` and marks the disk failed: from then on its files are
+    /// answered 503 and the other disks keep serving (until the daemon restarts).
     pub fn disk_error(&self, i: usize) {
-        if let Some((_, c)) = self.disks.get(i) {
-            c.fetch_add(1, Relaxed);
+        if let Some(d) = self.disks.get(i) {
+            d.errors.fetch_add(1, Relaxed);
+            if !d.failed.swap(true, Relaxed) {
+                tracing::error!(disk = i, path = %d.path, "disk returned an I/O error: marked failed, its files are no longer served");
+            }
+        }
+    }
+
+    /// Whether disk `i` has been marked failed.
+    pub fn disk_failed(&self, i: usize) -> bool {
+        self.disks.get(i).is_some_and(|d| d.failed.load(Relaxed))
+    }
+
+    /// Records one direct read on disk `i`.
+    pub fn cold_read(&self, i: usize, took: Duration, bytes: u64) {
+        let Some(d) = self.disks.get(i) else { return };
+        let secs = took.as_secs_f64();
+        let b = DISK_BOUNDS
+            .iter()
+            .position(|&x| secs <= x)
+            .unwrap_or(DISK_BOUNDS.len());
+        d.reads[b].fetch_add(1, Relaxed);
+        d.read_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+        d.read_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Counts a direct read that had to wait (disk queue full or no free buffer).
+    pub fn cold_queued(&self, i: usize) {
+        if let Some(d) = self.disks.get(i) {
+            d.queued.fetch_add(1, Relaxed);
         }
     }
 
@@ -443,9 +512,73 @@ impl Collector for Scrape {
                 None,
                 MetricType::Counter,
             )?;
-            for (path, c) in &m.disks {
-                ConstCounter::new(c.load(Relaxed))
-                    .encode(fam.encode_family(&[("disk", path.as_str())])?)?;
+            for d in &m.disks {
+                ConstCounter::new(d.errors.load(Relaxed))
+                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_disk_failed",
+                "1 when the disk returned I/O errors and its files are no longer served",
+                None,
+                MetricType::Gauge,
+            )?;
+            for d in &m.disks {
+                ConstGauge::new(i64::from(d.failed.load(Relaxed)))
+                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "oca_cold_read_bytes",
+                "Bytes read from the disk with O_DIRECT by the cold path",
+                (|d: &DiskStats| d.read_bytes.load(Relaxed)) as fn(&DiskStats) -> u64,
+            ),
+            (
+                "oca_cold_queue_waits",
+                "Direct reads that waited for the disk's queue or a free buffer",
+                |d: &DiskStats| d.queued.load(Relaxed),
+            ),
+        ] {
+            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for d in &m.disks {
+                ConstCounter::new(pick(d))
+                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_disk_read_seconds",
+                "Latency of the cold path's direct reads, per disk",
+                None,
+                MetricType::Histogram,
+            )?;
+            for d in &m.disks {
+                let mut cumulative = 0u64;
+                let mut buckets = Vec::with_capacity(DISK_BOUNDS.len() + 1);
+                for (i, bound) in DISK_BOUNDS.iter().chain([f64::INFINITY].iter()).enumerate() {
+                    cumulative += d.reads[i].load(Relaxed);
+                    buckets.push((*bound, cumulative));
+                }
+                let sum = d.read_ns.load(Relaxed) as f64 / 1e9;
+                fam.encode_family(&[("disk", d.path.as_str())])?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum, cumulative, &buckets, None,
+                )?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_body_parts",
+                "File parts of responses by path (page_cache or cold) and the reason it was chosen",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, r) in crate::cold::Reason::ALL.iter().enumerate() {
+                let path = if r.is_cold() { "cold" } else { "page_cache" };
+                ConstCounter::new(m.sum(|w| w.body_parts[i].load(Relaxed)))
+                    .encode(fam.encode_family(&[("path", path), ("reason", r.name())])?)?;
             }
         }
         {

@@ -6,13 +6,34 @@
 //! [`REUSE`], which picks up a file replaced by rename even where another hard link keeps the old
 //! inode alive.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use oca_store::{ContentId, OpenError, Store};
+use oca_store::{ContentId, DirectFile, OpenError, Store};
+
+/// The O_DIRECT twin of an open file, opened on its first cold read and shared like the file;
+/// `None` inside when the filesystem refuses O_DIRECT (that file then stays on the page cache).
+#[derive(Debug, Default)]
+pub struct Direct(OnceCell<Option<DirectFile>>);
+
+impl Direct {
+    /// The direct descriptor of `file`, opening it on first use.
+    pub fn get(&self, file: &File) -> Option<&DirectFile> {
+        self.0
+            .get_or_init(|| match oca_store::open_direct(file) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no O_DIRECT for this file; page cache only");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
 
 /// How long an open descriptor is reused before the path is looked up again.
 pub const REUSE: Duration = Duration::from_secs(1);
@@ -31,12 +52,17 @@ pub struct OpenFile {
     pub size: u64,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
+    /// Inode number (the cold path's popularity key).
+    pub ino: u64,
+    /// Its O_DIRECT twin.
+    pub direct: Rc<Direct>,
 }
 
 struct Entry {
     file: Rc<File>,
     disk: usize,
     opened: Instant,
+    direct: Rc<Direct>,
 }
 
 /// One worker's open files.
@@ -61,6 +87,8 @@ impl OpenFiles {
                         disk: e.disk,
                         size: meta.len(),
                         mtime: meta.mtime(),
+                        ino: meta.ino(),
+                        direct: e.direct.clone(),
                     });
                 }
             }
@@ -73,11 +101,14 @@ impl OpenFiles {
                 self.map.clear();
             }
         }
+        let ino = opened.file.metadata().map_or(0, |m| m.ino());
         let file = Rc::new(opened.file);
+        let direct = Rc::new(Direct::default());
         let entry = Entry {
             file: file.clone(),
             disk: opened.disk,
             opened: now,
+            direct: direct.clone(),
         };
         self.map.insert(id.as_str().into(), entry);
         Ok(OpenFile {
@@ -85,6 +116,8 @@ impl OpenFiles {
             disk: opened.disk,
             size: opened.size,
             mtime: opened.mtime,
+            ino,
+            direct,
         })
     }
 }

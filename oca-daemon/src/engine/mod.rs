@@ -1,5 +1,6 @@
 //! The I/O engines: one worker thread per core, each with its own listener and event loop.
 
+pub mod cold_io;
 pub mod epoll;
 pub mod uring;
 

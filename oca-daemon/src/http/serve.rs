@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use oca_store::{ContentId, OpenError, Store};
 
-use crate::open_files::{OpenFile, OpenFiles};
+use crate::metrics::Metrics;
+use crate::open_files::{Direct, OpenFile, OpenFiles};
 use crate::signed_urls::{Admitted, UrlAuth};
 use oca_protocol::signing::Rejection;
 
@@ -34,6 +35,21 @@ pub struct ServeCtx<'a> {
     pub boundary_state: &'a mut u64,
     /// Whether the server is draining (every response then closes its connection).
     pub draining: bool,
+    /// Counters, and which disks have failed.
+    pub metrics: &'a Metrics,
+}
+
+/// The open file a response's file parts come from.
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    /// The file (page-cache reads, sendfile, splice).
+    pub file: Rc<std::fs::File>,
+    /// Its disk.
+    pub disk: usize,
+    /// Inode number.
+    pub ino: u64,
+    /// Its O_DIRECT twin (cold path).
+    pub direct: Rc<Direct>,
 }
 
 /// The decision for one request; the head and any memory parts are already in the output buffer.
@@ -43,8 +59,8 @@ pub struct Served {
     pub status: u16,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
-    /// The file the `Segment::File` parts refer to, and its disk.
-    pub file: Option<(Rc<std::fs::File>, usize)>,
+    /// The file the `Segment::File` parts refer to.
+    pub file: Option<ServedFile>,
     /// Disk an I/O error came from (for per-disk error counts).
     pub disk_error: Option<usize>,
     /// How the URL's signature was judged, for content requests.
@@ -103,6 +119,11 @@ pub fn serve(
             return s;
         }
     };
+    if ctx.metrics.disk_failed(opened.disk) {
+        // The disk returned I/O errors: its files are not served (a player switches to the
+        // next appliance on a 503) while the other disks keep serving.
+        return simple(503, "", keep_alive);
+    }
     let file_resp = FileResponse {
         req,
         id,
@@ -113,7 +134,12 @@ pub fn serve(
     Served {
         status,
         keep_alive,
-        file: Some((opened.file, opened.disk)),
+        file: Some(ServedFile {
+            file: opened.file,
+            disk: opened.disk,
+            ino: opened.ino,
+            direct: opened.direct,
+        }),
         disk_error: None,
         admission: Some(admitted),
     }

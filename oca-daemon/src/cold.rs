@@ -1,0 +1,232 @@
+//! The cold-read path's policy and settings: which file parts bypass the page cache (O_DIRECT
+//! reads into registered buffers, sent from there) and which keep using it (sendfile/splice).
+//!
+//! `auto` keeps the page cache for what it serves well and off what would only evict it: small
+//! parts (a syscall-sized read is cheaper than an aligned direct read), popular files (a
+//! frequency sketch of recent requests), and bytes the page cache already holds (a one-byte
+//! `preadv2(RWF_NOWAIT)` probe); the rest, the long tail, is read from the disk directly.
+
+use std::os::fd::RawFd;
+
+use clap::ValueEnum;
+use serde::Deserialize;
+
+/// Which path file parts take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColdMode {
+    /// Per part: small, popular or already cached → page cache; otherwise O_DIRECT.
+    Auto,
+    /// Every file part O_DIRECT (io_uring engine, plain HTTP and kernel TLS).
+    Always,
+    /// Page cache only (sendfile/splice), as before.
+    Off,
+}
+
+/// The cold path's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ColdConfig {
+    /// Mode.
+    pub mode: ColdMode,
+    /// Registered buffers per worker: the pool is bounded, requests wait for a buffer.
+    pub buffers: usize,
+    /// Bytes per buffer (a multiple of 4 KiB).
+    pub buffer_bytes: usize,
+    /// Direct reads in flight per disk and worker; more wait in that disk's queue.
+    pub queue_depth: usize,
+    /// Parts shorter than this stay on the page cache in `auto`.
+    pub min_bytes: u64,
+    /// Requests for one file (recent, decayed) from which it stays on the page cache in `auto`.
+    pub hot_hits: u8,
+}
+
+impl Default for ColdConfig {
+    fn default() -> Self {
+        ColdConfig {
+            mode: ColdMode::Auto,
+            buffers: 32,
+            buffer_bytes: 1 << 20,
+            queue_depth: 8,
+            min_bytes: 128 << 10,
+            hot_hits: 3,
+        }
+    }
+}
+
+/// Why a part took the path it took (metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Shorter than `min_bytes`.
+    Small,
+    /// A popular file.
+    Hot,
+    /// Its first byte was in the page cache.
+    Cached,
+    /// None of those: read directly.
+    Cold,
+    /// `always`.
+    Forced,
+    /// `off`, or the connection cannot take it (userspace TLS, epoll engine).
+    Off,
+}
+
+impl Reason {
+    /// All reasons, in metric order.
+    pub const ALL: [Reason; 6] = [
+        Reason::Small,
+        Reason::Hot,
+        Reason::Cached,
+        Reason::Cold,
+        Reason::Forced,
+        Reason::Off,
+    ];
+
+    /// Label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Small => "small",
+            Reason::Hot => "hot",
+            Reason::Cached => "cached",
+            Reason::Cold => "cold",
+            Reason::Forced => "always",
+            Reason::Off => "off",
+        }
+    }
+
+    /// Whether this reason sends the part down the cold path.
+    pub fn is_cold(self) -> bool {
+        matches!(self, Reason::Cold | Reason::Forced)
+    }
+}
+
+const ROWS: usize = 4;
+const WIDTH: usize = 4096;
+/// Counts halve after this many increments, so popularity is recent popularity.
+const AGE_EVERY: u32 = 32 * 1024;
+
+/// A count-min sketch of requests per file: four rows of saturating 8-bit counters.
+pub struct Sketch {
+    rows: Box<[[u8; WIDTH]; ROWS]>,
+    added: u32,
+}
+
+impl Default for Sketch {
+    fn default() -> Self {
+        Sketch {
+            rows: Box::new([[0; WIDTH]; ROWS]),
+            added: 0,
+        }
+    }
+}
+
+impl Sketch {
+    fn slots(key: u64) -> [usize; ROWS] {
+        let mut h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        std::array::from_fn(|_| {
+            h ^= h >> 29;
+            h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            (h >> 20) as usize % WIDTH
+        })
+    }
+
+    /// Counts one request for `key` and returns the estimate before it.
+    pub fn hit(&mut self, key: u64) -> u8 {
+        let slots = Self::slots(key);
+        let est = (0..ROWS).map(|r| self.rows[r][slots[r]]).min().unwrap_or(0);
+        for (r, s) in slots.iter().enumerate() {
+            // Conservative update: only the counters at the minimum grow.
+            if self.rows[r][*s] == est {
+                self.rows[r][*s] = est.saturating_add(1);
+            }
+        }
+        self.added += 1;
+        if self.added >= AGE_EVERY {
+            self.added = 0;
+            for row in self.rows.iter_mut() {
+                row.iter_mut().for_each(|c| *c >>= 1);
+            }
+        }
+        est
+    }
+}
+
+/// Whether the page cache holds the byte at `offset` of `fd`, without waiting for the disk.
+pub fn cached(fd: RawFd, offset: u64) -> bool {
+    let mut b = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over a live one-byte buffer; preadv2 only writes into it.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
+    n == 1
+}
+
+/// Decides one file part's path under `cfg` for file `key` (its inode).
+pub fn decide(
+    cfg: &ColdConfig,
+    sketch: &mut Sketch,
+    key: u64,
+    fd: RawFd,
+    offset: u64,
+    len: u64,
+) -> Reason {
+    match cfg.mode {
+        ColdMode::Off => Reason::Off,
+        ColdMode::Always => Reason::Forced,
+        ColdMode::Auto => {
+            let hits = sketch.hit(key);
+            if len < cfg.min_bytes {
+                Reason::Small
+            } else if hits >= cfg.hot_hits {
+                Reason::Hot
+            } else if cached(fd, offset) {
+                Reason::Cached
+            } else {
+                Reason::Cold
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sketch_counts_and_ages() {
+        let mut s = Sketch::default();
+        for i in 0..5 {
+            assert_eq!(s.hit(42), i);
+        }
+        assert_eq!(s.hit(7), 0, "another key starts at zero");
+        for k in 0..AGE_EVERY as u64 {
+            s.hit(1_000_000 + k);
+        }
+        assert!(s.hit(42) <= 3, "halved by ageing");
+    }
+
+    #[test]
+    fn auto_keeps_small_hot_and_cached_parts_on_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![7u8; 1 << 20]).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        let cfg = ColdConfig::default();
+        let mut s = Sketch::default();
+        assert_eq!(decide(&cfg, &mut s, 1, fd, 0, 1000), Reason::Small);
+        // Just written: in the page cache.
+        assert_eq!(decide(&cfg, &mut s, 2, fd, 0, 1 << 20), Reason::Cached);
+        for _ in 0..3 {
+            decide(&cfg, &mut s, 3, fd, 0, 1 << 20);
+        }
+        assert_eq!(decide(&cfg, &mut s, 3, fd, 0, 1 << 20), Reason::Hot);
+        let off = ColdConfig {
+            mode: ColdMode::Off,
+            ..cfg
+        };
+        assert_eq!(decide(&off, &mut s, 9, fd, 0, 1 << 20), Reason::Off);
+    }
+}

@@ -1,0 +1,227 @@
+//! The io_uring engine's cold-read resources: a bounded pool of page-aligned buffers registered
+//! with the ring (reads go straight into them with `ReadFixed`, sends go out of them), and one
+//! queue per disk with a cap on reads in flight, so a slow or saturated disk holds at most its
+//! own share of buffers and never delays the others.
+
+use std::collections::VecDeque;
+use std::io;
+
+use io_uring::IoUring;
+
+use crate::cold::ColdConfig;
+
+/// The buffer pool: one anonymous mapping cut into equal buffers.
+pub struct Pool {
+    base: *mut u8,
+    len: usize,
+    /// Bytes per buffer.
+    pub size: usize,
+    free: Vec<u16>,
+    /// Whether the buffers are registered with the ring (ReadFixed / fixed sends).
+    pub registered: bool,
+}
+
+impl Pool {
+    /// Maps `cfg.buffers` buffers of `cfg.buffer_bytes` and registers them with `ring`; when the
+    /// kernel refuses (RLIMIT_MEMLOCK), they are used unregistered and that is logged.
+    pub fn new(cfg: &ColdConfig, ring: &IoUring) -> io::Result<Pool> {
+        let len = cfg.buffers * cfg.buffer_bytes;
+        // SAFETY: an anonymous private mapping; the result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut pool = Pool {
+            base: base.cast(),
+            len,
+            size: cfg.buffer_bytes,
+            free: (0..cfg.buffers as u16).rev().collect(),
+            registered: false,
+        };
+        let iovecs: Vec<libc::iovec> = (0..cfg.buffers)
+            .map(|i| libc::iovec {
+                iov_base: pool.ptr(i as u16).cast(),
+                iov_len: cfg.buffer_bytes,
+            })
+            .collect();
+        // SAFETY: the iovecs describe memory this pool owns until after the ring is dropped
+        // (the engine drops the ring first).
+        match unsafe { ring.submitter().register_buffers(&iovecs) } {
+            Ok(()) => pool.registered = true,
+            Err(e) => tracing::warn!(
+                error = %e,
+                bytes = len,
+                "cannot register the cold-path buffers with io_uring (raise LimitMEMLOCK); using them unregistered"
+            ),
+        }
+        Ok(pool)
+    }
+
+    /// Start of buffer `i`.
+    pub fn ptr(&self, i: u16) -> *mut u8 {
+        debug_assert!((i as usize + 1) * self.size <= self.len);
+        // SAFETY: i < buffers, so the offset stays inside the mapping.
+        unsafe { self.base.add(i as usize * self.size) }
+    }
+
+    /// Takes a free buffer.
+    pub fn take(&mut self) -> Option<u16> {
+        self.free.pop()
+    }
+
+    /// Gives a buffer back.
+    pub fn give(&mut self, i: u16) {
+        self.free.push(i);
+    }
+
+    /// Whether a buffer is free.
+    pub fn any_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; the ring using it is gone by now.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// A connection waiting for its disk's queue or a buffer: slot key and generation.
+pub type Waiter = (usize, u32);
+
+/// Per-disk queues with a cap on reads in flight, served round-robin.
+pub struct DiskQueues {
+    inflight: Vec<usize>,
+    waiting: Vec<VecDeque<Waiter>>,
+    depth: usize,
+    next: usize,
+}
+
+impl DiskQueues {
+    /// Queues for `disks` disks, `depth` reads in flight each.
+    pub fn new(disks: usize, depth: usize) -> DiskQueues {
+        DiskQueues {
+            inflight: vec![0; disks],
+            waiting: (0..disks).map(|_| VecDeque::new()).collect(),
+            depth,
+            next: 0,
+        }
+    }
+
+    /// Whether disk `d` can take a read now.
+    pub fn has_room(&self, d: usize) -> bool {
+        self.inflight.get(d).is_some_and(|&n| n < self.depth)
+    }
+
+    /// Queues a waiter behind disk `d`.
+    pub fn wait(&mut self, d: usize, w: Waiter) {
+        if let Some(q) = self.waiting.get_mut(d) {
+            q.push_back(w);
+        }
+    }
+
+    /// Whether anyone waits for disk `d`.
+    pub fn has_waiters(&self, d: usize) -> bool {
+        self.waiting.get(d).is_some_and(|q| !q.is_empty())
+    }
+
+    /// The next waiter of a disk with room, taking disks in turn.
+    pub fn next_ready(&mut self) -> Option<(usize, Waiter)> {
+        let n = self.waiting.len();
+        for i in 0..n {
+            let d = (self.next + i) % n;
+            if self.inflight[d] < self.depth {
+                if let Some(w) = self.waiting[d].pop_front() {
+                    self.next = (d + 1) % n;
+                    return Some((d, w));
+                }
+            }
+        }
+        None
+    }
+
+    /// A read was submitted on disk `d`.
+    pub fn started(&mut self, d: usize) {
+        self.inflight[d] += 1;
+    }
+
+    /// A read on disk `d` completed.
+    pub fn finished(&mut self, d: usize) {
+        self.inflight[d] = self.inflight[d].saturating_sub(1);
+    }
+}
+
+/// Rounds `x` down to a multiple of `align` (a power of two).
+pub fn align_down(x: u64, align: u64) -> u64 {
+    x & !(align - 1)
+}
+
+/// Rounds `x` up to a multiple of `align` (a power of two).
+pub fn align_up(x: u64, align: u64) -> u64 {
+    (x + align - 1) & !(align - 1)
+}
+
+/// The aligned read covering the start of `len` bytes at `offset`, within `buf` bytes:
+/// (read offset, read length, bytes to skip at the front). The read may run past the part (or
+/// the file's end); the engine sends only the part's bytes.
+pub fn aligned_read(offset: u64, len: u64, buf: usize, align: u32) -> (u64, u32, u32) {
+    let align = u64::from(align.max(512));
+    let start = align_down(offset, align);
+    let skip = offset - start;
+    let want = align_up(skip + len, align).min(buf as u64);
+    (start, want as u32, skip as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_reads_cover_the_part_and_never_exceed_the_buffer() {
+        assert_eq!(aligned_read(0, 100, 1 << 20, 4096), (0, 4096, 0));
+        assert_eq!(aligned_read(5000, 100, 1 << 20, 4096), (4096, 4096, 904));
+        assert_eq!(aligned_read(4095, 2, 1 << 20, 4096), (0, 8192, 4095));
+        assert_eq!(
+            aligned_read(1 << 20, 4 << 20, 1 << 20, 4096),
+            (1 << 20, 1 << 20, 0)
+        );
+        // Unaligned start of a long part: the buffer's worth, the skip inside it.
+        assert_eq!(aligned_read(10, 4 << 20, 1 << 20, 512), (0, 1 << 20, 10));
+        for off in [0u64, 1, 511, 512, 4097, 123_457] {
+            for len in [1u64, 100, 4096, 1 << 20] {
+                let (s, n, k) = aligned_read(off, len, 1 << 20, 4096);
+                assert_eq!(s % 4096, 0);
+                assert_eq!(n % 4096, 0);
+                assert_eq!(s + u64::from(k), off);
+                assert!(u64::from(n) > u64::from(k), "some of the part is read");
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_disk_queue_does_not_hold_back_another_disk() {
+        let mut q = DiskQueues::new(2, 1);
+        q.started(0);
+        q.wait(0, (1, 0));
+        q.wait(1, (2, 0));
+        assert_eq!(
+            q.next_ready(),
+            Some((1, (2, 0))),
+            "disk 1 goes ahead of full disk 0"
+        );
+        q.started(1);
+        assert_eq!(q.next_ready(), None);
+        q.finished(0);
+        assert_eq!(q.next_ready(), Some((0, (1, 0))));
+    }
+}
