@@ -7,6 +7,7 @@
 //! `preadv2(RWF_NOWAIT)` probe); the rest, the long tail, is read from the disk directly.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
 
 use clap::ValueEnum;
 use serde::Deserialize;
@@ -104,17 +105,21 @@ const WIDTH: usize = 4096;
 /// Counts halve after this many increments, so popularity is recent popularity.
 const AGE_EVERY: u32 = 32 * 1024;
 
-/// A count-min sketch of requests per file: four rows of saturating 8-bit counters.
+/// A count-min sketch of requests per file, shared by the workers (a per-worker sketch would
+/// see only its share of a file's requests): four rows of saturating 8-bit counters. Racing
+/// updates may lose a count now and then, which a popularity estimate can afford.
 pub struct Sketch {
-    rows: Box<[[u8; WIDTH]; ROWS]>,
-    added: u32,
+    rows: Box<[[AtomicU8; WIDTH]; ROWS]>,
+    added: AtomicU32,
 }
 
 impl Default for Sketch {
     fn default() -> Self {
         Sketch {
-            rows: Box::new([[0; WIDTH]; ROWS]),
-            added: 0,
+            rows: Box::new(std::array::from_fn(|_| {
+                std::array::from_fn(|_| AtomicU8::new(0))
+            })),
+            added: AtomicU32::new(0),
         }
     }
 }
@@ -130,20 +135,25 @@ impl Sketch {
     }
 
     /// Counts one request for `key` and returns the estimate before it.
-    pub fn hit(&mut self, key: u64) -> u8 {
+    pub fn hit(&self, key: u64) -> u8 {
         let slots = Self::slots(key);
-        let est = (0..ROWS).map(|r| self.rows[r][slots[r]]).min().unwrap_or(0);
+        let est = (0..ROWS)
+            .map(|r| self.rows[r][slots[r]].load(Relaxed))
+            .min()
+            .unwrap_or(0);
         for (r, s) in slots.iter().enumerate() {
             // Conservative update: only the counters at the minimum grow.
-            if self.rows[r][*s] == est {
-                self.rows[r][*s] = est.saturating_add(1);
+            let c = &self.rows[r][*s];
+            if c.load(Relaxed) == est {
+                c.store(est.saturating_add(1), Relaxed);
             }
         }
-        self.added += 1;
-        if self.added >= AGE_EVERY {
-            self.added = 0;
-            for row in self.rows.iter_mut() {
-                row.iter_mut().for_each(|c| *c >>= 1);
+        if self.added.fetch_add(1, Relaxed) + 1 == AGE_EVERY {
+            self.added.store(0, Relaxed);
+            for row in self.rows.iter() {
+                for c in row {
+                    c.store(c.load(Relaxed) >> 1, Relaxed);
+                }
             }
         }
         est
@@ -165,7 +175,7 @@ pub fn cached(fd: RawFd, offset: u64) -> bool {
 /// Decides one file part's path under `cfg` for file `key` (its inode).
 pub fn decide(
     cfg: &ColdConfig,
-    sketch: &mut Sketch,
+    sketch: &Sketch,
     key: u64,
     fd: RawFd,
     offset: u64,
@@ -195,7 +205,7 @@ mod tests {
 
     #[test]
     fn sketch_counts_and_ages() {
-        let mut s = Sketch::default();
+        let s = Sketch::default();
         for i in 0..5 {
             assert_eq!(s.hit(42), i);
         }
@@ -215,18 +225,18 @@ mod tests {
         use std::os::fd::AsRawFd;
         let fd = f.as_raw_fd();
         let cfg = ColdConfig::default();
-        let mut s = Sketch::default();
-        assert_eq!(decide(&cfg, &mut s, 1, fd, 0, 1000), Reason::Small);
+        let s = Sketch::default();
+        assert_eq!(decide(&cfg, &s, 1, fd, 0, 1000), Reason::Small);
         // Just written: in the page cache.
-        assert_eq!(decide(&cfg, &mut s, 2, fd, 0, 1 << 20), Reason::Cached);
+        assert_eq!(decide(&cfg, &s, 2, fd, 0, 1 << 20), Reason::Cached);
         for _ in 0..3 {
-            decide(&cfg, &mut s, 3, fd, 0, 1 << 20);
+            decide(&cfg, &s, 3, fd, 0, 1 << 20);
         }
-        assert_eq!(decide(&cfg, &mut s, 3, fd, 0, 1 << 20), Reason::Hot);
+        assert_eq!(decide(&cfg, &s, 3, fd, 0, 1 << 20), Reason::Hot);
         let off = ColdConfig {
             mode: ColdMode::Off,
             ..cfg
         };
-        assert_eq!(decide(&off, &mut s, 9, fd, 0, 1 << 20), Reason::Off);
+        assert_eq!(decide(&off, &s, 9, fd, 0, 1 << 20), Reason::Off);
     }
 }

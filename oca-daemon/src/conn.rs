@@ -50,6 +50,8 @@ pub struct Shared {
     pub tls: Option<Arc<TlsSetup>>,
     /// The cold-read path's settings (used by the io_uring engine).
     pub cold: ColdConfig,
+    /// Recent requests per file, for the cold path's `auto` policy.
+    pub sketch: cold::Sketch,
 }
 
 /// Per-worker state the connections use.
@@ -70,8 +72,6 @@ pub struct WorkerCtx {
     scratch: Vec<u8>,
     /// The cold path's settings, when this worker's engine has it (io_uring with its buffers).
     pub cold: Option<ColdConfig>,
-    /// Recent requests per file, for the cold path's `auto` policy.
-    pub sketch: cold::Sketch,
 }
 
 impl WorkerCtx {
@@ -89,7 +89,6 @@ impl WorkerCtx {
             files: OpenFiles::default(),
             scratch: Vec::new(),
             cold: None,
-            sketch: cold::Sketch::default(),
             boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
         }
     }
@@ -648,7 +647,7 @@ impl Conn {
                 let start = offset + self.seg_off;
                 let reason = cold::decide(
                     &cfg,
-                    &mut ctx.sketch,
+                    &ctx.shared.sketch,
                     f.ino,
                     f.file.as_raw_fd(),
                     start,

@@ -89,6 +89,7 @@ fn run(cli: Cli) -> Result<()> {
         auth,
         tls: tls.clone(),
         cold: cfg.cold,
+        sketch: cold::Sketch::default(),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

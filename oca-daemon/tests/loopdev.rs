@@ -4,74 +4,11 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// A filesystem on a loop device, mounted; unmounted and detached on drop.
-struct LoopDisk {
-    mount: PathBuf,
-    device: String,
-}
-
-fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-impl LoopDisk {
-    fn new(dir: &Path, name: &str, fs: &str) -> Result<LoopDisk, String> {
-        let image = dir.join(format!("{name}.img"));
-        std::fs::File::create(&image)
-            .and_then(|f| f.set_len(512 << 20))
-            .map_err(|e| e.to_string())?;
-        let device = sh("losetup", &["--find", "--show", image.to_str().unwrap()])?;
-        let mount = dir.join(name);
-        std::fs::create_dir_all(&mount).unwrap();
-        let disk = LoopDisk { mount, device };
-        sh(&format!("mkfs.{fs}"), &["-q", &disk.device])?;
-        sh("mount", &[&disk.device, disk.mount.to_str().unwrap()])?;
-        Ok(disk)
-    }
-}
-
-impl Drop for LoopDisk {
-    fn drop(&mut self) {
-        let _ = sh("umount", &[self.mount.to_str().unwrap()]);
-        let _ = sh("losetup", &["-d", &self.device]);
-    }
-}
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: loop devices and mount need root".into());
-    }
-    for tool in ["losetup", "mkfs.ext4", "mkfs.xfs", "mount"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map_or(true, |o| !o.status.success())
-        {
-            return Some(format!(
-                "{tool} not installed (apt-get install util-linux e2fsprogs xfsprogs)"
-            ));
-        }
-    }
-    None
-}
+use std::path::Path;
 
 #[test]
 fn serves_from_ext4_and_xfs_on_loop_devices() {
-    if let Some(reason) = skip_reason() {
+    if let Some(reason) = loop_skip_reason() {
         println!("SKIPPED serves_from_ext4_and_xfs_on_loop_devices: {reason}");
         return;
     }

@@ -141,6 +141,15 @@ impl Server {
     }
 
     /// The metrics text once `ready` holds for it (or after 3 s, for the caller's asserts).
+    /// Waits up to 5 s for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < end, "no {needle:?} in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn metrics_when(&self, ready: impl Fn(&str) -> bool) -> String {
         let end = Instant::now() + Duration::from_secs(3);
         loop {
@@ -347,4 +356,66 @@ pub fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A filesystem on a loop device, mounted; unmounted and detached on drop.
+pub struct LoopDisk {
+    pub mount: PathBuf,
+    pub device: String,
+}
+
+pub fn sh(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl LoopDisk {
+    pub fn new(dir: &Path, name: &str, fs: &str) -> Result<LoopDisk, String> {
+        let image = dir.join(format!("{name}.img"));
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(512 << 20))
+            .map_err(|e| e.to_string())?;
+        let device = sh("losetup", &["--find", "--show", image.to_str().unwrap()])?;
+        let mount = dir.join(name);
+        std::fs::create_dir_all(&mount).unwrap();
+        let disk = LoopDisk { mount, device };
+        sh(&format!("mkfs.{fs}"), &["-q", &disk.device])?;
+        sh("mount", &[&disk.device, disk.mount.to_str().unwrap()])?;
+        Ok(disk)
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = sh("umount", &[self.mount.to_str().unwrap()]);
+        let _ = sh("losetup", &["-d", &self.device]);
+    }
+}
+
+pub fn loop_skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: loop devices and mount need root".into());
+    }
+    for tool in ["losetup", "mkfs.ext4", "mkfs.xfs", "mount"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            return Some(format!(
+                "{tool} not installed (apt-get install util-linux e2fsprogs xfsprogs)"
+            ));
+        }
+    }
+    None
 }
