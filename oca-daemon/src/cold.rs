@@ -1,9 +1,10 @@
 //! The cold-read path's policy and settings: which file parts bypass the page cache (O_DIRECT
 //! reads into registered buffers, sent from there) and which keep using it (sendfile/splice).
 //!
-//! `auto` keeps the page cache for what it serves well and off what would only evict it: small
-//! parts (a syscall-sized read is cheaper than an aligned direct read), popular files (a
-//! frequency sketch of recent requests), and bytes the page cache already holds (a one-byte
+//! `auto` keeps the page cache for what it serves well and off what would only evict it: tiny
+//! parts (under 16 KiB, such as a container's index, read over and over), popular regions of
+//! files (a frequency sketch of recent requests per 2 MiB region: sending those through the page
+//! cache is what puts them there), and bytes the page cache already holds (a one-byte
 //! `preadv2(RWF_NOWAIT)` probe); the rest, the long tail, is read from the disk directly.
 
 use std::os::fd::RawFd;
@@ -48,7 +49,7 @@ impl Default for ColdConfig {
             buffers: 32,
             buffer_bytes: 1 << 20,
             queue_depth: 8,
-            min_bytes: 128 << 10,
+            min_bytes: 16 << 10,
             hot_hits: 3,
         }
     }
@@ -172,11 +173,15 @@ pub fn cached(fd: RawFd, offset: u64) -> bool {
     n == 1
 }
 
-/// Decides one file part's path under `cfg` for file `key` (its inode).
+/// Popularity is counted per region of a file, not per file: one viewer's stream asks for
+/// every region of a title once, many viewers of a popular title ask for the same regions.
+const REGION_SHIFT: u32 = 21;
+
+/// Decides one file part's path under `cfg` for the file with inode `ino`.
 pub fn decide(
     cfg: &ColdConfig,
     sketch: &Sketch,
-    key: u64,
+    ino: u64,
     fd: RawFd,
     offset: u64,
     len: u64,
@@ -185,7 +190,7 @@ pub fn decide(
         ColdMode::Off => Reason::Off,
         ColdMode::Always => Reason::Forced,
         ColdMode::Auto => {
-            let hits = sketch.hit(key);
+            let hits = sketch.hit(ino.rotate_left(32) ^ (offset >> REGION_SHIFT));
             if len < cfg.min_bytes {
                 Reason::Small
             } else if hits >= cfg.hot_hits {

@@ -144,11 +144,11 @@ pub struct Cli {
     /// Direct reads in flight per disk and worker (default 8); more wait in the disk's queue.
     #[arg(long, value_name = "N")]
     pub cold_queue_depth: Option<usize>,
-    /// Parts shorter than this stay on the page cache with --cold-path auto (default 128).
+    /// Parts shorter than this stay on the page cache with --cold-path auto (default 16).
     #[arg(long, value_name = "KIB")]
     pub cold_min_kib: Option<u64>,
-    /// Recent requests for a file from which it stays on the page cache with --cold-path auto
-    /// (default 3).
+    /// Recent requests for a 2 MiB region of a file from which it goes through the page cache
+    /// with --cold-path auto (default 3).
     #[arg(long, value_name = "N")]
     pub hot_hits: Option<u8>,
 }

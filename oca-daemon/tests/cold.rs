@@ -190,7 +190,12 @@ fn auto_keeps_small_hot_and_cached_parts_on_the_page_cache() {
     let dir = tempfile::tempdir().unwrap();
     let disk = LoopDisk::new(dir.path(), "disk0", "xfs").unwrap();
     let big = pattern(7, 4 << 20);
-    for id in ["tail_1080p.mp4", "popular_1080p.mp4", "warm_1080p.mp4"] {
+    for id in [
+        "tail_1080p.mp4",
+        "popular_1080p.mp4",
+        "warm_1080p.mp4",
+        "stream_1080p.mp4",
+    ] {
         put_cold(&disk.mount, id, &big);
     }
     // "warm" was just read by someone: its pages are cached.
@@ -223,15 +228,25 @@ fn auto_keeps_small_hot_and_cached_parts_on_the_page_cache() {
         big[..1 << 20]
     );
     assert_eq!(reason("cached"), 1.0);
+    // Many viewers of one title ask for the same region: the first three read it cold, the
+    // fourth sends it through the page cache (and so puts it there).
+    for _ in 0..4 {
+        assert_eq!(
+            get_range(&s, "popular_1080p.mp4", "2097152-3145727").1,
+            big[2 << 20..3 << 20]
+        );
+    }
+    assert_eq!(reason("hot"), 1.0, "{}", s.metrics());
+    // One viewer streaming a title asks for each region once: all of it stays cold.
     for i in 0..4u64 {
         let r = format!("{}-{}", i << 20, ((i + 1) << 20) - 1);
         assert_eq!(
-            get_range(&s, "popular_1080p.mp4", &r).1,
+            get_range(&s, "stream_1080p.mp4", &r).1,
             big[(i << 20) as usize..((i + 1) << 20) as usize]
         );
     }
-    // Its first requests go cold (or cached once read); from the fourth it counts as hot.
     assert_eq!(reason("hot"), 1.0, "{}", s.metrics());
+    assert!(reason("cold") >= 4.0, "{}", s.metrics());
 }
 
 #[test]
