@@ -585,6 +585,8 @@ impl Conn {
                     self.status = served.status;
                     self.keep_alive = served.keep_alive;
                     self.file = served.file;
+                    // Segment indexes start again with each response: so does the decision.
+                    self.cold_seg = None;
                     if ctx.shared.access_log {
                         let m = match req.method {
                             crate::http::request::Method::Get => "GET",

@@ -247,6 +247,13 @@ fn auto_keeps_small_hot_and_cached_parts_on_the_page_cache() {
     }
     assert_eq!(reason("hot"), 1.0, "{}", s.metrics());
     assert!(reason("cold") >= 4.0, "{}", s.metrics());
+    // Each response on a keep-alive connection is decided on its own.
+    let small_before = reason("small");
+    let mut c = connect(s.addr);
+    c.write_all(b"GET /c/tail_1080p.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=3145728-4194303\r\n\r\nGET /c/tail_1080p.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=100-199\r\n\r\n").unwrap();
+    assert!(read_response(&mut c, false).unwrap().body[..] == big[3 << 20..4 << 20]);
+    assert!(read_response(&mut c, false).unwrap().body[..] == big[100..200]);
+    assert_eq!(reason("small"), small_before + 1.0, "{}", s.metrics());
 }
 
 #[test]
