@@ -41,8 +41,8 @@ for i in $(seq 0 $((NFILES - 1))); do
   ln -f "$f" "$WORK/nginx-root/c/$id"
   FILES="$FILES $id"; PATHS="$PATHS${PATHS:+:}$f"
 done
-HOT_FILES=$(echo $FILES | cut -d' ' -f1-2)
-COLD_FILES=$(echo $FILES | cut -d' ' -f3-)
+HOT_FILES=$(echo $FILES | cut -d' ' -f1)
+COLD_FILES=$(echo $FILES | cut -d' ' -f2-)
 export FILE_BYTES=$((FILE_MB << 20))
 
 # Memory cgroups (v2, or v1's memory controller): page cache counts against the limit.
@@ -162,8 +162,8 @@ done
   echo
   echo "oca-daemon's path decisions over these runs: $cold_parts"
   echo
-  echo "Mixed: 2 hot files warmed into the page cache by the server itself, $HOT_CONNS connections of 256 KiB ranges on them;"
-  echo "then the same again while $COLD_CONNS connections ask 1 MiB ranges of the $((NFILES - 2)) cold files."
+  echo "Mixed: 1 hot file ( MiB) warmed into the page cache by the server itself, $HOT_CONNS connections of 256 KiB ranges on them;"
+  echo "then the same again while $COLD_CONNS connections ask 1 MiB ranges of the $((NFILES - 1)) cold files."
   echo
   echo "| server | hot p99 ms alone | hot p99 ms with cold load | hot GB/s alone / with | cold GB/s |"
   echo "|---|---|---|---|---|"

@@ -112,6 +112,8 @@ const AGE_EVERY: u32 = 32 * 1024;
 pub struct Sketch {
     rows: Box<[[AtomicU8; WIDTH]; ROWS]>,
     added: AtomicU32,
+    /// Increments, halved with the counters: `weight / WIDTH` is the mean counter.
+    weight: AtomicU32,
 }
 
 impl Default for Sketch {
@@ -121,6 +123,7 @@ impl Default for Sketch {
                 std::array::from_fn(|_| AtomicU8::new(0))
             })),
             added: AtomicU32::new(0),
+            weight: AtomicU32::new(0),
         }
     }
 }
@@ -149,8 +152,10 @@ impl Sketch {
                 c.store(est.saturating_add(1), Relaxed);
             }
         }
+        self.weight.fetch_add(1, Relaxed);
         if self.added.fetch_add(1, Relaxed) + 1 == AGE_EVERY {
             self.added.store(0, Relaxed);
+            self.weight.store(self.weight.load(Relaxed) / 2, Relaxed);
             for row in self.rows.iter() {
                 for c in row {
                     c.store(c.load(Relaxed) >> 1, Relaxed);
@@ -159,7 +164,17 @@ impl Sketch {
         }
         est
     }
+
+    /// The mean counter: what a key that is asked for no more than any other would show.
+    pub fn mean(&self) -> u32 {
+        self.weight.load(Relaxed) / WIDTH as u32
+    }
 }
+
+/// A region is popular when asked for this many times more often than the mean: under a flat
+/// load over more data than memory (every region asked for a few times) nothing qualifies, and
+/// nothing is pulled into a page cache it would only churn.
+const HOT_OVER_MEAN: u32 = 4;
 
 /// Whether the page cache holds the byte at `offset` of `fd`, without waiting for the disk.
 pub fn cached(fd: RawFd, offset: u64) -> bool {
@@ -193,9 +208,10 @@ pub fn decide(
             let hits = sketch.hit(ino.rotate_left(32) ^ (offset >> REGION_SHIFT));
             if len < cfg.min_bytes {
                 Reason::Small
-            } else if hits >= cfg.hot_hits {
+            } else if u32::from(hits) >= u32::from(cfg.hot_hits).max(HOT_OVER_MEAN * sketch.mean())
+            {
                 Reason::Hot
-            } else if cached(fd, offset) {
+            } else if cached(fd, offset) && cached(fd, offset + len - 1) {
                 Reason::Cached
             } else {
                 Reason::Cold

@@ -202,7 +202,9 @@ pub struct Conn {
     /// The file being sent and the disk it is on.
     file: Option<ServedFile>,
     /// The cold path's decision for the part at this segment index.
-    cold_seg: Option<(usize, bool)>,
+    cold_seg: Option<(usize, cold::Reason)>,
+    /// Whether the peer is on this machine.
+    loopback: bool,
     keep_alive: bool,
     /// The peer half-closed while a response was going out.
     peer_closed: bool,
@@ -216,7 +218,20 @@ impl Conn {
     /// A freshly accepted connection; the first request head must arrive within the header timeout.
     pub fn new(sock: OwnedFd, ctx: &WorkerCtx) -> Conn {
         socket::set_nodelay(sock.as_fd());
+        // The kernel copies zero-copy sends to a local peer anyway; to one, plain sends are
+        // cheaper.
+        let loopback = socket2::SockRef::from(&sock)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| match a.ip() {
+                std::net::IpAddr::V4(v4) => v4.is_loopback(),
+                std::net::IpAddr::V6(v6) => {
+                    v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                }
+            });
         Conn {
+            loopback,
             sock,
             transport: Transport::Plain,
             want_kernel: false,
@@ -644,7 +659,7 @@ impl Conn {
         let cfg = ctx.cold?;
         let f = self.file.as_ref()?;
         let cold = match self.cold_seg {
-            Some((seg, cold)) if seg == self.seg => cold,
+            Some((seg, reason)) if seg == self.seg => reason.is_cold(),
             _ => {
                 let start = offset + self.seg_off;
                 let reason = cold::decide(
@@ -662,7 +677,7 @@ impl Conn {
                     reason
                 };
                 ctx.stats().body_part(reason);
-                self.cold_seg = Some((self.seg, reason.is_cold()));
+                self.cold_seg = Some((self.seg, reason));
                 reason.is_cold()
             }
         };
@@ -676,7 +691,7 @@ impl Conn {
             len: remaining,
             disk: f.disk,
             align: d.offset_align.max(d.mem_align),
-            zero_copy: matches!(self.transport, Transport::Plain),
+            zero_copy: matches!(self.transport, Transport::Plain) && !self.loopback,
         })
     }
 
@@ -781,9 +796,17 @@ impl Conn {
                     if let Some(chunk) = self.cold_chunk(ctx, offset, remaining) {
                         return WriteResult::Cold(chunk);
                     }
-                    // Decided on the part's whole length, so one part never switches path midway
-                    // (the engine's pipe may still hold some of it).
-                    if len >= ctx.splice_min {
+                    // A part the cold policy sent to the page cache (popular, or found cached)
+                    // goes by splice whatever its size: should some of it miss, the engine's
+                    // splice waits for the disk off the worker's thread, where sendfile would
+                    // block the worker and every connection on it. Otherwise decided on the part's whole
+                    // length, so one part never switches path midway (the engine's pipe may
+                    // still hold some of it).
+                    let hot = matches!(
+                        self.cold_seg,
+                        Some((_, cold::Reason::Hot | cold::Reason::Cached))
+                    );
+                    if len >= ctx.splice_min || (hot && ctx.splice_min != u64::MAX) {
                         return WriteResult::Body(BodyChunk {
                             file: file.as_raw_fd(),
                             offset: offset + self.seg_off,
@@ -830,7 +853,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if let (Segment::File { .. }, Some(f)) = (seg, &self.file) {
-                        if !is_peer_error(&e) {
+                        if e.raw_os_error().is_some_and(is_media_error) {
                             tracing::warn!(error = %e, disk = f.disk, "reading content failed; closing connection");
                             ctx.stats().truncated();
                             ctx.shared.metrics.disk_error(f.disk);
@@ -942,6 +965,15 @@ fn looks_like_http(data: &[u8]) -> bool {
     METHODS
         .iter()
         .any(|m| data.len() >= 4 && m.starts_with(&data[..data.len().min(m.len())]))
+}
+
+/// Errors that mean the disk (or its filesystem) is failing, as opposed to a transient
+/// condition or a bug: these mark the disk failed.
+pub fn is_media_error(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EIO | libc::ENXIO | libc::ENODEV | libc::EUCLEAN | libc::EBADMSG | libc::ENOMEDIUM
+    )
 }
 
 fn is_peer_error(e: &io::Error) -> bool {

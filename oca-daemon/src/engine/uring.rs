@@ -177,6 +177,8 @@ struct Slot {
     pipe: Option<Pipe>,
     in_pipe: u32,
     fill_failed: Option<bool>,
+    /// The last fill found no room (EAGAIN): it is retried once the socket is writable.
+    fill_again: bool,
     /// Cold path: the part being read and sent, while one is.
     cold: Option<ColdIo>,
 }
@@ -457,6 +459,7 @@ impl Loop {
                     pipe: None,
                     in_pipe: 0,
                     fill_failed: None,
+                    fill_again: false,
                     cold: None,
                 });
                 self.act(key, Next::Read);
@@ -516,7 +519,12 @@ impl Loop {
             match res {
                 n if n > 0 => slot.in_pipe += n as u32,
                 0 => slot.fill_failed = Some(false),
-                e if -e != libc::ECANCELED => slot.fill_failed = Some(true),
+                // No pipe buffer to be had just now (memory pressure): try again shortly.
+                e if -e == libc::EAGAIN => slot.fill_again = true,
+                e if -e != libc::ECANCELED => {
+                    tracing::warn!(error = %io::Error::from_raw_os_error(-e), "splice from the file failed; closing connection");
+                    slot.fill_failed = Some(crate::conn::is_media_error(-e));
+                }
                 _ => {}
             }
             return; // The linked drain's completion decides what comes next.
@@ -530,6 +538,9 @@ impl Loop {
                 // A short or failed fill breaks the link: drain what did arrive, or give up.
                 e if -e == libc::ECANCELED => match slot.fill_failed.take() {
                     Some(read_error) => slot.conn.on_body_failed(&mut self.ctx, read_error),
+                    None if std::mem::take(&mut slot.fill_again) && slot.in_pipe == 0 => {
+                        Next::Write
+                    }
                     None => return self.drain_pipe(key),
                 },
                 _ => Next::Close,
@@ -843,7 +854,7 @@ impl Loop {
             }
             Some(
                 slot.conn
-                    .on_body_failed(&mut self.ctx, -res != libc::ECANCELED),
+                    .on_body_failed(&mut self.ctx, crate::conn::is_media_error(-res)),
             )
         } else if res as u32 <= c.skip {
             // Nothing of the part came back: the file is shorter than when it was opened.

@@ -115,7 +115,12 @@ pub fn serve(
         Err(OpenError::Io { disk, source }) => {
             tracing::warn!(disk, %source, id = %id, "disk error opening content");
             let mut s = simple(500, "", keep_alive);
-            s.disk_error = Some(disk);
+            if source
+                .raw_os_error()
+                .is_some_and(crate::conn::is_media_error)
+            {
+                s.disk_error = Some(disk);
+            }
             return s;
         }
     };
