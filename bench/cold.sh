@@ -162,7 +162,7 @@ done
   echo
   echo "oca-daemon's path decisions over these runs: $cold_parts"
   echo
-  echo "Mixed: 1 hot file ( MiB) warmed into the page cache by the server itself, $HOT_CONNS connections of 256 KiB ranges on them;"
+  echo "Mixed: 1 hot file ($FILE_MB MiB) warmed into the page cache by the server itself, $HOT_CONNS connections of 256 KiB ranges on them;"
   echo "then the same again while $COLD_CONNS connections ask 1 MiB ranges of the $((NFILES - 1)) cold files."
   echo
   echo "| server | hot p99 ms alone | hot p99 ms with cold load | hot GB/s alone / with | cold GB/s |"

@@ -975,10 +975,3 @@ pub fn is_media_error(errno: i32) -> bool {
         libc::EIO | libc::ENXIO | libc::ENODEV | libc::EUCLEAN | libc::EBADMSG | libc::ENOMEDIUM
     )
 }
-
-fn is_peer_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ETIMEDOUT)
-    )
-}
