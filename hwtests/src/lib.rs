@@ -112,3 +112,11 @@ pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathB
     }
     found
 }
+
+/// Whether a command is on PATH (tests say what is missing instead of failing obscurely).
+pub fn on_path(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

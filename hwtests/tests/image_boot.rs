@@ -29,13 +29,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn missing() -> Vec<String> {
     let mut m: Vec<String> = [
         "qemu-system-x86_64",
@@ -47,7 +40,7 @@ fn missing() -> Vec<String> {
         "extlinux",
     ]
     .into_iter()
-    .filter(|c| !have(c))
+    .filter(|c| !hwtests::on_path(c))
     .map(String::from)
     .collect();
     // SAFETY: geteuid has no preconditions.

@@ -10,7 +10,6 @@
 //! missing and passes, unless `OCA_REQUIRE_VM=1` (set by `.ci/run`) makes that a failure.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hwtests::vm::{boot, Initramfs, Kernel, DEFAULT_KERNEL_DIR};
@@ -40,12 +39,7 @@ poweroff -f
 
 fn missing_prerequisites(kernel_dir: &Path) -> Vec<String> {
     let mut missing = Vec::new();
-    let on_path = |cmd: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {cmd}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
+    let on_path = hwtests::on_path;
     if !on_path("qemu-system-x86_64") {
         missing.push("qemu-system-x86_64 (apt-get install qemu-system-x86)".into());
     }

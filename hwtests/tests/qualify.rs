@@ -29,11 +29,7 @@ fn missing() -> Vec<&'static str> {
         m.push("root");
     }
     for tool in ["losetup", "mkfs.xfs", "mkfs.ext4", "ip", "wrk"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
+        if !hwtests::on_path(tool) {
             m.push(tool);
         }
     }

@@ -15,13 +15,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn run(cmd: &mut Command) -> (bool, String, String) {
     let out = cmd.output().expect("running a systemd tool");
     (
@@ -115,7 +108,7 @@ fn exposure(root: &Path, unit: &str) -> f64 {
 
 #[test]
 fn units_verify_and_are_locked_down() {
-    if !have("systemd-analyze") {
+    if !hwtests::on_path("systemd-analyze") {
         assert!(
             std::env::var_os("OCA_REQUIRE_VM").is_none(),
             "systemd-analyze missing (apt-get install systemd)"
@@ -167,7 +160,7 @@ fn units_verify_and_are_locked_down() {
 
 #[test]
 fn sysusers_and_tmpfiles_create_the_users_and_directories() {
-    if !have("systemd-sysusers") || !have("systemd-tmpfiles") {
+    if !hwtests::on_path("systemd-sysusers") || !hwtests::on_path("systemd-tmpfiles") {
         assert!(
             std::env::var_os("OCA_REQUIRE_VM").is_none(),
             "systemd tools missing"
