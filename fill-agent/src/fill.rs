@@ -28,8 +28,10 @@ pub enum DiskHealth {
     Ok,
     /// Out of space (ENOSPC or below the free-space floor): serving, not filling.
     Full,
-    /// I/O errors: neither.
+    /// I/O errors while filling, or no tmp/ directory: serving what it holds, not filling.
     Failed,
+    /// oca-daemon found read errors: its files are not served, not held, not filled.
+    Unreadable,
 }
 
 /// State the fill tasks and the reporter share.

@@ -70,6 +70,20 @@ impl Inventory {
         }
     }
 
+    /// Every file on `disk` leaves the inventory (the disk failed); returns how many.
+    pub fn drop_disk(&mut self, disk: usize) -> usize {
+        let ids: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, d)| **d == disk)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.remove(id);
+        }
+        ids.len()
+    }
+
     /// What the next report carries.
     pub fn to_wire(&self) -> Wire {
         if self.need_full {

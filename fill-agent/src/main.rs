@@ -27,12 +27,20 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli)?;
     let store = Store::open(&cfg.stores)?;
-    for d in store.disks() {
-        std::fs::create_dir_all(d.root().join(oca_store::TMP_DIR))
-            .with_context(|| format!("creating {}/tmp", d.root().display()))?;
-    }
+    // A disk that cannot take a tmp/ directory (read-only, failing) serves what it holds but is
+    // reported failed and gets no fills; the agent carries on with the others.
+    let disks = store
+        .disks()
+        .iter()
+        .map(|d| match std::fs::create_dir_all(d.root().join(oca_store::TMP_DIR)) {
+            Ok(()) => DiskHealth::Ok,
+            Err(e) => {
+                tracing::warn!(disk = %d.root().display(), error = %e, "cannot create tmp/: disk reported failed, no fills onto it");
+                DiskHealth::Failed
+            }
+        })
+        .collect();
     let inventory = Inventory::scan(&store);
-    let disks = vec![DiskHealth::Ok; store.disks().len()];
     let shared = Arc::new(Shared {
         store,
         inventory: Mutex::new(inventory),
@@ -62,10 +70,14 @@ async fn agent(cfg: Config, shared: Arc<Shared>) -> Result<()> {
     let mut filling: Option<tokio::task::JoinHandle<()>> = None;
     let mut retry_fill = false;
     loop {
-        let now_load = match &cfg.daemon_admin {
+        let sampled = match &cfg.daemon_admin {
             Some(a) => report::sample_load(&client, a).await,
             None => None,
         };
+        let now_load = sampled.as_ref().map(|(l, _)| *l);
+        if let Some((_, failed)) = &sampled {
+            report::apply_failed_disks(&shared, failed);
+        }
         let serving = report::serving(load, now_load, cfg.capacity_bps);
         load = now_load.or(load);
         let health = report::build(&cfg, &shared, serving);

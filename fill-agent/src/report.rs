@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -42,8 +42,11 @@ pub struct LoadSample {
     active: f64,
 }
 
-/// Reads oca-daemon's admin `/metrics`.
-pub async fn sample_load(client: &reqwest::Client, admin: &str) -> Option<LoadSample> {
+/// Reads oca-daemon's admin `/metrics`: the load, and the store disks it found failing.
+pub async fn sample_load(
+    client: &reqwest::Client,
+    admin: &str,
+) -> Option<(LoadSample, Vec<PathBuf>)> {
     let text = client
         .get(format!("http://{admin}/metrics"))
         .send()
@@ -58,12 +61,55 @@ pub async fn sample_load(client: &reqwest::Client, admin: &str) -> Option<LoadSa
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    Some(LoadSample {
+    let sample = LoadSample {
         at: Instant::now(),
         bytes: sum("oca_sent_bytes_total "),
         requests: sum("oca_requests_total{"),
         active: sum("oca_active_connections "),
-    })
+    };
+    Some((sample, failed_disks(&text)))
+}
+
+/// The disks oca-daemon marked failed: `oca_disk_failed{disk="<path>"} 1`.
+fn failed_disks(metrics: &str) -> Vec<PathBuf> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("oca_disk_failed{disk=\""))
+        .filter_map(|rest| {
+            let (path, value) = rest.split_once("\"} ")?;
+            (value.trim() == "1").then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Takes the disks oca-daemon found failing out of service here too: reported failed, their
+/// files out of the inventory (so the control plane stops steering them to this appliance),
+/// and no fills onto them; what the manifest still wants is refilled onto the healthy disks.
+pub fn apply_failed_disks(shared: &Shared, failed: &[PathBuf]) {
+    if failed.is_empty() {
+        return;
+    }
+    let failed: Vec<PathBuf> = failed
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    for (i, d) in shared.store.disks().iter().enumerate() {
+        let root = std::fs::canonicalize(d.root()).unwrap_or_else(|_| d.root().to_path_buf());
+        if !failed.contains(&root) {
+            continue;
+        }
+        let mut health = shared.disks.lock().unwrap_or_else(|p| p.into_inner());
+        if health[i] == DiskHealth::Unreadable {
+            continue;
+        }
+        health[i] = DiskHealth::Unreadable;
+        let dropped = shared
+            .inventory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drop_disk(i);
+        tracing::warn!(disk = %d.root().display(), files = dropped, "oca-daemon found this disk failing: reported failed, its files leave the inventory");
+    }
 }
 
 /// Load figures from two samples.
@@ -94,7 +140,7 @@ pub fn build(cfg: &Config, shared: &Shared, serving: Serving) -> HealthReport {
     for (i, d) in shared.store.disks().iter().enumerate() {
         let (capacity, used, avail) = statvfs(d.root()).unwrap_or((0, 0, 0));
         let state = match health[i] {
-            DiskHealth::Failed => DiskState::Failed,
+            DiskHealth::Failed | DiskHealth::Unreadable => DiskState::Failed,
             _ if capacity == 0 => DiskState::Failed,
             DiskHealth::Full => DiskState::Full,
             DiskHealth::Ok if avail < FREE_FLOOR => DiskState::Full,
@@ -203,4 +249,70 @@ pub fn write_keys(path: &Path, reply: &HealthReply) -> Result<bool> {
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fill::TokenBucket;
+    use crate::inventory::Inventory;
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_disk_the_daemon_found_failing_leaves_service_and_inventory() {
+        let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = oca_store::Store::open(&[d0.path(), d1.path()]).unwrap();
+        for (dir, id) in [(&d0, "aa_1080p.mp4"), (&d1, "bb_1080p.mp4")] {
+            let shard = dir.path().join("objects").join(&id[..2]);
+            std::fs::create_dir_all(&shard).unwrap();
+            std::fs::write(shard.join(id), b"x").unwrap();
+        }
+        // Placement decides where a plain file is found; put each where the store looks first.
+        let mut inventory = Inventory::scan(&store);
+        let held: Vec<(String, usize)> = inventory.held().map(|(i, d)| (i.clone(), *d)).collect();
+        assert_eq!(held.len(), 2);
+        inventory.acknowledged(&inventory.to_wire(), 1, false);
+        let shared = Shared {
+            store,
+            inventory: Mutex::new(inventory),
+            errors: Mutex::new(Vec::new()),
+            disks: Mutex::new(vec![DiskHealth::Ok; 2]),
+            bucket: TokenBucket::new(),
+        };
+        let metrics = format!(
+            "oca_disk_failed{{disk=\"{}\"}} 0\noca_disk_failed{{disk=\"{}/\"}} 1\n",
+            d0.path().display(),
+            d1.path().display()
+        );
+        let failed = failed_disks(&metrics);
+        assert_eq!(failed.len(), 1);
+        apply_failed_disks(&shared, &failed);
+        assert_eq!(
+            *shared.disks.lock().unwrap(),
+            vec![DiskHealth::Ok, DiskHealth::Unreadable]
+        );
+        let inv = shared.inventory.lock().unwrap();
+        let lost: Vec<&String> = held
+            .iter()
+            .filter(|(_, d)| *d == 1)
+            .map(|(i, _)| i)
+            .collect();
+        for id in &lost {
+            assert!(!inv.holds(id), "{id} left the inventory");
+        }
+        match inv.to_wire() {
+            oca_protocol::health::Inventory::Delta { removed, added, .. } => {
+                assert_eq!(removed.len(), lost.len());
+                assert!(added.is_empty());
+            }
+            other => panic!("a delta is sent: {other:?}"),
+        }
+        drop(inv);
+        // Once is enough: a second sample changes nothing.
+        apply_failed_disks(&shared, &failed);
+        assert_eq!(
+            shared.inventory.lock().unwrap().held().count(),
+            2 - lost.len()
+        );
+    }
 }

@@ -152,6 +152,31 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// A control plane in `dir` (reports every second) with its embedded origin.
+fn start_cp(bin: &Path, dir: &Path, extra: &[&str]) -> Cp {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(dir.join("cp.db"))
+        .args(["--report-interval", "1", "--public-url", &url])
+        .args(extra);
+    let proc = Proc::spawn(cmd);
+    proc.wait_log(" listening ", Duration::from_secs(20));
+    let token = std::fs::read_to_string(dir.join("cp.db.admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Cp {
+        proc,
+        url,
+        token,
+        origin: dir.join("cp.db.origin"),
+    }
+}
+
 /// Starts the control plane and the three appliances' daemons; agents start with `start_agents`.
 fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)) -> Lab {
     let bins = hwtests::cargo_bins(
@@ -163,27 +188,7 @@ fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut cmd = Command::new(&bins["control-plane"]);
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--db")
-        .arg(dir.path().join("cp.db"))
-        .args(["--report-interval", "1", "--public-url", &url])
-        .args(cp_extra);
-    let proc = Proc::spawn(cmd);
-    proc.wait_log(" listening ", Duration::from_secs(20));
-    let token = std::fs::read_to_string(dir.path().join("cp.db.admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let cp = Cp {
-        proc,
-        url,
-        token,
-        origin: dir.path().join("cp.db.origin"),
-    };
+    let cp = start_cp(&bins["control-plane"], dir.path(), cp_extra);
     for site in [
         json!({"id": "ixp", "kind": "ixp", "region": "eu"}),
         json!({"id": "isp", "kind": "isp", "region": "eu", "parent": "ixp"}),
@@ -625,4 +630,179 @@ fn a_full_disk_is_a_warning_never_a_crash() {
     assert!(tmp.is_empty(), "{tmp:?}");
     drop(lab);
     drop(mounted);
+}
+
+/// failfs (hwtests) over `backing` at `mount`: reads fail with EIO after `fail()`.
+struct FailFs {
+    child: std::process::Child,
+    mount: PathBuf,
+}
+
+impl FailFs {
+    fn start(bin: &Path, backing: &Path, mount: &Path) -> FailFs {
+        std::fs::create_dir_all(mount).unwrap();
+        let mut child = Command::new(bin)
+            .arg(backing)
+            .arg(mount)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.contains("mounted"), "failfs: {line}");
+        FailFs {
+            child,
+            mount: mount.to_path_buf(),
+        }
+    }
+
+    fn fail(&self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+    }
+}
+
+impl Drop for FailFs {
+    fn drop(&mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+/// oca-daemon finds a disk failing (a FUSE disk that starts returning EIO); the agent reports it
+/// failed, takes its files out of the inventory, refills what the manifest still wants onto the
+/// healthy disk from the origin, and the daemon serves the new copy.
+#[test]
+fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/fuse").exists() {
+        assert!(
+            std::env::var_os("OCA_REQUIRE_VM").is_none(),
+            "needs root and /dev/fuse"
+        );
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let bins = hwtests::cargo_bins(
+        false,
+        &[
+            ("control-plane", "control-plane"),
+            ("oca-daemon", "oca-daemon"),
+            ("fill-agent", "fill-agent"),
+            ("hwtests", "failfs"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start_cp(
+        &bins["control-plane"],
+        dir.path(),
+        &["--fill-escalation", "0"],
+    );
+    assert_eq!(
+        cp.admin(
+            "POST",
+            "/v1/admin/sites",
+            Some(json!({"id": "isp", "kind": "isp", "region": "eu"}))
+        )
+        .0,
+        201
+    );
+    let body = content_bytes("fd_1080p.mp4", 3 << 20);
+    cp.ingest("t1", "fd_1080p.mp4", &body);
+    // The appliance already holds the file, on the disk that will fail.
+    let good = dir.path().join("good");
+    let backing = dir.path().join("backing");
+    std::fs::create_dir_all(good.join("objects")).unwrap();
+    std::fs::create_dir_all(backing.join("objects/fd")).unwrap();
+    std::fs::write(backing.join("objects/fd/fd_1080p.mp4"), &body).unwrap();
+    let bad = FailFs::start(&bins["failfs"], &backing, &dir.path().join("bad"));
+    let keys = dir.path().join("keys.json");
+    let mut cmd = Command::new(&bins["oca-daemon"]);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+    ])
+    .args(["--cold-path", "always", "--allow-unsigned", "--store"])
+    .arg(&good)
+    .arg("--store")
+    .arg(&bad.mount)
+    .arg("--keys")
+    .arg(&keys);
+    let daemon = Proc::spawn(cmd);
+    let line = daemon.wait_log(" listening ", Duration::from_secs(20));
+    let (addr, admin) = (field(&line, "addr"), field(&line, "admin"));
+    let reg = json!({"id": "a1", "site": "isp", "url": format!("http://{addr}"), "capacity_bps": 10_000_000_000u64});
+    let (s, r) = cp.admin("POST", "/v1/admin/appliances", Some(reg));
+    assert_eq!(s, 201, "{r}");
+    let cred = dir.path().join("credential");
+    std::fs::write(&cred, r["credential"].as_str().unwrap()).unwrap();
+    let mut cmd = Command::new(&bins["fill-agent"]);
+    cmd.args([
+        "--control-plane",
+        &cp.url,
+        "--oca-id",
+        "a1",
+        "--site",
+        "isp",
+        "--fill-now",
+    ])
+    .arg("--credential-file")
+    .arg(&cred)
+    .arg("--store")
+    .arg(&good)
+    .arg("--store")
+    .arg(&bad.mount)
+    .arg("--keys")
+    .arg(&keys)
+    .args(["--daemon-admin", &admin.to_string()]);
+    let agent = Proc::spawn(cmd);
+    agent.wait_log("manifest updated", Duration::from_secs(20));
+    let get = |range: &str| {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("http://{addr}/c/fd_1080p.mp4"))
+            .header("Range", format!("bytes={range}"))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
+    };
+    assert!(
+        get("1000-1999").1 == body[1000..2000],
+        "served from the FUSE disk while healthy"
+    );
+    assert!(!good.join("objects/fd/fd_1080p.mp4").exists());
+
+    bad.fail();
+    let (status, got) = get("100000-1100099");
+    assert!(
+        status != 206 || got.len() < 1_000_100,
+        "a failing read is never passed off whole"
+    );
+    // The agent sees the daemon's verdict, reports the disk failed and refills onto the good disk.
+    agent.wait_log("found this disk failing", Duration::from_secs(15));
+    agent.wait_log("filled id=fd_1080p.mp4", Duration::from_secs(30));
+    assert!(std::fs::read(good.join("objects/fd/fd_1080p.mp4")).unwrap() == body);
+    wait_until("the new copy is served", Duration::from_secs(5), || {
+        get("100000-1100099") == (206, body[100_000..1_100_100].to_vec())
+    });
+    let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
+    let a1 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "a1")
+        .unwrap()
+        .clone();
+    assert_eq!(a1["status"], "warning", "{a1}");
+    drop(daemon);
 }

@@ -72,15 +72,17 @@ pub struct OpenFiles {
 }
 
 impl OpenFiles {
-    /// Opens `id`, reusing a descriptor opened less than [`REUSE`] ago when the file still exists.
+    /// Opens `id`, reusing a descriptor opened less than [`REUSE`] ago when the file still
+    /// exists; never on a disk for which `skip` holds (failed disks).
     pub fn open(
         &mut self,
         store: &Store,
         id: ContentId<'_>,
         now: Instant,
+        skip: &dyn Fn(usize) -> bool,
     ) -> Result<OpenFile, OpenError> {
         if let Some(e) = self.map.get(id.as_str()) {
-            if now.duration_since(e.opened) < REUSE {
+            if now.duration_since(e.opened) < REUSE && !skip(e.disk) {
                 if let Some(meta) = e.file.metadata().ok().filter(|m| m.nlink() > 0) {
                     return Ok(OpenFile {
                         file: e.file.clone(),
@@ -94,7 +96,7 @@ impl OpenFiles {
             }
             self.map.remove(id.as_str());
         }
-        let opened = store.open_content(id)?;
+        let opened = store.open_content_skipping(id, skip)?;
         if self.map.len() >= MAX_OPEN {
             self.map.retain(|_, e| now.duration_since(e.opened) < REUSE);
             if self.map.len() >= MAX_OPEN {
@@ -142,8 +144,8 @@ mod tests {
         let id = ContentId::parse("abc").unwrap();
         let mut files = OpenFiles::default();
         let now = Instant::now();
-        let a = files.open(&store, id, now).unwrap();
-        let b = files.open(&store, id, now).unwrap();
+        let a = files.open(&store, id, now, &|_| false).unwrap();
+        let b = files.open(&store, id, now, &|_| false).unwrap();
         assert!(
             Rc::ptr_eq(&a.file, &b.file),
             "second open reuses the descriptor"
@@ -155,13 +157,13 @@ mod tests {
             .set_len(4)
             .unwrap();
         assert_eq!(
-            files.open(&store, id, now).unwrap().size,
+            files.open(&store, id, now, &|_| false).unwrap().size,
             4,
             "fresh size on every use"
         );
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
-            files.open(&store, id, now),
+            files.open(&store, id, now, &|_| false),
             Err(OpenError::NotFound)
         ));
     }
@@ -174,10 +176,16 @@ mod tests {
         std::fs::hard_link(&path, d.path().join("keep")).unwrap();
         let mut files = OpenFiles::default();
         let now = Instant::now();
-        assert_eq!(files.open(&store, id, now).unwrap().size, 10);
+        assert_eq!(files.open(&store, id, now, &|_| false).unwrap().size, 10);
         let tmp = d.path().join("tmp/abc");
         std::fs::write(&tmp, b"new").unwrap();
         std::fs::rename(&tmp, &path).unwrap();
-        assert_eq!(files.open(&store, id, now + REUSE).unwrap().size, 3);
+        assert_eq!(
+            files
+                .open(&store, id, now + REUSE, &|_| false)
+                .unwrap()
+                .size,
+            3
+        );
     }
 }

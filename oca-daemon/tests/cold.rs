@@ -411,11 +411,12 @@ fn a_disk_returning_io_errors_is_isolated_while_the_other_keeps_serving() {
         status == 503 || got < 1_000_000,
         "status {status}, {got} bytes"
     );
-    // From then on the disk is failed: its files get 503, the good disk keeps serving.
+    // From then on the disk is failed: its files are not found (404), the good disk keeps
+    // serving.
     let at = bad.mount.display();
     let m = s.metrics_when(|m| metric_of(m, &format!("oca_disk_failed{{disk=\"{at}\"}}")) == 1.0);
     assert!(metric_of(&m, &format!("oca_disk_read_errors_total{{disk=\"{at}\"}}")) >= 1.0);
-    assert_eq!(get_range(&s, "bad_1080p.mp4", "0-99").0, 503);
+    assert_eq!(get_range(&s, "bad_1080p.mp4", "0-99").0, 404);
     assert!(s.log().contains("marked failed"), "{}", s.log());
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -142,11 +142,24 @@ impl Store {
     /// validated id can name nothing outside the store, and a symlink planted in its place is
     /// refused rather than followed.
     pub fn open_content(&self, id: ContentId<'_>) -> Result<Opened, OpenError> {
+        self.open_content_skipping(id, &|_| false)
+    }
+
+    /// Like [`Store::open_content`], but never on a disk for which `skip` holds (a failed
+    /// disk): a copy refilled onto another disk is found even where the old one remains.
+    pub fn open_content_skipping(
+        &self,
+        id: ContentId<'_>,
+        skip: &dyn Fn(usize) -> bool,
+    ) -> Result<Opened, OpenError> {
         let rel = RelPath::new(id);
         if self.disks.len() == 1 {
+            if skip(0) {
+                return Err(OpenError::NotFound);
+            }
             return open_on(&self.disks[0], 0, rel.as_cstr());
         }
-        for disk in self.placement(id) {
+        for disk in self.placement(id).into_iter().filter(|&d| !skip(d)) {
             match open_on(&self.disks[disk], disk, rel.as_cstr()) {
                 Err(OpenError::NotFound) => continue,
                 other => return other,

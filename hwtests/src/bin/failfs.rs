@@ -19,7 +19,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner, MountOption,
-    OpenFlags, ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
 
 static FAILING: AtomicBool = AtomicBool::new(false);
@@ -121,6 +121,36 @@ impl Filesystem for FailFs {
             Some(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
             None => reply.error(Errno::ENOENT),
         }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(dir) = self.path(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Ok(list) = std::fs::read_dir(&dir) else {
+            return reply.error(Errno::EIO);
+        };
+        let mut entries = vec![(u64::from(ino), FileType::Directory, ".".into())];
+        entries.push((1, FileType::Directory, "..".into()));
+        for e in list.flatten() {
+            let path = e.path();
+            if let Ok(a) = self.attr(&path) {
+                entries.push((u64::from(a.ino), a.kind, e.file_name()));
+            }
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
     }
 
     fn read(

@@ -109,8 +109,12 @@ pub fn serve(
         Some(Some(r)) => Some(r),
         Some(None) => return simple(400, "", keep_alive),
     };
-    let opened = match ctx.files.open(ctx.store, id, ctx.now) {
+    let metrics = ctx.metrics;
+    let failed = |d: usize| metrics.disk_failed(d);
+    let opened = match ctx.files.open(ctx.store, id, ctx.now, &failed) {
         Ok(o) => o,
+        // Files only on a failed disk are not found: the player moves to the next appliance, and
+        // a copy the fill agent puts on a healthy disk is served again.
         Err(OpenError::NotFound) => return simple(404, "", keep_alive),
         Err(OpenError::Io { disk, source }) => {
             tracing::warn!(disk, %source, id = %id, "disk error opening content");
@@ -124,11 +128,6 @@ pub fn serve(
             return s;
         }
     };
-    if ctx.metrics.disk_failed(opened.disk) {
-        // The disk returned I/O errors: its files are not served (a player switches to the
-        // next appliance on a 503) while the other disks keep serving.
-        return simple(503, "", keep_alive);
-    }
     let file_resp = FileResponse {
         req,
         id,
