@@ -632,49 +632,6 @@ fn a_full_disk_is_a_warning_never_a_crash() {
     drop(mounted);
 }
 
-/// failfs (hwtests) over `backing` at `mount`: reads fail with EIO after `fail()`.
-struct FailFs {
-    child: std::process::Child,
-    mount: PathBuf,
-}
-
-impl FailFs {
-    fn start(bin: &Path, backing: &Path, mount: &Path) -> FailFs {
-        std::fs::create_dir_all(mount).unwrap();
-        let mut child = Command::new(bin)
-            .arg(backing)
-            .arg(mount)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.contains("mounted"), "failfs: {line}");
-        FailFs {
-            child,
-            mount: mount.to_path_buf(),
-        }
-    }
-
-    fn fail(&self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
-    }
-}
-
-impl Drop for FailFs {
-    fn drop(&mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
-
 /// oca-daemon finds a disk failing (a FUSE disk that starts returning EIO); the agent reports it
 /// failed, takes its files out of the inventory, refills what the manifest still wants onto the
 /// healthy disk from the origin, and the daemon serves the new copy.
@@ -695,7 +652,6 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
             ("control-plane", "control-plane"),
             ("oca-daemon", "oca-daemon"),
             ("fill-agent", "fill-agent"),
-            ("hwtests", "failfs"),
         ],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -721,7 +677,7 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
     std::fs::create_dir_all(good.join("objects")).unwrap();
     std::fs::create_dir_all(backing.join("objects/fd")).unwrap();
     std::fs::write(backing.join("objects/fd/fd_1080p.mp4"), &body).unwrap();
-    let bad = FailFs::start(&bins["failfs"], &backing, &dir.path().join("bad"));
+    let bad = hwtests::failfs::FailFs::start(&backing, &dir.path().join("bad"));
     let keys = dir.path().join("keys.json");
     let mut cmd = Command::new(&bins["oca-daemon"]);
     cmd.args([
@@ -782,7 +738,7 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
     );
     assert!(!good.join("objects/fd/fd_1080p.mp4").exists());
 
-    bad.fail();
+    bad.fail(true);
     let (status, got) = get("100000-1100099");
     assert!(
         status != 206 || got.len() < 1_000_100,

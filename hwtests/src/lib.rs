@@ -1,6 +1,7 @@
 //! Appliance qualification helpers. [`vm`] boots Debian's kernel under QEMU with a small
 //! initramfs, for what this machine's kernel cannot show (kTLS).
 
+pub mod failfs;
 pub mod proc;
 pub mod qualify;
 pub mod tls_round_trip;

@@ -9,8 +9,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 /// The io_uring variants: the cold path belongs to that engine.
@@ -304,51 +303,6 @@ fn a_bounded_pool_serves_many_connections_through_one_disk_queue() {
     );
 }
 
-/// failfs over `backing` mounted at `mount`; unmounted on drop.
-struct FailFs {
-    child: std::process::Child,
-    mount: PathBuf,
-}
-
-impl FailFs {
-    fn start(backing: &Path, mount: &Path) -> FailFs {
-        let bins = hwtests::cargo_bins(false, &[("hwtests", "failfs")]);
-        std::fs::create_dir_all(mount).unwrap();
-        let mut child = Command::new(&bins["failfs"])
-            .arg(backing)
-            .arg(mount)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.contains("mounted"), "failfs: {line}");
-        FailFs {
-            child,
-            mount: mount.to_path_buf(),
-        }
-    }
-
-    fn fail(&self, on: bool) {
-        let sig = if on { libc::SIGUSR1 } else { libc::SIGUSR2 };
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-}
-
-impl Drop for FailFs {
-    fn drop(&mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
-}
-
 #[test]
 fn a_disk_returning_io_errors_is_isolated_while_the_other_keeps_serving() {
     if skip() {
@@ -366,7 +320,7 @@ fn a_disk_returning_io_errors_is_isolated_while_the_other_keeps_serving() {
     let b = pattern(22, 6 << 20);
     put_cold(&good.mount, "good_1080p.mp4", &a);
     put(&backing, "bad_1080p.mp4", &b);
-    let bad = FailFs::start(&backing, &dir.path().join("bad"));
+    let bad = hwtests::failfs::FailFs::start(&backing, &dir.path().join("bad"));
     let s = std::sync::Arc::new(Server::start(
         "uring",
         &[&good.mount, &bad.mount],
