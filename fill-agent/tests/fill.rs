@@ -177,16 +177,21 @@ fn start_cp(bin: &Path, dir: &Path, extra: &[&str]) -> Cp {
     }
 }
 
-/// Starts the control plane and the three appliances' daemons; agents start with `start_agents`.
-fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)) -> Lab {
-    let bins = hwtests::cargo_bins(
+/// The binaries an appliance lab runs, built by the cargo running the tests.
+fn appliance_bins() -> HashMap<String, PathBuf> {
+    hwtests::cargo_bins(
         false,
         &[
             ("control-plane", "control-plane"),
             ("oca-daemon", "oca-daemon"),
             ("fill-agent", "fill-agent"),
         ],
-    );
+    )
+}
+
+/// Starts the control plane and the three appliances' daemons; agents start with `start_agents`.
+fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)) -> Lab {
+    let bins = appliance_bins();
     let dir = tempfile::tempdir().unwrap();
     let cp = start_cp(&bins["control-plane"], dir.path(), cp_extra);
     for site in [
@@ -646,14 +651,7 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
         eprintln!("skipped: needs root and /dev/fuse");
         return;
     }
-    let bins = hwtests::cargo_bins(
-        false,
-        &[
-            ("control-plane", "control-plane"),
-            ("oca-daemon", "oca-daemon"),
-            ("fill-agent", "fill-agent"),
-        ],
-    );
+    let bins = appliance_bins();
     let dir = tempfile::tempdir().unwrap();
     let cp = start_cp(
         &bins["control-plane"],
