@@ -221,6 +221,32 @@ pub struct Db {
     next_reader: std::sync::atomic::AtomicUsize,
     /// The last inventory generation handed out (generations are unique across appliances).
     last_gen: std::sync::atomic::AtomicI64,
+    /// How long the control plane was away before this start.
+    downtime: Downtime,
+}
+
+/// The control plane's own downtime before this start. Appliances report to it; while it was
+/// away nobody listened, so that silence says nothing about them and is not counted when
+/// judging whether a report is fresh: an appliance fresh when the control plane stopped stays
+/// fresh for the rest of its 3 intervals after the restart, instead of every appliance looking
+/// silent (and every play being refused) until the first reports arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downtime {
+    /// When this process opened the database (Unix seconds).
+    pub started: i64,
+    /// Seconds from the newest report on record (about when the control plane stopped) to then.
+    pub secs: i64,
+}
+
+impl Downtime {
+    /// A report's time with the downtime not counted.
+    pub fn heard(&self, last_report: i64) -> i64 {
+        if last_report < self.started {
+            last_report + self.secs
+        } else {
+            last_report
+        }
+    }
 }
 
 impl Db {
@@ -240,6 +266,15 @@ impl Db {
             [],
             |r| r.get(0),
         )?;
+        let newest: Option<i64> =
+            conn.query_row("SELECT MAX(last_report) FROM appliance_health", [], |r| {
+                r.get(0)
+            })?;
+        let started = crate::api::unix_now();
+        let downtime = Downtime {
+            started,
+            secs: newest.map_or(0, |n| (started - n).max(0)),
+        };
         let readers = (0..READERS)
             .map(|_| {
                 let r = Connection::open_with_flags(
@@ -256,6 +291,7 @@ impl Db {
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
             last_gen: std::sync::atomic::AtomicI64::new(last_gen),
+            downtime,
         })
     }
 
@@ -283,6 +319,11 @@ impl Db {
     /// The writing connection, for the modules that own their tables' SQL.
     pub(crate) fn conn(&self) -> parking_lot::FairMutexGuard<'_, Connection> {
         self.conn.lock()
+    }
+
+    /// How long the control plane was away before this start.
+    pub fn downtime(&self) -> Downtime {
+        self.downtime
     }
 
     /// The schema version in force.
@@ -405,7 +446,7 @@ impl Db {
         let rows = stmt.query_map([], |r| {
             let status: Option<String> = r.get(4)?;
             let last_report: Option<i64> = r.get(5)?;
-            let fresh = last_report.is_some_and(|t| now - t <= stale_after);
+            let fresh = last_report.is_some_and(|t| now - self.downtime.heard(t) <= stale_after);
             Ok(ApplianceState {
                 appliance: Appliance {
                     id: r.get(0)?,

@@ -145,6 +145,12 @@ fn run(cli: Cli) -> Result<()> {
     let db = db::Db::open(&db_path)
         .with_context(|| format!("opening database {}", db_path.display()))?;
     tracing::info!(schema_version = db.schema_version()?, "database ready");
+    if db.downtime().secs > 0 {
+        tracing::info!(
+            secs = db.downtime().secs,
+            "away since the newest report on record: appliances' silence then is not counted"
+        );
+    }
     let unused = intake::remove_unused(&db)?;
     if unused > 0 {
         tracing::info!(

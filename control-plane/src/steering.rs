@@ -39,7 +39,8 @@ pub struct Candidate {
     pub capacity_bps: u64,
     /// Last reported status (`ok|warning|error`), none before its first report.
     pub status: Option<String>,
-    /// Unix seconds of the last report.
+    /// Unix seconds of the last report, with the control plane's own downtime not counted
+    /// ([`crate::db::Downtime`]).
     pub last_report: i64,
     /// Last reported bytes per second.
     pub bytes_per_sec: u64,
@@ -109,7 +110,7 @@ impl Snapshot {
                     url: r.get(2)?,
                     capacity_bps: r.get::<_, i64>(3)? as u64,
                     status: r.get(4)?,
-                    last_report: r.get(5)?,
+                    last_report: db.downtime().heard(r.get(5)?),
                     bytes_per_sec: r.get::<_, i64>(6)? as u64,
                     storage_bytes: usable_storage(
                         &serde_json::from_str::<Vec<oca_protocol::health::DiskReport>>(

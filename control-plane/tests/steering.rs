@@ -241,3 +241,47 @@ fn the_live_view_matches_what_a_restart_reads_back() {
     let reread: Vec<_> = probes.iter().map(|(ip, c)| w.steer(ip, c).0).collect();
     assert_eq!(live, reread);
 }
+
+#[test]
+fn a_restart_does_not_count_its_own_downtime_as_appliance_silence() {
+    let mut w = world();
+    let status = |cp: &Cp, id: &str| {
+        let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    // x1 falls silent while the others report: stale before the control plane stops.
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for id in ["a1", "a2", "b1", "u1"] {
+            w.report(id, "ok", 0);
+        }
+    }
+    // Away for longer than 3 intervals.
+    let _ = w.cp.child.kill();
+    let _ = w.cp.child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let dir = w._dir.path().to_path_buf();
+    w.cp = start_with(&dir, &["--report-interval", "1"]);
+    // Before any report reaches the new process: those fresh when it stopped still serve, the
+    // one already silent then does not.
+    let (ids, ans) = w.steer("198.51.100.7", "c1");
+    assert!(
+        ids.contains(&"a1".to_string()) && ids.contains(&"a2".to_string()),
+        "{ans}"
+    );
+    assert!(!ids.contains(&"x1".to_string()), "{ans}");
+    assert!(reason(&ans, "x1").starts_with("stale"), "{ans}");
+    assert_eq!(status(&w.cp, "a1"), "ok");
+    assert_eq!(status(&w.cp, "x1"), "unknown");
+    // Silence after the restart counts: 3 intervals later (and a second of rounding) nobody is
+    // fresh.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    let (ids, ans) = w.steer("198.51.100.7", "c1");
+    assert!(ids.is_empty(), "{ans}");
+    assert_eq!(status(&w.cp, "a1"), "unknown");
+}

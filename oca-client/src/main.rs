@@ -47,6 +47,10 @@ struct Cli {
     /// A link must carry this multiple of a rendition's bitrate to keep it.
     #[arg(long, value_name = "X", default_value_t = 1.3)]
     headroom: f64,
+    /// Seconds a player keeps asking the control plane again, when no offered appliance answers
+    /// or the control plane is away, before it gives up.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    give_up: f64,
     /// Play N sessions at once and print their totals.
     #[arg(long, value_name = "N")]
     load: Option<usize>,
@@ -69,9 +73,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if !(cli.stall_timeout > 0.0 && cli.speed >= 0.0 && cli.headroom > 0.0 && cli.chunk > 0) {
+    let sane = cli.stall_timeout > 0.0
+        && cli.speed >= 0.0
+        && cli.headroom > 0.0
+        && cli.chunk > 0
+        && (0.0..=86_400.0).contains(&cli.give_up);
+    if !sane {
         anyhow::bail!(
-            "--stall-timeout, --headroom and --chunk must be positive, --speed not negative"
+            "--stall-timeout, --headroom and --chunk must be positive, --speed not negative, --give-up 0 to 86400"
         );
     }
     let o = Options {
@@ -85,6 +94,7 @@ async fn run(cli: Cli) -> Result<()> {
         buffer_secs: cli.buffer,
         speed: cli.speed,
         headroom: cli.headroom,
+        give_up: Duration::from_secs_f64(cli.give_up),
     };
     let client = reqwest::Client::builder()
         .connect_timeout(o.stall)
@@ -127,7 +137,10 @@ async fn single(client: &reqwest::Client, o: &Options, json: bool) -> Result<()>
         print_summary(&s);
     }
     if !s.verified {
-        anyhow::bail!("SHA-256 mismatch: the bytes received are not the file");
+        anyhow::bail!(
+            "SHA-256 mismatch: the bytes received are not the file: {}",
+            s.mismatch.as_deref().unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -137,8 +150,8 @@ fn print_summary(s: &Summary) {
     println!("played {} as {} ({}p)", s.title, s.content_id, s.resolution);
     println!("  appliances used: {}", s.appliances.join(", "));
     println!(
-        "  switches: {}, rendition drops: {}, rebuffering: {:.1} s",
-        s.switches, s.rendition_drops, s.rebuffer_secs
+        "  switches: {}, rendition drops: {}, play requests made again: {}, rebuffering: {:.1} s",
+        s.switches, s.rendition_drops, s.resteers, s.rebuffer_secs
     );
     println!(
         "  bytes: {} in {:.1} s ({mbit:.1} Mbit/s){}",
@@ -165,6 +178,7 @@ struct Totals {
     mismatches: usize,
     switches: u64,
     rendition_drops: u64,
+    resteers: u64,
     bytes: u64,
     secs: f64,
     errors: Vec<String>,
@@ -186,8 +200,12 @@ async fn load(client: &reqwest::Client, o: &Options, n: usize, json: bool) -> Re
             Ok(Ok(s)) => {
                 t.completed += 1;
                 t.mismatches += usize::from(!s.verified);
+                if let (Some(m), true) = (&s.mismatch, t.errors.len() < 10) {
+                    t.errors.push(format!("SHA-256 mismatch: {m}"));
+                }
                 t.switches += u64::from(s.switches);
                 t.rendition_drops += u64::from(s.rendition_drops);
+                t.resteers += u64::from(s.resteers);
                 t.bytes += s.bytes;
             }
             Ok(Err(e)) => {
@@ -207,13 +225,14 @@ async fn load(client: &reqwest::Client, o: &Options, n: usize, json: bool) -> Re
         println!("{}", serde_json::to_string(&t)?);
     } else {
         println!(
-            "sessions {}: completed {}, failed {}, hash mismatches {}, switches {}, rendition drops {}, {} bytes in {:.1} s ({:.1} Mbit/s)",
+            "sessions {}: completed {}, failed {}, hash mismatches {}, switches {}, rendition drops {}, play requests made again {}, {} bytes in {:.1} s ({:.1} Mbit/s)",
             t.sessions,
             t.completed,
             t.failed,
             t.mismatches,
             t.switches,
             t.rendition_drops,
+            t.resteers,
             t.bytes,
             t.secs,
             t.bytes as f64 * 8.0 / t.secs.max(1e-6) / 1e6

@@ -33,6 +33,9 @@ pub struct Options {
     pub speed: f64,
     /// A link must carry this multiple of a rendition's bitrate to keep it.
     pub headroom: f64,
+    /// How long the player keeps asking the control plane again when no offered appliance
+    /// answers (or the control plane itself is away) before it gives up.
+    pub give_up: Duration,
 }
 
 /// What the session did.
@@ -50,6 +53,8 @@ pub struct Summary {
     pub switches: u32,
     /// Moves to a lower rendition.
     pub rendition_drops: u32,
+    /// Play requests made again because no offered appliance answered.
+    pub resteers: u32,
     /// Bytes received while playing (probes included).
     pub bytes: u64,
     /// Bytes fetched after playback to verify a file played partly at another rendition.
@@ -60,6 +65,9 @@ pub struct Summary {
     pub rebuffer_secs: f64,
     /// The SHA-256 of the file matched the play answer's.
     pub verified: bool,
+    /// When it did not: which ranges differ from a second fetch, and who sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
 }
 
 /// Progress of a session, for a progress bar.
@@ -96,6 +104,50 @@ fn host_of(url: &str) -> String {
         .to_string()
 }
 
+/// The control plane said no.
+#[derive(Debug, thiserror::Error)]
+#[error("play refused ({status}): {why}")]
+pub struct Refused {
+    /// HTTP status.
+    pub status: u16,
+    /// The control plane's error code and message.
+    pub why: String,
+}
+
+/// Whether asking again later may get another answer: the control plane unreachable or
+/// overloaded, or no appliance able to serve just now (503), as opposed to a refusal for the
+/// subscriber or title.
+fn worth_retrying(e: &anyhow::Error) -> bool {
+    match e.downcast_ref::<Refused>() {
+        Some(r) => matches!(r.status, 429 | 502 | 503 | 504),
+        None => true,
+    }
+}
+
+/// Asks the control plane for the title until it answers, waiting longer between tries (0.25 s
+/// doubling to 4 s) while the failure is one that may pass, up to `deadline`.
+async fn play_request_retrying(
+    client: &reqwest::Client,
+    o: &Options,
+    deadline: Instant,
+    tries: &mut u32,
+) -> Result<PlayAnswer> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        match play_request(client, o).await {
+            Ok(a) if !a.renditions.is_empty() => return Ok(a),
+            Ok(_) => bail!("the play answer offers no rendition"),
+            Err(e) if worth_retrying(&e) && Instant::now() + wait < deadline => {
+                tracing::info!(error = %format!("{e:#}"), "play request failed; asking again");
+                *tries += 1;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Asks the control plane for the title.
 pub async fn play_request(client: &reqwest::Client, o: &Options) -> Result<PlayAnswer> {
     let req = PlayRequest {
@@ -119,7 +171,11 @@ pub async fn play_request(client: &reqwest::Client, o: &Options) -> Result<PlayA
         let why = serde_json::from_slice::<oca_protocol::playback::ApiError>(&body)
             .map(|e| format!("{:?}: {}", e.code, e.message))
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        bail!("play refused ({status}): {why}");
+        return Err(Refused {
+            status: status.as_u16(),
+            why,
+        }
+        .into());
     }
     let mut answer: PlayAnswer = serde_json::from_slice(&body).context("the play answer")?;
     answer
@@ -166,13 +222,89 @@ async fn fetch(
     Ok((out, ttfb))
 }
 
-/// Probes every URL of a rendition at once; the ones that answered, fastest first.
-async fn probe(
+/// What a probe of a rendition's URLs found.
+struct Probed {
+    /// The appliances that answered, fastest first.
+    offers: Vec<Offer>,
+    /// Why the others did not: "host: error".
+    failures: Vec<String>,
+}
+
+impl Probed {
+    /// Says why no appliance answered.
+    fn nobody(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "no offered appliance answered a probe ({})",
+            if self.failures.is_empty() {
+                "none offered".to_string()
+            } else {
+                self.failures.join("; ")
+            }
+        )
+    }
+}
+
+/// Fetches every range again and names the ones whose bytes differ, with the appliance that
+/// sent them: a hash mismatch is a serious fault, and its report must say where to look.
+async fn locate_mismatch(
     client: &reqwest::Client,
-    r: &Rendition,
-    o: &Options,
-    bytes: &mut u64,
-) -> Vec<Offer> {
+    offers: &[Offer],
+    sources: &[(u64, u64, String)],
+    data: &[u8],
+    stall: Duration,
+) -> String {
+    let mut found = Vec::new();
+    for (first, last, host) in sources {
+        match fetch_from_any(client, offers, 0, *first, *last, stall).await {
+            Ok(again) if again[..] != data[*first as usize..=*last as usize] => {
+                let at = again
+                    .iter()
+                    .zip(&data[*first as usize..])
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0) as u64;
+                found.push(format!(
+                    "bytes {first}-{last} from {host} differ from a second fetch (first at {})",
+                    first + at
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => found.push(format!("bytes {first}-{last}: cannot fetch again: {e:#}")),
+        }
+        if found.len() >= 3 {
+            break;
+        }
+    }
+    if found.is_empty() {
+        "every range matches a second fetch: the play answer's SHA-256 or the file is wrong".into()
+    } else {
+        found.join("; ")
+    }
+}
+
+/// Fetches a range from the offers in turn, starting at `first`, until one answers.
+async fn fetch_from_any(
+    client: &reqwest::Client,
+    offers: &[Offer],
+    first: usize,
+    from: u64,
+    last: u64,
+    stall: Duration,
+) -> Result<Vec<u8>> {
+    let mut errors = Vec::new();
+    for i in (0..offers.len()).map(|k| (first + k) % offers.len()) {
+        match fetch(client, &offers[i].url, from, last, stall).await {
+            Ok((bytes, _)) => return Ok(bytes),
+            Err(e) => errors.push(format!("{}: {e:#}", offers[i].host)),
+        }
+    }
+    bail!(
+        "no appliance served bytes {from}-{last}: {}",
+        errors.join("; ")
+    )
+}
+
+/// Probes every URL of a rendition at once.
+async fn probe(client: &reqwest::Client, r: &Rendition, o: &Options, bytes: &mut u64) -> Probed {
     let last = o.probe.min(r.size).saturating_sub(1);
     let mut tasks = tokio::task::JoinSet::new();
     for url in r.urls.clone() {
@@ -184,6 +316,7 @@ async fn probe(
         });
     }
     let mut offers = Vec::new();
+    let mut failures = Vec::new();
     while let Some(Ok((url, got, took))) = tasks.join_next().await {
         match got {
             Ok((data, ttfb)) => {
@@ -197,11 +330,72 @@ async fn probe(
                     bps: data.len() as f64 * 8.0 / (transfer + ttfb.as_secs_f64()),
                 });
             }
-            Err(e) => tracing::debug!(url = %host_of(&url), error = %e, "probe failed"),
+            Err(e) => {
+                tracing::debug!(url = %host_of(&url), error = %format!("{e:#}"), "probe failed");
+                failures.push(format!("{}: {e:#}", host_of(&url)));
+            }
         }
     }
     offers.sort_by(|a, b| b.bps.total_cmp(&a.bps).then(a.ttfb.cmp(&b.ttfb)));
-    offers
+    failures.sort();
+    Probed { offers, failures }
+}
+
+/// Starts at the best rendition some offered appliance can carry: each rendition's URLs are
+/// probed, highest bitrate first, until the fastest answer carries it (or none is lower).
+async fn start_rendition(
+    client: &reqwest::Client,
+    answer: &PlayAnswer,
+    o: &Options,
+    bytes: &mut u64,
+) -> (usize, Probed) {
+    let mut ri = 0;
+    loop {
+        let probed = probe(client, &answer.renditions[ri], o, bytes).await;
+        let needed = f64::from(answer.renditions[ri].bitrate_kbps) * 1000.0 * o.headroom;
+        let carried = probed.offers.first().is_some_and(|b| b.bps >= needed);
+        if carried || ri + 1 == answer.renditions.len() {
+            return (ri, probed);
+        }
+        ri += 1;
+    }
+}
+
+/// Asks the control plane again for the rendition being played (steering may know better by
+/// now, and the URLs' signatures are new) until one of its appliances answers a probe or
+/// `deadline` passes.
+async fn resteer(
+    client: &reqwest::Client,
+    o: &Options,
+    r: &Rendition,
+    s: &mut Summary,
+    deadline: Instant,
+) -> Result<Vec<Offer>> {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        let answer = play_request_retrying(client, o, deadline, &mut s.resteers).await?;
+        let Some(again) = answer
+            .renditions
+            .iter()
+            .find(|x| x.content_id == r.content_id)
+        else {
+            bail!(
+                "the control plane no longer offers {} for this title",
+                r.content_id
+            );
+        };
+        s.resteers += 1;
+        let probed = probe(client, again, o, &mut s.bytes).await;
+        if !probed.offers.is_empty() {
+            return Ok(probed.offers);
+        }
+        if Instant::now() + wait >= deadline {
+            return Err(probed.nobody());
+        }
+        tracing::info!(error = %probed.nobody(), "asking the control plane again");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(4));
+    }
 }
 
 /// The playback clock: media buffered against media played.
@@ -252,14 +446,10 @@ pub async fn play(
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<Summary> {
     let started = Instant::now();
-    let answer = play_request(client, o).await?;
-    if answer.renditions.is_empty() {
-        bail!("the play answer offers no rendition");
-    }
-    let mut s = Summary {
-        title: answer.title.clone(),
-        ..Summary::default()
-    };
+    let mut s = Summary::default();
+    let deadline = started + o.give_up;
+    let mut answer = play_request_retrying(client, o, deadline, &mut s.resteers).await?;
+    s.title = answer.title.clone();
     let mut clock = Clock {
         speed: o.speed,
         started: None,
@@ -268,28 +458,33 @@ pub async fn play(
         last: Instant::now(),
         rebuffer: 0.0,
     };
-    // Start at the best rendition some appliance can carry.
-    let mut ri = 0;
-    let mut offers;
-    loop {
-        offers = probe(client, &answer.renditions[ri], o, &mut s.bytes).await;
-        let needed = f64::from(answer.renditions[ri].bitrate_kbps) * 1000.0 * o.headroom;
-        let carried = offers.first().is_some_and(|b| b.bps >= needed);
-        if carried || ri + 1 == answer.renditions.len() {
-            break;
+    // Start at the best rendition some appliance can carry; when none answers, ask again.
+    let mut wait = Duration::from_millis(250);
+    let (mut ri, mut offers) = loop {
+        let (ri, probed) = start_rendition(client, &answer, o, &mut s.bytes).await;
+        if !probed.offers.is_empty() {
+            break (ri, probed.offers);
         }
-        ri += 1;
-    }
-    if offers.is_empty() {
-        bail!("no offered appliance answered a probe");
-    }
+        if Instant::now() + wait >= deadline {
+            return Err(probed.nobody());
+        }
+        tracing::info!(error = %probed.nobody(), "asking the control plane again");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(4));
+        answer = play_request_retrying(client, o, deadline, &mut s.resteers).await?;
+        s.resteers += 1;
+    };
     let mut r = answer.renditions[ri].clone();
     let mut data = vec![0u8; r.size as usize];
+    // Where each range of `data` came from, to say which appliance sent wrong bytes.
+    let mut sources: Vec<(u64, u64, String)> = Vec::new();
     let mut from = 0u64; // first byte of the current rendition this session received
     let mut pos = 0u64;
     let mut cur = 0usize; // index in offers
     let mut slow_chunks = 0;
     let mut failures = 0;
+    // When the last chunk arrived: the player gives up `give_up` after it.
+    let mut progressed = Instant::now();
     // Appliances that failed since the last probe: not tried again until probed again.
     let mut failed = vec![false; offers.len()];
     while pos < r.size {
@@ -300,8 +495,10 @@ pub async fn play(
         match fetch(client, &offer.url, pos, last, o.stall).await {
             Ok((bytes, _)) => {
                 failures = 0;
+                progressed = Instant::now();
                 let n = bytes.len() as u64;
                 data[pos as usize..=last as usize].copy_from_slice(&bytes);
+                sources.push((pos, last, offer.host.clone()));
                 s.bytes += n;
                 if !s.appliances.contains(&offer.host) {
                     s.appliances.push(offer.host.clone());
@@ -347,11 +544,13 @@ pub async fn play(
                         s.rendition_drops += 1;
                         r = lower;
                         data = vec![0u8; r.size as usize];
+                        sources.clear();
                         from = at;
                         pos = at;
-                        offers = probe(client, &r, o, &mut s.bytes).await;
+                        offers = probe(client, &r, o, &mut s.bytes).await.offers;
                         if offers.is_empty() {
-                            bail!("no appliance answered for the lower rendition");
+                            offers =
+                                resteer(client, o, &r, &mut s, Instant::now() + o.give_up).await?;
                         }
                         failed = vec![false; offers.len()];
                         cur = 0;
@@ -369,11 +568,14 @@ pub async fn play(
                 match (0..offers.len()).find(|&i| !failed[i]) {
                     Some(next) => cur = next,
                     None => {
-                        // Everyone failed: look again at who answers.
+                        // Everyone failed: look again at who answers, then ask the control
+                        // plane for appliances anew.
                         let again = probe(client, &r, o, &mut s.bytes).await;
-                        if !again.is_empty() {
-                            offers = again;
-                        }
+                        offers = if again.offers.is_empty() {
+                            resteer(client, o, &r, &mut s, progressed + o.give_up).await?
+                        } else {
+                            again.offers
+                        };
                         failed = vec![false; offers.len()];
                         cur = 0;
                     }
@@ -385,13 +587,17 @@ pub async fn play(
     let mut at = 0;
     while at < from {
         let last = (at + o.chunk).min(from) - 1;
-        let (bytes, _) = fetch(client, &offers[cur].url, at, last, o.stall).await?;
+        let bytes = fetch_from_any(client, &offers, cur, at, last, o.stall).await?;
         data[at as usize..=last as usize].copy_from_slice(&bytes);
+        sources.push((at, last, "verification".into()));
         s.verify_bytes += bytes.len() as u64;
         at = last + 1;
     }
     let digest = oca_protocol::manifest::hex(&Sha256::digest(&data));
     s.verified = digest.eq_ignore_ascii_case(&r.sha256);
+    if !s.verified {
+        s.mismatch = Some(locate_mismatch(client, &offers, &sources, &data, o.stall).await);
+    }
     s.content_id = r.content_id.clone();
     s.resolution = r.resolution;
     clock.advance();

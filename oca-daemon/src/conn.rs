@@ -698,6 +698,9 @@ impl Conn {
     /// The engine moved `n` file bytes of the current part to the socket.
     pub fn on_body_sent(&mut self, n: u64, ctx: &mut WorkerCtx) -> Next {
         self.count_sent(n, ctx);
+        // The send timeout runs between two writes that make progress (as nginx's does), not
+        // over the whole response: a long body that keeps moving is never cut.
+        self.extend_send(ctx);
         match self.segs.get(self.seg) {
             Some(&Segment::File { len, .. }) if self.seg_off + n <= len => {
                 self.seg_off += n;
@@ -708,6 +711,14 @@ impl Conn {
                 self.flush(ctx)
             }
             _ => Next::Close,
+        }
+    }
+
+    /// Gives a response being written a whole send timeout from now (progress was made, or its
+    /// bytes just came off the disk: time spent waiting for the disk is not the client's).
+    pub fn extend_send(&mut self, ctx: &WorkerCtx) {
+        if self.phase == Phase::Writing {
+            self.deadline = ctx.now + ctx.shared.limits.send_timeout;
         }
     }
 

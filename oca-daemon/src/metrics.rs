@@ -77,6 +77,8 @@ pub struct WorkerStats {
     latency_sum_ns: AtomicU64,
     heartbeat_ms: AtomicU64,
     body_parts: [AtomicU64; crate::cold::Reason::ALL.len()],
+    /// Cold-path sends: zero-copy, copied.
+    cold_sends: [AtomicU64; 2],
     admitted: [AtomicU64; 3],
     sig_rejected: [AtomicU64; 5],
     tls_handshakes: [AtomicU64; 2],
@@ -201,6 +203,11 @@ impl WorkerStats {
         if let Some(i) = crate::cold::Reason::ALL.iter().position(|r| *r == reason) {
             self.body_parts[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts one cold-path send operation, zero-copy or copied.
+    pub fn cold_send(&self, zero_copy: bool) {
+        self.cold_sends[usize::from(!zero_copy)].fetch_add(1, Relaxed);
     }
 
     /// Records that the worker's loop is alive.
@@ -579,6 +586,18 @@ impl Collector for Scrape {
                 let path = if r.is_cold() { "cold" } else { "page_cache" };
                 ConstCounter::new(m.sum(|w| w.body_parts[i].load(Relaxed)))
                     .encode(fam.encode_family(&[("path", path), ("reason", r.name())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_cold_sends",
+                "Send operations of the cold path, zero-copy (SendZc) or copied",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, mode) in ["zero_copy", "copy"].iter().enumerate() {
+                ConstCounter::new(m.sum(|w| w.cold_sends[i].load(Relaxed)))
+                    .encode(fam.encode_family(&[("send", *mode)])?)?;
             }
         }
         {

@@ -95,6 +95,24 @@ pub fn shutdown(fd: BorrowedFd<'_>, how: libc::c_int) {
     }
 }
 
+/// Resets a TCP connection now: a connect to AF_UNSPEC runs the kernel's disconnect, which
+/// drops everything still queued to send and answers the peer with RST. Errors do not matter.
+pub fn abort(fd: BorrowedFd<'_>) {
+    let addr = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    // SAFETY: the address is a valid, fully initialised sockaddr of the length passed; the
+    // descriptor is open (borrowed).
+    unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Raises the soft open-file limit to the hard limit; returns the limit now in force.
 pub fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {

@@ -385,3 +385,251 @@ fn a_disk_returning_io_errors_is_isolated_while_the_other_keeps_serving() {
         0.0
     );
 }
+
+/// A network namespace joined to this one by a veth pair (host 10.239.N.1, inside .2), so a
+/// client in it is a real remote peer: no loopback shortcut, zero-copy sends for real.
+struct Netns {
+    name: String,
+    host_ip: String,
+}
+
+impl Netns {
+    fn new() -> Result<Netns, String> {
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = (std::process::id() * 8 + k) % 250;
+        let name = format!("ocazc{}-{k}", std::process::id());
+        let (host_if, ns_if) = (format!("zch{n}"), format!("zcn{n}"));
+        let (host_ip, ns_ip) = (format!("10.239.{n}.1"), format!("10.239.{n}.2"));
+        sh("ip", &["netns", "add", &name])?;
+        let ns = Netns { name, host_ip };
+        sh(
+            "ip",
+            &[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
+        )?;
+        sh("ip", &["link", "set", &ns_if, "netns", &ns.name])?;
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", ns.host_ip),
+                "dev",
+                &host_if,
+            ],
+        )?;
+        sh("ip", &["link", "set", &host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            sh("ip", &all)
+        };
+        inside(&["addr", "add", &format!("{ns_ip}/24"), "dev", &ns_if])?;
+        inside(&["link", "set", &ns_if, "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (sockets it makes live there).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on a namespace descriptor we hold; it changes only this thread's
+            // network namespace.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its veth end, and with it the host's.
+        let _ = sh("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// Reads one response's head and `Content-Length` body a few KiB at a time with pauses, so the
+/// server's socket fills and its sends must wait.
+fn read_slowly(s: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "EOF in the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; len];
+    let mut at = 0;
+    while at < len {
+        let n = s.read(&mut body[at..(at + (16 << 10)).min(len)]).unwrap();
+        assert!(n > 0, "EOF after {at} of {len} body bytes");
+        at += n;
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    (head, body)
+}
+
+#[test]
+fn zero_copy_sends_to_slow_remote_clients_are_byte_exact() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(dir.path(), "disk0", "xfs").unwrap();
+    let body = std::sync::Arc::new(pattern(11, 6 << 20));
+    put_cold(&disk.mount, "zc_1080p.mp4", &body);
+    let ns = Netns::new().unwrap();
+    let listen = format!("{}:0", ns.host_ip);
+    let s = Server::start(
+        "uring",
+        &[&disk.mount],
+        &["--cold-path", "always", "--listen", &listen],
+    );
+    let addr = s.addr;
+    // Four clients with small receive buffers, each asking for three ranges on one keep-alive
+    // connection: a byte repeated or skipped in any response shifts the next one too.
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let body = body.clone();
+            ns.run(move || {
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                sock.set_recv_buffer_size(8192).unwrap();
+                sock.connect(&addr.into()).unwrap();
+                let mut sock: std::net::TcpStream = sock.into();
+                sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                for k in 0..3u64 {
+                    let start = (c * 1_234_567 + k * 654_321) % (3 << 20) + 17;
+                    let end = start + (2 << 20) + 4_099;
+                    let req = format!(
+                        "GET /c/zc_1080p.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes={start}-{end}\r\n\r\n"
+                    );
+                    sock.write_all(req.as_bytes()).unwrap();
+                    let (head, got) = read_slowly(&mut sock);
+                    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+                    assert!(
+                        got[..] == body[start as usize..=end as usize],
+                        "client {c} range {start}-{end}: {} bytes, first difference at {:?}",
+                        got.len(),
+                        got.iter()
+                            .zip(&body[start as usize..])
+                            .position(|(a, b)| a != b)
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let m = s.metrics();
+    assert!(
+        metric_of(&m, "oca_cold_sends_total{send=\"zero_copy\"}") > 0.0,
+        "the sends were zero-copy: {m}"
+    );
+    // 12 responses of 2 MiB from 1 MiB buffers are 36 buffers at most: more sends than that
+    // means the sockets were full and took parts of buffers.
+    assert!(
+        metric_of(&m, "oca_cold_sends_total{send=\"zero_copy\"}") > 36.0,
+        "the clients were slow enough to fill the sockets: {m}"
+    );
+    assert_eq!(
+        metric_of(&m, "oca_cold_sends_total{send=\"copy\"}"),
+        0.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_gives_its_zero_copy_buffer_back_at_the_send_timeout() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(dir.path(), "disk0", "xfs").unwrap();
+    let body = std::sync::Arc::new(pattern(12, 8 << 20));
+    put_cold(&disk.mount, "stuck_1080p.mp4", &body);
+    let ns = Netns::new().unwrap();
+    let listen = format!("{}:0", ns.host_ip);
+    // One worker with one cold buffer: while the stuck client holds it, nobody else reads cold.
+    let extra = [
+        "--cold-path",
+        "always",
+        "--listen",
+        &listen,
+        "--workers",
+        "1",
+        "--cold-buffers",
+        "1",
+        "--send-timeout",
+        "2",
+    ];
+    let s = Server::start("uring", &[&disk.mount], &extra);
+    let addr = s.addr;
+    // The stuck client: a small window, 64 KiB read, then silence with the connection open (a
+    // player paused in the background): the kernel keeps answering the server's window probes.
+    let (stuck_tx, stuck_rx) = std::sync::mpsc::channel::<()>();
+    let stuck = ns.run(move || {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(8192).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let mut sock: std::net::TcpStream = sock.into();
+        sock.write_all(b"GET /c/stuck_1080p.mp4 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut first = vec![0u8; 64 << 10];
+        std::io::Read::read_exact(&mut sock, &mut first).unwrap();
+        let _ = stuck_rx.recv();
+        drop(sock);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Another viewer, also remote: served once the send timeout has closed the stuck one.
+    let started = std::time::Instant::now();
+    let other = {
+        let body = body.clone();
+        ns.run(move || {
+            let mut sock = connect(addr);
+            sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            sock.write_all(
+                b"GET /c/stuck_1080p.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=5000000-6000000\r\n\r\n",
+            )
+            .unwrap();
+            let r = read_response(&mut sock, false).unwrap();
+            assert_eq!(r.status, 206);
+            assert!(r.body[..] == body[5_000_000..=6_000_000]);
+        })
+    };
+    if other.join().is_err() {
+        panic!("the second viewer failed; log:\n{}", s.log());
+    }
+    let waited = started.elapsed();
+    stuck_tx.send(()).unwrap();
+    stuck.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(8),
+        "the second viewer waited {waited:?} for the stuck one's buffer"
+    );
+    assert_eq!(
+        metric_of(&s.metrics(), "oca_timeouts_total{kind=\"send\"}"),
+        1.0
+    );
+}

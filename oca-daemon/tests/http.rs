@@ -322,3 +322,58 @@ fn pipelined_requests_queued_behind_a_blocked_response_are_all_answered() {
         sender.join().unwrap().unwrap();
     }
 }
+
+#[test]
+fn the_send_timeout_cuts_a_stalled_client_never_one_that_keeps_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = std::sync::Arc::new(pattern(9, 8 << 20));
+    put(dir.path(), "long.mp4", &big);
+    for engine in ENGINES {
+        let s = Server::start(engine, &[dir.path()], &["--send-timeout", "1"]);
+        // About 3 s to read 8 MiB, three send timeouts, with bytes moving all along.
+        let mut steady = slow_client(s.addr);
+        steady
+            .write_all(b"GET /c/long.mp4 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let big = big.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            while got.len() < big.len() + 100 {
+                match steady.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                std::thread::sleep(std::time::Duration::from_micros(2500));
+                if got.ends_with(&big[big.len() - 64..]) {
+                    break;
+                }
+            }
+            let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            (got[at..] == big[..], got.len() - at)
+        });
+        // The stalled one reads its head and a little, then nothing.
+        let mut stalled = slow_client(s.addr);
+        stalled
+            .write_all(b"GET /c/long.mp4 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut first = [0u8; 16 << 10];
+        std::io::Read::read_exact(&mut stalled, &mut first).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        assert!(
+            closed_within(&mut stalled, std::time::Duration::from_secs(2)),
+            "{engine}: a client that stopped reading is closed after the send timeout"
+        );
+        let (exact, n) = reader.join().unwrap();
+        assert!(
+            exact,
+            "{engine}: the steady reader got {n} body bytes, not the file"
+        );
+        assert_eq!(
+            s.metric("oca_timeouts_total{kind=\"send\"}"),
+            1.0,
+            "{engine}"
+        );
+    }
+}

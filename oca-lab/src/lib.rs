@@ -771,6 +771,8 @@ pub struct ChaosReport {
     pub mismatches: u64,
     /// Appliance switches inside plays.
     pub switches: u64,
+    /// Play requests made again because no offered appliance answered.
+    pub resteers: u64,
     /// Bytes the players received (and verified).
     pub bytes: u64,
     /// Disruptions made: appliance kills and link cuts.
@@ -876,6 +878,7 @@ impl Lab {
         report.failed += n("failed");
         report.mismatches += n("mismatches");
         report.switches += n("switches");
+        report.resteers += n("resteers");
         report.bytes += n("bytes");
         for e in t["errors"].as_array().into_iter().flatten() {
             if report.errors.len() < 10 {

@@ -192,6 +192,8 @@ struct ColdIo {
     skip: u32,
     avail: u32,
     sent: u32,
+    /// A send is in flight (its result not yet back): never two at once, or bytes repeat.
+    sending: bool,
     /// Zero-copy notifications still to come: the buffer is the kernel's until then.
     notifs: u8,
     /// When the read was submitted (disk latency).
@@ -718,6 +720,16 @@ impl Loop {
             _ if slot.closing => {}
             _ => {
                 slot.closing = true;
+                if slot
+                    .cold
+                    .as_ref()
+                    .is_some_and(|c| c.notifs > 0 || c.sending)
+                {
+                    // Zero-copy bytes still queued keep the buffer the kernel's until the peer
+                    // acknowledges them, which a client that stopped reading never does: reset,
+                    // so the queue (and with it the buffer) is let go now.
+                    socket::abort(slot.conn.sock().as_fd());
+                }
                 socket::shutdown(slot.conn.sock().as_fd(), libc::SHUT_RDWR);
                 let mut targets = [None, None];
                 if slot.recv_armed {
@@ -765,6 +777,7 @@ impl Loop {
             skip: 0,
             avail: 0,
             sent: 0,
+            sending: false,
             notifs: 0,
             read_at: None,
             blocked: false,
@@ -865,6 +878,7 @@ impl Loop {
             Some(slot.conn.on_body_failed(&mut self.ctx, false))
         } else {
             c.avail = (res as u32 - c.skip).min(c.chunk.len.min(u64::from(u32::MAX)) as u32);
+            slot.conn.extend_send(&self.ctx);
             None
         };
         match next {
@@ -894,12 +908,15 @@ impl Loop {
         let ptr = unsafe { cold.pool.ptr(buf).add((c.skip + c.sent) as usize) };
         let len = c.avail - c.sent;
         let fd = types::Fd(slot.conn.sock().as_raw_fd());
-        let entry = if cold.send_zc && c.chunk.zero_copy {
+        let zero_copy = cold.send_zc && c.chunk.zero_copy;
+        let entry = if zero_copy {
             let fixed = cold.pool.registered.then_some(buf);
             opcode::SendZc::new(fd, ptr, len).buf_index(fixed).build()
         } else {
             opcode::Send::new(fd, ptr, len).build()
         };
+        c.sending = true;
+        self.ctx.stats().cold_send(zero_copy);
         slot.inflight += 1;
         slot.cancel_kind = K_COLD_SEND;
         let ud = ud(K_COLD_SEND, slot.gen, key);
@@ -915,8 +932,10 @@ impl Loop {
             return;
         };
         if cqueue::notif(flags) {
+            // The kernel posts a send's notification after its result (io_uring orders them).
             c.notifs = c.notifs.saturating_sub(1);
         } else {
+            c.sending = false;
             if cqueue::more(flags) {
                 // A zero-copy send: its notification follows when the kernel lets go.
                 c.notifs += 1;
@@ -948,11 +967,15 @@ impl Loop {
             }
             return;
         }
-        if c.notifs > 0 || c.blocked {
-            return; // The buffer is still the kernel's, or the socket is full.
+        if c.sending || c.blocked {
+            return; // A send's result or the socket's room comes first.
         }
         if c.sent < c.avail {
+            // The rest of the buffer goes now; earlier sends' notifications may still trail.
             return self.cold_send(key);
+        }
+        if c.notifs > 0 {
+            return; // Every byte is queued, but the buffer is the kernel's until it lets go.
         }
         let n = u64::from(c.avail);
         self.cold_release(key);
@@ -1009,7 +1032,16 @@ impl Loop {
         }
         let mut expired = Vec::new();
         for (key, slot) in self.slots.iter_mut() {
-            if !slot.closing && slot.conn.on_tick(&mut self.ctx) == Some(Next::Close) {
+            // Waiting for a cold buffer or a direct read is the disk's time, not the client's:
+            // the send timeout starts again once the bytes are in memory.
+            let on_disk = slot
+                .cold
+                .as_ref()
+                .is_some_and(|c| c.buf.is_none() || c.read_at.is_some());
+            if !slot.closing
+                && (!on_disk || self.ctx.draining())
+                && slot.conn.on_tick(&mut self.ctx) == Some(Next::Close)
+            {
                 expired.push(key);
             }
         }

@@ -59,8 +59,14 @@ pub fn daemon_cmd(engine: &str, stores: &[&Path], extra: &[&str]) -> Command {
         cmd.env("OCA_URING_SINGLESHOT_RECV", "1");
     }
     let (engine, body) = body_path_of(engine);
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
-    cmd.args(["--engine", engine, "--body-path", body, "--workers", "2"]);
+    if !extra.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    cmd.args(["--admin-listen", "127.0.0.1:0"]);
+    cmd.args(["--engine", engine, "--body-path", body]);
+    if !extra.contains(&"--workers") {
+        cmd.args(["--workers", "2"]);
+    }
     for s in stores {
         cmd.arg("--store").arg(s);
     }
