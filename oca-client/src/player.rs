@@ -342,23 +342,27 @@ async fn probe(client: &reqwest::Client, r: &Rendition, o: &Options, bytes: &mut
 }
 
 /// Starts at the best rendition some offered appliance can carry: each rendition's URLs are
-/// probed, highest bitrate first, until the fastest answer carries it (or none is lower).
+/// probed, highest bitrate first, until the fastest answer carries it. When none is carried,
+/// the lowest rendition that some appliance answered for: a lower one that nobody holding it
+/// answers for is no better than a slow start.
 async fn start_rendition(
     client: &reqwest::Client,
     answer: &PlayAnswer,
     o: &Options,
     bytes: &mut u64,
 ) -> (usize, Probed) {
-    let mut ri = 0;
-    loop {
-        let probed = probe(client, &answer.renditions[ri], o, bytes).await;
-        let needed = f64::from(answer.renditions[ri].bitrate_kbps) * 1000.0 * o.headroom;
-        let carried = probed.offers.first().is_some_and(|b| b.bps >= needed);
-        if carried || ri + 1 == answer.renditions.len() {
+    let mut answered: Option<(usize, Probed)> = None;
+    for (ri, r) in answer.renditions.iter().enumerate() {
+        let probed = probe(client, r, o, bytes).await;
+        let needed = f64::from(r.bitrate_kbps) * 1000.0 * o.headroom;
+        if probed.offers.first().is_some_and(|b| b.bps >= needed) {
             return (ri, probed);
         }
-        ri += 1;
+        if !probed.offers.is_empty() || answered.is_none() {
+            answered = Some((ri, probed));
+        }
     }
+    answered.expect("a play answer has at least one rendition")
 }
 
 /// Asks the control plane again for the rendition being played (steering may know better by

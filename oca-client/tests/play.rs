@@ -29,6 +29,32 @@ struct World {
     cp_url: String,
     daemons: Vec<Daemon>,
     client: PathBuf,
+    daemon_bin: PathBuf,
+}
+
+/// Starts an oca-daemon on `listen` over `store` with the URL keys in `keys`.
+fn daemon(bin: &Path, listen: &str, store: &Path, keys: &Path) -> Daemon {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--listen",
+        listen,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+    ])
+    .arg("--store")
+    .arg(store)
+    .arg("--keys")
+    .arg(keys);
+    let proc = Proc::spawn(cmd);
+    let line = proc.wait_log(" listening ", Duration::from_secs(20));
+    let (addr, admin) = (field(&line, "addr"), field(&line, "admin"));
+    Daemon {
+        _proc: proc,
+        addr,
+        admin,
+    }
 }
 
 /// A control plane and one appliance per listen address, each holding every file of `files`
@@ -101,22 +127,8 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
             std::fs::write(d.join(id), body).unwrap();
         }
         let keys = dir.path().join(format!("keys{i}.json"));
-        let mut cmd = Command::new(&bins["oca-daemon"]);
-        cmd.args([
-            "--listen",
-            addr,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-        ])
-        .arg("--store")
-        .arg(&store)
-        .arg("--keys")
-        .arg(&keys);
-        let proc = Proc::spawn(cmd);
-        let line = proc.wait_log(" listening ", Duration::from_secs(20));
-        let (a, adm) = (field(&line, "addr"), field(&line, "admin"));
+        let d = daemon(&bins["oca-daemon"], addr, &store, &keys);
+        let a = d.addr;
         let id = format!("oca{i}");
         let reg = admin(
             "/v1/admin/appliances",
@@ -136,12 +148,8 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
             .json()
             .unwrap();
         std::fs::write(&keys, json!({"keys": reply["keys"]}).to_string()).unwrap();
-        proc.wait_log("URL keys loaded", Duration::from_secs(20));
-        daemons.push(Daemon {
-            _proc: proc,
-            addr: a,
-            admin: adm,
-        });
+        d._proc.wait_log("URL keys loaded", Duration::from_secs(20));
+        daemons.push(d);
     }
     World {
         _dir: dir,
@@ -149,10 +157,28 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
         cp_url,
         daemons,
         client: bins["oca-client"].clone(),
+        daemon_bin: bins["oca-daemon"].clone(),
     }
 }
 
 impl World {
+    /// Appliance `i`'s store.
+    fn store(&self, i: usize) -> PathBuf {
+        self._dir.path().join(format!("store{i}"))
+    }
+
+    /// Starts appliance `i` again (after it was killed), on the same address.
+    fn restart(&mut self, i: usize) {
+        let keys = self._dir.path().join(format!("keys{i}.json"));
+        let d = daemon(
+            &self.daemon_bin,
+            &self.daemons[i].addr.to_string(),
+            &self.store(i),
+            &keys,
+        );
+        self.daemons[i] = d;
+    }
+
     fn client(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new(&self.client);
         cmd.args([
@@ -348,4 +374,81 @@ fn a_slow_link_is_avoided_and_the_bitrate_drops_when_only_it_is_left() {
         "{s}"
     );
     drop(daemons);
+}
+
+#[test]
+fn a_rendition_nobody_answers_for_is_not_chosen_over_one_that_plays() {
+    // 1080p at a bitrate no link here carries, so the player looks lower; the 480p file is gone
+    // from the only appliance (404), so nobody answers for it: 1080p, slow or not, it is.
+    let w = world(
+        &["127.0.0.1:0"],
+        &[
+            (
+                "t1_1080p.mp4",
+                1080,
+                50_000_000,
+                content_bytes("seed4", 2 << 20),
+            ),
+            ("t1_480p.mp4", 480, 1_500, content_bytes("seed5", 1 << 20)),
+        ],
+    );
+    std::fs::remove_file(w.store(0).join("objects/t1/t1_480p.mp4")).unwrap();
+    let out = w.client(&["--speed", "0"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = client_summary(&out);
+    assert_eq!(
+        (s["verified"].as_bool(), s["resolution"].as_u64()),
+        (Some(true), Some(1080)),
+        "{s}"
+    );
+}
+
+#[test]
+fn with_every_appliance_down_the_player_asks_again_and_plays_once_one_is_back() {
+    let mut w = world(
+        &["127.0.0.1:0"],
+        &[("t1_1080p.mp4", 1080, 8000, content_bytes("seed6", 2 << 20))],
+    );
+    // The only appliance dies; the control plane (30 s reports) still offers it.
+    let _ = w.daemons[0]._proc.child.kill();
+    let _ = w.daemons[0]._proc.child.wait();
+    let mut child = w
+        .client(&["--speed", "0", "--give-up", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(child.try_wait().unwrap().is_none(), "the player waits");
+    w.restart(0);
+    let out = wait_output(&mut child, Duration::from_secs(40));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = client_summary(&out);
+    assert_eq!(s["verified"], true, "{s}");
+    assert!(s["resteers"].as_u64().unwrap() >= 1, "{s}");
+    // Giving up: with nobody back, a short --give-up ends the play with the reason.
+    let _ = w.daemons[0]._proc.child.kill();
+    let _ = w.daemons[0]._proc.child.wait();
+    let started = Instant::now();
+    let out = w
+        .client(&["--speed", "0", "--give-up", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no offered appliance answered a probe") && err.contains("Connection refused"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }

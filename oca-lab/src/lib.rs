@@ -797,6 +797,11 @@ impl Lab {
             x ^= x << 17;
             x % n.max(1)
         };
+        // What the players saw (switches, probe failures, play requests made again).
+        let clients_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("logs/chaos-clients.log"))?;
         let mut disrupted: Option<(Disruption, Instant)> = None;
         let mut batch: Option<std::process::Child> = None;
         while Instant::now() < end || batch.is_some() {
@@ -822,8 +827,9 @@ impl Lab {
                         "--stall-timeout",
                         "2",
                     ])
+                    .env("RUST_LOG", "oca_client=info")
                     .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
+                    .stderr(clients_log.try_clone()?)
                     .spawn()?;
                 batch = Some(child);
             }
