@@ -3,7 +3,9 @@
 # directio) on a working set far larger than the memory either may use, and fio (io_uring,
 # O_DIRECT, same block size and queue depth) on the same files as the disk's ceiling. Then a
 # mixed run: 90% of connections on a hot set in the page cache, 10% on cold files, comparing the
-# hot requests' p99 with and without the cold load. Writes bench/results/cold.md.
+# hot requests' p99 with and without the cold load. Last, one stream: whole cold files one after
+# another on one connection (a peer filling from this appliance), against fio's sequential read
+# at queue depth 1 and 2. Writes bench/results/cold.md.
 #
 #   bench/cold.sh                          # 24 x 256 MiB corpus, 15 s per run
 #   DURATION=8 NFILES=16 bench/cold.sh
@@ -145,6 +147,32 @@ for server in nginx oca; do
   mixed+=("| $server | $(ms "$alone" p99_us) | $(ms "$with" p99_us) | $(gbs "$alone") / $(gbs "$with") | $(gbs "$cold") |")
 done
 
+# One stream: 8 whole cold files one after another on one connection, 3 rounds per server.
+STREAM_FILES=$(echo $COLD_FILES | cut -d' ' -f1-8)
+stream_gbs() { # port -> GB/s over the files
+  local urls="" u
+  for u in $STREAM_FILES; do urls="$urls http://127.0.0.1:$1/c/$u"; done
+  drop
+  curl -s -o /dev/null -w '%{size_download} %{time_total}\n' $urls \
+    | awk '{b += $1; t += $2} END {printf "%.2f", b / t / 1e9}'
+}
+stream=()
+for server in nginx oca; do
+  port=$([ $server = oca ] && echo $OCA_PORT || echo $NGINX_PORT)
+  runs=""
+  for _ in 1 2 3; do runs="$runs $(stream_gbs $port)"; done
+  echo "one stream $server:$runs GB/s"
+  stream+=("| $server |$(echo $runs | sed 's/ / | /g; s/^/ /') |")
+done
+seq_fio() { # iodepth -> GB/s
+  drop
+  fio --name=seq --rw=read --bs=1m --iodepth="$1" --ioengine=io_uring --direct=1 --readonly \
+    --filename="$(echo "$PATHS" | cut -d: -f2-9)" --output-format=json 2>/dev/null \
+    | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["jobs"][0]["read"]["bw_bytes"] / 1e9))'
+}
+fio_seq="queue depth 1: $(seq_fio 1) GB/s, 2: $(seq_fio 2) GB/s"
+ahead=$(curl -s "http://127.0.0.1:$OCA_ADMIN/metrics" | grep '^oca_cold_reads_ahead_total' | sed 's/oca_cold_reads_ahead_total//' | tr '\n' ' ')
+
 {
   echo "# Cold disks: oca-daemon's cold path against nginx (aio threads, directio) and fio"
   echo
@@ -168,6 +196,14 @@ done
   echo "| server | hot p99 ms alone | hot p99 ms with cold load | hot GB/s alone / with | cold GB/s |"
   echo "|---|---|---|---|---|"
   printf '%s\n' "${mixed[@]}"
+  echo
+  echo "One stream: the same 8 cold files ($FILE_MB MiB each) one after another on one connection (curl),"
+  echo "page cache dropped before each round; fio sequential 1 MiB O_DIRECT reads of those files: $fio_seq."
+  echo "oca-daemon's reads ahead over the whole benchmark: $ahead"
+  echo
+  echo "| server | round 1 GB/s | round 2 GB/s | round 3 GB/s |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${stream[@]}"
   if [ -f "$REPO/bench/NOTES-cold.md" ]; then echo; cat "$REPO/bench/NOTES-cold.md"; fi
   echo
 } > "$REPO/bench/results/cold.md"

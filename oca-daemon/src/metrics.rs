@@ -79,6 +79,8 @@ pub struct WorkerStats {
     body_parts: [AtomicU64; crate::cold::Reason::ALL.len()],
     /// Cold-path sends: zero-copy, copied.
     cold_sends: [AtomicU64; 2],
+    /// Cold reads ahead: adopted by the next chunk, given back unused.
+    cold_ahead: [AtomicU64; 2],
     admitted: [AtomicU64; 3],
     sig_rejected: [AtomicU64; 5],
     tls_handshakes: [AtomicU64; 2],
@@ -208,6 +210,11 @@ impl WorkerStats {
     /// Counts one cold-path send operation, zero-copy or copied.
     pub fn cold_send(&self, zero_copy: bool) {
         self.cold_sends[usize::from(!zero_copy)].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a cold read ahead at the end of its life: adopted by the chunk after, or not.
+    pub fn cold_ahead(&self, used: bool) {
+        self.cold_ahead[usize::from(!used)].fetch_add(1, Relaxed);
     }
 
     /// Records that the worker's loop is alive.
@@ -598,6 +605,18 @@ impl Collector for Scrape {
             for (i, mode) in ["zero_copy", "copy"].iter().enumerate() {
                 ConstCounter::new(m.sum(|w| w.cold_sends[i].load(Relaxed)))
                     .encode(fam.encode_family(&[("send", *mode)])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_cold_reads_ahead",
+                "Direct reads of a long part's next buffer made while the current one was sent, by whether the next chunk used them",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, used) in ["yes", "no"].iter().enumerate() {
+                ConstCounter::new(m.sum(|w| w.cold_ahead[i].load(Relaxed)))
+                    .encode(fam.encode_family(&[("used", *used)])?)?;
             }
         }
         {

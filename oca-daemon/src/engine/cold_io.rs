@@ -135,6 +135,11 @@ impl DiskQueues {
         self.waiting.get(d).is_some_and(|q| !q.is_empty())
     }
 
+    /// Whether anyone waits for any disk.
+    pub fn any_waiting(&self) -> bool {
+        self.waiting.iter().any(|q| !q.is_empty())
+    }
+
     /// The next waiter of a disk with room, taking disks in turn.
     pub fn next_ready(&mut self) -> Option<(usize, Waiter)> {
         let n = self.waiting.len();
