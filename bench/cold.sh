@@ -151,9 +151,9 @@ done
 STREAM_FILES=$(echo $COLD_FILES | cut -d' ' -f1-8)
 stream_gbs() { # port -> GB/s over the files
   local urls="" u
-  for u in $STREAM_FILES; do urls="$urls http://127.0.0.1:$1/c/$u"; done
+  for u in $STREAM_FILES; do urls="$urls -o /dev/null http://127.0.0.1:$1/c/$u"; done
   drop
-  curl -s -o /dev/null -w '%{size_download} %{time_total}\n' $urls \
+  curl -s -w '%{size_download} %{time_total}\n' $urls \
     | awk '{b += $1; t += $2} END {printf "%.2f", b / t / 1e9}'
 }
 stream=()
