@@ -4,8 +4,9 @@
 //! `auto` keeps the page cache for what it serves well and off what would only evict it: tiny
 //! parts (under 16 KiB, such as a container's index, read over and over), popular regions of
 //! files (a frequency sketch of recent requests per 2 MiB region: sending those through the page
-//! cache is what puts them there), and bytes the page cache already holds (a one-byte
-//! `preadv2(RWF_NOWAIT)` probe); the rest, the long tail, is read from the disk directly.
+//! cache is what puts them there), and bytes the page cache already holds (every page of the
+//! part, by cachestat(2) or mincore(2), which read nothing); the rest, the long tail, is read
+//! from the disk directly.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
@@ -176,16 +177,122 @@ impl Sketch {
 /// nothing is pulled into a page cache it would only churn.
 const HOT_OVER_MEAN: u32 = 4;
 
-/// Whether the page cache holds the byte at `offset` of `fd`, without waiting for the disk.
-pub fn cached(fd: RawFd, offset: u64) -> bool {
-    let mut b = [0u8; 1];
-    let iov = libc::iovec {
-        iov_base: b.as_mut_ptr().cast(),
-        iov_len: 1,
+/// Whether the page cache holds every page of the `len` bytes at `offset` of `fd`, asked
+/// without reading: cachestat(2) (Linux 6.5+), else mincore(2) over a short-lived mapping. Not a
+/// `preadv2(RWF_NOWAIT)` probe: on a missing page that starts the kernel's readahead, so every
+/// cold part was read twice, once through the page cache it was meant to keep out of (measured:
+/// `auto` moved 15-20% less than `always` at 64 KiB, with 2-4x the p99).
+pub fn cached(fd: RawFd, offset: u64, len: u64) -> bool {
+    // 0: not tried yet, 1: the kernel has cachestat, 2: it has not.
+    static CACHESTAT: AtomicU8 = AtomicU8::new(0);
+    if len == 0 {
+        return true;
+    }
+    if CACHESTAT.load(Relaxed) != 2 {
+        match cachestat_pages(fd, offset, len) {
+            Ok(n) => {
+                CACHESTAT.store(1, Relaxed);
+                return n >= pages(offset, len);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                tracing::info!("no cachestat(2) in this kernel: cache probes use mincore(2)");
+                CACHESTAT.store(2, Relaxed);
+            }
+            Err(_) => return false,
+        }
+    }
+    mincore_all(fd, offset, len)
+}
+
+/// The kernel's page size (4 KiB unless it says otherwise).
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    })
+}
+
+/// Pages the byte range touches.
+fn pages(offset: u64, len: u64) -> u64 {
+    let p = page_size();
+    (offset + len).div_ceil(p) - offset / p
+}
+
+/// cachestat(2)'s range and answer (include/uapi/linux/mman.h).
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// cachestat's number: new system calls share one number on every architecture, and the libc
+/// crate does not name it for x86_64 glibc yet.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// Pages of the range in the page cache, by cachestat(2).
+fn cachestat_pages(fd: RawFd, offset: u64, len: u64) -> std::io::Result<u64> {
+    let p = page_size();
+    let start = offset / p * p;
+    let range = CachestatRange {
+        off: start,
+        len: (offset + len).div_ceil(p) * p - start,
     };
-    // SAFETY: one iovec over a live one-byte buffer; preadv2 only writes into it.
-    let n = unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
-    n == 1
+    let mut cs = Cachestat::default();
+    // SAFETY: both structs are live, of the layout the kernel expects, and only `cs` is written.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            fd,
+            &range as *const CachestatRange,
+            &mut cs as *mut Cachestat,
+            0u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cs.nr_cache)
+}
+
+/// Whether every page of the range is resident, by mincore(2) over a mapping made for the
+/// question (mapping a file reads nothing).
+fn mincore_all(fd: RawFd, offset: u64, len: u64) -> bool {
+    let p = page_size();
+    let start = offset / p * p;
+    let n = pages(offset, len) as usize;
+    let span = n * p as usize;
+    // SAFETY: a fresh shared read-only mapping of the file's own range; unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            span,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            start as libc::off_t,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return false;
+    }
+    let mut vec = vec![0u8; n];
+    // SAFETY: `addr` maps `span` bytes; `vec` has one byte per page of it.
+    let ok = unsafe { libc::mincore(addr, span, vec.as_mut_ptr()) } == 0;
+    // SAFETY: unmapping exactly the mapping made above.
+    unsafe { libc::munmap(addr, span) };
+    ok && vec.iter().all(|v| v & 1 == 1)
 }
 
 /// Popularity is counted per region of a file, not per file: one viewer's stream asks for
@@ -211,7 +318,7 @@ pub fn decide(
             } else if u32::from(hits) >= u32::from(cfg.hot_hits).max(HOT_OVER_MEAN * sketch.mean())
             {
                 Reason::Hot
-            } else if cached(fd, offset) && cached(fd, offset + len - 1) {
+            } else if cached(fd, offset, len) {
                 Reason::Cached
             } else {
                 Reason::Cold
@@ -259,5 +366,37 @@ mod tests {
             ..cfg
         };
         assert_eq!(decide(&off, &s, 9, fd, 0, 1 << 20), Reason::Off);
+    }
+
+    #[test]
+    fn cache_probes_say_what_is_cached_and_read_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![7u8; 4 << 20]).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        f.sync_all().unwrap();
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        assert!(cached(fd, 1000, 100_000), "just written");
+        assert!(mincore_all(fd, 1000, 100_000));
+        // SAFETY: fadvise on an open descriptor; only a hint.
+        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if cached(fd, 0, 4 << 20) {
+            eprintln!("skipped: this filesystem keeps the pages (tmpfs?)");
+            return;
+        }
+        // Asked twice: a probe that read (readahead) would find the second time cached.
+        for _ in 0..2 {
+            assert!(!cached(fd, 1 << 20, 65_536));
+            assert!(!mincore_all(fd, 2 << 20, 65_536));
+        }
+        // One page read in: a range of just it is cached, a range reaching past it is not.
+        let mut b = [0u8; 1];
+        // SAFETY: reading into a live one-byte buffer.
+        assert_eq!(unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 3 << 20) }, 1);
+        assert!(cached(fd, 3 << 20, 10));
+        assert!(mincore_all(fd, 3 << 20, 10));
+        assert_eq!(pages(4095, 2), 2);
+        assert_eq!(pages(0, 4096), 1);
     }
 }
