@@ -111,6 +111,17 @@ impl World {
     }
 }
 
+/// An appliance's status as the admin API lists it.
+fn status(cp: &Cp, id: &str) -> Value {
+    let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .unwrap()["status"]
+        .clone()
+}
+
 fn reason<'a>(ans: &'a Value, id: &str) -> &'a str {
     ans["explain"]
         .as_array()
@@ -183,15 +194,7 @@ fn unhealthy_overloaded_and_silent_appliances_are_dropped() {
     let (ids, ans) = w.steer("198.51.100.7", "c2");
     assert!(ids.is_empty(), "{ans}");
     assert!(reason(&ans, "x1").starts_with("stale"), "{ans}");
-    let (_, list) = w.cp.admin("GET", "/v1/admin/appliances", None);
-    let status = |id: &str| {
-        list.as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["id"] == id)
-            .unwrap()["status"]
-            .clone()
-    };
+    let status = |id: &str| status(&w.cp, id);
     assert_eq!(status("x1"), "unknown", "silent for 3 intervals");
     assert_eq!(status("a1"), "error");
     assert_eq!(status("b1"), "ok");
@@ -245,15 +248,6 @@ fn the_live_view_matches_what_a_restart_reads_back() {
 #[test]
 fn a_restart_does_not_count_its_own_downtime_as_appliance_silence() {
     let mut w = world();
-    let status = |cp: &Cp, id: &str| {
-        let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
-        list.as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["id"] == id)
-            .unwrap()["status"]
-            .clone()
-    };
     // x1 falls silent while the others report: stale before the control plane stops.
     for _ in 0..8 {
         std::thread::sleep(std::time::Duration::from_millis(500));

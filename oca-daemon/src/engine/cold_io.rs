@@ -73,6 +73,27 @@ impl Pool {
         unsafe { self.base.add(i as usize * self.size) }
     }
 
+    /// A direct read of `len` bytes at `start` of `fd` into buffer `buf` (fixed when the pool is
+    /// registered).
+    pub fn read_entry(
+        &self,
+        buf: u16,
+        fd: std::os::fd::RawFd,
+        start: u64,
+        len: u32,
+    ) -> io_uring::squeue::Entry {
+        let (ptr, fd) = (self.ptr(buf), io_uring::types::Fd(fd));
+        if self.registered {
+            io_uring::opcode::ReadFixed::new(fd, ptr, len, buf)
+                .offset(start)
+                .build()
+        } else {
+            io_uring::opcode::Read::new(fd, ptr, len)
+                .offset(start)
+                .build()
+        }
+    }
+
     /// Takes a free buffer.
     pub fn take(&mut self) -> Option<u16> {
         self.free.pop()

@@ -863,22 +863,14 @@ impl Loop {
             }
             let buf = cold.pool.take().expect("checked free above");
             cold.queues.started(disk);
-            let (ptr, size, registered) =
-                (cold.pool.ptr(buf), cold.pool.size, cold.pool.registered);
             let slot = self.slots.get_mut(key).expect("checked live above");
             let c = slot.cold.as_mut().expect("checked live above");
-            let (start, len, skip) = aligned_read(c.chunk.offset, c.chunk.len, size, c.chunk.align);
+            let (start, len, skip) =
+                aligned_read(c.chunk.offset, c.chunk.len, cold.pool.size, c.chunk.align);
             c.buf = Some(buf);
             c.skip = skip;
             c.read_at = Some(Instant::now());
-            let fd = types::Fd(c.chunk.fd);
-            let entry = if registered {
-                opcode::ReadFixed::new(fd, ptr, len, buf)
-                    .offset(start)
-                    .build()
-            } else {
-                opcode::Read::new(fd, ptr, len).offset(start).build()
-            };
+            let entry = cold.pool.read_entry(buf, c.chunk.fd, start, len);
             slot.inflight += 1;
             slot.cancel_kind = K_COLD_READ;
             let ud = ud(K_COLD_READ, slot.gen, key);
@@ -982,14 +974,7 @@ impl Loop {
         let (start, len, skip) =
             aligned_read(offset, chunk.len - avail, cold.pool.size, chunk.align);
         cold.queues.started(chunk.disk);
-        let (ptr, fd) = (cold.pool.ptr(buf), types::Fd(chunk.fd));
-        let entry = if cold.pool.registered {
-            opcode::ReadFixed::new(fd, ptr, len, buf)
-                .offset(start)
-                .build()
-        } else {
-            opcode::Read::new(fd, ptr, len).offset(start).build()
-        };
+        let entry = cold.pool.read_entry(buf, chunk.fd, start, len);
         slot.inflight += 1;
         slot.ahead = Some(Ahead {
             fd: chunk.fd,
