@@ -132,19 +132,45 @@ async fn play_request_retrying(
     deadline: Instant,
     tries: &mut u32,
 ) -> Result<PlayAnswer> {
-    let mut wait = Duration::from_millis(250);
+    let mut backoff = Backoff::until(deadline);
     loop {
         match play_request(client, o).await {
             Ok(a) if !a.renditions.is_empty() => return Ok(a),
             Ok(_) => bail!("the play answer offers no rendition"),
-            Err(e) if worth_retrying(&e) && Instant::now() + wait < deadline => {
+            Err(e) if worth_retrying(&e) => {
                 tracing::info!(error = %format!("{e:#}"), "play request failed; asking again");
+                if !backoff.pause().await {
+                    return Err(e);
+                }
                 *tries += 1;
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(4));
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The wait between tries: 0.25 s doubling to 4 s, never past a deadline.
+struct Backoff {
+    wait: Duration,
+    deadline: Instant,
+}
+
+impl Backoff {
+    fn until(deadline: Instant) -> Backoff {
+        Backoff {
+            wait: Duration::from_millis(250),
+            deadline,
+        }
+    }
+
+    /// Sleeps before the next try; false, at once, when the next try would come too late.
+    async fn pause(&mut self) -> bool {
+        if Instant::now() + self.wait >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_secs(4));
+        true
     }
 }
 
@@ -375,7 +401,7 @@ async fn resteer(
     s: &mut Summary,
     deadline: Instant,
 ) -> Result<Vec<Offer>> {
-    let mut wait = Duration::from_millis(250);
+    let mut backoff = Backoff::until(deadline);
     loop {
         let answer = play_request_retrying(client, o, deadline, &mut s.resteers).await?;
         let Some(again) = answer
@@ -393,12 +419,10 @@ async fn resteer(
         if !probed.offers.is_empty() {
             return Ok(probed.offers);
         }
-        if Instant::now() + wait >= deadline {
+        tracing::info!(error = %probed.nobody(), "asking the control plane again");
+        if !backoff.pause().await {
             return Err(probed.nobody());
         }
-        tracing::info!(error = %probed.nobody(), "asking the control plane again");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(4));
     }
 }
 
@@ -463,18 +487,16 @@ pub async fn play(
         rebuffer: 0.0,
     };
     // Start at the best rendition some appliance can carry; when none answers, ask again.
-    let mut wait = Duration::from_millis(250);
+    let mut backoff = Backoff::until(deadline);
     let (mut ri, mut offers) = loop {
         let (ri, probed) = start_rendition(client, &answer, o, &mut s.bytes).await;
         if !probed.offers.is_empty() {
             break (ri, probed.offers);
         }
-        if Instant::now() + wait >= deadline {
+        tracing::info!(error = %probed.nobody(), "asking the control plane again");
+        if !backoff.pause().await {
             return Err(probed.nobody());
         }
-        tracing::info!(error = %probed.nobody(), "asking the control plane again");
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(4));
         answer = play_request_retrying(client, o, deadline, &mut s.resteers).await?;
         s.resteers += 1;
     };

@@ -600,7 +600,11 @@ impl Loop {
     }
 
     fn act(&mut self, key: usize, next: Next) {
-        if !matches!(next, Next::Cold(_)) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        if slot.ahead.as_ref().is_some_and(|a| !a.orphan) && !matches!(next, Next::Cold(_)) {
+            // The connection moved on from the part read ahead.
             self.drop_ahead(key);
         }
         let Some(slot) = self.slots.get_mut(key) else {
