@@ -512,7 +512,7 @@ impl Conn {
                 Err(_) => Next::Close,
             };
         }
-        self.flush(ctx)
+        self.flush_and_continue(ctx)
     }
 
     /// Called on every timer tick; closes the connection when its deadline passed.
@@ -708,7 +708,7 @@ impl Conn {
                     self.seg += 1;
                     self.seg_off = 0;
                 }
-                self.flush(ctx)
+                self.flush_and_continue(ctx)
             }
             _ => Next::Close,
         }
@@ -771,12 +771,23 @@ impl Conn {
         if self.inbuf.capacity() > 16 * 1024 {
             self.inbuf.shrink_to(self.inbuf.len().max(1024));
         }
-        if self.inbuf.is_empty() {
-            Next::Read
-        } else {
-            // Pipelined: the next head is already here, so its timeout starts now.
+        if !self.inbuf.is_empty() {
+            // Pipelined: the next head is already here, so its timeout starts now. The caller
+            // goes on to it (`process` loops; it is never called from here, so a flood of
+            // pipelined requests answered at once cannot deepen the stack).
             self.deadline = ctx.now + ctx.shared.limits.header_timeout;
-            self.process(ctx)
+        }
+        Next::Read
+    }
+
+    /// Writes what the response has ready and, when it is done and a pipelined request is
+    /// already buffered, goes on to answer it.
+    fn flush_and_continue(&mut self, ctx: &mut WorkerCtx) -> Next {
+        match self.flush(ctx) {
+            Next::Read if self.phase == Phase::Reading && !self.inbuf.is_empty() => {
+                self.process(ctx)
+            }
+            other => other,
         }
     }
 

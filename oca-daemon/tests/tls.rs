@@ -6,16 +6,14 @@
 
 mod common;
 
+use rustls::ClientConfig;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tls::*;
 use common::*;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 const ID: &str = "80100172_1080p.mp4";
 
@@ -25,14 +23,6 @@ struct Tls {
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
     body: Vec<u8>,
-}
-
-fn write_cert(cert: &Path, key: &Path) -> String {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    std::fs::write(cert, ck.cert.pem()).unwrap();
-    std::fs::write(key, ck.signing_key.serialize_pem()).unwrap();
-    ck.cert.pem()
 }
 
 fn setup(size: usize) -> Tls {
@@ -65,51 +55,6 @@ impl Tls {
         args.extend_from_slice(extra);
         Server::start(engine, &[&self.store], &args)
     }
-}
-
-fn tls_addr(s: &Server) -> std::net::SocketAddr {
-    let log = s.log();
-    let line = log.lines().find(|l| l.contains(" listening ")).unwrap();
-    let at = line.find("tls=").unwrap() + 4;
-    line[at..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn client_config(
-    cert_pem: &str,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    suites: Option<Vec<rustls::SupportedCipherSuite>>,
-) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut provider = rustls::crypto::ring::default_provider();
-    if let Some(s) = suites {
-        provider.cipher_suites = s;
-    }
-    let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
-type Stream = StreamOwned<ClientConnection, TcpStream>;
-
-fn connect(addr: std::net::SocketAddr, cfg: &Arc<ClientConfig>) -> Stream {
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let conn =
-        ClientConnection::new(cfg.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
-    StreamOwned::new(conn, sock)
 }
 
 /// Reads one response: status, headers (lower-cased names) and a Content-Length body.
@@ -198,7 +143,7 @@ fn https_serves_exactly_the_bytes_of_http_for_every_version_and_cipher() {
         let s = t.start(engine, &[]);
         let addr = tls_addr(&s);
         for (name, cfg) in &variants {
-            let mut c = connect(addr, cfg);
+            let mut c = tls_connect(addr, cfg);
             // Keep-alive: several requests on one connection, whole file and ranges.
             let (st, b) = get(&mut c, &format!("/c/{ID}"), None);
             assert!(st == 200 && b == t.body, "{engine} {name}: whole file");
@@ -248,7 +193,7 @@ fn a_key_update_in_the_middle_of_a_long_download_keeps_every_byte() {
     let cfg = client_config(&cert, &[&rustls::version::TLS13], None);
     for engine in ["uring", "epoll"] {
         let s = t.start(engine, &[]);
-        let mut c = connect(tls_addr(&s), &cfg);
+        let mut c = tls_connect(tls_addr(&s), &cfg);
         write!(c, "GET /c/{ID} HTTP/1.1\r\nHost: l\r\n\r\n").unwrap();
         c.flush().unwrap();
         let mut got = Vec::with_capacity(t.body.len() + 1024);
@@ -296,7 +241,7 @@ fn bad_handshakes_close_cleanly_are_counted_and_leave_others_alone() {
             let cfg = cfg.clone();
             let body = t.body.clone();
             std::thread::spawn(move || {
-                let mut c = connect(addr, &cfg);
+                let mut c = tls_connect(addr, &cfg);
                 for _ in 0..3 {
                     let (st, b) = get(&mut c, &format!("/c/{ID}"), None);
                     assert!(st == 200 && b == body);
@@ -353,7 +298,7 @@ fn bad_handshakes_close_cleanly_are_counted_and_leave_others_alone() {
             assert!(v >= 1.0, "{engine}: {reason} not counted\n{m}");
         }
         // Still serving new handshakes.
-        let mut c = connect(addr, &cfg);
+        let mut c = tls_connect(addr, &cfg);
         assert_eq!(get(&mut c, &format!("/c/{ID}"), Some("0-0")).0, 206);
     }
 }
@@ -381,14 +326,14 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     let s = t.start("uring", &[]);
     let addr = tls_addr(&s);
     let old_cfg = client_config(&old_cert, &[&rustls::version::TLS13], None);
-    let mut kept = connect(addr, &old_cfg);
+    let mut kept = tls_connect(addr, &old_cfg);
     assert_eq!(get(&mut kept, &format!("/c/{ID}"), Some("0-9")).0, 206);
     let new_cert = write_cert(&t.cert, &t.key);
     s.signal(libc::SIGHUP);
     let new_cfg = client_config(&new_cert, &[&rustls::version::TLS13], None);
     let end = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut c = connect(addr, &new_cfg);
+        let mut c = tls_connect(addr, &new_cfg);
         let ok = write!(
             c,
             "GET /c/{ID} HTTP/1.1\r\nHost: l\r\nRange: bytes=0-0\r\n\r\n"
@@ -410,7 +355,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     s.signal(libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(500));
     assert!(s.log().contains("TLS reload failed"), "{}", s.log());
-    let mut c = connect(addr, &new_cfg);
+    let mut c = tls_connect(addr, &new_cfg);
     assert_eq!(get(&mut c, &format!("/c/{ID}"), Some("0-0")).0, 206);
 }
 

@@ -425,3 +425,5 @@ pub fn loop_skip_reason() -> Option<String> {
     }
     None
 }
+
+pub mod tls;

@@ -1,0 +1,169 @@
+//! What a hostile or broken client does to an appliance on the open Internet (issue 13): floods
+//! of pipelined requests, connection churn across the io_uring generation wrap, ranges that
+//! would amplify, one address taking every connection, and a store whose shard directory is a
+//! symlink. Each against the real binary, on every engine.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::time::{Duration, Instant};
+
+const ID: &str = "title_720p.mp4";
+
+/// Reads one response (status and Content-Length body) off a buffered stream.
+fn next_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
+    let mut line = String::new();
+    if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        return Err("connection closed".into());
+    }
+    let status: u16 = line
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("status line {line:?}"))?;
+    let mut len = 0usize;
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed in a head".into());
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((_, v)) = line
+            .split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            len = v.trim().parse().map_err(|_| format!("length {line:?}"))?;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// Request `i` of a pipelined flood: mostly the shortest request that gets an answer without a
+/// signature or a file (a 404, as an attacker would send), every fourth a one-byte range of the
+/// file, so the order of the answers is checked byte by byte.
+fn flood_request(i: usize, size: usize) -> Vec<u8> {
+    if i % 4 == 3 {
+        let at = (i * 7919) % size;
+        format!("GET /c/{ID}/range/{at}-{at} HTTP/1.1\nHost:a\n\n").into_bytes()
+    } else {
+        b"GET / HTTP/1.1\nHost:a\n\n".to_vec()
+    }
+}
+
+/// Checks the answers to [`flood_request`] `from..to`, read off `r`.
+pub fn check_flood(
+    r: &mut impl BufRead,
+    from: usize,
+    to: usize,
+    body: &[u8],
+) -> Result<(), String> {
+    for j in from..to {
+        let (status, got) = next_response(r).map_err(|e| format!("response {j}: {e}"))?;
+        let at = (j * 7919) % body.len();
+        let ok = if j % 4 == 3 {
+            status == 206 && got == [body[at]]
+        } else {
+            status == 404
+        };
+        if !ok {
+            return Err(format!("response {j}: {status} {got:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of requests `from..to` of a flood.
+pub fn flood_bytes(from: usize, to: usize, size: usize) -> Vec<u8> {
+    (from..to).flat_map(|j| flood_request(j, size)).collect()
+}
+
+#[test]
+fn a_hundred_thousand_pipelined_requests_on_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(5, 100_000);
+    put(dir.path(), ID, &body);
+    const N: usize = 100_000;
+    for engine in ENGINES {
+        // The largest head limit lets a megabyte of requests pile up behind answers the client
+        // does not read at first; when it does, they are all answered in one go.
+        let s = Server::start(engine, &[dir.path()], &["--max-header-bytes", "1048576"]);
+        let c = connect(s.addr);
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let size = body.len();
+        let started = Instant::now();
+        let writer = std::thread::spawn(move || {
+            for from in (0..N).step_by(2_000) {
+                w.write_all(&flood_bytes(from, from + 2_000, size))?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let got = check_flood(&mut BufReader::with_capacity(1 << 16, c), 0, N, &body);
+        let _ = writer.join();
+        assert!(
+            got.is_ok(),
+            "{engine}: {got:?}\n{}",
+            s.log().lines().rev().take(5).collect::<Vec<_>>().join("\n")
+        );
+        eprintln!("{engine}: {N} pipelined answers in {:?}", started.elapsed());
+        assert_eq!(
+            raw(
+                s.addr,
+                format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()
+            )
+            .map(|r| r.status),
+            Some(200),
+            "{engine}: alive"
+        );
+    }
+}
+
+#[test]
+fn pipelined_floods_over_tls_are_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(6, 100_000);
+    let store = dir.path().join("store");
+    put(&store, ID, &body);
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let pem = tls::write_cert(&cert, &key);
+    let cfg = tls::client_config(&pem, &[&rustls::version::TLS13], None);
+    const N: usize = 40_000;
+    for engine in ENGINES {
+        let s = Server::start(
+            engine,
+            &[&store],
+            &[
+                "--max-header-bytes",
+                "1048576",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+        );
+        let (r, mut w) = tls::tls_split(tls::tls_addr(&s), &cfg);
+        let size = body.len();
+        let writer = std::thread::spawn(move || {
+            for from in (0..N).step_by(2_000) {
+                w.write_all(&flood_bytes(from, from + 2_000, size))?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let got = check_flood(&mut BufReader::with_capacity(1 << 16, r), 0, N, &body);
+        let _ = writer.join();
+        assert!(
+            got.is_ok(),
+            "{engine}: {got:?}\n{}",
+            s.log().lines().rev().take(5).collect::<Vec<_>>().join("\n")
+        );
+        assert!(!s.log().contains("overflow"), "{engine}");
+    }
+}
