@@ -439,6 +439,13 @@ impl Config {
         if l.max_connections == 0 || l.max_ranges == 0 {
             bail!("max_connections and max_ranges must be at least 1");
         }
+        if l.max_connections > crate::engine::MAX_CONNECTIONS {
+            bail!(
+                "max_connections must be at most {}, got {}",
+                crate::engine::MAX_CONNECTIONS,
+                l.max_connections
+            );
+        }
         if l.max_header_bytes < 256 || l.max_header_bytes > 1 << 20 {
             bail!(
                 "max_header_bytes must be between 256 and 1048576, got {}",

@@ -167,3 +167,62 @@ fn pipelined_floods_over_tls_are_answered_in_order() {
         assert!(!s.log().contains("overflow"), "{engine}");
     }
 }
+
+/// Opens `count` connections one after another, each asking for one range and checking every
+/// byte, from `threads` threads at once.
+fn churn(
+    addr: std::net::SocketAddr,
+    count: usize,
+    threads: usize,
+    body: &[u8],
+) -> Result<(), String> {
+    let body = std::sync::Arc::new(body.to_vec());
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let body = body.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                for i in (t..count).step_by(threads) {
+                    let first = (i * 4099) % (body.len() - 1000);
+                    let last = first + 999;
+                    let req = format!(
+                        "GET /c/{ID} HTTP/1.1\r\nHost: t\r\nRange: bytes={first}-{last}\r\nConnection: close\r\n\r\n"
+                    );
+                    let r = raw(addr, req.as_bytes())
+                        .ok_or_else(|| format!("connection {i}: closed without an answer"))?;
+                    if r.status != 206 || r.body != body[first..=last] {
+                        return Err(format!("connection {i}: {} {} bytes", r.status, r.body.len()));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    workers.into_iter().try_for_each(|w| w.join().unwrap())
+}
+
+#[test]
+fn connections_across_the_io_uring_generation_wraps_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(7, 1 << 20);
+    put(dir.path(), ID, &body);
+    // 2^24 is where an earlier layout of the tags wrapped; 2^32 is where the counter itself does.
+    for first in [(1u64 << 24) - 1000, (1u64 << 32) - 1000] {
+        for engine in ["uring", "uring-sendfile"] {
+            let mut cmd = daemon_cmd(engine, &[dir.path()], &[]);
+            cmd.env("OCA_URING_FIRST_GENERATION", first.to_string());
+            let s = Server::spawn(cmd);
+            // Two workers share them; each crosses the wrap after its first thousand.
+            let got = churn(s.addr, 4_000, 4, &body);
+            assert!(got.is_ok(), "{engine} from {first}: {got:?}");
+            let m = s.metrics_when(|m| m.contains("oca_active_connections 0\n"));
+            assert!(
+                m.contains("oca_active_connections 0\n"),
+                "{engine} from {first}: connections left open:\n{m}"
+            );
+            assert!(
+                s.metric("oca_connections_accepted_total") >= 4_000.0,
+                "{engine} from {first}"
+            );
+        }
+    }
+}

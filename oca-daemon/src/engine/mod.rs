@@ -15,6 +15,9 @@ use anyhow::{bail, Result};
 use crate::config::{BodyPath, EngineChoice};
 use crate::conn::{Conn, Next, Shared, WorkerCtx};
 
+/// Most connections the daemon can hold: what one worker's io_uring tags can address.
+pub const MAX_CONNECTIONS: usize = uring::MAX_SLOTS;
+
 /// How often workers check timeouts, draining and liveness.
 pub const TICK: Duration = Duration::from_millis(250);
 
