@@ -299,6 +299,12 @@ fn mincore_all(fd: RawFd, offset: u64, len: u64) -> bool {
 /// every region of a title once, many viewers of a popular title ask for the same regions.
 const REGION_SHIFT: u32 = 21;
 
+/// How much of a part the page-cache probe looks at: its first region's worth (512 pages), so a
+/// request costs the same whatever its length (a probe over a multi-gigabyte part walked every
+/// page of it). A part cached at its start and not later goes by splice, whose reads of the
+/// missing pages wait off the worker's thread.
+const PROBE_BYTES: u64 = 1 << REGION_SHIFT;
+
 /// Decides one file part's path under `cfg` for the file with inode `ino`.
 pub fn decide(
     cfg: &ColdConfig,
@@ -318,7 +324,7 @@ pub fn decide(
             } else if u32::from(hits) >= u32::from(cfg.hot_hits).max(HOT_OVER_MEAN * sketch.mean())
             {
                 Reason::Hot
-            } else if cached(fd, offset, len) {
+            } else if cached(fd, offset, len.min(PROBE_BYTES)) {
                 Reason::Cached
             } else {
                 Reason::Cold

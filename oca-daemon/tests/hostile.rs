@@ -226,3 +226,57 @@ fn connections_across_the_io_uring_generation_wraps_are_served() {
         }
     }
 }
+
+#[test]
+fn overlapping_ranges_never_send_a_byte_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(8, 4 << 20);
+    put(dir.path(), ID, &body);
+    let sixteen = vec!["0-"; 16].join(",");
+    for engine in ENGINES {
+        let s = Server::start(engine, &[dir.path()], &[]);
+        let sent = || s.metric("oca_sent_bytes_total");
+        let before = sent();
+        let req = format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\nRange: bytes={sixteen}\r\n\r\n");
+        let r = raw(s.addr, req.as_bytes()).unwrap();
+        assert_eq!(r.status, 200, "{engine}: the whole file, once");
+        assert!(r.body == body, "{engine}");
+        let on_wire = sent() - before;
+        assert!(
+            on_wire <= body.len() as f64 + 1024.0,
+            "{engine}: {on_wire} bytes sent for a {} byte file",
+            body.len()
+        );
+        // Overlapping and touching ranges become one part; disjoint ones stay parts.
+        let req = format!(
+            "GET /c/{ID} HTTP/1.1\r\nHost: t\r\nRange: bytes=100-199,0-99,150-4095\r\n\r\n"
+        );
+        let r = raw(s.addr, req.as_bytes()).unwrap();
+        assert_eq!(r.status, 206, "{engine}");
+        assert_eq!(
+            r.header("content-range").as_deref(),
+            Some("bytes 0-4095/4194304")
+        );
+        assert!(r.body == body[..4096], "{engine}");
+        let req =
+            format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\nRange: bytes=9000-9009,0-9,5-12\r\n\r\n");
+        let r = raw(s.addr, req.as_bytes()).unwrap();
+        let parts = multipart_parts(&r.header("content-type").unwrap(), &r.body);
+        let ranges: Vec<&str> = parts.iter().map(|(cr, _)| cr.as_str()).collect();
+        assert_eq!(
+            ranges,
+            ["bytes 0-12/4194304", "bytes 9000-9009/4194304"],
+            "{engine}: ascending, merged"
+        );
+        assert!(parts[0].1 == body[..13] && parts[1].1 == body[9000..9010]);
+        // A field that may appear once, twice, is a bad request.
+        for dup in ["Range: bytes=0-1", "If-Range: \"title_720p.mp4\""] {
+            let req = format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\n{dup}\r\n{dup}\r\n\r\n");
+            assert_eq!(
+                raw(s.addr, req.as_bytes()).map(|r| r.status),
+                Some(400),
+                "{engine}: {dup} twice"
+            );
+        }
+    }
+}

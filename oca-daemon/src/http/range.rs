@@ -32,7 +32,11 @@ pub enum RangeRequest {
     Unsatisfiable,
     /// More ranges than the configured cap: 416 (the cap exists to stop amplification).
     TooMany,
-    /// The satisfiable ranges, in the order asked.
+    /// The satisfiable ranges add up to more bytes than the file has (`bytes=0-,0-,...`):
+    /// answered 200 with the whole file once, as nginx does and Apache has since CVE-2011-3192,
+    /// so no request makes the server send or read more than the file.
+    Excessive,
+    /// The satisfiable ranges, overlapping and adjacent ones merged, in ascending order.
     Ranges(Vec<ByteRange>),
 }
 
@@ -65,9 +69,27 @@ pub fn parse_range_header(value: &[u8], size: u64, max_ranges: usize) -> RangeRe
         RangeRequest::Malformed
     } else if ranges.is_empty() {
         RangeRequest::Unsatisfiable
+    } else if ranges.iter().map(ByteRange::len).sum::<u64>() > size {
+        RangeRequest::Excessive
     } else {
-        RangeRequest::Ranges(ranges)
+        RangeRequest::Ranges(coalesce(ranges))
     }
+}
+
+/// Sorts the ranges and merges those that overlap or touch (RFC 9110 §15.3.7.2 lets a server
+/// coalesce them whatever order they were asked in): every byte is sent at most once.
+fn coalesce(mut ranges: Vec<ByteRange>) -> Vec<ByteRange> {
+    ranges.sort_unstable_by_key(|r| r.first);
+    let mut out: Vec<ByteRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(prev) if r.first <= prev.last.saturating_add(1) => {
+                prev.last = prev.last.max(r.last)
+            }
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 enum Spec {
@@ -187,12 +209,32 @@ mod tests {
         use RangeRequest::Ranges;
         assert_eq!(
             ranges("bytes=0-0, -1 ,,5-6", 10),
-            Ranges(vec![r(0, 0), r(9, 9), r(5, 6)])
+            Ranges(vec![r(0, 0), r(5, 6), r(9, 9)])
         );
         assert_eq!(ranges("bytes=0-1,50-60", 10), Ranges(vec![r(0, 1)]));
         assert_eq!(
             ranges("bytes=0-0,1-1,2-2,3-3,4-4", 10),
             RangeRequest::TooMany
+        );
+    }
+
+    #[test]
+    fn overlapping_and_adjacent_ranges_are_merged_and_excess_is_refused() {
+        use RangeRequest::*;
+        assert_eq!(ranges("bytes=0-99,50-149", 1000), Ranges(vec![r(0, 149)]));
+        assert_eq!(ranges("bytes=10-19,0-9", 1000), Ranges(vec![r(0, 19)]));
+        assert_eq!(ranges("bytes=0-9,20-29,5-24", 1000), Ranges(vec![r(0, 29)]));
+        assert_eq!(
+            ranges("bytes=500-599,0-9", 1000),
+            Ranges(vec![r(0, 9), r(500, 599)])
+        );
+        assert_eq!(ranges("bytes=0-,0-", 1000), Excessive);
+        assert_eq!(ranges("bytes=0-599,-500", 1000), Excessive);
+        assert_eq!(ranges("bytes=0-499,-500", 1000), Ranges(vec![r(0, 999)]));
+        let sixteen = vec!["0-"; 16].join(",");
+        assert_eq!(
+            parse_range_header(format!("bytes={sixteen}").as_bytes(), 4 << 20, 16),
+            Excessive
         );
     }
 

@@ -162,9 +162,9 @@ fn interpret<'b>(
         } else if name.eq_ignore_ascii_case(b"connection") {
             apply_connection(&mut out, value);
         } else if name.eq_ignore_ascii_case(b"range") {
-            out.range = Some(value);
+            set_once(&mut out.range, value)?;
         } else if name.eq_ignore_ascii_case(b"if-range") {
-            out.if_range = Some(value);
+            set_once(&mut out.if_range, value)?;
         } else if name.eq_ignore_ascii_case(b"if-none-match") {
             out.if_none_match = Some(value);
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
@@ -186,6 +186,15 @@ fn interpret<'b>(
     }
     out.bad_host = minor_version == 1 && hosts != 1;
     Ok(out)
+}
+
+/// A field that may appear once (RFC 9110 §14.2, §13.1.5): a second one is a malformed
+/// request, not "the last one wins" (which a cache in front could read the other way).
+fn set_once<'b>(slot: &mut Option<&'b [u8]>, value: &'b [u8]) -> Result<(), HeadError> {
+    if slot.replace(value).is_some() {
+        return Err(HeadError::Malformed);
+    }
+    Ok(())
 }
 
 fn apply_connection(req: &mut Request<'_>, value: &[u8]) {
@@ -298,6 +307,10 @@ mod tests {
             parse("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").unwrap_err(),
             HeadError::Malformed
         );
+        for dup in ["Range: bytes=0-1", "If-Range: \"x\""] {
+            let twice = format!("GET / HTTP/1.1\r\nHost: a\r\n{dup}\r\n{dup}\r\n\r\n");
+            assert_eq!(parse(&twice).unwrap_err(), HeadError::Malformed, "{dup}");
+        }
         let Ok(Parsed::Complete(r, _)) =
             parse("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
         else {

@@ -300,7 +300,7 @@ impl FileResponse<'_> {
             None => self.header_ranges(ctx.max_ranges),
         };
         match ranges {
-            RangeRequest::Ignore => self.whole(ctx, out, segs),
+            RangeRequest::Ignore | RangeRequest::Excessive => self.whole(ctx, out, segs),
             RangeRequest::Ranges(r) if r.len() == 1 => self.single(ctx, out, segs, r[0]),
             RangeRequest::Ranges(r) => self.multipart(ctx, out, segs, &r),
             RangeRequest::Malformed | RangeRequest::Unsatisfiable | RangeRequest::TooMany => {
