@@ -8,9 +8,7 @@
 //! next source resumes it with `Range`); one whose bytes fail the check is reported, and the part
 //! discarded.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -173,8 +171,7 @@ fn evict(shared: &Shared, manifest: &Manifest) {
         let Ok(cid) = ContentId::parse(&id) else {
             continue;
         };
-        let path = shared.store.disks()[disk].object_path(cid);
-        match std::fs::remove_file(&path) {
+        match shared.store.disks()[disk].remove_object(cid) {
             Ok(()) => tracing::info!(id, "evicted: no longer in the manifest"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -218,8 +215,7 @@ pub async fn fill_one(
         tracing::warn!(id = %id, size = entry.size, "no disk has room for this file");
         return Outcome::NoSpace;
     };
-    let root = shared.store.disks()[disk].root().to_path_buf();
-    let part = root.join(oca_store::TMP_DIR).join(format!("{id}.part"));
+    let store_disk = &shared.store.disks()[disk];
     let now = unix_now();
     let usable: Vec<&Source> = entry
         .sources
@@ -231,8 +227,8 @@ pub async fn fill_one(
     }
     for source in usable {
         let started = Instant::now();
-        match fetch(shared, client, source, entry, &part, stall).await {
-            Ok(bytes) => match publish(&part, &shared.store.disks()[disk].object_path(id)) {
+        match fetch(shared, client, source, entry, store_disk, id, stall).await {
+            Ok(bytes) => match store_disk.publish(id) {
                 Ok(()) => {
                     let secs = started.elapsed().as_secs_f64();
                     tracing::info!(id = %id, source = ?source.kind, from = source.oca_id.as_deref().unwrap_or("origin"),
@@ -244,6 +240,13 @@ pub async fn fill_one(
                         .add(id.as_str(), disk);
                     return Outcome::Filled(source.kind);
                 }
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    // Someone put a symlink where the shard directory belongs: not a failing
+                    // disk, and nothing is written through it.
+                    tracing::warn!(id = %id, disk = %store_disk.root().display(), "the shard directory is a symlink; not publishing through it");
+                    let _ = store_disk.remove_part(id);
+                    return Outcome::Failed;
+                }
                 Err(e) => {
                     disk_error(shared, disk, &e);
                     return Outcome::Failed;
@@ -251,7 +254,7 @@ pub async fn fill_one(
             },
             Err(Failure::Disk(e)) => {
                 disk_error(shared, disk, &e);
-                let _ = std::fs::remove_file(&part);
+                let _ = store_disk.remove_part(id);
                 return if e.raw_os_error() == Some(libc::ENOSPC) {
                     Outcome::NoSpace
                 } else {
@@ -261,7 +264,7 @@ pub async fn fill_one(
             Err(Failure::Source(reason, discard)) => {
                 tracing::warn!(id = %id, source = ?source.kind, url_host = host(&source.url), reason, "fill source failed; trying the next");
                 if discard {
-                    let _ = std::fs::remove_file(&part);
+                    let _ = store_disk.remove_part(id);
                 }
                 shared
                     .errors
@@ -308,18 +311,12 @@ async fn fetch(
     client: &reqwest::Client,
     source: &Source,
     entry: &ManifestEntry,
-    part: &Path,
+    store_disk: &oca_store::Disk,
+    id: ContentId<'_>,
     stall: Duration,
 ) -> Result<u64, Failure> {
-    let disk = Failure::Disk;
-    std::fs::create_dir_all(part.parent().expect("part has a directory")).map_err(disk)?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .mode(0o644)
-        .open(part)
-        .map_err(Failure::Disk)?;
+    // tmp/<id>.part, resolved beneath the disk: a symlink planted as tmp/ names nothing.
+    let mut file = store_disk.open_part(id).map_err(Failure::Disk)?;
     let mut have = file.metadata().map_err(Failure::Disk)?.len();
     if have > entry.size {
         file.set_len(0).map_err(Failure::Disk)?;
@@ -327,7 +324,7 @@ async fn fetch(
     }
     let mut hasher = Sha256::new();
     if have > 0 {
-        hash_prefix(part, have, &mut hasher).map_err(Failure::Disk)?;
+        hash_prefix(&file, have, &mut hasher).map_err(Failure::Disk)?;
     }
     if have < entry.size {
         let mut req = client.get(&source.url);
@@ -459,24 +456,20 @@ async fn hand_over(
     true
 }
 
-fn hash_prefix(part: &Path, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
-    let mut f = std::fs::File::open(part)?.take(len);
+fn hash_prefix(part: &std::fs::File, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
+    let mut at = 0;
+    while at < len {
+        let want = buf.len().min((len - at) as usize);
+        let n = part.read_at(&mut buf[..want], at)?;
         if n == 0 {
-            return Ok(());
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         hasher.update(&buf[..n]);
+        at += n as u64;
     }
-}
-
-/// Moves a verified part into `objects/` and makes the rename durable.
-fn publish(part: &Path, dest: &PathBuf) -> std::io::Result<()> {
-    let dir = dest.parent().expect("object path has a shard directory");
-    std::fs::create_dir_all(dir)?;
-    std::fs::rename(part, dest)?;
-    std::fs::File::open(dir)?.sync_all()
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,11 @@ impl Inventory {
                 continue;
             };
             for shard in shards.flatten() {
+                // A symlink in place of a shard directory names nothing (file_type does not
+                // follow it): what it points at is not the store's.
+                if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
                 let Ok(files) = std::fs::read_dir(shard.path()) else {
                     continue;
                 };

@@ -32,7 +32,7 @@ fn run(cli: Cli) -> Result<()> {
     let disks = store
         .disks()
         .iter()
-        .map(|d| match std::fs::create_dir_all(d.root().join(oca_store::TMP_DIR)) {
+        .map(|d| match d.ensure_tmp() {
             Ok(()) => DiskHealth::Ok,
             Err(e) => {
                 tracing::warn!(disk = %d.root().display(), error = %e, "cannot create tmp/: disk reported failed, no fills onto it");

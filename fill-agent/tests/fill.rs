@@ -87,6 +87,26 @@ impl Cp {
         assert_eq!(s, 201, "{r}");
     }
 
+    /// Demand makes titles popular (the plays fail: nothing holds them yet, but they count).
+    fn demand(&self, titles: &[&str]) {
+        self.admin(
+            "POST",
+            "/v1/admin/zones",
+            Some(json!({"prefix": "127.0.0.0/8", "country": "NL"})),
+        );
+        self.admin(
+            "POST",
+            "/v1/admin/subscribers",
+            Some(json!({"id": "s", "active": true, "max_resolution": 2160, "max_streams": 9})),
+        );
+        for t in titles {
+            let _ = reqwest::blocking::Client::new()
+                .post(format!("{}/v1/play", self.url))
+                .json(&json!({"subscriber": "s", "title": t}))
+                .send();
+        }
+    }
+
     fn origin_log(&self) -> String {
         self.proc.log()
     }
@@ -329,23 +349,7 @@ fn origin_then_tier_then_peer_corrupt_sources_resume_after_kill_and_eviction() {
         |lab| {
             lab.cp.ingest("t1", "c1_1080p.mp4", &c1);
             lab.cp.ingest("t2", "c2_1080p.mp4", &c2);
-            // Demand makes them popular (the plays fail: nothing holds them yet, but they count).
-            lab.cp.admin(
-                "POST",
-                "/v1/admin/zones",
-                Some(json!({"prefix": "127.0.0.0/8", "country": "NL"})),
-            );
-            lab.cp.admin(
-                "POST",
-                "/v1/admin/subscribers",
-                Some(json!({"id": "s", "active": true, "max_resolution": 2160, "max_streams": 9})),
-            );
-            for t in ["t1", "t2"] {
-                let _ = reqwest::blocking::Client::new()
-                    .post(format!("{}/v1/play", lab.cp.url))
-                    .json(&json!({"subscriber": "s", "title": t}))
-                    .send();
-            }
+            lab.cp.demand(&["t1", "t2"]);
             // x1 already holds a rotten copy of c2 (bit rot on the IXP appliance).
             let mut rotten = c2.clone();
             rotten[1000] ^= 0xff;
@@ -759,4 +763,48 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
         .clone();
     assert_eq!(a1["status"], "warning", "{a1}");
     drop(daemon);
+}
+
+#[test]
+fn a_symlinked_shard_directory_is_never_written_through_nor_evicted_through() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("c1_old.mp4"), b"outside the store").unwrap();
+    let lab = lab(
+        &["--fill-copies", "2", "--fill-hot-fraction", "1"],
+        &["--fill-now"],
+        |lab| {
+            let objects = lab.app("x1").store().join("objects");
+            std::os::unix::fs::symlink(outside.path(), objects.join("c1")).unwrap();
+            lab.cp
+                .ingest("t1", "c1_1080p.mp4", &content_bytes("seed11", 1 << 20));
+            lab.cp.demand(&["t1"]);
+        },
+    );
+    wait_until("x1 fills from the origin", Duration::from_secs(30), || {
+        lab.app("x1")
+            .agent_log()
+            .contains("the shard directory is a symlink")
+            || outside.path().join("c1_1080p.mp4").exists()
+    });
+    // Two more report cycles: an inventory that listed c1_old.mp4 would have it evicted.
+    std::thread::sleep(Duration::from_secs(3));
+    let names: Vec<_> = std::fs::read_dir(outside.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["c1_old.mp4"],
+        "nothing written into the outside directory"
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("c1_old.mp4")).unwrap(),
+        b"outside the store",
+        "nor deleted there"
+    );
+    assert!(
+        !lab.app("x1").agent_log().contains("evicted"),
+        "{}",
+        lab.app("x1").agent_log()
+    );
 }

@@ -280,3 +280,41 @@ fn overlapping_ranges_never_send_a_byte_twice() {
         }
     }
 }
+
+#[test]
+fn a_symlinked_shard_directory_serves_nothing_from_outside_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"outside the store").unwrap();
+    let store = dir.path().join("store");
+    put(&store, ID, &pattern(9, 1000));
+    std::os::unix::fs::symlink(outside.path(), store.join("objects/se")).unwrap();
+    // And one level down: a shard that is real, holding a symlinked file.
+    std::fs::create_dir_all(store.join("objects/pa")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", store.join("objects/pa/passwd")).unwrap();
+    for engine in ENGINES {
+        let s = Server::start(engine, &[&store], &[]);
+        for id in ["secret", "passwd"] {
+            let r = raw(
+                s.addr,
+                format!("GET /c/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(r.status, 404, "{engine}: {id}");
+            assert!(
+                !String::from_utf8_lossy(&r.body).contains("outside")
+                    && !r.body.starts_with(b"root:"),
+                "{engine}: {id}"
+            );
+        }
+        assert_eq!(
+            raw(
+                s.addr,
+                format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()
+            )
+            .map(|r| r.status),
+            Some(200),
+            "{engine}: the store itself still serves"
+        );
+    }
+}

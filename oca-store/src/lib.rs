@@ -11,13 +11,14 @@
 //! the preferred disk first and then on the others, so a file an operator dropped on any disk is
 //! servable.
 
+pub mod beneath;
 pub mod content_id;
 pub mod placement;
 
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use content_id::{ContentId, InvalidId};
@@ -62,11 +63,13 @@ pub enum OpenError {
     },
 }
 
-/// One disk of the store.
+/// One disk of the store. Every name inside it is resolved beneath its root directory,
+/// following no symlink ([`beneath`]).
 #[derive(Debug)]
 pub struct Disk {
     root: PathBuf,
     key: String,
+    root_fd: OwnedFd,
     objects: OwnedFd,
 }
 
@@ -88,6 +91,101 @@ impl Disk {
             .join(id.shard())
             .join(id.as_str())
     }
+
+    /// Creates `tmp/` when missing (a symlink in its place is refused).
+    pub fn ensure_tmp(&self) -> io::Result<()> {
+        mkdir_at(&self.root_fd, &cstring(TMP_DIR))?;
+        self.tmp_dir().map(drop)
+    }
+
+    /// Opens (creating it empty when missing) the part file a fill of `id` writes to,
+    /// `tmp/<id>.part`, for reading and appending.
+    pub fn open_part(&self, id: ContentId<'_>) -> io::Result<File> {
+        let rel = cstring(&format!("{TMP_DIR}/{}", part_name(id)));
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_APPEND | libc::O_NOCTTY;
+        beneath::open(self.root_fd.as_fd(), &rel, flags, 0o644).map(File::from)
+    }
+
+    /// Deletes the part file of `id` (absent is fine).
+    pub fn remove_part(&self, id: ContentId<'_>) -> io::Result<()> {
+        unlink_at(&self.tmp_dir()?, &cstring(&part_name(id)))
+    }
+
+    /// Moves the finished part of `id` into `objects/<shard>/<id>` (creating the shard
+    /// directory) and makes the rename durable.
+    pub fn publish(&self, id: ContentId<'_>) -> io::Result<()> {
+        let shard = cstring(id.shard());
+        mkdir_at(&self.objects, &shard)?;
+        let shard_fd = self.shard_dir(id)?;
+        let (from, to) = (cstring(&part_name(id)), cstring(id.as_str()));
+        let tmp = self.tmp_dir()?;
+        // SAFETY: valid directory descriptors and NUL-terminated names.
+        let rc = unsafe {
+            libc::renameat(
+                tmp.as_raw_fd(),
+                from.as_ptr(),
+                shard_fd.as_raw_fd(),
+                to.as_ptr(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        File::from(shard_fd).sync_all()
+    }
+
+    /// Deletes the servable copy of `id` on this disk (absent is fine).
+    pub fn remove_object(&self, id: ContentId<'_>) -> io::Result<()> {
+        match self.shard_dir(id) {
+            Ok(dir) => unlink_at(&dir, &cstring(id.as_str())),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The shard directory of `id`, opened beneath `objects/`.
+    fn shard_dir(&self, id: ContentId<'_>) -> io::Result<OwnedFd> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        beneath::open(self.objects.as_fd(), &cstring(id.shard()), flags, 0)
+    }
+
+    fn tmp_dir(&self) -> io::Result<OwnedFd> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        beneath::open(self.root_fd.as_fd(), &cstring(TMP_DIR), flags, 0)
+    }
+}
+
+fn part_name(id: ContentId<'_>) -> String {
+    format!("{id}.part")
+}
+
+/// Names built from validated ids and constants hold no NUL.
+fn cstring(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).expect("store names hold no NUL")
+}
+
+/// mkdirat(2); an existing entry (of any kind: a symlink is refused when opened) is fine.
+fn mkdir_at(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// unlinkat(2) (never follows `name`); absent is fine.
+fn unlink_at(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// A content file opened for reading, with the metadata a response needs.
@@ -190,11 +288,21 @@ fn open_disk(root: PathBuf) -> Result<Disk, StoreError> {
             }
         }
     }
-    let objects = File::open(root.join(OBJECTS_DIR)).map_err(err)?;
+    // The root is the operator's to choose (it may be a symlink); nothing inside it is.
+    let root_fd: OwnedFd = File::open(&root).map_err(err)?.into();
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    let objects = beneath::open(root_fd.as_fd(), &cstring(OBJECTS_DIR), flags, 0).map_err(|e| {
+        err(if e.raw_os_error() == Some(libc::ELOOP) {
+            io::Error::other("objects/ is a symlink: every name in a store is resolved inside it")
+        } else {
+            e
+        })
+    })?;
     Ok(Disk {
         key: root.to_string_lossy().into_owned(),
         root,
-        objects: objects.into(),
+        root_fd,
+        objects,
     })
 }
 
@@ -227,17 +335,13 @@ impl RelPath {
 
 fn open_on(disk: &Disk, index: usize, rel: &CStr) -> Result<Opened, OpenError> {
     // O_NONBLOCK: a FIFO or device node planted in the store must not block the worker in
-    // open(2); it is refused below once fstat shows it is not a regular file.
-    let flags =
-        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
-    // SAFETY: `rel` is a valid NUL-terminated string and the dirfd is owned by `disk` and open.
-    let fd = unsafe { libc::openat(disk.objects.as_raw_fd(), rel.as_ptr(), flags) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return Err(classify(e, index));
-    }
-    // SAFETY: openat just returned this descriptor and nothing else owns it.
-    let file = unsafe { File::from_raw_fd(fd) };
+    // open(2); it is refused below once fstat shows it is not a regular file. No symlink is
+    // followed anywhere in `<shard>/<id>` (a shard directory linked to /etc names nothing).
+    let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let file = File::from(
+        beneath::open(disk.objects.as_fd(), rel, flags, 0).map_err(|e| classify(e, index))?,
+    );
+    let fd = file.as_raw_fd();
     let meta = file.metadata().map_err(|e| classify(e, index))?;
     if !meta.is_file() {
         return Err(OpenError::NotFound);
@@ -325,8 +429,9 @@ fn dio_align(file: &File) -> Option<(u32, u32)> {
 
 fn classify(e: io::Error, disk: usize) -> OpenError {
     match e.raw_os_error() {
-        // ELOOP: the name is a symlink (O_NOFOLLOW); ENOTDIR: the shard is not a directory.
-        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG) => {
+        // ELOOP: a symlink in the path; EXDEV: a path leaving the disk; ENOTDIR: the shard is
+        // not a directory.
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EXDEV | libc::ENAMETOOLONG) => {
             OpenError::NotFound
         }
         _ => OpenError::Io { disk, source: e },
@@ -387,6 +492,52 @@ mod tests {
             let r = store.open_content(ContentId::parse(id).unwrap());
             assert!(matches!(r, Err(OpenError::NotFound)), "{id}");
         }
+    }
+
+    #[test]
+    fn a_symlinked_shard_directory_names_nothing_for_readers_or_writers() {
+        let d0 = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        let store = Store::open(&[d0.path()]).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d0.path().join("objects/se")).unwrap();
+        let id = ContentId::parse("secret").unwrap();
+        assert!(matches!(store.open_content(id), Err(OpenError::NotFound)));
+        let disk = &store.disks()[0];
+        // A fill of an id whose shard is the symlink: the part is written, publishing refuses.
+        use std::io::Write;
+        disk.open_part(id).unwrap().write_all(b"new").unwrap();
+        let e = disk.publish(id).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        assert!(disk.remove_object(id).is_err());
+        assert_eq!(
+            std::fs::read(outside.path().join("secret")).unwrap(),
+            b"secret",
+            "nothing outside the store was touched"
+        );
+        // A tmp/ that is a symlink is refused too.
+        std::fs::remove_dir_all(d0.path().join("tmp")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d0.path().join("tmp")).unwrap();
+        assert!(disk.open_part(id).is_err());
+        assert!(!outside.path().join("secret.part").exists());
+    }
+
+    #[test]
+    fn fills_publish_and_evict_through_the_store() {
+        let d0 = tempfile::tempdir().unwrap();
+        let store = Store::open(&[d0.path()]).unwrap();
+        let disk = &store.disks()[0];
+        let id = ContentId::parse("movie_1080p.mp4").unwrap();
+        use std::io::Write;
+        disk.open_part(id).unwrap().write_all(b"abc").unwrap();
+        disk.open_part(id).unwrap().write_all(b"def").unwrap();
+        disk.publish(id).unwrap();
+        assert_eq!(std::fs::read(disk.object_path(id)).unwrap(), b"abcdef");
+        assert!(!d0.path().join("tmp/movie_1080p.mp4.part").exists());
+        disk.remove_object(id).unwrap();
+        disk.remove_object(id).unwrap();
+        disk.remove_part(id).unwrap();
+        assert!(matches!(store.open_content(id), Err(OpenError::NotFound)));
     }
 
     #[test]
