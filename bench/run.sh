@@ -83,7 +83,8 @@ trap cleanup EXIT
 "$NGINX" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" \
   || { echo "nginx did not start (port $NGINX_PORT busy?)" >&2; exit 1; }
 "$OCA" --listen 127.0.0.1:$OCA_PORT --admin-listen 127.0.0.1:$OCA_ADMIN --store "$WORK/store" --allow-unsigned \
-  --workers "$WORKERS" --engine "$ENGINE" --body-path "$BODY_PATH" 2> "$WORK/oca.log" &
+  --workers "$WORKERS" --engine "$ENGINE" --body-path "$BODY_PATH" \
+  --max-connections-per-client 0 2> "$WORK/oca.log" &   # every client here is 127.0.0.1, as for nginx
 OCA_PID=$!
 for _ in $(seq 50); do grep -q ' listening ' "$WORK/oca.log" && break; sleep 0.1; done
 kill -0 "$OCA_PID" 2>/dev/null && grep -q ' listening ' "$WORK/oca.log" \

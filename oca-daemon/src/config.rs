@@ -97,6 +97,10 @@ pub struct Cli {
     /// Open connections allowed in total; past it new connections get 503 and are closed.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Open connections allowed per client (an IPv4 address or an IPv6 /64); past it the new
+    /// connection gets 503 and is closed. Default 1024 (room for a CGNAT address); 0: no cap.
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_client: Option<u32>,
     /// Largest request head in bytes (431 past it).
     #[arg(long, value_name = "BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -163,6 +167,8 @@ Logging: RUST_LOG (default info), e.g. RUST_LOG=oca_daemon=debug,access=info.";
 pub struct Limits {
     /// See [`Cli::max_connections`].
     pub max_connections: usize,
+    /// See [`Cli::max_connections_per_client`].
+    pub max_connections_per_client: u32,
     /// See [`Cli::max_header_bytes`].
     pub max_header_bytes: usize,
     /// See [`Cli::max_uri_bytes`].
@@ -183,6 +189,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 65_536,
+            max_connections_per_client: 1024,
             max_header_bytes: 8 * 1024,
             max_uri_bytes: 4 * 1024,
             max_ranges: 16,
@@ -276,6 +283,7 @@ struct FileCold {
 #[serde(deny_unknown_fields)]
 struct FileLimits {
     max_connections: Option<usize>,
+    max_connections_per_client: Option<u32>,
     max_header_bytes: Option<usize>,
     max_uri_bytes: Option<usize>,
     max_ranges: Option<usize>,
@@ -309,6 +317,10 @@ impl Config {
                 .max_connections
                 .or(fl.max_connections)
                 .unwrap_or(d.max_connections),
+            max_connections_per_client: cli
+                .max_connections_per_client
+                .or(fl.max_connections_per_client)
+                .unwrap_or(d.max_connections_per_client),
             max_header_bytes: cli
                 .max_header_bytes
                 .or(fl.max_header_bytes)

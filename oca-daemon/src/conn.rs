@@ -6,12 +6,14 @@
 //! bytes), so the engines differ only in how they wait.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oca_store::Store;
 
+use crate::admission::Ticket;
 use crate::cold::{self, ColdConfig};
 use crate::config::Limits;
 use crate::http::request::{parse_head, HeadLimits, Parsed};
@@ -96,6 +98,11 @@ impl WorkerCtx {
     /// This worker's counters.
     pub fn stats(&self) -> &WorkerStats {
         self.shared.metrics.worker(self.index)
+    }
+
+    /// The worker's cached `Date` header value.
+    pub fn date_cache(&mut self) -> &mut DateCache {
+        &mut self.date
     }
 
     /// Whether the server is draining.
@@ -205,6 +212,10 @@ pub struct Conn {
     cold_seg: Option<(usize, cold::Reason)>,
     /// Whether the peer is on this machine.
     loopback: bool,
+    /// The peer's address.
+    peer: Option<SocketAddr>,
+    /// Its place under the connection caps, given back when the connection is dropped.
+    _ticket: Ticket,
     keep_alive: bool,
     /// The peer half-closed while a response was going out.
     peer_closed: bool,
@@ -215,23 +226,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A freshly accepted connection; the first request head must arrive within the header timeout.
-    pub fn new(sock: OwnedFd, ctx: &WorkerCtx) -> Conn {
+    /// A freshly accepted connection from `peer`, admitted under `ticket`; the first request
+    /// head must arrive within the header timeout.
+    pub fn new(sock: OwnedFd, ctx: &WorkerCtx, peer: Option<SocketAddr>, ticket: Ticket) -> Conn {
         socket::set_nodelay(sock.as_fd());
         // The kernel copies zero-copy sends to a local peer anyway; to one, plain sends are
         // cheaper.
-        let loopback = socket2::SockRef::from(&sock)
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a| match a.ip() {
-                std::net::IpAddr::V4(v4) => v4.is_loopback(),
-                std::net::IpAddr::V6(v6) => {
-                    v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-                }
-            });
+        let loopback = peer.is_some_and(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.is_loopback(),
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        });
         Conn {
             loopback,
+            peer,
+            _ticket: ticket,
             sock,
             transport: Transport::Plain,
             want_kernel: false,
@@ -256,8 +266,14 @@ impl Conn {
 
     /// A freshly accepted connection on the TLS listener: the handshake comes first, within the
     /// header timeout.
-    pub fn new_tls(sock: OwnedFd, ctx: &WorkerCtx, setup: &TlsSetup) -> Conn {
-        let mut conn = Conn::new(sock, ctx);
+    pub fn new_tls(
+        sock: OwnedFd,
+        ctx: &WorkerCtx,
+        peer: Option<SocketAddr>,
+        ticket: Ticket,
+        setup: &TlsSetup,
+    ) -> Conn {
+        let mut conn = Conn::new(sock, ctx, peer, ticket);
         conn.want_kernel = setup.ktls.available && ktls::set_ulp(conn.sock.as_fd()).is_ok();
         conn.transport = Transport::User(Box::new(setup.session()));
         conn
@@ -736,10 +752,7 @@ impl Conn {
         ctx.stats().response(self.status, latency);
         if let Some(line) = self.access.take() {
             let bytes: u64 = self.segs.iter().map(Segment::len).sum();
-            let peer = socket2::SockRef::from(&self.sock).peer_addr().ok();
-            let peer = peer
-                .and_then(|a| a.as_socket())
-                .map_or_else(|| "-".to_string(), |a| a.to_string());
+            let peer = self.peer.map_or_else(|| "-".to_string(), |a| a.to_string());
             tracing::info!(
                 target: "access",
                 %peer,

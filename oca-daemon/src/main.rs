@@ -1,6 +1,7 @@
 //! oca-daemon: the Open Connect appliance's data plane.
 
 mod admin;
+mod admission;
 mod cold;
 mod config;
 mod conn;
@@ -79,6 +80,10 @@ fn run(cli: Cli) -> Result<()> {
         disks,
         engine.name(),
         engine.body_path().name(),
+        Arc::new(admission::Admission::new(
+            cfg.limits.max_connections,
+            cfg.limits.max_connections_per_client,
+        )),
     ));
     let auth = signed_urls::UrlAuth::new(cfg.keys.clone(), cfg.allow_unsigned);
     let shared = Arc::new(Shared {

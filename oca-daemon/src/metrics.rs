@@ -1,6 +1,7 @@
 //! Counters kept per worker (no shared cache line on the hot path) and summed when scraped.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
@@ -251,8 +252,8 @@ fn rejection_index(r: Rejection) -> usize {
 pub struct Metrics {
     workers: Vec<WorkerStats>,
     disks: Vec<DiskStats>,
-    rejected: AtomicU64,
-    open_connections: AtomicUsize,
+    /// The connection caps, and what they refused.
+    pub admission: Arc<crate::admission::Admission>,
     engine: &'static str,
     body_path: &'static str,
     started: Instant,
@@ -269,12 +270,12 @@ impl Metrics {
         disks: Vec<String>,
         engine: &'static str,
         body_path: &'static str,
+        admission: Arc<crate::admission::Admission>,
     ) -> Metrics {
         Metrics {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             disks: disks.into_iter().map(DiskStats::new).collect(),
-            rejected: AtomicU64::new(0),
-            open_connections: AtomicUsize::new(0),
+            admission,
             engine,
             body_path,
             started: Instant::now(),
@@ -327,21 +328,6 @@ impl Metrics {
         if let Some(d) = self.disks.get(i) {
             d.queued.fetch_add(1, Relaxed);
         }
-    }
-
-    /// Takes a slot under the global connection cap; false (and counted) when full.
-    pub fn try_admit(&self, max: usize) -> bool {
-        if self.open_connections.fetch_add(1, Relaxed) >= max {
-            self.open_connections.fetch_sub(1, Relaxed);
-            self.rejected.fetch_add(1, Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Releases a slot taken by [`Metrics::try_admit`].
-    pub fn release(&self) {
-        self.open_connections.fetch_sub(1, Relaxed);
     }
 
     /// Whether every worker's loop has run within `max_age`.
@@ -411,12 +397,19 @@ impl Collector for Scrape {
             "Connections accepted",
             m.sum(|w| w.accepted.load(Relaxed)),
         )?;
-        counter(
-            &mut enc,
-            "oca_connections_rejected",
-            "Connections refused with 503 at the connection cap",
-            m.rejected.load(Relaxed),
-        )?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_connections_rejected",
+                "Connections refused before any state was made for them (503 on plain HTTP), by the cap they met",
+                None,
+                MetricType::Counter,
+            )?;
+            let rejected = m.admission.rejected();
+            for (i, reason) in crate::admission::Refusal::NAMES.iter().enumerate() {
+                ConstCounter::new(rejected[i])
+                    .encode(fam.encode_family(&[("reason", *reason)])?)?;
+            }
+        }
         counter(
             &mut enc,
             "oca_responses_truncated",
@@ -516,6 +509,12 @@ impl Collector for Scrape {
         ConstGauge::new(m.active_connections()).encode(enc.encode_descriptor(
             "oca_active_connections",
             "Open client connections",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(m.admission.clients() as i64).encode(enc.encode_descriptor(
+            "oca_connected_clients",
+            "Clients (IPv4 addresses, IPv6 /64s) with open connections, when max_connections_per_client is on",
             None,
             MetricType::Gauge,
         )?)?;

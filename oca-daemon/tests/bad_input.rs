@@ -284,7 +284,7 @@ fn connection_cap_answers_503_and_keeps_serving() {
                 "{engine}: admitted connections keep working"
             );
         }
-        assert!(s.metric("oca_connections_rejected_total") >= 3.0);
+        assert!(s.metric("oca_connections_rejected_total{reason=\"max_connections\"}") >= 3.0);
         drop(held);
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(

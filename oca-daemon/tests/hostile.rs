@@ -318,3 +318,78 @@ fn a_symlinked_shard_directory_serves_nothing_from_outside_the_store() {
         );
     }
 }
+
+/// A connection from `from` (a loopback address) to `to`.
+fn connect_from(from: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    s.bind(&local.into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    let s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[test]
+fn one_client_cannot_take_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), ID, &pattern(10, 1000));
+    let get = format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\n\r\n");
+    for engine in ENGINES {
+        let s = Server::start(
+            engine,
+            &[dir.path()],
+            &["--max-connections-per-client", "4"],
+        );
+        // 127.0.0.2 takes its four and is refused a fifth; 127.0.0.3 is still served.
+        let mut held: Vec<_> = (0..4)
+            .map(|_| {
+                let mut c = connect_from("127.0.0.2", s.addr);
+                c.write_all(get.as_bytes()).unwrap();
+                assert_eq!(read_response(&mut c, false).unwrap().status, 200);
+                c
+            })
+            .collect();
+        for _ in 0..3 {
+            let mut c = connect_from("127.0.0.2", s.addr);
+            let _ = c.write_all(get.as_bytes());
+            let mut got = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut c, &mut got);
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                got.is_empty() || text.starts_with("HTTP/1.1 503 "),
+                "{engine}: over the per-client cap got {text:?}"
+            );
+        }
+        let mut other = connect_from("127.0.0.3", s.addr);
+        other.write_all(get.as_bytes()).unwrap();
+        assert_eq!(
+            read_response(&mut other, false).unwrap().status,
+            200,
+            "{engine}: another client is served"
+        );
+        for c in &mut held {
+            c.write_all(get.as_bytes()).unwrap();
+            assert_eq!(read_response(c, false).unwrap().status, 200, "{engine}");
+        }
+        assert_eq!(
+            s.metric("oca_connections_rejected_total{reason=\"per_client\"}"),
+            3.0,
+            "{engine}"
+        );
+        drop(held);
+        drop(other);
+        let m = s.metrics_when(|m| m.contains("oca_connected_clients 0\n"));
+        assert!(
+            m.contains("oca_connected_clients 0\n"),
+            "{engine}: places come back:\n{m}"
+        );
+        let mut c = connect_from("127.0.0.2", s.addr);
+        c.write_all(get.as_bytes()).unwrap();
+        assert_eq!(
+            read_response(&mut c, false).unwrap().status,
+            200,
+            "{engine}"
+        );
+    }
+}

@@ -4,7 +4,7 @@ pub mod cold_io;
 pub mod epoll;
 pub mod uring;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,6 +14,7 @@ use anyhow::{bail, Result};
 
 use crate::config::{BodyPath, EngineChoice};
 use crate::conn::{Conn, Next, Shared, WorkerCtx};
+use crate::socket;
 
 /// Most connections the daemon can hold: what one worker's io_uring tags can address.
 pub const MAX_CONNECTIONS: usize = uring::MAX_SLOTS;
@@ -116,29 +117,44 @@ pub fn spawn(
     Ok(handles)
 }
 
-/// Admits a new connection (from the TLS listener when `tls`) under the connection cap, or
-/// answers 503 (plain HTTP only) and drops it.
+/// Admits a new connection (from the TLS listener when `tls`) under the connection caps before
+/// anything is made for it; refused, it is answered 503 (plain HTTP only) and dropped.
 pub fn accept_admitted(sock: OwnedFd, ctx: &mut WorkerCtx, tls: bool) -> Option<Conn> {
-    let mut conn = match (&ctx.shared.tls, tls) {
-        (Some(setup), true) => Conn::new_tls(sock, ctx, setup),
-        _ => Conn::new(sock, ctx),
+    let peer = socket2::SockRef::from(&sock)
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket());
+    let ticket = match ctx.shared.metrics.admission.admit(peer.map(|p| p.ip())) {
+        Ok(t) => t,
+        Err(_) => {
+            if !tls {
+                // No HTTP before a TLS handshake; a plain client is told why.
+                refuse_unavailable(&sock, ctx);
+            }
+            return None;
+        }
     };
-    if !ctx
-        .shared
-        .metrics
-        .try_admit(ctx.shared.limits.max_connections)
-    {
-        conn.reply_and_close(503, ctx);
-        return None;
-    }
+    let conn = match (&ctx.shared.tls, tls) {
+        (Some(setup), true) => Conn::new_tls(sock, ctx, peer, ticket, setup),
+        _ => Conn::new(sock, ctx, peer, ticket),
+    };
     ctx.stats().opened();
     Some(conn)
 }
 
-/// Releases the cap slot and gauge of a closed connection.
+/// A best-effort 503 on a socket that gets no connection state.
+fn refuse_unavailable(sock: &OwnedFd, ctx: &mut WorkerCtx) {
+    let (mut out, mut segs) = (Vec::with_capacity(256), Vec::new());
+    crate::http::serve::standalone(503, ctx.date_cache(), &mut out, &mut segs);
+    if let Ok(n) = socket::send(sock.as_fd(), &out, false) {
+        ctx.stats().sent(n as u64);
+    }
+    ctx.stats().response(503, Duration::ZERO);
+}
+
+/// Releases the gauge of a closed connection (its place under the caps goes with the `Conn`).
 pub fn release(ctx: &WorkerCtx) {
     ctx.stats().closed();
-    ctx.shared.metrics.release();
 }
 
 /// Runs connection code so that a bug in it drops that connection only, never the worker.
