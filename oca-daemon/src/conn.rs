@@ -296,6 +296,12 @@ impl Conn {
         self.phase == Phase::Reading && self.inbuf.is_empty()
     }
 
+    /// Whether the connection takes input now: not while a response is going out with a head's
+    /// worth of pipelined requests already waiting (see [`Next::Pause`]).
+    pub fn wants_input(&self, ctx: &WorkerCtx) -> bool {
+        self.phase != Phase::Writing || self.inbuf.len() <= ctx.shared.limits.max_header_bytes
+    }
+
     /// Bytes arrived from the peer.
     pub fn on_data(&mut self, data: &[u8], ctx: &mut WorkerCtx) -> Next {
         let Transport::User(session) = &mut self.transport else {

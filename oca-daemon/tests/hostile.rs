@@ -13,6 +13,11 @@ const ID: &str = "title_720p.mp4";
 
 /// Reads one response (status and Content-Length body) off a buffered stream.
 fn next_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
+    next_response_typed(r).map(|(status, _, body)| (status, body))
+}
+
+/// [`next_response`], with the response's Content-Type.
+fn next_response_typed(r: &mut impl BufRead) -> Result<(u16, String, Vec<u8>), String> {
     let mut line = String::new();
     if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
         return Err("connection closed".into());
@@ -21,7 +26,7 @@ fn next_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
         .get(9..12)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("status line {line:?}"))?;
-    let mut len = 0usize;
+    let (mut len, mut ctype) = (0usize, String::new());
     loop {
         line.clear();
         if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
@@ -30,16 +35,18 @@ fn next_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), String> {
         if line == "\r\n" {
             break;
         }
-        if let Some((_, v)) = line
-            .split_once(':')
-            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        if k.eq_ignore_ascii_case("content-length") {
             len = v.trim().parse().map_err(|_| format!("length {line:?}"))?;
+        } else if k.eq_ignore_ascii_case("content-type") {
+            ctype = v.trim().to_string();
         }
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).map_err(|e| e.to_string())?;
-    Ok((status, body))
+    Ok((status, ctype, body))
 }
 
 /// Request `i` of a pipelined flood: mostly the shortest request that gets an answer without a
@@ -392,4 +399,180 @@ fn one_client_cannot_take_every_connection() {
             "{engine}"
         );
     }
+}
+
+/// One round of [`requests_that_arrive_while_receiving_is_paused_are_still_answered`]: an
+/// answer the client leaves blocked for a moment; then, at once, a burst of pipelined requests
+/// larger than a head (the receive pauses) and the client draining the answer (the answer
+/// finishes, perhaps before the pause does); then one more request on the same connection.
+/// Every byte checked.
+fn paused_round(
+    addr: std::net::SocketAddr,
+    round: u64,
+    id: &str,
+    body: &[u8],
+) -> Result<(), String> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(64 * 1024).unwrap();
+    s.connect(&addr.into()).map_err(|e| e.to_string())?;
+    let mut c: std::net::TcpStream = s.into();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(format!("GET /c/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(2 + round % 3));
+    let burst: Vec<u8> = (0..16)
+        .flat_map(|i| format!("GET /c/{id}/range/{i}-{i} HTTP/1.1\r\nHost:a\r\n\r\n").into_bytes())
+        .collect();
+    c.write_all(&burst).map_err(|e| e.to_string())?;
+    let mut r = BufReader::with_capacity(1 << 20, c);
+    let check =
+        |r: &mut BufReader<std::net::TcpStream>, n: usize, first: usize| -> Result<(), String> {
+            for i in first..first + n {
+                let (status, b) =
+                    next_response(r).map_err(|e| format!("round {round} answer {i}: {e}"))?;
+                let want: &[u8] = if i == 0 {
+                    body
+                } else {
+                    &body[(i - 1) % 16..=(i - 1) % 16]
+                };
+                if status != if i == 0 { 200 } else { 206 } || b != want {
+                    return Err(format!(
+                        "round {round} answer {i}: {status} with {} wrong bytes",
+                        b.len()
+                    ));
+                }
+            }
+            Ok(())
+        };
+    check(&mut r, 17, 0)?;
+    r.get_mut()
+        .write_all(format!("GET /c/{id}/range/0-0 HTTP/1.1\r\nHost:a\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    check(&mut r, 1, 17)
+}
+
+#[test]
+fn requests_that_arrive_while_receiving_is_paused_are_still_answered() {
+    // A response going out while more than a head's worth of pipelined requests arrives pauses
+    // the receive (a cancel); the response may finish before the cancel does, and splices are
+    // in flight meanwhile. Whatever the order, the connection reads again and answers
+    // everything with its own bytes (a pipe given back to the pool mid-splice once sent one
+    // client's bytes to another). Eight clients at once on one worker, two files, so
+    // completions arrive in batches and every order happens.
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..2u64)
+        .map(|i| (format!("paused{i}.mp4"), pattern(12 + i, 6 << 20)))
+        .collect();
+    for (id, body) in &files {
+        put(dir.path(), id, body);
+    }
+    let files = std::sync::Arc::new(files);
+    for engine in ENGINES {
+        let s = Server::start(
+            engine,
+            &[dir.path()],
+            &["--max-header-bytes", "256", "--workers", "1"],
+        );
+        let addr = s.addr;
+        let clients: Vec<_> = (0..8u64)
+            .map(|t| {
+                let files = files.clone();
+                std::thread::spawn(move || {
+                    let (id, body) = &files[t as usize % 2];
+                    (0..15).try_for_each(|round| paused_round(addr, t * 1000 + round, id, body))
+                })
+            })
+            .collect();
+        for c in clients {
+            let got = c.join().unwrap();
+            assert!(got.is_ok(), "{engine}: {got:?}");
+        }
+    }
+}
+
+/// Reads whatever arrives within `quiet` of the last bytes, appending to `into`.
+fn drain_for(c: &mut std::net::TcpStream, quiet: Duration, into: &mut Vec<u8>) {
+    c.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(n) = std::io::Read::read(c, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        into.extend_from_slice(&buf[..n]);
+    }
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+}
+
+#[test]
+fn a_pause_that_ends_after_its_response_still_reads_again() {
+    // The order that lost a connection, made certain: the worker is stopped while the client
+    // sends a burst of pipelined requests (the receive will pause) and drains the blocked answer
+    // (it will finish); the worker wakes to both in one batch, finishes the answer and asks to
+    // read before the pause's cancel has completed. The answer must end with a write made on the
+    // worker (sendfile, under 256 KiB a part) and be larger than the socket buffers (about
+    // 3.8 MB on loopback): sixteen parts of 255 KiB.
+    if !can_freeze() {
+        eprintln!("skipped: needs root (ptrace of the daemon's worker thread)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let body = pattern(13, 8 << 20);
+    put(dir.path(), ID, &body);
+    let part = 255 * 1024;
+    let ranges: Vec<(usize, usize)> = (0..16)
+        .map(|i| (i * 512 * 1024, i * 512 * 1024 + part - 1))
+        .collect();
+    let header = ranges
+        .iter()
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let s = Server::start(
+        "uring",
+        &[dir.path()],
+        &[
+            "--max-header-bytes",
+            "512",
+            "--workers",
+            "1",
+            "--cold-path",
+            "off",
+        ],
+    );
+    let mut c = connect(s.addr);
+    c.write_all(
+        format!("GET /c/{ID} HTTP/1.1\r\nHost: t\r\nRange: bytes={header}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut got = Vec::new();
+    {
+        let _frozen = Frozen::thread(s.child.id(), "oca-worker-0");
+        let burst: Vec<u8> = (0..16)
+            .flat_map(|i| {
+                format!("GET /c/{ID}/range/{i}-{i} HTTP/1.1\r\nHost:a\r\n\r\n").into_bytes()
+            })
+            .collect();
+        c.write_all(&burst).unwrap();
+        drain_for(&mut c, Duration::from_millis(100), &mut got);
+    }
+    let mut r = BufReader::new(std::io::Read::chain(
+        std::io::Cursor::new(got),
+        c.try_clone().unwrap(),
+    ));
+    let (status, ctype, multipart) = next_response_typed(&mut r).unwrap();
+    assert_eq!(status, 206);
+    let parts = multipart_parts(&ctype, &multipart);
+    assert_eq!(parts.len(), 16);
+    for ((_, bytes), (a, b)) in parts.iter().zip(&ranges) {
+        assert!(bytes[..] == body[*a..=*b]);
+    }
+    for i in 0..16 {
+        let (status, b) = next_response(&mut r).unwrap_or_else(|e| panic!("{i}: {e}"));
+        assert_eq!((status, &b[..]), (206, &body[i..=i]));
+    }
+    c.write_all(format!("GET /c/{ID}/range/5-5 HTTP/1.1\r\nHost:a\r\n\r\n").as_bytes())
+        .unwrap();
+    let (status, b) = next_response(&mut r).unwrap_or_else(|e| panic!("reads again: {e}"));
+    assert_eq!((status, &b[..]), (206, &body[5..6]));
 }

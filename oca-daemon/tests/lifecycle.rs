@@ -418,18 +418,6 @@ fn without_systemd_nothing_is_sent_and_nothing_fails() {
     assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
 }
 
-/// The thread id of the daemon's thread named `name`.
-fn thread_id(pid: u32, name: &str) -> i32 {
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let t = t.unwrap();
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            return t.file_name().to_string_lossy().parse().unwrap();
-        }
-    }
-    panic!("no thread {name} in {pid}");
-}
-
 /// Messages received within `window`.
 fn notified_during(sock: &std::os::unix::net::UnixDatagram, window: Duration) -> Vec<String> {
     let end = std::time::Instant::now() + window;
@@ -472,25 +460,12 @@ fn a_stuck_worker_withholds_the_watchdog() {
             .unwrap_or(0)
     };
     assert_eq!(healthz(), 200);
-    let tid = thread_id(s.child.id(), "oca-worker-1");
-    // SAFETY: ptrace on a thread of our own child, as root; the thread is detached below.
-    unsafe {
-        assert_eq!(
-            libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
-            0,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-        assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
-        let mut status = 0;
-        assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
-    }
+    let frozen = Frozen::thread(s.child.id(), "oca-worker-1");
     // Stale after 5 s (admin::STALE_WORKER); then no keep-alive for the rest of the window.
     let before = notified_during(&sock, Duration::from_secs(6));
     let stuck = notified_during(&sock, Duration::from_secs(2));
     let health_stuck = healthz();
-    // SAFETY: detaching the thread seized above; it resumes.
-    unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0) };
+    drop(frozen);
     assert!(
         before.iter().any(|m| m.contains("WATCHDOG=1")),
         "{before:?}"

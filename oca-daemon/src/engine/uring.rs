@@ -172,6 +172,10 @@ struct Slot {
     /// fill found the file short (`Some(false)`) or unreadable (`Some(true)`).
     pipe: Option<Pipe>,
     in_pipe: u32,
+    /// Splices in flight on the pipe: it is this connection's until they have all completed,
+    /// whatever else the connection is told meanwhile (a pipe given back to the pool with a
+    /// splice still filling it was handed to another connection, which sent its bytes).
+    splicing: u8,
     fill_failed: Option<bool>,
     /// The last fill found no room (EAGAIN): it is retried once the socket is writable.
     fill_again: bool,
@@ -482,6 +486,7 @@ impl Loop {
                     closing: false,
                     pipe: None,
                     in_pipe: 0,
+                    splicing: 0,
                     fill_failed: None,
                     fill_again: false,
                     cold: None,
@@ -530,6 +535,9 @@ impl Loop {
                 Op::Poll => slot.poll_armed = false,
                 _ => {}
             }
+        }
+        if matches!(kind, Op::SpliceIn | Op::SpliceOut) {
+            slot.splicing -= 1;
         }
         if slot.closing {
             if let Some(bid) = buf {
@@ -591,8 +599,15 @@ impl Loop {
                     self.starved.push(key);
                     return;
                 }
-                // Paused (see Next::Pause): the connection asks to read again when it wants to.
-                (e, _) if -e == libc::ECANCELED => return,
+                // Paused (see Next::Pause). The response that paused it may have finished
+                // before this arrived, and the connection asked to read while this receive was
+                // still armed: a connection that wants input is never left without a receive.
+                (e, _) if -e == libc::ECANCELED => {
+                    if !slot.conn.wants_input(&self.ctx) {
+                        return;
+                    }
+                    Next::Read
+                }
                 (e, _) if -e == libc::EINTR || -e == libc::EAGAIN => Next::Read,
                 (e, _) => super::guarded(&mut self.ctx, |ctx| slot.conn.on_recv_error(-e, ctx)),
             }
@@ -611,7 +626,7 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        if !matches!(next, Next::Splice(_)) && slot.in_pipe == 0 {
+        if !matches!(next, Next::Splice(_)) && slot.in_pipe == 0 && slot.splicing == 0 {
             if let Some(pipe) = slot.pipe.take() {
                 self.pipes.push(pipe);
             }
@@ -699,6 +714,7 @@ impl Loop {
         .build()
         .user_data(ud(Op::SpliceOut, key, slot.gen));
         slot.inflight += 2;
+        slot.splicing += 2;
         slot.cancel_op = Op::SpliceOut;
         self.push_linked(fill, drain);
     }
@@ -720,6 +736,7 @@ impl Loop {
         .build()
         .user_data(ud(Op::SpliceOut, key, slot.gen));
         slot.inflight += 1;
+        slot.splicing += 1;
         slot.cancel_op = Op::SpliceOut;
         self.push(drain);
     }

@@ -75,10 +75,13 @@ pub fn daemon_cmd(engine: &str, stores: &[&Path], extra: &[&str]) -> Command {
     if !extra.contains(&"--keys") && !extra.contains(&"--allow-unsigned") {
         cmd.arg("--allow-unsigned");
     }
-    cmd.env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("TEST_RUST_LOG").unwrap_or("info".into()),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     cmd
 }
 
@@ -427,3 +430,52 @@ pub fn loop_skip_reason() -> Option<String> {
 }
 
 pub mod tls;
+
+/// The thread id of the daemon's thread named `name`.
+pub fn thread_id(pid: u32, name: &str) -> i32 {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            return t.file_name().to_string_lossy().parse().unwrap();
+        }
+    }
+    panic!("no thread {name} in {pid}");
+}
+
+/// One thread of the daemon stopped with ptrace (as root), as a thread busy elsewhere or blocked
+/// in the kernel would be; it runs again when this is dropped. Only the thread that froze it may
+/// thaw it (ptrace's rule).
+pub struct Frozen(i32);
+
+impl Frozen {
+    pub fn thread(pid: u32, name: &str) -> Frozen {
+        let tid = thread_id(pid, name);
+        // SAFETY: ptrace on a thread of our own child, as root; detached on drop.
+        unsafe {
+            assert_eq!(
+                libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+                0,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+        }
+        Frozen(tid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: detaching the thread seized in `thread`; it resumes.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, 0, 0) };
+    }
+}
+
+/// Whether this process may stop the daemon's threads (ptrace needs root here).
+pub fn can_freeze() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
