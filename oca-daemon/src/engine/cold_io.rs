@@ -8,12 +8,12 @@ use std::io;
 
 use io_uring::IoUring;
 
+use super::mapping::Mapping;
 use crate::cold::ColdConfig;
 
 /// The buffer pool: one anonymous mapping cut into equal buffers.
 pub struct Pool {
-    base: *mut u8,
-    len: usize,
+    mem: Mapping,
     /// Bytes per buffer.
     pub size: usize,
     free: Vec<u16>,
@@ -26,23 +26,8 @@ impl Pool {
     /// kernel refuses (RLIMIT_MEMLOCK), they are used unregistered and that is logged.
     pub fn new(cfg: &ColdConfig, ring: &IoUring) -> io::Result<Pool> {
         let len = cfg.buffers * cfg.buffer_bytes;
-        // SAFETY: an anonymous private mapping; the result is checked before use.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         let mut pool = Pool {
-            base: base.cast(),
-            len,
+            mem: Mapping::new(len)?,
             size: cfg.buffer_bytes,
             free: (0..cfg.buffers as u16).rev().collect(),
             registered: false,
@@ -54,7 +39,7 @@ impl Pool {
             })
             .collect();
         // SAFETY: the iovecs describe memory this pool owns until after the ring is dropped
-        // (the engine drops the ring first).
+        // (the engine drops the ring first, and leaks the pool when reads may be in flight).
         match unsafe { ring.submitter().register_buffers(&iovecs) } {
             Ok(()) => pool.registered = true,
             Err(e) => tracing::warn!(
@@ -68,9 +53,12 @@ impl Pool {
 
     /// Start of buffer `i`.
     pub fn ptr(&self, i: u16) -> *mut u8 {
-        debug_assert!((i as usize + 1) * self.size <= self.len);
-        // SAFETY: i < buffers, so the offset stays inside the mapping.
-        unsafe { self.base.add(i as usize * self.size) }
+        self.mem.at(i as usize * self.size)
+    }
+
+    /// Gives up the buffers without unmapping them (reads may still be in flight).
+    pub fn leak(self) {
+        self.mem.leak();
     }
 
     /// A direct read of `len` bytes at `start` of `fd` into buffer `buf` (fixed when the pool is
@@ -107,13 +95,6 @@ impl Pool {
     /// Whether a buffer is free.
     pub fn any_free(&self) -> bool {
         !self.free.is_empty()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once; the ring using it is gone by now.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
 

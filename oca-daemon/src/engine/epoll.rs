@@ -81,7 +81,9 @@ pub fn run(worker: Worker) -> io::Result<()> {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            let next = super::guarded(&mut ctx, |ctx| on_event(conn, bits, &mut scratch, ctx));
+            let next = super::guarded(&mut ctx, Next::Close, |ctx| {
+                on_event(conn, bits, &mut scratch, ctx)
+            });
             if next == Next::Close {
                 close(&mut conns, key, &ctx);
             }
@@ -100,7 +102,10 @@ pub fn run(worker: Worker) -> io::Result<()> {
             }
             let expired: Vec<usize> = conns
                 .iter_mut()
-                .filter_map(|(k, c)| (c.on_tick(&mut ctx) == Some(Next::Close)).then_some(k))
+                .filter_map(|(k, c)| {
+                    let next = super::guarded(&mut ctx, Some(Next::Close), |ctx| c.on_tick(ctx));
+                    (next == Some(Next::Close)).then_some(k)
+                })
                 .collect();
             for k in expired {
                 close(&mut conns, k, &ctx);

@@ -2,6 +2,7 @@
 
 pub mod cold_io;
 pub mod epoll;
+pub mod mapping;
 pub mod uring;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::config::{BodyPath, EngineChoice};
-use crate::conn::{Conn, Next, Shared, WorkerCtx};
+use crate::conn::{Conn, Shared, WorkerCtx};
 use crate::socket;
 
 /// Most connections the daemon can hold: what one worker's io_uring tags can address.
@@ -157,14 +158,15 @@ pub fn release(ctx: &WorkerCtx) {
     ctx.stats().closed();
 }
 
-/// Runs connection code so that a bug in it drops that connection only, never the worker.
-pub fn guarded(ctx: &mut WorkerCtx, f: impl FnOnce(&mut WorkerCtx) -> Next) -> Next {
+/// Runs connection code so that a bug in it drops that connection only, never the worker:
+/// a panic is logged and counted, and `on_panic` (closing the connection) is the answer.
+pub fn guarded<T>(ctx: &mut WorkerCtx, on_panic: T, f: impl FnOnce(&mut WorkerCtx) -> T) -> T {
     match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
         Ok(next) => next,
         Err(_) => {
             tracing::error!("internal error handling a connection; dropping it");
             ctx.stats().dropped();
-            Next::Close
+            on_panic
         }
     }
 }

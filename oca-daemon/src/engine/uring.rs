@@ -2,6 +2,7 @@
 //! idle connection holds no buffer), poll for writability, a timeout SQE as the worker's tick,
 //! and sendfile for file bytes (see docs/engine.md for why sendfile rather than splice).
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
@@ -12,6 +13,7 @@ use slab::Slab;
 mod tag;
 
 use super::cold_io::{aligned_read, DiskQueues, Pool};
+use super::mapping::Mapping;
 use super::{accept_admitted, Worker, TICK};
 use crate::cold::ColdMode;
 use crate::config::BodyPath;
@@ -34,6 +36,9 @@ fn ud(op: Op, key: usize, gen: u32) -> u64 {
 /// measured on 2 cores, splice moved 1 MiB ranges at 4.9 GB/s against sendfile's 2.8 GB/s (32
 /// connections) while sendfile served 64 KiB ranges 7-9% faster (docs/oca-daemon.md).
 const SPLICE_MIN_AUTO: u64 = 256 * 1024;
+
+/// How long a stopping worker waits for its cancelled operations to complete.
+const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Pipe capacity asked for on the splice body path (the default per-user limit allows 1 MiB).
 const PIPE_BYTES: i32 = 1 << 20;
@@ -159,8 +164,11 @@ fn build_ring() -> io::Result<IoUring> {
 struct Slot {
     conn: Conn,
     gen: u32,
-    /// Operations in flight (a linked splice pair counts two); the slot lives until they end.
-    inflight: u8,
+    /// Operations in flight (a linked splice pair counts two, a zero-copy send's notification
+    /// one); the slot lives until they end. u32: a slow reader taking a zero-copy buffer in
+    /// small pieces has one notification pending per piece (a u8 wrapped, and the buffer went
+    /// back to the pool while the kernel still sent from it).
+    inflight: u32,
     /// Whether a receive is armed (multishot: it stays armed across requests).
     recv_armed: bool,
     /// Whether a writability poll is armed.
@@ -175,7 +183,7 @@ struct Slot {
     /// Splices in flight on the pipe: it is this connection's until they have all completed,
     /// whatever else the connection is told meanwhile (a pipe given back to the pool with a
     /// splice still filling it was handed to another connection, which sent its bytes).
-    splicing: u8,
+    splicing: u32,
     fill_failed: Option<bool>,
     /// The last fill found no room (EAGAIN): it is retried once the socket is writable.
     fill_again: bool,
@@ -183,6 +191,14 @@ struct Slot {
     cold: Option<ColdIo>,
     /// Cold path: the part's next buffer, read while the current one is sent.
     ahead: Option<Ahead>,
+}
+
+impl Slot {
+    /// One of its operations completed for good.
+    fn completed(&mut self) {
+        debug_assert!(self.inflight > 0, "a completion with nothing in flight");
+        self.inflight = self.inflight.saturating_sub(1);
+    }
 }
 
 /// A direct read of a long part's next buffer, started while the current buffer is sent, so
@@ -214,7 +230,7 @@ struct ColdIo {
     /// A send is in flight (its result not yet back): never two at once, or bytes repeat.
     sending: bool,
     /// Zero-copy notifications still to come: the buffer is the kernel's until then.
-    notifs: u8,
+    notifs: u32,
     /// When the read was submitted (disk latency).
     read_at: Option<Instant>,
     /// Waiting for the socket to take more (a send returned EAGAIN).
@@ -272,7 +288,14 @@ struct Loop {
     accept_armed: [bool; 2],
     next_gen: u32,
     /// Provided-buffer memory; the kernel writes received bytes here.
-    pool: Box<[u8]>,
+    recv_bufs: Mapping,
+    /// Entries that found the submission queue full (a linked pair as one group), in order,
+    /// submitted once the loop has reaped: never a spin on a queue the kernel will not take.
+    backlog: VecDeque<Vec<squeue::Entry>>,
+    /// ProvideBuffers in flight (they point into `recv_bufs`).
+    providing: u32,
+    /// The worker is stopping: no more accepts, every connection cancelled.
+    stopping: bool,
     free_bufs: Vec<u16>,
     starved: Vec<usize>,
     /// Empty pipes kept for reuse (splice body path).
@@ -306,7 +329,10 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         multishot_recv: support.multishot_recv,
         accept_armed: [false; 2],
         next_gen: first_generation().wrapping_sub(1),
-        pool: vec![0u8; BUF_COUNT as usize * BUF_SIZE].into_boxed_slice(),
+        recv_bufs: Mapping::new(BUF_COUNT as usize * BUF_SIZE)?,
+        backlog: VecDeque::new(),
+        providing: 0,
+        stopping: false,
         free_bufs: Vec::new(),
         starved: Vec::new(),
         pipes: Vec::new(),
@@ -314,26 +340,41 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         drain_deadline: None,
         cold,
     };
-    let provide = opcode::ProvideBuffers::new(
-        lp.pool.as_mut_ptr(),
-        BUF_SIZE as i32,
-        BUF_COUNT,
-        BUF_GROUP,
-        0,
-    )
-    .build()
-    .user_data(Tag::worker(Op::Provide).encode());
+    let provide =
+        opcode::ProvideBuffers::new(lp.recv_bufs.at(0), BUF_SIZE as i32, BUF_COUNT, BUF_GROUP, 0)
+            .build()
+            .user_data(Tag::worker(Op::Provide).encode());
+    lp.providing += 1;
     lp.push(provide);
     lp.arm_accepts();
     lp.arm_tick();
     let result = lp.run();
-    // The kernel may still reference the pool until the ring is torn down; the ring goes first.
+    // Closing the ring does not wait for its operations: a read still in flight would write
+    // into buffers already freed (and perhaps mapped again for something else). Every
+    // operation is cancelled and waited for; what cannot be waited for keeps its memory.
+    let quiet = lp.quiesce();
     let Loop {
-        ring, pool, cold, ..
+        ring,
+        recv_bufs,
+        cold,
+        slots,
+        ..
     } = lp;
     drop(ring);
-    drop(pool);
-    drop(cold);
+    if quiet {
+        drop(recv_bufs);
+        drop(cold);
+    } else {
+        tracing::warn!(
+            connections = slots.len(),
+            "operations still in flight at worker exit (a hung disk?); their buffers stay mapped"
+        );
+        recv_bufs.leak();
+        if let Some(c) = cold {
+            c.pool.leak();
+        }
+        std::mem::forget(slots);
+    }
     result
 }
 
@@ -393,18 +434,99 @@ impl Loop {
                 self.complete(user_data, res, flags);
             }
             self.give_back_buffers();
+            self.flush_backlog();
             if self.finished() {
                 return Ok(());
             }
         }
     }
 
+    /// Cancels every connection and waits, up to [`TEARDOWN`], until no operation that points
+    /// into the worker's memory is in flight; false when some still are (a read stuck on a hung
+    /// disk), and then the memory must be leaked, not freed.
+    fn quiesce(&mut self) -> bool {
+        self.stopping = true;
+        self.listeners = [None, None];
+        let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key);
+        }
+        let deadline = Instant::now() + TEARDOWN;
+        let mut batch: Vec<(u64, i32, u32)> = Vec::new();
+        while !(self.slots.is_empty() && self.providing == 0 && self.backlog.is_empty()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.flush_backlog();
+            // The tick re-arms itself, so no wait outlasts it.
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(_) => return false,
+            }
+            self.ctx.now = Instant::now();
+            batch.clear();
+            batch.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(user_data, res, flags) in &batch {
+                self.complete(user_data, res, flags);
+            }
+            self.free_bufs.clear();
+            self.starved.clear();
+        }
+        true
+    }
+
+    /// Queues an entry for the next submission.
     fn push(&mut self, entry: squeue::Entry) {
-        // SAFETY: every entry built by this loop points only at memory the Loop owns for the
-        // ring's lifetime (the buffer pool, the boxed timespec) or at nothing.
-        while unsafe { self.ring.submission().push(&entry) }.is_err() {
+        self.push_group(vec![entry]);
+    }
+
+    /// Queues entries that must go in one submission (a linked pair), after any backlog.
+    fn push_group(&mut self, group: Vec<squeue::Entry>) {
+        if !self.backlog.is_empty() || !self.try_push_group(&group) {
+            self.backlog.push_back(group);
+        }
+    }
+
+    /// Puts the group on the submission queue, submitting what is there first when it lacks
+    /// room; false when the kernel takes nothing now (EBUSY: completions wait to be reaped).
+    fn try_push_group(&mut self, group: &[squeue::Entry]) -> bool {
+        if self.sq_room() < group.len() {
             if let Err(e) = self.ring.submit() {
-                tracing::error!(error = %e, "io_uring submit failed");
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    tracing::error!(error = %e, "io_uring submit failed");
+                }
+            }
+            if self.sq_room() < group.len() {
+                return false;
+            }
+        }
+        let mut sq = self.ring.submission();
+        for entry in group {
+            // SAFETY: every entry built by this loop points only at memory the Loop owns for
+            // the ring's lifetime (the receive buffers, the cold pool, the boxed timespec; both
+            // buffer mappings are leaked rather than freed if operations outlive the loop) or
+            // at nothing. Room was checked above.
+            unsafe { sq.push(entry) }.expect("room checked");
+        }
+        true
+    }
+
+    fn sq_room(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    /// Submits the backlog, in order, as far as the queue takes it.
+    fn flush_backlog(&mut self) {
+        while let Some(group) = self.backlog.pop_front() {
+            if !self.try_push_group(&group) {
+                self.backlog.push_front(group);
+                return;
             }
         }
     }
@@ -453,8 +575,11 @@ impl Loop {
             Op::ColdSend => self.on_cold_send(gen, key, res, flags),
             Op::ColdAhead => self.on_cold_ahead(gen, key, res),
             Op::Tick => self.on_tick(),
-            Op::Provide if res < 0 => {
-                tracing::error!(error = %io::Error::from_raw_os_error(-res), "providing receive buffers failed");
+            Op::Provide => {
+                self.providing = self.providing.saturating_sub(1);
+                if res < 0 {
+                    tracing::error!(error = %io::Error::from_raw_os_error(-res), "providing receive buffers failed");
+                }
             }
             _ => {}
         }
@@ -529,7 +654,7 @@ impl Loop {
         };
         // A multishot receive stays in flight until a completion without IORING_CQE_F_MORE.
         if kind != Op::Recv || !cqueue::more(flags) {
-            slot.inflight -= 1;
+            slot.completed();
             match kind {
                 Op::Recv => slot.recv_armed = false,
                 Op::Poll => slot.poll_armed = false,
@@ -537,7 +662,7 @@ impl Loop {
             }
         }
         if matches!(kind, Op::SpliceIn | Op::SpliceOut) {
-            slot.splicing -= 1;
+            slot.splicing = slot.splicing.saturating_sub(1);
         }
         if slot.closing {
             if let Some(bid) = buf {
@@ -565,12 +690,16 @@ impl Loop {
             match res {
                 n if n > 0 => {
                     slot.in_pipe = slot.in_pipe.saturating_sub(n as u32);
-                    super::guarded(&mut self.ctx, |ctx| slot.conn.on_body_sent(n as u64, ctx))
+                    super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                        slot.conn.on_body_sent(n as u64, ctx)
+                    })
                 }
                 e if -e == libc::EAGAIN => Next::Write,
                 // A short or failed fill breaks the link: drain what did arrive, or give up.
                 e if -e == libc::ECANCELED => match slot.fill_failed.take() {
-                    Some(read_error) => slot.conn.on_body_failed(&mut self.ctx, read_error),
+                    Some(read_error) => super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                        slot.conn.on_body_failed(ctx, read_error)
+                    }),
                     None if std::mem::take(&mut slot.fill_again) && slot.in_pipe == 0 => {
                         Next::Write
                     }
@@ -584,17 +713,21 @@ impl Loop {
             }
             return self.cold_send(key);
         } else if kind == Op::Poll {
-            super::guarded(&mut self.ctx, |ctx| slot.conn.on_writable(ctx))
+            super::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_writable(ctx))
         } else {
             match (res, buf) {
                 (n, Some(bid)) if n > 0 => {
-                    let start = bid as usize * BUF_SIZE;
-                    let data = &self.pool[start..start + n as usize];
-                    let next = super::guarded(&mut self.ctx, |ctx| slot.conn.on_data(data, ctx));
+                    // SAFETY: the kernel filled this buffer and handed it back with this
+                    // completion; it gets it again only when the buffer is provided anew, after
+                    // `data` is gone (give_back_buffers).
+                    let data = unsafe { self.recv_bufs.slice(bid as usize * BUF_SIZE, n as usize) };
+                    let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                        slot.conn.on_data(data, ctx)
+                    });
                     self.free_bufs.push(bid);
                     next
                 }
-                (0, _) => slot.conn.on_eof(&mut self.ctx),
+                (0, _) => super::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_eof(ctx)),
                 (e, _) if -e == libc::ENOBUFS => {
                     self.starved.push(key);
                     return;
@@ -609,7 +742,9 @@ impl Loop {
                     Next::Read
                 }
                 (e, _) if -e == libc::EINTR || -e == libc::EAGAIN => Next::Read,
-                (e, _) => super::guarded(&mut self.ctx, |ctx| slot.conn.on_recv_error(-e, ctx)),
+                (e, _) => super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    slot.conn.on_recv_error(-e, ctx)
+                }),
             }
         };
         self.act(key, next);
@@ -743,17 +878,7 @@ impl Loop {
 
     /// Pushes two linked entries into one submission, so the link is never split.
     fn push_linked(&mut self, first: squeue::Entry, second: squeue::Entry) {
-        let free = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if free < 2 {
-            if let Err(e) = self.ring.submit() {
-                tracing::error!(error = %e, "io_uring submit failed");
-            }
-        }
-        self.push(first);
-        self.push(second);
+        self.push_group(vec![first, second]);
     }
 
     /// Closes at once when nothing is in flight; otherwise wakes the pending operation
@@ -782,7 +907,7 @@ impl Loop {
                 if slot.recv_armed {
                     targets[0] = Some(ud(Op::Recv, key, slot.gen));
                 }
-                if slot.inflight > u8::from(slot.recv_armed) {
+                if slot.inflight > u32::from(slot.recv_armed) {
                     targets[1] = Some(ud(slot.cancel_op, key, slot.gen));
                 }
                 for target in targets.into_iter().flatten() {
@@ -819,7 +944,9 @@ impl Loop {
             return;
         };
         if self.ctx.shared.metrics.disk_failed(chunk.disk) {
-            let next = slot.conn.on_body_failed(&mut self.ctx, false);
+            let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                slot.conn.on_body_failed(ctx, false)
+            });
             return self.act(key, next);
         }
         let Some(cold) = self.cold.as_mut() else {
@@ -904,7 +1031,7 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
             return;
         };
-        slot.inflight -= 1;
+        slot.completed();
         let Some(c) = slot.cold.as_mut() else {
             return;
         };
@@ -943,17 +1070,19 @@ impl Loop {
             if -res != libc::ECANCELED {
                 tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "direct read failed; closing connection");
             }
-            Some(
-                slot.conn
-                    .on_body_failed(&mut self.ctx, crate::conn::is_media_error(-res)),
-            )
+            let media = crate::conn::is_media_error(-res);
+            Some(super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                slot.conn.on_body_failed(ctx, media)
+            }))
         } else if res as u32 <= c.skip {
             // Nothing of the part came back: the file is shorter than when it was opened.
             tracing::warn!(
                 offset = c.chunk.offset,
                 "file shorter than when opened; closing connection"
             );
-            Some(slot.conn.on_body_failed(&mut self.ctx, false))
+            Some(super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                slot.conn.on_body_failed(ctx, false)
+            }))
         } else {
             c.avail = (res as u32 - c.skip).min(c.chunk.len.min(u64::from(u32::MAX)) as u32);
             slot.conn.extend_send(&self.ctx);
@@ -1018,10 +1147,11 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
             return;
         };
-        let Some(a) = slot.ahead.as_mut() else {
+        if slot.ahead.is_none() {
             return self.on_cold_read(gen, key, res);
-        };
-        slot.inflight -= 1;
+        }
+        slot.completed();
+        let a = slot.ahead.as_mut().expect("checked above");
         a.res = Some(res);
         let (disk, buf, took) = (a.disk, a.buf, a.read_at.elapsed());
         self.ctx
@@ -1101,7 +1231,7 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
             return;
         };
-        slot.inflight -= 1;
+        slot.completed();
         let Some(c) = slot.cold.as_mut() else {
             return;
         };
@@ -1156,7 +1286,9 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let next = super::guarded(&mut self.ctx, |ctx| slot.conn.on_body_sent(n, ctx));
+        let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
+            slot.conn.on_body_sent(n, ctx)
+        });
         self.act(key, next);
     }
 
@@ -1175,11 +1307,11 @@ impl Loop {
 
     fn give_back_buffers(&mut self) {
         while let Some(bid) = self.free_bufs.pop() {
-            // SAFETY: the pointer stays inside the pool, which outlives the ring.
-            let addr = unsafe { self.pool.as_mut_ptr().add(bid as usize * BUF_SIZE) };
+            let addr = self.recv_bufs.at(bid as usize * BUF_SIZE);
             let entry = opcode::ProvideBuffers::new(addr, BUF_SIZE as i32, 1, BUF_GROUP, bid)
                 .build()
                 .user_data(Tag::worker(Op::Provide).encode());
+            self.providing += 1;
             self.push(entry);
         }
         for key in std::mem::take(&mut self.starved) {
@@ -1214,7 +1346,9 @@ impl Loop {
                 .is_some_and(|c| c.buf.is_none() || c.read_at.is_some());
             if !slot.closing
                 && (!on_disk || self.ctx.draining())
-                && slot.conn.on_tick(&mut self.ctx) == Some(Next::Close)
+                && super::guarded(&mut self.ctx, Some(Next::Close), |ctx| {
+                    slot.conn.on_tick(ctx)
+                }) == Some(Next::Close)
             {
                 expired.push(key);
             }
