@@ -41,6 +41,12 @@ pub struct ColdConfig {
     pub min_bytes: u64,
     /// Requests for one file (recent, decayed) from which it stays on the page cache in `auto`.
     pub hot_hits: u8,
+    /// Slowest a reader may take a buffer's bytes and keep it (bytes per second): a slower
+    /// one has the rest of its part sent through the page cache, and the buffer goes back.
+    pub min_send_rate: u64,
+    /// Longest a part waits for a buffer or its disk's queue before it goes through the page
+    /// cache instead.
+    pub wait_timeout: std::time::Duration,
 }
 
 impl Default for ColdConfig {
@@ -52,6 +58,8 @@ impl Default for ColdConfig {
             queue_depth: 8,
             min_bytes: 16 << 10,
             hot_hits: 3,
+            min_send_rate: 256 << 10,
+            wait_timeout: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -71,17 +79,24 @@ pub enum Reason {
     Forced,
     /// `off`, or the connection cannot take it (userspace TLS, epoll engine).
     Off,
+    /// Moved off the cold path midway: the reader took its buffer slower than
+    /// `min_send_rate`.
+    Slow,
+    /// Moved off the cold path before it began: no buffer or disk slot within `wait_timeout`.
+    Busy,
 }
 
 impl Reason {
     /// All reasons, in metric order.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 8] = [
         Reason::Small,
         Reason::Hot,
         Reason::Cached,
         Reason::Cold,
         Reason::Forced,
         Reason::Off,
+        Reason::Slow,
+        Reason::Busy,
     ];
 
     /// Label value.
@@ -93,6 +108,8 @@ impl Reason {
             Reason::Cold => "cold",
             Reason::Forced => "always",
             Reason::Off => "off",
+            Reason::Slow => "slow_reader",
+            Reason::Busy => "wait_timeout",
         }
     }
 

@@ -155,6 +155,14 @@ pub struct Cli {
     /// with --cold-path auto (default 3).
     #[arg(long, value_name = "N")]
     pub hot_hits: Option<u8>,
+    /// Slowest rate, KiB/s, at which a reader keeps a cold buffer (default 256); a slower one
+    /// has the rest of its part sent through the page cache, and the buffer serves others.
+    #[arg(long, value_name = "KIB_PER_S")]
+    pub cold_min_send_kib: Option<u64>,
+    /// Seconds a part waits for a cold buffer or its disk's queue before it goes through the
+    /// page cache instead (default 1).
+    #[arg(long, value_name = "SECS")]
+    pub cold_wait_timeout: Option<f64>,
 }
 
 const AFTER_HELP: &str = "\
@@ -277,6 +285,8 @@ struct FileCold {
     queue_depth: Option<usize>,
     min_kib: Option<u64>,
     hot_hits: Option<u8>,
+    min_send_kib: Option<u64>,
+    wait_timeout: Option<f64>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -430,6 +440,16 @@ impl Config {
                         .or(fc.min_kib)
                         .map_or(d.min_bytes, |k| k << 10),
                     hot_hits: cli.hot_hits.or(fc.hot_hits).unwrap_or(d.hot_hits),
+                    min_send_rate: cli
+                        .cold_min_send_kib
+                        .or(fc.min_send_kib)
+                        .map_or(d.min_send_rate, |k| k << 10),
+                    wait_timeout: secs(
+                        cli.cold_wait_timeout,
+                        fc.wait_timeout,
+                        "cold wait_timeout",
+                        d.wait_timeout,
+                    )?,
                 }
             },
         };
@@ -483,6 +503,9 @@ impl Config {
                 "cold buffer_kib must be a multiple of 4 between 4 and 16384, got {}",
                 c.buffer_bytes >> 10
             );
+        }
+        if c.min_send_rate == 0 {
+            bail!("cold min_send_kib must be at least 1 (KiB/s)");
         }
         if c.queue_depth == 0 || c.queue_depth > 1024 {
             bail!("cold queue_depth must be 1..1024, got {}", c.queue_depth);

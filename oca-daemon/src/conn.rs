@@ -719,6 +719,24 @@ impl Conn {
 
     /// The engine moved `n` file bytes of the current part to the socket.
     pub fn on_body_sent(&mut self, n: u64, ctx: &mut WorkerCtx) -> Next {
+        if !self.advance(n, ctx) {
+            return Next::Close;
+        }
+        self.flush_and_continue(ctx)
+    }
+
+    /// The engine gave up the cold path for the current part (`reason`: a reader too slow to
+    /// keep a shared buffer, or a wait past its deadline) after `sent` more of its bytes went
+    /// out from a cold buffer: the rest of the part goes through the page cache. The engine
+    /// goes on with [`Conn::on_writable`] (at once, or when the socket is).
+    pub fn cold_abandoned(&mut self, sent: u64, reason: cold::Reason, ctx: &mut WorkerCtx) -> bool {
+        ctx.stats().cold_fallback(reason);
+        self.cold_seg = Some((self.seg, reason));
+        self.advance(sent, ctx)
+    }
+
+    /// `n` file bytes of the current part went out; false when that is more than the part has.
+    fn advance(&mut self, n: u64, ctx: &mut WorkerCtx) -> bool {
         self.count_sent(n, ctx);
         // The send timeout runs between two writes that make progress (as nginx's does), not
         // over the whole response: a long body that keeps moving is never cut.
@@ -730,9 +748,9 @@ impl Conn {
                     self.seg += 1;
                     self.seg_off = 0;
                 }
-                self.flush_and_continue(ctx)
+                true
             }
-            _ => Next::Close,
+            _ => false,
         }
     }
 

@@ -82,6 +82,8 @@ pub struct WorkerStats {
     cold_sends: [AtomicU64; 2],
     /// Cold reads ahead: adopted by the next chunk, given back unused.
     cold_ahead: [AtomicU64; 2],
+    /// Parts moved off the cold path midway: slow reader, waited too long.
+    cold_fallbacks: [AtomicU64; 2],
     admitted: [AtomicU64; 3],
     sig_rejected: [AtomicU64; 5],
     tls_handshakes: [AtomicU64; 2],
@@ -206,6 +208,13 @@ impl WorkerStats {
         if let Some(i) = crate::cold::Reason::ALL.iter().position(|r| *r == reason) {
             self.body_parts[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts a part moved off the cold path midway ([`crate::cold::Reason::Slow`] or
+    /// [`crate::cold::Reason::Busy`]).
+    pub fn cold_fallback(&self, reason: crate::cold::Reason) {
+        let i = usize::from(reason != crate::cold::Reason::Slow);
+        self.cold_fallbacks[i].fetch_add(1, Relaxed);
     }
 
     /// Counts one cold-path send operation, zero-copy or copied.
@@ -616,6 +625,18 @@ impl Collector for Scrape {
             for (i, used) in ["yes", "no"].iter().enumerate() {
                 ConstCounter::new(m.sum(|w| w.cold_ahead[i].load(Relaxed)))
                     .encode(fam.encode_family(&[("used", *used)])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
+                "oca_cold_fallbacks",
+                "Parts moved from the cold path to the page cache midway: a reader too slow to keep a shared buffer (cold.min_send_kib), or a wait for a buffer or the disk past cold.wait_timeout",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, why) in ["slow_reader", "wait_timeout"].iter().enumerate() {
+                ConstCounter::new(m.sum(|w| w.cold_fallbacks[i].load(Relaxed)))
+                    .encode(fam.encode_family(&[("reason", *why)])?)?;
             }
         }
         {

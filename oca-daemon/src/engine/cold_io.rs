@@ -132,6 +132,13 @@ impl DiskQueues {
         }
     }
 
+    /// Takes a waiter out of disk `d`'s queue (it gave up waiting).
+    pub fn cancel(&mut self, d: usize, w: Waiter) {
+        if let Some(q) = self.waiting.get_mut(d) {
+            q.retain(|x| *x != w);
+        }
+    }
+
     /// Whether anyone waits for disk `d`.
     pub fn has_waiters(&self, d: usize) -> bool {
         self.waiting.get(d).is_some_and(|q| !q.is_empty())

@@ -15,7 +15,7 @@ mod tag;
 use super::cold_io::{aligned_read, DiskQueues, Pool};
 use super::mapping::Mapping;
 use super::{accept_admitted, Worker, TICK};
-use crate::cold::ColdMode;
+use crate::cold::{ColdMode, Reason};
 use crate::config::BodyPath;
 use crate::conn::{ColdChunk, Conn, Next, WorkerCtx};
 use crate::socket;
@@ -36,6 +36,10 @@ fn ud(op: Op, key: usize, gen: u32) -> u64 {
 /// measured on 2 cores, splice moved 1 MiB ranges at 4.9 GB/s against sendfile's 2.8 GB/s (32
 /// connections) while sendfile served 64 KiB ranges 7-9% faster (docs/oca-daemon.md).
 const SPLICE_MIN_AUTO: u64 = 256 * 1024;
+
+/// The shortest a reader may hold a cold buffer, however few its bytes: a tick and a round trip
+/// or two of slack.
+const MIN_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a stopping worker waits for its cancelled operations to complete.
 const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -235,6 +239,13 @@ struct ColdIo {
     read_at: Option<Instant>,
     /// Waiting for the socket to take more (a send returned EAGAIN).
     blocked: bool,
+    /// When it began waiting for a buffer and its disk (cold.wait_timeout runs from here).
+    queued_at: Instant,
+    /// Once its bytes are in the buffer: until when the reader may take them and keep the
+    /// buffer (cold.min_send_kib); past it, the rest of the part goes through the page cache.
+    hold_until: Option<Instant>,
+    /// A send waiting on a reader past its hold is being cancelled.
+    cancelling: bool,
 }
 
 /// The worker's cold-path resources.
@@ -962,6 +973,9 @@ impl Loop {
             notifs: 0,
             read_at: None,
             blocked: false,
+            queued_at: self.ctx.now,
+            hold_until: None,
+            cancelling: false,
         });
         let ahead = slot.ahead.take_if(|a| {
             !a.orphan && a.fd == chunk.fd && a.offset == chunk.offset && a.disk == chunk.disk
@@ -1085,6 +1099,9 @@ impl Loop {
             }))
         } else {
             c.avail = (res as u32 - c.skip).min(c.chunk.len.min(u64::from(u32::MAX)) as u32);
+            let rate = self.ctx.shared.cold.min_send_rate.max(1);
+            let hold = std::time::Duration::from_secs_f64(f64::from(c.avail) / rate as f64);
+            c.hold_until = Some(self.ctx.now + hold.max(MIN_HOLD));
             slot.conn.extend_send(&self.ctx);
             None
         };
@@ -1208,6 +1225,14 @@ impl Loop {
         let Some(buf) = c.buf else {
             return self.close(key);
         };
+        if c.sent < c.avail && c.hold_until.is_some_and(|t| self.ctx.now >= t) {
+            // Too slow a reader to keep a buffer others wait for: once the kernel has let go of
+            // it (a trailing notification comes back here), the rest goes through the page cache.
+            if c.notifs == 0 {
+                self.cold_finish(key, Some(Reason::Slow));
+            }
+            return;
+        }
         // SAFETY: skip + sent < skip + avail <= the bytes read, all inside this buffer.
         let ptr = unsafe { cold.pool.ptr(buf).add((c.skip + c.sent) as usize) };
         let len = c.avail - c.sent;
@@ -1240,6 +1265,7 @@ impl Loop {
             c.notifs = c.notifs.saturating_sub(1);
         } else {
             c.sending = false;
+            let cancelled = std::mem::take(&mut c.cancelling);
             if cqueue::more(flags) {
                 // A zero-copy send: its notification follows when the kernel lets go.
                 c.notifs += 1;
@@ -1247,6 +1273,8 @@ impl Loop {
             }
             match res {
                 n if n > 0 => c.sent += n as u32,
+                // Cancelled by cold_deadlines: the reader is too slow; cold_send moves it on.
+                e if -e == libc::ECANCELED && cancelled && !slot.closing => {}
                 e if -e == libc::EAGAIN && !slot.closing => {
                     c.blocked = true;
                     slot.poll_armed = true;
@@ -1281,15 +1309,101 @@ impl Loop {
         if c.notifs > 0 {
             return; // Every byte is queued, but the buffer is the kernel's until it lets go.
         }
-        let n = u64::from(c.avail);
+        self.cold_finish(key, None);
+    }
+
+    /// The chunk's buffer is free of the kernel: gives it back and lets the connection go on,
+    /// past the bytes sent from it, on the cold path or (`fallback`) through the page cache.
+    fn cold_finish(&mut self, key: usize, fallback: Option<Reason>) {
+        let sent = self
+            .slots
+            .get(key)
+            .and_then(|s| s.cold.as_ref())
+            .map_or(0, |c| u64::from(c.sent));
         self.cold_release(key);
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
-            slot.conn.on_body_sent(n, ctx)
+        let next = super::guarded(&mut self.ctx, Next::Close, |ctx| match fallback {
+            None => slot.conn.on_body_sent(sent, ctx),
+            Some(reason) if slot.conn.cold_abandoned(sent, reason, ctx) => {
+                slot.conn.on_writable(ctx)
+            }
+            Some(_) => Next::Close,
         });
         self.act(key, next);
+    }
+
+    /// Moves parts that waited past cold.wait_timeout for a buffer or their disk, and blocked
+    /// readers past their hold, to the page cache (checked every tick).
+    fn cold_deadlines(&mut self) {
+        if self.cold.is_none() {
+            return;
+        }
+        let now = self.ctx.now;
+        let wait = self.ctx.shared.cold.wait_timeout;
+        let mut waited = Vec::new();
+        let mut slow = Vec::new();
+        let mut cancels = Vec::new();
+        for (key, slot) in self.slots.iter() {
+            let Some(c) = slot.cold.as_ref().filter(|_| !slot.closing) else {
+                continue;
+            };
+            if c.buf.is_none() && now >= c.queued_at + wait {
+                waited.push(key);
+            } else if c.hold_until.is_some_and(|t| now >= t) {
+                if c.sending && !c.cancelling {
+                    // A send waiting for the reader holds the buffer: cancel it (it has sent
+                    // nothing while it waited); its completion moves the reader on.
+                    cancels.push(key);
+                } else if c.blocked && !c.sending && c.notifs == 0 {
+                    slow.push(key);
+                }
+            }
+        }
+        for key in cancels {
+            let slot = &mut self.slots[key];
+            if let Some(c) = slot.cold.as_mut() {
+                c.cancelling = true;
+            }
+            let target = ud(Op::ColdSend, key, slot.gen);
+            self.push(
+                opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(Tag::worker(Op::Cancel).encode()),
+            );
+        }
+        for key in waited {
+            let slot = &mut self.slots[key];
+            if let (Some(c), Some(cold)) = (slot.cold.take(), self.cold.as_mut()) {
+                cold.queues.cancel(c.chunk.disk, (key, slot.gen));
+            }
+            let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                if slot.conn.cold_abandoned(0, Reason::Busy, ctx) {
+                    slot.conn.on_writable(ctx)
+                } else {
+                    Next::Close
+                }
+            });
+            self.act(key, next);
+        }
+        for key in slow {
+            // Its writability poll stays armed; when it fires, the connection goes on through
+            // the page cache (the Poll completion finds no cold chunk).
+            let sent = self.slots[key]
+                .cold
+                .as_ref()
+                .map_or(0, |c| u64::from(c.sent));
+            self.cold_release(key);
+            self.drop_ahead(key);
+            let slot = &mut self.slots[key];
+            let ok = super::guarded(&mut self.ctx, false, |ctx| {
+                slot.conn.cold_abandoned(sent, Reason::Slow, ctx)
+            });
+            if !ok {
+                self.close(key);
+            }
+        }
     }
 
     /// Gives the connection's cold buffer back and lets the next waiter have it.
@@ -1356,6 +1470,7 @@ impl Loop {
         for key in expired {
             self.close(key);
         }
+        self.cold_deadlines();
         if !self.ctx.draining() {
             self.arm_accepts();
         }
