@@ -1,5 +1,5 @@
 //! The `failfs` test disk from a test: a FUSE passthrough of a directory whose reads start
-//! returning EIO on demand (see `src/bin/failfs.rs`). Unmounted on drop.
+//! returning EIO, or hanging, on demand (see `src/bin/failfs.rs`). Unmounted on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +35,16 @@ impl FailFs {
 
     /// From now on every read fails with EIO (`on`), or works again.
     pub fn fail(&self, on: bool) {
-        let sig = if on { libc::SIGUSR1 } else { libc::SIGUSR2 };
+        self.signal(if on { libc::SIGUSR1 } else { libc::SIGUSR2 });
+    }
+
+    /// From now on every read hangs until [`FailFs::fail`]`(false)` or the unmount (a disk that
+    /// stops answering rather than failing).
+    pub fn hang(&self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    fn signal(&self, sig: i32) {
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }

@@ -320,7 +320,7 @@ const REGION_SHIFT: u32 = 21;
 /// request costs the same whatever its length (a probe over a multi-gigabyte part walked every
 /// page of it). A part cached at its start and not later goes by splice, whose reads of the
 /// missing pages wait off the worker's thread.
-const PROBE_BYTES: u64 = 1 << REGION_SHIFT;
+pub const PROBE_BYTES: u64 = 1 << REGION_SHIFT;
 
 /// Decides one file part's path under `cfg` for the file with inode `ino`.
 pub fn decide(

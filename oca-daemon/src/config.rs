@@ -122,6 +122,10 @@ pub struct Cli {
     /// Seconds SIGTERM waits for in-flight responses before exiting.
     #[arg(long, value_name = "SECS")]
     pub drain_timeout: Option<f64>,
+    /// Seconds one operation on a store disk (open, read) may take before the disk is marked
+    /// hung and failed (its files are no longer served; the other disks keep serving).
+    #[arg(long, value_name = "SECS")]
+    pub disk_timeout: Option<f64>,
     /// Log one line per request (target "access").
     #[arg(long)]
     pub access_log: bool,
@@ -191,6 +195,8 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// See [`Cli::drain_timeout`].
     pub drain_timeout: Duration,
+    /// See [`Cli::disk_timeout`].
+    pub disk_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -205,6 +211,7 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            disk_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -301,6 +308,7 @@ struct FileLimits {
     keepalive_timeout: Option<f64>,
     send_timeout: Option<f64>,
     drain_timeout: Option<f64>,
+    disk_timeout: Option<f64>,
 }
 
 impl Config {
@@ -364,6 +372,12 @@ impl Config {
                 fl.drain_timeout,
                 "drain_timeout",
                 d.drain_timeout,
+            )?,
+            disk_timeout: secs(
+                cli.disk_timeout,
+                fl.disk_timeout,
+                "disk_timeout",
+                d.disk_timeout,
             )?,
         };
         let tls = match (

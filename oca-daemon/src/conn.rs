@@ -74,6 +74,8 @@ pub struct WorkerCtx {
     scratch: Vec<u8>,
     /// The cold path's settings, when this worker's engine has it (io_uring with its buffers).
     pub cold: Option<ColdConfig>,
+    /// The engine opens files off this thread ([`Next::Open`]).
+    pub defer_opens: bool,
 }
 
 impl WorkerCtx {
@@ -91,6 +93,7 @@ impl WorkerCtx {
             files: OpenFiles::default(),
             scratch: Vec::new(),
             cold: None,
+            defer_opens: false,
             boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
         }
     }
@@ -103,6 +106,11 @@ impl WorkerCtx {
     /// The worker's cached `Date` header value.
     pub fn date_cache(&mut self) -> &mut DateCache {
         &mut self.date
+    }
+
+    /// The worker's open files (the engine adds the files it opened off the thread).
+    pub fn files_mut(&mut self) -> &mut OpenFiles {
+        &mut self.files
     }
 
     /// Whether the server is draining.
@@ -160,6 +168,9 @@ pub enum Next {
     Wait,
     /// Stop receiving until the connection asks to read again (input piled up while writing).
     Pause,
+    /// Open the file [`Conn::opening`] names off the worker's thread, then call
+    /// [`Conn::on_opened`].
+    Open,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +181,9 @@ enum Phase {
     Writing,
     /// Response sent, write side shut: discarding input until the peer closes or [`LINGER`].
     Lingering,
+    /// The request's file is being opened off the worker's thread ([`Next::Open`]); the request
+    /// stays at the front of the input, answered afresh once it is.
+    Opening,
 }
 
 enum WriteResult {
@@ -210,6 +224,8 @@ pub struct Conn {
     file: Option<ServedFile>,
     /// The cold path's decision for the part at this segment index.
     cold_seg: Option<(usize, cold::Reason)>,
+    /// Whether the part at this segment index was in the page cache when it was first sent.
+    sendfile_seg: Option<(usize, bool)>,
     /// Whether the peer is on this machine.
     loopback: bool,
     /// The peer's address.
@@ -219,6 +235,10 @@ pub struct Conn {
     keep_alive: bool,
     /// The peer half-closed while a response was going out.
     peer_closed: bool,
+    /// The content id being opened off the worker's thread (phase `Opening`).
+    opening: Option<String>,
+    /// The request being answered waited for an open: `started` is already set.
+    reopened: bool,
     status: u16,
     started: Instant,
     deadline: Instant,
@@ -255,8 +275,11 @@ impl Conn {
             seg_off: 0,
             file: None,
             cold_seg: None,
+            sendfile_seg: None,
             keep_alive: true,
             peer_closed: false,
+            opening: None,
+            reopened: false,
             status: 0,
             started: ctx.now,
             deadline: ctx.now + ctx.shared.limits.header_timeout,
@@ -299,7 +322,8 @@ impl Conn {
     /// Whether the connection takes input now: not while a response is going out with a head's
     /// worth of pipelined requests already waiting (see [`Next::Pause`]).
     pub fn wants_input(&self, ctx: &WorkerCtx) -> bool {
-        self.phase != Phase::Writing || self.inbuf.len() <= ctx.shared.limits.max_header_bytes
+        !matches!(self.phase, Phase::Writing | Phase::Opening)
+            || self.inbuf.len() <= ctx.shared.limits.max_header_bytes
     }
 
     /// Bytes arrived from the peer.
@@ -482,7 +506,7 @@ impl Conn {
     fn on_plain(&mut self, data: &[u8], ctx: &mut WorkerCtx) -> Next {
         match self.phase {
             Phase::Lingering => Next::Read,
-            Phase::Writing => {
+            Phase::Writing | Phase::Opening => {
                 // Pipelined requests that arrive while a response is going out (the io_uring
                 // engine keeps receiving); past the head limit, receiving pauses.
                 self.inbuf.extend_from_slice(data);
@@ -511,7 +535,7 @@ impl Conn {
             ctx.stats().tls_failure("eof");
             return Next::Close;
         }
-        if self.phase == Phase::Writing {
+        if matches!(self.phase, Phase::Writing | Phase::Opening) {
             self.peer_closed = true;
             return Next::Wait;
         }
@@ -520,6 +544,14 @@ impl Conn {
 
     /// The socket became writable.
     pub fn on_writable(&mut self, ctx: &mut WorkerCtx) -> Next {
+        if self.phase == Phase::Opening {
+            // TLS output (a handshake's last flight) may be what waited; the open answers next.
+            return match self.flush_tls() {
+                Ok(true) => Next::Wait,
+                Ok(false) => Next::Write,
+                Err(_) => Next::Close,
+            };
+        }
         if self.phase != Phase::Writing {
             return match self.flush_tls() {
                 Ok(true) => {
@@ -558,8 +590,26 @@ impl Conn {
             Phase::Reading => ctx.stats().timeout(Timeout::Idle),
             Phase::Writing => ctx.stats().timeout(Timeout::Send),
             Phase::Lingering => {}
+            // The disk's time, not the client's: the engine's disk_timeout watches it.
+            Phase::Opening => return None,
         }
         Some(Next::Close)
+    }
+
+    /// The content id whose open the connection waits for ([`Next::Open`]).
+    pub fn opening(&self) -> Option<&str> {
+        self.opening.as_deref()
+    }
+
+    /// The engine opened the file [`Conn::opening`] named (or found it missing, and told the
+    /// worker's open files so): the request is answered.
+    pub fn on_opened(&mut self, ctx: &mut WorkerCtx) -> Next {
+        if self.phase != Phase::Opening {
+            return Next::Close;
+        }
+        self.opening = None;
+        self.phase = Phase::Reading;
+        self.process(ctx)
     }
 
     /// Best-effort one-shot reply on a connection about to close (408, 503).
@@ -607,8 +657,17 @@ impl Conn {
                             .draining
                             .load(std::sync::atomic::Ordering::Relaxed),
                         metrics: &ctx.shared.metrics,
+                        defer_opens: ctx.defer_opens,
+                        worker: ctx.index,
                     };
                     let served = serve::serve(&req, &mut sctx, &mut self.out, &mut self.segs);
+                    if let Some(id) = served.open {
+                        self.opening = Some(id);
+                        self.phase = Phase::Opening;
+                        self.reopened = true;
+                        self.started = ctx.now;
+                        return Next::Open;
+                    }
                     if let Some(disk) = served.disk_error {
                         ctx.shared.metrics.disk_error(disk);
                     }
@@ -622,8 +681,9 @@ impl Conn {
                     self.status = served.status;
                     self.keep_alive = served.keep_alive;
                     self.file = served.file;
-                    // Segment indexes start again with each response: so does the decision.
+                    // Segment indexes start again with each response: so do the decisions.
                     self.cold_seg = None;
+                    self.sendfile_seg = None;
                     if ctx.shared.access_log {
                         let m = match req.method {
                             crate::http::request::Method::Get => "GET",
@@ -645,7 +705,10 @@ impl Conn {
             self.phase = Phase::Writing;
             self.seg = 0;
             self.seg_off = 0;
-            self.started = ctx.now;
+            // A request that waited for its file's open is timed from its first answer attempt.
+            if !std::mem::take(&mut self.reopened) {
+                self.started = ctx.now;
+            }
             self.deadline = ctx.now + ctx.shared.limits.send_timeout;
             match self.flush(ctx) {
                 Next::Read if self.phase == Phase::Reading => continue,
@@ -865,7 +928,10 @@ impl Conn {
                         self.cold_seg,
                         Some((_, cold::Reason::Hot | cold::Reason::Cached))
                     );
-                    if len >= ctx.splice_min || (hot && ctx.splice_min != u64::MAX) {
+                    if len >= ctx.splice_min
+                        || (ctx.splice_min != u64::MAX
+                            && (hot || !self.on_page_cache(file.as_raw_fd(), offset, len)))
+                    {
                         return WriteResult::Body(BodyChunk {
                             file: file.as_raw_fd(),
                             offset: offset + self.seg_off,
@@ -927,6 +993,21 @@ impl Conn {
             Ok(true) => WriteResult::Done,
             Ok(false) => WriteResult::Blocked,
             Err(_) => WriteResult::Failed,
+        }
+    }
+
+    /// Whether the current part (`len` bytes at `offset`) may go by sendfile on the worker's
+    /// thread where the engine can splice: only when the page cache holds it, decided once per
+    /// part. sendfile of a page that must come from the disk blocks the worker, and a disk that
+    /// hangs would stop every connection on it; the engine's splice waits off the thread.
+    fn on_page_cache(&mut self, fd: RawFd, offset: u64, len: u64) -> bool {
+        match self.sendfile_seg {
+            Some((seg, ok)) if seg == self.seg => ok,
+            _ => {
+                let ok = cold::cached(fd, offset, len.min(cold::PROBE_BYTES));
+                self.sendfile_seg = Some((self.seg, ok));
+                ok
+            }
         }
     }
 

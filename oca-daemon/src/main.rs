@@ -130,6 +130,16 @@ fn run(cli: Cli) -> Result<()> {
     let worker_failed = runtime.block_on(async {
         let admin = tokio::net::TcpListener::from_std(admin)?;
         tokio::spawn(admin::serve(admin, metrics.clone()));
+        // A worker's thread blocked in a disk operation cannot time itself: this does.
+        let watched = metrics.clone();
+        let disk_timeout = cfg.limits.disk_timeout;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(engine::TICK);
+            loop {
+                every.tick().await;
+                watched.check_blocked(disk_timeout);
+            }
+        });
         let worker_failed = loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break false }

@@ -31,6 +31,8 @@ const DISK_BOUNDS: [f64; 14] = [
 pub struct DiskStats {
     path: String,
     errors: AtomicU64,
+    /// Operations that did not complete within `disk_timeout`.
+    hangs: AtomicU64,
     failed: AtomicBool,
     reads: [AtomicU64; DISK_BOUNDS.len() + 1],
     read_ns: AtomicU64,
@@ -43,6 +45,7 @@ impl DiskStats {
         DiskStats {
             path,
             errors: AtomicU64::new(0),
+            hangs: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             reads: Default::default(),
             read_ns: AtomicU64::new(0),
@@ -77,6 +80,9 @@ pub struct WorkerStats {
     latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_ns: AtomicU64,
     heartbeat_ms: AtomicU64,
+    /// The disk operation the worker's thread is blocked in, if any: (disk + 1) << 40 | its
+    /// start in ms since the counters started (see [`Metrics::enter_disk`]).
+    on_disk: AtomicU64,
     body_parts: [AtomicU64; crate::cold::Reason::ALL.len()],
     /// Cold-path sends: zero-copy, copied.
     cold_sends: [AtomicU64; 2],
@@ -234,6 +240,15 @@ impl WorkerStats {
     }
 }
 
+/// Clears a worker's [`Metrics::enter_disk`] note when dropped.
+pub struct OnDisk<'a>(&'a AtomicU64);
+
+impl Drop for OnDisk<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Relaxed);
+    }
+}
+
 const ADMITTED: [&str; 3] = ["play", "fill", "unsigned"];
 
 fn admitted_index(a: Admitted) -> usize {
@@ -310,6 +325,44 @@ impl Metrics {
             d.errors.fetch_add(1, Relaxed);
             if !d.failed.swap(true, Relaxed) {
                 tracing::error!(disk = i, path = %d.path, "disk returned an I/O error: marked failed, its files are no longer served");
+            }
+        }
+    }
+
+    /// An operation on disk `i` has not completed after `waited` (past `disk_timeout`): the
+    /// disk is marked failed like one returning errors, so its files are no longer served and
+    /// the other disks keep going.
+    pub fn disk_hung(&self, i: usize, waited: Duration) {
+        if let Some(d) = self.disks.get(i) {
+            d.hangs.fetch_add(1, Relaxed);
+            if !d.failed.swap(true, Relaxed) {
+                tracing::error!(disk = i, path = %d.path, waited_ms = waited.as_millis() as u64, "disk operation did not complete: disk marked hung and failed, its files are no longer served");
+            }
+        }
+    }
+
+    /// Notes that worker `w`'s thread is about to block in an operation on disk `disk` (an
+    /// open, a sendfile, a read); the returned guard clears the note. A watcher thread
+    /// ([`Metrics::check_blocked`]) marks the disk hung when the note grows too old.
+    pub fn enter_disk(&self, w: usize, disk: usize) -> OnDisk<'_> {
+        let stats = &self.workers[w];
+        let ms = self.uptime().as_millis() as u64 & ((1 << 40) - 1);
+        stats.on_disk.store(((disk as u64 + 1) << 40) | ms, Relaxed);
+        OnDisk(&stats.on_disk)
+    }
+
+    /// Marks hung every disk a worker's thread has been blocked on for longer than `timeout`.
+    pub fn check_blocked(&self, timeout: Duration) {
+        let now = self.uptime().as_millis() as u64;
+        for w in &self.workers {
+            let v = w.on_disk.load(Relaxed);
+            if v == 0 {
+                continue;
+            }
+            let (disk, since) = ((v >> 40) as usize - 1, v & ((1 << 40) - 1));
+            let waited = Duration::from_millis(now.saturating_sub(since));
+            if waited > timeout {
+                self.disk_hung(disk, waited);
             }
         }
     }
@@ -541,8 +594,20 @@ impl Collector for Scrape {
         }
         {
             let mut fam = enc.encode_descriptor(
+                "oca_disk_hangs",
+                "Operations on the disk that did not complete within disk_timeout (the disk is then marked failed)",
+                None,
+                MetricType::Counter,
+            )?;
+            for d in &m.disks {
+                ConstCounter::new(d.hangs.load(Relaxed))
+                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor(
                 "oca_disk_failed",
-                "1 when the disk returned I/O errors and its files are no longer served",
+                "1 when the disk returned I/O errors or hung and its files are no longer served",
                 None,
                 MetricType::Gauge,
             )?;

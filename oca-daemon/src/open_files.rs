@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use oca_store::{ContentId, DirectFile, OpenError, Store};
+use oca_store::{ContentId, DirectFile, OpenError, Opened, Store};
 
 /// The O_DIRECT twin of an open file, opened on its first cold read and shared like the file;
 /// `None` inside when the filesystem refuses O_DIRECT (that file then stays on the page cache).
@@ -65,22 +65,39 @@ struct Entry {
     direct: Rc<Direct>,
 }
 
+/// Why [`OpenFiles::open`] gave no file.
+#[derive(Debug)]
+pub enum NotOpened {
+    /// The store said so.
+    Failed(OpenError),
+    /// Not open yet, and the engine opens files off the worker's thread: the request waits for
+    /// [`OpenFiles::adopt`] (or [`OpenFiles::adopt_error`]) and is then answered afresh.
+    Deferred,
+}
+
 /// One worker's open files.
 #[derive(Default)]
 pub struct OpenFiles {
     map: HashMap<Box<str>, Entry>,
+    /// Outcomes of deferred opens that found nothing, each given to the next request for the id.
+    errors: HashMap<Box<str>, OpenError>,
 }
 
 impl OpenFiles {
     /// Opens `id`, reusing a descriptor opened less than [`REUSE`] ago when the file still
     /// exists; never on a disk for which `skip` holds (failed disks).
-    pub fn open(
+    pub fn open<'m>(
         &mut self,
         store: &Store,
         id: ContentId<'_>,
         now: Instant,
         skip: &dyn Fn(usize) -> bool,
-    ) -> Result<OpenFile, OpenError> {
+        defer: bool,
+        on_disk: &dyn Fn(usize) -> Option<crate::metrics::OnDisk<'m>>,
+    ) -> Result<OpenFile, NotOpened> {
+        if let Some(e) = self.errors.remove(id.as_str()) {
+            return Err(NotOpened::Failed(e));
+        }
         if let Some(e) = self.map.get(id.as_str()) {
             if now.duration_since(e.opened) < REUSE && !skip(e.disk) {
                 if let Some(meta) = e.file.metadata().ok().filter(|m| m.nlink() > 0) {
@@ -96,7 +113,25 @@ impl OpenFiles {
             }
             self.map.remove(id.as_str());
         }
-        let opened = store.open_content_skipping(id, skip)?;
+        if defer {
+            return Err(NotOpened::Deferred);
+        }
+        for disk in store.candidates(id, skip) {
+            let opened = {
+                let _blocked = on_disk(disk);
+                store.open_on(id, disk)
+            };
+            match opened {
+                Err(OpenError::NotFound) => continue,
+                Ok(o) => return Ok(self.adopt(id, o, now)),
+                Err(e) => return Err(NotOpened::Failed(e)),
+            }
+        }
+        Err(NotOpened::Failed(OpenError::NotFound))
+    }
+
+    /// Keeps a file opened for `id` (by a deferred open) and gives it out.
+    pub fn adopt(&mut self, id: ContentId<'_>, opened: Opened, now: Instant) -> OpenFile {
         if self.map.len() >= MAX_OPEN {
             self.map.retain(|_, e| now.duration_since(e.opened) < REUSE);
             if self.map.len() >= MAX_OPEN {
@@ -113,14 +148,22 @@ impl OpenFiles {
             direct: direct.clone(),
         };
         self.map.insert(id.as_str().into(), entry);
-        Ok(OpenFile {
+        OpenFile {
             file,
             disk: opened.disk,
             size: opened.size,
             mtime: opened.mtime,
             ino,
             direct,
-        })
+        }
+    }
+
+    /// A deferred open of `id` found nothing (or failed): the next request for it is told so.
+    pub fn adopt_error(&mut self, id: ContentId<'_>, error: OpenError) {
+        if self.errors.len() >= MAX_OPEN {
+            self.errors.clear();
+        }
+        self.errors.insert(id.as_str().into(), error);
     }
 }
 
@@ -144,8 +187,12 @@ mod tests {
         let id = ContentId::parse("abc").unwrap();
         let mut files = OpenFiles::default();
         let now = Instant::now();
-        let a = files.open(&store, id, now, &|_| false).unwrap();
-        let b = files.open(&store, id, now, &|_| false).unwrap();
+        let a = files
+            .open(&store, id, now, &|_| false, false, &|_| None)
+            .unwrap();
+        let b = files
+            .open(&store, id, now, &|_| false, false, &|_| None)
+            .unwrap();
         assert!(
             Rc::ptr_eq(&a.file, &b.file),
             "second open reuses the descriptor"
@@ -157,14 +204,17 @@ mod tests {
             .set_len(4)
             .unwrap();
         assert_eq!(
-            files.open(&store, id, now, &|_| false).unwrap().size,
+            files
+                .open(&store, id, now, &|_| false, false, &|_| None)
+                .unwrap()
+                .size,
             4,
             "fresh size on every use"
         );
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
-            files.open(&store, id, now, &|_| false),
-            Err(OpenError::NotFound)
+            files.open(&store, id, now, &|_| false, false, &|_| None),
+            Err(NotOpened::Failed(OpenError::NotFound))
         ));
     }
 
@@ -176,13 +226,19 @@ mod tests {
         std::fs::hard_link(&path, d.path().join("keep")).unwrap();
         let mut files = OpenFiles::default();
         let now = Instant::now();
-        assert_eq!(files.open(&store, id, now, &|_| false).unwrap().size, 10);
+        assert_eq!(
+            files
+                .open(&store, id, now, &|_| false, false, &|_| None)
+                .unwrap()
+                .size,
+            10
+        );
         let tmp = d.path().join("tmp/abc");
         std::fs::write(&tmp, b"new").unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         assert_eq!(
             files
-                .open(&store, id, now + REUSE, &|_| false)
+                .open(&store, id, now + REUSE, &|_| false, false, &|_| None)
                 .unwrap()
                 .size,
             3

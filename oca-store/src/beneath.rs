@@ -12,6 +12,10 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+/// How every name is resolved (openat2's `resolve`; also for io_uring's OPENAT2).
+pub const RESOLVE: u64 =
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+
 /// Set once the kernel has said it has no openat2.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -38,7 +42,7 @@ fn openat2(dir: BorrowedFd<'_>, rel: &CStr, flags: i32, mode: u32) -> io::Result
     } else {
         0
     };
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = RESOLVE;
     // SAFETY: a valid directory descriptor, a NUL-terminated path and a live open_how of the
     // size passed; the result is checked before use.
     let fd = unsafe {

@@ -92,6 +92,11 @@ impl Disk {
             .join(id.as_str())
     }
 
+    /// The disk's `objects/` directory, which content paths ([`content_path`]) are relative to.
+    pub fn objects_dir(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.objects.as_fd()
+    }
+
     /// Creates `tmp/` when missing (a symlink in its place is refused).
     pub fn ensure_tmp(&self) -> io::Result<()> {
         mkdir_at(&self.root_fd, &cstring(TMP_DIR))?;
@@ -243,6 +248,30 @@ impl Store {
         self.open_content_skipping(id, &|_| false)
     }
 
+    /// Disk indices to try for `id`, preferred first, without those for which `skip` holds:
+    /// for callers that open asynchronously ([`Disk::objects_dir`], [`content_path`],
+    /// [`CONTENT_OPEN_FLAGS`], then [`Store::adopt`] or [`OpenError::from_os`]).
+    pub fn candidates(&self, id: ContentId<'_>, skip: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        if self.disks.len() == 1 {
+            return if skip(0) { Vec::new() } else { vec![0] };
+        }
+        self.placement(id)
+            .into_iter()
+            .filter(|&d| !skip(d))
+            .collect()
+    }
+
+    /// Opens `id` on disk `disk` only.
+    pub fn open_on(&self, id: ContentId<'_>, disk: usize) -> Result<Opened, OpenError> {
+        let d = self.disks.get(disk).ok_or(OpenError::NotFound)?;
+        open_on(d, disk, RelPath::new(id).as_cstr())
+    }
+
+    /// Checks a content file opened on disk `disk` and makes it ready to serve.
+    pub fn adopt(&self, file: File, disk: usize) -> Result<Opened, OpenError> {
+        adopt(file, disk)
+    }
+
     /// Like [`Store::open_content`], but never on a disk for which `skip` holds (a failed
     /// disk): a copy refilled onto another disk is found even where the old one remains.
     pub fn open_content_skipping(
@@ -306,6 +335,18 @@ fn open_disk(root: PathBuf) -> Result<Disk, StoreError> {
     })
 }
 
+/// `<shard>/<id>`, the path of `id` relative to a disk's `objects/`.
+pub fn content_path(id: ContentId<'_>) -> std::ffi::CString {
+    RelPath::new(id).as_cstr().to_owned()
+}
+
+impl OpenError {
+    /// The error an open that failed with `errno` on disk `disk` means.
+    pub fn from_os(errno: i32, disk: usize) -> OpenError {
+        classify(io::Error::from_raw_os_error(errno), disk)
+    }
+}
+
 /// `<shard>/<id>\0` built on the stack: the hot path opens a file per request.
 struct RelPath {
     buf: [u8; 2 + 1 + content_id::MAX_ID_LEN + 1],
@@ -333,14 +374,22 @@ impl RelPath {
     }
 }
 
+/// Flags content files are opened with. O_NONBLOCK: a FIFO or device node planted in the store
+/// must not block the opener in open(2); it is refused once fstat shows it is not a regular
+/// file ([`Store::adopt`]).
+pub const CONTENT_OPEN_FLAGS: i32 = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
+
 fn open_on(disk: &Disk, index: usize, rel: &CStr) -> Result<Opened, OpenError> {
-    // O_NONBLOCK: a FIFO or device node planted in the store must not block the worker in
-    // open(2); it is refused below once fstat shows it is not a regular file. No symlink is
-    // followed anywhere in `<shard>/<id>` (a shard directory linked to /etc names nothing).
-    let flags = libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK;
-    let file = File::from(
-        beneath::open(disk.objects.as_fd(), rel, flags, 0).map_err(|e| classify(e, index))?,
-    );
+    // No symlink is followed anywhere in `<shard>/<id>` (a shard directory linked to /etc
+    // names nothing).
+    let fd = beneath::open(disk.objects.as_fd(), rel, CONTENT_OPEN_FLAGS, 0)
+        .map_err(|e| classify(e, index))?;
+    adopt(File::from(fd), index)
+}
+
+/// Checks a file opened (perhaps asynchronously) with [`CONTENT_OPEN_FLAGS`] beneath a disk's
+/// `objects/`, and makes it ready to serve.
+fn adopt(file: File, index: usize) -> Result<Opened, OpenError> {
     let fd = file.as_raw_fd();
     let meta = file.metadata().map_err(|e| classify(e, index))?;
     if !meta.is_file() {

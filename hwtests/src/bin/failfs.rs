@@ -4,8 +4,9 @@
 //! ```text
 //! failfs BACKING_DIR MOUNTPOINT     # prints "failfs: mounted" once the mount is up
 //! kill -USR1 <pid>                  # from now on every read returns EIO
-//! kill -USR2 <pid>                  # reads work again
-//! kill -TERM <pid>                  # unmounts and exits
+//! kill -HUP <pid>                   # from now on every read hangs (a disk that stops answering)
+//! kill -USR2 <pid>                  # reads work again (hung ones go on)
+//! kill -TERM <pid>                  # unmounts and exits (hung reads fail)
 //! ```
 //! Needs root (it mounts /dev/fuse directly).
 
@@ -23,12 +24,17 @@ use fuser::{
 };
 
 static FAILING: AtomicBool = AtomicBool::new(false);
+static HANGING: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
     match sig {
         libc::SIGUSR1 => FAILING.store(true, Relaxed),
-        libc::SIGUSR2 => FAILING.store(false, Relaxed),
+        libc::SIGHUP => HANGING.store(true, Relaxed),
+        libc::SIGUSR2 => {
+            FAILING.store(false, Relaxed);
+            HANGING.store(false, Relaxed);
+        }
         _ => STOP.store(true, Relaxed),
     }
 }
@@ -164,7 +170,13 @@ impl Filesystem for FailFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if FAILING.load(Relaxed) {
+        // A hung disk: the read answers only once released (or never, as far as the reader
+        // can tell). Only this thread waits; the others still answer lookups and attributes,
+        // as a kernel answers those from its caches while the device hangs.
+        while HANGING.load(Relaxed) && !STOP.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if FAILING.load(Relaxed) || STOP.load(Relaxed) {
             return reply.error(Errno::EIO);
         }
         let Some(path) = self.path(ino) else {
@@ -194,7 +206,13 @@ fn main() {
         eprintln!("usage: failfs BACKING_DIR MOUNTPOINT");
         std::process::exit(2);
     };
-    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGTERM, libc::SIGINT] {
+    for sig in [
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGHUP,
+        libc::SIGTERM,
+        libc::SIGINT,
+    ] {
         // SAFETY: the handler only stores to atomics, which is async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
@@ -211,7 +229,8 @@ fn main() {
     };
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![MountOption::FSName("failfs".into()), MountOption::RO];
-    cfg.n_threads = Some(2);
+    // Hung reads each hold a thread; enough are left for lookups and attributes.
+    cfg.n_threads = Some(16);
     let session = match fuser::spawn_mount(fs, mountpoint, &cfg) {
         Ok(s) => s,
         Err(e) => {

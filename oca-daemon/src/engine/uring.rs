@@ -56,18 +56,21 @@ pub struct Support {
     pub body_path: BodyPath,
     splice: bool,
     send_zc: bool,
+    /// IORING_OP_OPENAT2 (5.6): content files are opened off the worker's thread.
+    openat2: bool,
 }
 
 impl Support {
     /// One line for the startup log.
     pub fn describe(&self) -> String {
         format!(
-            "accept({}) recv({}, provided buffers) poll_add timeout async_cancel provide_buffers; bodies by {}; splice={} send_zc={}",
+            "accept({}) recv({}, provided buffers) poll_add timeout async_cancel provide_buffers; bodies by {}; splice={} send_zc={} openat2={}",
             if self.multishot_accept { "multishot" } else { "single-shot" },
             if self.multishot_recv { "multishot" } else { "single-shot" },
             self.body_path.name(),
             self.splice,
-            self.send_zc
+            self.send_zc,
+            self.openat2
         )
     }
 }
@@ -115,6 +118,7 @@ pub fn probe(body_path: BodyPath) -> Result<Support, String> {
         },
         splice: probe.is_supported(opcode::Splice::CODE),
         send_zc: probe.is_supported(opcode::SendZc::CODE),
+        openat2: probe.is_supported(opcode::OpenAt2::CODE),
     })
 }
 
@@ -195,6 +199,21 @@ struct Slot {
     cold: Option<ColdIo>,
     /// Cold path: the part's next buffer, read while the current one is sent.
     ahead: Option<Ahead>,
+    /// The content file being opened for it (OPENAT2), while one is.
+    open: Option<Box<OpenOp>>,
+    /// When the file → pipe splice in flight began, and its disk (disk_timeout watches it).
+    splice_at: Option<(Instant, usize)>,
+}
+
+/// An open of a content file off the worker's thread: one disk after another, in placement
+/// order, until one has it. The path and `open_how` live here until the kernel has them.
+struct OpenOp {
+    id: String,
+    path: std::ffi::CString,
+    how: types::OpenHow,
+    candidates: Vec<usize>,
+    at: usize,
+    started: Instant,
 }
 
 impl Slot {
@@ -329,6 +348,7 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         BodyPath::Splice => 0,
         BodyPath::Sendfile => u64::MAX,
     };
+    ctx.defer_opens = support.openat2;
     let ring = build_ring()?;
     let cold = setup_cold(&mut ctx, &ring, support);
     let mut lp = Loop {
@@ -585,6 +605,7 @@ impl Loop {
             Op::ColdRead => self.on_cold_read(gen, key, res),
             Op::ColdSend => self.on_cold_send(gen, key, res, flags),
             Op::ColdAhead => self.on_cold_ahead(gen, key, res),
+            Op::Open => self.on_open(gen, key, res),
             Op::Tick => self.on_tick(),
             Op::Provide => {
                 self.providing = self.providing.saturating_sub(1);
@@ -627,6 +648,8 @@ impl Loop {
                     fill_again: false,
                     cold: None,
                     ahead: None,
+                    open: None,
+                    splice_at: None,
                 });
                 self.act(key, Next::Read);
             }
@@ -811,6 +834,7 @@ impl Loop {
             }
             Next::Pause => return,
             Next::Close => return self.close(key),
+            Next::Open => return self.open_start(key),
             Next::Splice(chunk) => return self.splice(key, chunk),
             Next::Cold(chunk) => return self.cold_start(key, chunk),
         };
@@ -947,6 +971,121 @@ impl Loop {
             super::release(&self.ctx);
             self.cold_pump();
         }
+    }
+
+    /// Starts opening the file the connection waits for, on the first disk that may hold it.
+    fn open_start(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Some(id) = slot.conn.opening().map(str::to_string) else {
+            return self.close(key);
+        };
+        let Ok(cid) = oca_store::ContentId::parse(&id) else {
+            return self.close(key);
+        };
+        let metrics = &self.ctx.shared.metrics;
+        let candidates = self
+            .ctx
+            .shared
+            .store
+            .candidates(cid, &|d| metrics.disk_failed(d));
+        let how = types::OpenHow::new()
+            .flags((oca_store::CONTENT_OPEN_FLAGS | libc::O_CLOEXEC) as u64)
+            .resolve(oca_store::beneath::RESOLVE);
+        slot.open = Some(Box::new(OpenOp {
+            path: oca_store::content_path(cid),
+            id,
+            how,
+            candidates,
+            at: 0,
+            started: self.ctx.now,
+        }));
+        self.open_next(key);
+    }
+
+    /// Submits the open on the current candidate disk; with none left, the request is answered
+    /// 404.
+    fn open_next(&mut self, key: usize) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Some(op) = slot.open.as_mut() else {
+            return;
+        };
+        let Some(&disk) = op.candidates.get(op.at) else {
+            return self.open_done(key, Err(oca_store::OpenError::NotFound));
+        };
+        op.started = self.ctx.now;
+        let dir = self.ctx.shared.store.disks()[disk].objects_dir();
+        // The kernel copies the path and `how` when it takes the entry; both live in the slot
+        // until the completion anyway (the entry may wait in the backlog before that).
+        let entry = opcode::OpenAt2::new(types::Fd(dir.as_raw_fd()), op.path.as_ptr(), &op.how)
+            .build()
+            .user_data(ud(Op::Open, key, slot.gen));
+        slot.inflight += 1;
+        slot.cancel_op = Op::Open;
+        self.push(entry);
+    }
+
+    fn on_open(&mut self, gen: u32, key: usize, res: i32) {
+        let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
+            if res >= 0 {
+                // SAFETY: the kernel opened this descriptor for a connection that is gone.
+                drop(unsafe { OwnedFd::from_raw_fd(res) });
+            }
+            return;
+        };
+        slot.completed();
+        let opened = if res >= 0 {
+            // SAFETY: the kernel just opened this descriptor for us; nothing else owns it.
+            Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(res) }))
+        } else {
+            Err(-res)
+        };
+        if slot.closing {
+            if slot.inflight == 0 {
+                self.finish_close(key);
+            }
+            return;
+        }
+        let Some(op) = slot.open.as_mut() else {
+            return;
+        };
+        let disk = op.candidates[op.at];
+        let outcome = match opened {
+            Ok(file) => self.ctx.shared.store.adopt(file, disk),
+            Err(errno) => Err(oca_store::OpenError::from_os(errno, disk)),
+        };
+        match outcome {
+            Err(oca_store::OpenError::NotFound) => {
+                op.at += 1;
+                self.open_next(key)
+            }
+            other => self.open_done(key, other),
+        }
+    }
+
+    /// The open ended: the worker's open files learn the outcome, and the request is answered.
+    fn open_done(&mut self, key: usize, outcome: Result<oca_store::Opened, oca_store::OpenError>) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let Some(op) = slot.open.take() else {
+            return;
+        };
+        let Ok(cid) = oca_store::ContentId::parse(&op.id) else {
+            return self.close(key);
+        };
+        match outcome {
+            Ok(opened) => {
+                let now = self.ctx.now;
+                self.ctx.files_mut().adopt(cid, opened, now);
+            }
+            Err(e) => self.ctx.files_mut().adopt_error(cid, e),
+        }
+        let next = super::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_opened(ctx));
+        self.act(key, next);
     }
 
     /// Queues a cold chunk behind its disk; refused at once when the disk has failed.

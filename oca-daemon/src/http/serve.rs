@@ -9,7 +9,7 @@ use std::time::Instant;
 use oca_store::{ContentId, OpenError, Store};
 
 use crate::metrics::Metrics;
-use crate::open_files::{Direct, OpenFile, OpenFiles};
+use crate::open_files::{Direct, NotOpened, OpenFile, OpenFiles};
 use crate::signed_urls::{Admitted, UrlAuth};
 use oca_protocol::signing::Rejection;
 
@@ -37,6 +37,10 @@ pub struct ServeCtx<'a> {
     pub draining: bool,
     /// Counters, and which disks have failed.
     pub metrics: &'a Metrics,
+    /// Files not already open are opened by the engine, off the worker's thread.
+    pub defer_opens: bool,
+    /// The worker's index (its blocking disk operations are timed under it).
+    pub worker: usize,
 }
 
 /// The open file a response's file parts come from.
@@ -65,6 +69,9 @@ pub struct Served {
     pub disk_error: Option<usize>,
     /// How the URL's signature was judged, for content requests.
     pub admission: Option<Result<Admitted, Rejection>>,
+    /// The content id to open off the worker's thread before the request can be answered
+    /// (`defer_opens`); nothing was written.
+    pub open: Option<String>,
 }
 
 /// Builds the response to `req`, appending bytes to `out` and parts to `segs`.
@@ -111,12 +118,31 @@ pub fn serve(
     };
     let metrics = ctx.metrics;
     let failed = |d: usize| metrics.disk_failed(d);
-    let opened = match ctx.files.open(ctx.store, id, ctx.now, &failed) {
+    let worker = ctx.worker;
+    let on_disk = |d: usize| Some(metrics.enter_disk(worker, d));
+    let opened = match ctx
+        .files
+        .open(ctx.store, id, ctx.now, &failed, ctx.defer_opens, &on_disk)
+    {
         Ok(o) => o,
+        Err(NotOpened::Deferred) => {
+            // Nothing is written: the request is answered afresh once the engine has opened
+            // the file (or found it missing) off the worker's thread.
+            out.truncate(0);
+            segs.clear();
+            return Served {
+                status: 0,
+                keep_alive,
+                file: None,
+                disk_error: None,
+                admission: Some(admitted),
+                open: Some(id.as_str().to_string()),
+            };
+        }
         // Files only on a failed disk are not found: the player moves to the next appliance, and
         // a copy the fill agent puts on a healthy disk is served again.
-        Err(OpenError::NotFound) => return simple(404, "", keep_alive),
-        Err(OpenError::Io { disk, source }) => {
+        Err(NotOpened::Failed(OpenError::NotFound)) => return simple(404, "", keep_alive),
+        Err(NotOpened::Failed(OpenError::Io { disk, source })) => {
             tracing::warn!(disk, %source, id = %id, "disk error opening content");
             let mut s = simple(500, "", keep_alive);
             if source
@@ -146,6 +172,7 @@ pub fn serve(
         }),
         disk_error: None,
         admission: Some(admitted),
+        open: None,
     }
 }
 
@@ -221,6 +248,7 @@ impl Short<'_> {
             file: None,
             disk_error: None,
             admission: None,
+            open: None,
         }
     }
 }

@@ -43,10 +43,12 @@ pub enum Op {
     ColdSend,
     /// A direct read of a part's next buffer, ahead of need.
     ColdAhead,
+    /// An open of a content file.
+    Open,
 }
 
 impl Op {
-    const ALL: [Op; 11] = [
+    const ALL: [Op; 12] = [
         Op::Accept,
         Op::Recv,
         Op::Poll,
@@ -58,6 +60,7 @@ impl Op {
         Op::ColdRead,
         Op::ColdSend,
         Op::ColdAhead,
+        Op::Open,
     ];
 
     fn from_u8(b: u8) -> Option<Op> {
