@@ -131,6 +131,8 @@ pub struct BodyChunk {
     pub offset: u64,
     /// Bytes left in this part of the response.
     pub len: u64,
+    /// The disk the file is on (its reads are timed against disk_timeout).
+    pub disk: usize,
 }
 
 /// File bytes for the cold path: read with O_DIRECT from `fd` (aligned reads, trimmed to the
@@ -149,6 +151,20 @@ pub struct ColdChunk {
     pub align: u32,
     /// Plain TCP: the buffer may go out with zero-copy send (kTLS copies anyway).
     pub zero_copy: bool,
+}
+
+/// File bytes a userspace-TLS connection needs that the page cache did not have: the engine
+/// reads them off the worker's thread and hands them to [`Conn::on_file_read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileRead {
+    /// The open file.
+    pub fd: RawFd,
+    /// Where to read.
+    pub offset: u64,
+    /// How much (at most one encryption step).
+    pub len: u32,
+    /// The disk the file is on.
+    pub disk: usize,
 }
 
 /// What the connection needs from the engine next.
@@ -171,6 +187,8 @@ pub enum Next {
     /// Open the file [`Conn::opening`] names off the worker's thread, then call
     /// [`Conn::on_opened`].
     Open,
+    /// Read these file bytes off the worker's thread, then call [`Conn::on_file_read`].
+    ReadFile(FileRead),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,9 +207,16 @@ enum Phase {
 enum WriteResult {
     Body(BodyChunk),
     Cold(ColdChunk),
+    ReadFile(FileRead),
     Done,
     Blocked,
     Failed,
+}
+
+/// What a userspace-TLS file step did: wrote (encrypted) bytes, or needs the engine to read.
+enum TlsFile {
+    Wrote(io::Result<usize>),
+    Read(FileRead),
 }
 
 /// Who encrypts the connection's records.
@@ -729,6 +754,7 @@ impl Conn {
             WriteResult::Failed => Next::Close,
             WriteResult::Body(chunk) => Next::Splice(chunk),
             WriteResult::Cold(chunk) => Next::Cold(chunk),
+            WriteResult::ReadFile(read) => Next::ReadFile(read),
             WriteResult::Done => self.finish(ctx),
         }
     }
@@ -905,10 +931,10 @@ impl Conn {
                 }
                 Segment::File { offset, len } if self.is_user_tls() => {
                     let remaining = len - self.seg_off;
-                    (
-                        self.tls_write_file(offset + self.seg_off, remaining, ctx),
-                        remaining,
-                    )
+                    match self.tls_write_file(offset + self.seg_off, remaining, ctx) {
+                        TlsFile::Wrote(r) => (r, remaining),
+                        TlsFile::Read(read) => return WriteResult::ReadFile(read),
+                    }
                 }
                 Segment::File { offset, len } => {
                     let remaining = len - self.seg_off;
@@ -936,15 +962,20 @@ impl Conn {
                             file: file.as_raw_fd(),
                             offset: offset + self.seg_off,
                             len: remaining,
+                            disk: self.file.as_ref().map_or(0, |f| f.disk),
                         });
                     }
                     let count = remaining.min(SENDFILE_CHUNK as u64) as usize;
-                    let r = socket::sendfile(
-                        self.sock.as_fd(),
-                        file.as_raw_fd(),
-                        offset + self.seg_off,
-                        count,
-                    );
+                    let disk = self.file.as_ref().map_or(0, |f| f.disk);
+                    let r = {
+                        let _blocked = ctx.shared.metrics.enter_disk(ctx.index, disk);
+                        socket::sendfile(
+                            self.sock.as_fd(),
+                            file.as_raw_fd(),
+                            offset + self.seg_off,
+                            count,
+                        )
+                    };
                     if let Ok(0) = r {
                         // The file shrank under us: what is left cannot be sent, and a shorter
                         // body on this connection must not pass for a whole one, so close it.
@@ -1028,36 +1059,65 @@ impl Conn {
     }
 
     /// File bytes on a userspace-TLS connection: read into the worker's scratch buffer, then
-    /// encrypted (the one path where file bytes pass through this process).
-    fn tls_write_file(
-        &mut self,
-        offset: u64,
-        remaining: u64,
-        ctx: &mut WorkerCtx,
-    ) -> io::Result<usize> {
-        if !self.flush_tls()? {
-            return Err(io::ErrorKind::WouldBlock.into());
+    /// encrypted (the one path where file bytes pass through this process). Where the engine
+    /// reads off the thread ([`WorkerCtx::defer_opens`]), only bytes the page cache holds are
+    /// read here (RWF_NOWAIT); the others are the engine's to read ([`TlsFile::Read`]).
+    fn tls_write_file(&mut self, offset: u64, remaining: u64, ctx: &mut WorkerCtx) -> TlsFile {
+        match self.flush_tls() {
+            Ok(true) => {}
+            Ok(false) => return TlsFile::Wrote(Err(io::ErrorKind::WouldBlock.into())),
+            Err(e) => return TlsFile::Wrote(Err(e)),
         }
-        let Some(file) = self.file.as_ref().map(|f| f.file.clone()) else {
-            return Err(io::Error::other("no file"));
+        let Some((file, disk)) = self.file.as_ref().map(|f| (f.file.clone(), f.disk)) else {
+            return TlsFile::Wrote(Err(io::Error::other("no file")));
         };
         if ctx.scratch.len() < ENCRYPT_CHUNK {
             ctx.scratch = vec![0; ENCRYPT_CHUNK];
         }
         let count = remaining.min(ENCRYPT_CHUNK as u64) as usize;
-        let n = loop {
-            match file.read_at(&mut ctx.scratch[..count], offset) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other?,
+        let read = if ctx.defer_opens {
+            match socket::pread_nowait(file.as_raw_fd(), &mut ctx.scratch[..count], offset) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) => {
+                    return TlsFile::Read(FileRead {
+                        fd: file.as_raw_fd(),
+                        offset,
+                        len: count as u32,
+                        disk,
+                    });
+                }
+                other => other,
+            }
+        } else {
+            let _blocked = ctx.shared.metrics.enter_disk(ctx.index, disk);
+            loop {
+                match file.read_at(&mut ctx.scratch[..count], offset) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
             }
         };
-        if n == 0 {
-            return Ok(0);
-        }
+        let n = match read {
+            Ok(0) => return TlsFile::Wrote(Ok(0)),
+            Ok(n) => n,
+            Err(e) => return TlsFile::Wrote(Err(e)),
+        };
         let scratch = std::mem::take(&mut ctx.scratch);
         let r = self.tls_write(&scratch[..n]);
         ctx.scratch = scratch;
-        r
+        TlsFile::Wrote(r)
+    }
+
+    /// The engine read `data` for a [`Next::ReadFile`]: encrypted and sent like bytes read here.
+    pub fn on_file_read(&mut self, data: &[u8], ctx: &mut WorkerCtx) -> Next {
+        if data.is_empty() {
+            tracing::warn!("file shorter than when opened; closing connection");
+            ctx.stats().truncated();
+            return Next::Close;
+        }
+        match self.tls_write(data) {
+            Ok(n) if n == data.len() && self.advance(n as u64, ctx) => self.flush_and_continue(ctx),
+            _ => Next::Close,
+        }
     }
 
     /// Counts bytes sent to the client, and on TLS connections by where they were encrypted.

@@ -65,6 +65,17 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     })
 }
 
+/// A read of file bytes only as far as the page cache holds them (preadv2 with RWF_NOWAIT):
+/// EAGAIN when it would wait for the disk (EOPNOTSUPP where the filesystem cannot tell).
+pub fn pread_nowait(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec over a live mutable slice; the fd is open for the call.
+    cvt(unsafe { libc::preadv2(fd, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) })
+}
+
 /// sendfile(2): file bytes from the page cache to the socket with no userspace copy.
 pub fn sendfile(sock: BorrowedFd<'_>, file: RawFd, offset: u64, count: usize) -> io::Result<usize> {
     let mut off = offset as libc::off_t;

@@ -451,6 +451,50 @@ fn paused_round(
     check(&mut r, 1, 17)
 }
 
+/// A round whose client reads all along on another thread while, somewhere in a long answer,
+/// it sends a burst of pipelined requests larger than a head: the answers' splices, the pause
+/// and the next answers overlap in every order over the rounds. Every byte checked.
+fn drained_round(
+    addr: std::net::SocketAddr,
+    round: u64,
+    id: &str,
+    body: &[u8],
+) -> Result<(), String> {
+    let c = connect(addr);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(c);
+        (0..17)
+            .map(|_| next_response(&mut r))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    w.write_all(format!("GET /c/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_micros(100 * (round % 30)));
+    let burst: Vec<u8> = (0..16)
+        .flat_map(|i| format!("GET /c/{id}/range/{i}-{i} HTTP/1.1\r\nHost:a\r\n\r\n").into_bytes())
+        .collect();
+    w.write_all(&burst).map_err(|e| e.to_string())?;
+    let got = reader
+        .join()
+        .unwrap()
+        .map_err(|e| format!("round {round}: {e}"))?;
+    if got[0].0 != 200 || got[0].1 != body {
+        return Err(format!(
+            "round {round}: {} with {} bytes, not the file's",
+            got[0].0,
+            got[0].1.len()
+        ));
+    }
+    for (i, (status, b)) in got[1..].iter().enumerate() {
+        if (*status, &b[..]) != (206, &body[i..=i]) {
+            return Err(format!("round {round}: part {i}: {status} {b:?}"));
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn requests_that_arrive_while_receiving_is_paused_are_still_answered() {
     // A response going out while more than a head's worth of pipelined requests arrives pauses
@@ -479,7 +523,8 @@ fn requests_that_arrive_while_receiving_is_paused_are_still_answered() {
                 let files = files.clone();
                 std::thread::spawn(move || {
                     let (id, body) = &files[t as usize % 2];
-                    (0..15).try_for_each(|round| paused_round(addr, t * 1000 + round, id, body))
+                    (0..15).try_for_each(|round| paused_round(addr, t * 1000 + round, id, body))?;
+                    (0..40).try_for_each(|round| drained_round(addr, t * 1000 + round, id, body))
                 })
             })
             .collect();

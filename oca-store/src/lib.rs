@@ -92,6 +92,28 @@ impl Disk {
             .join(id.as_str())
     }
 
+    /// Whether the disk's filesystem is one whose reads never block the thread that submits
+    /// them asynchronously (local block filesystems: XFS, ext4, btrfs, F2FS, bcachefs, tmpfs).
+    /// Others (FUSE, network filesystems) may wait inside an io_uring submission, so their
+    /// reads must be handed to the kernel's workers outright.
+    pub fn submits_without_blocking(&self) -> bool {
+        const LOCAL: [i64; 6] = [
+            0x5846_5342, // XFS
+            0xEF53,      // ext2/3/4
+            0x9123_683E, // btrfs
+            0xF2F5_2010, // F2FS
+            0xCA45_1A4E, // bcachefs
+            0x0102_1994, // tmpfs
+        ];
+        // SAFETY: statfs is plain data; zeroed is valid and fstatfs fills it.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: an open descriptor and a writable statfs.
+        if unsafe { libc::fstatfs(self.objects.as_raw_fd(), &mut st) } != 0 {
+            return false;
+        }
+        LOCAL.contains(&(st.f_type as i64))
+    }
+
     /// The disk's `objects/` directory, which content paths ([`content_path`]) are relative to.
     pub fn objects_dir(&self) -> std::os::fd::BorrowedFd<'_> {
         self.objects.as_fd()

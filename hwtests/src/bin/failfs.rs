@@ -229,8 +229,10 @@ fn main() {
     };
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![MountOption::FSName("failfs".into()), MountOption::RO];
-    // Hung reads each hold a thread; enough are left for lookups and attributes.
-    cfg.n_threads = Some(16);
+    // Hung reads each hold a thread (the kernel keeps up to 12 readahead reads in flight per
+    // mount, and more that block): enough are left for lookups and attributes, which a kernel
+    // answers from its caches while a real device hangs.
+    cfg.n_threads = Some(64);
     let session = match fuser::spawn_mount(fs, mountpoint, &cfg) {
         Ok(s) => s,
         Err(e) => {

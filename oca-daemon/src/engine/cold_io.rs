@@ -63,15 +63,19 @@ impl Pool {
 
     /// A direct read of `len` bytes at `start` of `fd` into buffer `buf` (fixed when the pool is
     /// registered).
+    /// `punt`: hand the read to the kernel's workers outright (IOSQE_ASYNC), for filesystems
+    /// that may block the submitting thread (FUSE waits for its daemon inside the submission,
+    /// and a hung one would stop the worker).
     pub fn read_entry(
         &self,
         buf: u16,
         fd: std::os::fd::RawFd,
         start: u64,
         len: u32,
+        punt: bool,
     ) -> io_uring::squeue::Entry {
         let (ptr, fd) = (self.ptr(buf), io_uring::types::Fd(fd));
-        if self.registered {
+        let entry = if self.registered {
             io_uring::opcode::ReadFixed::new(fd, ptr, len, buf)
                 .offset(start)
                 .build()
@@ -79,6 +83,11 @@ impl Pool {
             io_uring::opcode::Read::new(fd, ptr, len)
                 .offset(start)
                 .build()
+        };
+        if punt {
+            entry.flags(io_uring::squeue::Flags::ASYNC)
+        } else {
+            entry
         }
     }
 

@@ -203,6 +203,9 @@ struct Slot {
     open: Option<Box<OpenOp>>,
     /// When the file → pipe splice in flight began, and its disk (disk_timeout watches it).
     splice_at: Option<(Instant, usize)>,
+    /// A userspace-TLS file read in flight: its buffer (the kernel writes it until the
+    /// completion), when it began and the disk.
+    file_read: Option<(Mapping, Instant, usize)>,
 }
 
 /// An open of a content file off the worker's thread: one disk after another, in placement
@@ -214,6 +217,9 @@ struct OpenOp {
     candidates: Vec<usize>,
     at: usize,
     started: Instant,
+    /// An open on a disk that then hung was given up on; it is still in flight, and the open
+    /// going on now is an [`Op::OpenRetry`].
+    abandoned: bool,
 }
 
 impl Slot {
@@ -272,6 +278,9 @@ struct Cold {
     pool: Pool,
     queues: DiskQueues,
     send_zc: bool,
+    /// Per disk: reads go to the kernel's workers outright (its filesystem may block a
+    /// submission: FUSE, network filesystems).
+    punt: Vec<bool>,
 }
 
 /// A pipe that file pages pass through on their way to a socket (splice body path).
@@ -434,6 +443,13 @@ fn setup_cold(ctx: &mut WorkerCtx, ring: &IoUring, support: &Support) -> Option<
                 pool,
                 queues: DiskQueues::new(ctx.shared.store.disks().len(), cfg.queue_depth),
                 send_zc: support.send_zc,
+                punt: ctx
+                    .shared
+                    .store
+                    .disks()
+                    .iter()
+                    .map(|d| !d.submits_without_blocking())
+                    .collect(),
             })
         }
         Err(e) => {
@@ -605,7 +621,8 @@ impl Loop {
             Op::ColdRead => self.on_cold_read(gen, key, res),
             Op::ColdSend => self.on_cold_send(gen, key, res, flags),
             Op::ColdAhead => self.on_cold_ahead(gen, key, res),
-            Op::Open => self.on_open(gen, key, res),
+            Op::Open | Op::OpenRetry => self.on_open(op, gen, key, res),
+            Op::FileRead => self.on_file_read(gen, key, res),
             Op::Tick => self.on_tick(),
             Op::Provide => {
                 self.providing = self.providing.saturating_sub(1);
@@ -650,6 +667,7 @@ impl Loop {
                     ahead: None,
                     open: None,
                     splice_at: None,
+                    file_read: None,
                 });
                 self.act(key, Next::Read);
             }
@@ -708,6 +726,7 @@ impl Loop {
             return;
         }
         let next = if kind == Op::SpliceIn {
+            slot.splice_at = None;
             match res {
                 n if n > 0 => slot.in_pipe += n as u32,
                 0 => slot.fill_failed = Some(false),
@@ -835,6 +854,7 @@ impl Loop {
             Next::Pause => return,
             Next::Close => return self.close(key),
             Next::Open => return self.open_start(key),
+            Next::ReadFile(read) => return self.file_read(key, read),
             Next::Splice(chunk) => return self.splice(key, chunk),
             Next::Cold(chunk) => return self.cold_start(key, chunk),
         };
@@ -885,6 +905,7 @@ impl Loop {
         .user_data(ud(Op::SpliceOut, key, slot.gen));
         slot.inflight += 2;
         slot.splicing += 2;
+        slot.splice_at = Some((self.ctx.now, chunk.disk));
         slot.cancel_op = Op::SpliceOut;
         self.push_linked(fill, drain);
     }
@@ -1000,6 +1021,7 @@ impl Loop {
             candidates,
             at: 0,
             started: self.ctx.now,
+            abandoned: false,
         }));
         self.open_next(key);
     }
@@ -1013,22 +1035,36 @@ impl Loop {
         let Some(op) = slot.open.as_mut() else {
             return;
         };
+        // Disks marked failed meanwhile (one hung under this very open) are skipped.
+        let metrics = &self.ctx.shared.metrics;
+        while op
+            .candidates
+            .get(op.at)
+            .is_some_and(|&d| metrics.disk_failed(d))
+        {
+            op.at += 1;
+        }
         let Some(&disk) = op.candidates.get(op.at) else {
             return self.open_done(key, Err(oca_store::OpenError::NotFound));
         };
         op.started = self.ctx.now;
+        let kind = if op.abandoned {
+            Op::OpenRetry
+        } else {
+            Op::Open
+        };
         let dir = self.ctx.shared.store.disks()[disk].objects_dir();
         // The kernel copies the path and `how` when it takes the entry; both live in the slot
         // until the completion anyway (the entry may wait in the backlog before that).
         let entry = opcode::OpenAt2::new(types::Fd(dir.as_raw_fd()), op.path.as_ptr(), &op.how)
             .build()
-            .user_data(ud(Op::Open, key, slot.gen));
+            .user_data(ud(kind, key, slot.gen));
         slot.inflight += 1;
-        slot.cancel_op = Op::Open;
+        slot.cancel_op = kind;
         self.push(entry);
     }
 
-    fn on_open(&mut self, gen: u32, key: usize, res: i32) {
+    fn on_open(&mut self, kind: Op, gen: u32, key: usize, res: i32) {
         let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
             if res >= 0 {
                 // SAFETY: the kernel opened this descriptor for a connection that is gone.
@@ -1043,8 +1079,10 @@ impl Loop {
         } else {
             Err(-res)
         };
-        if slot.closing {
-            if slot.inflight == 0 {
+        // An open given up on (its disk hung) that completes after all: not this request's.
+        let stale = kind == Op::Open && slot.open.as_ref().is_none_or(|o| o.abandoned);
+        if slot.closing || stale {
+            if slot.closing && slot.inflight == 0 {
                 self.finish_close(key);
             }
             return;
@@ -1085,6 +1123,62 @@ impl Loop {
             Err(e) => self.ctx.files_mut().adopt_error(cid, e),
         }
         let next = super::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_opened(ctx));
+        self.act(key, next);
+    }
+
+    /// Reads file bytes a userspace-TLS connection needs into a buffer of its own, on the
+    /// kernel's workers (whatever the filesystem, the worker's thread never waits for a disk).
+    fn file_read(&mut self, key: usize, read: crate::conn::FileRead) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let buf = match Mapping::new(crate::tls::ENCRYPT_CHUNK) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "no memory for a file read; closing connection");
+                return self.close(key);
+            }
+        };
+        let len = read.len.min(crate::tls::ENCRYPT_CHUNK as u32);
+        let entry = opcode::Read::new(types::Fd(read.fd), buf.at(0), len)
+            .offset(read.offset)
+            .build()
+            .flags(squeue::Flags::ASYNC)
+            .user_data(ud(Op::FileRead, key, slot.gen));
+        slot.file_read = Some((buf, self.ctx.now, read.disk));
+        slot.inflight += 1;
+        slot.cancel_op = Op::FileRead;
+        self.push(entry);
+    }
+
+    fn on_file_read(&mut self, gen: u32, key: usize, res: i32) {
+        let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
+            return;
+        };
+        slot.completed();
+        let Some((buf, _, disk)) = slot.file_read.take() else {
+            return;
+        };
+        if slot.closing {
+            if slot.inflight == 0 {
+                self.finish_close(key);
+            }
+            return;
+        }
+        let next = if res < 0 {
+            let media = crate::conn::is_media_error(-res);
+            tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "reading content failed; closing connection");
+            super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                slot.conn.on_body_failed(ctx, media)
+            })
+        } else {
+            // SAFETY: the read completed: the kernel wrote these bytes and holds the buffer no
+            // longer; it is dropped after this use.
+            let data = unsafe { buf.slice(0, res as usize) };
+            super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                slot.conn.on_file_read(data, ctx)
+            })
+        };
         self.act(key, next);
     }
 
@@ -1172,7 +1266,8 @@ impl Loop {
             c.buf = Some(buf);
             c.skip = skip;
             c.read_at = Some(Instant::now());
-            let entry = cold.pool.read_entry(buf, c.chunk.fd, start, len);
+            let punt = cold.punt[c.chunk.disk];
+            let entry = cold.pool.read_entry(buf, c.chunk.fd, start, len, punt);
             slot.inflight += 1;
             slot.cancel_op = Op::ColdRead;
             let ud = ud(Op::ColdRead, key, slot.gen);
@@ -1281,7 +1376,9 @@ impl Loop {
         let (start, len, skip) =
             aligned_read(offset, chunk.len - avail, cold.pool.size, chunk.align);
         cold.queues.started(chunk.disk);
-        let entry = cold.pool.read_entry(buf, chunk.fd, start, len);
+        let entry = cold
+            .pool
+            .read_entry(buf, chunk.fd, start, len, cold.punt[chunk.disk]);
         slot.inflight += 1;
         slot.ahead = Some(Ahead {
             fd: chunk.fd,
@@ -1473,6 +1570,64 @@ impl Loop {
         self.act(key, next);
     }
 
+    /// Marks hung any disk with an operation in flight for longer than disk_timeout (an open, a
+    /// splice from a file, a direct read), and ends the connections waiting on such operations:
+    /// the kernel may never give them back, and their clients are better off elsewhere. Each
+    /// slot lingers, closing, until its operation does complete.
+    fn disk_deadlines(&mut self) {
+        let now = self.ctx.now;
+        let timeout = self.ctx.shared.limits.disk_timeout;
+        let mut stuck = Vec::new();
+        let mut reopen = Vec::new();
+        for (key, slot) in self.slots.iter() {
+            if slot.closing {
+                continue;
+            }
+            if let Some(o) = slot.open.as_ref() {
+                let waited = now.saturating_duration_since(o.started);
+                if let (Some(&disk), true) = (o.candidates.get(o.at), waited > timeout) {
+                    // The file may well be on another disk: mark this one and go on there,
+                    // once; an open that hangs twice ends the connection.
+                    if o.abandoned {
+                        stuck.push((key, disk, waited));
+                    } else {
+                        reopen.push((key, disk, waited));
+                    }
+                    continue;
+                }
+            }
+            let cold = slot
+                .cold
+                .as_ref()
+                .and_then(|c| Some((c.read_at?, c.chunk.disk)));
+            let ahead = slot
+                .ahead
+                .as_ref()
+                .filter(|a| a.res.is_none())
+                .map(|a| (a.read_at, a.disk));
+            let read = slot.file_read.as_ref().map(|r| (r.1, r.2));
+            for (since, disk) in [slot.splice_at, cold, ahead, read].into_iter().flatten() {
+                let waited = now.saturating_duration_since(since);
+                if waited > timeout {
+                    stuck.push((key, disk, waited));
+                    break;
+                }
+            }
+        }
+        for (key, disk, waited) in stuck {
+            self.ctx.shared.metrics.disk_hung(disk, waited);
+            self.close(key);
+        }
+        for (key, disk, waited) in reopen {
+            self.ctx.shared.metrics.disk_hung(disk, waited);
+            if let Some(op) = self.slots.get_mut(key).and_then(|s| s.open.as_mut()) {
+                op.abandoned = true;
+                op.at += 1;
+            }
+            self.open_next(key);
+        }
+    }
+
     /// Moves parts that waited past cold.wait_timeout for a buffer or their disk, and blocked
     /// readers past their hold, to the page cache (checked every tick).
     fn cold_deadlines(&mut self) {
@@ -1609,6 +1764,7 @@ impl Loop {
         for key in expired {
             self.close(key);
         }
+        self.disk_deadlines();
         self.cold_deadlines();
         if !self.ctx.draining() {
             self.arm_accepts();

@@ -45,10 +45,14 @@ pub enum Op {
     ColdAhead,
     /// An open of a content file.
     Open,
+    /// The open that replaced one given up on (its disk hung): the two complete apart.
+    OpenRetry,
+    /// A read of file bytes for a userspace-TLS connection.
+    FileRead,
 }
 
 impl Op {
-    const ALL: [Op; 12] = [
+    const ALL: [Op; 14] = [
         Op::Accept,
         Op::Recv,
         Op::Poll,
@@ -61,6 +65,8 @@ impl Op {
         Op::ColdSend,
         Op::ColdAhead,
         Op::Open,
+        Op::OpenRetry,
+        Op::FileRead,
     ];
 
     fn from_u8(b: u8) -> Option<Op> {
