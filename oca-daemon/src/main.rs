@@ -1,19 +1,5 @@
 //! oca-daemon: the Open Connect appliance's data plane.
 
-mod admin;
-mod admission;
-mod cold;
-mod config;
-mod conn;
-mod demo;
-mod engine;
-mod http;
-mod ktls;
-mod metrics;
-mod open_files;
-mod signed_urls;
-mod socket;
-mod tls;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,9 +9,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use oca_store::Store;
 
-use crate::config::{Cli, Config};
-use crate::conn::Shared;
-use crate::metrics::Metrics;
+use oca_daemon::config::{Cli, Config};
+use oca_daemon::conn::Shared;
+use oca_daemon::metrics::Metrics;
+use oca_daemon::{
+    admin, admission, cold, config, demo, engine, open_files, signed_urls, socket, tls,
+};
 
 /// Descriptors kept back from the connection cap for listeners, rings, pipes and the like; each
 /// worker's open-file cache comes on top.

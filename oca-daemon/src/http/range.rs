@@ -18,6 +18,11 @@ impl ByteRange {
     pub fn len(&self) -> u64 {
         self.last - self.first + 1
     }
+
+    /// Never: both ends are inclusive, so a range holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// What a `Range` header asks for, resolved against the file size.

@@ -31,6 +31,11 @@ impl Segment {
             Segment::File { len, .. } => len,
         }
     }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Reason phrase for the statuses this server sends.

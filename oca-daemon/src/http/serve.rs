@@ -417,7 +417,7 @@ impl FileResponse<'_> {
     }
 
     fn body(&self, segs: &mut Vec<Segment>, r: ByteRange) {
-        if self.req.method == Method::Get && r.len() > 0 {
+        if self.req.method == Method::Get && !r.is_empty() {
             segs.push(Segment::File {
                 offset: r.first,
                 len: r.len(),
