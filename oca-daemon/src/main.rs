@@ -1,6 +1,5 @@
 //! oca-daemon: the Open Connect appliance's data plane.
 
-
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -1,0 +1,85 @@
+//! The fuzz targets (`fuzz/`, cargo-fuzz with libFuzzer) run for a short, bounded time on every
+//! test run, each from its committed corpus: a parser change that crashes, loops or breaks an
+//! invariant on a known input, or a new one found in seconds, fails here. The long runs are
+//! `fuzz/run.sh` (docs/fuzzing.md). Needs cargo-fuzz (`cargo install cargo-fuzz --locked`; CI
+//! installs it); skips without it unless OCA_REQUIRE_VM is set.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fuzz_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(fuzz_dir())
+        // Stable toolchain: cargo fuzz's nightly flags are let through.
+        .env("RUSTC_BOOTSTRAP", "1")
+        // Its own target directory: the outer cargo holds the workspace's.
+        .env("CARGO_TARGET_DIR", fuzz_dir().join("target"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    c
+}
+
+#[test]
+fn every_fuzz_target_runs_clean_for_a_while() {
+    let have = cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("OCA_REQUIRE_VM").is_none(),
+            "cargo-fuzz is not installed (cargo install cargo-fuzz --locked)"
+        );
+        eprintln!("skipped: cargo-fuzz is not installed (cargo install cargo-fuzz --locked)");
+        return;
+    }
+    let secs: u64 = std::env::var("OCA_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let list = cargo().args(["fuzz", "list"]).output().unwrap();
+    let targets: Vec<String> = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(targets.len() >= 6, "fuzz targets: {targets:?}");
+    let build = cargo().args(["fuzz", "build", "-O"]).output().unwrap();
+    assert!(
+        build.status.success(),
+        "building the fuzz targets:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    for t in &targets {
+        // New inputs go to a scratch directory; the committed corpus is only read.
+        let scratch = tempfile::tempdir().unwrap();
+        let out = cargo()
+            .args(["fuzz", "run", "-O", t])
+            .arg(scratch.path())
+            .arg(fuzz_dir().join("corpus").join(t))
+            .arg("--")
+            .arg(format!("-max_total_time={secs}"))
+            .arg("-rss_limit_mb=4096")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "fuzz target {t} failed:\n{}",
+            log.lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let line = log.lines().rev().find(|l| l.contains("DONE")).unwrap_or("");
+        eprintln!("{t}: {line}");
+    }
+}
