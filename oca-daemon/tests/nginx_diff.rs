@@ -76,6 +76,7 @@ fn start_nginx(dir: &Path, root: &Path) -> Nginx {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(Nginx(child, addr));
     panic!(
         "nginx did not start: {}",
         std::fs::read_to_string(dir.join("nginx-error.log")).unwrap_or_default()
@@ -188,7 +189,6 @@ fn spec(r: &mut Rng, size: u64) -> String {
 struct Asked {
     head: bool,
     range: Option<String>,
-    if_range: Option<&'static str>,
     text: String,
 }
 
@@ -232,12 +232,7 @@ fn request(r: &mut Rng, id: &str, size: u64) -> Asked {
         _ => {}
     }
     text.push_str("\r\n");
-    Asked {
-        head,
-        range,
-        if_range,
-        text,
-    }
+    Asked { head, range, text }
 }
 
 /// The file's validators on one server: (ETag, Last-Modified).
