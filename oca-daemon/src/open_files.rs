@@ -158,6 +158,14 @@ impl OpenFiles {
         }
     }
 
+    /// Closes the files not opened again within [`REUSE`] (the next request for one opens it
+    /// afresh anyway): an idle worker holds no descriptors, as nginx's `open_file_cache
+    /// inactive` lets go of them. Called on every tick.
+    pub fn expire(&mut self, now: Instant) {
+        self.map.retain(|_, e| now.duration_since(e.opened) < REUSE);
+        self.errors.clear();
+    }
+
     /// A deferred open of `id` found nothing (or failed): the next request for it is told so.
     pub fn adopt_error(&mut self, id: ContentId<'_>, error: OpenError) {
         if self.errors.len() >= MAX_OPEN {

@@ -100,6 +100,8 @@ pub fn run(worker: Worker) -> io::Result<()> {
                     let _ = ctl(&ep, libc::EPOLL_CTL_DEL, &l, 0, 0);
                 }
             }
+            let now = ctx.now;
+            ctx.files_mut().expire(now);
             let expired: Vec<usize> = conns
                 .iter_mut()
                 .filter_map(|(k, c)| {

@@ -337,8 +337,9 @@ struct Loop {
     stopping: bool,
     free_bufs: Vec<u16>,
     starved: Vec<usize>,
-    /// Empty pipes kept for reuse (splice body path).
+    /// Empty pipes kept for reuse (splice body path), and when one was last taken.
     pipes: Vec<Pipe>,
+    pipes_used: Instant,
     tick: Box<types::Timespec>,
     drain_deadline: Option<Instant>,
     /// Cold path (None when off or its buffers could not be set up).
@@ -376,6 +377,7 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         free_bufs: Vec::new(),
         starved: Vec::new(),
         pipes: Vec::new(),
+        pipes_used: Instant::now(),
         tick: Box::new(types::Timespec::new().nsec(TICK.as_nanos() as u32)),
         drain_deadline: None,
         cold,
@@ -871,6 +873,7 @@ impl Loop {
             return;
         };
         if slot.pipe.is_none() {
+            self.pipes_used = self.ctx.now;
             match self.pipes.pop().map_or_else(Pipe::new, Ok) {
                 Ok(p) => slot.pipe = Some(p),
                 Err(e) => {
@@ -1766,6 +1769,12 @@ impl Loop {
         }
         self.disk_deadlines();
         self.cold_deadlines();
+        let now = self.ctx.now;
+        self.ctx.files_mut().expire(now);
+        // Pipes not taken from the pool for a while go: an idle worker holds none.
+        if now.saturating_duration_since(self.pipes_used) > std::time::Duration::from_secs(5) {
+            self.pipes.clear();
+        }
         if !self.ctx.draining() {
             self.arm_accepts();
         }
