@@ -13,24 +13,6 @@ use hwtests::proc::Proc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-fn field(line: &str, name: &str) -> SocketAddr {
-    let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-    line[at..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn sha(b: &[u8]) -> String {
     oca_protocol::manifest::hex(&Sha256::digest(b))
 }
@@ -174,7 +156,7 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
 
 /// A control plane in `dir` (reports every second) with its embedded origin.
 fn start_cp(bin: &Path, dir: &Path, extra: &[&str]) -> Cp {
-    let port = free_port();
+    let port = hwtests::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new(bin);
     cmd.arg("--listen")
@@ -239,7 +221,10 @@ fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)
         .arg(adir.join("keys.json"));
         let daemon = Proc::spawn(cmd);
         let line = daemon.wait_log(" listening ", Duration::from_secs(20));
-        let (addr, admin) = (field(&line, "addr"), field(&line, "admin"));
+        let (addr, admin) = (
+            hwtests::addr_field(&line, "addr"),
+            hwtests::addr_field(&line, "admin"),
+        );
         let reg = json!({"id": id, "site": site, "url": format!("http://{addr}"), "capacity_bps": 10_000_000_000u64});
         let (s, r) = cp.admin("POST", "/v1/admin/appliances", Some(reg));
         assert_eq!(s, 201, "{r}");
@@ -698,7 +683,10 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
     .arg(&keys);
     let daemon = Proc::spawn(cmd);
     let line = daemon.wait_log(" listening ", Duration::from_secs(20));
-    let (addr, admin) = (field(&line, "addr"), field(&line, "admin"));
+    let (addr, admin) = (
+        hwtests::addr_field(&line, "addr"),
+        hwtests::addr_field(&line, "admin"),
+    );
     let reg = json!({"id": "a1", "site": "isp", "url": format!("http://{addr}"), "capacity_bps": 10_000_000_000u64});
     let (s, r) = cp.admin("POST", "/v1/admin/appliances", Some(reg));
     assert_eq!(s, 201, "{r}");

@@ -114,6 +114,29 @@ pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathB
     found
 }
 
+/// The address after `name=` in a log line (the daemons' "listening addr=... admin=..." line);
+/// panics when it is not there, as a test should.
+pub fn addr_field(line: &str, name: &str) -> std::net::SocketAddr {
+    let at = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+        + name.len()
+        + 1;
+    line[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name}= is not an address in {line:?}"))
+}
+
+/// A TCP port free on loopback just now (for a server told its address up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
 /// Whether a command is on PATH (tests say what is missing instead of failing obscurely).
 pub fn on_path(cmd: &str) -> bool {
     Command::new("sh")

@@ -14,7 +14,6 @@
 //! of building one.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,14 +47,6 @@ fn missing() -> Vec<String> {
         m.push("root".into());
     }
     m
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn sh(cmd: &mut Command) -> String {
@@ -240,7 +231,7 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
 
     // The control plane, reachable from the VM as 10.0.2.2.
     let bins = hwtests::cargo_bins(true, &[("control-plane", "control-plane")]);
-    let port = free_port();
+    let port = hwtests::free_port();
     let mut cmd = Command::new(&bins["control-plane"]);
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -263,7 +254,7 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
             .to_string(),
         origin: dir.path().join("cp.db.origin"),
     };
-    let (tls_port, admin_port) = (free_port(), free_port());
+    let (tls_port, admin_port) = (hwtests::free_port(), hwtests::free_port());
     let body = hwtests::content_bytes(CONTENT, CONTENT_LEN);
     std::fs::create_dir_all(&cp.origin).unwrap();
     std::fs::write(cp.origin.join(CONTENT), &body).unwrap();

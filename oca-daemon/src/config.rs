@@ -174,6 +174,10 @@ Store layout: <DIR>/objects/<first two chars of id>/<id>; fills in progress unde
 Content is served at /c/<id> (Range header) and /c/<id>/range/<first>-<last>.
 Logging: RUST_LOG (default info), e.g. RUST_LOG=oca_daemon=debug,access=info.";
 
+/// Most connections the daemon can hold: what one worker's io_uring tags can address (24 bits
+/// of slot key, `engine/uring/tag.rs`).
+pub const MAX_CONNECTIONS: usize = 1 << 24;
+
 /// The `[limits]` table and its flags.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -485,10 +489,10 @@ impl Config {
         if l.max_connections == 0 || l.max_ranges == 0 {
             bail!("max_connections and max_ranges must be at least 1");
         }
-        if l.max_connections > crate::engine::MAX_CONNECTIONS {
+        if l.max_connections > MAX_CONNECTIONS {
             bail!(
                 "max_connections must be at most {}, got {}",
-                crate::engine::MAX_CONNECTIONS,
+                MAX_CONNECTIONS,
                 l.max_connections
             );
         }

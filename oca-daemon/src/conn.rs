@@ -1009,7 +1009,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if let (Segment::File { .. }, Some(f)) = (seg, &self.file) {
-                        if e.raw_os_error().is_some_and(is_media_error) {
+                        if e.raw_os_error().is_some_and(oca_store::is_media_error) {
                             tracing::warn!(error = %e, disk = f.disk, "reading content failed; closing connection");
                             ctx.stats().truncated();
                             ctx.shared.metrics.disk_error(f.disk);
@@ -1165,13 +1165,4 @@ fn looks_like_http(data: &[u8]) -> bool {
     METHODS
         .iter()
         .any(|m| data.len() >= 4 && m.starts_with(&data[..data.len().min(m.len())]))
-}
-
-/// Errors that mean the disk (or its filesystem) is failing, as opposed to a transient
-/// condition or a bug: these mark the disk failed.
-pub fn is_media_error(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::EIO | libc::ENXIO | libc::ENODEV | libc::EUCLEAN | libc::EBADMSG | libc::ENOMEDIUM
-    )
 }

@@ -26,6 +26,16 @@ fn skip() -> bool {
     }
 }
 
+/// Whether FUSE (the failfs test disk) is missing: a skip, or a failure where it is required.
+fn no_fuse() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return false;
+    }
+    assert!(std::env::var_os("OCA_REQUIRE_VM").is_none(), "no /dev/fuse");
+    eprintln!("skipped: no /dev/fuse");
+    true
+}
+
 /// Writes a file, makes it durable and drops it from the page cache, so reads reach the disk.
 fn put_cold(store: &Path, id: &str, body: &[u8]) {
     let path = put(store, id, body);
@@ -310,11 +320,7 @@ fn a_bounded_pool_serves_many_connections_through_one_disk_queue() {
 
 #[test]
 fn a_disk_returning_io_errors_is_isolated_while_the_other_keeps_serving() {
-    if skip() {
-        return;
-    }
-    if !Path::new("/dev/fuse").exists() {
-        assert!(std::env::var_os("OCA_REQUIRE_VM").is_none(), "no /dev/fuse");
+    if skip() || no_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -892,11 +898,7 @@ fn a_hung_disk_costs_only_its_own_content() {
     // disk_timeout (2 s here) the disk is marked hung and failed, their connections end, and its
     // files are 404 (a player moves to another appliance). The other disk serves throughout,
     // from every worker: on io_uring no read, open or sendfile blocks a worker's thread.
-    if skip() {
-        return;
-    }
-    if !Path::new("/dev/fuse").exists() {
-        assert!(std::env::var_os("OCA_REQUIRE_VM").is_none(), "no /dev/fuse");
+    if skip() || no_fuse() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -914,16 +916,7 @@ fn a_hung_disk_costs_only_its_own_content() {
         let s = Server::start(
             engine,
             &[&good.mount, &hung.mount],
-            &[
-                "--disk-timeout",
-                "2",
-                "--tls-listen",
-                "127.0.0.1:0",
-                "--tls-cert",
-                cert.to_str().unwrap(),
-                "--tls-key",
-                key.to_str().unwrap(),
-            ],
+            &[&["--disk-timeout", "2"][..], &tls::flags(&cert, &key)].concat(),
         );
         // Whatever happens, the disk answers again before the daemon is stopped: a process
         // with reads stuck in a FUSE filesystem cannot exit until they end.

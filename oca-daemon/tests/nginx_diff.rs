@@ -33,16 +33,8 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_nginx(dir: &Path, root: &Path) -> Nginx {
-    let port = free_port();
+    let port = hwtests::free_port();
     let conf = dir.join("nginx.conf");
     let tmp = dir.join("nginx-tmp");
     std::fs::create_dir_all(&tmp).unwrap();

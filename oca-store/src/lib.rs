@@ -498,6 +498,15 @@ fn dio_align(file: &File) -> Option<(u32, u32)> {
     Some((stx.stx_dio_offset_align, stx.stx_dio_mem_align))
 }
 
+/// Errors that mean the disk (or its filesystem) is failing, as opposed to a transient
+/// condition or a bug: they mark the disk failed.
+pub fn is_media_error(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EIO | libc::ENXIO | libc::ENODEV | libc::EUCLEAN | libc::EBADMSG | libc::ENOMEDIUM
+    )
+}
+
 fn classify(e: io::Error, disk: usize) -> OpenError {
     match e.raw_os_error() {
         // ELOOP: a symlink in the path; EXDEV: a path leaving the disk; ENOTDIR: the shard is

@@ -17,9 +17,6 @@ use crate::config::{BodyPath, EngineChoice};
 use crate::conn::{Conn, Shared, WorkerCtx};
 use crate::socket;
 
-/// Most connections the daemon can hold: what one worker's io_uring tags can address.
-pub const MAX_CONNECTIONS: usize = uring::MAX_SLOTS;
-
 /// How often workers check timeouts, draining and liveness.
 pub const TICK: Duration = Duration::from_millis(250);
 

@@ -465,29 +465,33 @@ impl Loop {
     fn run(&mut self) -> io::Result<()> {
         let mut batch: Vec<(u64, i32, u32)> = Vec::with_capacity(RING_ENTRIES as usize);
         loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINTR)
-                        || e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) => return Err(e),
-            }
-            self.ctx.now = Instant::now();
-            batch.clear();
-            batch.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            for &(user_data, res, flags) in &batch {
-                self.complete(user_data, res, flags);
-            }
+            self.turn(&mut batch)?;
             self.give_back_buffers();
             self.flush_backlog();
             if self.finished() {
                 return Ok(());
             }
         }
+    }
+
+    /// Submits what is queued, waits for at least one completion and handles all that came.
+    fn turn(&mut self, batch: &mut Vec<(u64, i32, u32)>) -> io::Result<()> {
+        match self.ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        self.ctx.now = Instant::now();
+        batch.clear();
+        batch.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(user_data, res, flags) in batch.iter() {
+            self.complete(user_data, res, flags);
+        }
+        Ok(())
     }
 
     /// Cancels every connection and waits, up to [`TEARDOWN`], until no operation that points
@@ -508,20 +512,8 @@ impl Loop {
             }
             self.flush_backlog();
             // The tick re-arms itself, so no wait outlasts it.
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                Err(_) => return false,
-            }
-            self.ctx.now = Instant::now();
-            batch.clear();
-            batch.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            for &(user_data, res, flags) in &batch {
-                self.complete(user_data, res, flags);
+            if self.turn(&mut batch).is_err() {
+                return false;
             }
             self.free_bufs.clear();
             self.starved.clear();
@@ -736,7 +728,7 @@ impl Loop {
                 e if -e == libc::EAGAIN => slot.fill_again = true,
                 e if -e != libc::ECANCELED => {
                     tracing::warn!(error = %io::Error::from_raw_os_error(-e), "splice from the file failed; closing connection");
-                    slot.fill_failed = Some(crate::conn::is_media_error(-e));
+                    slot.fill_failed = Some(oca_store::is_media_error(-e));
                 }
                 _ => {}
             }
@@ -1169,7 +1161,7 @@ impl Loop {
             return;
         }
         let next = if res < 0 {
-            let media = crate::conn::is_media_error(-res);
+            let media = oca_store::is_media_error(-res);
             tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "reading content failed; closing connection");
             super::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, media)
@@ -1321,7 +1313,7 @@ impl Loop {
             if -res != libc::ECANCELED {
                 tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "direct read failed; closing connection");
             }
-            let media = crate::conn::is_media_error(-res);
+            let media = oca_store::is_media_error(-res);
             Some(super::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, media)
             }))

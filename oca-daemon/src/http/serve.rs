@@ -145,10 +145,7 @@ pub fn serve(
         Err(NotOpened::Failed(OpenError::Io { disk, source })) => {
             tracing::warn!(disk, %source, id = %id, "disk error opening content");
             let mut s = simple(500, "", keep_alive);
-            if source
-                .raw_os_error()
-                .is_some_and(crate::conn::is_media_error)
-            {
+            if source.raw_os_error().is_some_and(oca_store::is_media_error) {
                 s.disk_error = Some(disk);
             }
             return s;

@@ -117,15 +117,7 @@ impl Server {
                 panic!("daemon did not start; log:\n{}", log.lock().unwrap());
             }
         };
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let field = |name: &str| hwtests::addr_field(&line, name);
         Server {
             child,
             addr: field("addr"),

@@ -22,17 +22,23 @@ pub fn write_cert(cert: &Path, key: &Path) -> String {
     ck.cert.pem()
 }
 
+/// The flags that give a daemon an HTTPS listener on loopback with this certificate.
+pub fn flags<'a>(cert: &'a Path, key: &'a Path) -> [&'a str; 6] {
+    [
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]
+}
+
 /// The HTTPS address from the daemon's "listening" line.
 pub fn tls_addr(s: &Server) -> SocketAddr {
     let log = s.log();
     let line = log.lines().find(|l| l.contains(" listening ")).unwrap();
-    let at = line.find("tls=").unwrap() + 4;
-    line[at..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    hwtests::addr_field(line, "tls")
 }
 
 /// A client trusting `cert_pem`, limited to `versions` (and `suites` when given).

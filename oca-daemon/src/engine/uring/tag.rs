@@ -14,8 +14,10 @@
 //! after 2^24 connections on one worker every completion looked stale). Slot keys are bounded
 //! instead: [`MAX_SLOTS`] per worker, which `max_connections` may not exceed.
 
-/// Most connection slots one worker can address.
-pub const MAX_SLOTS: usize = 1 << 24;
+/// Most connection slots one worker can address: the daemon's connection cap.
+pub const MAX_SLOTS: usize = crate::config::MAX_CONNECTIONS;
+
+const _: () = assert!(MAX_SLOTS.is_power_of_two() && MAX_SLOTS <= 1 << 24);
 
 /// What an in-flight operation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
