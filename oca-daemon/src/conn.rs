@@ -8,6 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -262,6 +263,8 @@ pub struct Conn {
     peer_closed: bool,
     /// The content id being opened off the worker's thread (phase `Opening`).
     opening: Option<String>,
+    /// A [`Next::ReadFile`] is with the engine: nothing more is written until its bytes come.
+    reading_file: bool,
     /// The request being answered waited for an open: `started` is already set.
     reopened: bool,
     status: u16,
@@ -304,6 +307,7 @@ impl Conn {
             keep_alive: true,
             peer_closed: false,
             opening: None,
+            reading_file: false,
             reopened: false,
             status: 0,
             started: ctx.now,
@@ -569,7 +573,7 @@ impl Conn {
 
     /// The socket became writable.
     pub fn on_writable(&mut self, ctx: &mut WorkerCtx) -> Next {
-        if self.phase == Phase::Opening {
+        if self.phase == Phase::Opening || self.reading_file {
             // TLS output (a handshake's last flight) may be what waited; the open answers next.
             return match self.flush_tls() {
                 Ok(true) => Next::Wait,
@@ -754,7 +758,10 @@ impl Conn {
             WriteResult::Failed => Next::Close,
             WriteResult::Body(chunk) => Next::Splice(chunk),
             WriteResult::Cold(chunk) => Next::Cold(chunk),
-            WriteResult::ReadFile(read) => Next::ReadFile(read),
+            WriteResult::ReadFile(read) => {
+                self.reading_file = true;
+                Next::ReadFile(read)
+            }
             WriteResult::Done => self.finish(ctx),
         }
     }
@@ -1107,17 +1114,30 @@ impl Conn {
         TlsFile::Wrote(r)
     }
 
-    /// The engine read `data` for a [`Next::ReadFile`]: encrypted and sent like bytes read here.
+    /// The engine read `data` for a [`Next::ReadFile`]: encrypted and sent like bytes read here
+    /// (after whatever ciphertext is still waiting for the socket).
     pub fn on_file_read(&mut self, data: &[u8], ctx: &mut WorkerCtx) -> Next {
+        self.reading_file = false;
         if data.is_empty() {
             tracing::warn!("file shorter than when opened; closing connection");
             ctx.stats().truncated();
             return Next::Close;
         }
-        match self.tls_write(data) {
-            Ok(n) if n == data.len() && self.advance(n as u64, ctx) => self.flush_and_continue(ctx),
-            _ => Next::Close,
+        let Transport::User(session) = &mut self.transport else {
+            return Next::Close;
+        };
+        if session.encrypt(data).is_err() || self.flush_tls().is_err() {
+            return Next::Close;
         }
+        if !self.advance(data.len() as u64, ctx) {
+            return Next::Close;
+        }
+        self.flush_and_continue(ctx)
+    }
+
+    /// The O_DIRECT twin of the file the response is sending, when it has one open.
+    pub fn direct_file(&self) -> Option<Rc<crate::open_files::Direct>> {
+        self.file.as_ref().map(|f| f.direct.clone())
     }
 
     /// Counts bytes sent to the client, and on TLS connections by where they were encrypted.

@@ -557,16 +557,12 @@ fn zero_copy_sends_to_slow_remote_clients_are_byte_exact() {
         metric_of(&m, "oca_cold_sends_total{send=\"zero_copy\"}") > 0.0,
         "the sends were zero-copy: {m}"
     );
-    // 12 responses of 2 MiB from 1 MiB buffers are 36 buffers at most: more sends than that
-    // means the sockets were full and took parts of buffers.
+    // The clients were slow enough to fill their sockets: zero-copy sends came back partial,
+    // and the rest of those buffers went by copy (a reader not keeping up pins no more of the
+    // buffer than its first send queued).
     assert!(
-        metric_of(&m, "oca_cold_sends_total{send=\"zero_copy\"}") > 36.0,
+        metric_of(&m, "oca_cold_sends_total{send=\"copy\"}") > 0.0,
         "the clients were slow enough to fill the sockets: {m}"
-    );
-    assert_eq!(
-        metric_of(&m, "oca_cold_sends_total{send=\"copy\"}"),
-        0.0,
-        "{m}"
     );
 }
 

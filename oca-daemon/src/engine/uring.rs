@@ -201,6 +201,10 @@ struct Slot {
     ahead: Option<Ahead>,
     /// The content file being opened for it (OPENAT2), while one is.
     open: Option<Box<OpenOp>>,
+    /// Opens given up on (their disk hung) still in flight: while any is, new opens go as
+    /// [`Op::OpenRetry`] and every [`Op::Open`] completion is one of them, whatever request
+    /// the slot has moved on to.
+    stale_opens: u32,
     /// When the file → pipe splice in flight began, and its disk (disk_timeout watches it).
     splice_at: Option<(Instant, usize)>,
     /// A userspace-TLS file read in flight: its buffer (the kernel writes it until the
@@ -236,6 +240,9 @@ impl Slot {
 struct Ahead {
     /// The file and the first byte of the part the buffer will hold (the next chunk's offset).
     fd: RawFd,
+    /// Keeps `fd` open while the read is in flight, whatever the connection does meanwhile (a
+    /// read handed to the kernel's workers may look the descriptor up only when it runs).
+    _direct: Option<std::rc::Rc<crate::open_files::Direct>>,
     offset: u64,
     disk: usize,
     buf: u16,
@@ -271,6 +278,11 @@ struct ColdIo {
     hold_until: Option<Instant>,
     /// A send waiting on a reader past its hold is being cancelled.
     cancelling: bool,
+    /// The last send asked for this many bytes; a zero-copy send that took fewer means the
+    /// reader is not keeping up, and the rest goes by copy: bytes it has not taken stay pinned
+    /// in the buffer only as far as the first send queued them.
+    asked: u32,
+    copy_rest: bool,
 }
 
 /// The worker's cold-path resources.
@@ -660,6 +672,7 @@ impl Loop {
                     cold: None,
                     ahead: None,
                     open: None,
+                    stale_opens: 0,
                     splice_at: None,
                     file_read: None,
                 });
@@ -1043,6 +1056,7 @@ impl Loop {
             return self.open_done(key, Err(oca_store::OpenError::NotFound));
         };
         op.started = self.ctx.now;
+        op.abandoned |= slot.stale_opens > 0;
         let kind = if op.abandoned {
             Op::OpenRetry
         } else {
@@ -1074,8 +1088,12 @@ impl Loop {
         } else {
             Err(-res)
         };
-        // An open given up on (its disk hung) that completes after all: not this request's.
-        let stale = kind == Op::Open && slot.open.as_ref().is_none_or(|o| o.abandoned);
+        // An open given up on (its disk hung) that completes after all: not this request's,
+        // nor the next one's.
+        let stale = kind == Op::Open && slot.stale_opens > 0;
+        if stale {
+            slot.stale_opens -= 1;
+        }
         if slot.closing || stale {
             if slot.closing && slot.inflight == 0 {
                 self.finish_close(key);
@@ -1127,6 +1145,11 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        if slot.file_read.is_some() {
+            // The connection asked again while its read is in flight: a bug, not the client's.
+            tracing::error!("a second file read while one is in flight; closing connection");
+            return self.close(key);
+        }
         let buf = match Mapping::new(crate::tls::ENCRYPT_CHUNK) {
             Ok(m) => m,
             Err(e) => {
@@ -1151,7 +1174,11 @@ impl Loop {
             return;
         };
         slot.completed();
-        let Some((buf, _, disk)) = slot.file_read.take() else {
+        let taken = slot.file_read.take();
+        if slot.closing && taken.is_none() && slot.inflight == 0 {
+            return self.finish_close(key);
+        }
+        let Some((buf, _, disk)) = taken else {
             return;
         };
         if slot.closing {
@@ -1204,6 +1231,8 @@ impl Loop {
             queued_at: self.ctx.now,
             hold_until: None,
             cancelling: false,
+            asked: 0,
+            copy_rest: false,
         });
         let ahead = slot.ahead.take_if(|a| {
             !a.orphan && a.fd == chunk.fd && a.offset == chunk.offset && a.disk == chunk.disk
@@ -1377,6 +1406,7 @@ impl Loop {
         slot.inflight += 1;
         slot.ahead = Some(Ahead {
             fd: chunk.fd,
+            _direct: slot.conn.direct_file(),
             offset,
             disk: chunk.disk,
             buf,
@@ -1468,7 +1498,8 @@ impl Loop {
         let ptr = unsafe { cold.pool.ptr(buf).add((c.skip + c.sent) as usize) };
         let len = c.avail - c.sent;
         let fd = types::Fd(slot.conn.sock().as_raw_fd());
-        let zero_copy = cold.send_zc && c.chunk.zero_copy;
+        let zero_copy = cold.send_zc && c.chunk.zero_copy && !c.copy_rest;
+        c.asked = len;
         let entry = if zero_copy {
             let fixed = cold.pool.registered.then_some(buf);
             opcode::SendZc::new(fd, ptr, len).buf_index(fixed).build()
@@ -1503,7 +1534,10 @@ impl Loop {
                 slot.inflight += 1;
             }
             match res {
-                n if n > 0 => c.sent += n as u32,
+                n if n > 0 => {
+                    c.copy_rest |= cqueue::more(flags) && (n as u32) < c.asked;
+                    c.sent += n as u32;
+                }
                 // Cancelled by cold_deadlines: the reader is too slow; cold_send moves it on.
                 e if -e == libc::ECANCELED && cancelled && !slot.closing => {}
                 e if -e == libc::EAGAIN && !slot.closing => {
@@ -1615,9 +1649,12 @@ impl Loop {
         }
         for (key, disk, waited) in reopen {
             self.ctx.shared.metrics.disk_hung(disk, waited);
-            if let Some(op) = self.slots.get_mut(key).and_then(|s| s.open.as_mut()) {
-                op.abandoned = true;
-                op.at += 1;
+            if let Some(slot) = self.slots.get_mut(key) {
+                slot.stale_opens += 1;
+                if let Some(op) = slot.open.as_mut() {
+                    op.abandoned = true;
+                    op.at += 1;
+                }
             }
             self.open_next(key);
         }
