@@ -951,18 +951,18 @@ impl Conn {
                     if let Some(chunk) = self.cold_chunk(ctx, offset, remaining) {
                         return WriteResult::Cold(chunk);
                     }
-                    // A part the cold policy sent to the page cache (popular, or found cached)
-                    // goes by splice whatever its size: should some of it miss, the engine's
-                    // splice waits for the disk off the worker's thread, where sendfile would
-                    // block the worker and every connection on it. Otherwise decided on the part's whole
-                    // length, so one part never switches path midway (the engine's pipe may
-                    // still hold some of it).
-                    let hot = matches!(
-                        self.cold_seg,
-                        Some((_, cold::Reason::Hot | cold::Reason::Cached))
-                    );
+                    // Decided on the part's whole length, so one part never switches path
+                    // midway (the engine's pipe may still hold some of it). Below `splice_min`
+                    // sendfile is the cheaper (docs/oca-daemon.md), but it reads on the worker's
+                    // thread: it is used only once every page of the part is known to be
+                    // cached, by the cold policy's probe (`Cached`) or this part's own. A
+                    // popular part (`Hot`, not probed) or one partly missing goes by splice,
+                    // whose reads wait for the disk off the thread.
+                    let probed = matches!(self.cold_seg, Some((_, cold::Reason::Cached)));
+                    let hot = matches!(self.cold_seg, Some((_, cold::Reason::Hot)));
                     if len >= ctx.splice_min
                         || (ctx.splice_min != u64::MAX
+                            && !probed
                             && (hot || !self.on_page_cache(file.as_raw_fd(), offset, len)))
                     {
                         return WriteResult::Body(BodyChunk {

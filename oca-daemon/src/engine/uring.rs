@@ -535,13 +535,16 @@ impl Loop {
 
     /// Queues an entry for the next submission.
     fn push(&mut self, entry: squeue::Entry) {
-        self.push_group(vec![entry]);
+        let one = std::slice::from_ref(&entry);
+        if !self.backlog.is_empty() || !self.try_push_group(one) {
+            self.backlog.push_back(vec![entry]);
+        }
     }
 
     /// Queues entries that must go in one submission (a linked pair), after any backlog.
-    fn push_group(&mut self, group: Vec<squeue::Entry>) {
-        if !self.backlog.is_empty() || !self.try_push_group(&group) {
-            self.backlog.push_back(group);
+    fn push_group(&mut self, group: &[squeue::Entry]) {
+        if !self.backlog.is_empty() || !self.try_push_group(group) {
+            self.backlog.push_back(group.to_vec());
         }
     }
 
@@ -942,7 +945,7 @@ impl Loop {
 
     /// Pushes two linked entries into one submission, so the link is never split.
     fn push_linked(&mut self, first: squeue::Entry, second: squeue::Entry) {
-        self.push_group(vec![first, second]);
+        self.push_group(&[first, second]);
     }
 
     /// Closes at once when nothing is in flight; otherwise wakes the pending operation
