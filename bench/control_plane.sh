@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Control-plane benchmark: a synthetic fleet (2,000 sites, 10,000 appliances, 100,000 content
 # files, 200,000 prefixes, full inventories reported), then in-process steering latency and wrk
-# on /v1/steer, /v1/play and the health intake. Writes bench/results/control-plane.md.
+# on /v1/steer, /v1/play and the health intake, over plain HTTP and over HTTPS (the same
+# database, the control plane restarted with a certificate). Writes bench/results/control-plane.md.
 #
 #   bench/control_plane.sh                 # full size
 #   SITES=200 CONTENT=10000 bench/control_plane.sh   # smaller, quicker
@@ -17,10 +18,18 @@ command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get up
 cargo build --release -q -p control-plane
 CP=$REPO/target/release/control-plane
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$CP" --db "$WORK/cp.db" --listen "127.0.0.1:$PORT" --trusted-proxy 127.0.0.1 --report-interval 3600 2> "$WORK/cp.log" &
-CP_PID=$!
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/cp.key" -out "$WORK/cp.pem" 2>/dev/null
+CP_PID=
+start_cp() { # extra flags...
+  [ -z "$CP_PID" ] || { kill "$CP_PID"; wait "$CP_PID" 2>/dev/null || true; }
+  : > "$WORK/cp.log"
+  "$CP" --db "$WORK/cp.db" --listen "127.0.0.1:$PORT" --trusted-proxy 127.0.0.1 --report-interval 3600 "$@" 2> "$WORK/cp.log" &
+  CP_PID=$!
+  for _ in $(seq 100); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
+}
 trap 'kill $CP_PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
+start_cp
 TOKEN=$(cat "$WORK/cp.db.admin-token")
 start=$(date +%s)
 python3 "$REPO/bench/cp_fleet.py" --sites "$SITES" --content "$CONTENT" -- "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/data"
@@ -34,16 +43,19 @@ steer_inproc=$("$CP" --db "$WORK/cp.db" --report-interval 3600 --bench-steer 100
 echo "in-process steering: $steer_inproc"
 
 field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
-load() { # mode conns
-  MODE=$1 DATA="$WORK/data" TOKEN=$TOKEN wrk -t2 -c"$2" -d"${DURATION}s" --timeout 10s -s "$REPO/bench/cp_load.lua" \
-    "http://127.0.0.1:$PORT/" | grep '^RESULT' | sed 's/^RESULT //'
+load() { # scheme mode conns duration
+  MODE=$2 DATA="$WORK/data" TOKEN=$TOKEN wrk -t2 -c"$3" -d"$4s" --timeout 10s -s "$REPO/bench/cp_load.lua" \
+    "$1://127.0.0.1:$PORT/" | grep '^RESULT' | sed 's/^RESULT //'
 }
 rows=()
-for mode in steer play health; do
-  MODE=$mode DATA="$WORK/data" TOKEN=$TOKEN wrk -t2 -c32 -d2s -s "$REPO/bench/cp_load.lua" "http://127.0.0.1:$PORT/" >/dev/null
-  r=$(load $mode 32)
-  echo "$mode: $r"
-  rows+=("| $mode | $(printf '%.0f' "$(field "$r" rps)") | $(echo "$(field "$r" p50_us)/1000" | bc -l | xargs printf '%.2f') | $(echo "$(field "$r" p99_us)/1000" | bc -l | xargs printf '%.2f') | $(field "$r" errors) |")
+for scheme in http https; do
+  if [ $scheme = https ]; then start_cp --tls-cert "$WORK/cp.pem" --tls-key "$WORK/cp.key"; fi
+  for mode in steer play health; do
+    load $scheme $mode 32 2 >/dev/null
+    r=$(load $scheme $mode 32 "$DURATION")
+    echo "$scheme $mode: $r"
+    rows+=("| $mode | $scheme | $(printf '%.0f' "$(field "$r" rps)") | $(echo "$(field "$r" p50_us)/1000" | bc -l | xargs printf '%.2f') | $(echo "$(field "$r" p99_us)/1000" | bc -l | xargs printf '%.2f') | $(field "$r" errors) |")
+  done
 done
 
 {
@@ -54,13 +66,14 @@ done
   echo
   echo "In-process steering (\`control-plane --bench-steer 100000\`): $steer_inproc."
   echo
-  echo "| load | req/s | p50 ms | p99 ms | errors |"
-  echo "|---|---|---|---|---|"
+  echo "| load | scheme | req/s | p50 ms | p99 ms | errors |"
+  echo "|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "steer: GET /v1/steer (admin) for random clients and held files; play: POST /v1/play for random"
-  echo "subscribers and titles (4 renditions steered and signed each); health: POST delta reports from"
-  echo "random appliances with their credentials (same routes, empty inventory delta)."
+  echo "steer: GET /v1/steer (admin) for random clients and held files; play: POST /v1/play with random"
+  echo "subscribers' player tokens and titles (4 renditions steered and signed each); health: POST delta"
+  echo "reports from random appliances with their credentials (same routes, empty inventory delta)."
+  echo "https: TLS 1.3 (P-256 certificate, rustls), keep-alive connections (one handshake each)."
   if [ -f "$REPO/bench/NOTES-control-plane.md" ]; then echo; cat "$REPO/bench/NOTES-control-plane.md"; fi
   echo
 } > "$REPO/bench/results/control-plane.md"

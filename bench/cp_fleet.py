@@ -4,9 +4,10 @@
 usage: cp_fleet.py URL TOKEN OUT_DIR [--sites 2000] [--per-site 5] [--content 100000]
 
 2,000 sites (one IXP per four ISPs, 20 regions), 5 appliances per site, 100 prefixes per site
-(200,000 in all), 25,000 titles with 4 renditions (100,000 content ids), 200 files held per
-site, 1,000 subscribers, a 0.0.0.0/0 zone in NL. Writes the appliance credentials, client
-addresses and ids the load scripts use into OUT_DIR.
+(200,000 in all, each site allowed its own), 25,000 titles with 4 renditions (100,000 content
+ids), 200 files held per site, 1,000 subscribers with a player token each, a 0.0.0.0/0 zone in
+NL. Writes the appliance credentials, player tokens, client addresses and ids the load scripts
+use into OUT_DIR.
 """
 import argparse
 import concurrent.futures
@@ -58,8 +59,12 @@ os.makedirs(a.out, exist_ok=True)
 # IXPs first (every fifth site), then the ISPs that fill from them.
 ixps = [s for s in range(a.sites) if s % 5 == 0]
 isps = [s for s in range(a.sites) if s % 5 != 0]
-parallel(lambda s: call("POST", "/v1/admin/sites", {"id": site_id(s), "kind": "ixp", "region": f"r{s % 20}"}), ixps)
-parallel(lambda s: call("POST", "/v1/admin/sites", {"id": site_id(s), "kind": "isp", "region": f"r{(s - s % 5) % 20}", "parent": site_id(s - s % 5)}), isps)
+def allowed(s):
+    return [prefix(s * 100 + j) for j in range(100)]
+
+
+parallel(lambda s: call("POST", "/v1/admin/sites", {"id": site_id(s), "kind": "ixp", "region": f"r{s % 20}", "allowed_prefixes": allowed(s)}), ixps)
+parallel(lambda s: call("POST", "/v1/admin/sites", {"id": site_id(s), "kind": "isp", "region": f"r{(s - s % 5) % 20}", "parent": site_id(s - s % 5), "allowed_prefixes": allowed(s)}), isps)
 call("POST", "/v1/admin/zones", {"prefix": "0.0.0.0/0", "country": "NL"})
 print(f"sites: {a.sites}", flush=True)
 
@@ -69,6 +74,10 @@ res = [2160, 1080, 720, 480]
 sha = "0" * 64
 parallel(lambda i: call("POST", "/v1/admin/content", {"id": f"t{i // 4}_{res[i % 4]}p.mp4", "title": f"t{i // 4}", "resolution": res[i % 4], "bitrate_kbps": res[i % 4] * 5, "size": 1 << 30, "sha256": sha, "content_type": "video/mp4", "origin": "embedded"}), range(titles * 4))
 parallel(lambda s: call("POST", "/v1/admin/subscribers", {"id": f"s{s}", "active": True, "max_resolution": 2160, "max_streams": 1000000}), range(1000))
+tokens = parallel(lambda s: call("POST", f"/v1/admin/subscribers/s{s}/tokens", {"ttl_secs": 7 * 86400})["token"], range(1000))
+with open(os.path.join(a.out, "tokens.txt"), "w") as f:
+    for t in tokens:
+        f.write(t + "\n")
 print(f"titles: {titles}, content: {titles * 4}", flush=True)
 
 apps = [(s, k) for s in range(a.sites) for k in range(a.per_site)]
@@ -88,7 +97,7 @@ def report(item):
     (s, k), (oca, cred) = item
     body = {"oca_id": oca, "site": site_id(s), "version": "bench", "status": "ok",
             "serving": {"active_connections": 10, "bytes_per_sec": 1_000_000, "requests_per_sec": 10, "capacity_bps": 100_000_000_000},
-            "disks": [], "prefixes": [prefix(s * 100 + j) for j in range(100)],
+            "disks": [], "prefixes": allowed(s),
             "inventory": {"kind": "full", "seq": 1, "content": held(s)}}
     call("POST", f"/v1/appliances/{oca}/health", body, token=cred)
 

@@ -3,7 +3,7 @@
 local mode = os.getenv("MODE")
 local data = os.getenv("DATA")
 local token = os.getenv("TOKEN") or ""
-local clients, creds = {}, {}
+local clients, creds, tokens = {}, {}, {}
 
 local function lines(name)
   local out = {}
@@ -32,6 +32,7 @@ function init(args)
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
   clients = lines("clients.txt")
   creds = lines("credentials.txt")
+  tokens = lines("tokens.txt")
   if mode == "health" then
     for i, a in ipairs(creds) do
       local site = tonumber(string.match(a[1], "^oca(%d+)-"))
@@ -50,9 +51,11 @@ function request()
       { ["Authorization"] = "Bearer " .. token })
   elseif mode == "play" then
     local c = clients[math.random(1, #clients)]
-    local body = '{"subscriber":"s' .. math.random(0, 999) .. '","title":"' .. c[3] .. '"}'
+    local body = '{"title":"' .. c[3] .. '"}'
+    local t = tokens[math.random(1, #tokens)][1]
     return wrk.format("POST", "/v1/play",
-      { ["Content-Type"] = "application/json", ["X-Forwarded-For"] = c[1] }, body)
+      { ["Content-Type"] = "application/json", ["X-Forwarded-For"] = c[1],
+        ["Authorization"] = "Bearer " .. t }, body)
   else
     local i = math.random(1, #creds)
     local a = creds[i]

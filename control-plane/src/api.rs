@@ -1,4 +1,8 @@
-//! The HTTP API: admin endpoints (bearer token) for sites and appliances.
+//! The HTTP API: admin endpoints (admin bearer token), appliance endpoints (each appliance's
+//! credential), plays (a subscriber's token), the embedded origin (signed URLs).
+//!
+//! Every caller is authenticated from its headers before its body is read: a body is read only
+//! for a caller who may send it, within its route's size limit and the body deadline.
 
 use std::sync::Arc;
 
@@ -20,8 +24,21 @@ use crate::catalog::{Content, Subscriber, Title};
 use crate::db::{Appliance, Db, DbError, Site, Zone};
 use crate::{intake, play, steering, url_keys};
 
-/// Largest request body accepted (a full inventory of a large appliance fits).
-pub const BODY_LIMIT: usize = 64 << 20;
+/// Largest admin request body (a site, a title with its renditions, a subscriber).
+pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
+
+/// Largest health report, read only from an authenticated appliance: a full inventory of a
+/// large appliance (a million content ids) fits.
+pub const HEALTH_BODY_LIMIT: usize = 64 << 20;
+
+/// Largest play request.
+pub const PLAY_BODY_LIMIT: usize = 16 << 10;
+
+/// Health reports announcing more than this are read a few at a time ([`App::large_reports`]).
+pub const LARGE_REPORT: usize = 1 << 20;
+
+/// Large health reports read at once: their memory is bounded by this times the limit.
+pub const LARGE_REPORTS_AT_ONCE: usize = 4;
 
 /// Shared state of the handlers.
 pub struct App {
@@ -52,7 +69,13 @@ pub struct App {
     /// Set by admin changes; the next reader of the fleet view reloads it.
     pub fleet_stale: std::sync::atomic::AtomicBool,
     /// The URL-signing keys in force (the database holds them; this avoids a read per request).
-    pub keys: std::sync::RwLock<oca_protocol::keys::Keyring>,
+    pub keys: std::sync::RwLock<Arc<url_keys::Keys>>,
+    /// Signs and verifies player tokens.
+    pub player_tokens: crate::player_tokens::TokenKey,
+    /// Total time a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Permits to read a large health report ([`LARGE_REPORTS_AT_ONCE`]).
+    pub large_reports: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -62,9 +85,16 @@ impl App {
         self.fleet.write()
     }
 
-    /// The URL-signing keys in force, current first.
-    pub fn keyring(&self) -> oca_protocol::keys::Keyring {
+    /// The URL-signing keys in force.
+    pub fn keys(&self) -> Arc<url_keys::Keys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rereads the keys from the database (after a rotation or a new site).
+    pub fn reload_keys(&self) -> Result<(), DbError> {
+        let fresh = Arc::new(url_keys::load(&self.db)?);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     /// Read access to the catalog view.
@@ -108,10 +138,16 @@ impl App {
 
 /// The router.
 pub fn router(app: Arc<App>) -> Router {
+    let body_timeout = app.body_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/admin/sites", get(list_sites).post(create_site))
+        .route(
+            "/v1/admin/sites/{id}/allowed_prefixes",
+            axum::routing::put(set_allowed_prefixes),
+        )
+        .route("/v1/admin/subscribers/{id}/tokens", post(issue_token))
         .route(
             "/v1/admin/appliances",
             get(list_appliances).post(create_appliance),
@@ -141,7 +177,11 @@ pub fn router(app: Arc<App>) -> Router {
                 "no such endpoint",
             ))
         })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            crate::server::deadline::limit_body_time,
+        ))
         .with_state(app)
 }
 
@@ -190,23 +230,83 @@ impl From<DbError> for Failure {
     }
 }
 
-/// A JSON body, or a 400/413 that says which field is wrong and why.
+/// A JSON body (admin routes, after the admin check), or a 400/408/413 that says which field is
+/// wrong and why.
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
     match payload {
         Ok(Json(v)) => Ok(v),
         Err(JsonRejection::BytesRejection(r)) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(err(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::PayloadTooLarge,
-                format!("body over {BODY_LIMIT} bytes"),
-            ))
+            Err(too_large(ADMIN_BODY_LIMIT))
         }
+        Err(r) if crate::server::deadline::is_timeout(&r) => Err(body_timeout()),
         Err(r) => Err(err(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             r.body_text(),
         )),
     }
+}
+
+fn too_large(limit: usize) -> Failure {
+    err(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!("body over {limit} bytes"),
+    )
+}
+
+fn body_timeout() -> Failure {
+    err(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::RequestTimeout,
+        "the request body did not arrive in time",
+    )
+}
+
+/// Reads a JSON body of at most `limit` bytes (refused before reading when its length says it
+/// is larger) within the body deadline; for callers already authenticated.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<T, Failure> {
+    if announced_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if crate::server::deadline::is_timeout(e.as_ref()) {
+            body_timeout()
+        } else if e.is::<http_body_util::LengthLimitError>() {
+            too_large(limit)
+        } else {
+            err(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "the request body could not be read",
+            )
+        }
+    })?;
+    // The path names the field, as axum's `Json` does for the admin routes.
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes)).map_err(
+        |e| {
+            err(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("{}: {}", e.path(), e.inner()),
+            )
+        },
+    )
+}
+
+/// The body length a request announces (`Content-Length`).
+fn announced_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Proof that the request carried the admin bearer token.
@@ -229,8 +329,12 @@ impl FromRequestParts<Arc<App>> for Admin {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts
-        .headers
+    bearer_header(&parts.headers)
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
@@ -267,8 +371,78 @@ async fn create_site(
     let site = body(payload)?;
     check_id("id", &site.id)?;
     app.db.create_site(&site)?;
+    url_keys::ensure(&app.db, unix_now())?;
+    app.reload_keys()?;
     app.fleet_changed();
     Ok((StatusCode::CREATED, Json(site)))
+}
+
+/// `PUT /v1/admin/sites/<id>/allowed_prefixes`: the routes the site's appliances may report.
+async fn set_allowed_prefixes(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    payload: Result<Json<Vec<oca_protocol::prefix::Prefix>>, JsonRejection>,
+) -> Result<Json<Vec<oca_protocol::prefix::Prefix>>, Failure> {
+    let prefixes = body(payload)?;
+    app.db.set_allowed_prefixes(&id, &prefixes)?;
+    tracing::info!(site = %id, prefixes = prefixes.len(), "allowed prefixes set; they apply from each appliance's next report");
+    Ok(Json(prefixes))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// Lifetime in seconds (default one day, at most 30 days).
+    #[serde(default)]
+    ttl_secs: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct IssuedToken {
+    subscriber: String,
+    token: String,
+    expires: i64,
+}
+
+/// `POST /v1/admin/subscribers/<id>/tokens`: a player token for the subscriber.
+async fn issue_token(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    payload: Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<IssuedToken>), Failure> {
+    let req = body(payload)?;
+    let ttl = req
+        .ttl_secs
+        .unwrap_or(crate::player_tokens::DEFAULT_TTL_SECS);
+    if !(1..=crate::player_tokens::MAX_TTL_SECS).contains(&ttl) {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            format!(
+                "ttl_secs: 1 to {} seconds",
+                crate::player_tokens::MAX_TTL_SECS
+            ),
+        ));
+    }
+    if app.catalog().subscriber(&id).is_none() {
+        return Err(err(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("subscriber {id} does not exist"),
+        ));
+    }
+    let expires = unix_now() + ttl;
+    let token = app.player_tokens.issue(&id, expires);
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedToken {
+            subscriber: id,
+            token,
+            expires,
+        }),
+    ))
 }
 
 async fn list_appliances(
@@ -420,25 +594,50 @@ fn check_country(c: &str) -> Result<(), Failure> {
     }
 }
 
+/// `POST /v1/play`: the token is checked before the body is read; every failure of it (missing,
+/// malformed, forged, expired, another subscriber's, an unknown subscriber) is the same 401.
 async fn play_handler(
     State(app): State<Arc<App>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
-    payload: Result<Json<oca_protocol::playback::PlayRequest>, JsonRejection>,
+    payload: axum::body::Body,
 ) -> Result<Json<oca_protocol::playback::PlayAnswer>, Failure> {
-    let req = body(payload)?;
+    let subscriber = player(&app, &headers)?;
+    let req: oca_protocol::playback::PlayRequest =
+        read_json(&headers, payload, PLAY_BODY_LIMIT).await?;
+    if req.subscriber.as_ref().is_some_and(|s| *s != subscriber) {
+        app.metrics.auth_failures.inc();
+        return Err(unauthorized());
+    }
     let client = client_ip(&app, peer.ip(), &headers);
     // Everything a play reads is in memory, unless an admin change left the fleet view to be
     // reloaded from the database: that reload runs off the async workers.
     let granted = if app.fleet_stale.load(std::sync::atomic::Ordering::SeqCst) {
         let app2 = app.clone();
-        tokio::task::spawn_blocking(move || play::play(&app2, &req, client, unix_now()))
-            .await
-            .map_err(|_| internal())??
+        tokio::task::spawn_blocking(move || {
+            play::play(&app2, &subscriber, &req, client, unix_now())
+        })
+        .await
+        .map_err(|_| internal())??
     } else {
-        play::play(&app, &req, client, unix_now())?
+        play::play(&app, &subscriber, &req, client, unix_now())?
     };
     play::confirm(&app, granted).await.map(Json)
+}
+
+/// The subscriber a play's token names, when the token is genuine, unexpired and its
+/// subscriber exists.
+fn player(app: &App, headers: &axum::http::HeaderMap) -> Result<String, Failure> {
+    let known = bearer_header(headers)
+        .and_then(|t| app.player_tokens.verify(t, unix_now()))
+        .filter(|s| app.catalog().subscriber(s).is_some());
+    match known {
+        Some(s) => Ok(s.to_string()),
+        None => {
+            app.metrics.auth_failures.inc();
+            Err(unauthorized())
+        }
+    }
 }
 
 fn internal() -> Failure {
@@ -467,7 +666,8 @@ fn client_ip(
         .unwrap_or(peer)
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> String {
+/// `/metrics`, for the admin token only: figures about the fleet are not for the Internet.
+async fn metrics(_: Admin, State(app): State<Arc<App>>) -> String {
     app.metrics.render()
 }
 
@@ -543,11 +743,14 @@ struct Rotated {
     current: String,
 }
 
+/// Rotates every keyring (the origin's and each site's).
 async fn rotate_keys(_: Admin, State(app): State<Arc<App>>) -> Result<Json<Rotated>, Failure> {
-    let current = url_keys::rotate(&app.db, unix_now())?;
-    *app.keys.write().unwrap_or_else(|p| p.into_inner()) = url_keys::keyring(&app.db)?;
-    tracing::info!(key = %current, "rotated URL-signing key");
-    Ok(Json(Rotated { current }))
+    let ids = url_keys::rotate_all(&app.db, unix_now())?;
+    app.reload_keys()?;
+    tracing::info!(keys = ids.len(), "rotated the URL-signing keys");
+    Ok(Json(Rotated {
+        current: ids.join(","),
+    }))
 }
 
 fn unauthorized() -> Failure {
@@ -561,12 +764,11 @@ fn unauthorized() -> Failure {
 /// Checks the appliance's own credential for the appliance named in the URL: it opens only that
 /// appliance's URLs, so one appliance cannot report or fetch a manifest for another.
 fn appliance_auth(app: &App, id: &str, headers: &axum::http::HeaderMap) -> Result<(), Failure> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(unauthorized)?;
-    if !intake::authenticate(&app.db, id, token.trim())? {
+    let Some(token) = bearer_header(headers) else {
+        app.metrics.auth_failures.inc();
+        return Err(unauthorized());
+    };
+    if !intake::authenticate(&app.db, id, token)? {
         app.metrics.auth_failures.inc();
         return Err(unauthorized());
     }
@@ -610,14 +812,25 @@ async fn manifest_handler(
     Ok(([(axum::http::header::ETAG, etag)], Json(m)).into_response())
 }
 
+/// `POST /v1/appliances/<id>/health`: the credential is checked before the body is read; a large
+/// report waits for one of [`LARGE_REPORTS_AT_ONCE`] permits (within the body deadline).
 async fn health(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
-    payload: Result<Json<HealthReport>, JsonRejection>,
+    payload: axum::body::Body,
 ) -> Result<Json<HealthReply>, Failure> {
     appliance_auth(&app, &id, &headers)?;
-    let report = body(payload)?;
+    let _large = match announced_length(&headers) {
+        Some(n) if n <= LARGE_REPORT as u64 => None,
+        _ => Some(
+            tokio::time::timeout(app.body_timeout, app.large_reports.acquire())
+                .await
+                .map_err(|_| body_timeout())?
+                .map_err(|_| internal())?,
+        ),
+    };
+    let report: HealthReport = read_json(&headers, payload, HEALTH_BODY_LIMIT).await?;
     if report.oca_id != id {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -626,8 +839,14 @@ async fn health(
         ));
     }
     let app2 = app.clone();
-    let (accepted, manifest_version) = tokio::task::spawn_blocking(move || -> Result<(intake::Accepted, u64), DbError> {
+    let (accepted, manifest_version, site, refused) = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
         let now = unix_now();
+        let standing = intake::standing(&app2.db, &report.oca_id)?;
+        let (report, refused) = intake::screen_prefixes(report, &standing.allowed);
+        if !refused.is_empty() {
+            tracing::warn!(oca_id = %report.oca_id, site = %standing.site, refused = ?refused, "reported prefixes outside the site's allowed set dropped");
+            app2.metrics.prefixes_refused.inc_by(refused.len() as u64);
+        }
         let accepted = intake::record(&app2.db, &report, now)?;
         // Memory follows the database only once the report is committed.
         steering::Snapshot::apply(&app2.fleet, &report, accepted.send_full_inventory, now);
@@ -640,23 +859,19 @@ async fn health(
         }
         let snap = app2.fleet()?;
         let version = crate::fill::manifest(&app2, &snap, &report.oca_id, now).map_or(0, |m| m.version);
-        Ok((accepted, version))
+        Ok((accepted, version, standing.site, refused))
     })
     .await
-    .map_err(|_| {
-        err(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Internal,
-            "internal error",
-        )
-    })??;
+    .map_err(|_| internal())??;
     app.metrics.health_reports.inc();
+    let keys = app.keys();
     Ok(Json(HealthReply {
-        keys: app.keyring().to_wire(),
+        keys: keys.site(&site)?.to_wire(),
         manifest_version,
         report_interval_secs: app.report_interval_secs,
         inventory_seq: accepted.inventory_seq,
         send_full_inventory: accepted.send_full_inventory,
+        refused_prefixes: refused,
     }))
 }
 

@@ -116,7 +116,21 @@ const MIGRATIONS: &[&str] = &[
         score REAL NOT NULL,
         updated INTEGER NOT NULL
     );",
+    // 7: per-site allowed prefixes (JSON list; a report outside them is dropped) and URL keys
+    // (a key belongs to one site; the global keys of before are no longer handed out); the
+    // secret that signs player tokens.
+    "ALTER TABLE sites ADD COLUMN allowed_prefixes TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE url_keys ADD COLUMN site TEXT REFERENCES sites(id);
+    CREATE INDEX url_keys_by_site ON url_keys(site, seq);
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );",
 ];
+
+fn prefixes_json(p: &[oca_protocol::prefix::Prefix]) -> String {
+    serde_json::to_string(p).expect("prefixes serialise")
+}
 
 /// Read-only connections kept open next to the writer.
 const READERS: usize = 4;
@@ -148,6 +162,10 @@ pub struct Site {
     /// The tier site this one fills from, if any.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Routes this site's appliances may report (set by an admin); a reported prefix not
+    /// inside one of these is dropped. None set: every reported prefix is dropped.
+    #[serde(default)]
+    pub allowed_prefixes: Vec<oca_protocol::prefix::Prefix>,
 }
 
 /// Kind of site.
@@ -341,8 +359,8 @@ impl Db {
             }
         }
         conn.execute(
-            "INSERT INTO sites (id, kind, region, parent) VALUES (?1, ?2, ?3, ?4)",
-            params![s.id, s.kind.as_str(), s.region, s.parent],
+            "INSERT INTO sites (id, kind, region, parent, allowed_prefixes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![s.id, s.kind.as_str(), s.region, s.parent, prefixes_json(&s.allowed_prefixes)],
         )
         .map_err(|e| conflict(e, format!("site {}", s.id)))?;
         Ok(())
@@ -351,9 +369,11 @@ impl Db {
     /// All sites, by id.
     pub fn sites(&self) -> Result<Vec<Site>, DbError> {
         let conn = self.reader();
-        let mut stmt = conn.prepare("SELECT id, kind, region, parent FROM sites ORDER BY id")?;
+        let mut stmt = conn
+            .prepare("SELECT id, kind, region, parent, allowed_prefixes FROM sites ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             let kind: String = r.get(1)?;
+            let allowed: String = r.get(4)?;
             Ok(Site {
                 id: r.get(0)?,
                 kind: if kind == "ixp" {
@@ -363,9 +383,46 @@ impl Db {
                 },
                 region: r.get(2)?,
                 parent: r.get(3)?,
+                allowed_prefixes: serde_json::from_str(&allowed).unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces the prefixes site `id` may report.
+    pub fn set_allowed_prefixes(
+        &self,
+        id: &str,
+        prefixes: &[oca_protocol::prefix::Prefix],
+    ) -> Result<(), DbError> {
+        let n = self.conn().execute(
+            "UPDATE sites SET allowed_prefixes = ?2 WHERE id = ?1",
+            params![id, prefixes_json(prefixes)],
+        )?;
+        if n == 0 {
+            return Err(DbError::Missing(format!("site {id}")));
+        }
+        Ok(())
+    }
+
+    /// A named secret (created by `make` and stored on first use), the same for every replica
+    /// on this database.
+    pub fn secret(&self, name: &str, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, DbError> {
+        let conn = self.conn();
+        let held: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(v) = held {
+            return Ok(v);
+        }
+        let v = make();
+        conn.execute(
+            "INSERT INTO secrets (name, value) VALUES (?1, ?2)",
+            params![name, v],
+        )?;
+        Ok(v)
     }
 
     /// Registers an appliance with the hash of its credential.
@@ -545,6 +602,7 @@ mod tests {
                 kind: SiteKind::Ixp,
                 region: "eu".into(),
                 parent: None,
+                allowed_prefixes: Vec::new(),
             };
             db.create_site(&ixp).unwrap();
             let isp = Site {
@@ -552,6 +610,7 @@ mod tests {
                 kind: SiteKind::Isp,
                 region: "eu".into(),
                 parent: Some("ixp-1".into()),
+                allowed_prefixes: Vec::new(),
             };
             db.create_site(&isp).unwrap();
             assert!(matches!(db.create_site(&isp), Err(DbError::Exists(_))));
@@ -570,6 +629,7 @@ mod tests {
             kind: SiteKind::Isp,
             region: "r".into(),
             parent: None,
+            allowed_prefixes: Vec::new(),
         };
         db.create_site(&evil).unwrap();
         assert_eq!(db.sites().unwrap().len(), 3);

@@ -188,7 +188,7 @@ pub fn manifest(
     let parent = snap.parent(&site).map(str::to_string);
     let parent_plan = parent.as_ref().map(|p| site_plan(app, snap, p, now));
     let catalog = app.catalog();
-    let key = app.keyring().current().clone();
+    let keys = app.keys();
     // Stable for a day, so the manifest version only changes when its content does.
     let expires = (now as u64 / 86_400 + 2) * 86_400;
     let escalation = app.fill.escalation_secs as i64;
@@ -197,10 +197,22 @@ pub fn manifest(
         let Some(content) = catalog.content(id) else {
             continue;
         };
-        let query = signed_query(&key, id, expires, Scope::Fill);
+        // A source appliance verifies with its own site's keys; the origin with the origin's.
+        let mut queries: Vec<(String, String)> = Vec::new();
         let mut sources: Vec<(u8, bool, bool, u64, Source)> = Vec::new();
         let mut add = |kind: SourceKind, a: &crate::steering::Candidate, bad: bool| {
             let degraded = a.status.as_deref() != Some("ok");
+            let query = match queries.iter().find(|(s, _)| *s == a.site.as_str()) {
+                Some((_, q)) => q.clone(),
+                None => {
+                    let Ok(ring) = keys.site(&a.site) else {
+                        return;
+                    };
+                    let q = signed_query(ring.current(), id, expires, Scope::Fill);
+                    queries.push((a.site.clone(), q.clone()));
+                    q
+                }
+            };
             let url = format!("{}/c/{id}?{query}", a.url.trim_end_matches('/'));
             sources.push((
                 kind as u8,
@@ -230,6 +242,7 @@ pub fn manifest(
         }
         sources.sort_by_key(|x| (x.1, x.0, x.2, x.3));
         let mut sources: Vec<Source> = sources.into_iter().map(|s| s.4).collect();
+        let query = signed_query(keys.origin.current(), id, expires, Scope::Fill);
         let origin_url = if content.origin == "embedded" {
             format!(
                 "{}/origin/{id}?{query}",
@@ -277,11 +290,15 @@ pub fn manifest(
             sources,
         });
     }
+    // Empty on purpose only when the catalog itself is empty (every title removed): any other
+    // empty plan (a lost database, a planner fault) leaves the appliance's files where they are.
+    let intended_empty = entries.is_empty() && catalog.all_content().next().is_none();
     let mut m = Manifest {
         version: 0,
         fill_window: app.fill.window,
         rate_limit_bps: app.fill.rate_limit_bps,
         entries,
+        intended_empty,
     };
     m.version = version_of(&m);
     Ok(m)

@@ -2,6 +2,7 @@
 //! the URL keys (DESIGN.md "Health report").
 
 use oca_protocol::health::{HealthReport, Inventory, Status};
+use oca_protocol::prefix::Prefix;
 use rusqlite::{params, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,44 @@ pub fn authenticate(db: &Db, oca_id: &str, credential: &str) -> Result<bool, DbE
     // Hash even for unknown ids, so timing does not tell which appliances exist.
     let stored = stored.unwrap_or_else(|| vec![0u8; 32]);
     Ok(constant_time_eq(&presented, &stored))
+}
+
+/// An appliance's place: its site and the prefixes it may report.
+pub struct Standing {
+    /// Its site (as registered, whatever the report says).
+    pub site: String,
+    /// The site's allowed prefixes.
+    pub allowed: Vec<Prefix>,
+}
+
+/// The site and allowed prefixes of appliance `oca_id`.
+pub fn standing(db: &Db, oca_id: &str) -> Result<Standing, DbError> {
+    let (site, allowed): (String, String) = db
+        .reader()
+        .query_row(
+            "SELECT s.id, s.allowed_prefixes FROM appliances a JOIN sites s ON s.id = a.site
+             WHERE a.id = ?1",
+            [oca_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| DbError::Missing(format!("appliance {oca_id}")))?;
+    Ok(Standing {
+        site,
+        allowed: serde_json::from_str(&allowed).unwrap_or_default(),
+    })
+}
+
+/// Keeps the reported prefixes that fall inside one of `allowed`; returns the report so
+/// screened and the prefixes dropped. A stolen appliance credential can then pull no more
+/// traffic than its site was granted.
+pub fn screen_prefixes(mut r: HealthReport, allowed: &[Prefix]) -> (HealthReport, Vec<Prefix>) {
+    let (kept, refused) = r
+        .prefixes
+        .into_iter()
+        .partition(|p| allowed.iter().any(|a| a.covers(p)));
+    r.prefixes = kept;
+    (r, refused)
 }
 
 /// What the intake concluded about the inventory.

@@ -11,7 +11,9 @@ mod metrics;
 mod origin;
 mod planner;
 mod play;
+mod player_tokens;
 mod popularity;
+mod server;
 mod steering;
 mod streams;
 mod url_keys;
@@ -84,6 +86,33 @@ struct Cli {
     /// Hours for a play's weight in popularity to halve (default 24).
     #[arg(long, value_name = "HOURS")]
     popularity_half_life: Option<f64>,
+    /// PEM certificate chain: serve HTTPS (reloaded with the key on SIGHUP).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (behind a TLS-terminating load
+    /// balancer on a private network). Without it, such a listener needs --tls-cert.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Connections at once (default 16384, lowered to fit the open-file limit).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Connections at once from one address or IPv6 /64; trusted proxies are exempt
+    /// (default 256; 0: no cap).
+    #[arg(long, value_name = "N")]
+    max_connections_per_client: Option<u32>,
+    /// Seconds for a request head to arrive, TLS handshake included (default 10).
+    #[arg(long, value_name = "SECS")]
+    header_timeout: Option<f64>,
+    /// Seconds for a request body to arrive, in total (default 30).
+    #[arg(long, value_name = "SECS")]
+    body_timeout: Option<f64>,
+    /// Seconds a kept-alive connection may idle between requests, and a request may move no
+    /// byte (default 60).
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -103,6 +132,32 @@ struct FileConfig {
     fill_hot_fraction: Option<f64>,
     fill_escalation: Option<u64>,
     popularity_half_life: Option<f64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    insecure_http: bool,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<u32>,
+    header_timeout: Option<f64>,
+    body_timeout: Option<f64>,
+    idle_timeout: Option<f64>,
+}
+
+/// Descriptors kept for the database, the origin's files and the log.
+const FD_RESERVE: u64 = 256;
+
+/// Seconds from a flag or the file, checked positive and finite.
+fn secs(
+    flag: Option<f64>,
+    file: Option<f64>,
+    default: f64,
+    name: &str,
+) -> Result<std::time::Duration> {
+    let v = flag.or(file).unwrap_or(default);
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        anyhow::bail!("{name} must be a number of seconds above 0 (and at most a day), got {v}");
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 fn main() -> ExitCode {
@@ -160,7 +215,12 @@ fn run(cli: Cli) -> Result<()> {
     }
     url_keys::ensure(&db, api::unix_now())?;
     let fleet = steering::Snapshot::load(&db)?;
-    let keys = url_keys::keyring(&db)?;
+    let keys = url_keys::load(&db)?;
+    let token_secret = db.secret(player_tokens::SECRET_NAME, || {
+        let mut b = vec![0u8; 32];
+        getrandom::fill(&mut b).expect("the kernel's random source is available");
+        b
+    })?;
     if let Some(n) = cli.bench_steer {
         let r = steering::bench(&fleet, n, report_interval_secs);
         let (p50, p99, max) =
@@ -169,6 +229,54 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let token = admin_token(&token_path)?;
+    let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => Some(Arc::new(oca_service::tls::Reloadable::load(
+            &cert,
+            &key,
+            |_| {},
+        )?)),
+        (None, None) => None,
+        _ => anyhow::bail!("tls_cert and tls_key go together"),
+    };
+    if tls.is_none() && !listen.ip().is_loopback() && !(cli.insecure_http || file.insecure_http) {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {listen}: health replies carry URL-signing keys and \
+             requests carry credentials. Give tls_cert and tls_key, or insecure_http = true when a \
+             TLS-terminating load balancer on a private network is in front"
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let nofile = oca_service::raise_nofile_limit();
+    let usable = nofile.saturating_sub(FD_RESERVE).max(16) as usize;
+    let mut max_connections = cli
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(16_384);
+    if max_connections > usable {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = nofile,
+            "max_connections lowered to fit the open-file limit"
+        );
+        max_connections = usable;
+    }
+    let limits = server::Limits {
+        max_connections: max_connections.max(1),
+        max_connections_per_client: cli
+            .max_connections_per_client
+            .or(file.max_connections_per_client)
+            .unwrap_or(256),
+        timeouts: server::watch::Timeouts {
+            header: secs(
+                cli.header_timeout,
+                file.header_timeout,
+                10.0,
+                "header_timeout",
+            )?,
+            idle: secs(cli.idle_timeout, file.idle_timeout, 60.0, "idle_timeout")?,
+        },
+    };
+    let body_timeout = secs(cli.body_timeout, file.body_timeout, 30.0, "body_timeout")?;
     let fill_cfg = fill::FillConfig {
         window: match cli.fill_window.or(file.fill_window) {
             Some(w) => Some(fill::parse_window(&w).map_err(anyhow::Error::msg)?),
@@ -189,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
         public_url: cli
             .public_url
             .or(file.public_url)
-            .unwrap_or_else(|| format!("http://{listen}")),
+            .unwrap_or_else(|| format!("{scheme}://{listen}")),
     };
     let half_life_hours = cli
         .popularity_half_life
@@ -214,7 +322,10 @@ fn run(cli: Cli) -> Result<()> {
         origin_dir,
         fleet: parking_lot::RwLock::new(fleet),
         fleet_stale: std::sync::atomic::AtomicBool::new(false),
-        keys: std::sync::RwLock::new(keys),
+        keys: std::sync::RwLock::new(Arc::new(keys)),
+        player_tokens: player_tokens::TokenKey::new(&token_secret),
+        body_timeout,
+        large_reports: tokio::sync::Semaphore::new(api::LARGE_REPORTS_AT_ONCE),
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {
@@ -233,7 +344,9 @@ fn run(cli: Cli) -> Result<()> {
         // Handlers in place before the listening line, so an early SIGTERM shuts down cleanly.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        tracing::info!(%addr, db = %db_path.display(), admin_token_file = %token_path.display(), "listening");
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tracing::info!(%addr, scheme, db = %db_path.display(), admin_token_file = %token_path.display(),
+            max_connections = limits.max_connections, "listening");
         oca_service::systemd::ready(&format!("serving on {addr}"));
         oca_service::systemd::watch_runtime();
         let saver = app.clone();
@@ -250,17 +363,25 @@ fn run(cli: Cli) -> Result<()> {
             }
         });
         let last = app.clone();
-        let service = api::router(app).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
+        let conn_metrics = app.metrics.conns.clone();
+        let trusted = app.trusted_proxies.clone();
+        let reloading = tls.clone();
+        let router = api::router(app);
+        server::serve(listener, router, tls, limits, conn_metrics, trusted, async move {
+            loop {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => match &reloading {
+                        Some(t) => t.reload_logged(),
+                        None => tracing::info!("SIGHUP: no TLS, nothing to reload"),
+                    },
                 }
-                tracing::info!("shutting down");
-                oca_service::systemd::stopping("shutting down");
-            })
-            .await?;
+            }
+            tracing::info!("shutting down");
+            oca_service::systemd::stopping("shutting down");
+        })
+        .await;
         last.popularity.save(&last.db)?;
         anyhow::Ok(())
     })

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub fill_source_errors: Counter,
     /// Fill requests the embedded origin answered.
     pub origin_requests: Counter,
+    /// Reported prefixes dropped for being outside their site's allowed set.
+    pub prefixes_refused: Counter,
+    /// The listener's connections.
+    pub conns: crate::server::ConnMetrics,
 }
 
 impl Default for Metrics {
@@ -73,7 +77,31 @@ impl Default for Metrics {
             "cp_origin_requests",
             "Fill requests the embedded origin answered",
         );
+        let prefixes_refused = m(
+            &mut registry,
+            "cp_report_prefixes_refused",
+            "Reported prefixes dropped for being outside their site's allowed set",
+        );
+        let conns = crate::server::ConnMetrics::default();
+        registry.register("cp_connections", "Connections open", conns.open.clone());
+        registry.register(
+            "cp_connections_refused",
+            "Connections refused at accept (max_connections, per_client)",
+            conns.refused.clone(),
+        );
+        registry.register(
+            "cp_connections_closed",
+            "Connections the server closed (header_timeout, idle_timeout, shed)",
+            conns.closed.clone(),
+        );
+        registry.register(
+            "cp_tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            conns.tls_failures.clone(),
+        );
         Metrics {
+            prefixes_refused,
+            conns,
             registry,
             fill_source_errors,
             origin_requests,

@@ -31,9 +31,9 @@ pub async fn serve(
         app.metrics.origin_refusals.inc();
         return forbidden();
     };
-    let ring = app.keyring();
+    let keys = app.keys();
     if let Err(why) = verify(
-        &ring,
+        &keys.origin,
         content.as_str(),
         query.as_deref().unwrap_or(""),
         Scope::Fill,

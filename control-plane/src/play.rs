@@ -26,15 +26,22 @@ pub struct Granted {
     durable: tokio::sync::oneshot::Receiver<Result<(), String>>,
 }
 
-/// Answers a play request from `client` at `now`; the answer may be sent once [`confirm`] says
-/// its lease is durable.
-pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Granted, Failure> {
+/// Answers a play request of `subscriber` (authenticated by its token) from `client` at `now`;
+/// the answer may be sent once [`confirm`] says its lease is durable.
+pub fn play(
+    app: &App,
+    subscriber: &str,
+    req: &PlayRequest,
+    client: IpAddr,
+    now: i64,
+) -> Result<Granted, Failure> {
     let catalog = app.catalog();
-    let sub = catalog.subscriber(&req.subscriber).ok_or_else(|| {
+    let sub = catalog.subscriber(subscriber).ok_or_else(|| {
+        // Removed between the token check and here: the answer an unknown one gets.
         err(
-            StatusCode::NOT_FOUND,
-            ErrorCode::UnknownSubscriber,
-            format!("subscriber {} is unknown", req.subscriber),
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "unauthorized",
         )
     })?;
     if !sub.active {
@@ -84,7 +91,7 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Gr
     // Demand counts for popularity even when no appliance can serve it yet: that is exactly
     // what the fill planner should hear about.
     app.popularity.record(&req.title, now);
-    let key = app.keyring().current().clone();
+    let keys = app.keys();
     let expires = now + URL_TTL_SECS;
     let mut renditions = Vec::new();
     let near = snap.neighbourhood(client);
@@ -100,13 +107,17 @@ pub fn play(app: &App, req: &PlayRequest, client: IpAddr, now: i64) -> Result<Gr
         if d.answer.appliances.is_empty() {
             continue;
         }
-        let query = signed_query(&key, &c.id, expires as u64, Scope::Play);
-        let urls = d
-            .answer
-            .appliances
-            .iter()
-            .map(|a| format!("{}/c/{}?{query}", a.url.trim_end_matches('/'), c.id))
-            .collect();
+        // Each URL under its appliance's site key: only that site's appliances verify it.
+        let mut urls = Vec::with_capacity(d.answer.appliances.len());
+        for a in &d.answer.appliances {
+            let key = keys.site(&a.site)?.current();
+            let query = signed_query(key, &c.id, expires as u64, Scope::Play);
+            urls.push(format!(
+                "{}/c/{}?{query}",
+                a.url.trim_end_matches('/'),
+                c.id
+            ));
+        }
         renditions.push(Rendition {
             content_id: c.id.clone(),
             resolution: c.resolution,

@@ -23,7 +23,8 @@ fn setup(cp: &Cp) -> (String, String) {
         cp.admin(
             "POST",
             "/v1/admin/sites",
-            Some(json!({"id": "isp-a", "kind": "isp", "region": "eu"}))
+            Some(json!({"id": "isp-a", "kind": "isp", "region": "eu",
+                "allowed_prefixes": ["192.0.2.0/24", "2001:db8::/32"]}))
         )
         .0,
         201
@@ -78,7 +79,8 @@ fn reports_update_inventory_and_carry_the_keys() {
         (1, false, 10)
     );
     let ring = Keyring::from_wire(&reply.keys).unwrap();
-    assert_eq!(ring.current().id(), "k1");
+    let first = ring.current().id().to_string();
+    assert_eq!(ring.keys().len(), 1, "the site's one key");
     assert_eq!(inventory(&cp, "oca-1"), ["a", "b", "c"]);
 
     let delta = json!({"kind": "delta", "base_seq": 1, "seq": 2, "added": ["d"], "removed": ["a"]});
@@ -105,17 +107,21 @@ fn reports_update_inventory_and_carry_the_keys() {
     assert_eq!(inventory(&cp, "oca-1"), ["b", "c", "d"]);
 
     // Rotation: the reply carries the new key first and the previous one.
-    assert_eq!(
-        cp.admin("POST", "/v1/admin/keys/rotate", None).1["current"],
-        "k2"
-    );
+    let (s, rotated) = cp.admin("POST", "/v1/admin/keys/rotate", None);
+    assert_eq!(s, 200, "{rotated}");
     let (_, reply) = post(
         report("oca-1", json!({"kind": "full", "seq": 9, "content": []})),
         &c1,
     );
     let reply: HealthReply = serde_json::from_value(reply).unwrap();
     let ids: Vec<_> = reply.keys.iter().map(|k| k.id.as_str()).collect();
-    assert_eq!(ids, ["k2", "k1"]);
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[1], first);
+    assert!(rotated["current"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .any(|k| k == ids[0]));
     assert!(inventory(&cp, "oca-1").is_empty());
     let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
     assert_eq!(
@@ -305,4 +311,63 @@ fn kill_9_while_a_large_inventory_is_written_keeps_the_old_one_and_no_leftovers(
     cp = start(dir.path());
     assert_eq!(inventory(&cp, "oca-1"), ["a"]);
     assert_eq!(rows(), 1, "the unfinished generation was removed at start");
+}
+
+#[test]
+fn prefixes_outside_the_site_are_dropped_and_each_site_has_its_own_keys() {
+    use oca_protocol::signing::{signed_query, verify, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    let (c1, _) = setup(&cp);
+    let b = json!({"id": "isp-b", "kind": "isp", "region": "eu", "allowed_prefixes": ["198.51.100.0/24"]});
+    assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(b)).0, 201);
+    let a = json!({"id": "b-1", "site": "isp-b", "url": "http://127.0.0.1:2", "capacity_bps": 1});
+    let (_, reg) = cp.admin("POST", "/v1/admin/appliances", Some(a));
+    let cb = reg["credential"].as_str().unwrap().to_string();
+    // A credential of site A announcing the default route and site B's prefix: both dropped.
+    let mut r = report("oca-1", json!({"kind": "full", "seq": 1, "content": []}));
+    r["prefixes"] = json!(["192.0.2.0/25", "0.0.0.0/0", "198.51.100.0/24"]);
+    let (s, reply) = cp.req("POST", "/v1/appliances/oca-1/health", Some(r), Some(&c1));
+    assert_eq!(s, 200, "{reply}");
+    let reply: HealthReply = serde_json::from_value(reply).unwrap();
+    let refused: Vec<String> = reply
+        .refused_prefixes
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(refused, ["0.0.0.0/0", "198.51.100.0/24"]);
+    assert!(metrics(&cp).contains("cp_report_prefixes_refused_total 2"));
+    // Each site's appliances get their own keys, and a URL signed for one does not verify on
+    // the other.
+    let mut rb = report("b-1", json!({"kind": "full", "seq": 1, "content": []}));
+    rb["site"] = json!("isp-b");
+    rb["prefixes"] = json!(["198.51.100.0/24"]);
+    let (s, reply_b) = cp.req("POST", "/v1/appliances/b-1/health", Some(rb), Some(&cb));
+    assert_eq!(s, 200, "{reply_b}");
+    let reply_b: HealthReply = serde_json::from_value(reply_b).unwrap();
+    assert!(reply_b.refused_prefixes.is_empty());
+    let ring_a = Keyring::from_wire(&reply.keys).unwrap();
+    let ring_b = Keyring::from_wire(&reply_b.keys).unwrap();
+    assert_ne!(ring_a.current().id(), ring_b.current().id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let for_b = signed_query(ring_b.current(), "t_1080p.mp4", now + 60, Scope::Play);
+    assert_eq!(
+        verify(&ring_b, "t_1080p.mp4", &for_b, Scope::Play, now),
+        Ok(())
+    );
+    assert!(verify(&ring_a, "t_1080p.mp4", &for_b, Scope::Play, now).is_err());
+    // A rotation renews every site's key, each still its own.
+    assert_eq!(cp.admin("POST", "/v1/admin/keys/rotate", None).0, 200);
+    let r = report(
+        "oca-1",
+        json!({"kind": "delta", "base_seq": 1, "seq": 1, "added": [], "removed": []}),
+    );
+    let (_, again) = cp.req("POST", "/v1/appliances/oca-1/health", Some(r), Some(&c1));
+    let again: HealthReply = serde_json::from_value(again).unwrap();
+    let ring = Keyring::from_wire(&again.keys).unwrap();
+    assert_ne!(ring.current().id(), ring_a.current().id());
+    assert!(ring.keys().iter().all(|k| k.id() != ring_b.current().id()));
 }

@@ -37,10 +37,21 @@ fn origin_serves_fill_urls_with_ranges_and_refuses_the_rest() {
         Some(report),
         reg["credential"].as_str(),
     );
-    let keys =
+    let site_keys =
         Keyring::from_wire(&serde_json::from_value::<Vec<_>>(reply["keys"].clone()).unwrap())
             .unwrap();
-    let key = keys.current();
+    // The origin has keys of its own, which no appliance receives: read them where the control
+    // plane keeps them.
+    let (id, secret): (String, Vec<u8>) = rusqlite::Connection::open(dir.path().join("cp.db"))
+        .unwrap()
+        .query_row(
+            "SELECT id, secret FROM url_keys WHERE site IS NULL ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let origin_key = oca_protocol::keys::Key::new(&id, secret.try_into().unwrap()).unwrap();
+    let key = &origin_key;
     let future = 4_000_000_000u64;
     let get = |id: &str, query: &str, range: Option<&str>| {
         let mut r =
@@ -64,6 +75,8 @@ fn origin_serves_fill_urls_with_ranges_and_refuses_the_rest() {
         signed_query(key, "other.mp4", future, Scope::Fill),
         fill.replace("&s=", "&s=x"),
         String::new(),
+        // A site's key (an appliance's keys file) opens nothing at the origin.
+        signed_query(site_keys.current(), "t1_480p.mp4", future, Scope::Fill),
     ];
     for q in &refused {
         assert_eq!(get("t1_480p.mp4", q, None).0, 403, "{q}");
@@ -73,9 +86,6 @@ fn origin_serves_fill_urls_with_ranges_and_refuses_the_rest() {
         403,
         "an invalid id is never a path"
     );
-    let m = reqwest::blocking::get(format!("http://{}/metrics", cp.addr))
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(m.contains("cp_origin_refusals_total 6"), "{m}");
+    let m = metrics(&cp);
+    assert!(m.contains("cp_origin_refusals_total 7"), "{m}");
 }

@@ -94,13 +94,34 @@ fn world() -> World {
     }
 }
 
+/// A player token for `subscriber` from the admin API (a made-up one for an unknown subscriber).
+fn token(w: &World, subscriber: &str, ttl_secs: i64) -> String {
+    let (s, t) = w.cp.admin(
+        "POST",
+        &format!("/v1/admin/subscribers/{subscriber}/tokens"),
+        Some(json!({ "ttl_secs": ttl_secs })),
+    );
+    match s {
+        201 => t["token"].as_str().unwrap().to_string(),
+        _ => format!("v1.9999999999.{subscriber}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    }
+}
+
+/// A play as the body's subscriber, with a fresh token of theirs.
 fn play(w: &World, from: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::blocking::Client::new()
+    let t = body["subscriber"].as_str().map(|s| token(w, s, 3600));
+    play_with(w, from, t.as_deref(), body)
+}
+
+fn play_with(w: &World, from: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut r = reqwest::blocking::Client::new()
         .post(format!("http://{}/v1/play", w.cp.addr))
         .header("x-forwarded-for", format!("10.9.9.9, {from}"))
-        .json(&body)
-        .send()
-        .unwrap();
+        .json(&body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().unwrap();
     let s = r.status().as_u16();
     (s, r.json().unwrap())
 }
@@ -162,7 +183,8 @@ fn every_refusal_has_its_stable_code() {
     };
     assert_eq!(
         code(nl, json!({"subscriber": "nobody", "title": "t1"})),
-        (404, "unknown_subscriber".into())
+        (401, "unauthorized".into()),
+        "an unknown subscriber is told no more than a bad token"
     );
     assert_eq!(
         code(nl, json!({"subscriber": "gone", "title": "t1"})),
@@ -203,9 +225,62 @@ fn every_refusal_has_its_stable_code() {
         code(nl, json!({"subscriber": "basic", "title": "nope"})),
         (404, "not_found".into())
     );
-    let (s, e) = play(&w, nl, json!({"title": "t1"}));
-    assert_eq!(s, 400);
-    assert!(e["message"].as_str().unwrap().contains("subscriber"), "{e}");
+    let basic = token(&w, "basic", 3600);
+    let (s, e) = play_with(&w, nl, Some(&basic), json!({"title": 7}));
+    assert_eq!(
+        s, 400,
+        "a malformed body after a good token names the field"
+    );
+    assert!(e["message"].as_str().unwrap().contains("title"), "{e}");
+}
+
+#[test]
+fn plays_without_valid_credentials_get_one_401_whatever_the_reason() {
+    let w = world();
+    let nl = "198.51.100.7";
+    let premium = token(&w, "premium", 3600);
+    let expiring = token(&w, "premium", 1);
+    let mut forged = premium.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let cases: Vec<(&str, Option<&str>, Value)> = vec![
+        ("missing", None, json!({"title": "t1"})),
+        ("garbage", Some("not-a-token"), json!({"title": "t1"})),
+        ("forged", Some(&forged), json!({"title": "t1"})),
+        ("expired", Some(&expiring), json!({"title": "t1"})),
+        (
+            "another subscriber's",
+            Some(&premium),
+            json!({"subscriber": "basic", "title": "t1"}),
+        ),
+    ];
+    let unknown = token(&w, "nobody", 3600);
+    let mut answers = Vec::new();
+    for (why, t, body) in cases {
+        answers.push((why, play_with(&w, nl, t, body)));
+    }
+    answers.push((
+        "unknown subscriber",
+        play_with(&w, nl, Some(&unknown), json!({"title": "t1"})),
+    ));
+    for (why, (s, body)) in &answers {
+        assert_eq!(*s, 401, "{why}: {body}");
+        assert_eq!(
+            body, &answers[0].1 .1,
+            "{why}: the same answer as the others"
+        );
+    }
+    // Refused before its body is read: a token-less 64 MiB body is not waited for.
+    let started = std::time::Instant::now();
+    let (s, _) = play_with(&w, nl, None, json!({"title": "x".repeat(1 << 20)}));
+    assert_eq!(s, 401);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // The good token still plays.
+    assert_eq!(
+        play_with(&w, nl, Some(&premium), json!({"title": "t1"})).0,
+        200
+    );
 }
 
 #[test]

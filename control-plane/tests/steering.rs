@@ -42,10 +42,10 @@ fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let cp = start_with(dir.path(), &["--report-interval", "1"]);
     for site in [
-        json!({"id": "ixp-1", "kind": "ixp", "region": "eu"}),
-        json!({"id": "isp-a", "kind": "isp", "region": "eu", "parent": "ixp-1"}),
-        json!({"id": "isp-b", "kind": "isp", "region": "eu", "parent": "ixp-1"}),
-        json!({"id": "isp-us", "kind": "isp", "region": "us"}),
+        json!({"id": "ixp-1", "kind": "ixp", "region": "eu", "allowed_prefixes": ["0.0.0.0/0", "::/0"]}),
+        json!({"id": "isp-a", "kind": "isp", "region": "eu", "parent": "ixp-1", "allowed_prefixes": ["0.0.0.0/0", "::/0"]}),
+        json!({"id": "isp-b", "kind": "isp", "region": "eu", "parent": "ixp-1", "allowed_prefixes": ["0.0.0.0/0", "::/0"]}),
+        json!({"id": "isp-us", "kind": "isp", "region": "us", "allowed_prefixes": ["0.0.0.0/0", "::/0"]}),
     ] {
         assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
     }
@@ -198,16 +198,10 @@ fn unhealthy_overloaded_and_silent_appliances_are_dropped() {
     assert_eq!(status("x1"), "unknown", "silent for 3 intervals");
     assert_eq!(status("a1"), "error");
     assert_eq!(status("b1"), "ok");
-    let m = reqwest::blocking::get(format!("http://{}/metrics", w.cp.addr))
-        .unwrap()
-        .text()
-        .unwrap();
+    let m = metrics(&w.cp);
     assert!(m.contains("cp_steer_health_misses_total 1"), "{m}");
     w.steer("198.51.100.7", "never-ingested");
-    let m = reqwest::blocking::get(format!("http://{}/metrics", w.cp.addr))
-        .unwrap()
-        .text()
-        .unwrap();
+    let m = metrics(&w.cp);
     assert!(m.contains("cp_steer_content_misses_total 1"), "{m}");
 }
 

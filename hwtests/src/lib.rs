@@ -144,3 +144,16 @@ pub fn on_path(cmd: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Writes a fresh self-signed certificate for `names` (host names or IP addresses) and its key,
+/// both PEM; the certificate is its own CA (give it to clients as the root to trust).
+pub fn write_self_signed(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    names: &[String],
+) -> anyhow::Result<()> {
+    let ck = rcgen::generate_simple_self_signed(names.to_vec())?;
+    std::fs::write(cert, ck.cert.pem())?;
+    std::fs::write(key, ck.signing_key.serialize_pem())?;
+    Ok(())
+}

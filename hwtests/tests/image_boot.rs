@@ -89,11 +89,13 @@ struct ControlPlane {
     url: String,
     token: String,
     origin: PathBuf,
+    /// Trusts the control plane's (self-signed) certificate.
+    client: reqwest::blocking::Client,
 }
 
 impl ControlPlane {
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let c = reqwest::blocking::Client::new();
+        let c = &self.client;
         let url = format!("{}{path}", self.url);
         let mut r = if method == "POST" {
             c.post(url)
@@ -229,25 +231,40 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         .arg(&built)
         .arg(&img));
 
-    // The control plane, reachable from the VM as 10.0.2.2.
+    // The control plane over HTTPS, reachable from the VM as 10.0.2.2; its certificate goes
+    // on the config partition as the CA the fill agent trusts.
     let bins = hwtests::cargo_bins(true, &[("control-plane", "control-plane")]);
     let port = hwtests::free_port();
+    let (cp_cert, cp_key) = (dir.path().join("cp.pem"), dir.path().join("cp.key"));
+    let names = ["10.0.2.2", "127.0.0.1", "localhost"].map(String::from);
+    hwtests::write_self_signed(&cp_cert, &cp_key, &names).unwrap();
     let mut cmd = Command::new(&bins["control-plane"]);
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--db")
         .arg(dir.path().join("cp.db"))
+        .arg("--tls-cert")
+        .arg(&cp_cert)
+        .arg("--tls-key")
+        .arg(&cp_key)
         .args([
             "--report-interval",
             "2",
             "--public-url",
-            &format!("http://10.0.2.2:{port}"),
+            &format!("https://10.0.2.2:{port}"),
         ]);
     let proc = Proc::spawn(cmd);
     proc.wait_log(" listening ", Duration::from_secs(20));
     let cp = ControlPlane {
         proc,
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!("https://127.0.0.1:{port}"),
+        client: reqwest::blocking::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&cp_cert).unwrap()).unwrap(),
+            )
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
         token: std::fs::read_to_string(dir.path().join("cp.db.admin-token"))
             .unwrap()
             .trim()
@@ -265,7 +282,7 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     for (path, v) in [
         (
             "/v1/admin/sites",
-            json!({"id": "isp", "kind": "isp", "region": "eu"}),
+            json!({"id": "isp", "kind": "isp", "region": "eu", "allowed_prefixes": ["127.0.0.0/8"]}),
         ),
         (
             "/v1/admin/zones",
@@ -299,10 +316,11 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     std::fs::create_dir_all(cfg.join("tls")).unwrap();
     std::fs::write(cfg.join("tls/cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(cfg.join("tls/key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::copy(&cp_cert, cfg.join("tls/control-plane-ca.pem")).unwrap();
     std::fs::write(
         cfg.join("oca.conf"),
         format!(
-            "# written by the image boot test\nOCA_ID=vm1\nOCA_CREDENTIAL={credential}\nOCA_CONTROL_PLANE=http://10.0.2.2:{port}\nOCA_SITE=wrong-site\nOCA_ADMIN_LISTEN=0.0.0.0:9180\n"
+            "# written by the image boot test\nOCA_ID=vm1\nOCA_CREDENTIAL={credential}\nOCA_CONTROL_PLANE=https://10.0.2.2:{port}\nOCA_SITE=wrong-site\nOCA_ADMIN_LISTEN=0.0.0.0:9180\n"
         ),
     )
     .unwrap();
@@ -350,10 +368,15 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     assert!(console.contains("store OCASTORE0 mounted at /srv/oca/disk0"));
 
     // The appliance fills the title from the origin; then playing it steers to the VM.
+    let (s, issued) = cp.admin("POST", "/v1/admin/subscribers/s1/tokens", Some(json!({})));
+    assert_eq!(s, 201, "{issued}");
+    let player = issued["token"].as_str().unwrap().to_string();
     let play = || -> Option<Value> {
-        let r = http
+        let r = cp
+            .client
             .post(format!("{}/v1/play", cp.url))
-            .json(&json!({"subscriber": "s1", "title": "t1"}))
+            .bearer_auth(&player)
+            .json(&json!({"title": "t1"}))
             .send()
             .ok()?;
         let v: Value = r.json().ok()?;

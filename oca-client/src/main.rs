@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::player::{Options, Progress, Summary};
@@ -20,9 +20,21 @@ struct Cli {
     /// The control plane's base URL.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7070")]
     control_plane: String,
-    /// Subscriber id.
-    #[arg(long)]
-    subscriber: String,
+    /// The subscriber's player token (the admin API issues it:
+    /// `POST /v1/admin/subscribers/<id>/tokens`).
+    #[arg(
+        long,
+        env = "OCA_PLAYER_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding the player token.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate to trust for the control plane and appliances, besides the system's.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// Title id.
     #[arg(long)]
     title: String,
@@ -83,9 +95,17 @@ async fn run(cli: Cli) -> Result<()> {
             "--stall-timeout, --headroom and --chunk must be positive, --speed not negative, --give-up 0 to 86400"
         );
     }
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) => t.trim().to_string(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the token file {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => anyhow::bail!("give --token or --token-file"),
+    };
     let o = Options {
         control_plane: cli.control_plane.clone(),
-        subscriber: cli.subscriber.clone(),
+        token,
         title: cli.title.clone(),
         max_resolution: cli.max_resolution,
         chunk: cli.chunk,
@@ -96,9 +116,16 @@ async fn run(cli: Cli) -> Result<()> {
         headroom: cli.headroom,
         give_up: Duration::from_secs_f64(cli.give_up),
     };
-    let client = reqwest::Client::builder()
-        .connect_timeout(o.stall)
-        .build()?;
+    let mut builder = reqwest::Client::builder().connect_timeout(o.stall);
+    if let Some(ca) = &cli.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: not PEM certificates", ca.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.build()?;
     match cli.load {
         None => single(&client, &o, cli.json).await,
         Some(n) => load(&client, &o, n.max(1), cli.json).await,

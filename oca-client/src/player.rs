@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 pub struct Options {
     /// Control plane base URL.
     pub control_plane: String,
-    /// Subscriber id.
-    pub subscriber: String,
+    /// The subscriber's player token.
+    pub token: String,
     /// Title id.
     pub title: String,
     /// The device's tallest picture.
@@ -177,7 +177,7 @@ impl Backoff {
 /// Asks the control plane for the title.
 pub async fn play_request(client: &reqwest::Client, o: &Options) -> Result<PlayAnswer> {
     let req = PlayRequest {
-        subscriber: o.subscriber.clone(),
+        subscriber: None,
         title: o.title.clone(),
         device: Device {
             max_resolution: o.max_resolution,
@@ -186,6 +186,7 @@ pub async fn play_request(client: &reqwest::Client, o: &Options) -> Result<PlayA
     };
     let resp = client
         .post(format!("{}/v1/play", o.control_plane.trim_end_matches('/')))
+        .bearer_auth(&o.token)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(serde_json::to_vec(&req)?)
         .send()

@@ -3,7 +3,8 @@
 //! drive the request parsers and the connection state machine through it.
 
 pub mod admin;
-pub mod admission;
+/// The connection caps, shared with the control plane.
+pub use oca_service::admission;
 pub mod cold;
 pub mod config;
 pub mod conn;

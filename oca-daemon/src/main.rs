@@ -154,22 +154,15 @@ fn run(cli: Cli) -> Result<()> {
 
 /// SIGHUP: rereads the certificate and key; a bad pair keeps the one in force.
 fn reload_tls(tls: Option<&tls::TlsSetup>) {
-    let Some(tls) = tls else {
-        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
-        return;
-    };
-    match tls.reload() {
-        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-        Err(e) => tracing::error!(
-            error = format!("{e:#}"),
-            "SIGHUP: TLS reload failed; the certificate in force stays"
-        ),
+    match tls {
+        Some(tls) => tls.reload(),
+        None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
     }
 }
 
 /// Every connection needs a descriptor (a second one only while a file is being sent).
 fn limit_connections_to_fds(cfg: &mut Config) {
-    let nofile = socket::raise_nofile_limit();
+    let nofile = oca_service::raise_nofile_limit();
     let reserve = FD_RESERVE + (cfg.workers * open_files::MAX_OPEN) as u64;
     let usable = nofile.saturating_sub(reserve).max(16) as usize;
     if cfg.limits.max_connections > usable {

@@ -6,14 +6,11 @@
 //! twice in userspace), and it is the one that hands a finished handshake to the kernel
 //! ([`rustls::kernel`]), keeping what TLS 1.3 key updates need.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
+use anyhow::Result;
 use rustls::kernel::KernelConnection;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
@@ -28,9 +25,7 @@ pub const ENCRYPT_CHUNK: usize = 4 * 16 * 1024;
 /// The TLS side of the daemon: the current server config (replaced on SIGHUP) and what the kernel
 /// offers.
 pub struct TlsSetup {
-    config: ArcSwap<ServerConfig>,
-    cert: PathBuf,
-    key: PathBuf,
+    config: oca_service::tls::Reloadable,
     /// Kernel TLS support, probed at start.
     pub ktls: Ktls,
 }
@@ -38,32 +33,25 @@ pub struct TlsSetup {
 impl TlsSetup {
     /// Loads the certificate chain and key, probes the kernel, logs what it offers.
     pub fn load(cert: &Path, key: &Path, want_ktls: bool) -> Result<Arc<TlsSetup>> {
-        let config = server_config(cert, key)?;
+        let config = oca_service::tls::Reloadable::load(cert, key, for_the_kernel)?;
         let ktls = if want_ktls {
             ktls::probe()
         } else {
             Ktls::off("disabled by configuration (ktls = \"off\")")
         };
         tracing::info!(kernel_tls = %ktls.describe(), "TLS ready");
-        Ok(Arc::new(TlsSetup {
-            config: ArcSwap::from_pointee(config),
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            ktls,
-        }))
+        Ok(Arc::new(TlsSetup { config, ktls }))
     }
 
-    /// Rereads the certificate and key; new handshakes use them, open connections keep theirs.
-    pub fn reload(&self) -> Result<()> {
-        let config = server_config(&self.cert, &self.key)?;
-        self.config.store(Arc::new(config));
-        Ok(())
+    /// Rereads the certificate and key (SIGHUP); a bad pair keeps the one in force.
+    pub fn reload(&self) {
+        self.config.reload_logged();
     }
 
     /// A new server session.
     pub fn session(&self) -> Session {
-        let conn = UnbufferedServerConnection::new(self.config.load_full())
-            .expect("a server config built by server_config is valid");
+        let conn = UnbufferedServerConnection::new(self.config.current())
+            .expect("a server config built by oca_service::tls is valid");
         Session {
             conn: Some(conn),
             incoming: Vec::new(),
@@ -77,29 +65,9 @@ impl TlsSetup {
     }
 }
 
-fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading certificate {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing certificate {}", cert.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("no certificate in {}", cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading private key {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("certificate and key do not make a usable pair")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // Needed to hand the keys to the kernel after the handshake.
+/// Lets a finished handshake's keys go to the kernel (kTLS).
+fn for_the_kernel(config: &mut ServerConfig) {
     config.enable_secret_extraction = true;
-    // Stateless tickets: resumption works across workers without a shared cache.
-    config.ticketer = rustls::crypto::ring::Ticketer::new().context("session ticketer")?;
-    Ok(config)
 }
 
 /// Why a session failed.

@@ -172,6 +172,10 @@ pub struct Lab {
     pub cp_url: String,
     /// The admin token.
     pub token: String,
+    /// The control plane's certificate (self-signed: the root players and agents trust).
+    pub ca: PathBuf,
+    /// The file holding the demo subscriber's player token.
+    pub player_token: PathBuf,
     /// Titles generated.
     pub titles: Vec<String>,
     /// Appliances.
@@ -337,16 +341,25 @@ impl Lab {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let cp_url = format!("http://127.0.0.1:{port}");
+        let cp_url = format!("https://127.0.0.1:{port}");
         // In namespaces the appliances reach the control plane through their site's gateway;
         // any host address works from every namespace, so the origin's URL uses the first.
         let (listen, public) = match &net {
             Some(n) => (
                 format!("0.0.0.0:{port}"),
-                format!("http://{}:{port}", n.sites[0].2),
+                format!("https://{}:{port}", n.sites[0].2),
             ),
             None => (format!("127.0.0.1:{port}"), cp_url.clone()),
         };
+        // HTTPS as in production, under a certificate for every address the control plane is
+        // reached at.
+        std::fs::create_dir_all(o.dir.join("tls"))?;
+        let (ca, key) = (o.dir.join("tls/cp.pem"), o.dir.join("tls/cp.key"));
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if let Some(n) = &net {
+            names.extend(n.sites.iter().map(|s| s.2.clone()));
+        }
+        hwtests::write_self_signed(&ca, &key, &names)?;
         let cp_cmd: Vec<String> = vec![
             bins["control-plane"].display().to_string(),
             "--listen".into(),
@@ -363,11 +376,17 @@ impl Lab {
             "2".into(),
             "--fill-hot-fraction".into(),
             "1".into(),
+            "--tls-cert".into(),
+            ca.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
         ];
         let mut lab = Lab {
             dir: o.dir.clone(),
             cp_url,
             token: String::new(),
+            player_token: o.dir.join("player-token"),
+            ca,
             titles: Vec::new(),
             appliances: Vec::new(),
             bins,
@@ -403,13 +422,19 @@ impl Lab {
         self.cp = None;
     }
 
+    /// A client that trusts the control plane's certificate.
+    pub fn client(&self) -> Result<reqwest::blocking::Client> {
+        https_client(&self.ca)
+    }
+
     /// An admin request.
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        let c = reqwest::blocking::Client::new();
+        let c = self.client()?;
         let url = format!("{}{path}", self.cp_url);
         let mut r = match method {
             "POST" => c.post(url),
             "DELETE" => c.delete(url),
+            "PUT" => c.put(url),
             _ => c.get(url),
         }
         .bearer_auth(&self.token);
@@ -455,6 +480,13 @@ impl Lab {
                 json!({"id": "demo", "active": true, "max_resolution": 2160, "max_streams": 1000}),
             ),
         )?;
+        let issued = self.admin(
+            "POST",
+            "/v1/admin/subscribers/demo/tokens",
+            Some(json!({"ttl_secs": 30 * 86_400})),
+        )?;
+        let token = issued["token"].as_str().context("a player token")?;
+        std::fs::write(&self.player_token, token)?;
         let origin = self.dir.join("cp.db.origin");
         std::fs::create_dir_all(&origin)?;
         for t in 1..=topo.content.titles {
@@ -480,9 +512,11 @@ impl Lab {
                 )?;
             }
             // One play each, so every title counts as popular and gets two copies per site.
-            let _ = reqwest::blocking::Client::new()
+            let _ = self
+                .client()?
                 .post(format!("{}/v1/play", self.cp_url))
-                .json(&json!({"subscriber": "demo", "title": title}))
+                .bearer_auth(token)
+                .json(&json!({"title": title}))
                 .send();
             self.titles.push(title);
         }
@@ -507,7 +541,7 @@ impl Lab {
                     vec!["ip".to_string(), "netns".into(), "exec".into(), ns.clone()],
                     format!("{ns_ip}:{}", 8080 + k),
                     format!("{ns_ip}:{}", 9180 + k),
-                    format!("http://{host_ip}:{port}"),
+                    format!("https://{host_ip}:{port}"),
                 )
             }
             None => (
@@ -562,6 +596,8 @@ impl Lab {
             site.into(),
             "--credential-file".into(),
             a.dir.join("credential").display().to_string(),
+            "--control-plane-ca".into(),
+            self.ca.display().to_string(),
             "--store".into(),
             a.dir.join("store").display().to_string(),
             "--keys".into(),
@@ -598,7 +634,8 @@ impl Lab {
                 if a.agent.is_none() {
                     continue;
                 }
-                let listed = manifest_ids(&self.cp_url, &a.id, &a.credential).unwrap_or_default();
+                let listed = manifest_ids(&self.client()?, &self.cp_url, &a.id, &a.credential)
+                    .unwrap_or_default();
                 let held: Vec<String> = serde_json::from_value(self.admin(
                     "GET",
                     &format!("/v1/admin/appliances/{}/inventory", a.id),
@@ -654,9 +691,11 @@ impl Lab {
     /// The command that plays a title from this lab.
     pub fn client_command(&self, title: &str) -> String {
         format!(
-            "{} --control-plane {} --subscriber demo --title {title}",
+            "{} --control-plane {} --ca {} --token-file {} --title {title}",
             self.bins["oca-client"].display(),
-            self.cp_url
+            self.cp_url,
+            self.ca.display(),
+            self.player_token.display()
         )
     }
 
@@ -666,8 +705,23 @@ impl Lab {
     }
 }
 
-fn manifest_ids(cp: &str, id: &str, credential: &str) -> Result<Vec<String>> {
-    let m: Value = reqwest::blocking::Client::new()
+/// A blocking client that trusts `ca` (PEM) besides the system's roots.
+pub fn https_client(ca: &std::path::Path) -> Result<reqwest::blocking::Client> {
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let mut b = reqwest::blocking::Client::builder();
+    for c in reqwest::Certificate::from_pem_bundle(&pem)? {
+        b = b.add_root_certificate(c);
+    }
+    Ok(b.build()?)
+}
+
+fn manifest_ids(
+    c: &reqwest::blocking::Client,
+    cp: &str,
+    id: &str,
+    credential: &str,
+) -> Result<Vec<String>> {
+    let m: Value = c
         .get(format!("{cp}/v1/appliances/{id}/manifest"))
         .bearer_auth(credential)
         .send()?
@@ -815,7 +869,11 @@ impl Lab {
             if batch.is_none() && Instant::now() < end {
                 let title = &self.titles[rnd(self.titles.len() as u64) as usize];
                 let child = Command::new(&self.bins["oca-client"])
-                    .args(["--control-plane", &self.cp_url, "--subscriber", "demo"])
+                    .args(["--control-plane", &self.cp_url])
+                    .arg("--ca")
+                    .arg(&self.ca)
+                    .arg("--token-file")
+                    .arg(&self.player_token)
                     .args(["--title", title, "--load", &sessions.to_string(), "--json"])
                     .args([
                         "--speed",

@@ -124,14 +124,11 @@ fn run(cli: Cli) -> Result<()> {
         let first = lab.titles[0].clone();
         println!("playing {first}:");
         let status = std::process::Command::new(&lab.bins["oca-client"])
-            .args([
-                "--control-plane",
-                &lab.cp_url,
-                "--subscriber",
-                "demo",
-                "--title",
-                &first,
-            ])
+            .args(["--control-plane", &lab.cp_url, "--title", &first])
+            .arg("--ca")
+            .arg(&lab.ca)
+            .arg("--token-file")
+            .arg(&lab.player_token)
             .args(["--speed", "0"])
             .status()?;
         if !status.success() {

@@ -50,18 +50,15 @@ fn lab(dir: &std::path::Path) -> Lab {
 
 fn client(lab: &Lab, title: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(&lab.bins["oca-client"]);
-    cmd.args([
-        "--control-plane",
-        &lab.cp_url,
-        "--subscriber",
-        "demo",
-        "--title",
-        title,
-    ])
-    .args(["--json", "--stall-timeout", "2"])
-    .args(extra)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(["--control-plane", &lab.cp_url, "--title", title])
+        .arg("--ca")
+        .arg(&lab.ca)
+        .arg("--token-file")
+        .arg(&lab.player_token)
+        .args(["--json", "--stall-timeout", "2"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
@@ -121,9 +118,13 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
     lab.appliance(&quiet).unwrap().silence();
     let silenced = Instant::now();
     loop {
-        let answer: Value = reqwest::blocking::Client::new()
+        let token = std::fs::read_to_string(&lab.player_token).unwrap();
+        let answer: Value = lab
+            .client()
+            .unwrap()
             .post(format!("{}/v1/play", lab.cp_url))
-            .json(&serde_json::json!({"subscriber": "demo", "title": "title1"}))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({"title": "title1"}))
             .send()
             .unwrap()
             .json()

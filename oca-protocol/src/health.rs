@@ -95,8 +95,12 @@ pub enum DiskState {
 }
 
 /// The appliance's content, whole or as changes since a report the control plane acknowledged.
+///
+/// Read through [`InventoryWire`], a plain struct: serde's internally tagged enums buffer the
+/// whole value before they look at the tag, which for a full inventory of a million ids cost
+/// several times the body's size in memory.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", try_from = "InventoryWire")]
 pub enum Inventory {
     /// Every content id held, as of `seq`.
     Full {
@@ -118,6 +122,61 @@ pub enum Inventory {
     },
 }
 
+/// Longest content id an inventory may carry (oca-store's limit).
+pub const MAX_CONTENT_ID_LEN: usize = 128;
+
+/// An inventory as it arrives: every field of either kind, streamed into place.
+#[derive(Deserialize)]
+pub struct InventoryWire {
+    kind: InventoryKind,
+    seq: u64,
+    #[serde(default)]
+    base_seq: Option<u64>,
+    #[serde(default)]
+    content: Option<Vec<String>>,
+    #[serde(default)]
+    added: Option<Vec<String>>,
+    #[serde(default)]
+    removed: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum InventoryKind {
+    Full,
+    Delta,
+}
+
+impl TryFrom<InventoryWire> for Inventory {
+    type Error = String;
+
+    fn try_from(w: InventoryWire) -> Result<Inventory, String> {
+        let long = [&w.content, &w.added, &w.removed]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|id| id.len() > MAX_CONTENT_ID_LEN);
+        if let Some(id) = long {
+            return Err(format!(
+                "content id of {} bytes (at most {MAX_CONTENT_ID_LEN})",
+                id.len()
+            ));
+        }
+        match w.kind {
+            InventoryKind::Full => Ok(Inventory::Full {
+                seq: w.seq,
+                content: w.content.ok_or("a full inventory needs `content`")?,
+            }),
+            InventoryKind::Delta => Ok(Inventory::Delta {
+                base_seq: w.base_seq.ok_or("a delta inventory needs `base_seq`")?,
+                seq: w.seq,
+                added: w.added.ok_or("a delta inventory needs `added`")?,
+                removed: w.removed.ok_or("a delta inventory needs `removed`")?,
+            }),
+        }
+    }
+}
+
 /// The control plane's answer to a health report.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct HealthReply {
@@ -131,6 +190,9 @@ pub struct HealthReply {
     pub inventory_seq: u64,
     /// Set when the control plane wants a full inventory next time (it lost track).
     pub send_full_inventory: bool,
+    /// Reported prefixes outside the site's allowed set, dropped (nothing is steered by them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_prefixes: Vec<Prefix>,
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@ pub struct Manifest {
     pub rate_limit_bps: u64,
     /// Everything the appliance should hold.
     pub entries: Vec<ManifestEntry>,
+    /// Set when an empty `entries` is meant (the appliance is to hold nothing): an agent that
+    /// holds content refuses an empty manifest without it, since a control plane that lost its
+    /// catalog would otherwise have every appliance delete everything.
+    #[serde(default)]
+    pub intended_empty: bool,
 }
 
 /// A daily window, in minutes after midnight UTC; `start > end` wraps past midnight.
@@ -98,5 +103,14 @@ mod tests {
         };
         assert!(day.contains(60) && !day.contains(120) && !day.contains(0));
         assert!(SourceKind::Peer < SourceKind::Tier && SourceKind::Tier < SourceKind::Origin);
+    }
+
+    #[test]
+    fn intended_empty_defaults_to_false() {
+        let m: Manifest = serde_json::from_str(
+            r#"{"version": 3, "fill_window": null, "rate_limit_bps": 0, "entries": []}"#,
+        )
+        .unwrap();
+        assert!(!m.intended_empty);
     }
 }

@@ -2,11 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `POST /v1/play` body. The client's address comes from the connection (or a trusted proxy).
+/// `POST /v1/play` body, sent with the subscriber's token (`Authorization: Bearer`). The client's
+/// address comes from the connection (or a trusted proxy).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PlayRequest {
-    /// Subscriber id.
-    pub subscriber: String,
+    /// Subscriber id: optional, the token names it; when given it must be the token's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber: Option<String>,
     /// Title id.
     pub title: String,
     /// The playing device.
@@ -74,6 +76,8 @@ pub enum ErrorCode {
     NotFound,
     /// Body over the size limit.
     PayloadTooLarge,
+    /// The request body did not arrive in time.
+    RequestTimeout,
     /// The subscriber does not exist.
     UnknownSubscriber,
     /// The subscriber exists but is not active.
@@ -120,5 +124,7 @@ mod tests {
         let r: PlayRequest =
             serde_json::from_str(r#"{"subscriber":"s1","title":"80100172"}"#).unwrap();
         assert_eq!(r.device, Device::default());
+        let r: PlayRequest = serde_json::from_str(r#"{"title":"80100172"}"#).unwrap();
+        assert_eq!(r.subscriber, None, "the token names the subscriber");
     }
 }

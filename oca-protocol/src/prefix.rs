@@ -73,6 +73,11 @@ impl Prefix {
     pub fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
     }
+
+    /// Whether every address of `other` falls inside this prefix.
+    pub fn covers(&self, other: &Prefix) -> bool {
+        self.len <= other.len && self.contains(other.addr)
+    }
 }
 
 fn mask(ip: IpAddr, len: u8) -> IpAddr {
@@ -146,6 +151,17 @@ impl<'de> serde::Deserialize<'de> for Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn covers_only_within_the_family_and_length() {
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        assert!(p("192.0.2.0/24").covers(&p("192.0.2.128/25")));
+        assert!(p("192.0.2.0/24").covers(&p("192.0.2.0/24")));
+        assert!(!p("192.0.2.128/25").covers(&p("192.0.2.0/24")));
+        assert!(!p("192.0.2.0/24").covers(&p("192.0.3.0/24")));
+        assert!(!p("0.0.0.0/0").covers(&p("2001:db8::/32")));
+        assert!(p("2001:db8::/32").covers(&p("2001:db8:5::/48")));
+    }
 
     #[test]
     fn parses_and_matches_both_families() {

@@ -1,6 +1,7 @@
-//! Admission: the caps a new connection passes before it gets any state (no `Conn`, no TLS
-//! session, no buffer): the daemon-wide `max_connections`, and `max_connections_per_client`
-//! per client, so one address cannot take every connection.
+//! Admission: the caps a new connection passes before it gets any state (no connection object,
+//! no TLS session, no buffer): a listener-wide `max_connections`, and
+//! `max_connections_per_client` per client, so one address cannot take every connection.
+//! oca-daemon and the control plane count their connections here.
 //!
 //! A client is an IPv4 address, or an IPv6 /64: one subscriber's prefix, inside which a host
 //! can take as many addresses as it likes. The default per-client cap (1,024) is CGNAT-aware:
@@ -99,7 +100,21 @@ impl Admission {
 
     /// Takes a place for a connection from `peer` (unknown: counted only in the total).
     pub fn admit(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Ticket, Refusal> {
-        if self.open.fetch_add(1, Relaxed) >= self.max_total {
+        self.admit_counted(peer, true)
+    }
+
+    /// Takes a place past `max_total` (still under the per-client cap): for a connection
+    /// that replaces one being closed to make room for it.
+    pub fn admit_replacing(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<Ticket, Refusal> {
+        self.admit_counted(peer, false)
+    }
+
+    fn admit_counted(
+        self: &Arc<Self>,
+        peer: Option<IpAddr>,
+        capped: bool,
+    ) -> Result<Ticket, Refusal> {
+        if self.open.fetch_add(1, Relaxed) >= self.max_total && capped {
             self.open.fetch_sub(1, Relaxed);
             return Err(self.refuse(Refusal::Total));
         }
@@ -148,6 +163,11 @@ impl Admission {
             self.rejected[0].load(Relaxed),
             self.rejected[1].load(Relaxed),
         ]
+    }
+
+    /// Connections holding a place now.
+    pub fn open(&self) -> usize {
+        self.open.load(Relaxed)
     }
 
     /// Clients with at least one connection (idle: none).

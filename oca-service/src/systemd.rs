@@ -56,6 +56,17 @@ fn watchdog_loop(period: Duration, alive: impl Fn() -> bool) {
     }
 }
 
+/// The watchdog interval systemd asked for (`WATCHDOG_USEC`, for this process), or `None`.
+/// For a program that feeds the watchdog from its own loop with [`watchdog_ping`].
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+/// Sends one `WATCHDOG=1`: the caller vouches that its work is making progress.
+pub fn watchdog_ping() {
+    send(&[NotifyState::Watchdog]);
+}
+
 /// A failed notification is logged, never fatal: the service works without a manager.
 fn send(state: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(state) {

@@ -90,3 +90,20 @@ impl Cp {
         self.req(method, path, body, Some(&self.token.clone()))
     }
 }
+
+/// The control plane's `/metrics` text (admin token: metrics are not public).
+pub fn metrics(cp: &Cp) -> String {
+    let url = format!("http://{}/metrics", cp.addr);
+    let c = reqwest::blocking::Client::new();
+    assert_eq!(
+        c.get(&url).send().unwrap().status().as_u16(),
+        401,
+        "metrics are for the admin token only"
+    );
+    c.get(&url)
+        .bearer_auth(&cp.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
