@@ -107,11 +107,20 @@ pub fn play(
         if d.answer.appliances.is_empty() {
             continue;
         }
-        // Each URL under its appliance's site key: only that site's appliances verify it.
+        // Each URL under its appliance's site key: only that site's appliances verify it. An
+        // answer's appliances come from a few sites: one signature per site.
         let mut urls = Vec::with_capacity(d.answer.appliances.len());
+        let mut signed: Vec<(&str, String)> = Vec::new();
         for a in &d.answer.appliances {
-            let key = keys.site(&a.site)?.current();
-            let query = signed_query(key, &c.id, expires as u64, Scope::Play);
+            let query = match signed.iter().find(|(s, _)| *s == a.site) {
+                Some((_, q)) => q.clone(),
+                None => {
+                    let key = keys.site(&a.site)?.current();
+                    let q = signed_query(key, &c.id, expires as u64, Scope::Play);
+                    signed.push((&a.site, q.clone()));
+                    q
+                }
+            };
             urls.push(format!(
                 "{}/c/{}?{query}",
                 a.url.trim_end_matches('/'),

@@ -40,21 +40,6 @@ fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(s.into())
 }
 
-/// Whether the server closed `s` (EOF or reset) within `within`.
-fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(_) => return true,
-        }
-    }
-}
-
 /// Status of the first response on `s`.
 fn status_of(s: &mut TcpStream) -> u16 {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -261,7 +246,7 @@ fn a_slowloris_crowd_is_shed_while_reports_and_plays_are_answered() {
     std::thread::sleep(last_due.saturating_duration_since(Instant::now()));
     let mut open = 0;
     for s in crowd.iter_mut() {
-        if !closed_by_server(s, Duration::from_millis(1)) {
+        if !hwtests::closed_within(s, Duration::from_millis(1)) {
             open += 1;
         }
     }
@@ -330,7 +315,7 @@ fn past_the_cap_with_nothing_to_shed_connections_are_refused() {
         .map(|i| connect_from(IpAddr::from([127, 0, 4, i as u8 + 1]), cp.addr).unwrap())
         .collect();
     let mut extra = connect_from(IpAddr::from([127, 0, 4, 100]), cp.addr).unwrap();
-    assert!(closed_by_server(&mut extra, Duration::from_secs(2)));
+    assert!(hwtests::closed_within(&mut extra, Duration::from_secs(2)));
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     assert!(metrics(&cp).contains("cp_connections_refused_total{reason=\"max_connections\"} 1"));
@@ -357,7 +342,8 @@ fn heads_bodies_and_idle_connections_each_have_a_deadline() {
     let head = b"GET /healthz HTTP/1.1\r\nHost: cp\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     let mut cut = false;
     for b in head {
-        if s.write_all(&[*b]).is_err() || closed_by_server(&mut s, Duration::from_millis(300)) {
+        if s.write_all(&[*b]).is_err() || hwtests::closed_within(&mut s, Duration::from_millis(300))
+        {
             cut = true;
             break;
         }
@@ -405,8 +391,11 @@ fn heads_bodies_and_idle_connections_each_have_a_deadline() {
         let mut body = [0u8; 3];
         busy.read_exact(&mut body).unwrap();
     }
-    assert!(closed_by_server(&mut idle, Duration::from_millis(10)));
-    assert!(!closed_by_server(&mut busy, Duration::from_millis(10)));
+    assert!(hwtests::closed_within(&mut idle, Duration::from_millis(10)));
+    assert!(!hwtests::closed_within(
+        &mut busy,
+        Duration::from_millis(10)
+    ));
     let m = metrics(&cp);
     for reason in ["header_timeout", "idle_timeout"] {
         assert!(
@@ -428,7 +417,7 @@ fn one_address_cannot_take_every_connection() {
         .collect();
     let mut extra = connect_from(from, cp.addr).unwrap();
     assert!(
-        closed_by_server(&mut extra, Duration::from_secs(2)),
+        hwtests::closed_within(&mut extra, Duration::from_secs(2)),
         "the 11th is closed at once"
     );
     // Another address still gets in, and the held ones still work.

@@ -296,24 +296,8 @@ pub fn raw(addr: SocketAddr, req: &[u8]) -> Option<RawResponse> {
     read_response(&mut s, req.starts_with(b"HEAD"))
 }
 
-/// Whether the peer closes the connection (EOF or reset) within `within`.
-pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-}
+#[allow(unused_imports)]
+pub use hwtests::closed_within;
 
 /// Splits a multipart/byteranges body into (Content-Range, bytes) parts.
 pub fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
