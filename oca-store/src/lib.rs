@@ -121,8 +121,34 @@ impl Disk {
 
     /// Creates `tmp/` when missing (a symlink in its place is refused).
     pub fn ensure_tmp(&self) -> io::Result<()> {
-        mkdir_at(&self.root_fd, &cstring(TMP_DIR))?;
+        if mkdir_at(&self.root_fd, &cstring(TMP_DIR))? {
+            fsync_dir(&self.root_fd)?;
+        }
         self.tmp_dir().map(drop)
+    }
+
+    /// Deletes every `tmp/<name>.part` for which `keep(name)` is false (fills abandoned by an
+    /// earlier run, or of content no longer wanted); returns the names deleted. Other files in
+    /// `tmp/` are left alone.
+    pub fn sweep_parts(&self, keep: &dyn Fn(&str) -> bool) -> io::Result<Vec<String>> {
+        let tmp = self.tmp_dir()?;
+        let mut swept = Vec::new();
+        for name in list_dir(&tmp)? {
+            let Some(stem) = name.to_str().ok().and_then(|n| n.strip_suffix(".part")) else {
+                continue;
+            };
+            if stem.is_empty() || keep(stem) {
+                continue;
+            }
+            // unlinkat never follows a symlink planted under a .part name, and refuses a
+            // directory: only the entry itself goes.
+            match unlink_at(&tmp, &name) {
+                Ok(()) => swept.push(stem.to_string()),
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(swept)
     }
 
     /// Opens (creating it empty when missing) the part file a fill of `id` writes to,
@@ -139,10 +165,14 @@ impl Disk {
     }
 
     /// Moves the finished part of `id` into `objects/<shard>/<id>` (creating the shard
-    /// directory) and makes the rename durable.
+    /// directory) and makes the rename durable: the shard directory is fsynced, and `objects/`
+    /// too when the shard directory is new (else a crash could lose the directory and the file
+    /// with it).
     pub fn publish(&self, id: ContentId<'_>) -> io::Result<()> {
         let shard = cstring(id.shard());
-        mkdir_at(&self.objects, &shard)?;
+        if mkdir_at(&self.objects, &shard)? {
+            fsync_dir(&self.objects)?;
+        }
         let shard_fd = self.shard_dir(id)?;
         let (from, to) = (cstring(&part_name(id)), cstring(id.as_str()));
         let tmp = self.tmp_dir()?;
@@ -192,15 +222,66 @@ fn cstring(s: &str) -> std::ffi::CString {
 }
 
 /// mkdirat(2); an existing entry (of any kind: a symlink is refused when opened) is fine.
-fn mkdir_at(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
+/// Returns whether the directory was created.
+fn mkdir_at(dir: &OwnedFd, name: &CStr) -> io::Result<bool> {
     // SAFETY: a valid directory descriptor and a NUL-terminated name.
     if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } < 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EEXIST) {
             return Err(e);
         }
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// fsync(2) of a directory open for reading: makes the entries added or renamed in it durable.
+fn fsync_dir(dir: &OwnedFd) -> io::Result<()> {
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::fsync(dir.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The names in a directory (without `.` and `..`), read through its descriptor so that no
+/// path is resolved again.
+fn list_dir(dir: &OwnedFd) -> io::Result<Vec<std::ffi::CString>> {
+    use std::os::fd::IntoRawFd;
+    // fdopendir takes the descriptor over (closedir closes it): give it a duplicate. The
+    // duplicate shares the file offset, hence the rewind.
+    let fd = dir.try_clone()?.into_raw_fd();
+    // SAFETY: a valid directory descriptor this function owns.
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so the descriptor is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    // SAFETY: `d` is a valid DIR until closedir below; each dirent is read before the next
+    // readdir call, which may reuse it.
+    unsafe {
+        libc::rewinddir(d);
+        *libc::__errno_location() = 0;
+        loop {
+            let ent = libc::readdir(d);
+            if ent.is_null() {
+                break;
+            }
+            let name = CStr::from_ptr((*ent).d_name.as_ptr());
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
+            }
+        }
+        let errno = *libc::__errno_location();
+        libc::closedir(d);
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+    }
+    Ok(names)
 }
 
 /// unlinkat(2) (never follows `name`); absent is fine.
@@ -618,6 +699,33 @@ mod tests {
         disk.remove_object(id).unwrap();
         disk.remove_part(id).unwrap();
         assert!(matches!(store.open_content(id), Err(OpenError::NotFound)));
+    }
+
+    #[test]
+    fn orphaned_parts_are_swept_and_kept_ones_stay() {
+        let d0 = tempfile::tempdir().unwrap();
+        let store = Store::open(&[d0.path()]).unwrap();
+        let disk = &store.disks()[0];
+        let tmp = d0.path().join(TMP_DIR);
+        for name in ["kept_1080p.mp4.part", "gone_1080p.mp4.part", "not a part"] {
+            std::fs::write(tmp.join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(tmp.join("dir.part")).unwrap();
+        let outside = d0.path().join("outside");
+        std::fs::write(&outside, b"outside").unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.join("link.part")).unwrap();
+        let mut swept = disk
+            .sweep_parts(&|name: &str| name == "kept_1080p.mp4")
+            .unwrap();
+        swept.sort();
+        assert_eq!(swept, ["gone_1080p.mp4", "link"]);
+        assert!(tmp.join("kept_1080p.mp4.part").exists());
+        assert!(tmp.join("not a part").exists() && tmp.join("dir.part").is_dir());
+        assert_eq!(
+            std::fs::read(&outside).unwrap(),
+            b"outside",
+            "the link's target stays"
+        );
     }
 
     #[test]

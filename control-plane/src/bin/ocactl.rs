@@ -295,6 +295,12 @@ fn add_content(
     let (size, sha256) = copied
         .with_context(|| format!("copying {} into {}", file.display(), origin_dir.display()))?;
     std::fs::rename(&tmp, &dest)?;
+    // The rename is durable only once the directory is: a crash must not lose a file the
+    // catalog is about to list.
+    if let Err(e) = std::fs::File::open(origin_dir).and_then(|d| d.sync_all()) {
+        let _ = std::fs::remove_file(&dest);
+        return Err(e).with_context(|| format!("syncing {}", origin_dir.display()));
+    }
     fields["id"] = json!(id);
     fields["size"] = json!(size);
     fields["sha256"] = json!(sha256);
