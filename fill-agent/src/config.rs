@@ -1,5 +1,6 @@
 //! Configuration: a TOML file plus flags; flags override the file.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,6 +55,28 @@ pub struct Cli {
     /// What this appliance can send, bits per second (reported; default 10 Gb/s).
     #[arg(long, value_name = "BPS")]
     pub capacity_bps: Option<u64>,
+    /// PEM file of the CA(s) the control plane's certificate must chain to (default: the
+    /// system's trust store).
+    #[arg(long, value_name = "FILE")]
+    pub control_plane_ca: Option<PathBuf>,
+    /// Accept a plain http:// control plane that is not on loopback (credentials and keys then
+    /// cross the network in the clear).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Seconds a request to the control plane (and one report with its manifest) may take
+    /// (default 20).
+    #[arg(long, value_name = "SECS")]
+    pub control_plane_timeout: Option<f64>,
+    /// Slowest a fill source may be, KiB/s over each stall-timeout window; slower sources are
+    /// left for the next one (default 64; 0: no minimum and no deadline).
+    #[arg(long, value_name = "KIB")]
+    pub fill_min_rate_kib: Option<u64>,
+    /// Most of the held bytes evicted per cycle, as a fraction (default 0.1).
+    #[arg(long, value_name = "FRACTION")]
+    pub eviction_budget: Option<f64>,
+    /// Serve Prometheus text on http://ADDR/metrics (default: no listener).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The resolved configuration.
@@ -83,6 +106,16 @@ pub struct Config {
     pub capacity_bps: u64,
     /// Ignore the fill window.
     pub fill_now: bool,
+    /// CA file for the control plane's certificate; none: the system's store.
+    pub control_plane_ca: Option<PathBuf>,
+    /// Bound on each control-plane request and on one report exchange.
+    pub control_plane_timeout: Duration,
+    /// Slowest acceptable fill source, bytes per second (0: none).
+    pub fill_min_rate: u64,
+    /// Fraction of the held bytes evicted per cycle at most.
+    pub eviction_budget: f64,
+    /// Where to serve `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -101,6 +134,12 @@ struct FileConfig {
     concurrency: Option<usize>,
     stall_timeout: Option<f64>,
     capacity_bps: Option<u64>,
+    control_plane_ca: Option<PathBuf>,
+    insecure_http: Option<bool>,
+    control_plane_timeout: Option<f64>,
+    fill_min_rate_kib: Option<u64>,
+    eviction_budget: Option<f64>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -129,9 +168,19 @@ impl Config {
         if credential.is_empty() {
             bail!("credential file {} is empty", credential_file.display());
         }
-        let stall = cli.stall_timeout.or(file.stall_timeout).unwrap_or(30.0);
-        if !(stall.is_finite() && stall > 0.0) {
-            bail!("stall_timeout must be a positive number of seconds, got {stall}");
+        let stall = seconds(
+            cli.stall_timeout.or(file.stall_timeout),
+            30.0,
+            "stall_timeout",
+        )?;
+        let cp_timeout = seconds(
+            cli.control_plane_timeout.or(file.control_plane_timeout),
+            20.0,
+            "control_plane_timeout",
+        )?;
+        let budget = cli.eviction_budget.or(file.eviction_budget).unwrap_or(0.1);
+        if !(0.0..=1.0).contains(&budget) {
+            bail!("eviction_budget must be a fraction from 0 to 1, got {budget}");
         }
         let cfg = Config {
             control_plane: need(cli.control_plane.or(file.control_plane), "control_plane")?
@@ -159,13 +208,24 @@ impl Config {
                 .or(file.concurrency)
                 .unwrap_or(4)
                 .clamp(1, 256),
-            stall_timeout: Duration::from_secs_f64(stall),
+            stall_timeout: stall,
             capacity_bps: cli
                 .capacity_bps
                 .or(file.capacity_bps)
                 .unwrap_or(10_000_000_000),
             fill_now: cli.fill_now,
+            control_plane_ca: cli.control_plane_ca.or(file.control_plane_ca),
+            control_plane_timeout: cp_timeout,
+            fill_min_rate: cli
+                .fill_min_rate_kib
+                .or(file.fill_min_rate_kib)
+                .unwrap_or(64)
+                .saturating_mul(1024),
+            eviction_budget: budget,
+            metrics_listen: cli.metrics_listen.or(file.metrics_listen),
         };
+        let insecure = cli.insecure_http || file.insecure_http.unwrap_or(false);
+        check_control_plane_url(&cfg.control_plane, insecure)?;
         if cfg.stores.is_empty() {
             bail!(
                 "no store configured: give --store DIR (repeatable) or `stores` in the config file"
@@ -175,8 +235,103 @@ impl Config {
     }
 }
 
+/// A positive number of seconds, `default` when not given.
+fn seconds(v: Option<f64>, default: f64, name: &str) -> Result<Duration> {
+    let v = v.unwrap_or(default);
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{name} must be a positive number of seconds, got {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Refuses a control plane URL that would send the credential and the URL keys in the clear
+/// across a network: http:// is for loopback only, unless the operator says otherwise.
+fn check_control_plane_url(url: &str, insecure_http: bool) -> Result<()> {
+    let parsed =
+        reqwest::Url::parse(url).with_context(|| format!("control_plane {url:?} is not a URL"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&parsed) => Ok(()),
+        "http" if insecure_http => {
+            tracing::warn!(control_plane = url, "plain http to a control plane off this host (insecure_http): the credential and the URL keys cross the network unencrypted");
+            Ok(())
+        }
+        "http" => bail!(
+            "control_plane {url} is plain http to a host that is not loopback: the credential and \
+             the URL-signing keys would cross the network in the clear; use https://, or give \
+             --insecure-http (insecure_http = true) to accept that"
+        ),
+        other => bail!("control_plane {url}: scheme {other:?} is neither https nor http"),
+    }
+}
+
+/// Whether the URL's host is this machine: 127.0.0.0/8, ::1 or `localhost` (no lookup).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost") || host.eq_ignore_ascii_case("localhost."),
+    }
+}
+
 fn read(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_with_every_key() {
+        let text = include_str!("../fill-agent.example.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|k| k.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for t in [text, uncommented.as_str()] {
+            let c: FileConfig = toml::from_str(t).unwrap();
+            assert_eq!(c.stores.len(), 2);
+        }
+        let c: FileConfig = toml::from_str(&uncommented).unwrap();
+        assert_eq!(c.eviction_budget, Some(0.1));
+        assert_eq!(c.fill_min_rate_kib, Some(64));
+        assert!(c.metrics_listen.is_some() && c.control_plane_ca.is_some());
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_accepted() {
+        for ok in [
+            "http://127.0.0.1:7070",
+            "http://127.9.8.7",
+            "http://[::1]:80",
+            "http://localhost:7070",
+            "http://LOCALHOST",
+            "https://cp.example:7443",
+        ] {
+            check_control_plane_url(ok, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://cp.example:7070",
+            "http://10.0.0.1",
+            "http://[::2]",
+            "http://localhost.evil.example",
+        ] {
+            let e = check_control_plane_url(bad, false).unwrap_err().to_string();
+            assert!(e.contains("--insecure-http"), "{bad}: {e}");
+            check_control_plane_url(bad, true).unwrap();
+        }
+        assert!(check_control_plane_url("ftp://127.0.0.1", true).is_err());
+        assert!(check_control_plane_url("not a url", true).is_err());
+    }
 }

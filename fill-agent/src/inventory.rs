@@ -5,10 +5,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use oca_protocol::health::Inventory as Wire;
 use oca_store::{ContentId, Store};
 
-/// The held content ids (with their disk) and the pending delta.
+/// Where a held file is, and its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The disk's index in the store.
+    pub disk: usize,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// The held content ids (with their disk and size) and the pending delta.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    held: BTreeMap<String, usize>,
+    held: BTreeMap<String, Held>,
+    held_bytes: u64,
     added: BTreeSet<String>,
     removed: BTreeSet<String>,
     acked_seq: u64,
@@ -37,13 +47,23 @@ impl Inventory {
                     let name = f.file_name().to_string_lossy().into_owned();
                     let in_place =
                         ContentId::parse(&name).is_ok_and(|id| disk.object_path(id) == f.path());
-                    if in_place && f.file_type().is_ok_and(|t| t.is_file()) {
-                        held.insert(name, i);
+                    let Ok(meta) = f.metadata() else {
+                        continue;
+                    };
+                    if in_place && meta.is_file() {
+                        held.insert(
+                            name,
+                            Held {
+                                disk: i,
+                                size: meta.len(),
+                            },
+                        );
                     }
                 }
             }
         }
         Inventory {
+            held_bytes: held.values().map(|h| h.size).sum(),
             held,
             need_full: true,
             ..Inventory::default()
@@ -55,21 +75,30 @@ impl Inventory {
         self.held.contains_key(id)
     }
 
-    /// Held ids with their disk.
-    pub fn held(&self) -> impl Iterator<Item = (&String, &usize)> {
+    /// Held ids with their disk and size, in id order.
+    pub fn held(&self) -> impl Iterator<Item = (&String, &Held)> {
         self.held.iter()
     }
 
-    /// A file was published on `disk`.
-    pub fn add(&mut self, id: &str, disk: usize) {
-        self.held.insert(id.to_string(), disk);
+    /// Bytes held, all disks together.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// A file of `size` bytes was published on `disk`.
+    pub fn add(&mut self, id: &str, disk: usize, size: u64) {
+        if let Some(old) = self.held.insert(id.to_string(), Held { disk, size }) {
+            self.held_bytes -= old.size;
+        }
+        self.held_bytes += size;
         self.removed.remove(id);
         self.added.insert(id.to_string());
     }
 
     /// A file was deleted.
     pub fn remove(&mut self, id: &str) {
-        if self.held.remove(id).is_some() {
+        if let Some(old) = self.held.remove(id) {
+            self.held_bytes -= old.size;
             self.added.remove(id);
             self.removed.insert(id.to_string());
         }
@@ -80,7 +109,7 @@ impl Inventory {
         let ids: Vec<String> = self
             .held
             .iter()
-            .filter(|(_, d)| **d == disk)
+            .filter(|(_, h)| h.disk == disk)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &ids {
@@ -150,11 +179,12 @@ mod tests {
             need_full: true,
             ..Inventory::default()
         };
-        inv.add("a", 0);
+        inv.add("a", 0, 10);
         let full = inv.to_wire();
         assert!(matches!(&full, Wire::Full { seq: 1, content } if content == &["a"]));
         // A fill lands while the full report is in flight: it must go in the next delta.
-        inv.add("b", 0);
+        inv.add("b", 0, 5);
+        assert_eq!(inv.held_bytes(), 15);
         inv.acknowledged(&full, 1, false);
         let delta = inv.to_wire();
         assert!(
@@ -162,6 +192,7 @@ mod tests {
             "{delta:?}"
         );
         inv.remove("a");
+        assert_eq!(inv.held_bytes(), 5);
         inv.acknowledged(&delta, 2, false);
         assert!(
             matches!(inv.to_wire(), Wire::Delta { base_seq: 2, added, removed, .. } if added.is_empty() && removed == ["a"])

@@ -2,8 +2,11 @@
 //! current, and fills the stores from the manifest (DESIGN.md "Fill", "Health report").
 
 mod config;
+mod control_plane;
+mod evict;
 mod fill;
 mod inventory;
+mod metrics;
 mod report;
 
 use std::process::ExitCode;
@@ -12,12 +15,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use oca_protocol::health::HealthReply;
 use oca_protocol::manifest::Manifest;
 use oca_store::Store;
 
 use crate::config::{Cli, Config};
-use crate::fill::{DiskHealth, Shared, TokenBucket};
+use crate::evict::Evictions;
+use crate::fill::{DiskHealth, Fills, Limits, Shared, TokenBucket};
 use crate::inventory::Inventory;
+use crate::report::LoadSample;
 
 fn main() -> ExitCode {
     oca_service::init_logging();
@@ -47,104 +53,247 @@ fn run(cli: Cli) -> Result<()> {
         errors: Mutex::new(Vec::new()),
         disks: Mutex::new(disks),
         bucket: TokenBucket::new(),
+        in_flight: Mutex::new(Default::default()),
+        metrics: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(agent(cfg, shared))
+    runtime.block_on(async {
+        let mut agent = Agent::new(cfg, shared)?;
+        agent.run().await
+    })
 }
 
-/// The agent's loop: report, fetch the manifest when its version changed, fill in the window.
-async fn agent(cfg: Config, shared: Arc<Shared>) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .build()?;
-    tracing::info!(oca_id = %cfg.oca_id, control_plane = %cfg.control_plane, disks = shared.store.disks().len(), "fill agent started");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    oca_service::systemd::ready(&format!("reporting to {}", cfg.control_plane));
-    oca_service::systemd::watch_runtime();
-    let mut interval = Duration::from_secs(10);
-    let mut load = None;
-    let mut manifest: Option<Arc<Manifest>> = None;
-    let mut filling: Option<tokio::task::JoinHandle<()>> = None;
-    let mut retry_fill = false;
-    loop {
-        let sampled = match &cfg.daemon_admin {
-            Some(a) => report::sample_load(&client, a).await,
-            None => None,
+/// Feeds systemd's watchdog from the agent's loop: a loop that stops turning (blocked on the
+/// control plane or a disk beyond its bounds) stops the keep-alives and gets restarted.
+struct Watchdog {
+    tick: Option<tokio::time::Interval>,
+}
+
+impl Watchdog {
+    fn new(cfg: &Config) -> Watchdog {
+        let Some(interval) = oca_service::systemd::watchdog_interval() else {
+            return Watchdog { tick: None };
         };
-        let now_load = sampled.as_ref().map(|(l, _)| *l);
-        if let Some((_, failed)) = &sampled {
-            report::apply_failed_disks(&shared, failed);
+        // The loop may wait this long for oca-daemon's admin port and the control plane
+        // without pinging; past half the interval systemd may kill it while it is fine.
+        let blocked = report::ADMIN_TIMEOUT + cfg.control_plane_timeout;
+        if blocked >= interval / 2 {
+            tracing::warn!(watchdog_ms = interval.as_millis() as u64, blocked_ms = blocked.as_millis() as u64,
+                "control_plane_timeout is long for the watchdog: a stalled control plane may get the agent restarted");
         }
-        let serving = report::serving(load, now_load, cfg.capacity_bps);
-        load = now_load.or(load);
-        let health = report::build(&cfg, &shared, serving);
-        match report::send(&cfg, &shared, &client, &health).await {
-            Ok(reply) => {
-                interval = Duration::from_secs(reply.report_interval_secs.clamp(1, 3600));
-                match report::write_keys(&cfg.keys, &reply) {
-                    Ok(true) => tracing::info!(path = %cfg.keys.display(), "URL keys updated"),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = format!("{e:#}"), "writing URL keys"),
-                }
-                let stale = manifest
-                    .as_ref()
-                    .is_none_or(|m| m.version != reply.manifest_version);
-                if stale {
-                    match fetch_manifest(&cfg, &client, manifest.as_deref()).await {
-                        Ok(Some(m)) => {
-                            tracing::info!(
-                                version = m.version,
-                                entries = m.entries.len(),
-                                "manifest updated"
-                            );
-                            manifest = Some(Arc::new(m));
-                            retry_fill = true;
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = format!("{e:#}"), "fetching the manifest"),
-                    }
-                }
+        let period = (interval / 2).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(
+            interval_ms = interval.as_millis() as u64,
+            "systemd watchdog fed from the agent's loop"
+        );
+        Watchdog { tick: Some(tick) }
+    }
+
+    /// The loop made progress.
+    fn ping(&self) {
+        if self.tick.is_some() {
+            oca_service::systemd::watchdog_ping();
+        }
+    }
+
+    /// The next keep-alive is due (never, without a watchdog).
+    async fn due(&mut self) {
+        match &mut self.tick {
+            Some(t) => {
+                t.tick().await;
             }
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "health report not taken"),
-        }
-        if filling.as_ref().is_some_and(|h| h.is_finished()) {
-            filling = None;
-        }
-        if let (Some(m), None) = (&manifest, &filling) {
-            let minute = ((unix_now() % 86_400) / 60) as u16;
-            let open = cfg.fill_now || m.fill_window.is_none_or(|w| w.contains(minute));
-            if open && (retry_fill || missing(&shared, m)) {
-                retry_fill = false;
-                let (shared, client, m) = (shared.clone(), client.clone(), m.clone());
-                let (conc, stall) = (cfg.concurrency, cfg.stall_timeout);
-                filling = Some(tokio::spawn(async move {
-                    let (filled, waiting) = fill::cycle(&shared, &client, &m, conc, stall).await;
-                    tracing::info!(filled, waiting, "fill cycle done");
-                }));
-            } else if !open && missing(&shared, m) {
-                tracing::debug!("outside the fill window; waiting");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: stopping");
-                return Ok(());
-            }
+            None => std::future::pending().await,
         }
     }
 }
 
-/// Whether the manifest lists something not held, or something held is not listed.
-fn missing(shared: &Shared, m: &Manifest) -> bool {
-    let inv = shared.inventory.lock().unwrap_or_else(|p| p.into_inner());
-    let listed: std::collections::HashSet<&str> =
-        m.entries.iter().map(|e| e.content_id.as_str()).collect();
-    m.entries.iter().any(|e| !inv.holds(&e.content_id))
-        || inv.held().any(|(id, _)| !listed.contains(id.as_str()))
+/// The agent's loop and what it carries from one report to the next.
+struct Agent {
+    cfg: Config,
+    shared: Arc<Shared>,
+    /// Towards the control plane and oca-daemon's admin port.
+    cp: reqwest::Client,
+    fills: Fills,
+    evictions: Evictions,
+    manifest: Option<Arc<Manifest>>,
+    /// The version of a manifest refused, so it is not fetched (and counted) again.
+    refused: Option<u64>,
+    load: Option<LoadSample>,
+    interval: Duration,
+}
+
+impl Agent {
+    fn new(cfg: Config, shared: Arc<Shared>) -> Result<Agent> {
+        let cp = control_plane::client(&cfg)?;
+        let limits = Limits {
+            stall: cfg.stall_timeout,
+            min_rate: cfg.fill_min_rate,
+        };
+        let fills = Fills::new(fill::client()?, limits);
+        Ok(Agent {
+            cfg,
+            shared,
+            cp,
+            fills,
+            evictions: Evictions::default(),
+            manifest: None,
+            refused: None,
+            load: None,
+            interval: Duration::from_secs(10),
+        })
+    }
+
+    /// Report, fetch the manifest when its version changed, evict and fill within the window;
+    /// between reports, start fills as others end and feed the watchdog.
+    async fn run(&mut self) -> Result<()> {
+        if let Some(addr) = self.cfg.metrics_listen {
+            metrics::serve(addr, self.shared.metrics.clone()).await?;
+        }
+        tracing::info!(oca_id = %self.cfg.oca_id, control_plane = %self.cfg.control_plane, disks = self.shared.store.disks().len(), "fill agent started");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        oca_service::systemd::ready(&format!("reporting to {}", self.cfg.control_plane));
+        let mut watchdog = Watchdog::new(&self.cfg);
+        loop {
+            self.exchange().await;
+            self.cycle();
+            watchdog.ping();
+            let next = tokio::time::Instant::now() + self.interval;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => break,
+                    _ = term.recv() => {
+                        tracing::info!("SIGTERM: stopping");
+                        return Ok(());
+                    }
+                    _ = watchdog.due() => watchdog.ping(),
+                    done = self.fills.next() => {
+                        self.fills.finished(&self.shared, done);
+                        self.start_fills();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Samples the load, sends the report, writes the keys, fetches a changed manifest: all
+    /// bounded, so a stalled control plane costs one timeout per interval and the agent goes
+    /// on with its last manifest.
+    async fn exchange(&mut self) {
+        let sampled = match &self.cfg.daemon_admin {
+            Some(a) => report::sample_load(&self.cp, a).await,
+            None => None,
+        };
+        let now_load = sampled.as_ref().map(|(l, _)| *l);
+        if let Some((_, failed)) = &sampled {
+            report::apply_failed_disks(&self.shared, failed);
+        }
+        report::reevaluate_full(&self.shared);
+        let serving = report::serving(self.load, now_load, self.cfg.capacity_bps);
+        self.load = now_load.or(self.load);
+        let health = report::build(&self.cfg, &self.shared, serving);
+        let bound = self.cfg.control_plane_timeout;
+        let sent = tokio::time::timeout(
+            bound,
+            report::send(&self.cfg, &self.shared, &self.cp, &health),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {bound:?}")));
+        let reply = match sent {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The errors were not taken: keep them for the next report.
+                fill::lock(&self.shared.errors).extend(health.fill_errors);
+                control_plane::log_failure(&self.cfg.control_plane, "health report not taken", &e);
+                return;
+            }
+        };
+        self.interval = Duration::from_secs(reply.report_interval_secs.clamp(1, 3600));
+        match report::write_keys(&self.cfg.keys, &reply) {
+            Ok(true) => tracing::info!(path = %self.cfg.keys.display(), "URL keys updated"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = format!("{e:#}"), "writing URL keys"),
+        }
+        self.refresh_manifest(&reply).await;
+    }
+
+    /// Fetches the manifest when the reply names another version than the one held (or
+    /// refused), and takes it unless it must be refused.
+    async fn refresh_manifest(&mut self, reply: &HealthReply) {
+        let v = reply.manifest_version;
+        let current = self.manifest.as_ref().is_some_and(|m| m.version == v);
+        if current || self.refused == Some(v) {
+            return;
+        }
+        let bound = self.cfg.control_plane_timeout;
+        let fetched = tokio::time::timeout(
+            bound,
+            fetch_manifest(&self.cfg, &self.cp, self.manifest.as_deref()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {bound:?}")));
+        let m = match fetched {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                control_plane::log_failure(&self.cfg.control_plane, "fetching the manifest", &e);
+                return;
+            }
+        };
+        if !evict::acceptable(&self.shared, &m) {
+            tracing::error!(
+                version = m.version,
+                held = fill::lock(&self.shared.inventory).held().count(),
+                "refusing an empty manifest not marked intended_empty: keeping the last one, evicting nothing"
+            );
+            self.shared.metrics.manifests_refused.inc();
+            self.refused = Some(m.version);
+            return;
+        }
+        tracing::info!(
+            version = m.version,
+            entries = m.entries.len(),
+            "manifest updated"
+        );
+        self.fills.drop_unlisted(&m);
+        self.refused = None;
+        self.manifest = Some(Arc::new(m));
+    }
+
+    /// Once per report: sweep orphaned parts, and inside the fill window evict within the
+    /// budget and start fills (those that failed last cycle may be tried again).
+    fn cycle(&mut self) {
+        let Some(m) = self.manifest.clone() else {
+            return;
+        };
+        evict::sweep_parts(&self.shared, &m);
+        if !self.window_open(&m) {
+            tracing::debug!("outside the fill window; waiting");
+            return;
+        }
+        self.evictions
+            .cycle(&self.shared, &m, self.cfg.eviction_budget);
+        self.fills.new_cycle();
+        self.start_fills();
+    }
+
+    fn start_fills(&mut self) {
+        let Some(m) = self.manifest.clone() else {
+            return;
+        };
+        if self.window_open(&m) {
+            self.fills.start(&self.shared, &m, self.cfg.concurrency);
+        }
+    }
+
+    fn window_open(&self, m: &Manifest) -> bool {
+        let minute = ((unix_now() % 86_400) / 60) as u16;
+        self.cfg.fill_now || m.fill_window.is_none_or(|w| w.contains(minute))
+    }
 }
 
 async fn fetch_manifest(

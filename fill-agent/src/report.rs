@@ -33,6 +33,21 @@ fn statvfs(path: &Path) -> Option<(u64, u64, u64)> {
     Some((s.f_blocks * f, (s.f_blocks - s.f_bfree) * f, s.f_bavail * f))
 }
 
+/// Bound on reading oca-daemon's metrics: it is on this host and answers at once, or is stuck.
+pub const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Marks full disks that have room again (at least [`FREE_FLOOR`] free, after evictions or
+/// another writer letting go) fit for fills: a disk that once hit ENOSPC is not full forever.
+pub fn reevaluate_full(shared: &Shared) {
+    let mut health = shared.disks.lock().unwrap_or_else(|p| p.into_inner());
+    for (i, d) in shared.store.disks().iter().enumerate() {
+        if health[i] == DiskHealth::Full && free_bytes(d.root()) >= FREE_FLOOR {
+            tracing::info!(disk = %d.root().display(), free = free_bytes(d.root()), "disk has room again; filling onto it");
+            health[i] = DiskHealth::Ok;
+        }
+    }
+}
+
 /// oca-daemon's counters at one moment, for rates between two reports.
 #[derive(Clone, Copy, Debug)]
 pub struct LoadSample {
@@ -49,6 +64,7 @@ pub async fn sample_load(
 ) -> Option<(LoadSample, Vec<PathBuf>)> {
     let text = client
         .get(format!("http://{admin}/metrics"))
+        .timeout(ADMIN_TIMEOUT)
         .send()
         .await
         .ok()?
@@ -179,7 +195,8 @@ pub fn build(cfg: &Config, shared: &Shared, serving: Serving) -> HealthReport {
     }
 }
 
-/// Sends the report; on success the inventory delta is acknowledged.
+/// Sends the report; on success the inventory delta is acknowledged. On failure the caller
+/// keeps the report's fill errors for the next one.
 pub async fn send(
     cfg: &Config,
     shared: &Shared,
@@ -198,12 +215,6 @@ pub async fn send(
     let status = resp.status();
     let body = resp.bytes().await?;
     if !status.is_success() {
-        // The errors were not taken: keep them for the next report.
-        shared
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(report.fill_errors.iter().cloned());
         bail!(
             "control plane answered {status}: {}",
             String::from_utf8_lossy(&body)
@@ -248,6 +259,15 @@ pub fn write_keys(path: &Path, reply: &HealthReply) -> Result<bool> {
     f.write_all(json.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    // The rename is durable once the directory is: after a power cut the daemon must find the
+    // new keys, not the old ones (or none).
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(true)
 }
 
@@ -269,7 +289,8 @@ mod tests {
         }
         // Placement decides where a plain file is found; put each where the store looks first.
         let mut inventory = Inventory::scan(&store);
-        let held: Vec<(String, usize)> = inventory.held().map(|(i, d)| (i.clone(), *d)).collect();
+        let held: Vec<(String, usize)> =
+            inventory.held().map(|(i, h)| (i.clone(), h.disk)).collect();
         assert_eq!(held.len(), 2);
         inventory.acknowledged(&inventory.to_wire(), 1, false);
         let shared = Shared {
@@ -278,6 +299,8 @@ mod tests {
             errors: Mutex::new(Vec::new()),
             disks: Mutex::new(vec![DiskHealth::Ok; 2]),
             bucket: TokenBucket::new(),
+            in_flight: Mutex::new(Default::default()),
+            metrics: Default::default(),
         };
         let metrics = format!(
             "oca_disk_failed{{disk=\"{}\"}} 0\noca_disk_failed{{disk=\"{}/\"}} 1\n",

@@ -44,7 +44,11 @@ impl Cp {
     }
 
     fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::blocking::get(format!("{}/metrics", self.url))
+        // The control plane's figures are for the admin token only.
+        let text = reqwest::blocking::Client::new()
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.token)
+            .send()
             .unwrap()
             .text()
             .unwrap();
@@ -81,9 +85,18 @@ impl Cp {
             "/v1/admin/subscribers",
             Some(json!({"id": "s", "active": true, "max_resolution": 2160, "max_streams": 9})),
         );
+        // Plays carry the subscriber's player token.
+        let (s, r) = self.admin(
+            "POST",
+            "/v1/admin/subscribers/s/tokens",
+            Some(json!({"ttl_secs": 3600})),
+        );
+        assert!(s == 200 || s == 201, "{s} {r}");
+        let token = r["token"].as_str().unwrap().to_string();
         for t in titles {
             let _ = reqwest::blocking::Client::new()
                 .post(format!("{}/v1/play", self.url))
+                .bearer_auth(&token)
                 .json(&json!({"subscriber": "s", "title": t}))
                 .send();
         }
@@ -196,9 +209,10 @@ fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)
     let bins = appliance_bins();
     let dir = tempfile::tempdir().unwrap();
     let cp = start_cp(&bins["control-plane"], dir.path(), cp_extra);
+    // Reports of prefixes outside a site's allowed set are dropped: loopback covers the agents.
     for site in [
-        json!({"id": "ixp", "kind": "ixp", "region": "eu"}),
-        json!({"id": "isp", "kind": "isp", "region": "eu", "parent": "ixp"}),
+        json!({"id": "ixp", "kind": "ixp", "region": "eu", "allowed_prefixes": ["127.0.0.0/8"]}),
+        json!({"id": "isp", "kind": "isp", "region": "eu", "parent": "ixp", "allowed_prefixes": ["127.0.0.0/8"]}),
     ] {
         assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
     }
@@ -575,20 +589,7 @@ fn a_full_disk_is_a_warning_never_a_crash() {
             *mounted.borrow_mut() = Some(Mounted(store.clone()));
             std::fs::write(store.join("other-data"), vec![0u8; 20 << 20]).unwrap();
             lab.cp.ingest("t5", "c5_1080p.mp4", &big);
-            lab.cp.admin(
-                "POST",
-                "/v1/admin/zones",
-                Some(json!({"prefix": "127.0.0.0/8", "country": "NL"})),
-            );
-            lab.cp.admin(
-                "POST",
-                "/v1/admin/subscribers",
-                Some(json!({"id": "s", "active": true, "max_resolution": 2160, "max_streams": 9})),
-            );
-            let _ = reqwest::blocking::Client::new()
-                .post(format!("{}/v1/play", lab.cp.url))
-                .json(&json!({"subscriber": "s", "title": "t5"}))
-                .send();
+            lab.cp.demand(&["t5"]);
         },
     );
     wait_until("a1 fills", Duration::from_secs(60), || {
@@ -651,7 +652,7 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
         cp.admin(
             "POST",
             "/v1/admin/sites",
-            Some(json!({"id": "isp", "kind": "isp", "region": "eu"}))
+            Some(json!({"id": "isp", "kind": "isp", "region": "eu", "allowed_prefixes": ["127.0.0.0/8"]}))
         )
         .0,
         201

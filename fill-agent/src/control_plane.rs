@@ -1,0 +1,73 @@
+//! The HTTP client towards the control plane: its trust roots, its timeouts, and what a failed
+//! exchange is logged as.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+
+/// The client for the control plane and oca-daemon's admin port: every request bounded by
+/// `control_plane_timeout`, no redirect followed (the credential goes to the configured host
+/// only), and the certificate checked against `control_plane_ca` or else the system's trust
+/// store (never a list compiled into the binary: the operator decides whom the agent trusts).
+pub fn client(cfg: &Config) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(cfg.control_plane_timeout.min(Duration::from_secs(10)))
+        .timeout(cfg.control_plane_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_webpki_certs(false);
+    if let Some(path) = &cfg.control_plane_ca {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading control_plane_ca {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("control_plane_ca {}", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!(
+                "control_plane_ca {} holds no PEM certificate",
+                path.display()
+            );
+        }
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .context("building the control plane's HTTP client")
+}
+
+/// Logs a failed exchange with the control plane, saying plainly when its certificate is not
+/// trusted (the agent keeps its last manifest and tries again next interval).
+pub fn log_failure(control_plane: &str, what: &str, e: &anyhow::Error) {
+    let chain = e
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    if let Some(reason) = certificate_problem(e) {
+        tracing::error!(control_plane, %reason, detail = chain, "the control plane's TLS certificate is not trusted (see control_plane_ca); retrying each interval");
+    } else {
+        tracing::warn!(control_plane, error = chain, "{what}");
+    }
+}
+
+/// The certificate error somewhere in the chain of `e`, if that is why it failed.
+fn certificate_problem(e: &anyhow::Error) -> Option<String> {
+    let typed = e.chain().find_map(|c| {
+        let io = c.downcast_ref::<std::io::Error>()?;
+        let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+        matches!(
+            tls,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        )
+        .then(|| tls.to_string())
+    });
+    // Layers between reqwest and rustls may box the error in types of their own; rustls's
+    // message is the same whatever carries it.
+    typed.or_else(|| {
+        e.chain()
+            .map(|c| c.to_string())
+            .find(|m| m.starts_with("invalid peer certificate"))
+    })
+}
