@@ -17,24 +17,45 @@ pub fn client(cfg: &Config) -> Result<reqwest::Client> {
         .timeout(cfg.control_plane_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .tls_built_in_webpki_certs(false);
-    if let Some(path) = &cfg.control_plane_ca {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading control_plane_ca {}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("control_plane_ca {}", path.display()))?;
-        if certs.is_empty() {
-            anyhow::bail!(
-                "control_plane_ca {} holds no PEM certificate",
-                path.display()
-            );
-        }
+    let roots = ca_certs(cfg)?;
+    if !roots.is_empty() {
         b = b.tls_built_in_root_certs(false);
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+    }
+    for c in roots {
+        b = b.add_root_certificate(c);
     }
     b.build()
         .context("building the control plane's HTTP client")
+}
+
+/// The certificates of `control_plane_ca` (none when it is not set).
+pub fn ca_certs(cfg: &Config) -> Result<Vec<reqwest::Certificate>> {
+    let Some(path) = &cfg.control_plane_ca else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading control_plane_ca {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("control_plane_ca {}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "control_plane_ca {} holds no PEM certificate",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+/// An error and its causes, one after the other.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Logs a failed exchange with the control plane, saying plainly when its certificate is not

@@ -160,17 +160,21 @@ fn unix_now() -> u64 {
 
 /// The client towards fill sources (peers, tier sites, the origin): no redirect followed (a
 /// source answers with the file or fails; a redirect could point the agent anywhere, such as
-/// oca-daemon's admin port), no body decoding, the compiled-in web roots for https sources.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// oca-daemon's admin port), no body decoding. An https source is checked against the
+/// compiled-in web roots, the system's store, and `extra_roots`: the control plane's CA, since
+/// the embedded origin is served under the control plane's certificate.
+pub fn client(extra_roots: &[reqwest::Certificate]) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .no_gzip()
         .no_brotli()
         .no_deflate()
-        .no_zstd()
-        .tls_built_in_native_certs(false)
-        .build()
+        .no_zstd();
+    for c in extra_roots {
+        b = b.add_root_certificate(c.clone());
+    }
+    b.build()
 }
 
 /// The fills in flight, by content id.
@@ -483,7 +487,13 @@ async fn fetch(
         let resp = tokio::time::timeout(limits.stall, req.send())
             .await
             .map_err(|_| refused("stall"))?
-            .map_err(|_| refused("connect"))?;
+            .map_err(|e| {
+                // The reason (refused, unreachable, a certificate not trusted) is the operator's
+                // to see; the report carries only the short one.
+                let chain = crate::control_plane::chain(&e);
+                tracing::warn!(id = %entry.content_id, url_host = host(&source.url), error = chain, "cannot reach the fill source");
+                refused("connect")
+            })?;
         if check_head(&resp, have, entry.size)? == 0 && have > 0 {
             // The source ignored the range: start over with its whole answer.
             file.set_len(0).map_err(Failure::Disk)?;

@@ -134,7 +134,7 @@ impl Agent {
             stall: cfg.stall_timeout,
             min_rate: cfg.fill_min_rate,
         };
-        let fills = Fills::new(fill::client()?, limits);
+        let fills = Fills::new(fill::client(&control_plane::ca_certs(&cfg)?)?, limits);
         Ok(Agent {
             cfg,
             shared,
