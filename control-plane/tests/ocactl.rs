@@ -34,7 +34,19 @@ fn ocactl_builds_a_catalog_and_ingests_content() {
         assert!(ok, "{args:?}: {err}");
         out
     };
-    ok(&["site", "add", "isp-a", "--kind", "isp", "--region", "eu"]);
+    ok(&[
+        "site",
+        "add",
+        "isp-a",
+        "--kind",
+        "isp",
+        "--region",
+        "eu",
+        "--allowed-prefix",
+        "192.0.2.0/24",
+    ]);
+    ok(&["site", "allow", "isp-a", "192.0.2.0/24", "2001:db8::/32"]);
+    assert!(ok(&["site", "list"]).contains("2001:db8::/32"));
     let reg = ok(&[
         "appliance",
         "add",
@@ -74,6 +86,11 @@ fn ocactl_builds_a_catalog_and_ingests_content() {
         "--max-streams",
         "2",
     ]);
+    let t = ok(&["subscriber", "token", "s1", "--ttl-secs", "60"]);
+    assert!(
+        t.contains("\"token\": \"v1.") && t.contains("\"expires\""),
+        "{t}"
+    );
     let src = dir.path().join("t1_1080p.mp4");
     std::fs::write(&src, b"hello video").unwrap();
     let c = ok(&[

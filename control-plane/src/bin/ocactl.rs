@@ -17,6 +17,10 @@ struct Cli {
     /// Control-plane base URL.
     #[arg(long, env = "OCA_CP_URL", default_value = "http://127.0.0.1:7070")]
     url: String,
+    /// PEM CA certificate the control plane's certificate is checked against, besides the
+    /// system's roots.
+    #[arg(long, env = "OCA_CP_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Admin bearer token (or OCA_CP_TOKEN).
     #[arg(
         long,
@@ -69,6 +73,15 @@ enum SiteCmd {
         /// Tier site this one fills from.
         #[arg(long)]
         parent: Option<String>,
+        /// A route its appliances may report (repeat); reports outside them are dropped.
+        #[arg(long = "allowed-prefix", value_name = "CIDR")]
+        allowed_prefixes: Vec<String>,
+    },
+    /// Replaces the routes a site's appliances may report.
+    Allow {
+        id: String,
+        /// The prefixes (none: every reported prefix is dropped).
+        prefixes: Vec<String>,
     },
     /// Lists sites.
     List,
@@ -158,6 +171,13 @@ enum SubscriberCmd {
         #[arg(long)]
         inactive: bool,
     },
+    /// Issues a player token for a subscriber (prints it with its expiry).
+    Token {
+        id: String,
+        /// Lifetime in seconds (default one day, at most 30 days).
+        #[arg(long)]
+        ttl_secs: Option<i64>,
+    },
     /// Lists subscribers.
     List,
 }
@@ -213,6 +233,10 @@ impl Api {
     fn post(&self, path: &str, body: Value) -> Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body))
     }
+
+    fn put(&self, path: &str, body: Value) -> Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body))
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -224,14 +248,27 @@ fn run(cli: Cli) -> Result<()> {
             .to_string(),
         (None, None) => bail!("no admin token: give --token, OCA_CP_TOKEN or --token-file"),
     };
+    let mut http = reqwest::blocking::Client::builder();
+    if let Some(ca) = &cli.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        for c in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: not PEM certificates", ca.display()))?
+        {
+            http = http.add_root_certificate(c);
+        }
+    }
     let api = Api {
         base: cli.url,
         token,
-        http: reqwest::blocking::Client::new(),
+        http: http.build()?,
     };
     let out = match cli.command {
-        Command::Site(SiteCmd::Add { id, kind, region, parent }) => {
-            api.post("/v1/admin/sites", json!({"id": id, "kind": kind, "region": region, "parent": parent}))?
+        Command::Site(SiteCmd::Add { id, kind, region, parent, allowed_prefixes }) => api.post(
+            "/v1/admin/sites",
+            json!({"id": id, "kind": kind, "region": region, "parent": parent, "allowed_prefixes": allowed_prefixes}),
+        )?,
+        Command::Site(SiteCmd::Allow { id, prefixes }) => {
+            api.put(&format!("/v1/admin/sites/{id}/allowed_prefixes"), json!(prefixes))?
         }
         Command::Site(SiteCmd::List) => api.get("/v1/admin/sites")?,
         Command::Appliance(ApplianceCmd::Add { id, site, url, capacity_bps }) => {
@@ -256,6 +293,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Subscriber(SubscriberCmd::Add { id, max_resolution, max_streams, inactive }) => api.post(
             "/v1/admin/subscribers",
             json!({"id": id, "active": !inactive, "max_resolution": max_resolution, "max_streams": max_streams}),
+        )?,
+        Command::Subscriber(SubscriberCmd::Token { id, ttl_secs }) => api.post(
+            &format!("/v1/admin/subscribers/{id}/tokens"),
+            json!({"ttl_secs": ttl_secs}),
         )?,
         Command::Subscriber(SubscriberCmd::List) => api.get("/v1/admin/subscribers")?,
         Command::Keys(KeysCmd::Rotate) => api.post("/v1/admin/keys/rotate", json!({}))?,
