@@ -27,6 +27,8 @@ struct World {
     _dir: tempfile::TempDir,
     _cp: Proc,
     cp_url: String,
+    /// The subscriber's player token.
+    player: String,
     daemons: Vec<Daemon>,
     client: PathBuf,
     daemon_bin: PathBuf,
@@ -110,6 +112,10 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
         "/v1/admin/subscribers",
         json!({"id": "s1", "active": true, "max_resolution": 2160, "max_streams": 50}),
     );
+    let player = admin("/v1/admin/subscribers/s1/tokens", json!({}))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (id, res, kbps, body) in files {
         let sha = oca_protocol::manifest::hex(&Sha256::digest(body));
         admin(
@@ -155,6 +161,7 @@ fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
         _dir: dir,
         _cp: cp,
         cp_url,
+        player,
         daemons,
         client: bins["oca-client"].clone(),
         daemon_bin: bins["oca-daemon"].clone(),
@@ -184,8 +191,8 @@ impl World {
         cmd.args([
             "--control-plane",
             &self.cp_url,
-            "--subscriber",
-            "s1",
+            "--token",
+            &self.player,
             "--title",
             "t1",
             "--json",
