@@ -324,7 +324,8 @@ fn pick_disk(shared: &Shared, id: ContentId<'_>, size: u64) -> Option<usize> {
     };
     let disk = shared.store.placement(id).into_iter().find(|&d| {
         disks[d] == DiskHealth::Ok
-            && crate::report::free_bytes(shared.store.disks()[d].root()).saturating_sub(reserved(d))
+            && crate::disk_space::free_bytes(shared.store.disks()[d].root())
+                .saturating_sub(reserved(d))
                 > size
     })?;
     in_flight.insert(

@@ -3,6 +3,7 @@
 
 mod config;
 mod control_plane;
+mod disk_space;
 mod evict;
 mod fill;
 mod inventory;

@@ -11,27 +11,8 @@ use oca_protocol::health::{DiskReport, DiskState, HealthReply, HealthReport, Ser
 use oca_protocol::keys::Keyring;
 
 use crate::config::Config;
+use crate::disk_space::{free_bytes, statvfs, FREE_FLOOR};
 use crate::fill::{DiskHealth, Shared};
-
-/// Below this much free space a disk counts as full.
-pub const FREE_FLOOR: u64 = 16 << 20;
-
-/// Free bytes for an unprivileged writer on the filesystem of `path` (0 if it cannot be read).
-pub fn free_bytes(path: &Path) -> u64 {
-    statvfs(path).map_or(0, |(_, _, avail)| avail)
-}
-
-/// (size, used, available) of the filesystem of `path`.
-fn statvfs(path: &Path) -> Option<(u64, u64, u64)> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    let f = s.f_frsize;
-    Some((s.f_blocks * f, (s.f_blocks - s.f_bfree) * f, s.f_bavail * f))
-}
 
 /// Bound on reading oca-daemon's metrics: it is on this host and answers at once, or is stuck.
 pub const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
