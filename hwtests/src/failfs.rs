@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 /// A mounted failfs.
 pub struct FailFs {
     child: Child,
+    /// Where failfs writes the mode in force.
+    state: PathBuf,
     /// Where it is mounted.
     pub mount: PathBuf,
 }
@@ -16,9 +18,13 @@ impl FailFs {
     pub fn start(backing: &Path, mount: &Path) -> FailFs {
         let bins = crate::cargo_bins(false, &[("hwtests", "failfs")]);
         std::fs::create_dir_all(mount).expect("creating the mount point");
+        let mut name = mount.file_name().expect("a mount point's name").to_owned();
+        name.push(".failfs-state");
+        let state = mount.with_file_name(name);
         let mut child = Command::new(&bins["failfs"])
             .arg(backing)
             .arg(mount)
+            .arg(&state)
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting failfs");
@@ -29,19 +35,40 @@ impl FailFs {
         assert!(line.contains("mounted"), "failfs: {line}");
         FailFs {
             child,
+            state,
             mount: mount.to_path_buf(),
         }
     }
 
     /// From now on every read fails with EIO (`on`), or works again.
+    /// Returns once failfs has it in force.
     pub fn fail(&self, on: bool) {
         self.signal(if on { libc::SIGUSR1 } else { libc::SIGUSR2 });
+        self.wait_for(if on { "failing" } else { "ok" });
     }
 
     /// From now on every read hangs until [`FailFs::fail`]`(false)` or the unmount (a disk that
-    /// stops answering rather than failing).
+    /// stops answering rather than failing). Returns once failfs has it in force.
     pub fn hang(&self) {
         self.signal(libc::SIGHUP);
+        self.wait_for("hanging");
+    }
+
+    /// Waits (up to 10 s) until failfs says `mode` is in force: a signal is handled when the
+    /// process next runs, and a read sent before then would see the mode before it.
+    fn wait_for(&self, mode: &str) {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&self.state).ok().as_deref() != Some(mode) {
+            if std::thread::panicking() && std::time::Instant::now() >= end {
+                return; // already failing: no panic inside a panic
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "failfs at {} never reported {mode}",
+                self.mount.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     fn signal(&self, sig: i32) {

@@ -1014,7 +1014,12 @@ fn a_hung_disk_costs_only_its_own_content() {
             // Their clients are let go of: a connection that ends short, never a whole answer.
             for w in waiting {
                 let (got, after) = w.join().unwrap();
-                assert!(got.is_none(), "{engine}: a hung read answered whole");
+                assert!(
+                    got.is_none(),
+                    "{engine}: a hung read answered whole: {:?}\n{}",
+                    got.as_ref().map(|(st, body)| (st, body.len())),
+                    s.log()
+                );
                 assert!(
                     after < Duration::from_secs(5),
                     "{engine}: a waiting client held {after:?}"

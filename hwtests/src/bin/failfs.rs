@@ -2,12 +2,16 @@
 //! tests of what a server does when a disk starts returning I/O errors.
 //!
 //! ```text
-//! failfs BACKING_DIR MOUNTPOINT     # prints "failfs: mounted" once the mount is up
+//! failfs BACKING_DIR MOUNTPOINT [STATE_FILE]
+//!                                   # prints "failfs: mounted" once the mount is up
 //! kill -USR1 <pid>                  # from now on every read returns EIO
 //! kill -HUP <pid>                   # from now on every read hangs (a disk that stops answering)
 //! kill -USR2 <pid>                  # reads work again (hung ones go on)
 //! kill -TERM <pid>                  # unmounts and exits (hung reads fail)
 //! ```
+//! Signals arrive when they arrive: with STATE_FILE, failfs writes there the mode in force
+//! (`ok`, `failing`, `hanging`) once every read from then on sees it, so a test can wait for
+//! it instead of racing the reads it sends next.
 //! Needs root (it mounts /dev/fuse directly).
 
 use std::collections::HashMap;
@@ -202,9 +206,13 @@ impl Filesystem for FailFs {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [backing, mountpoint] = &args[..] else {
-        eprintln!("usage: failfs BACKING_DIR MOUNTPOINT");
-        std::process::exit(2);
+    let (backing, mountpoint, state_file) = match &args[..] {
+        [b, m] => (b, m, None),
+        [b, m, s] => (b, m, Some(PathBuf::from(s))),
+        _ => {
+            eprintln!("usage: failfs BACKING_DIR MOUNTPOINT [STATE_FILE]");
+            std::process::exit(2);
+        }
     };
     for sig in [
         libc::SIGUSR1,
@@ -241,8 +249,23 @@ fn main() {
         }
     };
     println!("failfs: mounted");
+    let mut shown = "";
     while !STOP.load(Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        let mode = match (FAILING.load(Relaxed), HANGING.load(Relaxed)) {
+            (_, true) => "hanging",
+            (true, false) => "failing",
+            (false, false) => "ok",
+        };
+        if let Some(path) = state_file.as_deref().filter(|_| mode != shown) {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, mode)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .is_ok()
+            {
+                shown = mode;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     drop(session);
 }
