@@ -6,6 +6,7 @@
 #   git worktree add /var/tmp/base <rev> && (cd /var/tmp/base && cargo build --release -p oca-daemon)
 #   A=/var/tmp/base/target/release/oca-daemon bench/ab.sh              # 1 MiB ranges, 1000 conns
 #   A=... RANGE=65536 CONNS=32 N=3 bench/ab.sh
+#   A=... B=... B_ARGS="--body-path sendfile" bench/ab.sh   # extra flags for one side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${BENCH_DIR:-/var/tmp/oca-bench}
@@ -16,16 +17,16 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 FILES="$(ls "$WORK/store/objects/bm" | tr '\n' ' ')"
 export FILES FILE_BYTES=$((256 << 20))
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-start() { # binary port admin-port
-  local extra=()
-  "$1" --help | grep -q -- --max-connections-per-client && extra=(--max-connections-per-client 0)
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait' EXIT
+start() { # binary port admin-port [extra args...]
+  local extra=("${@:4}")
+  "$1" --help | grep -q -- --max-connections-per-client && extra+=(--max-connections-per-client 0)
   "$1" --listen "127.0.0.1:$2" --admin-listen "127.0.0.1:$3" --store "$WORK/store" --allow-unsigned \
     --workers 2 --engine uring "${extra[@]}" > /dev/null 2> "$WORK/ab-$2.log" &
   pids+=($!)
 }
-start "$A" 18180 18181
-start "$B" 18280 18281
+start "$A" 18180 18181 ${A_ARGS:-}
+start "$B" 18280 18281 ${B_ARGS:-}
 sleep 1
 for _ in $(seq "$N"); do
   for p in 18180 18280; do

@@ -372,7 +372,7 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
     };
     ctx.defer_opens = support.openat2;
     let ring = build_ring()?;
-    let cold = setup_cold(&mut ctx, &ring, support);
+    let cold = setup_cold(&mut ctx, support);
     let mut lp = Loop {
         ring,
         ctx,
@@ -432,45 +432,36 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
     result
 }
 
-/// Maps and registers the worker's cold-path buffers when the cold path is on; tells the
-/// connections (through `ctx.cold`) whether they may use it.
-fn setup_cold(ctx: &mut WorkerCtx, ring: &IoUring, support: &Support) -> Option<Cold> {
+/// The worker's cold-path resources when the cold path is on (its buffers are mapped at the
+/// first cold read); tells the connections (through `ctx.cold`) whether they may use it.
+fn setup_cold(ctx: &mut WorkerCtx, support: &Support) -> Option<Cold> {
     let cfg = ctx.shared.cold;
     if cfg.mode == ColdMode::Off {
         return None;
     }
-    match Pool::new(&cfg, ring) {
-        Ok(pool) => {
-            if ctx.index == 0 {
-                tracing::info!(
-                    mode = ?cfg.mode,
-                    buffers = cfg.buffers,
-                    buffer_kib = cfg.buffer_bytes >> 10,
-                    registered = pool.registered,
-                    queue_depth = cfg.queue_depth,
-                    send_zc = support.send_zc,
-                    "cold path (O_DIRECT) ready"
-                );
-            }
-            ctx.cold = Some(cfg);
-            Some(Cold {
-                pool,
-                queues: DiskQueues::new(ctx.shared.store.disks().len(), cfg.queue_depth),
-                send_zc: support.send_zc,
-                punt: ctx
-                    .shared
-                    .store
-                    .disks()
-                    .iter()
-                    .map(|d| !d.submits_without_blocking())
-                    .collect(),
-            })
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cold path off: cannot map its buffers");
-            None
-        }
+    if ctx.index == 0 {
+        tracing::info!(
+            mode = ?cfg.mode,
+            buffers = cfg.buffers,
+            buffer_kib = cfg.buffer_bytes >> 10,
+            queue_depth = cfg.queue_depth,
+            send_zc = support.send_zc,
+            "cold path (O_DIRECT) ready"
+        );
     }
+    ctx.cold = Some(cfg);
+    Some(Cold {
+        pool: Pool::new(&cfg),
+        queues: DiskQueues::new(ctx.shared.store.disks().len(), cfg.queue_depth),
+        send_zc: support.send_zc,
+        punt: ctx
+            .shared
+            .store
+            .disks()
+            .iter()
+            .map(|d| !d.submits_without_blocking())
+            .collect(),
+    })
 }
 
 impl Loop {
@@ -1272,7 +1263,7 @@ impl Loop {
             let Some(cold) = self.cold.as_mut() else {
                 return;
             };
-            if !cold.pool.any_free() {
+            if !cold.pool.any_free() || !cold.pool.ready(&self.ring) {
                 return;
             }
             let Some((disk, (key, gen))) = cold.queues.next_ready() else {
@@ -1397,7 +1388,7 @@ impl Loop {
             return;
         }
         let Some(buf) = cold.pool.take() else {
-            return;
+            return; // none free, or none mapped: no read ahead is worth mapping them
         };
         let offset = chunk.offset + avail;
         let (start, len, skip) =
@@ -1806,6 +1797,9 @@ impl Loop {
         // Pipes not taken from the pool for a while go: an idle worker holds none.
         if now.saturating_duration_since(self.pipes_used) > std::time::Duration::from_secs(5) {
             self.pipes.clear();
+        }
+        if let Some(cold) = self.cold.as_mut() {
+            cold.pool.release_idle(&self.ring, now);
         }
         if !self.ctx.draining() {
             self.arm_accepts();
