@@ -483,6 +483,7 @@ fn https_with_a_certificate_reloaded_on_sighup_and_no_plain_http_off_loopback() 
     );
     // A broken pair on SIGHUP keeps the one in force.
     std::fs::write(&key, "not a key").unwrap();
+    // SAFETY: a signal to our own child.
     unsafe { libc::kill(cp.child.id() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(trusting(&second).get(&url).send().unwrap().status(), 200);

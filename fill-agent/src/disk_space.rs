@@ -14,8 +14,9 @@ pub fn free_bytes(path: &Path) -> u64 {
 /// (size, used, available) of the filesystem of `path`.
 pub fn statvfs(path: &Path) -> Option<(u64, u64, u64)> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    // SAFETY: all-zero bytes are a valid statvfs (plain integers).
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return None;
     }

@@ -416,10 +416,8 @@ mod tests {
         // One page read in: a range of just it is cached, a range reaching past it is not.
         let mut b = [0u8; 1];
         // SAFETY: reading into a live one-byte buffer.
-        assert_eq!(
-            unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 3 << 20) },
-            1
-        );
+        let n = unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 3 << 20) };
+        assert_eq!(n, 1);
         assert!(cached(fd, 3 << 20, 10));
         assert!(mincore_all(fd, 3 << 20, 10));
         assert_eq!(pages(4095, 2), 2);

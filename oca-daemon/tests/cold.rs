@@ -501,10 +501,8 @@ impl Netns {
             let ns = std::fs::File::open(&path).unwrap();
             // SAFETY: setns on a namespace descriptor we hold; it changes only this thread's
             // network namespace.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0);
             f()
         })
     }

@@ -313,10 +313,10 @@ impl Pipe {
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: fcntl on a descriptor we own; failure leaves the default size.
         let cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
-        // SAFETY: as above.
         let cap = if cap > 0 {
             cap
         } else {
+            // SAFETY: as above.
             unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }
         };
         Ok(Pipe {
