@@ -16,7 +16,7 @@ pub struct FailFs {
 impl FailFs {
     /// Builds failfs and mounts `backing` at `mount` (root only); returns once mounted.
     pub fn start(backing: &Path, mount: &Path) -> FailFs {
-        let bins = crate::cargo_bins(false, &[("hwtests", "failfs")]);
+        let bins = crate::cargo_bins(false, &[("test-support", "failfs")]);
         std::fs::create_dir_all(mount).expect("creating the mount point");
         let mut name = mount.file_name().expect("a mount point's name").to_owned();
         name.push(".failfs-state");

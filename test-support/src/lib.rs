@@ -1,0 +1,179 @@
+//! What the tests of several crates share: building and finding the workspace's binaries,
+//! deterministic content, reading a daemon's metrics, child processes with their logs, a
+//! self-signed certificate, free ports, and `failfs`, a FUSE disk whose reads fail or hang on
+//! demand. A dev-dependency of every crate's tests; a dependency only of the lab and of `hwtests`
+//! (qualification), never of an appliance binary.
+
+pub mod failfs;
+pub mod proc;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Deterministic bytes for a content id (xorshift seeded by the id's FNV-1a hash): test and
+/// lab files anyone can regenerate to check what they received.
+pub fn content_bytes(id: &str, len: usize) -> Vec<u8> {
+    let mut x = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An oca-daemon's admin `/metrics` text (plain HTTP, no client library needed in a VM).
+pub fn metrics(admin: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// The value of one series (name with labels) in Prometheus text; 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Which of the daemons (by admin address) sent the most bytes over `window`: the one serving
+/// a running play.
+pub fn busiest(admins: &[String], window: std::time::Duration) -> usize {
+    let sent = || -> Vec<f64> {
+        admins
+            .iter()
+            .map(|a| metrics(a).map_or(0.0, |t| metric(&t, "oca_sent_bytes_total ")))
+            .collect()
+    };
+    let before = sent();
+    std::thread::sleep(window);
+    let after = sent();
+    (0..admins.len())
+        .max_by(|&a, &b| (after[a] - before[a]).total_cmp(&(after[b] - before[b])))
+        .unwrap_or(0)
+}
+
+/// The JSON summary an `oca-client --json` run printed last (panics with its output if none).
+pub fn client_summary(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|_| {
+        panic!(
+            "no summary; stdout: {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Builds `(package, binary)` pairs of this workspace with the cargo running the tests, and
+/// returns each binary's path by name: tests that start other packages' binaries use it.
+pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args([
+            "build",
+            "--locked",
+            "--message-format=json-render-diagnostics",
+        ]);
+    if release {
+        cmd.arg("--release");
+    }
+    for (pkg, bin) in bins {
+        cmd.args(["-p", pkg, "--bin", bin]);
+    }
+    let out = cmd.output().expect("running cargo build");
+    assert!(out.status.success(), "cargo build failed");
+    let mut found = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(exe) = line.split("\"executable\":\"").nth(1) else {
+            continue;
+        };
+        let exe = exe.split('"').next().unwrap_or_default();
+        let path = PathBuf::from(exe);
+        if let Some(name) = path.file_name() {
+            found.insert(name.to_string_lossy().into_owned(), path);
+        }
+    }
+    for (_, bin) in bins {
+        assert!(found.contains_key(*bin), "cargo built no {bin}");
+    }
+    found
+}
+
+/// The address after `name=` in a log line (the daemons' "listening addr=... admin=..." line);
+/// panics when it is not there, as a test should.
+pub fn addr_field(line: &str, name: &str) -> std::net::SocketAddr {
+    let at = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+        + name.len()
+        + 1;
+    line[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name}= is not an address in {line:?}"))
+}
+
+/// A TCP port free on loopback just now (for a server told its address up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+/// Whether a command is on PATH (tests say what is missing instead of failing obscurely).
+pub fn on_path(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Writes a fresh self-signed certificate for `names` (host names or IP addresses) and its key,
+/// both PEM; the certificate is its own CA (give it to clients as the root to trust).
+pub fn write_self_signed(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    names: &[String],
+) -> anyhow::Result<()> {
+    let ck = rcgen::generate_simple_self_signed(names.to_vec())?;
+    std::fs::write(cert, ck.cert.pem())?;
+    std::fs::write(key, ck.signing_key.serialize_pem())?;
+    Ok(())
+}
+
+/// Whether the peer closes the connection (EOF or reset) within `within`.
+pub fn closed_within(s: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
