@@ -13,15 +13,19 @@
 
 pub mod beneath;
 pub mod content_id;
+mod direct;
+mod dirfd;
 pub mod placement;
 
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use content_id::{ContentId, InvalidId};
+pub use direct::{open_direct, DirectFile, FALLBACK_DIO_ALIGN};
+use dirfd::{fsync_dir, list_dir, mkdir_at, unlink_at};
 
 /// Name of the directory holding servable content on each disk.
 pub const OBJECTS_DIR: &str = "objects";
@@ -219,81 +223,6 @@ fn part_name(id: ContentId<'_>) -> String {
 /// Names built from validated ids and constants hold no NUL.
 fn cstring(s: &str) -> std::ffi::CString {
     std::ffi::CString::new(s).expect("store names hold no NUL")
-}
-
-/// mkdirat(2); an existing entry (of any kind: a symlink is refused when opened) is fine.
-/// Returns whether the directory was created.
-fn mkdir_at(dir: &OwnedFd, name: &CStr) -> io::Result<bool> {
-    // SAFETY: a valid directory descriptor and a NUL-terminated name.
-    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
-        }
-        return Ok(false);
-    }
-    Ok(true)
-}
-
-/// fsync(2) of a directory open for reading: makes the entries added or renamed in it durable.
-fn fsync_dir(dir: &OwnedFd) -> io::Result<()> {
-    // SAFETY: a valid descriptor.
-    if unsafe { libc::fsync(dir.as_raw_fd()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The names in a directory (without `.` and `..`), read through its descriptor so that no
-/// path is resolved again.
-fn list_dir(dir: &OwnedFd) -> io::Result<Vec<std::ffi::CString>> {
-    use std::os::fd::IntoRawFd;
-    // fdopendir takes the descriptor over (closedir closes it): give it a duplicate. The
-    // duplicate shares the file offset, hence the rewind.
-    let fd = dir.try_clone()?.into_raw_fd();
-    // SAFETY: a valid directory descriptor this function owns.
-    let d = unsafe { libc::fdopendir(fd) };
-    if d.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so the descriptor is still ours to close.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    let mut names = Vec::new();
-    // SAFETY: `d` is a valid DIR until closedir below; each dirent is read before the next
-    // readdir call, which may reuse it.
-    unsafe {
-        libc::rewinddir(d);
-        *libc::__errno_location() = 0;
-        loop {
-            let ent = libc::readdir(d);
-            if ent.is_null() {
-                break;
-            }
-            let name = CStr::from_ptr((*ent).d_name.as_ptr());
-            if name.to_bytes() != b"." && name.to_bytes() != b".." {
-                names.push(name.to_owned());
-            }
-        }
-        let errno = *libc::__errno_location();
-        libc::closedir(d);
-        if errno != 0 {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
-    }
-    Ok(names)
-}
-
-/// unlinkat(2) (never follows `name`); absent is fine.
-fn unlink_at(dir: &OwnedFd, name: &CStr) -> io::Result<()> {
-    // SAFETY: a valid directory descriptor and a NUL-terminated name.
-    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
-        }
-    }
-    Ok(())
 }
 
 /// A content file opened for reading, with the metadata a response needs.
@@ -511,72 +440,6 @@ fn adopt(file: File, index: usize) -> Result<Opened, OpenError> {
         size: meta.len(),
         mtime: meta.mtime(),
     })
-}
-
-/// Alignment assumed for O_DIRECT when the kernel does not report it (statx STATX_DIOALIGN
-/// arrived in 6.1): 4 KiB satisfies 512-byte and 4 KiB devices alike.
-pub const FALLBACK_DIO_ALIGN: u32 = 4096;
-
-/// A content file opened a second time for O_DIRECT reads.
-#[derive(Debug)]
-pub struct DirectFile {
-    /// The descriptor, opened with O_DIRECT.
-    pub file: File,
-    /// Offsets and lengths of direct reads must be multiples of this.
-    pub offset_align: u32,
-    /// Buffers of direct reads must be aligned to this.
-    pub mem_align: u32,
-}
-
-/// Reopens an open content file (the same inode, through `/proc/self/fd`, so a rename in
-/// between cannot swap it) with O_DIRECT, and reads the alignment direct I/O needs. Fails with
-/// EINVAL where the filesystem has no direct I/O.
-pub fn open_direct(file: &File) -> io::Result<DirectFile> {
-    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .expect("no NUL in a formatted path");
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECT;
-    // SAFETY: a valid NUL-terminated path; the result is checked before use.
-    let fd = unsafe { libc::open(path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open just returned this descriptor and nothing else owns it.
-    let direct = unsafe { File::from_raw_fd(fd) };
-    let (offset_align, mem_align) = dio_align(&direct).unwrap_or((0, 0));
-    Ok(DirectFile {
-        file: direct,
-        offset_align: if offset_align == 0 {
-            FALLBACK_DIO_ALIGN
-        } else {
-            offset_align
-        },
-        mem_align: if mem_align == 0 {
-            FALLBACK_DIO_ALIGN
-        } else {
-            mem_align
-        },
-    })
-}
-
-/// statx's STATX_DIOALIGN: (offset alignment, memory alignment); zeros when not reported.
-fn dio_align(file: &File) -> Option<(u32, u32)> {
-    // SAFETY: statx is plain data; zeroed is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    let empty = c"";
-    // SAFETY: a valid descriptor, an empty path with AT_EMPTY_PATH, and a writable statx.
-    let rc = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_DIOALIGN,
-            &mut stx,
-        )
-    };
-    if rc != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 {
-        return None;
-    }
-    Some((stx.stx_dio_offset_align, stx.stx_dio_mem_align))
 }
 
 /// Errors that mean the disk (or its filesystem) is failing, as opposed to a transient
