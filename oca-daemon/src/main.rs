@@ -190,10 +190,7 @@ fn print_demo_hint(
     }
     let id = demo::FILES[1].0;
     let query = key.map_or_else(String::new, |k| {
-        let expires = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            + 24 * 3600;
+        let expires = oca_service::unix_now() + 24 * 3600;
         let q =
             oca_protocol::signing::signed_query(k, id, expires, oca_protocol::signing::Scope::Play);
         format!("?{q}")

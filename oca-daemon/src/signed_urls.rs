@@ -4,7 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use oca_protocol::keys::Keyring;
@@ -112,9 +112,7 @@ impl UrlAuth {
         let Some(ring) = guard.as_deref() else {
             return Err(Rejection::UnknownKey);
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = oca_service::unix_now();
         verify_any(ring, content_id, query, &[Scope::Play, Scope::Fill], now).map(Admitted::Signed)
     }
 }

@@ -31,6 +31,14 @@ pub fn exit(name: &str, result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before it): the one
+/// place the binaries read wall-clock time; library code takes `now` as an argument.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Raises the soft open-file limit to the hard limit; returns the limit now in force.
 pub fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {
