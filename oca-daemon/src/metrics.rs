@@ -1,16 +1,26 @@
-//! Counters kept per worker (no shared cache line on the hot path) and summed when scraped.
+//! The daemon's counters: kept per worker on the worker's own cache lines (nothing shared is
+//! written on the hot path) and summed when `/metrics` is scraped.
+//!
+//! Every label is an enum ([`Timeout`], [`TlsMode`], [`TlsFailure`], `cold::Reason`, the URL
+//! admission outcome): a counter is an array indexed by the enum, so a label that does not exist
+//! cannot be counted. [`encode`] writes the families in the OpenMetrics text format, each
+//! through the one [`family`] helper; process state (readiness, draining, disk health,
+//! admission) is not kept here but read from its owners when encoding.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::admission::{Admission, Refusal};
+use crate::cold::Reason;
+use crate::disk_health::DiskHealth;
 use crate::signed_urls::Admitted;
 use oca_protocol::signing::{Rejection, Scope};
 
@@ -25,15 +35,11 @@ const DISK_BOUNDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// One store disk's health and cold-path counters (shared: direct reads are far fewer than
-/// requests, so one cache line per disk does not contend).
+/// One store disk's cold-path counters (shared: direct reads are far fewer than requests, so
+/// one cache line per disk does not contend). Its health is `disk_health`'s.
 #[derive(Debug)]
-pub struct DiskStats {
+struct DiskStats {
     path: String,
-    errors: AtomicU64,
-    /// Operations that did not complete within `disk_timeout`.
-    hangs: AtomicU64,
-    failed: AtomicBool,
     reads: [AtomicU64; DISK_BOUNDS.len() + 1],
     read_ns: AtomicU64,
     read_bytes: AtomicU64,
@@ -44,9 +50,6 @@ impl DiskStats {
     fn new(path: String) -> DiskStats {
         DiskStats {
             path,
-            errors: AtomicU64::new(0),
-            hangs: AtomicU64::new(0),
-            failed: AtomicBool::new(false),
             reads: Default::default(),
             read_ns: AtomicU64::new(0),
             read_bytes: AtomicU64::new(0),
@@ -56,7 +59,7 @@ impl DiskStats {
 }
 
 /// Why a connection was closed by a timeout.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timeout {
     /// The request head did not arrive in time (slowloris).
     Header = 0,
@@ -66,37 +69,8 @@ pub enum Timeout {
     Send = 2,
 }
 
-/// One worker's counters, on their own cache lines.
-#[repr(align(128))]
-#[derive(Default, Debug)]
-pub struct WorkerStats {
-    requests: [AtomicU64; 5],
-    bytes_sent: AtomicU64,
-    active: AtomicI64,
-    accepted: AtomicU64,
-    timeouts: [AtomicU64; 3],
-    truncated: AtomicU64,
-    dropped: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    latency_sum_ns: AtomicU64,
-    heartbeat_ms: AtomicU64,
-    /// The disk operation the worker's thread is blocked in, if any: (disk + 1) << 40 | its
-    /// start in ms since the counters started (see [`Metrics::enter_disk`]).
-    on_disk: AtomicU64,
-    body_parts: [AtomicU64; crate::cold::Reason::ALL.len()],
-    /// Cold-path sends: zero-copy, copied.
-    cold_sends: [AtomicU64; 2],
-    /// Cold reads ahead: adopted by the next chunk, given back unused.
-    cold_ahead: [AtomicU64; 2],
-    /// Parts moved off the cold path midway: slow reader, waited too long.
-    cold_fallbacks: [AtomicU64; 2],
-    admitted: [AtomicU64; 3],
-    sig_rejected: [AtomicU64; 5],
-    tls_handshakes: [AtomicU64; 2],
-    tls_failures: [AtomicU64; TLS_FAILURES.len()],
-    tls_sent: [AtomicU64; 2],
-    key_updates: [AtomicU64; 2],
-    fill_bytes: AtomicU64,
+impl Timeout {
+    const NAMES: [&'static str; 3] = ["header", "idle", "send"];
 }
 
 /// Where a TLS connection's records are encrypted.
@@ -108,22 +82,116 @@ pub enum TlsMode {
     User = 1,
 }
 
-const TLS_MODES: [&str; 2] = ["ktls", "userspace"];
+impl TlsMode {
+    const NAMES: [&'static str; 2] = ["ktls", "userspace"];
+}
 
-/// Reasons a TLS handshake fails, as labelled.
-const TLS_FAILURES: [&str; 11] = [
-    "timeout",
-    "eof",
-    "not_tls",
-    "plain_http",
-    "protocol_version",
-    "no_shared_cipher",
-    "alpn",
-    "peer_alert",
-    "incompatible",
-    "ktls_setup",
-    "other",
+/// Why a TLS handshake failed, as labelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The handshake did not finish within the header timeout.
+    Timeout = 0,
+    /// The peer closed during the handshake.
+    Eof,
+    /// The bytes were not TLS records.
+    NotTls,
+    /// Plain HTTP on the TLS port.
+    PlainHttp,
+    /// No protocol version in common.
+    ProtocolVersion,
+    /// No cipher suite in common.
+    NoSharedCipher,
+    /// No application protocol in common.
+    Alpn,
+    /// The peer sent an alert.
+    PeerAlert,
+    /// Another incompatibility.
+    Incompatible,
+    /// Handing the session to the kernel failed.
+    KtlsSetup,
+    /// Anything else.
+    Other,
+}
+
+impl TlsFailure {
+    const NAMES: [&'static str; 11] = [
+        "timeout",
+        "eof",
+        "not_tls",
+        "plain_http",
+        "protocol_version",
+        "no_shared_cipher",
+        "alpn",
+        "peer_alert",
+        "incompatible",
+        "ktls_setup",
+        "other",
+    ];
+}
+
+const _: () = assert!(TlsFailure::Other as usize + 1 == TlsFailure::NAMES.len());
+
+/// Labels of the status-class counter.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Labels of the admitted-request counter, by [`admitted_index`].
+const ADMITTED: [&str; 3] = ["play", "fill", "unsigned"];
+
+fn admitted_index(a: Admitted) -> usize {
+    match a {
+        Admitted::Signed(Scope::Play) => 0,
+        Admitted::Signed(Scope::Fill) => 1,
+        Admitted::Unsigned => 2,
+    }
+}
+
+const REJECTIONS: [Rejection; 5] = [
+    Rejection::Missing,
+    Rejection::Malformed,
+    Rejection::UnknownKey,
+    Rejection::BadSignature,
+    Rejection::Expired,
 ];
+
+fn rejection_index(r: Rejection) -> usize {
+    match r {
+        Rejection::Missing => 0,
+        Rejection::Malformed => 1,
+        Rejection::UnknownKey => 2,
+        Rejection::BadSignature => 3,
+        Rejection::Expired => 4,
+    }
+}
+
+/// One worker's counters, on their own cache lines.
+#[repr(align(128))]
+#[derive(Default, Debug)]
+pub struct WorkerStats {
+    requests: [AtomicU64; STATUS_CLASSES.len()],
+    bytes_sent: AtomicU64,
+    active: AtomicI64,
+    accepted: AtomicU64,
+    timeouts: [AtomicU64; Timeout::NAMES.len()],
+    truncated: AtomicU64,
+    dropped: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    latency_sum_ns: AtomicU64,
+    heartbeat_ms: AtomicU64,
+    body_parts: [AtomicU64; Reason::ALL.len()],
+    /// Cold-path sends: zero-copy, copied.
+    cold_sends: [AtomicU64; 2],
+    /// Cold reads ahead: adopted by the next chunk, given back unused.
+    cold_ahead: [AtomicU64; 2],
+    /// Parts moved off the cold path midway: slow reader, waited too long.
+    cold_fallbacks: [AtomicU64; 2],
+    admitted: [AtomicU64; ADMITTED.len()],
+    sig_rejected: [AtomicU64; REJECTIONS.len()],
+    tls_handshakes: [AtomicU64; TlsMode::NAMES.len()],
+    tls_failures: [AtomicU64; TlsFailure::NAMES.len()],
+    tls_sent: [AtomicU64; TlsMode::NAMES.len()],
+    key_updates: [AtomicU64; 2],
+    fill_bytes: AtomicU64,
+}
 
 impl WorkerStats {
     /// Counts a finished response.
@@ -190,12 +258,8 @@ impl WorkerStats {
     }
 
     /// Counts a failed TLS handshake.
-    pub fn tls_failure(&self, reason: &'static str) {
-        let i = TLS_FAILURES
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(TLS_FAILURES.len() - 1);
-        self.tls_failures[i].fetch_add(1, Relaxed);
+    pub fn tls_failure(&self, reason: TlsFailure) {
+        self.tls_failures[reason as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts application bytes sent on TLS connections.
@@ -210,16 +274,15 @@ impl WorkerStats {
     }
 
     /// Counts one file part's path decision.
-    pub fn body_part(&self, reason: crate::cold::Reason) {
-        if let Some(i) = crate::cold::Reason::ALL.iter().position(|r| *r == reason) {
+    pub fn body_part(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.body_parts[i].fetch_add(1, Relaxed);
         }
     }
 
-    /// Counts a part moved off the cold path midway ([`crate::cold::Reason::Slow`] or
-    /// [`crate::cold::Reason::Busy`]).
-    pub fn cold_fallback(&self, reason: crate::cold::Reason) {
-        let i = usize::from(reason != crate::cold::Reason::Slow);
+    /// Counts a part moved off the cold path midway ([`Reason::Slow`] or [`Reason::Busy`]).
+    pub fn cold_fallback(&self, reason: Reason) {
+        let i = usize::from(reason != Reason::Slow);
         self.cold_fallbacks[i].fetch_add(1, Relaxed);
     }
 
@@ -240,51 +303,14 @@ impl WorkerStats {
     }
 }
 
-/// Clears a worker's [`Metrics::enter_disk`] note when dropped.
-pub struct OnDisk<'a>(&'a AtomicU64);
-
-impl Drop for OnDisk<'_> {
-    fn drop(&mut self) {
-        self.0.store(0, Relaxed);
-    }
-}
-
-const ADMITTED: [&str; 3] = ["play", "fill", "unsigned"];
-
-fn admitted_index(a: Admitted) -> usize {
-    match a {
-        Admitted::Signed(Scope::Play) => 0,
-        Admitted::Signed(Scope::Fill) => 1,
-        Admitted::Unsigned => 2,
-    }
-}
-
-const REJECTIONS: [Rejection; 5] = [
-    Rejection::Missing,
-    Rejection::Malformed,
-    Rejection::UnknownKey,
-    Rejection::BadSignature,
-    Rejection::Expired,
-];
-
-fn rejection_index(r: Rejection) -> usize {
-    REJECTIONS.iter().position(|x| *x == r).unwrap_or(0)
-}
-
 /// All counters of the process.
 #[derive(Debug)]
 pub struct Metrics {
     workers: Vec<WorkerStats>,
     disks: Vec<DiskStats>,
-    /// The connection caps, and what they refused.
-    pub admission: Arc<crate::admission::Admission>,
     engine: &'static str,
     body_path: &'static str,
     started: Instant,
-    /// Set once every listener is up; cleared when draining starts.
-    pub ready: AtomicBool,
-    /// Set when SIGTERM (or SIGINT) asks the workers to drain.
-    pub draining: AtomicBool,
 }
 
 impl Metrics {
@@ -294,17 +320,13 @@ impl Metrics {
         disks: Vec<String>,
         engine: &'static str,
         body_path: &'static str,
-        admission: Arc<crate::admission::Admission>,
     ) -> Metrics {
         Metrics {
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             disks: disks.into_iter().map(DiskStats::new).collect(),
-            admission,
             engine,
             body_path,
             started: Instant::now(),
-            ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
         }
     }
 
@@ -316,60 +338,6 @@ impl Metrics {
     /// Time since the process started its counters.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
-    }
-
-    /// Counts a read error on disk `i` and marks the disk failed: from then on its files are
-    /// answered 503 and the other disks keep serving (until the daemon restarts).
-    pub fn disk_error(&self, i: usize) {
-        if let Some(d) = self.disks.get(i) {
-            d.errors.fetch_add(1, Relaxed);
-            if !d.failed.swap(true, Relaxed) {
-                tracing::error!(disk = i, path = %d.path, "disk returned an I/O error: marked failed, its files are no longer served");
-            }
-        }
-    }
-
-    /// An operation on disk `i` has not completed after `waited` (past `disk_timeout`): the
-    /// disk is marked failed like one returning errors, so its files are no longer served and
-    /// the other disks keep going.
-    pub fn disk_hung(&self, i: usize, waited: Duration) {
-        if let Some(d) = self.disks.get(i) {
-            d.hangs.fetch_add(1, Relaxed);
-            if !d.failed.swap(true, Relaxed) {
-                tracing::error!(disk = i, path = %d.path, waited_ms = waited.as_millis() as u64, "disk operation did not complete: disk marked hung and failed, its files are no longer served");
-            }
-        }
-    }
-
-    /// Notes that worker `w`'s thread is about to block in an operation on disk `disk` (an
-    /// open, a sendfile, a read); the returned guard clears the note. A watcher thread
-    /// ([`Metrics::check_blocked`]) marks the disk hung when the note grows too old.
-    pub fn enter_disk(&self, w: usize, disk: usize) -> OnDisk<'_> {
-        let stats = &self.workers[w];
-        let ms = self.uptime().as_millis() as u64 & ((1 << 40) - 1);
-        stats.on_disk.store(((disk as u64 + 1) << 40) | ms, Relaxed);
-        OnDisk(&stats.on_disk)
-    }
-
-    /// Marks hung every disk a worker's thread has been blocked on for longer than `timeout`.
-    pub fn check_blocked(&self, timeout: Duration) {
-        let now = self.uptime().as_millis() as u64;
-        for w in &self.workers {
-            let v = w.on_disk.load(Relaxed);
-            if v == 0 {
-                continue;
-            }
-            let (disk, since) = ((v >> 40) as usize - 1, v & ((1 << 40) - 1));
-            let waited = Duration::from_millis(now.saturating_sub(since));
-            if waited > timeout {
-                self.disk_hung(disk, waited);
-            }
-        }
-    }
-
-    /// Whether disk `i` has been marked failed.
-    pub fn disk_failed(&self, i: usize) -> bool {
-        self.disks.get(i).is_some_and(|d| d.failed.load(Relaxed))
     }
 
     /// Records one direct read on disk `i`.
@@ -405,334 +373,384 @@ impl Metrics {
         self.workers.iter().map(|w| w.active.load(Relaxed)).sum()
     }
 
-    fn sum(&self, f: impl Fn(&WorkerStats) -> u64) -> u64 {
-        self.workers.iter().map(f).sum()
+    fn sum(&self, f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
+        self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+    }
+
+    /// Each element of a per-worker counter array, summed over workers.
+    fn sum_each<const N: usize>(&self, f: impl Fn(&WorkerStats) -> &[AtomicU64; N]) -> [u64; N] {
+        let mut out = [0u64; N];
+        for w in &self.workers {
+            for (o, c) in out.iter_mut().zip(f(w)) {
+                *o += c.load(Relaxed);
+            }
+        }
+        out
     }
 }
 
-/// Renders [`Metrics`] in the Prometheus/OpenMetrics text format.
-pub fn render(metrics: &std::sync::Arc<Metrics>) -> String {
+/// Renders what `collector` encodes in the Prometheus/OpenMetrics text format.
+pub fn render(collector: impl Collector) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape(metrics.clone())));
+    registry.register_collector(Box::new(collector));
     let mut out = String::with_capacity(4096);
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
 }
 
-#[derive(Debug)]
-struct Scrape(std::sync::Arc<Metrics>);
-
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+/// Encodes one metric family: its descriptor, then one sample per `(labels, value)`. The one
+/// helper every labelled family goes through.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let mut fam = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        value.encode(fam.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
-impl Collector for Scrape {
-    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        let m = &self.0;
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_requests",
-                "Responses sent, by status class",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-                let v = m.sum(|w| w.requests[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("class", *class)])?)?;
-            }
-        }
-        counter(
-            &mut enc,
-            "oca_sent_bytes",
-            "Bytes sent to clients (heads and bodies)",
-            m.sum(|w| w.bytes_sent.load(Relaxed)),
-        )?;
-        counter(
-            &mut enc,
-            "oca_fill_sent_bytes",
-            "Bytes sent to peer appliances filling from this one (fill-signed requests; also in oca_sent_bytes)",
-            m.sum(|w| w.fill_bytes.load(Relaxed)),
-        )?;
-        counter(
-            &mut enc,
-            "oca_connections_accepted",
-            "Connections accepted",
-            m.sum(|w| w.accepted.load(Relaxed)),
-        )?;
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_connections_rejected",
-                "Connections refused before any state was made for them (503 on plain HTTP), by the cap they met",
-                None,
-                MetricType::Counter,
-            )?;
-            let rejected = m.admission.rejected();
-            for (i, reason) in crate::admission::Refusal::NAMES.iter().enumerate() {
-                ConstCounter::new(rejected[i])
-                    .encode(fam.encode_family(&[("reason", *reason)])?)?;
-            }
-        }
-        counter(
-            &mut enc,
-            "oca_responses_truncated",
-            "Responses cut short: file shrank or could not be read",
-            m.sum(|w| w.truncated.load(Relaxed)),
-        )?;
-        counter(
-            &mut enc,
-            "oca_connections_dropped",
-            "Connections dropped after an unexpected internal error",
-            m.sum(|w| w.dropped.load(Relaxed)),
-        )?;
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_timeouts",
-                "Connections closed by a timeout",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, kind) in ["header", "idle", "send"].iter().enumerate() {
-                let v = m.sum(|w| w.timeouts[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("kind", *kind)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_url_admitted",
-                "Content requests let in, by the scope of their signature (unsigned: --allow-unsigned)",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, scope) in ADMITTED.iter().enumerate() {
-                let v = m.sum(|w| w.admitted[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("scope", *scope)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_url_rejections",
-                "Content requests refused with 403, by what was wrong with the signature",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, r) in REJECTIONS.iter().enumerate() {
-                let v = m.sum(|w| w.sig_rejected[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("reason", r.as_str())])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_tls_handshakes",
-                "TLS handshakes completed, by where the connection's records are then encrypted",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, mode) in TLS_MODES.iter().enumerate() {
-                let v = m.sum(|w| w.tls_handshakes[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("mode", *mode)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_tls_handshake_failures",
-                "TLS handshakes that failed, by reason",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, reason) in TLS_FAILURES.iter().enumerate() {
-                let v = m.sum(|w| w.tls_failures[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("reason", *reason)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_tls_sent_bytes",
-                "Application bytes sent on TLS connections, by where they were encrypted",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, mode) in TLS_MODES.iter().enumerate() {
-                let v = m.sum(|w| w.tls_sent[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("mode", *mode)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_tls_key_updates",
-                "Peer TLS 1.3 KeyUpdates on kernel-TLS connections: applied, or closed (kernel without rekey)",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, result) in ["rekeyed", "closed"].iter().enumerate() {
-                let v = m.sum(|w| w.key_updates[i].load(Relaxed));
-                ConstCounter::new(v).encode(fam.encode_family(&[("result", *result)])?)?;
-            }
-        }
-        ConstGauge::new(m.active_connections()).encode(enc.encode_descriptor(
-            "oca_active_connections",
-            "Open client connections",
-            None,
-            MetricType::Gauge,
-        )?)?;
-        ConstGauge::new(m.admission.clients() as i64).encode(enc.encode_descriptor(
-            "oca_connected_clients",
-            "Clients (IPv4 addresses, IPv6 /64s) with open connections, when max_connections_per_client is on",
-            None,
-            MetricType::Gauge,
-        )?)?;
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_disk_read_errors",
-                "Read errors per store disk",
-                None,
-                MetricType::Counter,
-            )?;
-            for d in &m.disks {
-                ConstCounter::new(d.errors.load(Relaxed))
-                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_disk_hangs",
-                "Operations on the disk that did not complete within disk_timeout (the disk is then marked failed)",
-                None,
-                MetricType::Counter,
-            )?;
-            for d in &m.disks {
-                ConstCounter::new(d.hangs.load(Relaxed))
-                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_disk_failed",
-                "1 when the disk returned I/O errors or hung and its files are no longer served",
-                None,
-                MetricType::Gauge,
-            )?;
-            for d in &m.disks {
-                ConstGauge::new(i64::from(d.failed.load(Relaxed)))
-                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
-            }
-        }
-        for (name, help, pick) in [
+/// Encodes a counter family with one label, `label` = each of `names` with its value.
+fn counters<const N: usize>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    names: &[&str; N],
+    values: [u64; N],
+) -> fmt::Result {
+    let samples = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| ([(label, *n)], ConstCounter::new(v)));
+    family(enc, name, help, MetricType::Counter, samples)
+}
+
+/// Encodes a per-disk family, labelled by each disk's path.
+fn per_disk<'d, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    disks: impl Iterator<Item = (&'d str, M)>,
+) -> fmt::Result {
+    family(
+        enc,
+        name,
+        help,
+        kind,
+        disks.map(|(path, v)| ([("disk", path)], v)),
+    )
+}
+
+/// Encodes an unlabelled counter or gauge.
+fn single<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    value: M,
+) -> fmt::Result {
+    value.encode(enc.encode_descriptor(name, help, None, kind)?)
+}
+
+/// Cumulative histogram buckets from per-bucket counts (the last bucket is +Inf).
+fn cumulative(bounds: &[f64], counts: impl Iterator<Item = u64>) -> (u64, Vec<(f64, u64)>) {
+    let mut total = 0u64;
+    let mut buckets = Vec::with_capacity(bounds.len() + 1);
+    for (bound, n) in bounds.iter().chain([f64::INFINITY].iter()).zip(counts) {
+        total += n;
+        buckets.push((*bound, total));
+    }
+    (total, buckets)
+}
+
+/// Encodes every family of the process: the counters in `m`, the disks' health and what the
+/// connection caps refused.
+pub fn encode(
+    m: &Metrics,
+    health: &DiskHealth,
+    admission: &Admission,
+    mut enc: DescriptorEncoder,
+) -> fmt::Result {
+    let enc = &mut enc;
+    use MetricType::{Counter, Gauge};
+    counters(
+        enc,
+        "oca_requests",
+        "Responses sent, by status class",
+        "class",
+        &STATUS_CLASSES,
+        m.sum_each(|w| &w.requests),
+    )?;
+    single(
+        enc,
+        "oca_sent_bytes",
+        "Bytes sent to clients (heads and bodies)",
+        Counter,
+        ConstCounter::new(m.sum(|w| &w.bytes_sent)),
+    )?;
+    single(
+        enc,
+        "oca_fill_sent_bytes",
+        "Bytes sent to peer appliances filling from this one (fill-signed requests; also in oca_sent_bytes)",
+        Counter,
+        ConstCounter::new(m.sum(|w| &w.fill_bytes)),
+    )?;
+    single(
+        enc,
+        "oca_connections_accepted",
+        "Connections accepted",
+        Counter,
+        ConstCounter::new(m.sum(|w| &w.accepted)),
+    )?;
+    counters(
+        enc,
+        "oca_connections_rejected",
+        "Connections refused before any state was made for them (503 on plain HTTP), by the cap they met",
+        "reason",
+        &Refusal::NAMES,
+        admission.rejected(),
+    )?;
+    single(
+        enc,
+        "oca_responses_truncated",
+        "Responses cut short: file shrank or could not be read",
+        Counter,
+        ConstCounter::new(m.sum(|w| &w.truncated)),
+    )?;
+    single(
+        enc,
+        "oca_connections_dropped",
+        "Connections dropped after an unexpected internal error",
+        Counter,
+        ConstCounter::new(m.sum(|w| &w.dropped)),
+    )?;
+    counters(
+        enc,
+        "oca_timeouts",
+        "Connections closed by a timeout",
+        "kind",
+        &Timeout::NAMES,
+        m.sum_each(|w| &w.timeouts),
+    )?;
+    counters(
+        enc,
+        "oca_url_admitted",
+        "Content requests let in, by the scope of their signature (unsigned: --allow-unsigned)",
+        "scope",
+        &ADMITTED,
+        m.sum_each(|w| &w.admitted),
+    )?;
+    counters(
+        enc,
+        "oca_url_rejections",
+        "Content requests refused with 403, by what was wrong with the signature",
+        "reason",
+        &REJECTIONS.map(Rejection::as_str),
+        m.sum_each(|w| &w.sig_rejected),
+    )?;
+    counters(
+        enc,
+        "oca_tls_handshakes",
+        "TLS handshakes completed, by where the connection's records are then encrypted",
+        "mode",
+        &TlsMode::NAMES,
+        m.sum_each(|w| &w.tls_handshakes),
+    )?;
+    counters(
+        enc,
+        "oca_tls_handshake_failures",
+        "TLS handshakes that failed, by reason",
+        "reason",
+        &TlsFailure::NAMES,
+        m.sum_each(|w| &w.tls_failures),
+    )?;
+    counters(
+        enc,
+        "oca_tls_sent_bytes",
+        "Application bytes sent on TLS connections, by where they were encrypted",
+        "mode",
+        &TlsMode::NAMES,
+        m.sum_each(|w| &w.tls_sent),
+    )?;
+    counters(
+        enc,
+        "oca_tls_key_updates",
+        "Peer TLS 1.3 KeyUpdates on kernel-TLS connections: applied, or closed (kernel without rekey)",
+        "result",
+        &["rekeyed", "closed"],
+        m.sum_each(|w| &w.key_updates),
+    )?;
+    single(
+        enc,
+        "oca_active_connections",
+        "Open client connections",
+        Gauge,
+        ConstGauge::new(m.active_connections()),
+    )?;
+    single(
+        enc,
+        "oca_connected_clients",
+        "Clients (IPv4 addresses, IPv6 /64s) with open connections, when max_connections_per_client is on",
+        Gauge,
+        ConstGauge::new(admission.clients() as i64),
+    )?;
+    per_disk(
+        enc,
+        "oca_disk_read_errors",
+        "Read errors per store disk",
+        Counter,
+        health.each().map(|d| (d.path, ConstCounter::new(d.errors))),
+    )?;
+    per_disk(
+        enc,
+        "oca_disk_hangs",
+        "Operations on the disk that did not complete within disk_timeout (the disk is then marked failed)",
+        Counter,
+        health.each().map(|d| (d.path, ConstCounter::new(d.hangs))),
+    )?;
+    per_disk(
+        enc,
+        "oca_disk_failed",
+        "1 when the disk returned I/O errors or hung and its files are no longer served",
+        Gauge,
+        health
+            .each()
+            .map(|d| (d.path, ConstGauge::new(i64::from(d.failed)))),
+    )?;
+    per_disk(
+        enc,
+        "oca_cold_read_bytes",
+        "Bytes read from the disk with O_DIRECT by the cold path",
+        Counter,
+        m.disks.iter().map(|d| {
             (
-                "oca_cold_read_bytes",
-                "Bytes read from the disk with O_DIRECT by the cold path",
-                (|d: &DiskStats| d.read_bytes.load(Relaxed)) as fn(&DiskStats) -> u64,
-            ),
-            (
-                "oca_cold_queue_waits",
-                "Direct reads that waited for the disk's queue or a free buffer",
-                |d: &DiskStats| d.queued.load(Relaxed),
-            ),
-        ] {
-            let mut fam = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for d in &m.disks {
-                ConstCounter::new(pick(d))
-                    .encode(fam.encode_family(&[("disk", d.path.as_str())])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_disk_read_seconds",
-                "Latency of the cold path's direct reads, per disk",
-                None,
-                MetricType::Histogram,
-            )?;
-            for d in &m.disks {
-                let mut cumulative = 0u64;
-                let mut buckets = Vec::with_capacity(DISK_BOUNDS.len() + 1);
-                for (i, bound) in DISK_BOUNDS.iter().chain([f64::INFINITY].iter()).enumerate() {
-                    cumulative += d.reads[i].load(Relaxed);
-                    buckets.push((*bound, cumulative));
-                }
-                let sum = d.read_ns.load(Relaxed) as f64 / 1e9;
-                fam.encode_family(&[("disk", d.path.as_str())])?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    sum, cumulative, &buckets, None,
-                )?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_body_parts",
-                "File parts of responses by path (page_cache or cold) and the reason it was chosen",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, r) in crate::cold::Reason::ALL.iter().enumerate() {
-                let path = if r.is_cold() { "cold" } else { "page_cache" };
-                ConstCounter::new(m.sum(|w| w.body_parts[i].load(Relaxed)))
-                    .encode(fam.encode_family(&[("path", path), ("reason", r.name())])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_cold_sends",
-                "Send operations of the cold path, zero-copy (SendZc) or copied",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, mode) in ["zero_copy", "copy"].iter().enumerate() {
-                ConstCounter::new(m.sum(|w| w.cold_sends[i].load(Relaxed)))
-                    .encode(fam.encode_family(&[("send", *mode)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_cold_reads_ahead",
-                "Direct reads of a long part's next buffer made while the current one was sent, by whether the next chunk used them",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, used) in ["yes", "no"].iter().enumerate() {
-                ConstCounter::new(m.sum(|w| w.cold_ahead[i].load(Relaxed)))
-                    .encode(fam.encode_family(&[("used", *used)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_cold_fallbacks",
-                "Parts moved from the cold path to the page cache midway: a reader too slow to keep a shared buffer (cold.min_send_kib), or a wait for a buffer or the disk past cold.wait_timeout",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, why) in ["slow_reader", "wait_timeout"].iter().enumerate() {
-                ConstCounter::new(m.sum(|w| w.cold_fallbacks[i].load(Relaxed)))
-                    .encode(fam.encode_family(&[("reason", *why)])?)?;
-            }
-        }
-        {
-            let mut fam = enc.encode_descriptor(
-                "oca_engine",
-                "The I/O engine and body path in use",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(1i64)
-                .encode(fam.encode_family(&[("engine", m.engine), ("body_path", m.body_path)])?)?;
-        }
-        let mut cumulative = 0u64;
-        let mut buckets = Vec::with_capacity(LATENCY_BOUNDS.len() + 1);
-        for (i, bound) in LATENCY_BOUNDS
+                d.path.as_str(),
+                ConstCounter::new(d.read_bytes.load(Relaxed)),
+            )
+        }),
+    )?;
+    per_disk(
+        enc,
+        "oca_cold_queue_waits",
+        "Direct reads that waited for the disk's queue or a free buffer",
+        Counter,
+        m.disks
             .iter()
-            .chain([f64::INFINITY].iter())
-            .enumerate()
-        {
-            cumulative += m.sum(|w| w.latency_buckets[i].load(Relaxed));
-            buckets.push((*bound, cumulative));
-        }
-        let sum = m.sum(|w| w.latency_sum_ns.load(Relaxed)) as f64 / 1e9;
-        let mut hist = enc.encode_descriptor(
-            "oca_response_seconds",
-            "Time from a complete request head to the last byte handed to the kernel",
+            .map(|d| (d.path.as_str(), ConstCounter::new(d.queued.load(Relaxed)))),
+    )?;
+    {
+        let mut fam = enc.encode_descriptor(
+            "oca_disk_read_seconds",
+            "Latency of the cold path's direct reads, per disk",
             None,
             MetricType::Histogram,
         )?;
-        hist.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            sum, cumulative, &buckets, None,
-        )
+        for d in &m.disks {
+            let (count, buckets) =
+                cumulative(&DISK_BOUNDS, d.reads.iter().map(|r| r.load(Relaxed)));
+            let sum = d.read_ns.load(Relaxed) as f64 / 1e9;
+            fam.encode_family(&[("disk", d.path.as_str())])?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+    }
+    {
+        let parts = m.sum_each(|w| &w.body_parts);
+        let samples = Reason::ALL.iter().zip(parts).map(|(r, n)| {
+            let path = if r.is_cold() { "cold" } else { "page_cache" };
+            ([("path", path), ("reason", r.name())], ConstCounter::new(n))
+        });
+        family(
+            enc,
+            "oca_body_parts",
+            "File parts of responses by path (page_cache or cold) and the reason it was chosen",
+            Counter,
+            samples,
+        )?;
+    }
+    counters(
+        enc,
+        "oca_cold_sends",
+        "Send operations of the cold path, zero-copy (SendZc) or copied",
+        "send",
+        &["zero_copy", "copy"],
+        m.sum_each(|w| &w.cold_sends),
+    )?;
+    counters(
+        enc,
+        "oca_cold_reads_ahead",
+        "Direct reads of a long part's next buffer made while the current one was sent, by whether the next chunk used them",
+        "used",
+        &["yes", "no"],
+        m.sum_each(|w| &w.cold_ahead),
+    )?;
+    counters(
+        enc,
+        "oca_cold_fallbacks",
+        "Parts moved from the cold path to the page cache midway: a reader too slow to keep a shared buffer (cold.min_send_kib), or a wait for a buffer or the disk past cold.wait_timeout",
+        "reason",
+        &["slow_reader", "wait_timeout"],
+        m.sum_each(|w| &w.cold_fallbacks),
+    )?;
+    family(
+        enc,
+        "oca_engine",
+        "The I/O engine and body path in use",
+        Gauge,
+        [(
+            [("engine", m.engine), ("body_path", m.body_path)],
+            ConstGauge::new(1i64),
+        )],
+    )?;
+    let (count, buckets) = cumulative(
+        &LATENCY_BOUNDS,
+        m.sum_each(|w| &w.latency_buckets).into_iter(),
+    );
+    let sum = m.sum(|w| &w.latency_sum_ns) as f64 / 1e9;
+    enc.encode_descriptor(
+        "oca_response_seconds",
+        "Time from a complete request head to the last byte handed to the kernel",
+        None,
+        MetricType::Histogram,
+    )?
+    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_family_renders_with_its_names() {
+        #[derive(Debug)]
+        struct All(Metrics, DiskHealth, std::sync::Arc<Admission>);
+        impl Collector for All {
+            fn encode(&self, enc: DescriptorEncoder) -> fmt::Result {
+                encode(&self.0, &self.1, &self.2, enc)
+            }
+        }
+        let m = Metrics::new(2, vec!["/d0".into()], "uring", "auto");
+        m.worker(1).tls_failure(TlsFailure::KtlsSetup);
+        m.worker(0).timeout(Timeout::Send);
+        m.worker(0).response(206, Duration::from_millis(3));
+        let health = DiskHealth::new(vec!["/d0".into()], 2);
+        health.error(0);
+        let text = render(All(m, health, std::sync::Arc::new(Admission::new(10, 0))));
+        for line in [
+            "oca_tls_handshake_failures_total{reason=\"ktls_setup\"} 1",
+            "oca_timeouts_total{kind=\"send\"} 1",
+            "oca_requests_total{class=\"2xx\"} 1",
+            "oca_disk_failed{disk=\"/d0\"} 1",
+            "oca_disk_read_errors_total{disk=\"/d0\"} 1",
+            "oca_engine{engine=\"uring\",body_path=\"auto\"} 1",
+            "oca_response_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

@@ -12,13 +12,16 @@ use slab::Slab;
 
 mod tag;
 
-use super::cold_io::{aligned_read, DiskQueues, Pool};
-use super::mapping::Mapping;
-use super::{accept_admitted, Worker, TICK};
 use crate::cold::{ColdMode, Reason};
 use crate::config::BodyPath;
-use crate::conn::{ColdChunk, Conn, Next, WorkerCtx};
+use crate::conn::Conn;
+use crate::engine::cold_io::{aligned_read, DiskQueues, Pool};
+use crate::engine::contract::{BodyChunk, ColdChunk, FileRead, Next};
+use crate::engine::mapping::Mapping;
+use crate::engine::policy::{self, accept_admitted};
+use crate::engine::{Worker, TICK};
 use crate::socket;
+use crate::worker::WorkerCtx;
 pub use tag::MAX_SLOTS;
 use tag::{Op, Tag};
 
@@ -365,12 +368,12 @@ pub fn run(worker: Worker, support: &Support) -> io::Result<()> {
         tls_listener,
         mut ctx,
     } = worker;
-    ctx.splice_min = match support.body_path {
-        BodyPath::Auto => SPLICE_MIN_AUTO,
-        BodyPath::Splice => 0,
-        BodyPath::Sendfile => u64::MAX,
+    ctx.caps.splice_from = match support.body_path {
+        BodyPath::Auto => Some(SPLICE_MIN_AUTO),
+        BodyPath::Splice => Some(0),
+        BodyPath::Sendfile => None,
     };
-    ctx.defer_opens = support.openat2;
+    ctx.caps.off_thread_io = support.openat2;
     let ring = build_ring()?;
     let cold = setup_cold(&mut ctx, support);
     let mut lp = Loop {
@@ -449,7 +452,7 @@ fn setup_cold(ctx: &mut WorkerCtx, support: &Support) -> Option<Cold> {
             "cold path (O_DIRECT) ready"
         );
     }
-    ctx.cold = Some(cfg);
+    ctx.caps.cold = Some(cfg);
     Some(Cold {
         pool: Pool::new(&cfg),
         queues: DiskQueues::new(ctx.shared.store.disks().len(), cfg.queue_depth),
@@ -744,14 +747,14 @@ impl Loop {
             match res {
                 n if n > 0 => {
                     slot.in_pipe = slot.in_pipe.saturating_sub(n as u32);
-                    super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                         slot.conn.on_body_sent(n as u64, ctx)
                     })
                 }
                 e if -e == libc::EAGAIN => Next::Write,
                 // A short or failed fill breaks the link: drain what did arrive, or give up.
                 e if -e == libc::ECANCELED => match slot.fill_failed.take() {
-                    Some(read_error) => super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    Some(read_error) => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                         slot.conn.on_body_failed(ctx, read_error)
                     }),
                     None if std::mem::take(&mut slot.fill_again) && slot.in_pipe == 0 => {
@@ -767,7 +770,7 @@ impl Loop {
             }
             return self.cold_send(key);
         } else if kind == Op::Poll {
-            super::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_writable(ctx))
+            policy::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_writable(ctx))
         } else {
             match (res, buf) {
                 (n, Some(bid)) if n > 0 => {
@@ -775,13 +778,13 @@ impl Loop {
                     // completion; it gets it again only when the buffer is provided anew, after
                     // `data` is gone (give_back_buffers).
                     let data = unsafe { self.recv_bufs.slice(bid as usize * BUF_SIZE, n as usize) };
-                    let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    let next = policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                         slot.conn.on_data(data, ctx)
                     });
                     self.free_bufs.push(bid);
                     next
                 }
-                (0, _) => super::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_eof(ctx)),
+                (0, _) => policy::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_eof(ctx)),
                 (e, _) if -e == libc::ENOBUFS => {
                     self.starved.push(key);
                     return;
@@ -796,7 +799,7 @@ impl Loop {
                     Next::Read
                 }
                 (e, _) if -e == libc::EINTR || -e == libc::EAGAIN => Next::Read,
-                (e, _) => super::guarded(&mut self.ctx, Next::Close, |ctx| {
+                (e, _) => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                     slot.conn.on_recv_error(-e, ctx)
                 }),
             }
@@ -867,7 +870,7 @@ impl Loop {
 
     /// Moves file bytes to the socket through the connection's pipe: a linked pair of splices
     /// (file → pipe, pipe → socket), or just the drain when the pipe still holds bytes.
-    fn splice(&mut self, key: usize, chunk: crate::conn::BodyChunk) {
+    fn splice(&mut self, key: usize, chunk: BodyChunk) {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
@@ -991,7 +994,7 @@ impl Loop {
                     cold.pool.give(buf);
                 }
             }
-            super::release(&self.ctx);
+            policy::release(&self.ctx);
             self.cold_pump();
         }
     }
@@ -1007,12 +1010,8 @@ impl Loop {
         let Ok(cid) = oca_store::ContentId::parse(&id) else {
             return self.close(key);
         };
-        let metrics = &self.ctx.shared.metrics;
-        let candidates = self
-            .ctx
-            .shared
-            .store
-            .candidates(cid, &|d| metrics.disk_failed(d));
+        let disks = &self.ctx.shared.process.disks;
+        let candidates = self.ctx.shared.store.candidates(cid, &|d| disks.failed(d));
         let how = types::OpenHow::new()
             .flags((oca_store::CONTENT_OPEN_FLAGS | libc::O_CLOEXEC) as u64)
             .resolve(oca_store::beneath::RESOLVE);
@@ -1038,12 +1037,8 @@ impl Loop {
             return;
         };
         // Disks marked failed meanwhile (one hung under this very open) are skipped.
-        let metrics = &self.ctx.shared.metrics;
-        while op
-            .candidates
-            .get(op.at)
-            .is_some_and(|&d| metrics.disk_failed(d))
-        {
+        let disks = &self.ctx.shared.process.disks;
+        while op.candidates.get(op.at).is_some_and(|&d| disks.failed(d)) {
             op.at += 1;
         }
         let Some(&disk) = op.candidates.get(op.at) else {
@@ -1129,13 +1124,13 @@ impl Loop {
             }
             Err(e) => self.ctx.files_mut().adopt_error(cid, e),
         }
-        let next = super::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_opened(ctx));
+        let next = policy::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_opened(ctx));
         self.act(key, next);
     }
 
     /// Reads file bytes a userspace-TLS connection needs into a buffer of its own, on the
     /// kernel's workers (whatever the filesystem, the worker's thread never waits for a disk).
-    fn file_read(&mut self, key: usize, read: crate::conn::FileRead) {
+    fn file_read(&mut self, key: usize, read: FileRead) {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
@@ -1184,14 +1179,14 @@ impl Loop {
         let next = if res < 0 {
             let media = oca_store::is_media_error(-res);
             tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "reading content failed; closing connection");
-            super::guarded(&mut self.ctx, Next::Close, |ctx| {
+            policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, media)
             })
         } else {
             // SAFETY: the read completed: the kernel wrote these bytes and holds the buffer no
             // longer; it is dropped after this use.
             let data = unsafe { buf.slice(0, res as usize) };
-            super::guarded(&mut self.ctx, Next::Close, |ctx| {
+            policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_file_read(data, ctx)
             })
         };
@@ -1203,8 +1198,8 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        if self.ctx.shared.metrics.disk_failed(chunk.disk) {
-            let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
+        if self.ctx.shared.process.disks.failed(chunk.disk) {
+            let next = policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, false)
             });
             return self.act(key, next);
@@ -1249,7 +1244,7 @@ impl Loop {
         if !(cold.queues.has_room(chunk.disk) && cold.pool.any_free())
             || cold.queues.has_waiters(chunk.disk)
         {
-            self.ctx.shared.metrics.cold_queued(chunk.disk);
+            self.ctx.shared.metrics().cold_queued(chunk.disk);
         }
         cold.queues.wait(chunk.disk, (key, gen));
         // A read ahead for some other part is of no use now.
@@ -1308,7 +1303,7 @@ impl Loop {
         if let Some(at) = c.read_at.take() {
             self.ctx
                 .shared
-                .metrics
+                .metrics()
                 .cold_read(disk, at.elapsed(), res.max(0) as u64);
         }
         if slot.closing {
@@ -1337,7 +1332,7 @@ impl Loop {
                 tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "direct read failed; closing connection");
             }
             let media = oca_store::is_media_error(-res);
-            Some(super::guarded(&mut self.ctx, Next::Close, |ctx| {
+            Some(policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, media)
             }))
         } else if res as u32 <= c.skip {
@@ -1346,7 +1341,7 @@ impl Loop {
                 offset = c.chunk.offset,
                 "file shorter than when opened; closing connection"
             );
-            Some(super::guarded(&mut self.ctx, Next::Close, |ctx| {
+            Some(policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, false)
             }))
         } else {
@@ -1428,7 +1423,7 @@ impl Loop {
         let (disk, buf, took) = (a.disk, a.buf, a.read_at.elapsed());
         self.ctx
             .shared
-            .metrics
+            .metrics()
             .cold_read(disk, took, res.max(0) as u64);
         let Some(cold) = self.cold.as_mut() else {
             return;
@@ -1583,7 +1578,7 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let next = super::guarded(&mut self.ctx, Next::Close, |ctx| match fallback {
+        let next = policy::guarded(&mut self.ctx, Next::Close, |ctx| match fallback {
             None => slot.conn.on_body_sent(sent, ctx),
             Some(reason) if slot.conn.cold_abandoned(sent, reason, ctx) => {
                 slot.conn.on_writable(ctx)
@@ -1638,11 +1633,11 @@ impl Loop {
             }
         }
         for (key, disk, waited) in stuck {
-            self.ctx.shared.metrics.disk_hung(disk, waited);
+            self.ctx.shared.process.disks.hung(disk, waited);
             self.close(key);
         }
         for (key, disk, waited) in reopen {
-            self.ctx.shared.metrics.disk_hung(disk, waited);
+            self.ctx.shared.process.disks.hung(disk, waited);
             if let Some(slot) = self.slots.get_mut(key) {
                 slot.stale_opens += 1;
                 if let Some(op) = slot.open.as_mut() {
@@ -1698,7 +1693,7 @@ impl Loop {
             if let (Some(c), Some(cold)) = (slot.cold.take(), self.cold.as_mut()) {
                 cold.queues.cancel(c.chunk.disk, (key, slot.gen));
             }
-            let next = super::guarded(&mut self.ctx, Next::Close, |ctx| {
+            let next = policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 if slot.conn.cold_abandoned(0, Reason::Busy, ctx) {
                     slot.conn.on_writable(ctx)
                 } else {
@@ -1717,7 +1712,7 @@ impl Loop {
             self.cold_release(key);
             self.drop_ahead(key);
             let slot = &mut self.slots[key];
-            let ok = super::guarded(&mut self.ctx, false, |ctx| {
+            let ok = policy::guarded(&mut self.ctx, false, |ctx| {
                 slot.conn.cold_abandoned(sent, Reason::Slow, ctx)
             });
             if !ok {
@@ -1755,7 +1750,7 @@ impl Loop {
 
     fn on_tick(&mut self) {
         let ctx = &mut self.ctx;
-        ctx.stats().beat(ctx.shared.metrics.uptime());
+        ctx.stats().beat(ctx.shared.metrics().uptime());
         if ctx.draining() && self.drain_deadline.is_none() {
             self.drain_deadline = Some(ctx.now + ctx.shared.limits.drain_timeout);
             for i in 0..2 {
@@ -1780,7 +1775,7 @@ impl Loop {
                 .is_some_and(|c| c.buf.is_none() || c.read_at.is_some());
             if !slot.closing
                 && (!on_disk || self.ctx.draining())
-                && super::guarded(&mut self.ctx, Some(Next::Close), |ctx| {
+                && policy::guarded(&mut self.ctx, Some(Next::Close), |ctx| {
                     slot.conn.on_tick(ctx)
                 }) == Some(Next::Close)
             {
