@@ -14,6 +14,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use crate::engine::contract::{FileRead, Next};
 use crate::engine::mapping::Mapping;
 use crate::engine::policy;
+use crate::engine::uring::splice;
 use crate::engine::uring::tag::{Op, Tag};
 use crate::engine::uring::{ud, Loop, BUF_GROUP, BUF_SIZE};
 use crate::socket;
@@ -49,40 +50,10 @@ impl Loop {
             return;
         }
         let next = if kind == Op::SpliceIn {
-            slot.splice_at = None;
-            match res {
-                n if n > 0 => slot.in_pipe += n as u32,
-                0 => slot.fill_failed = Some(false),
-                // No pipe buffer to be had just now (memory pressure): try again shortly.
-                e if -e == libc::EAGAIN => slot.fill_again = true,
-                e if -e != libc::ECANCELED => {
-                    tracing::warn!(error = %io::Error::from_raw_os_error(-e), "splice from the file failed; closing connection");
-                    slot.fill_failed = Some(oca_store::is_media_error(-e));
-                }
-                _ => {}
-            }
-            return; // The linked drain's completion decides what comes next.
+            // The linked drain's completion decides what comes next.
+            return splice::filled(slot, res);
         } else if kind == Op::SpliceOut {
-            match res {
-                n if n > 0 => {
-                    slot.in_pipe = slot.in_pipe.saturating_sub(n as u32);
-                    policy::guarded(&mut self.ctx, Next::Close, |ctx| {
-                        slot.conn.on_body_sent(n as u64, ctx)
-                    })
-                }
-                e if -e == libc::EAGAIN => Next::Write,
-                // A short or failed fill breaks the link: drain what did arrive, or give up.
-                e if -e == libc::ECANCELED => match slot.fill_failed.take() {
-                    Some(read_error) => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
-                        slot.conn.on_body_failed(ctx, read_error)
-                    }),
-                    None if std::mem::take(&mut slot.fill_again) && slot.in_pipe == 0 => {
-                        Next::Write
-                    }
-                    None => return self.drain_pipe(key),
-                },
-                _ => Next::Close,
-            }
+            return self.on_drained(key, res);
         } else if kind == Op::Poll && slot.cold.as_ref().is_some_and(|c| c.blocked) {
             if let Some(c) = slot.cold.as_mut() {
                 c.blocked = false;

@@ -1,16 +1,19 @@
 //! The splice body path: file bytes go file → pipe → socket as a linked pair of splices, so they
 //! never enter userspace and a read that waits for the disk waits off the worker's thread.
 //! Each connection takes a pipe from the worker's pool for as long as bytes or splices are in
-//! it; the completions are handled with the connection's other operations (`conn_ops`).
+//! it. A completion is first counted against its slot with the slot's other operations
+//! (`conn_ops`), then handled here: [`filled`] for the file → pipe half, `Loop::on_drained` for
+//! the pipe → socket half, whose completion decides what the connection does next.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::{opcode, squeue, types};
 
-use crate::engine::contract::BodyChunk;
+use crate::engine::contract::{BodyChunk, Next};
+use crate::engine::policy;
 use crate::engine::uring::tag::Op;
-use crate::engine::uring::{ud, Loop};
+use crate::engine::uring::{ud, Loop, Slot};
 
 /// Pipe capacity asked for on the splice body path (the default per-user limit allows 1 MiB).
 pub(super) const PIPE_BYTES: i32 = 1 << 20;
@@ -115,5 +118,49 @@ impl Loop {
         slot.splicing += 1;
         slot.cancel_op = Op::SpliceOut;
         self.push(drain);
+    }
+
+    /// The pipe → socket half completed: the connection goes on past the bytes sent; a fill
+    /// that failed ends the response; a short one has what did arrive drained.
+    pub(super) fn on_drained(&mut self, key: usize, res: i32) {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return;
+        };
+        let next = match res {
+            n if n > 0 => {
+                slot.in_pipe = slot.in_pipe.saturating_sub(n as u32);
+                policy::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    slot.conn.on_body_sent(n as u64, ctx)
+                })
+            }
+            e if -e == libc::EAGAIN => Next::Write,
+            // A short or failed fill breaks the link: drain what did arrive, or give up.
+            e if -e == libc::ECANCELED => match slot.fill_failed.take() {
+                Some(read_error) => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    slot.conn.on_body_failed(ctx, read_error)
+                }),
+                None if std::mem::take(&mut slot.fill_again) && slot.in_pipe == 0 => Next::Write,
+                None => return self.drain_pipe(key),
+            },
+            _ => Next::Close,
+        };
+        self.act(key, next);
+    }
+}
+
+/// The file → pipe half completed: counts what is in the pipe, or notes why the fill came up
+/// short (the file shrank, could not be read, or the pipe had no room) for the drain to act on.
+pub(super) fn filled(slot: &mut Slot, res: i32) {
+    slot.splice_at = None;
+    match res {
+        n if n > 0 => slot.in_pipe += n as u32,
+        0 => slot.fill_failed = Some(false),
+        // No pipe buffer to be had just now (memory pressure): try again shortly.
+        e if -e == libc::EAGAIN => slot.fill_again = true,
+        e if -e != libc::ECANCELED => {
+            tracing::warn!(error = %io::Error::from_raw_os_error(-e), "splice from the file failed; closing connection");
+            slot.fill_failed = Some(oca_store::is_media_error(-e));
+        }
+        _ => {}
     }
 }
