@@ -29,6 +29,16 @@ const DISK_BOUNDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// The histogram bucket `took` falls in: the first whose upper bound (seconds) it does not
+/// exceed, or the last (+Inf).
+fn bucket(bounds: &[f64], took: Duration) -> usize {
+    let secs = took.as_secs_f64();
+    bounds
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(bounds.len())
+}
+
 /// One store disk's cold-path counters (shared: direct reads are far fewer than requests, so
 /// one cache line per disk does not contend). Its health is `disk_health`'s.
 #[derive(Debug)]
@@ -192,12 +202,7 @@ impl WorkerStats {
     pub fn response(&self, status: u16, latency: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].fetch_add(1, Relaxed);
-        let secs = latency.as_secs_f64();
-        let bucket = LATENCY_BOUNDS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(LATENCY_BOUNDS.len());
-        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_buckets[bucket(&LATENCY_BOUNDS, latency)].fetch_add(1, Relaxed);
         self.latency_sum_ns
             .fetch_add(latency.as_nanos() as u64, Relaxed);
     }
@@ -337,12 +342,7 @@ impl Metrics {
     /// Records one direct read on disk `i`.
     pub fn cold_read(&self, i: usize, took: Duration, bytes: u64) {
         let Some(d) = self.disks.get(i) else { return };
-        let secs = took.as_secs_f64();
-        let b = DISK_BOUNDS
-            .iter()
-            .position(|&x| secs <= x)
-            .unwrap_or(DISK_BOUNDS.len());
-        d.reads[b].fetch_add(1, Relaxed);
+        d.reads[bucket(&DISK_BOUNDS, took)].fetch_add(1, Relaxed);
         d.read_ns.fetch_add(took.as_nanos() as u64, Relaxed);
         d.read_bytes.fetch_add(bytes, Relaxed);
     }
