@@ -10,6 +10,7 @@ use io_uring::{cqueue, opcode, types};
 
 use crate::engine::contract::Next;
 use crate::engine::policy::{accept_admitted, AcceptError};
+use crate::engine::uring::splice::Fill;
 use crate::engine::uring::tag::{Op, MAX_SLOTS};
 use crate::engine::uring::{ud, Loop, Slot};
 
@@ -65,8 +66,7 @@ impl Loop {
                     pipe: None,
                     in_pipe: 0,
                     splicing: 0,
-                    fill_failed: None,
-                    fill_again: false,
+                    last_fill: Fill::Whole,
                     cold: None,
                     ahead: None,
                     open: None,

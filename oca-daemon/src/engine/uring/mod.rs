@@ -48,7 +48,7 @@ use crate::engine::policy::Ticker;
 use crate::engine::uring::cold::{setup_cold, Ahead, Cold, ColdIo};
 use crate::engine::uring::open::OpenOp;
 use crate::engine::uring::ring::{build_ring, first_generation};
-use crate::engine::uring::splice::Pipe;
+use crate::engine::uring::splice::{Fill, Pipe};
 use crate::engine::uring::tag::{Op, Tag};
 use crate::engine::{Worker, TICK};
 use crate::worker::WorkerCtx;
@@ -88,17 +88,15 @@ struct Slot {
     /// The in-flight write-side operation (poll, splice, cold read or send) a close must cancel.
     cancel_op: Op,
     closing: bool,
-    /// Splice body path: this connection's pipe, the bytes waiting in it, and whether the last
-    /// fill found the file short (`Some(false)`) or unreadable (`Some(true)`).
+    /// Splice body path: this connection's pipe and the bytes waiting in it.
     pipe: Option<Pipe>,
     in_pipe: u32,
     /// Splices in flight on the pipe: it is this connection's until they have all completed,
     /// whatever else the connection is told meanwhile (a pipe given back to the pool with a
     /// splice still filling it was handed to another connection, which sent its bytes).
     splicing: u32,
-    fill_failed: Option<bool>,
-    /// The last fill found no room (EAGAIN): it is retried once the socket is writable.
-    fill_again: bool,
+    /// How the last fill of the pipe came out, until its drain's completion acts on it.
+    last_fill: Fill,
     /// Cold path: the part being read and sent, while one is.
     cold: Option<ColdIo>,
     /// Cold path: the part's next buffer, read while the current one is sent.

@@ -18,6 +18,25 @@ use crate::engine::uring::{ud, Loop, Slot};
 /// Pipe capacity asked for on the splice body path (the default per-user limit allows 1 MiB).
 pub(super) const PIPE_BYTES: i32 = 1 << 20;
 
+/// How a fill of the pipe (file → pipe) came out; anything but `Whole` breaks the link, and
+/// the drain's cancelled completion acts on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Fill {
+    /// Bytes arrived (or none is in flight): nothing to act on.
+    #[default]
+    Whole,
+    /// The file ended before the part did: it shrank since it was opened.
+    Eof,
+    /// Reading the file failed; `media`: a media error, which marks its disk failed.
+    Failed {
+        /// Whether the disk returned a media error.
+        media: bool,
+    },
+    /// No pipe buffer to be had (EAGAIN, memory pressure): filled again once the socket is
+    /// writable, when the pipe is empty.
+    NoRoom,
+}
+
 /// A pipe that file pages pass through on their way to a socket (splice body path).
 pub(super) struct Pipe {
     pub(super) r: OwnedFd,
@@ -135,12 +154,15 @@ impl Loop {
             }
             e if -e == libc::EAGAIN => Next::Write,
             // A short or failed fill breaks the link: drain what did arrive, or give up.
-            e if -e == libc::ECANCELED => match slot.fill_failed.take() {
-                Some(read_error) => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
-                    slot.conn.on_body_failed(ctx, read_error)
+            e if -e == libc::ECANCELED => match std::mem::take(&mut slot.last_fill) {
+                Fill::Eof => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    slot.conn.on_body_failed(ctx, false)
                 }),
-                None if std::mem::take(&mut slot.fill_again) && slot.in_pipe == 0 => Next::Write,
-                None => return self.drain_pipe(key),
+                Fill::Failed { media } => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
+                    slot.conn.on_body_failed(ctx, media)
+                }),
+                Fill::NoRoom if slot.in_pipe == 0 => Next::Write,
+                Fill::NoRoom | Fill::Whole => return self.drain_pipe(key),
             },
             _ => Next::Close,
         };
@@ -154,12 +176,14 @@ pub(super) fn filled(slot: &mut Slot, res: i32) {
     slot.splice_at = None;
     match res {
         n if n > 0 => slot.in_pipe += n as u32,
-        0 => slot.fill_failed = Some(false),
+        0 => slot.last_fill = Fill::Eof,
         // No pipe buffer to be had just now (memory pressure): try again shortly.
-        e if -e == libc::EAGAIN => slot.fill_again = true,
+        e if -e == libc::EAGAIN => slot.last_fill = Fill::NoRoom,
         e if -e != libc::ECANCELED => {
             tracing::warn!(error = %io::Error::from_raw_os_error(-e), "splice from the file failed; closing connection");
-            slot.fill_failed = Some(oca_store::is_media_error(-e));
+            slot.last_fill = Fill::Failed {
+                media: oca_store::is_media_error(-e),
+            };
         }
         _ => {}
     }
