@@ -11,8 +11,12 @@ use libfuzzer_sys::fuzz_target;
 use oca_daemon::admission::Admission;
 use oca_daemon::cold::{ColdConfig, ColdMode, Sketch};
 use oca_daemon::config::Limits;
-use oca_daemon::conn::{Conn, Next, Shared, WorkerCtx};
+use oca_daemon::conn::Conn;
+use oca_daemon::disk_health::DiskHealth;
+use oca_daemon::engine::contract::Next;
 use oca_daemon::metrics::Metrics;
+use oca_daemon::process::Process;
+use oca_daemon::worker::{Shared, WorkerCtx};
 use oca_daemon::signed_urls::UrlAuth;
 
 const ID: &str = "f1_1080p.mp4";
@@ -38,11 +42,15 @@ fn world() -> &'static World {
             ..Limits::default()
         };
         let admission = Arc::new(Admission::new(1 << 20, 0));
-        let metrics = Arc::new(Metrics::new(1, vec!["d".into()], "fuzz", "sendfile", admission));
+        let process = Arc::new(Process::new(
+            Metrics::new(1, vec!["d".into()], "fuzz", "sendfile"),
+            DiskHealth::new(vec!["d".into()], 1),
+            admission,
+        ));
         let shared = Arc::new(Shared {
             store,
             limits,
-            metrics,
+            process,
             access_log: false,
             auth: UrlAuth::new(None, true),
             tls: None,
@@ -138,7 +146,7 @@ fuzz_target!(|data: &[u8]| {
     // SAFETY: both were just created and nothing else owns them.
     let (ours, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let mut ctx = WorkerCtx::new(w.shared.clone(), 0);
-    let ticket = w.shared.metrics.admission.admit(None).unwrap();
+    let ticket = w.shared.process.admission.admit(None).unwrap();
     let mut conn = Conn::new(ours, &ctx, None, ticket);
     let _ = conn.sock().as_fd();
     let mut wire = Vec::new();

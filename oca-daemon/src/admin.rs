@@ -1,7 +1,11 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`. It never serves content.
+//!
+//! It runs on `main`'s tokio runtime, apart from the workers, and reads the process's state
+//! ([`Process`]) without taking part in it: a scrape costs the workers nothing but the atomic
+//! loads it makes. It keeps answering while the workers drain (`/readyz` then says 503). Each
+//! path is one arm of [`route`]; a new endpoint is a new arm and a function.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,13 +14,13 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::metrics::{render, Metrics};
+use crate::process::Process;
 
 /// A worker whose loop has not ticked for this long counts as hung (healthz, watchdog).
 pub const STALE_WORKER: Duration = Duration::from_secs(5);
 
 /// Serves admin requests until the process exits.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: tokio::net::TcpListener, process: Arc<Process>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -26,9 +30,9 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 continue;
             }
         };
-        let metrics = metrics.clone();
+        let process = process.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, metrics.clone()));
+            let svc = hyper::service::service_fn(move |req| handle(req, process.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
@@ -40,7 +44,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
 
 async fn handle(
     req: Request<Incoming>,
-    m: Arc<Metrics>,
+    p: Arc<Process>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(reply(
@@ -49,13 +53,18 @@ async fn handle(
             "GET or HEAD only\n".into(),
         ));
     }
-    let resp = match req.uri().path() {
+    Ok(route(req.uri().path(), &p))
+}
+
+/// The answer to a GET or HEAD of `path`.
+fn route(path: &str, p: &Arc<Process>) -> Response<Full<Bytes>> {
+    match path {
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            render(&m),
+            p.render_metrics(),
         ),
-        "/healthz" if m.workers_alive(STALE_WORKER) => {
+        "/healthz" if p.metrics.workers_alive(STALE_WORKER) => {
             reply(StatusCode::OK, "text/plain", "ok\n".into())
         }
         "/healthz" => reply(
@@ -63,17 +72,14 @@ async fn handle(
             "text/plain",
             "a worker is stalled\n".into(),
         ),
-        "/readyz" if m.ready.load(Relaxed) && !m.draining.load(Relaxed) => {
-            reply(StatusCode::OK, "text/plain", "ready\n".into())
-        }
+        "/readyz" if p.ready() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
         "/readyz" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "not ready\n".into(),
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    };
-    Ok(resp)
+    }
 }
 
 fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {

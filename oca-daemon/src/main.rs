@@ -1,7 +1,6 @@
 //! oca-daemon: the Open Connect appliance's data plane.
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -9,8 +8,10 @@ use clap::Parser;
 use oca_store::Store;
 
 use oca_daemon::config::{Cli, Config};
-use oca_daemon::conn::Shared;
+use oca_daemon::disk_health::DiskHealth;
 use oca_daemon::metrics::Metrics;
+use oca_daemon::process::Process;
+use oca_daemon::worker::Shared;
 use oca_daemon::{
     admin, admission, cold, config, demo, engine, open_files, signed_urls, socket, tls,
 };
@@ -62,12 +63,15 @@ fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("listening on {} (admin)", cfg.admin_listen))?;
     admin.set_nonblocking(true)?;
     let admin_addr = admin.local_addr()?;
-    let disks = store.disks().iter().map(|d| d.key().to_string()).collect();
-    let metrics = Arc::new(Metrics::new(
-        cfg.workers,
-        disks,
-        engine.name(),
-        engine.body_path().name(),
+    let disks: Vec<String> = store.disks().iter().map(|d| d.key().to_string()).collect();
+    let process = Arc::new(Process::new(
+        Metrics::new(
+            cfg.workers,
+            disks.clone(),
+            engine.name(),
+            engine.body_path().name(),
+        ),
+        DiskHealth::new(disks, cfg.workers),
         Arc::new(admission::Admission::new(
             cfg.limits.max_connections,
             cfg.limits.max_connections_per_client,
@@ -77,7 +81,7 @@ fn run(cli: Cli) -> Result<()> {
     let shared = Arc::new(Shared {
         store,
         limits: cfg.limits,
-        metrics: metrics.clone(),
+        process: process.clone(),
         access_log: cfg.access_log,
         auth,
         tls: tls.clone(),
@@ -104,28 +108,30 @@ fn run(cli: Cli) -> Result<()> {
         Arc::new(move || failed.notify_one()) as Arc<dyn Fn() + Send + Sync>
     };
     let workers = engine::spawn(&engine, listeners, shared, on_fail)?;
-    metrics.ready.store(true, Relaxed);
+    process.set_ready();
     let tls_shown = tls_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(%addr, tls = %tls_shown, admin = %admin_addr, engine = engine.name(), workers = cfg.workers, "listening");
     oca_service::systemd::ready(&format!("serving on {addr}, TLS {tls_shown}"));
     {
-        let metrics = metrics.clone();
-        oca_service::systemd::start_watchdog(move || metrics.workers_alive(admin::STALE_WORKER));
+        let process = process.clone();
+        oca_service::systemd::start_watchdog(move || {
+            process.metrics.workers_alive(admin::STALE_WORKER)
+        });
     }
     if cfg.demo {
         print_demo_hint(addr, admin_addr, demo_key.as_ref());
     }
     let worker_failed = runtime.block_on(async {
         let admin = tokio::net::TcpListener::from_std(admin)?;
-        tokio::spawn(admin::serve(admin, metrics.clone()));
+        tokio::spawn(admin::serve(admin, process.clone()));
         // A worker's thread blocked in a disk operation cannot time itself: this does.
-        let watched = metrics.clone();
+        let watched = process.clone();
         let disk_timeout = cfg.limits.disk_timeout;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(engine::TICK);
             loop {
                 every.tick().await;
-                watched.check_blocked(disk_timeout);
+                watched.disks.check_blocked(disk_timeout);
             }
         });
         let worker_failed = loop {
@@ -136,8 +142,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ = hup.recv() => reload_tls(tls.as_deref()),
             }
         };
-        metrics.ready.store(false, Relaxed);
-        metrics.draining.store(true, Relaxed);
+        process.start_draining();
         oca_service::systemd::stopping("draining connections");
         // The admin listener keeps answering (readyz: 503) while the workers drain.
         let join =

@@ -93,7 +93,7 @@ impl OpenFiles {
         now: Instant,
         skip: &dyn Fn(usize) -> bool,
         defer: bool,
-        on_disk: &dyn Fn(usize) -> Option<crate::metrics::OnDisk<'m>>,
+        on_disk: &dyn Fn(usize) -> Option<crate::disk_health::OnDisk<'m>>,
     ) -> Result<OpenFile, NotOpened> {
         if let Some(e) = self.errors.remove(id.as_str()) {
             return Err(NotOpened::Failed(e));

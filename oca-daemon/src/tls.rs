@@ -18,6 +18,7 @@ use rustls::unbuffered::{
 use rustls::{ProtocolVersion, ServerConfig};
 
 use crate::ktls::{self, Ktls};
+use crate::metrics::TlsFailure;
 
 /// Plaintext encrypted per step: four full records, so a blocked socket holds little.
 pub const ENCRYPT_CHUNK: usize = 4 * 16 * 1024;
@@ -82,30 +83,30 @@ pub enum TlsError {
 }
 
 impl TlsError {
-    /// Label for `oca_tls_handshake_failures_total{reason}`.
-    pub fn reason(&self) -> &'static str {
+    /// Why the handshake failed, as `oca_tls_handshake_failures_total{reason}` counts it.
+    pub fn reason(&self) -> TlsFailure {
         use rustls::{AlertDescription, Error, PeerIncompatible, PeerMisbehaved};
         match self {
-            TlsError::Protocol(Error::InvalidMessage(_)) => "not_tls",
+            TlsError::Protocol(Error::InvalidMessage(_)) => TlsFailure::NotTls,
             TlsError::Protocol(Error::PeerIncompatible(
                 PeerIncompatible::Tls12NotOffered
                 | PeerIncompatible::Tls12NotOfferedOrEnabled
                 | PeerIncompatible::Tls13RequiredForQuic
                 | PeerIncompatible::SupportedVersionsExtensionRequired,
-            )) => "protocol_version",
+            )) => TlsFailure::ProtocolVersion,
             TlsError::Protocol(Error::PeerIncompatible(
                 PeerIncompatible::NoCipherSuitesInCommon,
-            )) => "no_shared_cipher",
-            TlsError::Protocol(Error::NoApplicationProtocol) => "alpn",
+            )) => TlsFailure::NoSharedCipher,
+            TlsError::Protocol(Error::NoApplicationProtocol) => TlsFailure::Alpn,
             TlsError::Protocol(Error::AlertReceived(AlertDescription::ProtocolVersion)) => {
-                "protocol_version"
+                TlsFailure::ProtocolVersion
             }
-            TlsError::Protocol(Error::AlertReceived(_)) => "peer_alert",
+            TlsError::Protocol(Error::AlertReceived(_)) => TlsFailure::PeerAlert,
             TlsError::Protocol(Error::PeerMisbehaved(PeerMisbehaved::TooManyEmptyFragments)) => {
-                "not_tls"
+                TlsFailure::NotTls
             }
-            TlsError::Protocol(Error::PeerIncompatible(_)) => "incompatible",
-            _ => "other",
+            TlsError::Protocol(Error::PeerIncompatible(_)) => TlsFailure::Incompatible,
+            _ => TlsFailure::Other,
         }
     }
 }

@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Per-client counts are split over this many locks, so accepting workers seldom meet.
 const SHARDS: usize = 64;
@@ -120,9 +122,7 @@ impl Admission {
         }
         let client = peer.filter(|_| self.max_per_client > 0).map(Client::of);
         if let Some(c) = client {
-            let mut map = self.clients[c.shard()]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = self.clients[c.shard()].lock();
             let n = map.entry(c).or_insert(0);
             if *n >= self.max_per_client {
                 drop(map);
@@ -140,9 +140,7 @@ impl Admission {
     fn release(&self, client: Option<Client>) {
         self.open.fetch_sub(1, Relaxed);
         if let Some(c) = client {
-            let mut map = self.clients[c.shard()]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = self.clients[c.shard()].lock();
             if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(c) {
                 *e.get_mut() -= 1;
                 if *e.get() == 0 {
@@ -172,10 +170,7 @@ impl Admission {
 
     /// Clients with at least one connection (idle: none).
     pub fn clients(&self) -> usize {
-        self.clients
-            .iter()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.clients.iter().map(|m| m.lock().len()).sum()
     }
 }
 

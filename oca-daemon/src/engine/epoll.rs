@@ -1,5 +1,9 @@
 //! The fallback engine: epoll (edge-triggered) for readiness, sendfile for bodies. Used where
 //! io_uring is disabled (sysctl `kernel.io_uring_disabled`, seccomp) or when forced.
+//!
+//! It declares no capabilities (`contract::Capabilities::default()`): its connections never
+//! ask it to splice, open, or read, and do all their I/O on the worker's thread. The tick,
+//! drain and accept-error policy are the shared ones (`engine::policy`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -7,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::{accept_admitted, Worker, TICK};
-use crate::conn::{Conn, Next, WorkerCtx};
+use crate::conn::Conn;
+use crate::engine::contract::Next;
+use crate::engine::policy::{self, accept_admitted, AcceptError, Ticker};
+use crate::engine::{Worker, TICK};
 use crate::socket;
+use crate::worker::WorkerCtx;
 
 const LISTENER: u64 = u64::MAX;
 const TLS_LISTENER: u64 = u64::MAX - 1;
@@ -50,7 +57,7 @@ pub fn run(worker: Worker) -> io::Result<()> {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut scratch = vec![0u8; 16 * 1024];
     let mut last_tick = Instant::now();
-    let mut drain_deadline: Option<Instant> = None;
+    let mut ticker = Ticker::default();
     loop {
         // SAFETY: `events` is a live buffer of the stated length.
         let n = unsafe {
@@ -81,7 +88,7 @@ pub fn run(worker: Worker) -> io::Result<()> {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            let next = super::guarded(&mut ctx, Next::Close, |ctx| {
+            let next = policy::guarded(&mut ctx, Next::Close, |ctx| {
                 on_event(conn, bits, &mut scratch, ctx)
             });
             if next == Next::Close {
@@ -90,36 +97,24 @@ pub fn run(worker: Worker) -> io::Result<()> {
         }
         if ctx.now.duration_since(last_tick) >= TICK {
             last_tick = ctx.now;
-            ctx.stats().beat(ctx.shared.metrics.uptime());
-            if ctx.draining() {
-                if let Some(l) = listener.take() {
-                    let _ = ctl(&ep, libc::EPOLL_CTL_DEL, &l, 0, 0);
-                    drain_deadline = Some(ctx.now + ctx.shared.limits.drain_timeout);
-                }
-                if let Some(l) = tls_listener.take() {
+            if ticker.tick(&mut ctx) {
+                for l in [listener.take(), tls_listener.take()].into_iter().flatten() {
                     let _ = ctl(&ep, libc::EPOLL_CTL_DEL, &l, 0, 0);
                 }
             }
-            let now = ctx.now;
-            ctx.files_mut().expire(now);
             let expired: Vec<usize> = conns
                 .iter_mut()
-                .filter_map(|(k, c)| {
-                    let next = super::guarded(&mut ctx, Some(Next::Close), |ctx| c.on_tick(ctx));
-                    (next == Some(Next::Close)).then_some(k)
-                })
+                .filter_map(|(k, c)| policy::expired(c, &mut ctx).then_some(k))
                 .collect();
             for k in expired {
                 close(&mut conns, k, &ctx);
             }
-            if let Some(deadline) = drain_deadline {
-                if conns.is_empty() || ctx.now >= deadline {
-                    let keys: Vec<usize> = conns.iter().map(|(k, _)| k).collect();
-                    for k in keys {
-                        close(&mut conns, k, &ctx);
-                    }
-                    return Ok(());
+            if ticker.finished(ctx.now, conns.len()) {
+                let keys: Vec<usize> = conns.iter().map(|(k, _)| k).collect();
+                for k in keys {
+                    close(&mut conns, k, &ctx);
                 }
+                return Ok(());
             }
         }
     }
@@ -177,13 +172,11 @@ fn accept_all(
             )
         };
         if fd < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EAGAIN | libc::EINTR) => return,
-                Some(libc::ECONNABORTED) => continue,
-                _ => {
-                    // EMFILE and the like: leave the rest queued; the next event retries.
-                    tracing::warn!(error = %e, "accept failed");
+            match AcceptError::of(io::Error::last_os_error().raw_os_error().unwrap_or(0)) {
+                AcceptError::Empty => return,
+                AcceptError::Aborted => continue,
+                AcceptError::Exhausted => {
+                    // Leave the rest queued; the next event retries.
                     std::thread::sleep(Duration::from_millis(1));
                     return;
                 }
@@ -198,7 +191,7 @@ fn accept_all(
         let key = entry.key();
         let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if ctl(ep, libc::EPOLL_CTL_ADD, conn.sock(), bits, key as u64).is_err() {
-            super::release(ctx);
+            policy::release(ctx);
             continue;
         }
         entry.insert(conn);
@@ -208,7 +201,7 @@ fn accept_all(
 fn close(conns: &mut Slab<Conn>, key: usize, ctx: &WorkerCtx) {
     if conns.try_remove(key).is_some() {
         // Dropping the Conn closes the socket, which also removes it from the epoll set.
-        super::release(ctx);
+        policy::release(ctx);
     }
 }
 

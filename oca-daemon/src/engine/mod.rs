@@ -1,12 +1,27 @@
-//! The I/O engines: one worker thread per core, each with its own listener and event loop.
+//! The I/O engines: one worker thread per core, each with its own listeners and event loop,
+//! driving the connections (`conn`) the same way through one contract.
+//!
+//! - [`contract`]: what a connection asks of its engine ([`contract::Next`]) and what an engine
+//!   declares it can do ([`contract::Capabilities`]);
+//! - [`policy`]: what both engines do the same way (admission at accept, accept errors, the
+//!   tick, draining, the panic guard);
+//! - [`uring`]: io_uring, the engine of choice: completions, splice, off-thread opens and the
+//!   cold (O_DIRECT) pipeline;
+//! - [`epoll`]: the fallback where io_uring is unavailable: readiness and sendfile only;
+//! - [`cold_io`], [`mapping`]: the cold path's buffers and queues, and the memory they live in.
+//!
+//! [`choose`] probes io_uring once at start and picks the engine; [`spawn`] starts the workers.
+//! The engines are an enum ([`Engine`]), not trait objects: the choice is made once per
+//! process, and each worker runs one engine's loop with no indirection per event.
 
 pub mod cold_io;
+pub mod contract;
 pub mod epoll;
 pub mod mapping;
+pub mod policy;
 pub mod uring;
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,8 +29,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::config::{BodyPath, EngineChoice};
-use crate::conn::{Conn, Shared, WorkerCtx};
-use crate::socket;
+use crate::worker::{Shared, WorkerCtx};
 
 /// How often workers check timeouts, draining and liveness.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -113,57 +127,4 @@ pub fn spawn(
         handles.push(handle);
     }
     Ok(handles)
-}
-
-/// Admits a new connection (from the TLS listener when `tls`) under the connection caps before
-/// anything is made for it; refused, it is answered 503 (plain HTTP only) and dropped.
-pub fn accept_admitted(sock: OwnedFd, ctx: &mut WorkerCtx, tls: bool) -> Option<Conn> {
-    let peer = socket2::SockRef::from(&sock)
-        .peer_addr()
-        .ok()
-        .and_then(|a| a.as_socket());
-    let ticket = match ctx.shared.metrics.admission.admit(peer.map(|p| p.ip())) {
-        Ok(t) => t,
-        Err(_) => {
-            if !tls {
-                // No HTTP before a TLS handshake; a plain client is told why.
-                refuse_unavailable(&sock, ctx);
-            }
-            return None;
-        }
-    };
-    let conn = match (&ctx.shared.tls, tls) {
-        (Some(setup), true) => Conn::new_tls(sock, ctx, peer, ticket, setup),
-        _ => Conn::new(sock, ctx, peer, ticket),
-    };
-    ctx.stats().opened();
-    Some(conn)
-}
-
-/// A best-effort 503 on a socket that gets no connection state.
-fn refuse_unavailable(sock: &OwnedFd, ctx: &mut WorkerCtx) {
-    let (mut out, mut segs) = (Vec::with_capacity(256), Vec::new());
-    crate::http::serve::standalone(503, ctx.date_cache(), &mut out, &mut segs);
-    if let Ok(n) = socket::send(sock.as_fd(), &out, false) {
-        ctx.stats().sent(n as u64);
-    }
-    ctx.stats().response(503, Duration::ZERO);
-}
-
-/// Releases the gauge of a closed connection (its place under the caps goes with the `Conn`).
-pub fn release(ctx: &WorkerCtx) {
-    ctx.stats().closed();
-}
-
-/// Runs connection code so that a bug in it drops that connection only, never the worker:
-/// a panic is logged and counted, and `on_panic` (closing the connection) is the answer.
-pub fn guarded<T>(ctx: &mut WorkerCtx, on_panic: T, f: impl FnOnce(&mut WorkerCtx) -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(|| f(ctx))) {
-        Ok(next) => next,
-        Err(_) => {
-            tracing::error!("internal error handling a connection; dropping it");
-            ctx.stats().dropped();
-            on_panic
-        }
-    }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use oca_store::{ContentId, OpenError, Store};
 
-use crate::metrics::Metrics;
+use crate::disk_health::DiskHealth;
 use crate::open_files::{Direct, NotOpened, OpenFile, OpenFiles};
 use crate::signed_urls::{Admitted, UrlAuth};
 use oca_protocol::signing::Rejection;
@@ -35,8 +35,8 @@ pub struct ServeCtx<'a> {
     pub boundary_state: &'a mut u64,
     /// Whether the server is draining (every response then closes its connection).
     pub draining: bool,
-    /// Counters, and which disks have failed.
-    pub metrics: &'a Metrics,
+    /// Which disks have failed (and the watch on blocking calls to them).
+    pub disks: &'a DiskHealth,
     /// Files not already open are opened by the engine, off the worker's thread.
     pub defer_opens: bool,
     /// The worker's index (its blocking disk operations are timed under it).
@@ -116,10 +116,10 @@ pub fn serve(
         Some(Some(r)) => Some(r),
         Some(None) => return simple(400, "", keep_alive),
     };
-    let metrics = ctx.metrics;
-    let failed = |d: usize| metrics.disk_failed(d);
+    let disks = ctx.disks;
+    let failed = |d: usize| disks.failed(d);
     let worker = ctx.worker;
-    let on_disk = |d: usize| Some(metrics.enter_disk(worker, d));
+    let on_disk = |d: usize| Some(disks.enter(worker, d));
     let opened = match ctx
         .files
         .open(ctx.store, id, ctx.now, &failed, ctx.defer_opens, &on_disk)

@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// Both engines; every behaviour test runs against each.
@@ -102,7 +104,7 @@ impl Server {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 // Logged first, so whoever hears of the line finds it in the log.
-                log2.lock().unwrap().push_str(&(line.clone() + "\n"));
+                log2.lock().push_str(&(line.clone() + "\n"));
                 if line.contains(" listening ") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line);
@@ -114,7 +116,7 @@ impl Server {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                panic!("daemon did not start; log:\n{}", log.lock().unwrap());
+                panic!("daemon did not start; log:\n{}", log.lock());
             }
         };
         let field = |name: &str| hwtests::addr_field(&line, name);
@@ -131,7 +133,7 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.lock().clone()
     }
 
     pub fn metrics(&self) -> String {
@@ -196,7 +198,8 @@ static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 fn reap_at_exit(pid: u32) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     extern "C" fn kill_all() {
-        if let Ok(pids) = LIVE.lock() {
+        // Never wait at exit: a lock held now belongs to a thread that will not run again.
+        if let Some(pids) = LIVE.try_lock() {
             for &pid in pids.iter() {
                 // SAFETY: signalling our own children.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -207,12 +210,12 @@ fn reap_at_exit(pid: u32) {
     ONCE.call_once(|| unsafe {
         libc::atexit(kill_all);
     });
-    LIVE.lock().unwrap().push(pid);
+    LIVE.lock().push(pid);
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        LIVE.lock().unwrap().retain(|&p| p != self.child.id());
+        LIVE.lock().retain(|&p| p != self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

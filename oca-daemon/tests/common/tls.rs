@@ -4,7 +4,9 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -113,7 +115,7 @@ pub struct TlsReader {
 impl Read for TlsReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            let mut conn = self.conn.lock().unwrap();
+            let mut conn = self.conn.lock();
             match conn.reader().read(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 other => return other,
@@ -149,7 +151,7 @@ impl Write for TlsWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut wire = Vec::new();
         let n = {
-            let mut conn = self.conn.lock().unwrap();
+            let mut conn = self.conn.lock();
             let n = conn.writer().write(buf)?;
             while conn.wants_write() {
                 conn.write_tls(&mut wire)?;

@@ -1,0 +1,82 @@
+//! The process's state, shared by the workers, the admin listener and `main`: its counters, the
+//! health of its disks, admission under the connection caps, and whether it is ready or draining.
+//!
+//! `main` builds one [`Process`] before the workers start, marks it ready once every listener
+//! is up, and starts draining on SIGTERM or SIGINT; the workers read [`Process::draining`] on
+//! every tick, the admin listener answers `/readyz` from [`Process::ready`]. Everything here is
+//! atomics (or the admission module's sharded locks, taken once per accept): nothing on a
+//! worker's hot path waits for another thread.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::admission::Admission;
+use crate::disk_health::DiskHealth;
+use crate::metrics::{self, Metrics};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+
+/// What the whole process shares.
+#[derive(Debug)]
+pub struct Process {
+    /// Counters, per worker and per disk.
+    pub metrics: Metrics,
+    /// Which disks have failed.
+    pub disks: DiskHealth,
+    /// The connection caps, and what they refused.
+    pub admission: Arc<Admission>,
+    /// Set once every listener is up; cleared when draining starts.
+    ready: AtomicBool,
+    /// Set when SIGTERM (or SIGINT) asks the workers to drain.
+    draining: AtomicBool,
+}
+
+impl Process {
+    /// A process not yet ready, with these parts.
+    pub fn new(metrics: Metrics, disks: DiskHealth, admission: Arc<Admission>) -> Process {
+        Process {
+            metrics,
+            disks,
+            admission,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Every listener is up: the process takes traffic.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Relaxed);
+    }
+
+    /// Whether the process takes new traffic (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Relaxed) && !self.draining()
+    }
+
+    /// Asks the workers to finish what they have and stop; the process is no longer ready.
+    pub fn start_draining(&self) {
+        self.ready.store(false, Relaxed);
+        self.draining.store(true, Relaxed);
+    }
+
+    /// Whether the workers are draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    /// The process's metrics in the OpenMetrics text format.
+    pub fn render_metrics(self: &Arc<Self>) -> String {
+        metrics::render(Scrape(self.clone()))
+    }
+}
+
+/// What a scrape encodes: the process's counters, its disks' health and its admission.
+#[derive(Debug)]
+struct Scrape(Arc<Process>);
+
+impl Collector for Scrape {
+    fn encode(&self, enc: DescriptorEncoder) -> std::fmt::Result {
+        let p = &self.0;
+        metrics::encode(&p.metrics, &p.disks, &p.admission, enc)
+    }
+}
