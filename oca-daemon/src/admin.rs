@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. It never serves content.
+//! The admin listener: `/metrics` (Prometheus), `/status` (JSON [`DaemonStatus`], what the fill
+//! agent reads), `/healthz`, `/readyz`. It never serves content.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,6 +10,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use oca_protocol::status::{DaemonStatus, DiskStatus, STATUS_PATH};
 
 use crate::metrics::{render, Metrics};
 
@@ -55,6 +57,7 @@ async fn handle(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render(&m),
         ),
+        STATUS_PATH => reply(StatusCode::OK, "application/json", status_json(&m)),
         "/healthz" if m.workers_alive(STALE_WORKER) => {
             reply(StatusCode::OK, "text/plain", "ok\n".into())
         }
@@ -74,6 +77,23 @@ async fn handle(
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     };
     Ok(resp)
+}
+
+/// The body of `GET /status`.
+fn status_json(m: &Metrics) -> String {
+    let status = DaemonStatus {
+        requests_total: m.responses_total(),
+        sent_bytes_total: m.sent_bytes_total(),
+        active_connections: m.active_connections().max(0) as u64,
+        disks: m
+            .disks()
+            .map(|(path, failed)| DiskStatus {
+                path: path.to_string(),
+                failed,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&status).expect("strings, numbers and booleans always serialize")
 }
 
 fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {

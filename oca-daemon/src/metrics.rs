@@ -410,6 +410,26 @@ impl Metrics {
     }
 }
 
+/// What the admin listener's `/status` reads.
+impl Metrics {
+    /// Responses sent, every status class.
+    pub fn responses_total(&self) -> u64 {
+        self.sum(|w| w.requests.iter().map(|r| r.load(Relaxed)).sum())
+    }
+
+    /// Bytes sent to clients.
+    pub fn sent_bytes_total(&self) -> u64 {
+        self.sum(|w| w.bytes_sent.load(Relaxed))
+    }
+
+    /// Each disk's path and whether it has been marked failed, in the store's order.
+    pub fn disks(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.disks
+            .iter()
+            .map(|d| (d.path.as_str(), d.failed.load(Relaxed)))
+    }
+}
+
 /// Renders [`Metrics`] in the Prometheus/OpenMetrics text format.
 pub fn render(metrics: &std::sync::Arc<Metrics>) -> String {
     let mut registry = Registry::default();
