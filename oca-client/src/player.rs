@@ -395,7 +395,6 @@ impl<'a> Session<'a> {
         self.sources.clear();
         self.from = 0;
         self.pos = 0;
-        self.cur = 0;
         self.slow_chunks = 0;
         self.failures = 0;
         self.progressed = Instant::now();
