@@ -1,5 +1,5 @@
 //! The lab's network: per site a network namespace joined to the host by a veth pair, with
-//! addresses 10.(100+n).<site>.1 (host) / .2 (site), a default route through the host, and both
+//! addresses `10.(100+n).<site>.1` (host) / .2 (site), a default route through the host, and both
 //! directions shaped to the site's link with tc. Needs root and iproute2.
 
 use std::process::Command;

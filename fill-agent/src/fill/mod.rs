@@ -14,7 +14,7 @@
 
 //!
 //! The modules, in the order a fill runs: this one schedules fills and places each on a disk,
-//! [`fetch`] downloads from one source, [`pace`] holds the source to a minimum rate and a
+//! [`mod@fetch`] downloads from one source, [`pace`] holds the source to a minimum rate and a
 //! deadline.
 
 pub mod fetch;
