@@ -22,7 +22,7 @@ pub struct Cli {
     /// Fill at once, ignoring the manifest's fill window.
     #[arg(long)]
     pub fill_now: bool,
-    /// The control plane's base URL, e.g. http://cp.example:7070.
+    /// The control plane's base URL, e.g. `http://cp.example:7070`.
     #[arg(long, value_name = "URL")]
     pub control_plane: Option<String>,
     /// This appliance's id.

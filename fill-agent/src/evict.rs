@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use oca_protocol::manifest::Manifest;
 use oca_store::ContentId;
 
-use crate::fill::{lock, Shared};
+use crate::shared::Shared;
 
 /// Whether the agent may act on `manifest`: an empty one while content is held is taken only
 /// when the control plane marks it intended (a control plane that lost its catalog or its
@@ -14,7 +14,7 @@ use crate::fill::{lock, Shared};
 pub fn acceptable(shared: &Shared, manifest: &Manifest) -> bool {
     !manifest.entries.is_empty()
         || manifest.intended_empty
-        || lock(&shared.inventory).held().next().is_none()
+        || shared.inventory.lock().held().next().is_none()
 }
 
 /// Eviction across cycles: what was planned, and the budget not yet spent.
@@ -37,7 +37,7 @@ impl Evictions {
             .map(|e| e.content_id.as_str())
             .collect();
         let (candidates, held_bytes) = {
-            let inv = lock(&shared.inventory);
+            let inv = shared.inventory.lock();
             let c: Vec<(String, usize, u64)> = inv
                 .held()
                 .filter(|(id, _)| !listed.contains(id.as_str()))
@@ -108,7 +108,7 @@ fn remove(shared: &Shared, id: &str, disk: usize) -> bool {
             return false;
         }
     }
-    lock(&shared.inventory).remove(id);
+    shared.inventory.lock().remove(id);
     true
 }
 
@@ -137,9 +137,10 @@ pub fn sweep_parts(shared: &Shared, manifest: &Manifest) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fill::{DiskHealth, TokenBucket};
+    use crate::bucket::TokenBucket;
+    use crate::disks::DiskHealth;
     use crate::inventory::Inventory;
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     fn store_with(dir: &std::path::Path, files: &[(&str, usize)]) -> Shared {
         let store = oca_store::Store::open(&[dir]).unwrap();
@@ -178,7 +179,7 @@ mod tests {
     }
 
     fn held(shared: &Shared) -> usize {
-        lock(&shared.inventory).held().count()
+        shared.inventory.lock().held().count()
     }
 
     #[test]
@@ -217,8 +218,8 @@ mod tests {
         assert!(acceptable(&shared, &manifest(&["a1"], false)));
         let mut ev = Evictions::default();
         ev.cycle(&shared, &manifest(&["a1"], false), 1.0);
-        assert!(lock(&shared.inventory).holds("a1"));
-        assert!(!lock(&shared.inventory).holds("a2"));
+        assert!(shared.inventory.lock().holds("a1"));
+        assert!(!shared.inventory.lock().holds("a2"));
         // Nothing held: an empty manifest is simply true.
         ev.cycle(&shared, &manifest(&[], true), 1.0);
         assert!(acceptable(&shared, &manifest(&[], false)));

@@ -1,17 +1,39 @@
 //! fill-agent: reports the appliance's health every interval, keeps oca-daemon's URL keys
 //! current, and fills the stores from the manifest (DESIGN.md "Fill", "Health report").
+//!
+//! This file is the agent's loop ([`Agent`]): each interval it reads oca-daemon's status, sends
+//! the health report, writes the keys, fetches a changed manifest, evicts and starts fills;
+//! between reports it starts fills as others end. The modules, from the bottom up:
+//!
+//! - `config`: the command line and the config file.
+//! - `disks`: each store disk's health and the free space on it.
+//! - `inventory`: what the stores hold, and the delta the next report carries.
+//! - `bucket`: the fill bandwidth cap.
+//! - `metrics`: the agent's own counters, on `/metrics` for Prometheus.
+//! - `shared`: the state the fills, the evictions and the report share.
+//! - `daemon`: what is read from oca-daemon's admin `/status` (load, failing disks).
+//! - `control_plane`: the client towards the control plane, and how its failures are logged.
+//! - `report`: the health report, built and sent.
+//! - `keys_file`: the URL keys from the reply, written where oca-daemon reads them.
+//! - `fill`: filling what the manifest lists and the stores lack (`fill::fetch` downloads from
+//!   one source, `fill::pace` holds a source to its minimum rate).
+//! - `evict`: deleting what the manifest no longer lists, within a budget.
 
+mod bucket;
 mod config;
 mod control_plane;
-mod disk_space;
+mod daemon;
+mod disks;
 mod evict;
 mod fill;
 mod inventory;
+mod keys_file;
 mod metrics;
 mod report;
+mod shared;
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -19,12 +41,17 @@ use clap::Parser;
 use oca_protocol::health::HealthReply;
 use oca_protocol::manifest::Manifest;
 use oca_store::Store;
+use parking_lot::Mutex;
 
+use crate::bucket::TokenBucket;
 use crate::config::{Cli, Config};
+use crate::daemon::LoadSample;
+use crate::disks::DiskHealth;
 use crate::evict::Evictions;
-use crate::fill::{DiskHealth, Fills, Limits, Shared, TokenBucket};
+use crate::fill::pace::Limits;
+use crate::fill::Fills;
 use crate::inventory::Inventory;
-use crate::report::LoadSample;
+use crate::shared::Shared;
 
 fn main() -> ExitCode {
     oca_service::init_logging();
@@ -80,7 +107,7 @@ impl Watchdog {
         };
         // The loop may wait this long for oca-daemon's admin port and the control plane
         // without pinging; past half the interval systemd may kill it while it is fine.
-        let blocked = report::ADMIN_TIMEOUT + cfg.control_plane_timeout;
+        let blocked = daemon::ADMIN_TIMEOUT + cfg.control_plane_timeout;
         if blocked >= interval / 2 {
             tracing::warn!(watchdog_ms = interval.as_millis() as u64, blocked_ms = blocked.as_millis() as u64,
                 "control_plane_timeout is long for the watchdog: a stalled control plane may get the agent restarted");
@@ -186,15 +213,15 @@ impl Agent {
     /// on with its last manifest.
     async fn exchange(&mut self) {
         let sampled = match &self.cfg.daemon_admin {
-            Some(a) => report::sample_load(&self.cp, a).await,
+            Some(a) => daemon::sample_load(&self.cp, a).await,
             None => None,
         };
         let now_load = sampled.as_ref().map(|(l, _)| *l);
         if let Some((_, failed)) = &sampled {
-            report::apply_failed_disks(&self.shared, failed);
+            daemon::apply_failed_disks(&self.shared, failed);
         }
-        report::reevaluate_full(&self.shared);
-        let serving = report::serving(self.load, now_load, self.cfg.capacity_bps);
+        disks::reevaluate_full(&self.shared.store, &mut self.shared.disks.lock());
+        let serving = daemon::serving(self.load, now_load, self.cfg.capacity_bps);
         self.load = now_load.or(self.load);
         let health = report::build(&self.cfg, &self.shared, serving);
         let bound = self.cfg.control_plane_timeout;
@@ -208,13 +235,13 @@ impl Agent {
             Ok(reply) => reply,
             Err(e) => {
                 // The errors were not taken: keep them for the next report.
-                fill::lock(&self.shared.errors).extend(health.fill_errors);
+                self.shared.errors.lock().extend(health.fill_errors);
                 control_plane::log_failure(&self.cfg.control_plane, "health report not taken", &e);
                 return;
             }
         };
         self.interval = Duration::from_secs(reply.report_interval_secs.clamp(1, 3600));
-        match report::write_keys(&self.cfg.keys, &reply) {
+        match keys_file::write_keys(&self.cfg.keys, &reply) {
             Ok(true) => tracing::info!(path = %self.cfg.keys.display(), "URL keys updated"),
             Ok(false) => {}
             Err(e) => tracing::error!(error = format!("{e:#}"), "writing URL keys"),
@@ -248,7 +275,7 @@ impl Agent {
         if !evict::acceptable(&self.shared, &m) {
             tracing::error!(
                 version = m.version,
-                held = fill::lock(&self.shared.inventory).held().count(),
+                held = self.shared.inventory.lock().held().count(),
                 "refusing an empty manifest not marked intended_empty: keeping the last one, evicting nothing"
             );
             self.shared.metrics.manifests_refused.inc();
@@ -292,7 +319,7 @@ impl Agent {
     }
 
     fn window_open(&self, m: &Manifest) -> bool {
-        let minute = ((unix_now() % 86_400) / 60) as u16;
+        let minute = ((fill::unix_now() % 86_400) / 60) as u16;
         self.cfg.fill_now || m.fill_window.is_none_or(|w| w.contains(minute))
     }
 }
@@ -322,10 +349,4 @@ async fn fetch_manifest(
     Ok(Some(
         serde_json::from_slice(&body).context("parsing the manifest")?,
     ))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -9,11 +9,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hwtests::content_bytes;
 use hwtests::proc::Proc;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -129,7 +130,7 @@ impl FakeCp {
         let state = Arc::new(Mutex::new(CpState::default()));
         let s = state.clone();
         let addr = serve(move |req, conn| {
-            let mut st = s.lock().unwrap();
+            let mut st = s.lock();
             if st.stall {
                 // Accepted, read, never answered.
                 st.stalled_since.get_or_insert_with(Instant::now);
@@ -171,18 +172,18 @@ impl FakeCp {
 
     /// Serves a new manifest version.
     fn set_manifest(&self, entries: Vec<Value>, intended_empty: bool) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         st.version += 1;
         st.manifest = json!({"fill_window": null, "rate_limit_bps": 0, "entries": entries,
             "intended_empty": intended_empty});
     }
 
     fn stall(&self) {
-        self.state.lock().unwrap().stall = true;
+        self.state.lock().stall = true;
     }
 
     fn last_report(&self) -> Value {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         st.reports.last().cloned().unwrap_or(Value::Null)
     }
 }
@@ -210,9 +211,9 @@ impl Sources {
             let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
             let mut parts = path.trim_start_matches('/').splitn(2, '/');
             let (mode, id) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let body = f.lock().unwrap().get(id).cloned();
+            let body = f.lock().get(id).cloned();
             let range = req.headers.get("range").cloned();
-            l.lock().unwrap().push(Request {
+            l.lock().push(Request {
                 method: req.method.clone(),
                 path: req.path.clone(),
                 headers: req.headers.clone(),
@@ -229,7 +230,7 @@ impl Sources {
             let close = ("Connection", "close".to_string());
             let _ = match mode {
                 "redirect" => {
-                    let to = format!("http://{}/canary/{id}", me.lock().unwrap().unwrap());
+                    let to = format!("http://{}/canary/{id}", me.lock().unwrap());
                     head(
                         conn,
                         "302 Found",
@@ -274,7 +275,7 @@ impl Sources {
             };
             false
         });
-        *addr.lock().unwrap() = Some(bound);
+        *addr.lock() = Some(bound);
         Sources {
             addr: bound,
             files,
@@ -286,10 +287,7 @@ impl Sources {
     /// Adds a file of `len` bytes (the test's deterministic bytes for `id`); returns them.
     fn add(&self, id: &str, len: usize) -> Vec<u8> {
         let body = content_bytes(id, len);
-        self.files
-            .lock()
-            .unwrap()
-            .insert(id.to_string(), body.clone());
+        self.files.lock().insert(id.to_string(), body.clone());
         body
     }
 
@@ -300,7 +298,7 @@ impl Sources {
     /// A manifest entry for `id` with sources of the given modes (`mode` or `mode?query`), in
     /// order.
     fn entry(&self, id: &str, modes: &[&str]) -> Value {
-        let body = self.files.lock().unwrap()[id].clone();
+        let body = self.files.lock()[id].clone();
         let sources: Vec<Value> = modes
             .iter()
             .map(|m| {
@@ -318,7 +316,6 @@ impl Sources {
     fn requests(&self, path_prefix: &str) -> Vec<HashMap<String, String>> {
         self.log
             .lock()
-            .unwrap()
             .iter()
             .filter(|r| r.path.starts_with(path_prefix))
             .map(|r| r.headers.clone())
@@ -546,7 +543,7 @@ impl Notify {
             let mut buf = [0u8; 4096];
             while let Ok(n) = sock.recv(&mut buf) {
                 let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                g.lock().unwrap().push((Instant::now(), msg));
+                g.lock().push((Instant::now(), msg));
             }
         });
         Notify { path, got }
@@ -555,7 +552,6 @@ impl Notify {
     fn pings_between(&self, from: Instant, to: Instant) -> usize {
         self.got
             .lock()
-            .unwrap()
             .iter()
             .filter(|(t, m)| *t >= from && *t < to && m.contains("WATCHDOG=1"))
             .count()
@@ -610,7 +606,7 @@ fn a_stalled_control_plane_costs_a_timeout_and_the_watchdog_follows_the_loop() {
     let app = Appliance::new();
     let (agent, notify) = watched_agent(&bin, &app, &cp, "600");
     wait_until("a few reports", Duration::from_secs(20), || {
-        cp.state.lock().unwrap().reports.len() >= 2
+        cp.state.lock().reports.len() >= 2
     });
     let before = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
@@ -623,9 +619,9 @@ fn a_stalled_control_plane_costs_a_timeout_and_the_watchdog_follows_the_loop() {
     wait_until(
         "the agent is stuck on the control plane",
         Duration::from_secs(10),
-        || cp.state.lock().unwrap().stalled_since.is_some(),
+        || cp.state.lock().stalled_since.is_some(),
     );
-    let stuck = cp.state.lock().unwrap().stalled_since.unwrap() + Duration::from_millis(700);
+    let stuck = cp.state.lock().stalled_since.unwrap() + Duration::from_millis(700);
     std::thread::sleep(Duration::from_secs(5));
     let pings = notify.pings_between(stuck, Instant::now());
     assert_eq!(pings, 0, "keep-alives from a stuck loop:\n{}", agent.log());
@@ -807,9 +803,7 @@ impl TlsCp {
                     let conn = rustls::ServerConnection::new(config).unwrap();
                     let mut r = BufReader::new(rustls::StreamOwned::new(conn, tcp));
                     while let Some(req) = read_request(&mut r) {
-                        s.lock()
-                            .unwrap()
-                            .push(format!("{} {}", req.method, req.path));
+                        s.lock().push(format!("{} {}", req.method, req.path));
                         let h = [("Content-Length", "0".to_string())];
                         if head(r.get_mut(), "503 Service Unavailable", &h).is_err() {
                             break;
@@ -857,7 +851,7 @@ fn an_untrusted_control_plane_is_refused_with_the_reason_and_plain_http_stays_on
         assert!(agent.child.try_wait().unwrap().is_none(), "keeps going");
     }
     assert!(
-        cp.seen.lock().unwrap().is_empty(),
+        cp.seen.lock().is_empty(),
         "nothing sent past a failed handshake"
     );
 
@@ -870,7 +864,6 @@ fn an_untrusted_control_plane_is_refused_with_the_reason_and_plain_http_stays_on
     wait_until("a report over TLS", Duration::from_secs(20), || {
         cp.seen
             .lock()
-            .unwrap()
             .iter()
             .any(|l| l == "POST /v1/appliances/a1/health")
     });

@@ -3,12 +3,21 @@
 //! throughput) → range chunks from the fastest, paced by a playback buffer → on an error, a stall
 //! or a link too slow for the rendition, the next appliance, resuming at the byte reached → a
 //! lower rendition when no appliance can carry the current one → SHA-256 of the file at the end.
+//!
+//! [`play`] runs a [`Session`] through its [`State`]s: asking the control plane, probing the
+//! appliances it offers for a rendition to start at, streaming chunks, failing over to another
+//! appliance, backing off before asking again, verifying the file, and done or given up. Each
+//! transition is one method of the session. What goes over the wire to the appliances is in
+//! `appliances`, the playback buffer's clock in `clock`.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use oca_protocol::playback::{Device, PlayAnswer, PlayRequest, Rendition};
 use sha2::{Digest, Sha256};
+
+use crate::appliances::{fetch, fetch_from_any, locate_mismatch, probe, Offer, Probed};
+use crate::clock::Clock;
 
 /// How a session plays.
 #[derive(Clone, Debug)]
@@ -85,23 +94,6 @@ pub struct Progress {
     pub bps: f64,
     /// Switches so far.
     pub switches: u32,
-}
-
-/// An offered appliance, as probed.
-#[derive(Clone, Debug)]
-struct Offer {
-    url: String,
-    host: String,
-    ttfb: Duration,
-    bps: f64,
-}
-
-fn host_of(url: &str) -> String {
-    url.split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or(url)
-        .to_string()
 }
 
 /// The control plane said no.
@@ -211,163 +203,6 @@ pub async fn play_request(client: &reqwest::Client, o: &Options) -> Result<PlayA
     Ok(answer)
 }
 
-/// Fetches `range` (inclusive) of `url` within `stall` per read; returns the bytes and the time
-/// to the first byte.
-async fn fetch(
-    client: &reqwest::Client,
-    url: &str,
-    first: u64,
-    last: u64,
-    stall: Duration,
-) -> Result<(Vec<u8>, Duration)> {
-    let started = Instant::now();
-    let resp = tokio::time::timeout(
-        stall,
-        client
-            .get(url)
-            .header(reqwest::header::RANGE, format!("bytes={first}-{last}"))
-            .send(),
-    )
-    .await
-    .context("no answer (stall)")??;
-    let ttfb = started.elapsed();
-    if resp.status().as_u16() != 206 {
-        bail!("answered {}", resp.status());
-    }
-    let want = (last - first + 1) as usize;
-    let mut out = Vec::with_capacity(want);
-    let mut resp = resp;
-    while out.len() < want {
-        match tokio::time::timeout(stall, resp.chunk()).await {
-            Err(_) => bail!("stalled after {} bytes", out.len()),
-            Ok(Err(e)) => bail!("cut after {} bytes: {e}", out.len()),
-            Ok(Ok(None)) => bail!("short answer: {} of {want} bytes", out.len()),
-            Ok(Ok(Some(c))) => out.extend_from_slice(&c),
-        }
-    }
-    out.truncate(want);
-    Ok((out, ttfb))
-}
-
-/// What a probe of a rendition's URLs found.
-struct Probed {
-    /// The appliances that answered, fastest first.
-    offers: Vec<Offer>,
-    /// Why the others did not: "host: error".
-    failures: Vec<String>,
-}
-
-impl Probed {
-    /// Says why no appliance answered.
-    fn nobody(&self) -> anyhow::Error {
-        anyhow::anyhow!(
-            "no offered appliance answered a probe ({})",
-            if self.failures.is_empty() {
-                "none offered".to_string()
-            } else {
-                self.failures.join("; ")
-            }
-        )
-    }
-}
-
-/// Fetches every range again and names the ones whose bytes differ, with the appliance that
-/// sent them: a hash mismatch is a serious fault, and its report must say where to look.
-async fn locate_mismatch(
-    client: &reqwest::Client,
-    offers: &[Offer],
-    sources: &[(u64, u64, String)],
-    data: &[u8],
-    stall: Duration,
-) -> String {
-    let mut found = Vec::new();
-    for (first, last, host) in sources {
-        match fetch_from_any(client, offers, 0, *first, *last, stall).await {
-            Ok(again) if again[..] != data[*first as usize..=*last as usize] => {
-                let at = again
-                    .iter()
-                    .zip(&data[*first as usize..])
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(0) as u64;
-                found.push(format!(
-                    "bytes {first}-{last} from {host} differ from a second fetch (first at {})",
-                    first + at
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => found.push(format!("bytes {first}-{last}: cannot fetch again: {e:#}")),
-        }
-        if found.len() >= 3 {
-            break;
-        }
-    }
-    if found.is_empty() {
-        "every range matches a second fetch: the play answer's SHA-256 or the file is wrong".into()
-    } else {
-        found.join("; ")
-    }
-}
-
-/// Fetches a range from the offers in turn, starting at `first`, until one answers.
-async fn fetch_from_any(
-    client: &reqwest::Client,
-    offers: &[Offer],
-    first: usize,
-    from: u64,
-    last: u64,
-    stall: Duration,
-) -> Result<Vec<u8>> {
-    let mut errors = Vec::new();
-    for i in (0..offers.len()).map(|k| (first + k) % offers.len()) {
-        match fetch(client, &offers[i].url, from, last, stall).await {
-            Ok((bytes, _)) => return Ok(bytes),
-            Err(e) => errors.push(format!("{}: {e:#}", offers[i].host)),
-        }
-    }
-    bail!(
-        "no appliance served bytes {from}-{last}: {}",
-        errors.join("; ")
-    )
-}
-
-/// Probes every URL of a rendition at once.
-async fn probe(client: &reqwest::Client, r: &Rendition, o: &Options, bytes: &mut u64) -> Probed {
-    let last = o.probe.min(r.size).saturating_sub(1);
-    let mut tasks = tokio::task::JoinSet::new();
-    for url in r.urls.clone() {
-        let (client, stall) = (client.clone(), o.stall);
-        tasks.spawn(async move {
-            let t = Instant::now();
-            let got = fetch(&client, &url, 0, last, stall).await;
-            (url, got, t.elapsed())
-        });
-    }
-    let mut offers = Vec::new();
-    let mut failures = Vec::new();
-    while let Some(Ok((url, got, took))) = tasks.join_next().await {
-        match got {
-            Ok((data, ttfb)) => {
-                *bytes += data.len() as u64;
-                let transfer = took.saturating_sub(ttfb).as_secs_f64().max(1e-4);
-                offers.push(Offer {
-                    host: host_of(&url),
-                    url,
-                    ttfb,
-                    // Small probes are dominated by the first byte: count both.
-                    bps: data.len() as f64 * 8.0 / (transfer + ttfb.as_secs_f64()),
-                });
-            }
-            Err(e) => {
-                tracing::debug!(url = %host_of(&url), error = %format!("{e:#}"), "probe failed");
-                failures.push(format!("{}: {e:#}", host_of(&url)));
-            }
-        }
-    }
-    offers.sort_by(|a, b| b.bps.total_cmp(&a.bps).then(a.ttfb.cmp(&b.ttfb)));
-    failures.sort();
-    Probed { offers, failures }
-}
-
 /// Starts at the best rendition some offered appliance can carry: each rendition's URLs are
 /// probed, highest bitrate first, until the fastest answer carries it. When none is carried,
 /// the lowest rendition that some appliance answered for: a lower one that nobody holding it
@@ -380,7 +215,7 @@ async fn start_rendition(
 ) -> (usize, Probed) {
     let mut answered: Option<(usize, Probed)> = None;
     for (ri, r) in answer.renditions.iter().enumerate() {
-        let probed = probe(client, r, o, bytes).await;
+        let probed = probe(client, r, o.probe, o.stall, bytes).await;
         let needed = f64::from(r.bitrate_kbps) * 1000.0 * o.headroom;
         if probed.offers.first().is_some_and(|b| b.bps >= needed) {
             return (ri, probed);
@@ -416,7 +251,7 @@ async fn resteer(
             );
         };
         s.resteers += 1;
-        let probed = probe(client, again, o, &mut s.bytes).await;
+        let probed = probe(client, again, o.probe, o.stall, &mut s.bytes).await;
         if !probed.offers.is_empty() {
             return Ok(probed.offers);
         }
@@ -427,45 +262,60 @@ async fn resteer(
     }
 }
 
-/// The playback clock: media buffered against media played.
-struct Clock {
-    speed: f64,
-    started: Option<Instant>,
-    buffered: f64,
-    played: f64,
-    last: Instant,
-    rebuffer: f64,
+/// Where a session is; each state is left by one method of [`Session`].
+enum State {
+    /// Asking the control plane for the title: the first time, or `again` after no offered
+    /// appliance answered.
+    Asking { again: bool },
+    /// Probing the offered appliances for the best rendition one of them carries.
+    Probing,
+    /// No offered appliance answered a probe: waiting before asking again.
+    BackingOff(Probed),
+    /// Fetching the next chunk from the current appliance.
+    Streaming,
+    /// Three whole chunks in a row slower than the rendition needs: a faster appliance, or a
+    /// lower rendition.
+    TooSlow,
+    /// The current appliance failed with this error: the next one, or appliances anew.
+    FailingOver(anyhow::Error),
+    /// Every byte of the rendition received from where it was entered: the part before is
+    /// fetched and the file's SHA-256 checked.
+    Verifying,
+    /// Played to the end (verified or not: the summary says).
+    Done,
+    /// The session cannot go on.
+    GivenUp(anyhow::Error),
 }
 
-impl Clock {
-    fn advance(&mut self) {
-        let now = Instant::now();
-        if self.started.is_some() && self.speed > 0.0 {
-            let can = (now - self.last).as_secs_f64() * self.speed;
-            let room = (self.buffered - self.played).max(0.0);
-            if can > room {
-                self.rebuffer += (can - room) / self.speed;
-            }
-            self.played += can.min(room);
-        }
-        self.last = now;
-    }
-
-    fn add(&mut self, media_secs: f64) {
-        self.advance();
-        self.started.get_or_insert_with(Instant::now);
-        self.buffered += media_secs;
-    }
-
-    /// How long to wait before the buffer has room below `target` seconds.
-    fn wait(&mut self, target: f64) -> Duration {
-        self.advance();
-        if self.speed <= 0.0 {
-            return Duration::ZERO;
-        }
-        let ahead = self.buffered - self.played - target;
-        Duration::from_secs_f64((ahead / self.speed).max(0.0))
-    }
+/// One playback session: what it was offered, where it is in the file, and what it did.
+struct Session<'a> {
+    client: &'a reqwest::Client,
+    o: &'a Options,
+    started: Instant,
+    /// The player gives up asking the control plane at this point.
+    deadline: Instant,
+    s: Summary,
+    clock: Clock,
+    backoff: Backoff,
+    answer: PlayAnswer,
+    /// The rendition being played: its index in the answer, and itself.
+    ri: usize,
+    r: Rendition,
+    data: Vec<u8>,
+    /// Where each range of `data` came from, to say which appliance sent wrong bytes.
+    sources: Vec<(u64, u64, String)>,
+    /// First byte of the current rendition this session received.
+    from: u64,
+    pos: u64,
+    offers: Vec<Offer>,
+    /// Index in `offers` of the appliance in use.
+    cur: usize,
+    /// Appliances that failed since the last probe: not tried again until probed again.
+    failed: Vec<bool>,
+    slow_chunks: u32,
+    failures: usize,
+    /// When the last chunk arrived: the player gives up `give_up` after it.
+    progressed: Instant,
 }
 
 /// Plays one session; `progress` is called after every chunk.
@@ -474,161 +324,257 @@ pub async fn play(
     o: &Options,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<Summary> {
-    let started = Instant::now();
-    let mut s = Summary::default();
-    let deadline = started + o.give_up;
-    let mut answer = play_request_retrying(client, o, deadline, &mut s.resteers).await?;
-    s.title = answer.title.clone();
-    let mut clock = Clock {
-        speed: o.speed,
-        started: None,
-        buffered: 0.0,
-        played: 0.0,
-        last: Instant::now(),
-        rebuffer: 0.0,
-    };
-    // Start at the best rendition some appliance can carry; when none answers, ask again.
-    let mut backoff = Backoff::until(deadline);
-    let (mut ri, mut offers) = loop {
-        let (ri, probed) = start_rendition(client, &answer, o, &mut s.bytes).await;
-        if !probed.offers.is_empty() {
-            break (ri, probed.offers);
+    let mut session = Session::new(client, o);
+    let mut state = State::Asking { again: false };
+    loop {
+        let next = match state {
+            State::Asking { again } => session.ask(again).await,
+            State::Probing => session.probe_start().await,
+            State::BackingOff(probed) => session.back_off(probed).await,
+            State::Streaming => session.stream(progress).await,
+            State::TooSlow => session.too_slow().await,
+            State::FailingOver(e) => session.fail_over(e).await,
+            State::Verifying => session.verify().await,
+            State::Done => return Ok(session.summary()),
+            State::GivenUp(e) => return Err(e),
+        };
+        state = next.unwrap_or_else(State::GivenUp);
+    }
+}
+
+impl<'a> Session<'a> {
+    fn new(client: &'a reqwest::Client, o: &'a Options) -> Session<'a> {
+        let started = Instant::now();
+        let deadline = started + o.give_up;
+        Session {
+            client,
+            o,
+            started,
+            deadline,
+            s: Summary::default(),
+            clock: Clock::new(o.speed),
+            backoff: Backoff::until(deadline),
+            answer: PlayAnswer::default(),
+            ri: 0,
+            r: Rendition::default(),
+            data: Vec::new(),
+            sources: Vec::new(),
+            from: 0,
+            pos: 0,
+            offers: Vec::new(),
+            cur: 0,
+            failed: Vec::new(),
+            slow_chunks: 0,
+            failures: 0,
+            progressed: Instant::now(),
         }
+    }
+
+    /// Asks the control plane until it answers (or the failure is one that will not pass).
+    async fn ask(&mut self, again: bool) -> Result<State> {
+        self.answer =
+            play_request_retrying(self.client, self.o, self.deadline, &mut self.s.resteers).await?;
+        if again {
+            self.s.resteers += 1;
+        } else {
+            self.s.title = self.answer.title.clone();
+        }
+        Ok(State::Probing)
+    }
+
+    /// Starts at the best rendition some appliance can carry; when none answers, backs off.
+    async fn probe_start(&mut self) -> Result<State> {
+        let (ri, probed) =
+            start_rendition(self.client, &self.answer, self.o, &mut self.s.bytes).await;
+        if probed.offers.is_empty() {
+            return Ok(State::BackingOff(probed));
+        }
+        self.ri = ri;
+        self.r = self.answer.renditions[ri].clone();
+        self.data = vec![0u8; self.r.size as usize];
+        self.sources.clear();
+        self.from = 0;
+        self.pos = 0;
+        self.slow_chunks = 0;
+        self.failures = 0;
+        self.progressed = Instant::now();
+        self.take_offers(probed.offers);
+        Ok(State::Streaming)
+    }
+
+    /// Waits before asking again; gives up when the next try would come past the deadline.
+    async fn back_off(&mut self, probed: Probed) -> Result<State> {
         tracing::info!(error = %probed.nobody(), "asking the control plane again");
-        if !backoff.pause().await {
+        if !self.backoff.pause().await {
             return Err(probed.nobody());
         }
-        answer = play_request_retrying(client, o, deadline, &mut s.resteers).await?;
-        s.resteers += 1;
-    };
-    let mut r = answer.renditions[ri].clone();
-    let mut data = vec![0u8; r.size as usize];
-    // Where each range of `data` came from, to say which appliance sent wrong bytes.
-    let mut sources: Vec<(u64, u64, String)> = Vec::new();
-    let mut from = 0u64; // first byte of the current rendition this session received
-    let mut pos = 0u64;
-    let mut cur = 0usize; // index in offers
-    let mut slow_chunks = 0;
-    let mut failures = 0;
-    // When the last chunk arrived: the player gives up `give_up` after it.
-    let mut progressed = Instant::now();
-    // Appliances that failed since the last probe: not tried again until probed again.
-    let mut failed = vec![false; offers.len()];
-    while pos < r.size {
-        tokio::time::sleep(clock.wait(o.buffer_secs)).await;
+        Ok(State::Asking { again: true })
+    }
+
+    /// Fetches the next chunk, paced by the playback buffer.
+    async fn stream(&mut self, progress: &mut (dyn FnMut(&Progress) + Send + '_)) -> Result<State> {
+        let (o, r) = (self.o, &self.r);
+        if self.pos >= r.size {
+            return Ok(State::Verifying);
+        }
+        tokio::time::sleep(self.clock.wait(o.buffer_secs)).await;
+        let pos = self.pos;
         let last = (pos + o.chunk).min(r.size) - 1;
-        let offer = offers[cur].clone();
+        let offer = self.offers[self.cur].clone();
         let t = Instant::now();
-        match fetch(client, &offer.url, pos, last, o.stall).await {
-            Ok((bytes, _)) => {
-                failures = 0;
-                progressed = Instant::now();
-                let n = bytes.len() as u64;
-                data[pos as usize..=last as usize].copy_from_slice(&bytes);
-                sources.push((pos, last, offer.host.clone()));
-                s.bytes += n;
-                if !s.appliances.contains(&offer.host) {
-                    s.appliances.push(offer.host.clone());
-                }
-                pos += n;
-                let bps = n as f64 * 8.0 / t.elapsed().as_secs_f64().max(1e-6);
-                clock.add(n as f64 * 8.0 / (f64::from(r.bitrate_kbps) * 1000.0));
-                progress(&Progress {
-                    pos,
-                    size: r.size,
-                    resolution: r.resolution,
-                    appliance: offer.host.clone(),
-                    bps,
-                    switches: s.switches,
-                });
-                // A whole chunk (not the file's last bytes) slower than the rendition needs.
-                let needed = f64::from(r.bitrate_kbps) * 1000.0 * o.headroom;
-                if n == o.chunk && bps < needed {
-                    slow_chunks += 1;
+        let bytes = match fetch(self.client, &offer.url, pos, last, o.stall).await {
+            Ok((bytes, _)) => bytes,
+            Err(e) => return Ok(State::FailingOver(e)),
+        };
+        self.failures = 0;
+        self.progressed = Instant::now();
+        let n = bytes.len() as u64;
+        self.data[pos as usize..=last as usize].copy_from_slice(&bytes);
+        self.sources.push((pos, last, offer.host.clone()));
+        self.s.bytes += n;
+        if !self.s.appliances.contains(&offer.host) {
+            self.s.appliances.push(offer.host.clone());
+        }
+        self.pos += n;
+        let bps = n as f64 * 8.0 / t.elapsed().as_secs_f64().max(1e-6);
+        self.clock
+            .add(n as f64 * 8.0 / (f64::from(r.bitrate_kbps) * 1000.0));
+        progress(&Progress {
+            pos: self.pos,
+            size: r.size,
+            resolution: r.resolution,
+            appliance: offer.host.clone(),
+            bps,
+            switches: self.s.switches,
+        });
+        // A whole chunk (not the file's last bytes) slower than the rendition needs.
+        if n == o.chunk && bps < self.needed() {
+            self.slow_chunks += 1;
+        } else {
+            self.slow_chunks = 0;
+        }
+        if self.slow_chunks >= 3 && self.pos < r.size {
+            self.slow_chunks = 0;
+            return Ok(State::TooSlow);
+        }
+        Ok(State::Streaming)
+    }
+
+    /// The link to the current appliance is too slow: another that probed fast enough, else the
+    /// next rendition down, at the same point of the title.
+    async fn too_slow(&mut self) -> Result<State> {
+        let needed = self.needed();
+        let (offers, cur, failed) = (&self.offers, self.cur, &self.failed);
+        let faster = (0..offers.len()).find(|&i| i != cur && !failed[i] && offers[i].bps >= needed);
+        if let Some(next) = faster {
+            tracing::info!(from = %offers[cur].host, to = %offers[next].host, "link too slow; switching appliance");
+            self.cur = next;
+            self.s.switches += 1;
+        } else if self.ri + 1 < self.answer.renditions.len() {
+            // Nobody carries this rendition.
+            self.drop_rendition().await?;
+        }
+        Ok(State::Streaming)
+    }
+
+    /// Moves to the next rendition down at the same point of the title, with its appliances
+    /// probed (or asked for anew).
+    async fn drop_rendition(&mut self) -> Result<()> {
+        let (client, o) = (self.client, self.o);
+        self.ri += 1;
+        let lower = self.answer.renditions[self.ri].clone();
+        let at = (self.pos as f64 / self.r.size as f64 * lower.size as f64) as u64;
+        tracing::info!(
+            from = self.r.resolution,
+            to = lower.resolution,
+            "dropping the bitrate"
+        );
+        self.s.rendition_drops += 1;
+        self.r = lower;
+        self.data = vec![0u8; self.r.size as usize];
+        self.sources.clear();
+        self.from = at;
+        self.pos = at;
+        let mut offers = probe(client, &self.r, o.probe, o.stall, &mut self.s.bytes)
+            .await
+            .offers;
+        if offers.is_empty() {
+            offers = resteer(client, o, &self.r, &mut self.s, Instant::now() + o.give_up).await?;
+        }
+        self.take_offers(offers);
+        Ok(())
+    }
+
+    /// The current appliance failed: the next one not failed since the last probe; when every
+    /// one has, the offers probed again, or appliances asked for anew.
+    async fn fail_over(&mut self, e: anyhow::Error) -> Result<State> {
+        let (client, o) = (self.client, self.o);
+        let host = &self.offers[self.cur].host;
+        tracing::info!(appliance = %host, error = %e, at = self.pos, "appliance failed; switching");
+        self.failures += 1;
+        self.s.switches += 1;
+        self.failed[self.cur] = true;
+        if self.failures > 3 * (self.offers.len() + 1) {
+            bail!("every offered appliance failed: last {e:#}");
+        }
+        match (0..self.offers.len()).find(|&i| !self.failed[i]) {
+            Some(next) => self.cur = next,
+            None => {
+                // Everyone failed: look again at who answers, then ask the control plane for
+                // appliances anew.
+                let again = probe(client, &self.r, o.probe, o.stall, &mut self.s.bytes).await;
+                let offers = if again.offers.is_empty() {
+                    resteer(client, o, &self.r, &mut self.s, self.progressed + o.give_up).await?
                 } else {
-                    slow_chunks = 0;
-                }
-                if slow_chunks >= 3 && pos < r.size {
-                    slow_chunks = 0;
-                    // Another appliance that probed faster than this one carries now?
-                    let faster = (0..offers.len())
-                        .find(|&i| i != cur && !failed[i] && offers[i].bps >= needed);
-                    if let Some(next) = faster {
-                        tracing::info!(from = %offer.host, to = %offers[next].host, "link too slow; switching appliance");
-                        cur = next;
-                        s.switches += 1;
-                    } else if ri + 1 < answer.renditions.len() {
-                        // Nobody carries this rendition: the next one down, at the same point
-                        // of the title.
-                        ri += 1;
-                        let lower = answer.renditions[ri].clone();
-                        let at = (pos as f64 / r.size as f64 * lower.size as f64) as u64;
-                        tracing::info!(
-                            from = r.resolution,
-                            to = lower.resolution,
-                            "dropping the bitrate"
-                        );
-                        s.rendition_drops += 1;
-                        r = lower;
-                        data = vec![0u8; r.size as usize];
-                        sources.clear();
-                        from = at;
-                        pos = at;
-                        offers = probe(client, &r, o, &mut s.bytes).await.offers;
-                        if offers.is_empty() {
-                            offers =
-                                resteer(client, o, &r, &mut s, Instant::now() + o.give_up).await?;
-                        }
-                        failed = vec![false; offers.len()];
-                        cur = 0;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::info!(appliance = %offer.host, error = %e, at = pos, "appliance failed; switching");
-                failures += 1;
-                s.switches += 1;
-                failed[cur] = true;
-                if failures > 3 * (offers.len() + 1) {
-                    bail!("every offered appliance failed: last {e:#}");
-                }
-                match (0..offers.len()).find(|&i| !failed[i]) {
-                    Some(next) => cur = next,
-                    None => {
-                        // Everyone failed: look again at who answers, then ask the control
-                        // plane for appliances anew.
-                        let again = probe(client, &r, o, &mut s.bytes).await;
-                        offers = if again.offers.is_empty() {
-                            resteer(client, o, &r, &mut s, progressed + o.give_up).await?
-                        } else {
-                            again.offers
-                        };
-                        failed = vec![false; offers.len()];
-                        cur = 0;
-                    }
-                }
+                    again.offers
+                };
+                self.take_offers(offers);
             }
         }
+        Ok(State::Streaming)
     }
-    // A rendition entered midway: fetch the part before, to check the file as a whole.
-    let mut at = 0;
-    while at < from {
-        let last = (at + o.chunk).min(from) - 1;
-        let bytes = fetch_from_any(client, &offers, cur, at, last, o.stall).await?;
-        data[at as usize..=last as usize].copy_from_slice(&bytes);
-        sources.push((at, last, "verification".into()));
-        s.verify_bytes += bytes.len() as u64;
-        at = last + 1;
+
+    /// A rendition entered midway: fetches the part before, to check the file as a whole.
+    async fn verify(&mut self) -> Result<State> {
+        let (client, o) = (self.client, self.o);
+        let mut at = 0;
+        while at < self.from {
+            let last = (at + o.chunk).min(self.from) - 1;
+            let bytes = fetch_from_any(client, &self.offers, self.cur, at, last, o.stall).await?;
+            self.data[at as usize..=last as usize].copy_from_slice(&bytes);
+            self.sources.push((at, last, "verification".into()));
+            self.s.verify_bytes += bytes.len() as u64;
+            at = last + 1;
+        }
+        let digest = oca_protocol::manifest::hex(&Sha256::digest(&self.data));
+        self.s.verified = digest.eq_ignore_ascii_case(&self.r.sha256);
+        if !self.s.verified {
+            self.s.mismatch = Some(
+                locate_mismatch(client, &self.offers, &self.sources, &self.data, o.stall).await,
+            );
+        }
+        Ok(State::Done)
     }
-    let digest = oca_protocol::manifest::hex(&Sha256::digest(&data));
-    s.verified = digest.eq_ignore_ascii_case(&r.sha256);
-    if !s.verified {
-        s.mismatch = Some(locate_mismatch(client, &offers, &sources, &data, o.stall).await);
+
+    /// What the session did.
+    fn summary(mut self) -> Summary {
+        self.s.content_id = self.r.content_id.clone();
+        self.s.resolution = self.r.resolution;
+        self.clock.advance();
+        self.s.rebuffer_secs = self.clock.rebuffer();
+        self.s.secs = self.started.elapsed().as_secs_f64();
+        self.s
     }
-    s.content_id = r.content_id.clone();
-    s.resolution = r.resolution;
-    clock.advance();
-    s.rebuffer_secs = clock.rebuffer;
-    s.secs = started.elapsed().as_secs_f64();
-    Ok(s)
+
+    /// New offers, none failed yet, the fastest in use.
+    fn take_offers(&mut self, offers: Vec<Offer>) {
+        self.failed = vec![false; offers.len()];
+        self.offers = offers;
+        self.cur = 0;
+    }
+
+    /// Bits per second a link must carry for the current rendition.
+    fn needed(&self) -> f64 {
+        f64::from(self.r.bitrate_kbps) * 1000.0 * self.o.headroom
+    }
 }

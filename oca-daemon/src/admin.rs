@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz`. It never serves content.
+//! The admin listener: `/metrics` (Prometheus), `/status` (JSON [`DaemonStatus`], what the fill
+//! agent reads), `/healthz`, `/readyz`. It never serves content.
 //!
 //! It runs on `main`'s tokio runtime, apart from the workers, and reads the process's state
 //! ([`Process`]) without taking part in it: a scrape costs the workers nothing but the atomic
@@ -13,6 +14,7 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use oca_protocol::status::{DaemonStatus, DiskStatus, STATUS_PATH};
 
 use crate::process::Process;
 
@@ -64,6 +66,7 @@ fn route(path: &str, p: &Arc<Process>) -> Response<Full<Bytes>> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             p.render_metrics(),
         ),
+        STATUS_PATH => reply(StatusCode::OK, "application/json", status_json(p)),
         "/healthz" if p.metrics.workers_alive(STALE_WORKER) => {
             reply(StatusCode::OK, "text/plain", "ok\n".into())
         }
@@ -80,6 +83,25 @@ fn route(path: &str, p: &Arc<Process>) -> Response<Full<Bytes>> {
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// The body of `GET /status`.
+fn status_json(p: &Process) -> String {
+    let m = &p.metrics;
+    let status = DaemonStatus {
+        requests_total: m.responses_total(),
+        sent_bytes_total: m.sent_bytes_total(),
+        active_connections: m.active_connections().max(0) as u64,
+        disks: p
+            .disks
+            .each()
+            .map(|d| DiskStatus {
+                path: d.path.to_string(),
+                failed: d.failed,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&status).expect("strings, numbers and booleans always serialize")
 }
 
 fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use oca_protocol::status::{DaemonStatus, DiskStatus, STATUS_PATH};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -442,6 +443,16 @@ fn a_disk_returning_io_errors_is_isolated_while_the_other_keeps_serving() {
             &format!("oca_disk_failed{{disk=\"{good_at}\"}}")
         ),
         0.0
+    );
+    // The same, typed, on /status: what the fill agent reads.
+    let status: DaemonStatus = reqwest::blocking::get(format!("http://{}{STATUS_PATH}", s.admin))
+        .and_then(|r| r.text())
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let disk = |path: String, failed| DiskStatus { path, failed };
+    assert_eq!(
+        status.disks,
+        vec![disk(good_at.to_string(), false), disk(at.to_string(), true)]
     );
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use oca_protocol::status::{DaemonStatus, DiskStatus, STATUS_PATH};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -117,6 +118,14 @@ fn admin_listener_reports_and_never_serves_content() {
         assert_eq!(get("/healthz").status(), 200);
         assert_eq!(get("/readyz").status(), 200);
         assert_eq!(get("/c/a.mp4").status(), 404, "admin never serves content");
+        let status: DaemonStatus = serde_json::from_str(&get(STATUS_PATH).text().unwrap()).unwrap();
+        assert_eq!(status.requests_total, 4, "{status:?}");
+        assert!(status.sent_bytes_total >= 300, "{status:?}");
+        let disk = DiskStatus {
+            path: dir.path().display().to_string(),
+            failed: false,
+        };
+        assert_eq!(status.disks, vec![disk]);
     }
 }
 

@@ -31,7 +31,7 @@ link_mbit = 1000
 
 /// The tests that shape links and cut them run one at a time: their timings assume the machine
 /// is not shaping someone else's traffic.
-static SHAPED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SHAPED: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 fn lab(dir: &std::path::Path) -> Lab {
     let lab = Lab::start(
@@ -185,7 +185,7 @@ fn plays_survive_a_dying_appliance_a_silent_one_and_a_control_plane_restart() {
 
 #[test]
 fn a_slow_link_makes_the_player_choose_the_fast_appliance_then_drop_the_bitrate() {
-    let _one_at_a_time = SHAPED.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = SHAPED.lock();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: network namespaces and tc need root");
@@ -284,7 +284,7 @@ link_mbit = 1000
 
 #[test]
 fn a_minute_of_chaos_fails_no_play_and_corrupts_no_byte() {
-    let _one_at_a_time = SHAPED.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = SHAPED.lock();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let dir = tempfile::tempdir().unwrap();

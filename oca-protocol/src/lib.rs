@@ -1,6 +1,6 @@
 //! What the parts of the system say to each other (DESIGN.md): URL signing and its keyring, the
-//! health report, steering, playback and fill-manifest wire types, and IP prefixes. Shared by the
-//! control plane, oca-daemon and the fill agent.
+//! health report, steering, playback and fill-manifest wire types, oca-daemon's admin status, and
+//! IP prefixes. Shared by the control plane, oca-daemon and the fill agent.
 
 pub mod health;
 pub mod keys;
@@ -8,4 +8,5 @@ pub mod manifest;
 pub mod playback;
 pub mod prefix;
 pub mod signing;
+pub mod status;
 pub mod steering;

@@ -26,7 +26,7 @@ pub struct Device {
 }
 
 /// The answer: each rendition the subscriber may play, with ranked signed URLs.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct PlayAnswer {
     /// Title id.
     pub title: String,
@@ -37,7 +37,7 @@ pub struct PlayAnswer {
 }
 
 /// One encoded file of the title.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rendition {
     /// Content id.
     pub content_id: String,

@@ -367,6 +367,20 @@ impl Metrics {
         self.workers.iter().map(|w| w.active.load(Relaxed)).sum()
     }
 
+    /// Responses sent, every status class (the admin listener's `/status`).
+    pub fn responses_total(&self) -> u64 {
+        self.workers
+            .iter()
+            .flat_map(|w| w.requests.iter())
+            .map(|r| r.load(Relaxed))
+            .sum()
+    }
+
+    /// Bytes sent to clients (the admin listener's `/status`).
+    pub fn sent_bytes_total(&self) -> u64 {
+        self.sum(|w| &w.bytes_sent)
+    }
+
     fn sum(&self, f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
         self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
     }

@@ -1,0 +1,208 @@
+//! Chaos: players load the lab while appliances are killed and restarted and (in namespaces)
+//! a site's link is cut, one disruption at a time, and what the players saw is added up.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::lab::Lab;
+use crate::network::sh;
+
+/// What a chaos run saw.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ChaosReport {
+    /// Plays that finished with a verified file.
+    pub completed: u64,
+    /// Plays that failed.
+    pub failed: u64,
+    /// Plays whose bytes did not match the SHA-256.
+    pub mismatches: u64,
+    /// Appliance switches inside plays.
+    pub switches: u64,
+    /// Play requests made again because no offered appliance answered.
+    pub resteers: u64,
+    /// Bytes the players received (and verified).
+    pub bytes: u64,
+    /// Disruptions made: appliance kills and link cuts.
+    pub kills: u64,
+    /// Link cuts (namespaces only).
+    pub cuts: u64,
+    /// The first errors seen.
+    pub errors: Vec<String>,
+}
+
+impl Lab {
+    /// Plays `sessions` at a time for `duration` while killing and restarting appliances and
+    /// (in namespaces) cutting a site's link, one disruption at a time, so some appliance always
+    /// holds every title; everything is restored at the end.
+    pub fn chaos(&mut self, duration: Duration, sessions: usize) -> Result<ChaosReport> {
+        let mut report = ChaosReport::default();
+        let end = Instant::now() + duration;
+        let mut x = (std::process::id() as u64) << 17 | 0x9e37;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n.max(1)
+        };
+        // What the players saw (switches, probe failures, play requests made again).
+        let clients_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("logs/chaos-clients.log"))?;
+        let mut disrupted: Option<(Disruption, Instant)> = None;
+        let mut batch: Option<std::process::Child> = None;
+        while Instant::now() < end || batch.is_some() {
+            // Players.
+            if let Some(child) = &mut batch {
+                if child.try_wait()?.is_some() {
+                    let out = batch.take().expect("present").wait_with_output()?;
+                    self.count(&out, &mut report);
+                }
+            }
+            if batch.is_none() && Instant::now() < end {
+                let title = &self.titles[rnd(self.titles.len() as u64) as usize];
+                let child = Command::new(&self.bins["oca-client"])
+                    .args(["--control-plane", &self.cp_url])
+                    .arg("--ca")
+                    .arg(&self.ca)
+                    .arg("--token-file")
+                    .arg(&self.player_token)
+                    .args(["--title", title, "--load", &sessions.to_string(), "--json"])
+                    .args([
+                        "--speed",
+                        "8",
+                        "--buffer",
+                        "2",
+                        "--chunk",
+                        "262144",
+                        "--stall-timeout",
+                        "2",
+                    ])
+                    .env("RUST_LOG", "oca_client=info")
+                    .stdout(Stdio::piped())
+                    .stderr(clients_log.try_clone()?)
+                    .spawn()?;
+                batch = Some(child);
+            }
+            // Disruptions: one at a time, each for 2-5 s.
+            match &disrupted {
+                Some((d, until)) if Instant::now() >= *until => {
+                    self.restore(d)?;
+                    disrupted = None;
+                }
+                None if Instant::now() + Duration::from_secs(3) < end && rnd(4) == 0 => {
+                    let d = if self.net.is_some() && rnd(3) == 0 {
+                        let sites: Vec<String> = self
+                            .net
+                            .as_ref()
+                            .map(|n| n.sites.iter().map(|s| s.0.clone()).collect())
+                            .unwrap_or_default();
+                        Disruption::Cut(sites[rnd(sites.len() as u64) as usize].clone())
+                    } else {
+                        let i = rnd(self.appliances.len() as u64) as usize;
+                        Disruption::Kill(self.appliances[i].id.clone())
+                    };
+                    self.disrupt(&d)?;
+                    match d {
+                        Disruption::Kill(_) => report.kills += 1,
+                        Disruption::Cut(_) => report.cuts += 1,
+                    }
+                    disrupted = Some((d, Instant::now() + Duration::from_millis(2000 + rnd(3000))));
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if let Some((d, _)) = disrupted {
+            self.restore(&d)?;
+        }
+        Ok(report)
+    }
+
+    fn count(&self, out: &std::process::Output, report: &mut ChaosReport) {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(t) = text
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        else {
+            report.failed += 1;
+            report.errors.push("a load run printed no totals".into());
+            return;
+        };
+        let n = |k: &str| t[k].as_u64().unwrap_or(0);
+        report.completed += n("completed") - n("mismatches").min(n("completed"));
+        report.failed += n("failed");
+        report.mismatches += n("mismatches");
+        report.switches += n("switches");
+        report.resteers += n("resteers");
+        report.bytes += n("bytes");
+        for e in t["errors"].as_array().into_iter().flatten() {
+            if report.errors.len() < 10 {
+                report
+                    .errors
+                    .push(e.as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+
+    fn disrupt(&mut self, d: &Disruption) -> Result<()> {
+        match d {
+            Disruption::Kill(id) => {
+                tracing::info!(appliance = %id, "chaos: killing");
+                if let Some(a) = self.appliance(id) {
+                    a.kill();
+                }
+                Ok(())
+            }
+            Disruption::Cut(site) => {
+                tracing::info!(site = %site, "chaos: cutting the link");
+                let subnet = self.site_subnet(site);
+                sh(&["iptables", "-I", "FORWARD", "-s", &subnet, "-j", "DROP"])?;
+                sh(&["iptables", "-I", "FORWARD", "-d", &subnet, "-j", "DROP"])?;
+                sh(&["iptables", "-I", "INPUT", "-s", &subnet, "-j", "DROP"])?;
+                sh(&["iptables", "-I", "OUTPUT", "-d", &subnet, "-j", "DROP"])
+            }
+        }
+    }
+
+    fn restore(&mut self, d: &Disruption) -> Result<()> {
+        match d {
+            Disruption::Kill(id) => {
+                tracing::info!(appliance = %id, "chaos: restarting");
+                match self.appliance(id) {
+                    Some(a) => a.restart(),
+                    None => Ok(()),
+                }
+            }
+            Disruption::Cut(site) => {
+                tracing::info!(site = %site, "chaos: restoring the link");
+                let subnet = self.site_subnet(site);
+                sh(&["iptables", "-D", "FORWARD", "-s", &subnet, "-j", "DROP"])?;
+                sh(&["iptables", "-D", "FORWARD", "-d", &subnet, "-j", "DROP"])?;
+                sh(&["iptables", "-D", "INPUT", "-s", &subnet, "-j", "DROP"])?;
+                sh(&["iptables", "-D", "OUTPUT", "-d", &subnet, "-j", "DROP"])
+            }
+        }
+    }
+
+    fn site_subnet(&self, site: &str) -> String {
+        let ip = &self
+            .net
+            .as_ref()
+            .expect("cuts only in namespaces")
+            .of(site)
+            .3;
+        format!("{ip}/32")
+    }
+}
+
+/// One chaos action.
+#[derive(Debug, Clone)]
+enum Disruption {
+    Kill(String),
+    Cut(String),
+}

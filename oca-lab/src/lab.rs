@@ -1,0 +1,568 @@
+//! The running lab: builds the binaries, starts the control plane, populates it (sites, zones,
+//! a subscriber, titles and their content), starts each appliance's daemon and agent, and
+//! stops everything when dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::network::Net;
+use crate::process::{field, Proc};
+use crate::topology::Topology;
+
+use hwtests::content_bytes;
+
+/// One appliance of the lab.
+pub struct Appliance {
+    /// Its id.
+    pub id: String,
+    /// Its site.
+    pub site: String,
+    /// Where players reach it.
+    pub url: String,
+    /// Its daemon's admin address.
+    pub admin: String,
+    /// The daemon.
+    pub daemon: Option<Proc>,
+    /// The agent.
+    pub agent: Option<Proc>,
+    credential: String,
+    daemon_cmd: Vec<String>,
+    agent_cmd: Vec<String>,
+    dir: PathBuf,
+}
+
+/// The running lab.
+pub struct Lab {
+    /// Its working directory.
+    pub dir: PathBuf,
+    /// The control plane's base URL.
+    pub cp_url: String,
+    /// The admin token.
+    pub token: String,
+    /// The control plane's certificate (self-signed: the root players and agents trust).
+    pub ca: PathBuf,
+    /// The file holding the demo subscriber's player token.
+    pub player_token: PathBuf,
+    /// Titles generated.
+    pub titles: Vec<String>,
+    /// Appliances.
+    pub appliances: Vec<Appliance>,
+    /// Binaries by name.
+    pub bins: HashMap<String, PathBuf>,
+    cp: Option<Proc>,
+    cp_cmd: Vec<String>,
+    pub(crate) net: Option<Net>,
+}
+
+/// Lab options.
+pub struct Options {
+    /// Put each site in its own network namespace, joined to this host by a veth pair shaped to
+    /// the site's `link_mbit` (needs root and `ip`/`tc`).
+    pub netns: bool,
+    /// Working directory (created); state, stores, logs.
+    pub dir: PathBuf,
+    /// Seconds between health reports.
+    pub report_interval: u64,
+    /// Build (and use) release binaries.
+    pub release: bool,
+}
+
+impl Lab {
+    /// Builds the binaries and starts the whole deployment on loopback.
+    pub fn start(topo: &Topology, o: &Options) -> Result<Lab> {
+        let bins = hwtests::cargo_bins(
+            o.release,
+            &[
+                ("control-plane", "control-plane"),
+                ("oca-daemon", "oca-daemon"),
+                ("fill-agent", "fill-agent"),
+                ("oca-client", "oca-client"),
+            ],
+        );
+        std::fs::create_dir_all(o.dir.join("logs"))?;
+        let net = if o.netns {
+            Some(Net::create(topo)?)
+        } else {
+            None
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let cp_url = format!("https://127.0.0.1:{port}");
+        // In namespaces the appliances reach the control plane through their site's gateway;
+        // any host address works from every namespace, so the origin's URL uses the first.
+        let (listen, public) = match &net {
+            Some(n) => (
+                format!("0.0.0.0:{port}"),
+                format!("https://{}:{port}", n.sites[0].2),
+            ),
+            None => (format!("127.0.0.1:{port}"), cp_url.clone()),
+        };
+        // HTTPS as in production, under a certificate for every address the control plane is
+        // reached at.
+        std::fs::create_dir_all(o.dir.join("tls"))?;
+        let (ca, key) = (o.dir.join("tls/cp.pem"), o.dir.join("tls/cp.key"));
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if let Some(n) = &net {
+            names.extend(n.sites.iter().map(|s| s.2.clone()));
+        }
+        hwtests::write_self_signed(&ca, &key, &names)?;
+        let cp_cmd: Vec<String> = vec![
+            bins["control-plane"].display().to_string(),
+            "--listen".into(),
+            listen,
+            "--db".into(),
+            o.dir.join("cp.db").display().to_string(),
+            "--report-interval".into(),
+            o.report_interval.to_string(),
+            "--public-url".into(),
+            public,
+            "--fill-escalation".into(),
+            "10".into(),
+            "--fill-copies".into(),
+            "2".into(),
+            "--fill-hot-fraction".into(),
+            "1".into(),
+            "--tls-cert".into(),
+            ca.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ];
+        let mut lab = Lab {
+            dir: o.dir.clone(),
+            cp_url,
+            token: String::new(),
+            player_token: o.dir.join("player-token"),
+            ca,
+            titles: Vec::new(),
+            appliances: Vec::new(),
+            bins,
+            cp: None,
+            cp_cmd,
+            net,
+        };
+        lab.start_cp()?;
+        lab.token = std::fs::read_to_string(o.dir.join("cp.db.admin-token"))?
+            .trim()
+            .to_string();
+        lab.populate(topo)?;
+        for s in &topo.site {
+            for k in 0..s.appliances {
+                lab.add_appliance(&format!("{}-{}", s.id, k + 1), &s.id)?;
+            }
+        }
+        Ok(lab)
+    }
+
+    /// Starts (or restarts) the control plane on the same database and port.
+    pub fn start_cp(&mut self) -> Result<()> {
+        let mut cmd = Command::new(&self.cp_cmd[0]);
+        cmd.args(&self.cp_cmd[1..]);
+        let mut p = Proc::spawn(cmd, self.dir.join("logs/control-plane.log"))?;
+        p.wait_for(" listening ", Duration::from_secs(30))?;
+        self.cp = Some(p);
+        Ok(())
+    }
+
+    /// Kills the control plane.
+    pub fn stop_cp(&mut self) {
+        self.cp = None;
+    }
+
+    /// A client that trusts the control plane's certificate.
+    pub fn client(&self) -> Result<reqwest::blocking::Client> {
+        https_client(&self.ca)
+    }
+
+    /// An admin request.
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let c = self.client()?;
+        let url = format!("{}{path}", self.cp_url);
+        let mut r = match method {
+            "POST" => c.post(url),
+            "DELETE" => c.delete(url),
+            "PUT" => c.put(url),
+            _ => c.get(url),
+        }
+        .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send()?;
+        let status = resp.status();
+        let text = resp.text()?;
+        if !status.is_success() {
+            bail!("{method} {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn populate(&mut self, topo: &Topology) -> Result<()> {
+        // Parents first.
+        let mut sites = topo.site.clone();
+        sites.sort_by_key(|s| s.parent.is_some());
+        for s in &sites {
+            let mut body = json!({"id": s.id, "kind": s.kind, "region": s.region});
+            if let Some(p) = &s.parent {
+                body["parent"] = json!(p);
+            }
+            self.admin("POST", "/v1/admin/sites", Some(body))?;
+        }
+        // Players on this machine are in the first ISP site, in NL.
+        let home = sites
+            .iter()
+            .find(|s| s.kind == "isp")
+            .unwrap_or(&sites[0])
+            .id
+            .clone();
+        self.admin(
+            "POST",
+            "/v1/admin/zones",
+            Some(json!({"prefix": "127.0.0.0/8", "site": home, "country": "NL"})),
+        )?;
+        self.admin(
+            "POST",
+            "/v1/admin/subscribers",
+            Some(
+                json!({"id": "demo", "active": true, "max_resolution": 2160, "max_streams": 1000}),
+            ),
+        )?;
+        let issued = self.admin(
+            "POST",
+            "/v1/admin/subscribers/demo/tokens",
+            Some(json!({"ttl_secs": 30 * 86_400})),
+        )?;
+        let token = issued["token"].as_str().context("a player token")?;
+        std::fs::write(&self.player_token, token)?;
+        let origin = self.dir.join("cp.db.origin");
+        std::fs::create_dir_all(&origin)?;
+        for t in 1..=topo.content.titles {
+            let title = format!("title{t}");
+            self.admin(
+                "POST",
+                "/v1/admin/titles",
+                Some(json!({"id": title, "name": format!("Lab title {t}"), "countries": ["NL"]})),
+            )?;
+            for (res, kbps, mib) in [
+                (1080, 8_000, topo.content.size_1080p_mib),
+                (480, 1_500, topo.content.size_480p_mib),
+            ] {
+                let id = format!("{title}_{res}p.mp4");
+                let bytes = content_bytes(&id, (mib << 20) as usize);
+                std::fs::write(origin.join(&id), &bytes)?;
+                let sha = oca_protocol::manifest::hex(&Sha256::digest(&bytes));
+                self.admin(
+                    "POST",
+                    "/v1/admin/content",
+                    Some(json!({"id": id, "title": title, "resolution": res, "bitrate_kbps": kbps,
+                        "size": bytes.len(), "sha256": sha, "content_type": "video/mp4", "origin": "embedded"})),
+                )?;
+            }
+            // One play each, so every title counts as popular and gets two copies per site.
+            let _ = self
+                .client()?
+                .post(format!("{}/v1/play", self.cp_url))
+                .bearer_auth(token)
+                .json(&json!({"title": title}))
+                .send();
+            self.titles.push(title);
+        }
+        Ok(())
+    }
+
+    fn add_appliance(&mut self, id: &str, site: &str) -> Result<()> {
+        let dir = self.dir.join(id);
+        std::fs::create_dir_all(dir.join("store"))?;
+        let keys = dir.join("keys.json").display().to_string();
+        // In a namespace: run inside it, on the site's address, fixed ports per appliance.
+        let (prefix, listen, admin_listen, cp_url) = match &self.net {
+            Some(n) => {
+                let (_, ns, host_ip, ns_ip) = n.of(site);
+                let k = self.appliances.iter().filter(|a| a.site == site).count() as u16;
+                let port = self.cp_cmd[2]
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or("7070")
+                    .to_string();
+                (
+                    vec!["ip".to_string(), "netns".into(), "exec".into(), ns.clone()],
+                    format!("{ns_ip}:{}", 8080 + k),
+                    format!("{ns_ip}:{}", 9180 + k),
+                    format!("https://{host_ip}:{port}"),
+                )
+            }
+            None => (
+                Vec::new(),
+                "127.0.0.1:0".to_string(),
+                "127.0.0.1:0".to_string(),
+                self.cp_url.clone(),
+            ),
+        };
+        let mut daemon_cmd = prefix.clone();
+        daemon_cmd.extend([
+            self.bins["oca-daemon"].display().to_string(),
+            "--listen".into(),
+            listen,
+            "--admin-listen".into(),
+            admin_listen,
+            "--workers".into(),
+            "1".into(),
+            "--store".into(),
+            dir.join("store").display().to_string(),
+            "--keys".into(),
+            keys.clone(),
+        ]);
+        let mut a = Appliance {
+            id: id.to_string(),
+            site: site.to_string(),
+            url: String::new(),
+            admin: String::new(),
+            daemon: None,
+            agent: None,
+            credential: String::new(),
+            daemon_cmd,
+            agent_cmd: Vec::new(),
+            dir,
+        };
+        start_daemon(&mut a)?;
+        let reg = self.admin(
+            "POST",
+            "/v1/admin/appliances",
+            Some(json!({"id": id, "site": site, "url": a.url, "capacity_bps": 10_000_000_000u64})),
+        )?;
+        a.credential = reg["credential"].as_str().unwrap_or_default().to_string();
+        std::fs::write(a.dir.join("credential"), &a.credential)?;
+        a.agent_cmd = prefix;
+        a.agent_cmd.extend([
+            self.bins["fill-agent"].display().to_string(),
+            "--control-plane".into(),
+            cp_url,
+            "--oca-id".into(),
+            id.into(),
+            "--site".into(),
+            site.into(),
+            "--credential-file".into(),
+            a.dir.join("credential").display().to_string(),
+            "--control-plane-ca".into(),
+            self.ca.display().to_string(),
+            "--store".into(),
+            a.dir.join("store").display().to_string(),
+            "--keys".into(),
+            keys,
+            "--daemon-admin".into(),
+            a.admin.clone(),
+            "--stall-timeout".into(),
+            "5".into(),
+            "--fill-now".into(),
+        ]);
+        start_agent(&mut a)?;
+        self.appliances.push(a);
+        Ok(())
+    }
+
+    /// Waits until every appliance holds what its manifest lists.
+    pub fn wait_filled(&self, within: Duration) -> Result<()> {
+        self.wait_filled_unless(within, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`Lab::wait_filled`], giving up when `stop` is set (Ctrl-C).
+    pub fn wait_filled_unless(
+        &self,
+        within: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<()> {
+        let end = Instant::now() + within;
+        loop {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                bail!("stopped while filling");
+            }
+            let mut done = true;
+            for a in &self.appliances {
+                if a.agent.is_none() {
+                    continue;
+                }
+                let listed = manifest_ids(&self.client()?, &self.cp_url, &a.id, &a.credential)
+                    .unwrap_or_default();
+                let held: Vec<String> = serde_json::from_value(self.admin(
+                    "GET",
+                    &format!("/v1/admin/appliances/{}/inventory", a.id),
+                    None,
+                )?)
+                .unwrap_or_default();
+                if listed.is_empty() || listed.iter().any(|id| !held.contains(id)) {
+                    done = false;
+                }
+            }
+            if done {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!("appliances not filled within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// One line per appliance: id, site, URL, status, files held.
+    pub fn status_table(&self) -> Result<String> {
+        let list = self.admin("GET", "/v1/admin/appliances", None)?;
+        let mut out = format!(
+            "{:<12} {:<10} {:<24} {:<8} {}\n",
+            "appliance", "site", "url", "status", "files"
+        );
+        for a in &self.appliances {
+            let status = list
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["id"] == a.id.as_str()))
+                .and_then(|x| x["status"].as_str())
+                .unwrap_or("?")
+                .to_string();
+            let held: Vec<String> = serde_json::from_value(self.admin(
+                "GET",
+                &format!("/v1/admin/appliances/{}/inventory", a.id),
+                None,
+            )?)
+            .unwrap_or_default();
+            out.push_str(&format!(
+                "{:<12} {:<10} {:<24} {:<8} {}\n",
+                a.id,
+                a.site,
+                a.url,
+                status,
+                held.len()
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The command that plays a title from this lab.
+    pub fn client_command(&self, title: &str) -> String {
+        format!(
+            "{} --control-plane {} --ca {} --token-file {} --title {title}",
+            self.bins["oca-client"].display(),
+            self.cp_url,
+            self.ca.display(),
+            self.player_token.display()
+        )
+    }
+
+    /// An appliance by id.
+    pub fn appliance(&mut self, id: &str) -> Option<&mut Appliance> {
+        self.appliances.iter_mut().find(|a| a.id == id)
+    }
+}
+
+/// A blocking client that trusts `ca` (PEM) besides the system's roots.
+pub fn https_client(ca: &std::path::Path) -> Result<reqwest::blocking::Client> {
+    let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+    let mut b = reqwest::blocking::Client::builder();
+    for c in reqwest::Certificate::from_pem_bundle(&pem)? {
+        b = b.add_root_certificate(c);
+    }
+    Ok(b.build()?)
+}
+
+fn manifest_ids(
+    c: &reqwest::blocking::Client,
+    cp: &str,
+    id: &str,
+    credential: &str,
+) -> Result<Vec<String>> {
+    let m: Value = c
+        .get(format!("{cp}/v1/appliances/{id}/manifest"))
+        .bearer_auth(credential)
+        .send()?
+        .error_for_status()?
+        .json()?;
+    Ok(m["entries"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["content_id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+fn start_daemon(a: &mut Appliance) -> Result<()> {
+    let mut cmd = Command::new(&a.daemon_cmd[0]);
+    cmd.args(&a.daemon_cmd[1..]);
+    let mut p = Proc::spawn(cmd, a.dir.join("daemon.log"))?;
+    let line = p.wait_for(" listening ", Duration::from_secs(30))?;
+    let addr = field(&line, "addr").context("daemon address")?;
+    a.admin = field(&line, "admin").context("daemon admin address")?;
+    // A restarted daemon keeps its public URL (the same port: the address it got first).
+    if a.url.is_empty() {
+        a.url = format!("http://{addr}");
+        if let Some(i) = a.daemon_cmd.iter().position(|x| x == "--listen") {
+            a.daemon_cmd[i + 1] = addr;
+        }
+    }
+    a.daemon = Some(p);
+    Ok(())
+}
+
+fn start_agent(a: &mut Appliance) -> Result<()> {
+    let mut cmd = Command::new(&a.agent_cmd[0]);
+    cmd.args(&a.agent_cmd[1..]);
+    a.agent = Some(Proc::spawn(cmd, a.dir.join("agent.log"))?);
+    Ok(())
+}
+
+impl Appliance {
+    /// Kills the appliance's daemon and agent (SIGKILL).
+    pub fn kill(&mut self) {
+        self.agent = None;
+        self.daemon = None;
+    }
+
+    /// Starts a killed appliance again, on the same address.
+    pub fn restart(&mut self) -> Result<()> {
+        start_daemon(self)?;
+        start_agent(self)
+    }
+
+    /// Stops only the agent: the appliance serves but no longer reports.
+    pub fn silence(&mut self) {
+        self.agent = None;
+    }
+
+    /// Whether its store holds `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.dir
+            .join("store/objects")
+            .join(&id[..2])
+            .join(id)
+            .exists()
+    }
+}
+
+/// Sends SIGKILL to every process when the lab goes away (each `Proc` does on drop).
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for a in &mut self.appliances {
+            a.kill();
+        }
+        self.cp = None;
+        // Namespaces last, once nothing runs in them.
+        self.net = None;
+    }
+}
+
+impl Lab {
+    /// Whether the sites run in network namespaces with shaped links.
+    pub fn in_namespaces(&self) -> bool {
+        self.net.is_some()
+    }
+}
+
+/// Whether a path is a directory the lab may use.
+pub fn usable_dir(p: &Path) -> bool {
+    std::fs::create_dir_all(p).is_ok()
+}
