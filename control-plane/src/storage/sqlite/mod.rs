@@ -144,8 +144,8 @@ fn conflict(e: rusqlite::Error, what: String) -> StorageError {
 
 #[cfg(test)]
 mod tests {
-    use super::migrations::MIGRATIONS;
     use super::*;
+    use crate::storage::sqlite::migrations::MIGRATIONS;
     use crate::storage::{FleetStore, InventoryStore, Site, SiteKind};
 
     #[test]
