@@ -35,6 +35,8 @@
 //! asks [`app::App`], which borrows the views and storage to the domain function, whose typed
 //! error [`http::error`] turns into a status and body.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod domain;
 pub mod fleet;

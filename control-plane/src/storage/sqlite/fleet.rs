@@ -1,7 +1,7 @@
 //! Sites, appliances, coverage zones and appliance health in SQLite.
 
 use oca_protocol::prefix::Prefix;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::storage::sqlite::{conflict, exists, SqliteStorage};
 use crate::storage::{
@@ -13,13 +13,30 @@ fn prefixes_json(p: &[Prefix]) -> String {
     serde_json::to_string(p).expect("prefixes serialise")
 }
 
+/// Fails with "`what` does not exist" unless site `id` exists.
+fn require_site(conn: &Connection, id: &str, what: &str) -> Result<()> {
+    if exists(conn, "SELECT 1 FROM sites WHERE id = ?1", id)? {
+        Ok(())
+    } else {
+        Err(StorageError::Missing(format!("{what} {id}")))
+    }
+}
+
+/// An appliance from the first four columns: id, site, url, capacity_bps.
+fn appliance_at(r: &Row<'_>) -> rusqlite::Result<Appliance> {
+    Ok(Appliance {
+        id: r.get(0)?,
+        site: r.get(1)?,
+        url: r.get(2)?,
+        capacity_bps: r.get::<_, i64>(3)? as u64,
+    })
+}
+
 impl FleetStore for SqliteStorage {
     fn create_site(&self, s: &Site) -> Result<()> {
         let conn = self.conn();
         if let Some(parent) = &s.parent {
-            if !exists(&conn, "SELECT 1 FROM sites WHERE id = ?1", parent)? {
-                return Err(StorageError::Missing(format!("parent site {parent}")));
-            }
+            require_site(&conn, parent, "parent site")?;
         }
         conn.execute(
             "INSERT INTO sites (id, kind, region, parent, allowed_prefixes) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -69,9 +86,7 @@ impl FleetStore for SqliteStorage {
         now: i64,
     ) -> Result<()> {
         let conn = self.conn();
-        if !exists(&conn, "SELECT 1 FROM sites WHERE id = ?1", &a.site)? {
-            return Err(StorageError::Missing(format!("site {}", a.site)));
-        }
+        require_site(&conn, &a.site, "site")?;
         conn.execute(
             "INSERT INTO appliances (id, site, url, capacity_bps, credential_sha256, created)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -127,12 +142,7 @@ impl FleetStore for SqliteStorage {
             let last_report: Option<i64> = r.get(5)?;
             let fresh = last_report.is_some_and(|t| now - self.downtime.heard(t) <= stale_after);
             Ok(ApplianceState {
-                appliance: Appliance {
-                    id: r.get(0)?,
-                    site: r.get(1)?,
-                    url: r.get(2)?,
-                    capacity_bps: r.get::<_, i64>(3)? as u64,
-                },
+                appliance: appliance_at(r)?,
                 status: if fresh {
                     status.unwrap_or_else(|| "unknown".into())
                 } else {
@@ -153,12 +163,7 @@ impl FleetStore for SqliteStorage {
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(ReportedAppliance {
-                appliance: Appliance {
-                    id: r.get(0)?,
-                    site: r.get(1)?,
-                    url: r.get(2)?,
-                    capacity_bps: r.get::<_, i64>(3)? as u64,
-                },
+                appliance: appliance_at(r)?,
                 status: r.get(4)?,
                 last_report: r.get(5)?,
                 bytes_per_sec: r.get::<_, i64>(6)? as u64,
@@ -184,9 +189,7 @@ impl FleetStore for SqliteStorage {
     fn put_zone(&self, z: &Zone) -> Result<()> {
         let conn = self.conn();
         if let Some(site) = &z.site {
-            if !exists(&conn, "SELECT 1 FROM sites WHERE id = ?1", site)? {
-                return Err(StorageError::Missing(format!("site {site}")));
-            }
+            require_site(&conn, site, "site")?;
         }
         conn.execute(
             "INSERT INTO coverage_zones (prefix, site, country) VALUES (?1, ?2, ?3)
