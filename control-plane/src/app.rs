@@ -4,8 +4,8 @@
 //! modules below it never see `App`.
 //!
 //! # Locks
-//! The catalog view is taken before the fleet view wherever both are held (a play, a
-//! manifest), and the planner's locks only under the catalog's: one order everywhere, so a
+//! Wherever two are held at once, the catalog view is taken first, then the fleet view, then
+//! the planner's locks (a play, a manifest, an admin catalog change): one order everywhere, so a
 //! writer waiting on one view never closes a cycle of readers (parking_lot's locks are fair: a
 //! waiting writer holds back new readers). parking_lot's locks do not poison: a panic in one
 //! handler leaves the views usable by the others, as they are only changed by whole assignments

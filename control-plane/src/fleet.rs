@@ -3,7 +3,7 @@
 //! start and after admin changes; health reports are applied to it as they are recorded.
 //!
 //! Routes (reported prefixes and admin coverage zones) are a longest-prefix-match table
-//! ([`crate::lpm`]); which appliances hold a file is a sharded index ([`Holders`]) that a
+//! ([`crate::lpm`]); which appliances hold a file is a sharded index (`Holders`) that a
 //! million-file inventory grows chunk by chunk, under short write locks.
 
 use std::collections::{HashMap, HashSet};

@@ -125,3 +125,79 @@ pub fn unauthorized() -> Failure {
 pub fn bad_request(message: impl Into<String>) -> Failure {
     err(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(f: Failure) -> (u16, String) {
+        (f.0.as_u16(), serde_json::to_string(&f.1).unwrap())
+    }
+
+    #[test]
+    fn each_play_refusal_keeps_its_status_code_and_message() {
+        let cases = [
+            (PlayError::Unauthorized, 401, "unauthorized", "unauthorized"),
+            (
+                PlayError::Inactive,
+                403,
+                "inactive_subscriber",
+                "subscriber is not active",
+            ),
+            (
+                PlayError::UnknownTitle("t".into()),
+                404,
+                "not_found",
+                "title t is unknown",
+            ),
+            (
+                PlayError::NotLicensed("NL".into()),
+                403,
+                "not_licensed",
+                "title not licensed in NL",
+            ),
+            (
+                PlayError::PlanLimit(720),
+                403,
+                "plan_limit",
+                "no rendition at or below 720 lines",
+            ),
+            (
+                PlayError::NoAppliance,
+                503,
+                "no_appliance",
+                "no appliance can serve this title now",
+            ),
+            (
+                PlayError::TooManyStreams(2),
+                429,
+                "too_many_streams",
+                "the plan allows 2 streams at once",
+            ),
+            (
+                PlayError::NotRecorded,
+                503,
+                "internal",
+                "the stream could not be recorded; retry",
+            ),
+            (
+                PlayError::Storage(StorageError::Missing("URL-signing keys of site s".into())),
+                404,
+                "not_found",
+                "URL-signing keys of site s does not exist",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            let body = format!(r#"{{"code":"{code}","message":"{message}"}}"#);
+            assert_eq!(answer(e.into()), (status, body));
+        }
+    }
+
+    #[test]
+    fn a_missing_manifest_is_404_or_409() {
+        assert_eq!(answer(NoManifest::Unknown.into()).0, 404);
+        let (status, body) = answer(NoManifest::NoStorage.into());
+        assert_eq!(status, 409);
+        assert!(body.contains(r#""code":"bad_request""#), "{body}");
+    }
+}
