@@ -32,7 +32,7 @@ pub struct Candidate {
     /// Last reported status (`ok|warning|error`), none before its first report.
     pub status: Option<String>,
     /// Unix seconds of the last report, with the control plane's own downtime not counted
-    /// ([`Downtime`]).
+    /// ([`crate::storage::Downtime`]).
     pub last_report: i64,
     /// Last reported bytes per second.
     pub bytes_per_sec: u64,

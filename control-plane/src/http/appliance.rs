@@ -51,7 +51,7 @@ pub async fn manifest(
 }
 
 /// `POST /v1/appliances/<id>/health`: the credential is checked before the body is read; a large
-/// report waits for one of [`LARGE_REPORTS_AT_ONCE`] permits (within the body deadline).
+/// report waits for one of [`LARGE_REPORTS_AT_ONCE`](crate::http::request::LARGE_REPORTS_AT_ONCE) permits (within the body deadline).
 pub async fn health(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,

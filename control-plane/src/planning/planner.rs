@@ -107,7 +107,7 @@ impl Planner {
         (items, hot)
     }
 
-    /// The site's plan, computed at most every [`PLAN_TTL`] and whenever the site's appliances
+    /// The site's plan, computed at most every `PLAN_TTL` and whenever the site's appliances
     /// or their storage change (an appliance's first report, a disk lost).
     pub fn site_plan(
         &self,

@@ -168,7 +168,7 @@ struct Shared {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets requests in progress
-/// finish (for up to [`DRAIN`]).
+/// finish (for up to `DRAIN`).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,

@@ -1,5 +1,5 @@
 //! The SQLite engine: one writer connection and a few read-only ones over a WAL database,
-//! versioned migrations ([`migrations`]), every statement parameterised. Each area of
+//! versioned migrations (`migrations`), every statement parameterised. Each area of
 //! [`Storage`] is implemented in its own file, beside the SQL of its tables.
 
 mod catalog;
