@@ -1,22 +1,6 @@
 //! control-plane: the cloud side of Open Connect: catalog, appliances, health intake, steering,
-//! playback.
-
-mod api;
-mod catalog;
-mod db;
-mod fill;
-mod intake;
-mod lpm;
-mod metrics;
-mod origin;
-mod planner;
-mod play;
-mod player_tokens;
-mod popularity;
-mod server;
-mod steering;
-mod streams;
-mod url_keys;
+//! playback. This binary reads the configuration, opens storage, builds the [`App`] and serves
+//! it; the layers are mapped in the library's documentation (`src/lib.rs`).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -26,8 +10,17 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use control_plane::app::{unix_now, App};
+use control_plane::domain::catalog::CatalogView;
+use control_plane::domain::{credentials, intake, player_tokens, popularity, streams, url_keys};
+use control_plane::fleet::Snapshot;
+use control_plane::http::request::LARGE_REPORTS_AT_ONCE;
+use control_plane::planning::config::{parse_window, FillConfig};
+use control_plane::planning::planner::Planner;
+use control_plane::storage::sqlite::SqliteStorage;
+use control_plane::storage::{InventoryStore, KeyStore, Storage};
+use control_plane::{http, metrics, server, steering};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 /// control-plane: catalog, appliances, health intake, steering and playback for Open Connect.
 ///
@@ -197,7 +190,7 @@ fn run(cli: Cli) -> Result<()> {
         .or(file.report_interval)
         .unwrap_or(intake::DEFAULT_REPORT_INTERVAL_SECS)
         .clamp(1, 3600);
-    let db = db::Db::open(&db_path)
+    let db = SqliteStorage::open(&db_path, unix_now())
         .with_context(|| format!("opening database {}", db_path.display()))?;
     tracing::info!(schema_version = db.schema_version()?, "database ready");
     if db.downtime().secs > 0 {
@@ -206,17 +199,17 @@ fn run(cli: Cli) -> Result<()> {
             "away since the newest report on record: appliances' silence then is not counted"
         );
     }
-    let unused = intake::remove_unused(&db)?;
+    let unused = db.remove_unused_inventories()?;
     if unused > 0 {
         tracing::info!(
             generations = unused,
             "removed inventories of unfinished reports"
         );
     }
-    url_keys::ensure(&db, api::unix_now())?;
-    let fleet = steering::Snapshot::load(&db)?;
+    url_keys::ensure(&db, unix_now())?;
+    let fleet = Snapshot::load(&db)?;
     let keys = url_keys::load(&db)?;
-    let token_secret = db.secret(player_tokens::SECRET_NAME, || {
+    let token_secret = db.secret(player_tokens::SECRET_NAME, &mut || {
         let mut b = vec![0u8; 32];
         getrandom::fill(&mut b).expect("the kernel's random source is available");
         b
@@ -277,9 +270,9 @@ fn run(cli: Cli) -> Result<()> {
         },
     };
     let body_timeout = secs(cli.body_timeout, file.body_timeout, 30.0, "body_timeout")?;
-    let fill_cfg = fill::FillConfig {
+    let fill_cfg = FillConfig {
         window: match cli.fill_window.or(file.fill_window) {
-            Some(w) => Some(fill::parse_window(&w).map_err(anyhow::Error::msg)?),
+            Some(w) => Some(parse_window(&w).map_err(anyhow::Error::msg)?),
             None => None,
         },
         rate_limit_bps: match cli.fill_rate_mbps.or(file.fill_rate_mbps) {
@@ -307,31 +300,31 @@ fn run(cli: Cli) -> Result<()> {
         anyhow::bail!("popularity_half_life must be a positive number of hours");
     }
     let popularity = popularity::Popularity::load(&db, half_life_hours * 3600.0)?;
-    let catalog = catalog::CatalogView::load(&db)?;
-    let db = Arc::new(db);
-    let streams = streams::Streams::start(db.clone(), api::unix_now())?;
-    let app = Arc::new(api::App {
-        db,
-        catalog: std::sync::RwLock::new(catalog),
+    let catalog = CatalogView::load(&db)?;
+    let store: Arc<dyn Storage> = Arc::new(db);
+    let streams = streams::Streams::start(store.clone(), unix_now(), unix_now)?;
+    let app = Arc::new(App {
+        store,
+        catalog: parking_lot::RwLock::new(catalog),
         streams,
         popularity,
-        planner: fill::Planner::default(),
+        planner: Planner::default(),
         fill: fill_cfg,
         metrics: metrics::Metrics::default(),
         report_interval_secs,
         origin_dir,
         fleet: parking_lot::RwLock::new(fleet),
         fleet_stale: std::sync::atomic::AtomicBool::new(false),
-        keys: std::sync::RwLock::new(Arc::new(keys)),
+        keys: parking_lot::RwLock::new(Arc::new(keys)),
         player_tokens: player_tokens::TokenKey::new(&token_secret),
         body_timeout,
-        large_reports: tokio::sync::Semaphore::new(api::LARGE_REPORTS_AT_ONCE),
+        large_reports: tokio::sync::Semaphore::new(LARGE_REPORTS_AT_ONCE),
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {
             cli.trusted_proxies
         },
-        admin_token_sha256: Sha256::digest(token.as_bytes()).into(),
+        admin_token_sha256: credentials::sha256(&token),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -356,7 +349,9 @@ fn run(cli: Cli) -> Result<()> {
             loop {
                 every.tick().await;
                 let app = saver.clone();
-                let saved = tokio::task::spawn_blocking(move || app.popularity.save(&app.db)).await;
+                let saved =
+                    tokio::task::spawn_blocking(move || app.popularity.save(app.store.as_ref()))
+                        .await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(error = %e, "saving popularity");
                 }
@@ -366,7 +361,7 @@ fn run(cli: Cli) -> Result<()> {
         let conn_metrics = app.metrics.conns.clone();
         let trusted = app.trusted_proxies.clone();
         let reloading = tls.clone();
-        let router = api::router(app);
+        let router = http::router::router(app);
         server::serve(listener, router, tls, limits, conn_metrics, trusted, async move {
             loop {
                 tokio::select! {
@@ -382,7 +377,7 @@ fn run(cli: Cli) -> Result<()> {
             oca_service::systemd::stopping("shutting down");
         })
         .await;
-        last.popularity.save(&last.db)?;
+        last.popularity.save(last.store.as_ref())?;
         anyhow::Ok(())
     })
 }
@@ -397,7 +392,7 @@ fn admin_token(path: &Path) -> Result<String> {
             return Err(e).with_context(|| format!("reading admin token file {}", path.display()))
         }
     }
-    let token = api::new_secret();
+    let token = credentials::new_secret();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -4,6 +4,8 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
+use crate::steering::Decision;
+
 /// Counters updated by the handlers.
 pub struct Metrics {
     registry: Registry,
@@ -116,6 +118,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a steering decision and the misses it found.
+    pub fn count_steer(&self, d: &Decision) {
+        self.steer_decisions.inc();
+        if d.content_miss {
+            self.content_misses.inc();
+        }
+        if d.health_miss {
+            self.health_misses.inc();
+        }
+    }
+
     /// The metrics in Prometheus/OpenMetrics text.
     pub fn render(&self) -> String {
         let mut out = String::new();

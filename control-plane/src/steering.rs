@@ -13,373 +13,32 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use oca_protocol::health::{HealthReport, Inventory};
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{Explanation, SteerAnswer, Steered};
 
-use crate::db::{Db, DbError};
-use crate::lpm::PrefixTable;
+use crate::fleet::{Candidate, Snapshot};
 
 /// Most appliances in one answer.
 pub const MAX_ANSWER: usize = 10;
 
-/// An appliance is skipped above this share of its capacity.
-pub const LOAD_THRESHOLD: f64 = 0.9;
-
-/// What steering knows about one appliance.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    /// Appliance id.
-    pub id: String,
-    /// Its site.
-    pub site: String,
-    /// Public base URL.
-    pub url: String,
-    /// Configured capacity, bits per second.
-    pub capacity_bps: u64,
-    /// Last reported status (`ok|warning|error`), none before its first report.
-    pub status: Option<String>,
-    /// Unix seconds of the last report, with the control plane's own downtime not counted
-    /// ([`crate::db::Downtime`]).
-    pub last_report: i64,
-    /// Last reported bytes per second.
-    pub bytes_per_sec: u64,
-    /// Storage on its working disks, from its last report (what the fill planner may use).
-    pub storage_bytes: u64,
+/// Where a client is: the proximity rank of every candidate site (0 the client's own sites, 1
+/// their tier sites, 2 the rest of their regions). Computed once per client and shared by the
+/// decisions for each rendition of a play.
+pub struct Neighbourhood<'a> {
+    snap: &'a Snapshot,
+    rank: HashMap<&'a str, u8>,
+    regions: Vec<&'a str>,
+    matched: Option<Prefix>,
 }
 
-/// Storage on the disks a report lists as usable (not failed).
-pub fn usable_storage(disks: &[oca_protocol::health::DiskReport]) -> u64 {
-    disks
-        .iter()
-        .filter(|d| d.state != oca_protocol::health::DiskState::Failed)
-        .map(|d| d.capacity_bytes)
-        .sum()
-}
-
-/// Everything steering needs, in memory: read from the database at start (and after admin
-/// changes), then kept current by the health intake.
-pub struct Snapshot {
-    appliances: Vec<Candidate>,
-    sites: HashMap<String, (Option<String>, String)>,
-    prefixes: PrefixTable<Vec<String>>,
-    holders: Holders,
-    index: HashMap<String, usize>,
-    /// Prefixes each appliance reported, by appliance index.
-    reported: Vec<Vec<Prefix>>,
-    /// Coverage zones with a site.
-    zones: Vec<(Prefix, String)>,
-    /// Content each appliance holds, by appliance index.
-    held: Vec<HashSet<String>>,
-    /// Coverage zones with a country.
-    countries: PrefixTable<String>,
-    /// Appliance indices by site.
-    by_site: HashMap<String, Vec<usize>>,
-    /// Site ids by region.
-    by_region: HashMap<String, Vec<String>>,
-    /// Appliance count by region.
-    region_appliances: HashMap<String, usize>,
-}
-
-impl Snapshot {
-    /// Reads sites, appliances, health, prefixes, zones and inventories.
-    pub fn load(db: &Db) -> Result<Snapshot, DbError> {
-        let conn = db.reader();
-        let mut sites = HashMap::new();
-        let mut stmt = conn.prepare("SELECT id, parent, region FROM sites")?;
-        for row in stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })? {
-            let (id, parent, region) = row?;
-            sites.insert(id, (parent, region));
-        }
-        let mut stmt = conn.prepare(
-            "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0), COALESCE(h.bytes_per_sec, 0),
-                    COALESCE(h.disks_json, '[]')
-             FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id ORDER BY a.id",
-        )?;
-        let appliances: Vec<Candidate> = stmt
-            .query_map([], |r| {
-                Ok(Candidate {
-                    id: r.get(0)?,
-                    site: r.get(1)?,
-                    url: r.get(2)?,
-                    capacity_bps: r.get::<_, i64>(3)? as u64,
-                    status: r.get(4)?,
-                    last_report: db.downtime().heard(r.get(5)?),
-                    bytes_per_sec: r.get::<_, i64>(6)? as u64,
-                    storage_bytes: usable_storage(
-                        &serde_json::from_str::<Vec<oca_protocol::health::DiskReport>>(
-                            &r.get::<_, String>(7)?,
-                        )
-                        .unwrap_or_default(),
-                    ),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let index: HashMap<String, usize> = appliances
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id.clone(), i))
-            .collect();
-        let mut reported: Vec<Vec<Prefix>> = vec![Vec::new(); appliances.len()];
-        let mut stmt = conn.prepare("SELECT oca_id, prefix FROM appliance_prefixes")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (oca, p) = row?;
-            if let (Some(&i), Ok(prefix)) = (index.get(&oca), p.parse::<Prefix>()) {
-                reported[i].push(prefix);
-            }
-        }
-        let mut countries = PrefixTable::default();
-        let mut stmt =
-            conn.prepare("SELECT prefix, country FROM coverage_zones WHERE country IS NOT NULL")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (p, country) = row?;
-            if let Ok(prefix) = p.parse::<Prefix>() {
-                countries.insert(prefix, country);
-            }
-        }
-        let mut zones = Vec::new();
-        let mut stmt =
-            conn.prepare("SELECT prefix, site FROM coverage_zones WHERE site IS NOT NULL")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (p, site) = row?;
-            if let Ok(prefix) = p.parse::<Prefix>() {
-                zones.push((prefix, site));
-            }
-        }
-        let mut holders = Holders::default();
-        let mut held: Vec<HashSet<String>> = vec![HashSet::new(); appliances.len()];
-        let mut stmt = conn.prepare(
-            // CROSS JOIN keeps appliances the outer loop, so each one's current generation is
-            // a range of the key and generations being written are never scanned.
-            "SELECT i.content_id, a.id FROM appliances a
-             CROSS JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (content, oca) = row?;
-            if let Some(&i) = index.get(&oca) {
-                holders.insert(&content, i);
-                held[i].insert(content);
-            }
-        }
-        let mut snap = Snapshot {
-            appliances,
-            sites,
-            prefixes: PrefixTable::default(),
-            holders,
-            index,
-            reported,
-            zones,
-            held,
-            countries,
-            by_site: HashMap::new(),
-            by_region: HashMap::new(),
-            region_appliances: HashMap::new(),
-        };
-        for (i, a) in snap.appliances.iter().enumerate() {
-            snap.by_site.entry(a.site.clone()).or_default().push(i);
-        }
-        for (id, (_, region)) in &snap.sites {
-            snap.by_region
-                .entry(region.clone())
-                .or_default()
-                .push(id.clone());
-            *snap.region_appliances.entry(region.clone()).or_default() +=
-                snap.by_site.get(id).map_or(0, Vec::len);
-        }
-        snap.rebuild_prefixes();
-        Ok(snap)
-    }
-
-    /// An appliance by id.
-    pub fn appliance(&self, id: &str) -> Option<&Candidate> {
-        self.index.get(id).map(|&i| &self.appliances[i])
-    }
-
-    /// The appliances of a site.
-    pub fn site_appliances(&self, site: &str) -> Vec<&Candidate> {
-        self.by_site
-            .get(site)
-            .into_iter()
-            .flatten()
-            .map(|&i| &self.appliances[i])
-            .collect()
-    }
-
-    /// The tier site a site fills from.
-    pub fn parent(&self, site: &str) -> Option<&str> {
-        self.sites.get(site)?.0.as_deref()
-    }
-
-    /// Whether `appliance` holds `content`, as last reported.
-    pub fn holds(&self, appliance: &str, content: &str) -> bool {
-        let (Some(&i), Some(h)) = (self.index.get(appliance), self.holders.get(content)) else {
-            return false;
-        };
-        h.contains(&i)
-    }
-
-    /// Whether an appliance may serve (fresh, not `error`, under its load threshold).
-    pub fn serving(&self, a: &Candidate, now: i64, report_interval_secs: u64) -> bool {
-        drop_reason(a, true, now, 3 * report_interval_secs as i64).is_none()
-    }
-
-    /// The client's country from the coverage zones (longest match).
-    pub fn country(&self, client: IpAddr) -> Option<&str> {
-        self.countries
-            .longest_match(client)
-            .map(|(_, c)| c.as_str())
-    }
-
-    /// Rebuilds the prefix table from the reported prefixes and the zones (a trie has no removal;
-    /// prefixes change rarely, so a rebuild when they do is cheaper than a mutable structure).
-    fn rebuild_prefixes(&mut self) {
-        let mut table: PrefixTable<Vec<String>> = PrefixTable::default();
-        let reported = self
-            .reported
-            .iter()
-            .enumerate()
-            .flat_map(|(i, ps)| ps.iter().map(move |p| (*p, i)))
-            .map(|(p, i)| (p, self.appliances[i].site.clone()));
-        for (prefix, site) in reported.chain(self.zones.iter().cloned()) {
-            add_route(&mut table, prefix, site);
-        }
-        self.prefixes = table;
-    }
-
-    /// Applies an accepted health report, so steering sees it without rereading the database.
-    /// A full inventory longer than [`crate::intake::INVENTORY_CHUNK`] is applied as deltas of
-    /// that size, each under its own short write lock, so steering never waits long for it.
-    pub fn apply(
-        fleet: &parking_lot::RwLock<Snapshot>,
-        r: &HealthReport,
-        full_inventory_needed: bool,
-        now: i64,
-    ) {
-        let write = || fleet.write();
-        let content = match &r.inventory {
-            Inventory::Full { content, .. }
-                if !full_inventory_needed && content.len() > crate::intake::INVENTORY_CHUNK =>
-            {
-                content
-            }
-            _ => return write().apply_report(r, full_inventory_needed, now),
-        };
-        // Status and routes first, then the held set is swapped whole (built outside the lock),
-        // then the holder index follows in chunks.
-        write().apply_report(r, true, now);
-        let new: HashSet<String> = content.iter().cloned().collect();
-        let held = new.clone();
-        let old = {
-            let mut snap = write();
-            let Some(&i) = snap.index.get(&r.oca_id) else {
-                return;
-            };
-            std::mem::replace(&mut snap.held[i], held)
-        };
-        let added: Vec<&String> = new.iter().filter(|c| !old.contains(*c)).collect();
-        let removed: Vec<&String> = old.iter().filter(|c| !new.contains(*c)).collect();
-        let step = crate::intake::INVENTORY_CHUNK;
-        // Each chunk hands the lock to whoever waits (unlock_fair) instead of taking it again
-        // straight away, so steering runs between chunks.
-        for chunk in added.chunks(step) {
-            let mut snap = write();
-            if let Some(&i) = snap.index.get(&r.oca_id) {
-                chunk.iter().for_each(|c| snap.holders.insert(c, i));
-            }
-            parking_lot::RwLockWriteGuard::unlock_fair(snap);
-        }
-        for chunk in removed.chunks(step) {
-            let mut snap = write();
-            if let Some(&i) = snap.index.get(&r.oca_id) {
-                chunk.iter().for_each(|c| snap.holders.remove(c, i));
-            }
-            parking_lot::RwLockWriteGuard::unlock_fair(snap);
-        }
-    }
-
-    /// Adds and removes content held by one appliance.
-    fn change_inventory(&mut self, oca_id: &str, added: &[String], removed: &[String]) {
-        let Some(&i) = self.index.get(oca_id) else {
-            return;
-        };
-        for c in removed {
-            self.unhold(c, i);
-            self.held[i].remove(c);
-        }
-        for c in added {
-            self.hold(c, i);
-        }
-    }
-
-    fn apply_report(&mut self, r: &HealthReport, full_inventory_needed: bool, now: i64) {
-        let Some(&i) = self.index.get(&r.oca_id) else {
-            return;
-        };
-        let a = &mut self.appliances[i];
-        a.status = Some(crate::intake::status_str(r.status).to_string());
-        a.last_report = now;
-        a.bytes_per_sec = r.serving.bytes_per_sec;
-        a.storage_bytes = usable_storage(&r.disks);
-        let mut prefixes = r.prefixes.clone();
-        prefixes.sort();
-        prefixes.dedup();
-        let mut before = self.reported[i].clone();
-        before.sort();
-        if before != prefixes {
-            // Routes only added (an appliance's first report, a new route) go into the trie as
-            // they are; a withdrawn route needs a rebuild, the trie having no removal.
-            let only_added = before.iter().all(|p| prefixes.binary_search(p).is_ok());
-            if only_added {
-                let site = self.appliances[i].site.clone();
-                for p in prefixes.iter().filter(|p| before.binary_search(p).is_err()) {
-                    add_route(&mut self.prefixes, *p, site.clone());
-                }
-                self.reported[i] = prefixes;
-            } else {
-                self.reported[i] = prefixes;
-                self.rebuild_prefixes();
-            }
-        }
-        if full_inventory_needed {
-            return;
-        }
-        match &r.inventory {
-            Inventory::Full { content, .. } => {
-                for old in std::mem::take(&mut self.held[i]) {
-                    self.unhold(&old, i);
-                }
-                for c in content {
-                    self.hold(c, i);
-                }
-            }
-            Inventory::Delta { added, removed, .. } => {
-                self.change_inventory(&r.oca_id, added, removed);
-            }
-        }
-    }
-
-    fn hold(&mut self, content: &str, i: usize) {
-        self.holders.insert(content, i);
-        self.held[i].insert(content.to_string());
-    }
-
-    fn unhold(&mut self, content: &str, i: usize) {
-        self.holders.remove(content, i);
-    }
-
-    /// The client's neighbourhood: its matched sites, their tier sites and their regions.
-    pub fn neighbourhood(&self, client: IpAddr) -> Neighbourhood<'_> {
+impl<'a> Neighbourhood<'a> {
+    /// The neighbourhood of `client`: its matched sites, their tier sites and their regions.
+    pub fn of(snap: &'a Snapshot, client: IpAddr) -> Neighbourhood<'a> {
         let mut rank: HashMap<&str, u8> = HashMap::new();
-        let best = self.prefixes.longest_match(client).map(|(p, _)| *p);
+        let best = snap.routes().longest_match(client).map(|(p, _)| *p);
         // Only the most specific match decides the client's own sites; wider covering prefixes
         // (an IXP announcing a /8) rank those sites as tier neighbours instead.
-        for (p, sites) in self.prefixes.matches(client) {
+        for (p, sites) in snap.routes().matches(client) {
             let r = if Some(*p) == best { 0 } else { 1 };
             for s in sites {
                 let e = rank.entry(s.as_str()).or_insert(r);
@@ -393,46 +52,34 @@ impl Snapshot {
             .collect();
         let mut regions: Vec<&str> = matched
             .iter()
-            .filter_map(|s| self.sites.get(*s))
-            .map(|(_, reg)| reg.as_str())
+            .filter_map(|s| snap.site(s))
+            .map(|(_, site)| site.region.as_str())
             .collect();
         regions.sort_unstable();
         regions.dedup();
         for s in &matched {
-            if let Some((Some(parent), _)) = self.sites.get(*s) {
-                if let Some((id, _)) = self.sites.get_key_value(parent.as_str()) {
-                    let e = rank.entry(id.as_str()).or_insert(1);
+            if let Some(parent) = snap.site(s).and_then(|(_, site)| site.parent.as_deref()) {
+                if let Some((id, _)) = snap.site(parent) {
+                    let e = rank.entry(id).or_insert(1);
                     *e = (*e).min(1);
                 }
             }
         }
         Neighbourhood {
-            snap: self,
+            snap,
             rank,
             regions,
             matched: best,
         }
     }
-}
 
-/// Where a client is: the proximity rank of every candidate site (0 the client's own sites, 1
-/// their tier sites, 2 the rest of their regions). Computed once per client and shared by the
-/// decisions for each rendition of a play.
-pub struct Neighbourhood<'a> {
-    snap: &'a Snapshot,
-    rank: HashMap<&'a str, u8>,
-    regions: Vec<&'a str>,
-    matched: Option<Prefix>,
-}
-
-impl<'a> Neighbourhood<'a> {
     /// Proximity rank of `site`, none when it is not a candidate.
     fn rank_of(&self, site: &str) -> Option<u8> {
         if let Some(r) = self.rank.get(site) {
             return Some(*r);
         }
-        let (_, region) = self.snap.sites.get(site)?;
-        self.regions.contains(&region.as_str()).then_some(2)
+        let (_, site) = self.snap.site(site)?;
+        self.regions.contains(&site.region.as_str()).then_some(2)
     }
 
     /// Every candidate site's appliances, with their rank.
@@ -441,17 +88,12 @@ impl<'a> Neighbourhood<'a> {
         let regional = self
             .regions
             .iter()
-            .flat_map(|reg| self.snap.by_region.get(*reg).into_iter().flatten())
+            .flat_map(|reg| self.snap.region_sites(reg))
             .filter(|s| !self.rank.contains_key(s.as_str()))
             .map(|s| (s.as_str(), 2));
-        ranked.chain(regional).flat_map(|(site, prox)| {
-            self.snap
-                .by_site
-                .get(site)
-                .into_iter()
-                .flatten()
-                .map(move |&i| (i, prox))
-        })
+        ranked
+            .chain(regional)
+            .flat_map(|(site, prox)| self.snap.site_members(site).iter().map(move |&i| (i, prox)))
     }
 
     /// About how many appliances the candidate sites have (at most twice the count: a tier site
@@ -460,33 +102,20 @@ impl<'a> Neighbourhood<'a> {
         let ranked: usize = self
             .rank
             .keys()
-            .map(|s| self.snap.by_site.get(*s).map_or(0, Vec::len))
+            .map(|s| self.snap.site_members(s).len())
             .sum();
-        let regional: usize = self
-            .regions
-            .iter()
-            .map(|r| self.snap.region_appliances.get(*r).copied().unwrap_or(0))
-            .sum();
+        let regional: usize = self.regions.iter().map(|r| self.snap.region_size(r)).sum();
         ranked + regional
     }
-}
-
-/// Adds `site` to the sites routed by `prefix`.
-fn add_route(table: &mut PrefixTable<Vec<String>>, prefix: Prefix, site: String) {
-    let mut sites = table.insert(prefix, Vec::new()).unwrap_or_default();
-    if !sites.contains(&site) {
-        sites.push(site);
-    }
-    table.insert(prefix, sites);
 }
 
 /// Times `n` in-process steering decisions for random clients (inside reported prefixes) and
 /// random held content; returns (p50, p99, max) in microseconds. Used by `--bench-steer`.
 pub fn bench(snap: &Snapshot, n: usize, report_interval_secs: u64) -> Option<(f64, f64, f64)> {
     // As of the newest report, so the fleet is as fresh as when it was recorded.
-    let now = snap.appliances.iter().map(|a| a.last_report).max()?;
-    let prefixes: Vec<Prefix> = snap.reported.iter().flatten().copied().collect();
-    let contents: Vec<&String> = snap.holders.keys().collect();
+    let now = snap.newest_report()?;
+    let prefixes: Vec<Prefix> = snap.reported_prefixes().copied().collect();
+    let contents: Vec<&String> = snap.held_content().collect();
     if prefixes.is_empty() || contents.is_empty() || n == 0 {
         return None;
     }
@@ -551,7 +180,7 @@ pub fn steer(
     now: i64,
     explain: bool,
 ) -> Decision {
-    let near = snap.neighbourhood(client);
+    let near = Neighbourhood::of(snap, client);
     steer_near(
         report_interval_secs,
         &near,
@@ -573,7 +202,7 @@ pub fn steer_near(
 ) -> Decision {
     let snap = near.snap;
     let matched = near.matched;
-    let holders = snap.holders.get(content_id);
+    let holders = snap.holders(content_id);
     let mut kept: Vec<(u8, u64, f64, &Candidate)> = Vec::new();
     let mut notes = Vec::new();
     let stale_after = 3 * report_interval_secs as i64;
@@ -587,14 +216,14 @@ pub fn steer_near(
                 holders
                     .into_iter()
                     .flatten()
-                    .filter_map(|&i| near.rank_of(&snap.appliances[i].site).map(|r| (i, r))),
+                    .filter_map(|&i| near.rank_of(&snap.at(i).site).map(|r| (i, r))),
             )
         } else {
             Box::new(near.candidates())
         };
     for (i, prox) in walk {
-        let a = &snap.appliances[i];
-        let reason = drop_reason(a, holders.is_some_and(|h| h.contains(&i)), now, stale_after);
+        let a = snap.at(i);
+        let reason = a.drop_reason(holders.is_some_and(|h| h.contains(&i)), now, stale_after);
         if let Some(reason) = reason {
             if explain {
                 notes.push(Explanation {
@@ -606,7 +235,7 @@ pub fn steer_near(
             }
             continue;
         }
-        let headroom = 1.0 - load(a);
+        let headroom = 1.0 - a.load();
         kept.push((
             prox,
             oca_store::placement::score(&a.id, content_id),
@@ -667,88 +296,16 @@ pub fn steer_near(
     }
 }
 
-fn load(a: &Candidate) -> f64 {
-    if a.capacity_bps == 0 {
-        return 1.0;
-    }
-    (a.bytes_per_sec as f64 * 8.0) / a.capacity_bps as f64
-}
-
-fn drop_reason(a: &Candidate, holds: bool, now: i64, stale_after: i64) -> Option<&'static str> {
-    match a.status.as_deref() {
-        None => Some("never reported"),
-        _ if now - a.last_report > stale_after => {
-            Some("stale: no report for 3 intervals (unknown)")
-        }
-        Some("error") => Some("status error"),
-        _ if load(a) > LOAD_THRESHOLD => Some("over load threshold"),
-        _ if !holds => Some("does not hold the content"),
-        _ => None,
-    }
-}
-
-/// Which appliances hold each content id, in shards: a first inventory of a million files grows
-/// the index one shard at a time, so no single insert under the fleet's write lock rehashes it
-/// all.
-struct Holders {
-    hasher: std::collections::hash_map::RandomState,
-    shards: Vec<HashMap<String, HashSet<usize>>>,
-}
-
-impl Default for Holders {
-    fn default() -> Holders {
-        Holders {
-            hasher: Default::default(),
-            shards: vec![HashMap::new(); 256],
-        }
-    }
-}
-
-impl Holders {
-    fn shard(&self, content: &str) -> usize {
-        use std::hash::BuildHasher;
-        (self.hasher.hash_one(content) % self.shards.len() as u64) as usize
-    }
-
-    fn get(&self, content: &str) -> Option<&HashSet<usize>> {
-        self.shards[self.shard(content)].get(content)
-    }
-
-    fn insert(&mut self, content: &str, appliance: usize) {
-        let s = self.shard(content);
-        match self.shards[s].get_mut(content) {
-            Some(set) => {
-                set.insert(appliance);
-            }
-            None => {
-                self.shards[s].insert(content.to_string(), HashSet::from([appliance]));
-            }
-        }
-    }
-
-    fn remove(&mut self, content: &str, appliance: usize) {
-        let s = self.shard(content);
-        if let Some(set) = self.shards[s].get_mut(content) {
-            set.remove(&appliance);
-            if set.is_empty() {
-                self.shards[s].remove(content);
-            }
-        }
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &String> {
-        self.shards.iter().flat_map(HashMap::keys)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{Appliance, Site, SiteKind};
+    use crate::storage::sqlite::SqliteStorage;
+    use crate::storage::{Appliance, FleetStore, InventoryStore, Site, SiteKind};
+    use oca_protocol::health::HealthReport;
 
     /// A random fleet in a real SQLite file: 60 sites in 3 regions (every fifth an IXP parent),
     /// 1-4 appliances each with random health, load and holdings.
-    fn random_fleet(db: &Db, seed: u64) -> i64 {
+    fn random_fleet(db: &SqliteStorage, seed: u64) -> i64 {
         let mut x = seed | 1;
         let mut rnd = move |n: u64| {
             x ^= x << 13;
@@ -791,7 +348,8 @@ mod tests {
                 }))
                 .unwrap();
                 let stale = rnd(6) == 0;
-                crate::intake::record(db, &report, if stale { now - 100 } else { now }).unwrap();
+                db.record_report(&report, if stale { now - 100 } else { now })
+                    .unwrap();
             }
         }
         now
@@ -801,7 +359,7 @@ mod tests {
     fn the_holder_walk_and_the_neighbourhood_walk_agree() {
         for seed in 1..=8u64 {
             let dir = tempfile::tempdir().unwrap();
-            let db = Db::open(&dir.path().join("cp.db")).unwrap();
+            let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
             let now = random_fleet(&db, seed * 7919);
             let snap = Snapshot::load(&db).unwrap();
             let mut answered = 0;

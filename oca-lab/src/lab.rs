@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use oca_protocol::admin;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -208,11 +209,14 @@ impl Lab {
         let mut sites = topo.site.clone();
         sites.sort_by_key(|s| s.parent.is_some());
         for s in &sites {
-            let mut body = json!({"id": s.id, "kind": s.kind, "region": s.region});
-            if let Some(p) = &s.parent {
-                body["parent"] = json!(p);
-            }
-            self.admin("POST", "/v1/admin/sites", Some(body))?;
+            let site = admin::Site {
+                id: s.id.clone(),
+                kind: s.kind.parse()?,
+                region: s.region.clone(),
+                parent: s.parent.clone(),
+                allowed_prefixes: Vec::new(),
+            };
+            self.admin("POST", "/v1/admin/sites", Some(serde_json::to_value(site)?))?;
         }
         // Players on this machine are in the first ISP site, in NL.
         let home = sites
@@ -224,21 +228,31 @@ impl Lab {
         self.admin(
             "POST",
             "/v1/admin/zones",
-            Some(json!({"prefix": "127.0.0.0/8", "site": home, "country": "NL"})),
+            Some(serde_json::to_value(admin::Zone {
+                prefix: "127.0.0.0/8".parse()?,
+                site: Some(home),
+                country: Some("NL".into()),
+            })?),
         )?;
         self.admin(
             "POST",
             "/v1/admin/subscribers",
-            Some(
-                json!({"id": "demo", "active": true, "max_resolution": 2160, "max_streams": 1000}),
-            ),
+            Some(serde_json::to_value(admin::Subscriber {
+                id: "demo".into(),
+                active: true,
+                max_resolution: 2160,
+                max_streams: 1000,
+            })?),
         )?;
-        let issued = self.admin(
+        let issued: admin::IssuedToken = serde_json::from_value(self.admin(
             "POST",
             "/v1/admin/subscribers/demo/tokens",
-            Some(json!({"ttl_secs": 30 * 86_400})),
-        )?;
-        let token = issued["token"].as_str().context("a player token")?;
+            Some(serde_json::to_value(admin::TokenRequest {
+                ttl_secs: Some(30 * 86_400),
+            })?),
+        )?)
+        .context("a player token")?;
+        let token = issued.token.as_str();
         std::fs::write(&self.player_token, token)?;
         let origin = self.dir.join("cp.db.origin");
         std::fs::create_dir_all(&origin)?;
@@ -247,7 +261,11 @@ impl Lab {
             self.admin(
                 "POST",
                 "/v1/admin/titles",
-                Some(json!({"id": title, "name": format!("Lab title {t}"), "countries": ["NL"]})),
+                Some(serde_json::to_value(admin::Title {
+                    id: title.clone(),
+                    name: format!("Lab title {t}"),
+                    countries: vec!["NL".into()],
+                })?),
             )?;
             for (res, kbps, mib) in [
                 (1080, 8_000, topo.content.size_1080p_mib),
@@ -260,8 +278,16 @@ impl Lab {
                 self.admin(
                     "POST",
                     "/v1/admin/content",
-                    Some(json!({"id": id, "title": title, "resolution": res, "bitrate_kbps": kbps,
-                        "size": bytes.len(), "sha256": sha, "content_type": "video/mp4", "origin": "embedded"})),
+                    Some(serde_json::to_value(admin::Content {
+                        id,
+                        title: title.clone(),
+                        resolution: res,
+                        bitrate_kbps: kbps,
+                        size: bytes.len() as u64,
+                        sha256: sha,
+                        content_type: "video/mp4".into(),
+                        origin: "embedded".into(),
+                    })?),
                 )?;
             }
             // One play each, so every title counts as popular and gets two copies per site.
@@ -334,9 +360,16 @@ impl Lab {
         let reg = self.admin(
             "POST",
             "/v1/admin/appliances",
-            Some(json!({"id": id, "site": site, "url": a.url, "capacity_bps": 10_000_000_000u64})),
+            Some(serde_json::to_value(admin::Appliance {
+                id: id.into(),
+                site: site.into(),
+                url: a.url.clone(),
+                capacity_bps: 10_000_000_000,
+            })?),
         )?;
-        a.credential = reg["credential"].as_str().unwrap_or_default().to_string();
+        a.credential = serde_json::from_value::<admin::Registered>(reg)
+            .map(|r| r.credential)
+            .unwrap_or_default();
         std::fs::write(a.dir.join("credential"), &a.credential)?;
         a.agent_cmd = prefix;
         a.agent_cmd.extend([

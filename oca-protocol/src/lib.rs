@@ -1,7 +1,9 @@
 //! What the parts of the system say to each other (DESIGN.md): URL signing and its keyring, the
-//! health report, steering, playback and fill-manifest wire types, oca-daemon's admin status, and
-//! IP prefixes. Shared by the control plane, oca-daemon and the fill agent.
+//! health report, steering, playback, fill-manifest and admin-API wire types, oca-daemon's admin
+//! status, and IP prefixes. Shared by the control plane, oca-daemon, the fill agent, `ocactl` and
+//! oca-lab.
 
+pub mod admin;
 pub mod health;
 pub mod keys;
 pub mod manifest;

@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use oca_protocol::admin::{
+    Appliance, Content, Site, SiteKind, Subscriber, Title, TokenRequest, Zone,
+};
+use oca_protocol::prefix::Prefix;
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Administers an Open Connect control plane: sites, appliances, zones, titles, content,
@@ -75,13 +80,13 @@ enum SiteCmd {
         parent: Option<String>,
         /// A route its appliances may report (repeat); reports outside them are dropped.
         #[arg(long = "allowed-prefix", value_name = "CIDR")]
-        allowed_prefixes: Vec<String>,
+        allowed_prefixes: Vec<Prefix>,
     },
     /// Replaces the routes a site's appliances may report.
     Allow {
         id: String,
         /// The prefixes (none: every reported prefix is dropped).
-        prefixes: Vec<String>,
+        prefixes: Vec<Prefix>,
     },
     /// Lists sites.
     List,
@@ -108,7 +113,7 @@ enum ApplianceCmd {
 enum ZoneCmd {
     /// Adds or replaces a zone.
     Add {
-        prefix: String,
+        prefix: Prefix,
         #[arg(long)]
         site: Option<String>,
         #[arg(long)]
@@ -205,13 +210,18 @@ struct Api {
 }
 
 impl Api {
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+    fn call<B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base.trim_end_matches('/')))
             .bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let resp = req
             .send()
@@ -227,14 +237,14 @@ impl Api {
     }
 
     fn get(&self, path: &str) -> Result<Value> {
-        self.call(reqwest::Method::GET, path, None)
+        self.call::<()>(reqwest::Method::GET, path, None)
     }
 
-    fn post(&self, path: &str, body: Value) -> Result<Value> {
+    fn post<B: Serialize>(&self, path: &str, body: &B) -> Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body))
     }
 
-    fn put(&self, path: &str, body: Value) -> Result<Value> {
+    fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<Value> {
         self.call(reqwest::Method::PUT, path, Some(body))
     }
 }
@@ -263,57 +273,128 @@ fn run(cli: Cli) -> Result<()> {
         http: http.build()?,
     };
     let out = match cli.command {
-        Command::Site(SiteCmd::Add { id, kind, region, parent, allowed_prefixes }) => api.post(
-            "/v1/admin/sites",
-            json!({"id": id, "kind": kind, "region": region, "parent": parent, "allowed_prefixes": allowed_prefixes}),
-        )?,
+        Command::Site(SiteCmd::Add {
+            id,
+            kind,
+            region,
+            parent,
+            allowed_prefixes,
+        }) => {
+            let kind: SiteKind = kind.parse()?;
+            api.post(
+                "/v1/admin/sites",
+                &Site {
+                    id,
+                    kind,
+                    region,
+                    parent,
+                    allowed_prefixes,
+                },
+            )?
+        }
         Command::Site(SiteCmd::Allow { id, prefixes }) => {
-            api.put(&format!("/v1/admin/sites/{id}/allowed_prefixes"), json!(prefixes))?
+            api.put(&format!("/v1/admin/sites/{id}/allowed_prefixes"), &prefixes)?
         }
         Command::Site(SiteCmd::List) => api.get("/v1/admin/sites")?,
-        Command::Appliance(ApplianceCmd::Add { id, site, url, capacity_bps }) => {
-            api.post("/v1/admin/appliances", json!({"id": id, "site": site, "url": url, "capacity_bps": capacity_bps}))?
-        }
+        Command::Appliance(ApplianceCmd::Add {
+            id,
+            site,
+            url,
+            capacity_bps,
+        }) => api.post(
+            "/v1/admin/appliances",
+            &Appliance {
+                id,
+                site,
+                url,
+                capacity_bps,
+            },
+        )?,
         Command::Appliance(ApplianceCmd::List) => api.get("/v1/admin/appliances")?,
-        Command::Zone(ZoneCmd::Add { prefix, site, country }) => {
-            api.post("/v1/admin/zones", json!({"prefix": prefix, "site": site, "country": country}))?
-        }
+        Command::Zone(ZoneCmd::Add {
+            prefix,
+            site,
+            country,
+        }) => api.post(
+            "/v1/admin/zones",
+            &Zone {
+                prefix,
+                site,
+                country,
+            },
+        )?,
         Command::Zone(ZoneCmd::List) => api.get("/v1/admin/zones")?,
-        Command::Title(TitleCmd::Add { id, name, countries }) => {
-            api.post("/v1/admin/titles", json!({"id": id, "name": name, "countries": countries}))?
-        }
+        Command::Title(TitleCmd::Add {
+            id,
+            name,
+            countries,
+        }) => api.post(
+            "/v1/admin/titles",
+            &Title {
+                id,
+                name,
+                countries,
+            },
+        )?,
         Command::Title(TitleCmd::List) => api.get("/v1/admin/titles")?,
-        Command::Content(ContentCmd::Add { file, title, resolution, bitrate_kbps, id, content_type, origin_dir }) => {
-            add_content(&api, &file, id, &origin_dir, json!({
-                "title": title, "resolution": resolution, "bitrate_kbps": bitrate_kbps,
-                "content_type": content_type, "origin": "embedded"
-            }))?
+        Command::Content(ContentCmd::Add {
+            file,
+            title,
+            resolution,
+            bitrate_kbps,
+            id,
+            content_type,
+            origin_dir,
+        }) => {
+            let rendition = Content {
+                id: String::new(),
+                title,
+                resolution,
+                bitrate_kbps,
+                size: 0,
+                sha256: String::new(),
+                content_type,
+                origin: "embedded".into(),
+            };
+            add_content(&api, &file, id, &origin_dir, rendition)?
         }
         Command::Content(ContentCmd::List) => api.get("/v1/admin/content")?,
-        Command::Subscriber(SubscriberCmd::Add { id, max_resolution, max_streams, inactive }) => api.post(
+        Command::Subscriber(SubscriberCmd::Add {
+            id,
+            max_resolution,
+            max_streams,
+            inactive,
+        }) => api.post(
             "/v1/admin/subscribers",
-            json!({"id": id, "active": !inactive, "max_resolution": max_resolution, "max_streams": max_streams}),
+            &Subscriber {
+                id,
+                active: !inactive,
+                max_resolution,
+                max_streams,
+            },
         )?,
         Command::Subscriber(SubscriberCmd::Token { id, ttl_secs }) => api.post(
             &format!("/v1/admin/subscribers/{id}/tokens"),
-            json!({"ttl_secs": ttl_secs}),
+            &TokenRequest { ttl_secs },
         )?,
         Command::Subscriber(SubscriberCmd::List) => api.get("/v1/admin/subscribers")?,
-        Command::Keys(KeysCmd::Rotate) => api.post("/v1/admin/keys/rotate", json!({}))?,
+        Command::Keys(KeysCmd::Rotate) => {
+            api.post("/v1/admin/keys/rotate", &serde_json::Map::new())?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
 /// Hashes and copies the file into the origin directory (via a temporary name, fsync, rename, so
-/// the origin never serves a partial file), then registers it; a refused registration removes the
-/// copy it made.
+/// the origin never serves a partial file), then registers `rendition` with its id, size and
+/// hash; a refused registration removes the copy it made.
 fn add_content(
     api: &Api,
     file: &Path,
     id: Option<String>,
     origin_dir: &Path,
-    mut fields: Value,
+    mut rendition: Content,
 ) -> Result<Value> {
     let id = match id {
         Some(id) => id,
@@ -342,10 +423,10 @@ fn add_content(
         let _ = std::fs::remove_file(&dest);
         return Err(e).with_context(|| format!("syncing {}", origin_dir.display()));
     }
-    fields["id"] = json!(id);
-    fields["size"] = json!(size);
-    fields["sha256"] = json!(sha256);
-    match api.post("/v1/admin/content", fields) {
+    rendition.id = id;
+    rendition.size = size;
+    rendition.sha256 = sha256;
+    match api.post("/v1/admin/content", &rendition) {
         Ok(v) => Ok(v),
         Err(e) => {
             let _ = std::fs::remove_file(&dest);

@@ -14,7 +14,7 @@ pub mod watch;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use oca_service::admission::{Admission, Refusal};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -105,8 +106,8 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (slab::Slab<Arc<ConnState>>, usize)> {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, (slab::Slab<Arc<ConnState>>, usize)> {
+        self.conns.lock()
     }
 
     /// Closes the connection that waited longest on its client among a sample, if one waited
@@ -167,7 +168,7 @@ struct Shared {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets requests in progress
-/// finish (for up to [`DRAIN`]).
+/// finish (for up to `DRAIN`).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,

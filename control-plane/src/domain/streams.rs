@@ -2,18 +2,18 @@
 //!
 //! Every play takes (or renews) a lease on one of its subscriber's stream slots. The decision
 //! is made under one mutex over the live leases, so two plays never both take the last slot;
-//! the lease is then queued to a writer thread that commits everything queued in one SQLite
+//! the lease is then queued to a writer thread that commits everything queued in one storage
 //! transaction (one fsync for many plays). A play is answered only after its lease committed,
 //! so a crash loses no lease a player was told about.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
+use parking_lot::Mutex;
 
-use crate::db::{Db, DbError};
+use crate::storage::{LeaseRow, Storage, StorageError};
 
 /// Most leases written in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -33,11 +33,12 @@ pub enum Lease {
 }
 
 struct Write {
-    subscriber: String,
-    title: String,
-    expires: i64,
+    lease: LeaseRow,
     done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
+
+/// The clock the writer reads to purge expired leases (unix seconds).
+pub type Clock = fn() -> i64;
 
 /// The live leases and the queue to their writer.
 pub struct Streams {
@@ -46,29 +47,19 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// Loads the unexpired leases and starts the writer thread.
-    pub fn start(db: Arc<Db>, now: i64) -> Result<Streams, DbError> {
+    /// Loads the leases unexpired at `now` and starts the writer thread, which purges expired
+    /// leases by `clock`.
+    pub fn start(store: Arc<dyn Storage>, now: i64, clock: Clock) -> Result<Streams, StorageError> {
         let mut live: HashMap<String, Held> = HashMap::new();
-        {
-            let conn = db.reader();
-            let mut stmt =
-                conn.prepare("SELECT subscriber, title, expires FROM streams WHERE expires > ?1")?;
-            let rows = stmt.query_map([now], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (sub, title, expires) = row?;
-                live.entry(sub).or_default().push((title, expires));
-            }
+        for l in store.live_leases(now)? {
+            live.entry(l.subscriber)
+                .or_default()
+                .push((l.title, l.expires));
         }
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("stream-leases".into())
-            .spawn(move || writer(&db, &rx))
+            .spawn(move || writer(store.as_ref(), &rx, clock))
             .expect("spawning a thread");
         Ok(Streams {
             live: Mutex::new(live),
@@ -86,7 +77,7 @@ impl Streams {
         now: i64,
         expires: i64,
     ) -> Lease {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock();
         let held = live.entry(subscriber.to_string()).or_default();
         held.retain(|(_, e)| *e > now);
         let others = held.iter().filter(|(t, _)| t != title).count();
@@ -99,13 +90,15 @@ impl Streams {
         }
         let (done, wait) = tokio::sync::oneshot::channel();
         let write = Write {
-            subscriber: subscriber.to_string(),
-            title: title.to_string(),
-            expires,
+            lease: LeaseRow {
+                subscriber: subscriber.to_string(),
+                title: title.to_string(),
+                expires,
+            },
             done,
         };
         // Queued under the lock, so writes of one lease reach the database in decision order.
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = self.queue.lock();
         if let Err(mpsc::SendError(w)) = queue.send(write) {
             let _ = w.done.send(Err("the lease writer stopped".into()));
         }
@@ -114,7 +107,7 @@ impl Streams {
 
     /// Gives back a lease whose write failed, so the player can retry.
     pub fn release(&self, subscriber: &str, title: &str, expires: i64) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock();
         if let Some(held) = live.get_mut(subscriber) {
             held.retain(|(t, e)| !(t == title && *e == expires));
         }
@@ -122,7 +115,7 @@ impl Streams {
 }
 
 /// Commits queued leases in batches until every sender is gone.
-fn writer(db: &Db, rx: &mpsc::Receiver<Write>) {
+fn writer(store: &dyn Storage, rx: &mpsc::Receiver<Write>, clock: Clock) {
     let mut last_purge = Instant::now();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -132,38 +125,20 @@ fn writer(db: &Db, rx: &mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
+        let (leases, waiting): (Vec<LeaseRow>, Vec<_>) =
+            batch.into_iter().map(|w| (w.lease, w.done)).unzip();
         let purge = last_purge.elapsed() >= PURGE_EVERY;
-        let result = commit(db, &batch, purge).map_err(|e| {
-            tracing::error!(error = %e, leases = batch.len(), "writing stream leases");
-            e.to_string()
-        });
+        let result = store
+            .commit_leases(&leases, purge.then(clock))
+            .map_err(|e| {
+                tracing::error!(error = %e, leases = leases.len(), "writing stream leases");
+                e.to_string()
+            });
         if purge && result.is_ok() {
             last_purge = Instant::now();
         }
-        for w in batch {
-            let _ = w.done.send(result.clone());
+        for done in waiting {
+            let _ = done.send(result.clone());
         }
     }
-}
-
-fn commit(db: &Db, batch: &[Write], purge: bool) -> Result<(), DbError> {
-    let mut conn = db.conn();
-    let tx = conn.transaction()?;
-    {
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO streams (subscriber, title, expires) VALUES (?1, ?2, ?3)
-             ON CONFLICT(subscriber, title) DO UPDATE SET expires = max(expires, excluded.expires)",
-        )?;
-        for w in batch {
-            upsert.execute(params![w.subscriber, w.title, w.expires])?;
-        }
-    }
-    if purge {
-        tx.execute(
-            "DELETE FROM streams WHERE expires <= ?1",
-            [crate::api::unix_now()],
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
 }

@@ -1,89 +1,52 @@
-//! Health intake: appliances report status, load, disks, routes and inventory; the reply carries
-//! the URL keys (DESIGN.md "Health report").
+//! Health reports and inventories in SQLite. An appliance's inventory is a generation of rows;
+//! a large full inventory is staged as a new generation in short transactions beside the one in
+//! force and switched in by the report's transaction, so readers and a crash see the old
+//! inventory or the new one, never a part.
 
-use oca_protocol::health::{HealthReport, Inventory, Status};
-use oca_protocol::prefix::Prefix;
+use oca_protocol::health::{HealthReport, Inventory};
 use rusqlite::{params, OptionalExtension, Transaction};
-use sha2::{Digest, Sha256};
 
-use crate::api::constant_time_eq;
-use crate::db::{Db, DbError};
+use crate::storage::sqlite::SqliteStorage;
+use crate::storage::{status_str, Accepted, InventoryStore, Result, INVENTORY_CHUNK};
 
-/// Default seconds between reports asked of appliances (DESIGN.md); three missed intervals make
-/// an appliance `unknown`.
-pub const DEFAULT_REPORT_INTERVAL_SECS: u64 = 10;
+impl InventoryStore for SqliteStorage {
+    fn record_report(&self, r: &HealthReport, now: i64) -> Result<Accepted> {
+        record(self, r, now)
+    }
 
-/// Whether `credential` is the one issued to appliance `oca_id`.
-pub fn authenticate(db: &Db, oca_id: &str, credential: &str) -> Result<bool, DbError> {
-    let stored: Option<Vec<u8>> = db
-        .reader()
-        .query_row(
-            "SELECT credential_sha256 FROM appliances WHERE id = ?1",
-            [oca_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let presented = Sha256::digest(credential.as_bytes());
-    // Hash even for unknown ids, so timing does not tell which appliances exist.
-    let stored = stored.unwrap_or_else(|| vec![0u8; 32]);
-    Ok(constant_time_eq(&presented, &stored))
+    fn remove_unused_inventories(&self) -> Result<usize> {
+        remove_unused(self)
+    }
+
+    fn inventory(&self, oca_id: &str) -> Result<Vec<String>> {
+        let conn = self.reader();
+        let mut stmt =
+            conn.prepare("SELECT i.content_id FROM appliances a CROSS JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen
+                          WHERE a.id = ?1 ORDER BY i.content_id")?;
+        let rows = stmt.query_map([oca_id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn holdings(&self, each: &mut dyn FnMut(String, String)) -> Result<()> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(
+            // CROSS JOIN keeps appliances the outer loop, so each one's current generation is
+            // a range of the key and generations being written are never scanned.
+            "SELECT i.content_id, a.id FROM appliances a
+             CROSS JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (content, oca) = row?;
+            each(content, oca);
+        }
+        Ok(())
+    }
 }
-
-/// An appliance's place: its site and the prefixes it may report.
-pub struct Standing {
-    /// Its site (as registered, whatever the report says).
-    pub site: String,
-    /// The site's allowed prefixes.
-    pub allowed: Vec<Prefix>,
-}
-
-/// The site and allowed prefixes of appliance `oca_id`.
-pub fn standing(db: &Db, oca_id: &str) -> Result<Standing, DbError> {
-    let (site, allowed): (String, String) = db
-        .reader()
-        .query_row(
-            "SELECT s.id, s.allowed_prefixes FROM appliances a JOIN sites s ON s.id = a.site
-             WHERE a.id = ?1",
-            [oca_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or_else(|| DbError::Missing(format!("appliance {oca_id}")))?;
-    Ok(Standing {
-        site,
-        allowed: serde_json::from_str(&allowed).unwrap_or_default(),
-    })
-}
-
-/// Keeps the reported prefixes that fall inside one of `allowed`; returns the report so
-/// screened and the prefixes dropped. A stolen appliance credential can then pull no more
-/// traffic than its site was granted.
-pub fn screen_prefixes(mut r: HealthReport, allowed: &[Prefix]) -> (HealthReport, Vec<Prefix>) {
-    let (kept, refused) = r
-        .prefixes
-        .into_iter()
-        .partition(|p| allowed.iter().any(|a| a.covers(p)));
-    r.prefixes = kept;
-    (r, refused)
-}
-
-/// What the intake concluded about the inventory.
-pub struct Accepted {
-    /// The inventory sequence now on record.
-    pub inventory_seq: u64,
-    /// Whether the appliance must send a full inventory next time.
-    pub send_full_inventory: bool,
-}
-
-/// Full inventories longer than this are written in chunks of this many entries, each in its
-/// own short transaction, so other writers (reports, stream leases) never queue behind one
-/// large transaction.
-pub const INVENTORY_CHUNK: usize = 10_000;
 
 /// Records a report: one transaction, after a large full inventory was staged in chunks beside
 /// the one in force. The report's transaction switches the appliance to the staged generation,
 /// so readers and a crash see the old inventory or the new one, never a part.
-pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> {
+fn record(db: &SqliteStorage, r: &HealthReport, now: i64) -> Result<Accepted> {
     let staged = match &r.inventory {
         Inventory::Full { content, .. } if content.len() > INVENTORY_CHUNK => {
             Some(stage(db, &r.oca_id, content)?)
@@ -109,7 +72,7 @@ pub fn record(db: &Db, r: &HealthReport, now: i64) -> Result<Accepted, DbError> 
 /// Writes `content` as a new inventory generation of `oca_id`, chunk by chunk; returns it.
 /// Until the report switches it in, the generation is listed as unused, so a crash leaves
 /// nothing that [`remove_unused`] does not clear.
-fn stage(db: &Db, oca_id: &str, content: &[String]) -> Result<i64, DbError> {
+fn stage(db: &SqliteStorage, oca_id: &str, content: &[String]) -> Result<i64> {
     let gen = db.new_inventory_gen();
     db.conn().execute(
         "INSERT INTO inventory_unused (gen, oca_id) VALUES (?1, ?2)",
@@ -138,7 +101,7 @@ fn stage(db: &Db, oca_id: &str, content: &[String]) -> Result<i64, DbError> {
 }
 
 /// Deletes one unused inventory generation of `oca_id`, chunk by chunk.
-fn purge(db: &Db, oca_id: &str, gen: i64) -> Result<(), DbError> {
+fn purge(db: &SqliteStorage, oca_id: &str, gen: i64) -> Result<()> {
     loop {
         let deleted = db.conn().execute(
             "DELETE FROM inventory WHERE oca_id = ?1 AND gen = ?2 AND content_id IN
@@ -156,7 +119,7 @@ fn purge(db: &Db, oca_id: &str, gen: i64) -> Result<(), DbError> {
 
 /// Deletes the generations a stopped process left unused (staged and never switched in, or
 /// replaced and not yet deleted); run at start.
-pub fn remove_unused(db: &Db) -> Result<usize, DbError> {
+fn remove_unused(db: &SqliteStorage) -> Result<usize> {
     let unused: Vec<(i64, String)> = {
         let conn = db.reader();
         let mut stmt = conn.prepare("SELECT gen, oca_id FROM inventory_unused")?;
@@ -171,11 +134,11 @@ pub fn remove_unused(db: &Db) -> Result<usize, DbError> {
 
 /// The report's transaction; returns the generation it replaced when it switched to `staged`.
 fn record_staged(
-    db: &Db,
+    db: &SqliteStorage,
     r: &HealthReport,
     now: i64,
     staged: Option<i64>,
-) -> Result<(Accepted, Option<i64>), DbError> {
+) -> Result<(Accepted, Option<i64>)> {
     let mut conn = db.conn();
     let tx = conn.transaction()?;
     let held: Option<i64> = tx
@@ -237,7 +200,7 @@ fn record_staged(
 
 /// Records the appliance's routes, writing only when they changed (they rarely do, and most
 /// reports would otherwise rewrite a hundred rows each).
-fn replace_prefixes(tx: &Transaction<'_>, r: &HealthReport) -> Result<(), DbError> {
+fn replace_prefixes(tx: &Transaction<'_>, r: &HealthReport) -> Result<()> {
     let mut new: Vec<String> = r.prefixes.iter().map(|p| p.to_string()).collect();
     new.sort();
     new.dedup();
@@ -268,7 +231,7 @@ fn apply_inventory(
     gen: i64,
     inv: &Inventory,
     held: Option<u64>,
-) -> Result<(u64, bool), DbError> {
+) -> Result<(u64, bool)> {
     let mut ins = tx.prepare_cached(
         "INSERT OR IGNORE INTO inventory (oca_id, gen, content_id) VALUES (?1, ?2, ?3)",
     )?;
@@ -302,23 +265,4 @@ fn apply_inventory(
         }
         Inventory::Delta { .. } => Ok((held.unwrap_or(0), true)),
     }
-}
-
-/// The status as stored.
-pub fn status_str(s: Status) -> &'static str {
-    match s {
-        Status::Ok => "ok",
-        Status::Warning => "warning",
-        Status::Error => "error",
-    }
-}
-
-/// Content ids an appliance holds, sorted (for tests and the admin API).
-pub fn inventory(db: &Db, oca_id: &str) -> Result<Vec<String>, DbError> {
-    let conn = db.reader();
-    let mut stmt =
-        conn.prepare("SELECT i.content_id FROM appliances a CROSS JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen
-                      WHERE a.id = ?1 ORDER BY i.content_id")?;
-    let rows = stmt.query_map([oca_id], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -4,11 +4,10 @@
 //! statistic.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
-use rusqlite::params;
+use parking_lot::Mutex;
 
-use crate::db::{Db, DbError};
+use crate::storage::{SavedScore, Storage, StorageError};
 
 /// Default half-life of a play's weight.
 pub const DEFAULT_HALF_LIFE_SECS: f64 = 24.0 * 3600.0;
@@ -21,12 +20,12 @@ pub struct Popularity {
 
 impl Popularity {
     /// Reads the scores saved last.
-    pub fn load(db: &Db, half_life_secs: f64) -> Result<Popularity, DbError> {
-        let conn = db.reader();
-        let mut stmt = conn.prepare("SELECT title, score, updated FROM popularity")?;
-        let scores = stmt
-            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
-            .collect::<Result<_, _>>()?;
+    pub fn load(store: &dyn Storage, half_life_secs: f64) -> Result<Popularity, StorageError> {
+        let scores = store
+            .popularity()?
+            .into_iter()
+            .map(|(title, score, at)| (title, (score, at)))
+            .collect();
         Ok(Popularity {
             half_life_secs,
             scores: Mutex::new(scores),
@@ -40,47 +39,34 @@ impl Popularity {
 
     /// Counts one play of `title` at `now`.
     pub fn record(&self, title: &str, now: i64) {
-        let mut scores = self.scores.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scores = self.scores.lock();
         let e = scores.entry(title.to_string()).or_insert((0.0, now));
         *e = (self.decayed(*e, now) + 1.0, now);
     }
 
     /// Every title's score as of `now`.
     pub fn scores(&self, now: i64) -> HashMap<String, f64> {
-        let scores = self.scores.lock().unwrap_or_else(|p| p.into_inner());
+        let scores = self.scores.lock();
         scores
             .iter()
             .map(|(t, v)| (t.clone(), self.decayed(*v, now)))
             .collect()
     }
 
-    /// Writes the scores to the database.
-    pub fn save(&self, db: &Db) -> Result<(), DbError> {
-        let snapshot: Vec<(String, f64, i64)> = {
-            let scores = self.scores.lock().unwrap_or_else(|p| p.into_inner());
-            scores
-                .iter()
-                .map(|(t, (s, a))| (t.clone(), *s, *a))
-                .collect()
-        };
-        let mut conn = db.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut up = tx.prepare_cached(
-                "INSERT INTO popularity (title, score, updated) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(title) DO UPDATE SET score = excluded.score, updated = excluded.updated",
-            )?;
-            for (t, s, a) in snapshot {
-                up.execute(params![t, s, a])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    /// Writes the scores to storage.
+    pub fn save(&self, store: &dyn Storage) -> Result<(), StorageError> {
+        let saved: Vec<SavedScore> = self
+            .scores
+            .lock()
+            .iter()
+            .map(|(t, (s, a))| (t.clone(), *s, *a))
+            .collect();
+        store.save_popularity(&saved)
     }
 
     /// Forgets a title (removed from the catalog).
     pub fn forget(&self, title: &str) {
-        let mut scores = self.scores.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scores = self.scores.lock();
         scores.remove(title);
     }
 }
@@ -88,11 +74,12 @@ impl Popularity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sqlite::SqliteStorage;
 
     #[test]
     fn plays_add_up_and_halve_every_half_life() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("cp.db")).unwrap();
+        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
         let p = Popularity::load(&db, 100.0).unwrap();
         p.record("a", 1000);
         p.record("a", 1000);

@@ -12,7 +12,7 @@ use oca_protocol::signing::{verify, Scope};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::api::{unix_now, App};
+use crate::app::{unix_now, App};
 
 /// Where the embedded origin keeps the files of a content id.
 pub fn path(dir: &std::path::Path, id: oca_store::ContentId<'_>) -> PathBuf {

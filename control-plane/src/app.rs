@@ -1,0 +1,235 @@
+//! The composition root: [`App`] holds storage, the in-memory views (catalog, fleet, keys), the
+//! planner, the stream leases, the counters and the settings, and runs the few operations that
+//! span several of them (a play, a health report, a manifest). Handlers call these; the
+//! modules below it never see `App`.
+//!
+//! # Locks
+//! Wherever two are held at once, the catalog view is taken first, then the fleet view, then
+//! the planner's locks (a play, a manifest, an admin catalog change): one order everywhere, so a
+//! writer waiting on one view never closes a cycle of readers (parking_lot's locks are fair: a
+//! waiting writer holds back new readers). parking_lot's locks do not poison: a panic in one
+//! handler leaves the views usable by the others, as they are only changed by whole assignments
+//! or single inserts.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+
+use oca_protocol::health::HealthReport;
+use oca_protocol::manifest::Manifest;
+use oca_protocol::playback::{PlayAnswer, PlayRequest};
+use oca_protocol::prefix::Prefix;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::domain::catalog::CatalogView;
+use crate::domain::intake;
+use crate::domain::player_tokens::TokenKey;
+use crate::domain::popularity::Popularity;
+use crate::domain::streams::Streams;
+use crate::domain::url_keys::{self, Keys};
+use crate::fleet::Snapshot;
+use crate::metrics::Metrics;
+use crate::planning::config::FillConfig;
+use crate::planning::manifest::{self, ManifestInputs, NoManifest};
+use crate::planning::planner::{Demand, Planner};
+use crate::play::{self, Granted, PlayError, PlayInputs};
+use crate::storage::{Accepted, Storage, StorageError};
+
+/// Seconds since the epoch: the clock, read here at the edge and passed down.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Shared state of the handlers.
+pub struct App {
+    /// Storage.
+    pub store: Arc<dyn Storage>,
+    /// Titles, renditions and subscribers in memory (written through by the admin API).
+    pub catalog: RwLock<CatalogView>,
+    /// Concurrent-stream leases.
+    pub streams: Streams,
+    /// Title popularity from plays.
+    pub popularity: Popularity,
+    /// Fill plans and what the planner remembers.
+    pub planner: Planner,
+    /// Fill settings.
+    pub fill: FillConfig,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Seconds between health reports asked of appliances.
+    pub report_interval_secs: u64,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers in front of the control plane).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The embedded origin's directory.
+    pub origin_dir: std::path::PathBuf,
+    /// SHA-256 of the admin bearer token.
+    pub admin_token_sha256: [u8; 32],
+    /// Steering's in-memory view of the fleet.
+    pub fleet: RwLock<Snapshot>,
+    /// Set by admin changes; the next reader of the fleet view reloads it.
+    pub fleet_stale: AtomicBool,
+    /// The URL-signing keys in force (storage holds them; this avoids a read per request).
+    pub keys: RwLock<Arc<Keys>>,
+    /// Signs and verifies player tokens.
+    pub player_tokens: TokenKey,
+    /// Total time a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Permits to read a large health report.
+    pub large_reports: tokio::sync::Semaphore,
+}
+
+/// What a health report came to.
+pub struct ReportOutcome {
+    /// What storage concluded about the inventory.
+    pub accepted: Accepted,
+    /// The version of the appliance's manifest now (0: none yet).
+    pub manifest_version: u64,
+    /// The appliance's site (whose keys the reply carries).
+    pub site: String,
+    /// Reported prefixes dropped for being outside the site's allowed set.
+    pub refused: Vec<Prefix>,
+}
+
+impl App {
+    /// Write access to the fleet view.
+    pub fn fleet_mut(&self) -> RwLockWriteGuard<'_, Snapshot> {
+        self.fleet.write()
+    }
+
+    /// The URL-signing keys in force.
+    pub fn keys(&self) -> Arc<Keys> {
+        self.keys.read().clone()
+    }
+
+    /// Rereads the keys from storage (after a rotation or a new site).
+    pub fn reload_keys(&self) -> Result<(), StorageError> {
+        let fresh = Arc::new(url_keys::load(self.store.as_ref())?);
+        *self.keys.write() = fresh;
+        Ok(())
+    }
+
+    /// Read access to the catalog view.
+    pub fn catalog(&self) -> RwLockReadGuard<'_, CatalogView> {
+        self.catalog.read()
+    }
+
+    /// Write access to the catalog view; held across the storage write it mirrors, so the view
+    /// applies admin changes in the order they committed.
+    pub fn catalog_mut(&self) -> RwLockWriteGuard<'_, CatalogView> {
+        self.catalog.write()
+    }
+
+    /// Marks the fleet view stale after an admin change to sites, appliances or zones; the next
+    /// reader reloads it, so registering thousands of appliances costs one reload, not one each.
+    pub fn fleet_changed(&self) {
+        self.fleet_stale.store(true, SeqCst);
+    }
+
+    /// Read access to the fleet view, reloaded first when an admin change made it stale.
+    pub fn fleet(&self) -> Result<RwLockReadGuard<'_, Snapshot>, StorageError> {
+        if self.fleet_stale.load(SeqCst) {
+            // The load runs under the write lock, so no reader acts on the view the admin
+            // change made stale; a change committed during the load sets the flag again.
+            let mut fleet = self.fleet_mut();
+            if self.fleet_stale.swap(false, SeqCst) {
+                match Snapshot::load(self.store.as_ref()) {
+                    Ok(fresh) => *fleet = fresh,
+                    Err(e) => {
+                        self.fleet_stale.store(true, SeqCst);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(self.fleet.read())
+    }
+
+    /// Answers a play of `subscriber` (authenticated by its token) from `client` at `now`; the
+    /// answer may be sent once [`App::confirm`] says its lease is durable.
+    pub fn play(
+        &self,
+        subscriber: &str,
+        req: &PlayRequest,
+        client: IpAddr,
+        now: i64,
+    ) -> Result<Granted, PlayError> {
+        let catalog = self.catalog();
+        let sub = play::admit(&catalog, subscriber, req)?;
+        let fleet = self.fleet()?;
+        let keys = self.keys();
+        let inputs = PlayInputs {
+            catalog: &catalog,
+            fleet: &fleet,
+            keys: &keys,
+            popularity: &self.popularity,
+            streams: &self.streams,
+            metrics: &self.metrics,
+            report_interval_secs: self.report_interval_secs,
+        };
+        play::answer(&inputs, sub, req, client, now)
+    }
+
+    /// Waits until a play's stream lease is durable.
+    pub async fn confirm(&self, granted: Granted) -> Result<PlayAnswer, PlayError> {
+        play::confirm(&self.streams, granted).await
+    }
+
+    /// The manifest of appliance `oca_id` at `now`.
+    pub fn manifest(&self, oca_id: &str, now: i64) -> Result<Manifest, NoManifest> {
+        let catalog = self.catalog();
+        let fleet = self.fleet()?;
+        let keys = self.keys();
+        let inputs = ManifestInputs {
+            planner: &self.planner,
+            demand: Demand {
+                catalog: &catalog,
+                popularity: &self.popularity,
+                config: &self.fill,
+            },
+            keys: &keys,
+            report_interval_secs: self.report_interval_secs,
+        };
+        manifest::manifest(&inputs, &fleet, oca_id, now)
+    }
+
+    /// Takes a health report of an authenticated appliance at `now`: drops the routes its site
+    /// may not announce, records it, applies it to the fleet view once committed, notes the
+    /// sources it found bad, and gives the version of its manifest now.
+    pub fn accept_report(
+        &self,
+        report: HealthReport,
+        now: i64,
+    ) -> Result<ReportOutcome, StorageError> {
+        let standing = self.store.standing(&report.oca_id)?;
+        let (report, refused) = intake::screen_prefixes(report, &standing.allowed);
+        if !refused.is_empty() {
+            tracing::warn!(oca_id = %report.oca_id, site = %standing.site, refused = ?refused, "reported prefixes outside the site's allowed set dropped");
+            self.metrics.prefixes_refused.inc_by(refused.len() as u64);
+        }
+        let accepted = self.store.record_report(&report, now)?;
+        // Memory follows storage only once the report is committed.
+        Snapshot::apply(&self.fleet, &report, accepted.send_full_inventory, now);
+        if !report.fill_errors.is_empty() {
+            for e in &report.fill_errors {
+                tracing::warn!(oca_id = %report.oca_id, content = %e.content_id, source = %e.source, reason = %e.reason, "fill source failed");
+            }
+            self.metrics
+                .fill_source_errors
+                .inc_by(report.fill_errors.len() as u64);
+            self.planner.report_bad_sources(&report.fill_errors, now);
+        }
+        let manifest_version = match self.manifest(&report.oca_id, now) {
+            Ok(m) => m.version,
+            Err(NoManifest::Storage(e)) => return Err(e),
+            Err(NoManifest::Unknown | NoManifest::NoStorage) => 0,
+        };
+        Ok(ReportOutcome {
+            accepted,
+            manifest_version,
+            site: standing.site,
+            refused,
+        })
+    }
+}

@@ -1,0 +1,11 @@
+//! The domain: what the control plane knows and decides, above storage and below the fleet
+//! model. Each module takes borrowed inputs (storage, views, `now`) and returns its own or
+//! storage's errors; none knows about HTTP.
+
+pub mod catalog;
+pub mod credentials;
+pub mod intake;
+pub mod player_tokens;
+pub mod popularity;
+pub mod streams;
+pub mod url_keys;

@@ -1,0 +1,79 @@
+//! The routes: every endpoint of the control plane and who may call it.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use oca_protocol::playback::ErrorCode;
+
+use crate::app::App;
+use crate::http::error::err;
+use crate::http::request::ADMIN_BODY_LIMIT;
+use crate::http::{admin, appliance, origin, play};
+use crate::server::deadline;
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    let body_timeout = app.body_timeout;
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(admin::metrics))
+        .route(
+            "/v1/admin/sites",
+            get(admin::list_sites).post(admin::create_site),
+        )
+        .route(
+            "/v1/admin/sites/{id}/allowed_prefixes",
+            put(admin::set_allowed_prefixes),
+        )
+        .route(
+            "/v1/admin/subscribers/{id}/tokens",
+            post(admin::issue_token),
+        )
+        .route(
+            "/v1/admin/appliances",
+            get(admin::list_appliances).post(admin::create_appliance),
+        )
+        .route(
+            "/v1/admin/appliances/{id}/inventory",
+            get(admin::appliance_inventory),
+        )
+        .route("/v1/admin/keys/rotate", post(admin::rotate_keys))
+        .route(
+            "/v1/admin/zones",
+            get(admin::list_zones).post(admin::put_zone),
+        )
+        .route("/v1/steer", get(admin::steer))
+        .route(
+            "/v1/admin/titles",
+            get(admin::list_titles).post(admin::create_title),
+        )
+        .route("/v1/admin/titles/{id}", delete(admin::delete_title))
+        .route("/v1/appliances/{id}/manifest", get(appliance::manifest))
+        .route(
+            "/v1/admin/content",
+            get(admin::list_content).post(admin::create_content),
+        )
+        .route(
+            "/v1/admin/subscribers",
+            get(admin::list_subscribers).post(admin::put_subscriber),
+        )
+        .route("/v1/play", post(play::play))
+        .route("/origin/{id}", get(origin::serve))
+        .route("/v1/appliances/{id}/health", post(appliance::health))
+        .fallback(|| async {
+            Err::<(), _>(err(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint",
+            ))
+        })
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            body_timeout,
+            deadline::limit_body_time,
+        ))
+        .with_state(app)
+}

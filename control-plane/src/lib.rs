@@ -1,0 +1,50 @@
+//! control-plane: the cloud side of Open Connect: catalog, appliances, health intake, steering,
+//! fill planning and playback. The `control-plane` binary (`main.rs`) serves it; `ocactl`
+//! administers it over HTTP with [`oca_protocol::admin`]'s types.
+//!
+//! # The map
+//! Layers, lowest first; each module uses only modules above it in this list, never one below
+//! (`/work/shared/tools/import-cycles` checks it):
+//!
+//! ```text
+//! storage/             what is kept across restarts, behind the Storage trait
+//!   mod.rs             the interface: one trait per area, its rows and errors; no SQL
+//!   sqlite/            the SQLite engine: connections, migrations, one file per area
+//! domain/              what the control plane knows, over storage; no HTTP
+//!   catalog.rs         titles, renditions, subscribers in memory (CatalogView)
+//!   credentials.rs     bearer secrets: made once, kept hashed, compared in constant time
+//!   intake.rs          who may report, which reported routes are kept
+//!   player_tokens.rs   signed, expiring player tokens
+//!   popularity.rs      decayed play counts per title
+//!   streams.rs         concurrent-stream leases, group-committed
+//!   url_keys.rs        per-site URL-signing keyrings
+//! lpm.rs               longest-prefix-match table
+//! fleet.rs             the fleet model in memory: sites, appliances, routes, holdings (Snapshot)
+//! steering.rs          the steering algorithm over the fleet model
+//! server/              the listener: accept loop, connection caps, timeouts (no routes)
+//! metrics.rs           the counters, Prometheus text
+//! planning/            fill: site plans, the planner's cache, manifests, fill settings
+//! play.rs              a play: admission, licensing, renditions, signed URLs, the lease
+//! app.rs               the composition root: App holds all of the above; the clock
+//! http/                the HTTP API: router, handlers by audience, errors in one place
+//! main.rs              configuration and start (binary)
+//! bin/ocactl.rs        the admin CLI (binary)
+//! ```
+//!
+//! Requests go down the list and data comes back up: a handler in [`http`] reads the request,
+//! asks [`app::App`], which borrows the views and storage to the domain function, whose typed
+//! error [`http::error`] turns into a status and body.
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod domain;
+pub mod fleet;
+pub mod http;
+pub mod lpm;
+pub mod metrics;
+pub mod planning;
+pub mod play;
+pub mod server;
+pub mod steering;
+pub mod storage;

@@ -1,0 +1,193 @@
+//! Fill manifests (DESIGN.md "Fill"): what each appliance should hold, and where to get it,
+//! best source first.
+//!
+//! Sources: peers (same site) that hold the file, then tier appliances (the parent site) that
+//! hold it, then the origin; within a kind, healthy before degraded, then the least loaded; a
+//! source an appliance reported bad for a file is ranked last for it for a while. When a nearer
+//! copy is on its way (another replica in the site fills first; the parent site plans the file),
+//! the farther sources carry `not_before` = first planned + the escalation delay, so one
+//! appliance per site fetches from upstream and the others fill from it.
+
+use oca_protocol::manifest::{Manifest, ManifestEntry, Source, SourceKind};
+use oca_protocol::signing::{signed_query, Scope};
+
+use crate::domain::url_keys::Keys;
+use crate::fleet::{Candidate, Snapshot};
+use crate::planning::planner::{Demand, Planner};
+use crate::storage::StorageError;
+
+/// What a manifest is computed from, borrowed from the composition root.
+pub struct ManifestInputs<'a> {
+    /// Plans and what the planner remembers.
+    pub planner: &'a Planner,
+    /// The catalog, its popularity and the fill settings.
+    pub demand: Demand<'a>,
+    /// The URL-signing keys in force.
+    pub keys: &'a Keys,
+    /// Seconds between health reports (an appliance silent for 3 is not a source).
+    pub report_interval_secs: u64,
+}
+
+/// Why there is no manifest for an appliance.
+#[derive(Debug, thiserror::Error)]
+pub enum NoManifest {
+    /// No such appliance.
+    #[error("unknown appliance")]
+    Unknown,
+    /// It has not reported its disks yet, so nothing can be planned for it (an empty manifest
+    /// would tell it to delete everything it holds).
+    #[error("no disks reported yet: nothing can be planned before the first health report")]
+    NoStorage,
+    /// The fleet view could not be read from storage.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The manifest of appliance `oca_id`.
+pub fn manifest(
+    inputs: &ManifestInputs<'_>,
+    snap: &Snapshot,
+    oca_id: &str,
+    now: i64,
+) -> Result<Manifest, NoManifest> {
+    let ManifestInputs {
+        planner,
+        demand,
+        keys,
+        report_interval_secs,
+    } = inputs;
+    let config = demand.config;
+    let me = snap.appliance(oca_id).ok_or(NoManifest::Unknown)?;
+    if me.storage_bytes == 0 {
+        return Err(NoManifest::NoStorage);
+    }
+    let site = me.site.clone();
+    let plan = planner.site_plan(snap, &site, demand, now);
+    let parent = snap.parent(&site).map(str::to_string);
+    let parent_plan = parent
+        .as_ref()
+        .map(|p| planner.site_plan(snap, p, demand, now));
+    let catalog = demand.catalog;
+    // Stable for a day, so the manifest version only changes when its content does.
+    let expires = (now as u64 / 86_400 + 2) * 86_400;
+    let escalation = config.escalation_secs as i64;
+    let mut entries = Vec::new();
+    for id in plan.by_appliance.get(oca_id).into_iter().flatten() {
+        let Some(content) = catalog.content(id) else {
+            continue;
+        };
+        // A source appliance verifies with its own site's keys; the origin with the origin's.
+        let mut queries: Vec<(String, String)> = Vec::new();
+        let mut sources: Vec<(u8, bool, bool, u64, Source)> = Vec::new();
+        let mut add = |kind: SourceKind, a: &Candidate, bad: bool| {
+            let degraded = a.status.as_deref() != Some("ok");
+            let query = match queries.iter().find(|(s, _)| *s == a.site.as_str()) {
+                Some((_, q)) => q.clone(),
+                None => {
+                    let Ok(ring) = keys.site(&a.site) else {
+                        return;
+                    };
+                    let q = signed_query(ring.current(), id, expires, Scope::Fill);
+                    queries.push((a.site.clone(), q.clone()));
+                    q
+                }
+            };
+            let url = format!("{}/c/{id}?{query}", a.url.trim_end_matches('/'));
+            sources.push((
+                kind as u8,
+                bad,
+                degraded,
+                a.bytes_per_sec,
+                Source {
+                    kind,
+                    oca_id: Some(a.id.clone()),
+                    url,
+                    not_before: None,
+                },
+            ));
+        };
+        for a in snap.site_appliances(&site) {
+            if a.id != oca_id
+                && snap.holds(&a.id, id)
+                && snap.serving(a, now, *report_interval_secs)
+            {
+                add(SourceKind::Peer, a, planner.is_bad(&a.id, id, now));
+            }
+        }
+        for a in parent.iter().flat_map(|p| snap.site_appliances(p)) {
+            if snap.holds(&a.id, id) && snap.serving(a, now, *report_interval_secs) {
+                add(SourceKind::Tier, a, planner.is_bad(&a.id, id, now));
+            }
+        }
+        sources.sort_by_key(|x| (x.1, x.0, x.2, x.3));
+        let mut sources: Vec<Source> = sources.into_iter().map(|s| s.4).collect();
+        let query = signed_query(keys.origin.current(), id, expires, Scope::Fill);
+        let origin_url = if content.origin == "embedded" {
+            format!(
+                "{}/origin/{id}?{query}",
+                config.public_url.trim_end_matches('/')
+            )
+        } else {
+            format!("{}?{query}", content.origin)
+        };
+        sources.push(Source {
+            kind: SourceKind::Origin,
+            oca_id: None,
+            url: origin_url,
+            not_before: None,
+        });
+        // Escalation: while a nearer copy is expected, farther sources wait.
+        let has_peer = sources.iter().any(|s| s.kind == SourceKind::Peer);
+        let has_tier = sources.iter().any(|s| s.kind == SourceKind::Tier);
+        let primary = plan.replicas.get(id).and_then(|r| r.first());
+        let peer_expected = !has_peer && primary.is_some_and(|p| p != oca_id);
+        // The parent site will hold it: it planned it, or it has appliances not planned yet
+        // (not reported yet); past the escalation delay the origin is used anyway.
+        let tier_expected = !has_tier
+            && parent.as_deref().is_some_and(|p| {
+                parent_plan
+                    .as_ref()
+                    .is_some_and(|pp| pp.replicas.contains_key(id))
+                    || snap.site_appliances(p).iter().any(|a| a.storage_bytes == 0)
+            });
+        let hold_until = |site: &str| (planner.first_planned(site, id, now) + escalation) as u64;
+        for s in &mut sources {
+            let wait = match s.kind {
+                SourceKind::Peer => None,
+                SourceKind::Tier if peer_expected => Some(hold_until(&site)),
+                SourceKind::Origin if peer_expected => Some(hold_until(&site)),
+                SourceKind::Origin if tier_expected => parent.as_deref().map(hold_until),
+                _ => None,
+            };
+            s.not_before = wait.filter(|&t| t > now as u64);
+        }
+        entries.push(ManifestEntry {
+            content_id: id.clone(),
+            size: content.size,
+            sha256: content.sha256.clone(),
+            sources,
+        });
+    }
+    // Empty on purpose only when the catalog itself is empty (every title removed): any other
+    // empty plan (a lost database, a planner fault) leaves the appliance's files where they are.
+    let intended_empty = entries.is_empty() && catalog.all_content().next().is_none();
+    let mut m = Manifest {
+        version: 0,
+        fill_window: config.window,
+        rate_limit_bps: config.rate_limit_bps,
+        entries,
+        intended_empty,
+    };
+    m.version = version_of(&m);
+    Ok(m)
+}
+
+/// A stable hash of the manifest's content, so an unchanged manifest keeps its version.
+fn version_of(m: &Manifest) -> u64 {
+    let text = serde_json::to_string(m).expect("plain structs serialise");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h.max(1)
+}

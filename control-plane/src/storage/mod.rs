@@ -1,0 +1,263 @@
+//! Storage: what the control plane keeps across restarts, behind one interface that each
+//! database engine implements ([`sqlite`] today; PostgreSQL is a later sibling of it).
+//!
+//! # The interface
+//! [`Storage`] is the whole of it: one trait per area ([`FleetStore`], [`InventoryStore`],
+//! [`CatalogStore`], [`KeyStore`], [`LeaseStore`]), so an engine is written and reviewed area by
+//! area. Methods take borrowed rows and return owned ones; nothing above this module sees SQL,
+//! a connection or a transaction.
+//!
+//! # The clock comes in
+//! No method reads the time: every write that records one takes `now` (unix seconds) from its
+//! caller, so tests drive time and two replicas agree on what "now" meant. The one exception is
+//! opening a database, which notes when this process started ([`Downtime`]); the engine's
+//! `open` takes that time too.
+//!
+//! # `Arc<dyn Storage>`, not a generic parameter
+//! The composition root holds `Arc<dyn Storage>`. Every call into storage does I/O (a SQLite
+//! statement, later a network round trip), beside which a virtual call is noise; the hot play
+//! path reads in-memory views (catalog, fleet, keys) and never calls storage, so nothing there
+//! pays for it. A generic `App<S>` would instead spread `S` through every handler and test
+//! for no measurable gain.
+
+pub mod sqlite;
+
+use oca_protocol::health::{DiskReport, HealthReport, Status};
+use oca_protocol::prefix::Prefix;
+
+pub use oca_protocol::admin::{
+    Appliance, ApplianceState, Content, Site, SiteKind, Subscriber, Title, Zone,
+};
+
+/// Errors from storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A row with this key exists.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// A referenced row does not exist.
+    #[error("{0} does not exist")]
+    Missing(String),
+    /// The engine failed.
+    #[error("database: {0}")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What storage calls return.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Full inventories longer than this are written in chunks of this many entries, each in its
+/// own short transaction, so other writers (reports, stream leases) never queue behind one
+/// large transaction; the fleet view applies them in chunks of the same size.
+pub const INVENTORY_CHUNK: usize = 10_000;
+
+/// A status as stored and as the fleet view shows it.
+pub fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "ok",
+        Status::Warning => "warning",
+        Status::Error => "error",
+    }
+}
+
+/// The control plane's own downtime before this start. Appliances report to it; while it was
+/// away nobody listened, so that silence says nothing about them and is not counted when
+/// judging whether a report is fresh: an appliance fresh when the control plane stopped stays
+/// fresh for the rest of its 3 intervals after the restart, instead of every appliance looking
+/// silent (and every play being refused) until the first reports arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downtime {
+    /// When this process opened the database (Unix seconds).
+    pub started: i64,
+    /// Seconds from the newest report on record (about when the control plane stopped) to then.
+    pub secs: i64,
+}
+
+impl Downtime {
+    /// A report's time with the downtime not counted.
+    pub fn heard(&self, last_report: i64) -> i64 {
+        if last_report < self.started {
+            last_report + self.secs
+        } else {
+            last_report
+        }
+    }
+}
+
+/// An appliance's place: its site and the prefixes it may report.
+pub struct Standing {
+    /// Its site (as registered, whatever the report says).
+    pub site: String,
+    /// The site's allowed prefixes.
+    pub allowed: Vec<Prefix>,
+}
+
+/// What recording a report concluded about the inventory.
+pub struct Accepted {
+    /// The inventory sequence now on record.
+    pub inventory_seq: u64,
+    /// Whether the appliance must send a full inventory next time.
+    pub send_full_inventory: bool,
+}
+
+/// An appliance with what its last report said (none of it before its first report).
+pub struct ReportedAppliance {
+    /// The appliance as registered.
+    pub appliance: Appliance,
+    /// Last reported status (`ok|warning|error`).
+    pub status: Option<String>,
+    /// Unix seconds of the last report as recorded (0: never), downtime counted.
+    pub last_report: i64,
+    /// Last reported bytes per second.
+    pub bytes_per_sec: u64,
+    /// Last reported disks.
+    pub disks: Vec<DiskReport>,
+}
+
+/// One URL-signing key as stored.
+pub struct StoredKey {
+    /// The site whose keyring it belongs to; none: the embedded origin's.
+    pub site: Option<String>,
+    /// Key id (a URL's `k`).
+    pub id: String,
+    /// The secret.
+    pub secret: Vec<u8>,
+}
+
+/// A title's popularity as saved: decayed score and when it was last updated (unix seconds).
+pub type SavedScore = (String, f64, i64);
+
+/// One stream lease: a subscriber's slot for a title until `expires` (unix seconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// The subscriber.
+    pub subscriber: String,
+    /// The title.
+    pub title: String,
+    /// When the lease ends.
+    pub expires: i64,
+}
+
+/// Everything the control plane keeps: a database engine implements each area's trait and this.
+pub trait Storage:
+    FleetStore + InventoryStore + CatalogStore + KeyStore + LeaseStore + Send + Sync
+{
+    /// The schema version in force.
+    fn schema_version(&self) -> Result<i64>;
+
+    /// How long the control plane was away before this start.
+    fn downtime(&self) -> Downtime;
+}
+
+/// Sites, appliances, coverage zones and what appliances last reported about themselves.
+pub trait FleetStore {
+    /// Adds a site (its parent must exist).
+    fn create_site(&self, s: &Site) -> Result<()>;
+
+    /// All sites, by id.
+    fn sites(&self) -> Result<Vec<Site>>;
+
+    /// Replaces the prefixes site `id` may report.
+    fn set_allowed_prefixes(&self, id: &str, prefixes: &[Prefix]) -> Result<()>;
+
+    /// Registers an appliance with the hash of its credential, at `now`.
+    fn create_appliance(&self, a: &Appliance, credential_sha256: &[u8; 32], now: i64)
+        -> Result<()>;
+
+    /// The hash of appliance `oca_id`'s credential; none for an unknown appliance.
+    fn credential_sha256(&self, oca_id: &str) -> Result<Option<Vec<u8>>>;
+
+    /// The site and allowed prefixes of appliance `oca_id`.
+    fn standing(&self, oca_id: &str) -> Result<Standing>;
+
+    /// All appliances with their health as of `now`: `unknown` when never heard from or silent
+    /// for more than `stale_after` seconds (3 report intervals).
+    fn appliance_states(&self, now: i64, stale_after: i64) -> Result<Vec<ApplianceState>>;
+
+    /// Every appliance with its last report, by id.
+    fn reported_appliances(&self) -> Result<Vec<ReportedAppliance>>;
+
+    /// The prefixes each appliance last reported: (appliance id, prefix).
+    fn reported_prefixes(&self) -> Result<Vec<(String, Prefix)>>;
+
+    /// Adds or replaces a coverage zone.
+    fn put_zone(&self, z: &Zone) -> Result<()>;
+
+    /// All coverage zones, by prefix text.
+    fn zones(&self) -> Result<Vec<Zone>>;
+}
+
+/// Health reports and the inventories they carry.
+pub trait InventoryStore {
+    /// Records a report received at `now`: health, routes and inventory, all or nothing (a
+    /// large full inventory is staged first, in chunks, and switched in by the report).
+    fn record_report(&self, r: &HealthReport, now: i64) -> Result<Accepted>;
+
+    /// Deletes inventories a stopped process left half written or replaced; returns how many.
+    fn remove_unused_inventories(&self) -> Result<usize>;
+
+    /// Content ids an appliance holds, sorted.
+    fn inventory(&self, oca_id: &str) -> Result<Vec<String>>;
+
+    /// Calls `each(content id, appliance id)` for every file every appliance holds (a million
+    /// and more: streamed, never collected).
+    fn holdings(&self, each: &mut dyn FnMut(String, String)) -> Result<()>;
+}
+
+/// Titles, renditions, subscribers and title popularity.
+pub trait CatalogStore {
+    /// Adds a title (its countries replace any recorded before).
+    fn create_title(&self, t: &Title) -> Result<()>;
+
+    /// Removes a title, its licences, popularity and content files; returns the content ids
+    /// removed.
+    fn delete_title(&self, id: &str) -> Result<Vec<String>>;
+
+    /// All titles, by id, countries sorted.
+    fn titles(&self) -> Result<Vec<Title>>;
+
+    /// Adds a content file (its title must exist).
+    fn create_content(&self, c: &Content) -> Result<()>;
+
+    /// Renditions of a title (all of them when `title` is none), highest resolution first.
+    fn content(&self, title: Option<&str>) -> Result<Vec<Content>>;
+
+    /// Adds or replaces a subscriber.
+    fn put_subscriber(&self, s: &Subscriber) -> Result<()>;
+
+    /// All subscribers, by id.
+    fn subscribers(&self) -> Result<Vec<Subscriber>>;
+
+    /// The popularity scores saved last.
+    fn popularity(&self) -> Result<Vec<SavedScore>>;
+
+    /// Saves popularity scores (replacing those of the same titles).
+    fn save_popularity(&self, scores: &[SavedScore]) -> Result<()>;
+}
+
+/// URL-signing keys and the control plane's own secrets.
+pub trait KeyStore {
+    /// Keyrings with no key yet: none stands for the embedded origin's, then site ids.
+    fn keyless(&self) -> Result<Vec<Option<String>>>;
+
+    /// Adds `secret` as the newest key of `site`'s keyring (none: the origin's), made at `now`;
+    /// returns its id, unique across keyrings.
+    fn add_url_key(&self, site: Option<&str>, secret: &[u8], now: i64) -> Result<String>;
+
+    /// Every URL-signing key, newest first.
+    fn url_keys(&self) -> Result<Vec<StoredKey>>;
+
+    /// A named secret (created by `make` and stored on first use), the same for every replica
+    /// on this database.
+    fn secret(&self, name: &str, make: &mut dyn FnMut() -> Vec<u8>) -> Result<Vec<u8>>;
+}
+
+/// Concurrent-stream leases.
+pub trait LeaseStore {
+    /// The leases unexpired at `now`.
+    fn live_leases(&self, now: i64) -> Result<Vec<LeaseRow>>;
+
+    /// Writes `leases` in one transaction (an existing lease keeps the later expiry); with
+    /// `purge_before`, also deletes the leases expired by then.
+    fn commit_leases(&self, leases: &[LeaseRow], purge_before: Option<i64>) -> Result<()>;
+}

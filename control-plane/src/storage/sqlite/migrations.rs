@@ -1,0 +1,144 @@
+//! The SQLite schema: versioned migrations, applied in order at start. The database records how
+//! many it has applied (`PRAGMA user_version`); a database newer than this binary is refused.
+
+use rusqlite::Connection;
+
+/// Schema migrations, in order; the database records how many it has applied. Append only.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: sites and appliances.
+    "CREATE TABLE sites (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('isp', 'ixp')),
+        region TEXT NOT NULL,
+        parent TEXT REFERENCES sites(id)
+    );
+    CREATE TABLE appliances (
+        id TEXT PRIMARY KEY,
+        site TEXT NOT NULL REFERENCES sites(id),
+        url TEXT NOT NULL,
+        capacity_bps INTEGER NOT NULL,
+        credential_sha256 BLOB NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE INDEX appliances_by_site ON appliances(site);",
+    // 2: URL-signing keys, appliance health, reported prefixes and inventories.
+    "CREATE TABLE url_keys (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        secret BLOB NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE appliance_health (
+        oca_id TEXT PRIMARY KEY REFERENCES appliances(id),
+        status TEXT NOT NULL,
+        last_report INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        active_connections INTEGER NOT NULL,
+        bytes_per_sec INTEGER NOT NULL,
+        capacity_bps INTEGER NOT NULL,
+        inventory_seq INTEGER NOT NULL,
+        disks_json TEXT NOT NULL
+    );
+    CREATE TABLE appliance_prefixes (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        prefix TEXT NOT NULL,
+        PRIMARY KEY (oca_id, prefix)
+    ) WITHOUT ROWID;
+    CREATE TABLE inventory (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        content_id TEXT NOT NULL,
+        PRIMARY KEY (oca_id, content_id)
+    ) WITHOUT ROWID;",
+    // 3: coverage zones: prefixes an admin maps to a site and/or a country.
+    "CREATE TABLE coverage_zones (
+        prefix TEXT PRIMARY KEY,
+        site TEXT REFERENCES sites(id),
+        country TEXT
+    );",
+    // 4: catalog, subscribers and their streams.
+    "CREATE TABLE titles (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL
+    );
+    CREATE TABLE title_countries (
+        title TEXT NOT NULL REFERENCES titles(id),
+        country TEXT NOT NULL,
+        PRIMARY KEY (title, country)
+    ) WITHOUT ROWID;
+    CREATE TABLE content (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL REFERENCES titles(id),
+        resolution INTEGER NOT NULL,
+        bitrate_kbps INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        origin TEXT NOT NULL
+    );
+    CREATE INDEX content_by_title ON content(title);
+    CREATE TABLE subscribers (
+        id TEXT PRIMARY KEY,
+        active INTEGER NOT NULL,
+        max_resolution INTEGER NOT NULL,
+        max_streams INTEGER NOT NULL
+    );
+    CREATE TABLE streams (
+        subscriber TEXT NOT NULL REFERENCES subscribers(id),
+        title TEXT NOT NULL,
+        expires INTEGER NOT NULL,
+        PRIMARY KEY (subscriber, title)
+    ) WITHOUT ROWID;",
+    // 5: inventories by generation, so a large full inventory is written in short transactions
+    // beside the one in force and switched in at once; generations being written or replaced
+    // (removed after a crash); expired stream leases found by expiry.
+    "ALTER TABLE appliances ADD COLUMN inventory_gen INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE inventory_v5 (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        gen INTEGER NOT NULL,
+        content_id TEXT NOT NULL,
+        PRIMARY KEY (oca_id, gen, content_id)
+    ) WITHOUT ROWID;
+    INSERT INTO inventory_v5 (oca_id, gen, content_id) SELECT oca_id, 0, content_id FROM inventory;
+    DROP TABLE inventory;
+    ALTER TABLE inventory_v5 RENAME TO inventory;
+    CREATE TABLE inventory_unused (
+        gen INTEGER PRIMARY KEY,
+        oca_id TEXT NOT NULL
+    );
+    CREATE INDEX streams_by_expiry ON streams(expires);",
+    // 6: title popularity (decayed play counts) for the fill planner.
+    "CREATE TABLE popularity (
+        title TEXT PRIMARY KEY,
+        score REAL NOT NULL,
+        updated INTEGER NOT NULL
+    );",
+    // 7: per-site allowed prefixes (JSON list; a report outside them is dropped) and URL keys
+    // (a key belongs to one site; the global keys of before are no longer handed out); the
+    // secret that signs player tokens.
+    "ALTER TABLE sites ADD COLUMN allowed_prefixes TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE url_keys ADD COLUMN site TEXT REFERENCES sites(id);
+    CREATE INDEX url_keys_by_site ON url_keys(site, seq);
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );",
+];
+
+/// Applies the migrations the database has not seen yet, each in its own transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current as usize > MIGRATIONS.len() {
+        anyhow::bail!(
+            "database schema version {current} is newer than this control plane knows ({}); refusing to run",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}
