@@ -35,11 +35,10 @@ use crate::planning::planner::{Demand, Planner};
 use crate::play::{self, Granted, PlayError, PlayInputs};
 use crate::storage::{Accepted, Storage, StorageError};
 
-/// Seconds since the epoch: the clock, read here at the edge and passed down.
+/// Seconds since the epoch: the clock, read here at the edge and passed down (the database
+/// stores times as SQLite integers, i64).
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    oca_service::unix_now() as i64
 }
 
 /// Shared state of the handlers.

@@ -35,6 +35,7 @@
 //! asks [`app::App`], which borrows the views and storage to the domain function, whose typed
 //! error [`http::error`] turns into a status and body.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;

@@ -2,6 +2,8 @@
 //! playback. This binary reads the configuration, opens storage, builds the [`App`] and serves
 //! it; the layers are mapped in the library's documentation (`src/lib.rs`).
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

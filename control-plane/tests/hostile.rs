@@ -246,7 +246,7 @@ fn a_slowloris_crowd_is_shed_while_reports_and_plays_are_answered() {
     std::thread::sleep(last_due.saturating_duration_since(Instant::now()));
     let mut open = 0;
     for s in crowd.iter_mut() {
-        if !hwtests::closed_within(s, Duration::from_millis(1)) {
+        if !test_support::closed_within(s, Duration::from_millis(1)) {
             open += 1;
         }
     }
@@ -315,7 +315,10 @@ fn past_the_cap_with_nothing_to_shed_connections_are_refused() {
         .map(|i| connect_from(IpAddr::from([127, 0, 4, i as u8 + 1]), cp.addr).unwrap())
         .collect();
     let mut extra = connect_from(IpAddr::from([127, 0, 4, 100]), cp.addr).unwrap();
-    assert!(hwtests::closed_within(&mut extra, Duration::from_secs(2)));
+    assert!(test_support::closed_within(
+        &mut extra,
+        Duration::from_secs(2)
+    ));
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     assert!(metrics(&cp).contains("cp_connections_refused_total{reason=\"max_connections\"} 1"));
@@ -342,7 +345,8 @@ fn heads_bodies_and_idle_connections_each_have_a_deadline() {
     let head = b"GET /healthz HTTP/1.1\r\nHost: cp\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     let mut cut = false;
     for b in head {
-        if s.write_all(&[*b]).is_err() || hwtests::closed_within(&mut s, Duration::from_millis(300))
+        if s.write_all(&[*b]).is_err()
+            || test_support::closed_within(&mut s, Duration::from_millis(300))
         {
             cut = true;
             break;
@@ -391,8 +395,11 @@ fn heads_bodies_and_idle_connections_each_have_a_deadline() {
         let mut body = [0u8; 3];
         busy.read_exact(&mut body).unwrap();
     }
-    assert!(hwtests::closed_within(&mut idle, Duration::from_millis(10)));
-    assert!(!hwtests::closed_within(
+    assert!(test_support::closed_within(
+        &mut idle,
+        Duration::from_millis(10)
+    ));
+    assert!(!test_support::closed_within(
         &mut busy,
         Duration::from_millis(10)
     ));
@@ -417,7 +424,7 @@ fn one_address_cannot_take_every_connection() {
         .collect();
     let mut extra = connect_from(from, cp.addr).unwrap();
     assert!(
-        hwtests::closed_within(&mut extra, Duration::from_secs(2)),
+        test_support::closed_within(&mut extra, Duration::from_secs(2)),
         "the 11th is closed at once"
     );
     // Another address still gets in, and the held ones still work.
@@ -438,7 +445,7 @@ fn https_with_a_certificate_reloaded_on_sighup_and_no_plain_http_off_loopback() 
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cp.pem"), dir.path().join("cp.key"));
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    hwtests::write_self_signed(&cert, &key, &names).unwrap();
+    test_support::write_self_signed(&cert, &key, &names).unwrap();
     let first = std::fs::read(&cert).unwrap();
     let cp = start_with(
         dir.path(),
@@ -465,7 +472,7 @@ fn https_with_a_certificate_reloaded_on_sighup_and_no_plain_http_off_loopback() 
     // Plain HTTP to the TLS port gets nothing useful.
     assert!(reqwest::blocking::get(format!("http://{}/healthz", cp.addr)).is_err());
     // A new certificate, then SIGHUP: new handshakes get it.
-    hwtests::write_self_signed(&cert, &key, &names).unwrap();
+    test_support::write_self_signed(&cert, &key, &names).unwrap();
     let second = std::fs::read(&cert).unwrap();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(cp.child.id() as i32, libc::SIGHUP) };

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hwtests::content_bytes;
-use hwtests::proc::Proc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use test_support::content_bytes;
+use test_support::proc::Proc;
 
 fn sha(b: &[u8]) -> String {
     oca_protocol::manifest::hex(&Sha256::digest(b))
@@ -169,7 +169,7 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
 
 /// A control plane in `dir` (reports every second) with its embedded origin.
 fn start_cp(bin: &Path, dir: &Path, extra: &[&str]) -> Cp {
-    let port = hwtests::free_port();
+    let port = test_support::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new(bin);
     cmd.arg("--listen")
@@ -194,7 +194,7 @@ fn start_cp(bin: &Path, dir: &Path, extra: &[&str]) -> Cp {
 
 /// The binaries an appliance lab runs, built by the cargo running the tests.
 fn appliance_bins() -> HashMap<String, PathBuf> {
-    hwtests::cargo_bins(
+    test_support::cargo_bins(
         false,
         &[
             ("control-plane", "control-plane"),
@@ -236,8 +236,8 @@ fn lab(cp_extra: &[&str], agent_extra: &[&str], before_agents: impl FnOnce(&Lab)
         let daemon = Proc::spawn(cmd);
         let line = daemon.wait_log(" listening ", Duration::from_secs(20));
         let (addr, admin) = (
-            hwtests::addr_field(&line, "addr"),
-            hwtests::addr_field(&line, "admin"),
+            test_support::addr_field(&line, "addr"),
+            test_support::addr_field(&line, "admin"),
         );
         let reg = json!({"id": id, "site": site, "url": format!("http://{addr}"), "capacity_bps": 10_000_000_000u64});
         let (s, r) = cp.admin("POST", "/v1/admin/appliances", Some(reg));
@@ -665,7 +665,7 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
     std::fs::create_dir_all(good.join("objects")).unwrap();
     std::fs::create_dir_all(backing.join("objects/fd")).unwrap();
     std::fs::write(backing.join("objects/fd/fd_1080p.mp4"), &body).unwrap();
-    let bad = hwtests::failfs::FailFs::start(&backing, &dir.path().join("bad"));
+    let bad = test_support::failfs::FailFs::start(&backing, &dir.path().join("bad"));
     let keys = dir.path().join("keys.json");
     let mut cmd = Command::new(&bins["oca-daemon"]);
     cmd.args([
@@ -685,8 +685,8 @@ fn a_disk_the_daemon_finds_failing_is_reported_and_its_files_refilled_elsewhere(
     let daemon = Proc::spawn(cmd);
     let line = daemon.wait_log(" listening ", Duration::from_secs(20));
     let (addr, admin) = (
-        hwtests::addr_field(&line, "addr"),
-        hwtests::addr_field(&line, "admin"),
+        test_support::addr_field(&line, "addr"),
+        test_support::addr_field(&line, "admin"),
     );
     let reg = json!({"id": "a1", "site": "isp", "url": format!("http://{addr}"), "capacity_bps": 10_000_000_000u64});
     let (s, r) = cp.admin("POST", "/v1/admin/appliances", Some(reg));

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hwtests::content_bytes;
-use hwtests::proc::Proc;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use test_support::content_bytes;
+use test_support::proc::Proc;
 
 const MIB: usize = 1 << 20;
 
@@ -33,7 +33,7 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 fn agent_bin() -> PathBuf {
-    hwtests::cargo_bins(false, &[("fill-agent", "fill-agent")])["fill-agent"].clone()
+    test_support::cargo_bins(false, &[("fill-agent", "fill-agent")])["fill-agent"].clone()
 }
 
 /// One HTTP/1.1 request as read off the wire.
@@ -419,11 +419,11 @@ impl Appliance {
 fn agent_metric(addr: SocketAddr, series: &str) -> f64 {
     reqwest::blocking::get(format!("http://{addr}/metrics"))
         .and_then(|r| r.text())
-        .map_or(0.0, |t| hwtests::metric(&t, series))
+        .map_or(0.0, |t| test_support::metric(&t, series))
 }
 
 fn metrics_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", hwtests::free_port())
+    format!("127.0.0.1:{}", test_support::free_port())
         .parse()
         .unwrap()
 }
@@ -871,7 +871,7 @@ fn an_untrusted_control_plane_is_refused_with_the_reason_and_plain_http_stays_on
 
     // Plain http off loopback: refused at start, unless the operator accepts it. (0.0.0.0 is
     // not loopback, and a connection to it stays on this host.)
-    let plain = format!("http://0.0.0.0:{}", hwtests::free_port());
+    let plain = format!("http://0.0.0.0:{}", test_support::free_port());
     let mut refused = Proc::spawn(app.agent(&bin, &plain, &[]));
     let line = refused.wait_log("--insecure-http", Duration::from_secs(10));
     assert!(line.contains("not loopback"), "{line}");

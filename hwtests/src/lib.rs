@@ -6,8 +6,3 @@
 pub mod qualify;
 pub mod tls_round_trip;
 pub mod vm;
-
-pub use test_support::{
-    addr_field, busiest, cargo_bins, client_summary, closed_within, content_bytes, failfs,
-    free_port, metric, metrics, on_path, proc, write_self_signed,
-};

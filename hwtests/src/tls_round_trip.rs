@@ -55,7 +55,7 @@ pub fn make_store(dir: &Path) -> Result<()> {
     for (id, len) in FILES {
         let d = dir.join("objects").join(&id[..2]);
         std::fs::create_dir_all(&d)?;
-        std::fs::write(d.join(id), crate::content_bytes(id, len))?;
+        std::fs::write(d.join(id), test_support::content_bytes(id, len))?;
     }
     Ok(())
 }
@@ -158,7 +158,7 @@ pub fn run(addr: SocketAddr, roots: rustls::RootCertStore, admin: &str) -> Resul
     for (name, version, suite) in variants {
         let mut s = client.connect(&client.config(version, suite)?)?;
         for (id, len) in &FILES[..2] {
-            let want = crate::content_bytes(id, *len);
+            let want = test_support::content_bytes(id, *len);
             let (st, body) = get(&mut s, id, None).with_context(|| format!("{name} {id}"))?;
             ensure!(
                 st == 200 && body == want,
@@ -176,9 +176,9 @@ pub fn run(addr: SocketAddr, roots: rustls::RootCertStore, admin: &str) -> Resul
     let key_update = long_download_with_key_update(&client)?;
     bytes += FILES[2].1;
     eprintln!("tls round trip: key update: {key_update}");
-    let metrics = crate::metrics(admin).with_context(|| format!("admin {admin}"))?;
-    let ktls = crate::metric(&metrics, "oca_tls_handshakes_total{mode=\"ktls\"}");
-    let user = crate::metric(&metrics, "oca_tls_handshakes_total{mode=\"userspace\"}");
+    let metrics = test_support::metrics(admin).with_context(|| format!("admin {admin}"))?;
+    let ktls = test_support::metric(&metrics, "oca_tls_handshakes_total{mode=\"ktls\"}");
+    let user = test_support::metric(&metrics, "oca_tls_handshakes_total{mode=\"userspace\"}");
     let stat = std::fs::read_to_string("/proc/net/tls_stat").unwrap_or_default();
     Ok(RoundTrip {
         bytes,
@@ -196,7 +196,7 @@ fn long_download_with_key_update(client: &Client) -> Result<String> {
     use rustls::crypto::ring::cipher_suite as cs;
     let cfg = client.config(&rustls::version::TLS13, cs::TLS13_AES_128_GCM_SHA256)?;
     let (id, len) = FILES[2];
-    let want = crate::content_bytes(id, len);
+    let want = test_support::content_bytes(id, len);
     let mut got: Vec<u8> = Vec::with_capacity(len);
     let mut s = client.connect(&cfg)?;
     let (st, _) = request(&mut s, id, None)?;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hwtests::proc::Proc;
 use serde_json::{json, Value};
+use test_support::proc::Proc;
 
 const CONTENT: &str = "vmplay_1080p.mp4";
 const CONTENT_LEN: usize = 8 << 20;
@@ -39,7 +39,7 @@ fn missing() -> Vec<String> {
         "extlinux",
     ]
     .into_iter()
-    .filter(|c| !hwtests::on_path(c))
+    .filter(|c| !test_support::on_path(c))
     .map(String::from)
     .collect();
     // SAFETY: geteuid has no preconditions.
@@ -233,11 +233,11 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
 
     // The control plane over HTTPS, reachable from the VM as 10.0.2.2; its certificate goes
     // on the config partition as the CA the fill agent trusts.
-    let bins = hwtests::cargo_bins(true, &[("control-plane", "control-plane")]);
-    let port = hwtests::free_port();
+    let bins = test_support::cargo_bins(true, &[("control-plane", "control-plane")]);
+    let port = test_support::free_port();
     let (cp_cert, cp_key) = (dir.path().join("cp.pem"), dir.path().join("cp.key"));
     let names = ["10.0.2.2", "127.0.0.1", "localhost"].map(String::from);
-    hwtests::write_self_signed(&cp_cert, &cp_key, &names).unwrap();
+    test_support::write_self_signed(&cp_cert, &cp_key, &names).unwrap();
     let mut cmd = Command::new(&bins["control-plane"]);
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -271,8 +271,8 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
             .to_string(),
         origin: dir.path().join("cp.db.origin"),
     };
-    let (tls_port, admin_port) = (hwtests::free_port(), hwtests::free_port());
-    let body = hwtests::content_bytes(CONTENT, CONTENT_LEN);
+    let (tls_port, admin_port) = (test_support::free_port(), test_support::free_port());
+    let body = test_support::content_bytes(CONTENT, CONTENT_LEN);
     std::fs::create_dir_all(&cp.origin).unwrap();
     std::fs::write(cp.origin.join(CONTENT), &body).unwrap();
     let sha = {
@@ -422,8 +422,8 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         .send()
         .unwrap();
     assert_eq!(unsigned.status(), 403);
-    let metrics = hwtests::metrics(&admin).unwrap();
-    let ktls = hwtests::metric(&metrics, "oca_tls_handshakes_total{mode=\"ktls\"}");
+    let metrics = test_support::metrics(&admin).unwrap();
+    let ktls = test_support::metric(&metrics, "oca_tls_handshakes_total{mode=\"ktls\"}");
     assert!(ktls >= 1.0, "kernel TLS not engaged:\n{metrics}");
     eprintln!(
         "image: {:.0} MiB disk, {:.0} MiB allocated; boot to oca-daemon ready {:.1} s, to both services active {:.1} s, title filled {:.1} s (QEMU TCG, 2 vCPUs); {} kTLS handshakes",

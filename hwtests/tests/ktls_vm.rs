@@ -39,7 +39,7 @@ poweroff -f
 
 fn missing_prerequisites(kernel_dir: &Path) -> Vec<String> {
     let mut missing = Vec::new();
-    let on_path = hwtests::on_path;
+    let on_path = test_support::on_path;
     if !on_path("qemu-system-x86_64") {
         missing.push("qemu-system-x86_64 (apt-get install qemu-system-x86)".into());
     }
@@ -71,7 +71,7 @@ fn ktls_serves_every_byte_in_debians_kernel() {
     }
     let kernel = Kernel::find(&kernel_dir).unwrap();
     // Release builds: under emulation a debug build is too slow.
-    let bins = hwtests::cargo_bins(
+    let bins = test_support::cargo_bins(
         true,
         &[("oca-daemon", "oca-daemon"), ("hwtests", "tls-check")],
     );

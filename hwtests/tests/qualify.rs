@@ -29,7 +29,7 @@ fn missing() -> Vec<&'static str> {
         m.push("root");
     }
     for tool in ["losetup", "mkfs.xfs", "mkfs.ext4", "ip", "wrk"] {
-        if !hwtests::on_path(tool) {
+        if !test_support::on_path(tool) {
             m.push(tool);
         }
     }
@@ -124,7 +124,7 @@ fn qualify(
     json: &Path,
     extra: &[&str],
 ) -> (i32, String, serde_json::Value) {
-    let bins = hwtests::cargo_bins(
+    let bins = test_support::cargo_bins(
         true,
         &[("hwtests", "oca-qualify"), ("oca-daemon", "oca-daemon")],
     );

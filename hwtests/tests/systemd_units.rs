@@ -46,7 +46,7 @@ fn scratch_root() -> tempfile::TempDir {
         .arg("/usr/lib/systemd/system")
         .arg(r.join("usr/lib/systemd/")));
     assert!(ok, "copying systemd's units: {err}");
-    let bins = hwtests::cargo_bins(
+    let bins = test_support::cargo_bins(
         false,
         &[
             ("oca-daemon", "oca-daemon"),
@@ -108,7 +108,7 @@ fn exposure(root: &Path, unit: &str) -> f64 {
 
 #[test]
 fn units_verify_and_are_locked_down() {
-    if !hwtests::on_path("systemd-analyze") {
+    if !test_support::on_path("systemd-analyze") {
         assert!(
             std::env::var_os("OCA_REQUIRE_VM").is_none(),
             "systemd-analyze missing (apt-get install systemd)"
@@ -160,7 +160,7 @@ fn units_verify_and_are_locked_down() {
 
 #[test]
 fn sysusers_and_tmpfiles_create_the_users_and_directories() {
-    if !hwtests::on_path("systemd-sysusers") || !hwtests::on_path("systemd-tmpfiles") {
+    if !test_support::on_path("systemd-sysusers") || !test_support::on_path("systemd-tmpfiles") {
         assert!(
             std::env::var_os("OCA_REQUIRE_VM").is_none(),
             "systemd tools missing"

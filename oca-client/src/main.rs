@@ -2,6 +2,8 @@
 //! happened: appliances used, switches, bytes, throughput, rebuffering, and whether the SHA-256
 //! of the file matched. `--load N` plays N sessions at once.
 
+#![forbid(unsafe_code)]
+
 mod appliances;
 mod clock;
 mod player;

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hwtests::proc::Proc;
-use hwtests::{busiest, client_summary, content_bytes, metric, metrics};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use test_support::proc::Proc;
+use test_support::{busiest, client_summary, content_bytes, metric, metrics};
 
 fn field(line: &str, name: &str) -> SocketAddr {
     Proc::field(line, name).parse().unwrap()
@@ -62,7 +62,7 @@ fn daemon(bin: &Path, listen: &str, store: &Path, keys: &Path) -> Daemon {
 /// A control plane and one appliance per listen address, each holding every file of `files`
 /// (id, resolution, bitrate kbps, bytes) of title `t1`, reported to the control plane directly.
 fn world(listen: &[&str], files: &[(&str, u32, u32, Vec<u8>)]) -> World {
-    let bins = hwtests::cargo_bins(
+    let bins = test_support::cargo_bins(
         false,
         &[
             ("control-plane", "control-plane"),

@@ -380,7 +380,7 @@ fn a_disk_returning_io_errors_is_isolated_while_the_other_keeps_serving() {
     let b = pattern(22, 6 << 20);
     put_cold(&good.mount, "good_1080p.mp4", &a);
     put(&backing, "bad_1080p.mp4", &b);
-    let bad = hwtests::failfs::FailFs::start(&backing, &dir.path().join("bad"));
+    let bad = test_support::failfs::FailFs::start(&backing, &dir.path().join("bad"));
     let s = std::sync::Arc::new(Server::start(
         "uring",
         &[&good.mount, &bad.mount],
@@ -937,7 +937,7 @@ fn try_range(
 }
 
 /// Lets a hung failfs answer again when dropped.
-struct Release<'a>(&'a hwtests::failfs::FailFs);
+struct Release<'a>(&'a test_support::failfs::FailFs);
 
 impl Drop for Release<'_> {
     fn drop(&mut self) {
@@ -962,8 +962,10 @@ fn a_hung_disk_costs_only_its_own_content() {
     for engine in ["uring", "uring-splice", "epoll"] {
         let backing = dir.path().join(format!("backing-{engine}"));
         put(&backing, "hung_1080p.mp4", &b);
-        let hung =
-            hwtests::failfs::FailFs::start(&backing, &dir.path().join(format!("hung-{engine}")));
+        let hung = test_support::failfs::FailFs::start(
+            &backing,
+            &dir.path().join(format!("hung-{engine}")),
+        );
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let pem = tls::write_cert(&cert, &key);
         let s = Server::start(

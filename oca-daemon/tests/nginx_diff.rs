@@ -34,7 +34,7 @@ impl Drop for Nginx {
 }
 
 fn start_nginx(dir: &Path, root: &Path) -> Nginx {
-    let port = hwtests::free_port();
+    let port = test_support::free_port();
     let conf = dir.join("nginx.conf");
     let tmp = dir.join("nginx-tmp");
     std::fs::create_dir_all(&tmp).unwrap();

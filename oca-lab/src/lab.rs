@@ -16,7 +16,7 @@ use crate::network::Net;
 use crate::process::{field, Proc};
 use crate::topology::Topology;
 
-use hwtests::content_bytes;
+use test_support::content_bytes;
 
 /// One appliance of the lab.
 pub struct Appliance {
@@ -77,7 +77,7 @@ pub struct Options {
 impl Lab {
     /// Builds the binaries and starts the whole deployment on loopback.
     pub fn start(topo: &Topology, o: &Options) -> Result<Lab> {
-        let bins = hwtests::cargo_bins(
+        let bins = test_support::cargo_bins(
             o.release,
             &[
                 ("control-plane", "control-plane"),
@@ -113,7 +113,7 @@ impl Lab {
         if let Some(n) = &net {
             names.extend(n.sites.iter().map(|s| s.2.clone()));
         }
-        hwtests::write_self_signed(&ca, &key, &names)?;
+        test_support::write_self_signed(&ca, &key, &names)?;
         let cp_cmd: Vec<String> = vec![
             bins["control-plane"].display().to_string(),
             "--listen".into(),

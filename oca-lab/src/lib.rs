@@ -33,4 +33,4 @@ pub use process::Proc;
 pub use topology::{ContentSpec, SiteSpec, Topology, DEFAULT_TOPOLOGY};
 
 /// Deterministic bytes of a generated content file (what the lab writes to the origin).
-pub use hwtests::content_bytes;
+pub use test_support::content_bytes;

@@ -3,9 +3,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hwtests::{busiest, client_summary};
 use oca_lab::{Lab, Options, Topology};
 use serde_json::Value;
+use test_support::{busiest, client_summary};
 
 const TOPOLOGY: &str = r#"
 [content]

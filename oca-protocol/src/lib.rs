@@ -3,6 +3,8 @@
 //! status, and IP prefixes. Shared by the control plane, oca-daemon, the fill agent, `ocactl` and
 //! oca-lab.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod health;
 pub mod keys;

@@ -1,5 +1,7 @@
 //! ocactl: the control plane's admin CLI.
 
+#![forbid(unsafe_code)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

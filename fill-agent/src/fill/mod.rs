@@ -47,13 +47,7 @@ pub enum Outcome {
     NoSpace,
 }
 
-/// Seconds since the Unix epoch (0 before it): the clock the manifest's `not_before` and fill
-/// windows are in.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use oca_service::unix_now;
 
 /// The client towards fill sources (peers, tier sites, the origin): no redirect followed (a
 /// source answers with the file or fails; a redirect could point the agent anywhere, such as

@@ -99,7 +99,7 @@ pub fn direct_io_round_trip(store: &Path) -> Result<()> {
         }
         // SAFETY: ptr is valid for LEN bytes and exclusively ours until dealloc.
         let buf = unsafe { std::slice::from_raw_parts_mut(ptr, LEN) };
-        let pattern = crate::content_bytes("oca-qualify", LEN);
+        let pattern = test_support::content_bytes("oca-qualify", LEN);
         buf.copy_from_slice(&pattern);
         let io = (|| -> Result<()> {
             let mut f = File::options()

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use super::config::KtlsLimits;
 use super::report::Check;
-use crate::proc::Proc;
+use test_support::proc::Proc;
 
 /// Whether the kernel accepts the TLS upper-layer protocol on a connected TCP socket, trying to
 /// load the module first (as root).

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use super::config::LoadLimits;
 use super::report::Check;
-use crate::proc::Proc;
+use test_support::proc::Proc;
 
 /// Test file ids start with this, so they are easy to recognise and are removed afterwards.
 const PREFIX: &str = "oca-qualify-";
@@ -33,7 +33,7 @@ impl Drop for TestFiles {
 fn write_files(stores: &[PathBuf], limits: &LoadLimits) -> Result<TestFiles> {
     let mut files = TestFiles(Vec::new());
     let len = limits.file_mib << 20;
-    let chunk = crate::content_bytes("oca-qualify-load", 1 << 20);
+    let chunk = test_support::content_bytes("oca-qualify-load", 1 << 20);
     for (d, store) in stores.iter().enumerate() {
         let shard = store.join("objects").join(&PREFIX[..2]);
         std::fs::create_dir_all(&shard).with_context(|| format!("creating {}", shard.display()))?;
@@ -153,8 +153,8 @@ fn run(stores: &[PathBuf], limits: &LoadLimits, daemon: &Path) -> Result<(f64, W
         .map_err(|log| anyhow::anyhow!("oca-daemon did not start:\n{log}"))?;
     let (addr, admin) = (Proc::field(&line, "addr"), Proc::field(&line, "admin"));
     let sent = || -> Result<f64> {
-        Ok(crate::metric(
-            &crate::metrics(&admin)?,
+        Ok(test_support::metric(
+            &test_support::metrics(&admin)?,
             "oca_sent_bytes_total",
         ))
     };

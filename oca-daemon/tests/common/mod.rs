@@ -119,7 +119,7 @@ impl Server {
                 panic!("daemon did not start; log:\n{}", log.lock());
             }
         };
-        let field = |name: &str| hwtests::addr_field(&line, name);
+        let field = |name: &str| test_support::addr_field(&line, name);
         Server {
             child,
             addr: field("addr"),
@@ -300,7 +300,7 @@ pub fn raw(addr: SocketAddr, req: &[u8]) -> Option<RawResponse> {
 }
 
 #[allow(unused_imports)]
-pub use hwtests::closed_within;
+pub use test_support::closed_within;
 
 /// Splits a multipart/byteranges body into (Content-Range, bytes) parts.
 pub fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {

@@ -40,7 +40,7 @@ pub fn flags<'a>(cert: &'a Path, key: &'a Path) -> [&'a str; 6] {
 pub fn tls_addr(s: &Server) -> SocketAddr {
     let log = s.log();
     let line = log.lines().find(|l| l.contains(" listening ")).unwrap();
-    hwtests::addr_field(line, "tls")
+    test_support::addr_field(line, "tls")
 }
 
 /// A client trusting `cert_pem`, limited to `versions` (and `suites` when given).
