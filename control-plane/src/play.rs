@@ -1,4 +1,4 @@
-//! Playback (DESIGN.md "Playback"): checks a play request and answers signed, ranked URLs per
+//! Playback (docs/architecture.md, "Playback"): checks a play request and answers signed, ranked URLs per
 //! allowed rendition. A refusal is a [`PlayError`], whose [`PlayError::code`] is the stable code
 //! the player sees; the HTTP layer gives each its status.
 

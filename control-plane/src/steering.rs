@@ -1,4 +1,4 @@
-//! Steering (DESIGN.md): from a client address and a content id to up to 10 ranked appliances.
+//! Steering (docs/architecture.md): from a client address and a content id to up to 10 ranked appliances.
 //!
 //! 1. Longest-prefix match of the client against the prefixes appliances report and the coverage
 //!    zones → candidate sites: the matched (ISP) sites first, then their parent (tier) sites, then

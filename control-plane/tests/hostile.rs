@@ -298,12 +298,20 @@ fn near_the_cap_the_slowest_are_shed_for_whole_requests() {
         m.contains("cp_connections_closed_total{reason=\"shed\"}"),
         "{m}"
     );
-    let open = m
-        .lines()
-        .find_map(|l| l.strip_prefix("cp_connections "))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap();
-    assert!(open <= 401, "the cap holds: {open}");
+    // A shed connection closes when its task next runs (docs: the cap is exceeded by the sheds
+    // in flight), which on a loaded machine is not at once: the cap holds once they have run.
+    let open = || {
+        metrics(&cp)
+            .lines()
+            .find_map(|l| l.strip_prefix("cp_connections "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap()
+    };
+    let end = Instant::now() + Duration::from_secs(2);
+    while open() > 401 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(open() <= 401, "the cap holds: {}", open());
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! fill-agent: reports the appliance's health every interval, keeps oca-daemon's URL keys
-//! current, and fills the stores from the manifest (DESIGN.md "Fill", "Health report").
+//! current, and fills the stores from the manifest (docs/architecture.md, "Fill manifest", "Health report").
 //!
 //! This file is the agent's loop ([`Agent`]): each interval it reads oca-daemon's status, sends
 //! the health report, writes the keys, fetches a changed manifest, evicts and starts fills;

@@ -1,4 +1,4 @@
-//! The health report (DESIGN.md "Health report"): built from the shared state and sent to the
+//! The health report (docs/architecture.md, "Health report"): built from the shared state and sent to the
 //! control plane, whose reply carries the URL keys (written by `keys_file`), the
 //! manifest version and the report interval.
 

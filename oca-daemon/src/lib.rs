@@ -1,6 +1,33 @@
 //! oca-daemon as a library: the appliance's HTTP byte-range server, its engines and the
 //! pieces they are made of. The `oca-daemon` binary is its `main`; the fuzz targets (`fuzz/`)
 //! drive the request parsers and the connection state machine through it.
+//!
+//! # The map
+//! Lowest first; each module uses only modules above it (`../shared/tools/import-cycles`):
+//!
+//! ```text
+//! cold.rs            the cold policy: small, hot, cached or cold; the popularity sketch
+//! config.rs          the configuration file and flags
+//! socket.rs          socket options, send, sendfile
+//! signed_urls.rs     the keyring file, reloaded; a request's signature checked
+//! disk_health.rs     disks marked failed (errors, hangs), shared by the workers
+//! open_files.rs      a worker's cache of open content files
+//! metrics/           counters (mod.rs) and their OpenMetrics text (encode.rs)
+//! process.rs         what the whole process shares: metrics, disks, admission, ready, draining
+//! http/              sans-IO HTTP: requests, ranges, responses, deciding a response
+//! ktls.rs, tls.rs    rustls sessions; handing a session to kernel TLS
+//! engine/contract.rs what a connection asks of an engine (Next) and what an engine offers
+//! worker.rs          a worker's state: the shared parts, its clock, caches, capabilities
+//! conn/              one connection: transport, lifecycle phases, body paths, access log
+//! engine/            the engines that drive connections: epoll, and io_uring (engine/uring/)
+//! admin.rs           /metrics, /status, /healthz, /readyz
+//! demo.rs            --demo
+//! ```
+//!
+//! A request: the engine accepts and admits a connection, feeds its bytes to [`conn::Conn`],
+//! which parses them with [`http`], answers through its transport, and asks the engine for what
+//! only the engine can do (a splice, a cold read, an open off the thread) with
+//! [`engine::contract::Next`]. docs/architecture.md maps behaviours to modules.
 
 pub mod admin;
 /// The connection caps, shared with the control plane.

@@ -1,4 +1,4 @@
-//! Signed URLs (DESIGN.md "URLs and signing"): the keyring from `--keys FILE`, reloaded when the
+//! Signed URLs (docs/architecture.md, "Signed URLs"): the keyring from `--keys FILE`, reloaded when the
 //! file changes, and the check every content request passes.
 
 use std::os::unix::fs::MetadataExt;

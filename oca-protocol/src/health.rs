@@ -1,5 +1,5 @@
 //! The health report an appliance's fill agent sends every interval, and the control plane's
-//! reply (DESIGN.md "Health report").
+//! reply (docs/architecture.md, "Health report").
 //!
 //! Unknown fields are ignored rather than refused, so appliances and the control plane can be
 //! upgraded one at a time.

@@ -1,7 +1,7 @@
 //! The URL-signing keyring: the keys file appliances keep (`--keys FILE`) and the control plane
 //! hands out with each health reply.
 //!
-//! Format (DESIGN.md): `{"keys":[{"id":"k2","secret":"<base64url-nopad of 32 bytes>"},...]}`,
+//! Format (docs/architecture.md): `{"keys":[{"id":"k2","secret":"<base64url-nopad of 32 bytes>"},...]}`,
 //! current key first; the HMAC key is the decoded bytes.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,4 +1,4 @@
-//! What the parts of the system say to each other (DESIGN.md): URL signing and its keyring, the
+//! What the parts of the system say to each other (docs/architecture.md): URL signing and its keyring, the
 //! health report, steering, playback, fill-manifest and admin-API wire types, oca-daemon's admin
 //! status, and IP prefixes. Shared by the control plane, oca-daemon, the fill agent, `ocactl` and
 //! oca-lab.

@@ -1,4 +1,4 @@
-//! The fill manifest an appliance fetches (DESIGN.md "Fill").
+//! The fill manifest an appliance fetches (docs/architecture.md, "Fill manifest").
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Playback: what a player asks the control plane and what it gets back (DESIGN.md "Playback").
+//! Playback: what a player asks the control plane and what it gets back (docs/architecture.md, "Playback").
 
 use serde::{Deserialize, Serialize};
 

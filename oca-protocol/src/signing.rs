@@ -1,4 +1,4 @@
-//! Signed content URLs (DESIGN.md "URLs and signing").
+//! Signed content URLs (docs/architecture.md, "Signed URLs").
 //!
 //! `/c/<content_id>?e=<expiry unix seconds>&k=<key id>&s=<signature>` where
 //! `signature = base64url-nopad(HMAC-SHA256(key[k], "<content_id>\n<e>\n<scope>"))` and the scope
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn test_vectors_pin_the_format() {
-        // Computed independently with Python's hmac/hashlib/base64 from DESIGN.md's formula.
+        // Computed independently with Python's hmac/hashlib/base64 from docs/architecture.md's formula.
         let key = &ring().keys()[0].clone();
         let id = "80100172_1080p.mp4";
         assert_eq!(

@@ -1,4 +1,4 @@
-//! Steering: which appliances a client should use for a file (DESIGN.md "Steering").
+//! Steering: which appliances a client should use for a file (docs/architecture.md, "Steering").
 
 use std::net::IpAddr;
 

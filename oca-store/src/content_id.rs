@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Longest content id accepted (DESIGN.md: 1 to 128 characters).
+/// Longest content id accepted (docs/architecture.md: 1 to 128 characters).
 pub const MAX_ID_LEN: usize = 128;
 
 /// A validated content id: 1..=128 bytes of `[A-Za-z0-9._-]`, not starting with `.`.

@@ -1,5 +1,5 @@
 //! Health intake: appliances report status, load, disks, routes and inventory; the reply carries
-//! the URL keys (DESIGN.md "Health report"). Here: who may report, and which of its routes are
+//! the URL keys (docs/architecture.md, "Health report"). Here: who may report, and which of its routes are
 //! kept; storage records the report ([`crate::storage::InventoryStore`]) and the fleet view
 //! applies it (`fleet::Snapshot::apply`).
 
@@ -9,7 +9,7 @@ use oca_protocol::prefix::Prefix;
 use crate::domain::credentials;
 use crate::storage::{Storage, StorageError};
 
-/// Default seconds between reports asked of appliances (DESIGN.md); three missed intervals make
+/// Default seconds between reports asked of appliances (docs/architecture.md); three missed intervals make
 /// an appliance `unknown`.
 pub const DEFAULT_REPORT_INTERVAL_SECS: u64 = 10;
 

@@ -1,4 +1,4 @@
-//! Fill manifests (DESIGN.md "Fill"): what each appliance should hold, and where to get it,
+//! Fill manifests (docs/architecture.md, "Fill manifest"): what each appliance should hold, and where to get it,
 //! best source first.
 //!
 //! Sources: peers (same site) that hold the file, then tier appliances (the parent site) that

@@ -1,4 +1,4 @@
-//! Planning: what each appliance should hold and where it fills it from (DESIGN.md "Fill").
+//! Planning: what each appliance should hold and where it fills it from (docs/architecture.md, "Fill manifest").
 //!
 //! - [`site_plan`]: the placement algorithm: a site's storage filled in popularity order,
 //!   files spread over its appliances by weighted rendezvous hashing ([`site_plan::SitePlan`]).

@@ -1,4 +1,4 @@
-//! A site's plan: what each site keeps, and on which of its appliances (DESIGN.md "Fill").
+//! A site's plan: what each site keeps, and on which of its appliances (docs/architecture.md, "Fill manifest").
 //!
 //! Content is taken in popularity order until the site's storage is used; each file goes to the
 //! appliances that rank highest for it by rendezvous hashing weighted by storage (so adding or

@@ -1,6 +1,8 @@
 //! Test harness: the real oca-daemon binary on ephemeral loopback ports over temporary stores.
 #![allow(dead_code)]
 
+pub mod cold;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
