@@ -83,8 +83,8 @@ impl PartPaths {
     /// sendfile is the cheaper (docs/oca-daemon.md, "Body path"), but it reads on the worker's
     /// thread: it is used only once every page of the part is known to be cached, by the cold
     /// policy's probe (`Cached`) or this part's own. A popular part (`Hot`) is probed here: its
-    /// splice from the file would be punted to the kernel's workers, measured 15% fewer 64 KiB
-    /// responses than a probe and sendfile.
+    /// splice from the file would be punted to the kernel's workers, measured 16-25% fewer 64 KiB
+    /// responses than a probe and sendfile (bench/ab.sh).
     pub(crate) fn engine_splices(
         &mut self,
         seg: usize,
