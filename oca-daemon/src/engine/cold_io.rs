@@ -84,6 +84,8 @@ impl Pool {
             Err(_) => {}
         }
         self.mem = Some(mem);
+        // Idle time counts from here: a pool just mapped is not given back before it is used.
+        self.idle_since = Instant::now();
         true
     }
 

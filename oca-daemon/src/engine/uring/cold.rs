@@ -191,7 +191,10 @@ impl Loop {
             let Some(cold) = self.cold.as_mut() else {
                 return;
             };
-            if !cold.pool.any_free() || !cold.pool.ready(&self.ring) {
+            // Waiters first: every closing connection pumps, and mapping (pinning) the pool for
+            // a pump with nothing to read would hold it on workers that never read cold, and
+            // remap it on each close once the idle release has given it back.
+            if !cold.queues.any_waiting() || !cold.pool.any_free() || !cold.pool.ready(&self.ring) {
                 return;
             }
             let Some((disk, (key, gen))) = cold.queues.next_ready() else {
