@@ -8,18 +8,18 @@
 //! docs/oca-daemon.md, sections "Engines", "Body path: sendfile or splice, measured" and "Cold
 //! reads: O_DIRECT past the page cache".
 //!
-//! One module per job; each adds methods to the one [`Loop`] a worker runs:
-//! - [`probe`]: what the kernel offers ([`Support`]);
-//! - [`ring`]: building the ring and submitting in order;
-//! - [`event_loop`]: wait, dispatch by tag, the tick, the teardown;
-//! - [`accept`]: accepting and admitting connections;
-//! - [`slot`]: a connection's slot, its write side as one state ([`slot::Write`]) and the
+//! One module per job; each adds methods to the one `Loop` a worker runs:
+//! - `probe`: what the kernel offers ([`Support`], found by [`probe()`]);
+//! - `ring`: building the ring and submitting in order;
+//! - `event_loop`: wait, dispatch by tag, the tick, the teardown;
+//! - `accept`: accepting and admitting connections;
+//! - `slot`: a connection's slot, its write side as one state (`slot::Write`) and the
 //!   transitions between its states;
-//! - [`conn_ops`]: a connection's receives, polls, close, file reads and disk deadlines;
-//! - [`open`]: opening content files off the thread;
-//! - [`splice`]: the file → pipe → socket path;
-//! - [`cold`]: the O_DIRECT pipeline;
-//! - [`tag`]: what each in-flight operation is, packed into its user data ([`tag::Op`]).
+//! - `conn_ops`: a connection's receives, polls, close, file reads and disk deadlines;
+//! - `open`: opening content files off the thread;
+//! - `splice`: the file → pipe → socket path;
+//! - `cold`: the O_DIRECT pipeline;
+//! - `tag`: what each in-flight operation is, packed into its user data (`tag::Op`).
 //!
 //! What the engine offers its connections it declares in `contract::Capabilities`, set in
 //! [`run`]; what a connection asks of it comes back as `contract::Next`, turned into
