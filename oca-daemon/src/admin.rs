@@ -4,7 +4,7 @@
 //! It runs on `main`'s tokio runtime, apart from the workers, and reads the process's state
 //! ([`Process`]) without taking part in it: a scrape costs the workers nothing but the atomic
 //! loads it makes. It keeps answering while the workers drain (`/readyz` then says 503). Each
-//! path is one arm of [`route`]; a new endpoint is a new arm and a function.
+//! path is one arm of `route`; a new endpoint is a new arm and a function.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -36,7 +36,7 @@ struct Cli {
         allow_hyphen_values = true
     )]
     token: Option<String>,
-    /// File holding the admin token (the control plane writes <db>.admin-token).
+    /// File holding the admin token (the control plane writes `<db>.admin-token`).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -101,7 +101,7 @@ enum ApplianceCmd {
         id: String,
         #[arg(long)]
         site: String,
-        /// Public base URL, e.g. http://oca1.isp.example
+        /// Public base URL, e.g. `http://oca1.isp.example`
         #[arg(long)]
         url: String,
         #[arg(long, value_name = "BITS_PER_SEC")]

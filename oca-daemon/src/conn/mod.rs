@@ -10,11 +10,11 @@
 //! (`engine::contract::Capabilities`), so one connection type serves both.
 //!
 //! The parts:
-//! - [`transport`]: the socket and who encrypts (plain, userspace TLS, kernel TLS);
-//! - [`lifecycle`]: the HTTP state machine (reading, opening, writing, lingering);
-//! - [`outgoing`]: the writing phase's response and its writer;
-//! - [`body_path`]: which way each file part goes (cold path, splice, sendfile);
-//! - [`access_log`]: one line per response.
+//! - `transport`: the socket and who encrypts (plain, userspace TLS, kernel TLS);
+//! - `lifecycle`: the HTTP state machine (reading, opening, writing, lingering);
+//! - `outgoing`: the writing phase's response and its writer;
+//! - `body_path`: which way each file part goes (cold path, splice, sendfile);
+//! - `access_log`: one line per response.
 //!
 //! Every method here runs inside the engine's panic guard: a bug drops the connection, never
 //! the worker.

@@ -17,7 +17,7 @@ use crate::cold::ColdConfig;
 const IDLE_RELEASE: Duration = Duration::from_secs(30);
 
 /// The buffer pool: one anonymous mapping cut into equal buffers, mapped and registered when the
-/// first cold read needs it and given back after [`IDLE_RELEASE`] with every buffer free.
+/// first cold read needs it and given back after `IDLE_RELEASE` with every buffer free.
 pub struct Pool {
     mem: Option<Mapping>,
     count: usize,
@@ -89,7 +89,7 @@ impl Pool {
         true
     }
 
-    /// Unmaps the buffers once every one has been free for [`IDLE_RELEASE`] at `now`.
+    /// Unmaps the buffers once every one has been free for `IDLE_RELEASE` at `now`.
     pub fn release_idle(&mut self, ring: &IoUring, now: Instant) {
         if self.mem.is_none()
             || self.free.len() < self.count

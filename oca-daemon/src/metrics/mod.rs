@@ -3,7 +3,7 @@
 //!
 //! Every label is an enum ([`Timeout`], [`TlsMode`], [`TlsFailure`], `cold::Reason`, the URL
 //! admission outcome): a counter is an array indexed by the enum, so a label that does not exist
-//! cannot be counted. [`encode`] writes the families in the OpenMetrics text format (the
+//! cannot be counted. [`encode()`] writes the families in the OpenMetrics text format (the
 //! `encode` module); process state (readiness, draining, disk health, admission) is not kept
 //! here but read from its owners when encoding.
 

@@ -10,9 +10,9 @@ use io_uring::{cqueue, opcode, types};
 
 use crate::engine::contract::Next;
 use crate::engine::policy::{accept_admitted, AcceptError};
-use crate::engine::uring::splice::Fill;
+use crate::engine::uring::slot::Slot;
 use crate::engine::uring::tag::{Op, MAX_SLOTS};
-use crate::engine::uring::{ud, Loop, Slot};
+use crate::engine::uring::{ud, Loop};
 
 impl Loop {
     /// Arms an accept on every listener that has none.
@@ -55,25 +55,7 @@ impl Loop {
                 tracing::error!("connection slots exhausted; refusing a connection");
             } else if let Some(conn) = accept_admitted(sock, &mut self.ctx, i == 1) {
                 self.next_gen = self.next_gen.wrapping_add(1);
-                let key = self.slots.insert(Slot {
-                    conn,
-                    gen: self.next_gen,
-                    inflight: 0,
-                    recv_armed: false,
-                    poll_armed: false,
-                    cancel_op: Op::Poll,
-                    closing: false,
-                    pipe: None,
-                    in_pipe: 0,
-                    splicing: 0,
-                    last_fill: Fill::Whole,
-                    cold: None,
-                    ahead: None,
-                    open: None,
-                    stale_opens: 0,
-                    splice_at: None,
-                    file_read: None,
-                });
+                let key = self.slots.insert(Slot::new(conn, self.next_gen));
                 self.act(key, Next::Read);
             }
         } else {

@@ -4,17 +4,17 @@
 //! is sent, the part's next is read ahead; a reader too slow to keep a shared buffer, or a part
 //! that waited too long, goes back to the page cache midway (`Conn::cold_abandoned`).
 //!
-//! This module is the one over the ~600-line guideline: the pipeline is one state machine per
-//! slot (queued → reading → sending → notified → released, with the read ahead beside it), and
-//! its transitions read best in one place; the policy deciding which parts go this way is
-//! `cold`, the buffers and queues are `engine::cold_io`.
+//! A chunk's stages (queued → reading → sending, with the read ahead beside the send) are
+//! `slot::ColdStage`, and their transitions are listed in `slot`; this module makes them. It is
+//! the one over the ~600-line guideline: the pipeline's transitions read best in one place. The
+//! policy deciding which parts go this way is `cold`, the buffers and queues are
+//! `engine::cold_io`.
 //!
 //! Invariant: a buffer is the kernel's from the read's submission until the last zero-copy
 //! notification of its sends; only then does it go back to the pool.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::fd::RawFd;
 use std::time::Instant;
 
 use io_uring::{cqueue, opcode, types};
@@ -24,6 +24,7 @@ use crate::engine::cold_io::{aligned_read, DiskQueues, Pool};
 use crate::engine::contract::{ColdChunk, Next};
 use crate::engine::policy;
 use crate::engine::uring::probe::Support;
+use crate::engine::uring::slot::{Ahead, ColdIo, ColdStage, Orphan, SendState, Sending, Write};
 use crate::engine::uring::tag::{Op, Tag};
 use crate::engine::uring::{ud, Loop};
 use crate::worker::WorkerCtx;
@@ -31,57 +32,6 @@ use crate::worker::WorkerCtx;
 /// The shortest a reader may hold a cold buffer, however few its bytes: a tick and a round trip
 /// or two of slack.
 pub(super) const MIN_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A direct read of a long part's next buffer, started while the current buffer is sent, so
-/// one stream keeps the disk and the socket busy at once. It owns its buffer until the next
-/// chunk adopts it.
-pub(super) struct Ahead {
-    /// The file and the first byte of the part the buffer will hold (the next chunk's offset).
-    pub(super) fd: RawFd,
-    /// Keeps `fd` open while the read is in flight, whatever the connection does meanwhile (a
-    /// read handed to the kernel's workers may look the descriptor up only when it runs).
-    pub(super) _direct: Option<std::rc::Rc<crate::open_files::Direct>>,
-    pub(super) offset: u64,
-    pub(super) disk: usize,
-    pub(super) buf: u16,
-    pub(super) skip: u32,
-    pub(super) read_at: Instant,
-    /// What the read returned, once it has.
-    pub(super) res: Option<i32>,
-    /// Nobody will adopt it (the connection moved on): the buffer goes back when it completes.
-    pub(super) orphan: bool,
-}
-
-/// One cold-path chunk in progress on a connection.
-pub(super) struct ColdIo {
-    pub(super) chunk: ColdChunk,
-    /// The pool buffer it holds, once it has one.
-    pub(super) buf: Option<u16>,
-    /// Bytes to skip at the buffer's front (alignment), bytes of the part in it, bytes sent.
-    pub(super) skip: u32,
-    pub(super) avail: u32,
-    pub(super) sent: u32,
-    /// A send is in flight (its result not yet back): never two at once, or bytes repeat.
-    pub(super) sending: bool,
-    /// Zero-copy notifications still to come: the buffer is the kernel's until then.
-    pub(super) notifs: u32,
-    /// When the read was submitted (disk latency).
-    pub(super) read_at: Option<Instant>,
-    /// Waiting for the socket to take more (a send returned EAGAIN).
-    pub(super) blocked: bool,
-    /// When it began waiting for a buffer and its disk (cold.wait_timeout runs from here).
-    pub(super) queued_at: Instant,
-    /// Once its bytes are in the buffer: until when the reader may take them and keep the
-    /// buffer (cold.min_send_kib); past it, the rest of the part goes through the page cache.
-    pub(super) hold_until: Option<Instant>,
-    /// A send waiting on a reader past its hold is being cancelled.
-    pub(super) cancelling: bool,
-    /// The last send asked for this many bytes; a zero-copy send that took fewer means the
-    /// reader is not keeping up, and the rest goes by copy: bytes it has not taken stay pinned
-    /// in the buffer only as far as the first send queued them.
-    pub(super) asked: u32,
-    pub(super) copy_rest: bool,
-}
 
 /// The worker's cold-path resources.
 pub(super) struct Cold {
@@ -126,52 +76,50 @@ pub(super) fn setup_cold(ctx: &mut WorkerCtx, support: &Support) -> Option<Cold>
 }
 
 impl Loop {
-    /// Queues a cold chunk behind its disk; refused at once when the disk has failed.
-    pub(super) fn cold_start(&mut self, key: usize, chunk: ColdChunk) {
+    /// Starts a cold chunk: from the bytes read ahead for it (`ahead`, what the previous chunk
+    /// left) when they are its own, else queued behind its disk; refused at once when the disk
+    /// has failed.
+    pub(super) fn cold_start(&mut self, key: usize, chunk: ColdChunk, mut ahead: Option<Ahead>) {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        if slot.write.busy() {
+            if let Some(a) = ahead {
+                self.drop_ahead(key, a);
+            }
+            return self.asked_while_busy(key, "cold chunk");
+        }
         if self.ctx.shared.process.disks.failed(chunk.disk) {
             let next = policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, false)
             });
+            if let Some(a) = ahead {
+                self.drop_ahead(key, a);
+            }
             return self.act(key, next);
         }
         let Some(cold) = self.cold.as_mut() else {
             return self.close(key);
         };
-        slot.cold = Some(ColdIo {
-            chunk,
-            buf: None,
-            skip: 0,
-            avail: 0,
-            sent: 0,
-            sending: false,
-            notifs: 0,
-            read_at: None,
-            blocked: false,
-            queued_at: self.ctx.now,
-            hold_until: None,
-            cancelling: false,
-            asked: 0,
-            copy_rest: false,
-        });
-        let ahead = slot.ahead.take_if(|a| {
-            !a.orphan && a.fd == chunk.fd && a.offset == chunk.offset && a.disk == chunk.disk
-        });
-        if let (Some(a), Some(c)) = (ahead, slot.cold.as_mut()) {
+        // A poll still armed (Write::Poll) wakes nobody when it completes: the chunk's sends
+        // call the connection.
+        if let Some(a) = ahead.take_if(|a| a.fits(&chunk)) {
             // The bytes were read (or are being read) ahead: no queue, no new read.
             self.ctx.stats().cold_ahead(true);
-            c.buf = Some(a.buf);
-            c.skip = a.skip;
-            return match a.res {
-                Some(res) => self.cold_read_done(key, res),
-                None => {
-                    // Its completion (Op::ColdAhead) carries on as this chunk's read.
-                    c.read_at = Some(a.read_at);
-                    slot.cancel_op = Op::ColdAhead;
-                }
-            };
+            slot.write = Write::Cold(ColdIo {
+                chunk,
+                // In flight, its completion (Op::ColdAhead) carries on as this chunk's read.
+                stage: ColdStage::Reading {
+                    buf: a.buf,
+                    skip: a.skip,
+                    since: a.since,
+                    adopted: true,
+                },
+            });
+            if let Some(res) = a.res {
+                self.cold_read_done(key, res);
+            }
+            return;
         }
         let gen = slot.gen;
         if !(cold.queues.has_room(chunk.disk) && cold.pool.any_free())
@@ -180,8 +128,16 @@ impl Loop {
             self.ctx.shared.metrics().cold_queued(chunk.disk);
         }
         cold.queues.wait(chunk.disk, (key, gen));
+        slot.write = Write::Cold(ColdIo {
+            chunk,
+            stage: ColdStage::Queued {
+                since: self.ctx.now,
+            },
+        });
         // A read ahead for some other part is of no use now.
-        self.drop_ahead(key);
+        if let Some(a) = ahead {
+            self.drop_ahead(key, a);
+        }
         self.cold_pump();
     }
 
@@ -200,25 +156,32 @@ impl Loop {
             let Some((disk, (key, gen))) = cold.queues.next_ready() else {
                 return;
             };
-            let live = self.slots.get(key).is_some_and(|s| {
-                s.gen == gen && !s.closing && s.cold.as_ref().is_some_and(|c| c.buf.is_none())
-            });
-            if !live {
+            let Some(slot) = self
+                .slots
+                .get_mut(key)
+                .filter(|s| s.gen == gen && !s.closing)
+            else {
+                continue;
+            };
+            let Write::Cold(c) = &mut slot.write else {
+                continue;
+            };
+            if !matches!(c.stage, ColdStage::Queued { .. }) {
                 continue;
             }
             let buf = cold.pool.take().expect("checked free above");
             cold.queues.started(disk);
-            let slot = self.slots.get_mut(key).expect("checked live above");
-            let c = slot.cold.as_mut().expect("checked live above");
             let (start, len, skip) =
                 aligned_read(c.chunk.offset, c.chunk.len, cold.pool.size, c.chunk.align);
-            c.buf = Some(buf);
-            c.skip = skip;
-            c.read_at = Some(Instant::now());
+            c.stage = ColdStage::Reading {
+                buf,
+                skip,
+                since: Instant::now(),
+                adopted: false,
+            };
             let punt = cold.punt[c.chunk.disk];
             let entry = cold.pool.read_entry(buf, c.chunk.fd, start, len, punt);
             slot.inflight += 1;
-            slot.cancel_op = Op::ColdRead;
             let ud = ud(Op::ColdRead, key, slot.gen);
             self.push(entry.user_data(ud));
         }
@@ -229,19 +192,21 @@ impl Loop {
             return;
         };
         slot.completed();
-        let Some(c) = slot.cold.as_mut() else {
+        let Write::Cold(ColdIo {
+            chunk,
+            stage: ColdStage::Reading { since, .. },
+        }) = &slot.write
+        else {
             return;
         };
-        let disk = c.chunk.disk;
+        let disk = chunk.disk;
         if let Some(cold) = self.cold.as_mut() {
             cold.queues.finished(disk);
         }
-        if let Some(at) = c.read_at.take() {
-            self.ctx
-                .shared
-                .metrics()
-                .cold_read(disk, at.elapsed(), res.max(0) as u64);
-        }
+        self.ctx
+            .shared
+            .metrics()
+            .cold_read(disk, since.elapsed(), res.max(0) as u64);
         if slot.closing {
             if slot.inflight == 0 {
                 self.finish_close(key);
@@ -259,7 +224,10 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let Some(c) = slot.cold.as_mut() else {
+        let Write::Cold(c) = &mut slot.write else {
+            return;
+        };
+        let ColdStage::Reading { buf, skip, .. } = c.stage else {
             return;
         };
         let disk = c.chunk.disk;
@@ -268,36 +236,39 @@ impl Loop {
                 tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "direct read failed; closing connection");
             }
             let media = oca_store::is_media_error(-res);
-            Some(policy::guarded(&mut self.ctx, Next::Close, |ctx| {
+            policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, media)
-            }))
-        } else if res as u32 <= c.skip {
+            })
+        } else if res as u32 <= skip {
             // Nothing of the part came back: the file is shorter than when it was opened.
             tracing::warn!(
                 offset = c.chunk.offset,
                 "file shorter than when opened; closing connection"
             );
-            Some(policy::guarded(&mut self.ctx, Next::Close, |ctx| {
+            policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_body_failed(ctx, false)
-            }))
+            })
         } else {
-            c.avail = (res as u32 - c.skip).min(c.chunk.len.min(u64::from(u32::MAX)) as u32);
+            let avail = (res as u32 - skip).min(c.chunk.len.min(u64::from(u32::MAX)) as u32);
             let rate = self.ctx.shared.cold.min_send_rate.max(1);
-            let hold = std::time::Duration::from_secs_f64(f64::from(c.avail) / rate as f64);
-            c.hold_until = Some(self.ctx.now + hold.max(MIN_HOLD));
+            let hold = std::time::Duration::from_secs_f64(f64::from(avail) / rate as f64);
+            c.stage = ColdStage::Sending(Sending {
+                buf,
+                skip,
+                avail,
+                sent: 0,
+                hold_until: self.ctx.now + hold.max(MIN_HOLD),
+                notifs: 0,
+                copy_rest: false,
+                send: SendState::Idle,
+                ahead: None,
+            });
             slot.conn.extend_send(&self.ctx);
-            None
+            self.read_ahead(key);
+            return self.cold_send(key);
         };
-        match next {
-            Some(next) => {
-                self.cold_release(key);
-                self.act(key, next);
-            }
-            None => {
-                self.read_ahead(key);
-                self.cold_send(key);
-            }
-        }
+        self.cold_end(key);
+        self.act(key, next);
     }
 
     /// Starts reading the part's next buffer while this one is sent, when the part goes on past
@@ -307,11 +278,18 @@ impl Loop {
         let (Some(cold), Some(slot)) = (self.cold.as_mut(), self.slots.get_mut(key)) else {
             return;
         };
-        let Some(c) = slot.cold.as_ref() else {
+        if slot.orphan.is_some() {
+            return; // One read ahead in flight at a time: see Slot::orphan.
+        }
+        let Write::Cold(ColdIo {
+            chunk,
+            stage: ColdStage::Sending(s),
+        }) = &mut slot.write
+        else {
             return;
         };
-        let (chunk, avail) = (c.chunk, u64::from(c.avail));
-        if slot.ahead.is_some()
+        let (chunk, avail) = (*chunk, u64::from(s.avail));
+        if s.ahead.is_some()
             || chunk.len <= avail
             || !cold.queues.has_room(chunk.disk)
             || cold.queues.any_waiting()
@@ -328,45 +306,57 @@ impl Loop {
         let entry = cold
             .pool
             .read_entry(buf, chunk.fd, start, len, cold.punt[chunk.disk]);
-        slot.inflight += 1;
-        slot.ahead = Some(Ahead {
+        s.ahead = Some(Ahead {
             fd: chunk.fd,
-            _direct: slot.conn.direct_file(),
+            direct: slot.conn.direct_file(),
             offset,
             disk: chunk.disk,
             buf,
             skip,
-            read_at: Instant::now(),
+            since: Instant::now(),
             res: None,
-            orphan: false,
         });
+        slot.inflight += 1;
         let ud = ud(Op::ColdAhead, key, slot.gen);
         self.push(entry.user_data(ud));
     }
 
-    /// A read ahead completed: kept for the next chunk, or its buffer given back when nobody
-    /// will adopt it. One the next chunk adopted while it was in flight is that chunk's read.
+    /// A read ahead completed: an orphan's buffer goes back; the chunk's own is kept for the
+    /// next chunk (given back if the slot is closing). One the next chunk adopted while it was
+    /// in flight is that chunk's read.
     pub(super) fn on_cold_ahead(&mut self, gen: u32, key: usize, res: i32) {
         let Some(slot) = self.slots.get_mut(key).filter(|s| s.gen == gen) else {
             return;
         };
-        if slot.ahead.is_none() {
+        let (disk, since, release) = if let Some(o) = slot.orphan.take() {
+            (o.disk, o.since, Some(o.buf))
+        } else if let Write::Cold(ColdIo {
+            stage: ColdStage::Sending(s),
+            ..
+        }) = &mut slot.write
+        {
+            let Some(a) = s.ahead.as_mut().filter(|a| a.res.is_none()) else {
+                return self.on_cold_read(gen, key, res);
+            };
+            a.res = Some(res);
+            let (disk, since, buf) = (a.disk, a.since, a.buf);
+            if slot.closing {
+                s.ahead = None;
+            }
+            (disk, since, slot.closing.then_some(buf))
+        } else {
             return self.on_cold_read(gen, key, res);
-        }
+        };
         slot.completed();
-        let a = slot.ahead.as_mut().expect("checked above");
-        a.res = Some(res);
-        let (disk, buf, took) = (a.disk, a.buf, a.read_at.elapsed());
         self.ctx
             .shared
             .metrics()
-            .cold_read(disk, took, res.max(0) as u64);
+            .cold_read(disk, since.elapsed(), res.max(0) as u64);
         let Some(cold) = self.cold.as_mut() else {
             return;
         };
         cold.queues.finished(disk);
-        if a.orphan || slot.closing {
-            slot.ahead = None;
+        if let Some(buf) = release {
             cold.pool.give(buf);
             self.ctx.stats().cold_ahead(false);
             if slot.closing && slot.inflight == 0 {
@@ -377,22 +367,23 @@ impl Loop {
     }
 
     /// Lets go of a read ahead nobody will adopt: its buffer now, or once its read completes.
-    pub(super) fn drop_ahead(&mut self, key: usize) {
+    pub(super) fn drop_ahead(&mut self, key: usize, a: Ahead) {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let Some(a) = slot.ahead.as_mut() else {
-            return;
-        };
         if a.res.is_none() {
-            a.orphan = true;
+            debug_assert!(slot.orphan.is_none(), "two read aheads in flight");
+            slot.orphan = Some(Orphan {
+                buf: a.buf,
+                disk: a.disk,
+                since: a.since,
+                _direct: a.direct,
+            });
             return;
         }
-        let buf = a.buf;
-        slot.ahead = None;
         self.ctx.stats().cold_ahead(false);
         if let Some(cold) = self.cold.as_mut() {
-            cold.pool.give(buf);
+            cold.pool.give(a.buf);
         }
         self.cold_pump();
     }
@@ -405,36 +396,37 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let Some(c) = slot.cold.as_mut() else {
+        let Write::Cold(c) = &mut slot.write else {
             return;
         };
-        let Some(buf) = c.buf else {
+        let ColdStage::Sending(s) = &mut c.stage else {
             return self.close(key);
         };
-        if c.sent < c.avail && c.hold_until.is_some_and(|t| self.ctx.now >= t) {
+        if s.sent < s.avail && self.ctx.now >= s.hold_until {
             // Too slow a reader to keep a buffer others wait for: once the kernel has let go of
             // it (a trailing notification comes back here), the rest goes through the page cache.
-            if c.notifs == 0 {
+            if s.notifs == 0 {
                 self.cold_finish(key, Some(Reason::Slow));
             }
             return;
         }
         // SAFETY: skip + sent < skip + avail <= the bytes read, all inside this buffer.
-        let ptr = unsafe { cold.pool.ptr(buf).add((c.skip + c.sent) as usize) };
-        let len = c.avail - c.sent;
+        let ptr = unsafe { cold.pool.ptr(s.buf).add((s.skip + s.sent) as usize) };
+        let len = s.avail - s.sent;
         let fd = types::Fd(slot.conn.sock().as_raw_fd());
-        let zero_copy = cold.send_zc && c.chunk.zero_copy && !c.copy_rest;
-        c.asked = len;
+        let zero_copy = cold.send_zc && c.chunk.zero_copy && !s.copy_rest;
         let entry = if zero_copy {
-            let fixed = cold.pool.registered.then_some(buf);
+            let fixed = cold.pool.registered.then_some(s.buf);
             opcode::SendZc::new(fd, ptr, len).buf_index(fixed).build()
         } else {
             opcode::Send::new(fd, ptr, len).build()
         };
-        c.sending = true;
+        s.send = SendState::InFlight {
+            asked: len,
+            cancelling: false,
+        };
         self.ctx.stats().cold_send(zero_copy);
         slot.inflight += 1;
-        slot.cancel_op = Op::ColdSend;
         let ud = ud(Op::ColdSend, key, slot.gen);
         self.push(entry.user_data(ud));
     }
@@ -444,31 +436,35 @@ impl Loop {
             return;
         };
         slot.completed();
-        let Some(c) = slot.cold.as_mut() else {
+        let Write::Cold(ColdIo {
+            stage: ColdStage::Sending(s),
+            ..
+        }) = &mut slot.write
+        else {
             return;
         };
         if cqueue::notif(flags) {
             // The kernel posts a send's notification after its result (io_uring orders them).
-            c.notifs = c.notifs.saturating_sub(1);
+            s.notifs = s.notifs.saturating_sub(1);
         } else {
-            c.sending = false;
-            let cancelled = std::mem::take(&mut c.cancelling);
+            let (asked, cancelled) = match std::mem::replace(&mut s.send, SendState::Idle) {
+                SendState::InFlight { asked, cancelling } => (asked, cancelling),
+                _ => (0, false),
+            };
             if cqueue::more(flags) {
                 // A zero-copy send: its notification follows when the kernel lets go.
-                c.notifs += 1;
+                s.notifs += 1;
                 slot.inflight += 1;
             }
             match res {
                 n if n > 0 => {
-                    c.copy_rest |= cqueue::more(flags) && (n as u32) < c.asked;
-                    c.sent += n as u32;
+                    s.copy_rest |= cqueue::more(flags) && (n as u32) < asked;
+                    s.sent += n as u32;
                 }
                 // Cancelled by cold_deadlines: the reader is too slow; cold_send moves it on.
                 e if -e == libc::ECANCELED && cancelled && !slot.closing => {}
                 e if -e == libc::EAGAIN && !slot.closing => {
-                    c.blocked = true;
-                    slot.poll_armed = true;
-                    slot.cancel_op = Op::Poll;
+                    s.send = SendState::Blocked;
                     slot.inflight += 1;
                     let fd = types::Fd(slot.conn.sock().as_raw_fd());
                     let poll = opcode::PollAdd::new(fd, libc::POLLOUT as u32)
@@ -489,14 +485,14 @@ impl Loop {
             }
             return;
         }
-        if c.sending || c.blocked {
+        if s.send != SendState::Idle {
             return; // A send's result or the socket's room comes first.
         }
-        if c.sent < c.avail {
+        if s.sent < s.avail {
             // The rest of the buffer goes now; earlier sends' notifications may still trail.
             return self.cold_send(key);
         }
-        if c.notifs > 0 {
+        if s.notifs > 0 {
             return; // Every byte is queued, but the buffer is the kernel's until it lets go.
         }
         self.cold_finish(key, None);
@@ -504,13 +500,9 @@ impl Loop {
 
     /// The chunk's buffer is free of the kernel: gives it back and lets the connection go on,
     /// past the bytes sent from it, on the cold path or (`fallback`) through the page cache.
+    /// Its next chunk adopts the read ahead, if it fits; otherwise it is let go.
     pub(super) fn cold_finish(&mut self, key: usize, fallback: Option<Reason>) {
-        let sent = self
-            .slots
-            .get(key)
-            .and_then(|s| s.cold.as_ref())
-            .map_or(0, |c| u64::from(c.sent));
-        self.cold_release(key);
+        let (sent, ahead) = self.cold_end(key);
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
@@ -521,7 +513,15 @@ impl Loop {
             }
             Some(_) => Next::Close,
         });
-        self.act(key, next);
+        match next {
+            Next::Cold(chunk) => self.cold_start(key, chunk, ahead),
+            next => {
+                if let Some(a) = ahead {
+                    self.drop_ahead(key, a);
+                }
+                self.act(key, next);
+            }
+        }
     }
 
     /// Moves parts that waited past cold.wait_timeout for a buffer or their disk, and blocked
@@ -536,25 +536,36 @@ impl Loop {
         let mut slow = Vec::new();
         let mut cancels = Vec::new();
         for (key, slot) in self.slots.iter() {
-            let Some(c) = slot.cold.as_ref().filter(|_| !slot.closing) else {
+            let Write::Cold(c) = &slot.write else {
                 continue;
             };
-            if c.buf.is_none() && now >= c.queued_at + wait {
-                waited.push(key);
-            } else if c.hold_until.is_some_and(|t| now >= t) {
-                if c.sending && !c.cancelling {
+            if slot.closing {
+                continue;
+            }
+            match &c.stage {
+                ColdStage::Queued { since } if now >= *since + wait => waited.push(key),
+                ColdStage::Sending(s) if now >= s.hold_until => match s.send {
                     // A send waiting for the reader holds the buffer: cancel it (it has sent
                     // nothing while it waited); its completion moves the reader on.
-                    cancels.push(key);
-                } else if c.blocked && !c.sending && c.notifs == 0 {
-                    slow.push(key);
-                }
+                    SendState::InFlight {
+                        cancelling: false, ..
+                    } => cancels.push(key),
+                    SendState::Blocked if s.notifs == 0 => slow.push(key),
+                    _ => {}
+                },
+                _ => {}
             }
         }
         for key in cancels {
             let slot = &mut self.slots[key];
-            if let Some(c) = slot.cold.as_mut() {
-                c.cancelling = true;
+            if let Write::Cold(ColdIo {
+                stage: ColdStage::Sending(s),
+                ..
+            }) = &mut slot.write
+            {
+                if let SendState::InFlight { cancelling, .. } = &mut s.send {
+                    *cancelling = true;
+                }
             }
             let target = ud(Op::ColdSend, key, slot.gen);
             self.push(
@@ -565,9 +576,18 @@ impl Loop {
         }
         for key in waited {
             let slot = &mut self.slots[key];
-            if let (Some(c), Some(cold)) = (slot.cold.take(), self.cold.as_mut()) {
-                cold.queues.cancel(c.chunk.disk, (key, slot.gen));
+            // Another's close may have let this chunk have a buffer meanwhile.
+            let Write::Cold(ColdIo {
+                chunk,
+                stage: ColdStage::Queued { .. },
+            }) = &slot.write
+            else {
+                continue;
+            };
+            if let Some(cold) = self.cold.as_mut() {
+                cold.queues.cancel(chunk.disk, (key, slot.gen));
             }
+            slot.write = Write::Idle;
             let next = policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 if slot.conn.cold_abandoned(0, Reason::Busy, ctx) {
                     slot.conn.on_writable(ctx)
@@ -578,14 +598,13 @@ impl Loop {
             self.act(key, next);
         }
         for key in slow {
+            let (sent, ahead) = self.cold_end(key);
             // Its writability poll stays armed; when it fires, the connection goes on through
-            // the page cache (the Poll completion finds no cold chunk).
-            let sent = self.slots[key]
-                .cold
-                .as_ref()
-                .map_or(0, |c| u64::from(c.sent));
-            self.cold_release(key);
-            self.drop_ahead(key);
+            // the page cache.
+            self.slots[key].write = Write::Poll;
+            if let Some(a) = ahead {
+                self.drop_ahead(key, a);
+            }
             let slot = &mut self.slots[key];
             let ok = policy::guarded(&mut self.ctx, false, |ctx| {
                 slot.conn.cold_abandoned(sent, Reason::Slow, ctx)
@@ -596,16 +615,30 @@ impl Loop {
         }
     }
 
-    /// Gives the connection's cold buffer back and lets the next waiter have it.
-    pub(super) fn cold_release(&mut self, key: usize) {
-        let buf = self
-            .slots
-            .get_mut(key)
-            .and_then(|s| s.cold.take())
-            .and_then(|c| c.buf);
-        if let (Some(cold), Some(buf)) = (self.cold.as_mut(), buf) {
-            cold.pool.give(buf);
+    /// Ends the connection's cold chunk: gives its buffer back and lets the next waiter have it.
+    /// Returns the bytes sent from it and the read ahead beside it, for the caller to hand on
+    /// or let go.
+    pub(super) fn cold_end(&mut self, key: usize) -> (u64, Option<Ahead>) {
+        let mut out = (0, None);
+        if let Some(slot) = self.slots.get_mut(key) {
+            match std::mem::take(&mut slot.write) {
+                Write::Cold(c) => {
+                    let buf = match c.stage {
+                        ColdStage::Queued { .. } => None,
+                        ColdStage::Reading { buf, .. } => Some(buf),
+                        ColdStage::Sending(s) => {
+                            out = (u64::from(s.sent), s.ahead);
+                            Some(s.buf)
+                        }
+                    };
+                    if let (Some(cold), Some(buf)) = (self.cold.as_mut(), buf) {
+                        cold.pool.give(buf);
+                    }
+                }
+                other => slot.write = other,
+            }
         }
         self.cold_pump();
+        out
     }
 }

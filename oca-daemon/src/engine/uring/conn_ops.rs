@@ -4,7 +4,8 @@
 //! operation a slot waits on.
 //!
 //! Invariant: a slot outlives every operation it has in flight (`Slot::inflight`); a completion
-//! whose generation does not match its slot's is stale and only gives back what it holds.
+//! whose generation does not match its slot's is stale and only gives back what it holds. The
+//! write side's states and transitions are in `slot`.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -14,6 +15,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use crate::engine::contract::{FileRead, Next};
 use crate::engine::mapping::Mapping;
 use crate::engine::policy;
+use crate::engine::uring::slot::{ColdStage, FileReadOp, SpliceStage, Wake, Write};
 use crate::engine::uring::splice;
 use crate::engine::uring::tag::{Op, Tag};
 use crate::engine::uring::{ud, Loop, BUF_GROUP, BUF_SIZE};
@@ -31,14 +33,9 @@ impl Loop {
         // A multishot receive stays in flight until a completion without IORING_CQE_F_MORE.
         if kind != Op::Recv || !cqueue::more(flags) {
             slot.completed();
-            match kind {
-                Op::Recv => slot.recv_armed = false,
-                Op::Poll => slot.poll_armed = false,
-                _ => {}
+            if kind == Op::Recv {
+                slot.recv_armed = false;
             }
-        }
-        if matches!(kind, Op::SpliceIn | Op::SpliceOut) {
-            slot.splicing = slot.splicing.saturating_sub(1);
         }
         if slot.closing {
             if let Some(bid) = buf {
@@ -54,13 +51,14 @@ impl Loop {
             return splice::filled(slot, res);
         } else if kind == Op::SpliceOut {
             return self.on_drained(key, res);
-        } else if kind == Op::Poll && slot.cold.as_ref().is_some_and(|c| c.blocked) {
-            if let Some(c) = slot.cold.as_mut() {
-                c.blocked = false;
-            }
-            return self.cold_send(key);
         } else if kind == Op::Poll {
-            policy::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_writable(ctx))
+            match slot.write.writable() {
+                Wake::Conn => {
+                    policy::guarded(&mut self.ctx, Next::Close, |ctx| slot.conn.on_writable(ctx))
+                }
+                Wake::ColdSend => return self.cold_send(key),
+                Wake::Nobody => return,
+            }
         } else {
             match (res, buf) {
                 (n, Some(bid)) if n > 0 => {
@@ -101,16 +99,14 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        if slot.ahead.as_ref().is_some_and(|a| !a.orphan) && !matches!(next, Next::Cold(_)) {
-            // The connection moved on from the part read ahead.
-            self.drop_ahead(key);
-        }
-        let Some(slot) = self.slots.get_mut(key) else {
-            return;
-        };
-        if !matches!(next, Next::Splice(_)) && slot.in_pipe == 0 && slot.splicing == 0 {
-            if let Some(pipe) = slot.pipe.take() {
-                self.pipes.push(pipe);
+        if !matches!(next, Next::Splice(_)) {
+            // The connection is done with its pipe once it holds no bytes and no splice.
+            if let Write::Splice(s) = &slot.write {
+                if matches!(s.stage, SpliceStage::Idle) && s.in_pipe == 0 {
+                    if let Write::Splice(s) = std::mem::take(&mut slot.write) {
+                        self.pipes.push(s.pipe);
+                    }
+                }
             }
         }
         let fd = types::Fd(slot.conn.sock().as_raw_fd());
@@ -130,14 +126,10 @@ impl Loop {
                     .flags(squeue::Flags::BUFFER_SELECT)
                     .user_data(ud(Op::Recv, key, slot.gen))
             }
-            Next::Write if slot.poll_armed => return,
-            Next::Write => {
-                slot.poll_armed = true;
-                slot.cancel_op = Op::Poll;
-                opcode::PollAdd::new(fd, libc::POLLOUT as u32)
-                    .build()
-                    .user_data(ud(Op::Poll, key, slot.gen))
-            }
+            Next::Write if !slot.write.arm_poll() => return,
+            Next::Write => opcode::PollAdd::new(fd, libc::POLLOUT as u32)
+                .build()
+                .user_data(ud(Op::Poll, key, slot.gen)),
             Next::Wait => return,
             Next::Pause if slot.recv_armed => {
                 tracing::debug!("receive paused: requests piled up behind a blocked response");
@@ -150,12 +142,22 @@ impl Loop {
             Next::Open => return self.open_start(key),
             Next::ReadFile(read) => return self.file_read(key, read),
             Next::Splice(chunk) => return self.splice(key, chunk),
-            Next::Cold(chunk) => return self.cold_start(key, chunk),
+            Next::Cold(chunk) => return self.cold_start(key, chunk, None),
         };
         if !matches!(next, Next::Pause) {
             slot.inflight += 1;
         }
         self.push(entry);
+    }
+
+    /// The connection asked for `what` while an engine operation of its response is in flight
+    /// (the write side is `busy`): a bug, not the client's. The connection is closed.
+    pub(super) fn asked_while_busy(&mut self, key: usize, what: &'static str) {
+        tracing::error!(
+            asked = what,
+            "a body operation asked for while another is in flight; closing connection"
+        );
+        self.close(key);
     }
 
     /// Closes at once when nothing is in flight; otherwise wakes the pending operation
@@ -169,24 +171,16 @@ impl Loop {
             _ if slot.closing => {}
             _ => {
                 slot.closing = true;
-                if slot
-                    .cold
-                    .as_ref()
-                    .is_some_and(|c| c.notifs > 0 || c.sending)
-                {
+                if slot.write.cold_bytes_queued() {
                     // Zero-copy bytes still queued keep the buffer the kernel's until the peer
                     // acknowledges them, which a client that stopped reading never does: reset,
                     // so the queue (and with it the buffer) is let go now.
                     socket::abort(slot.conn.sock().as_fd());
                 }
                 socket::shutdown(slot.conn.sock().as_fd(), libc::SHUT_RDWR);
-                let mut targets = [None, None];
-                if slot.recv_armed {
-                    targets[0] = Some(ud(Op::Recv, key, slot.gen));
-                }
-                if slot.inflight > u32::from(slot.recv_armed) {
-                    targets[1] = Some(ud(slot.cancel_op, key, slot.gen));
-                }
+                let [waited, poll] = slot.write.cancel_targets();
+                let recv = slot.recv_armed.then_some(Op::Recv);
+                let targets = [recv, waited, poll].map(|op| op.map(|op| ud(op, key, slot.gen)));
                 for target in targets.into_iter().flatten() {
                     self.push(
                         opcode::AsyncCancel::new(target)
@@ -200,14 +194,18 @@ impl Loop {
 
     pub(super) fn finish_close(&mut self, key: usize) {
         if let Some(slot) = self.slots.try_remove(key) {
-            if let Some(cold) = &mut self.cold {
-                // Nothing is in flight any more: both buffers are ours to give back.
-                let bufs = slot.cold.and_then(|c| c.buf).into_iter();
-                if slot.ahead.is_some() {
-                    self.ctx.stats().cold_ahead(false);
-                }
-                for buf in bufs.chain(slot.ahead.map(|a| a.buf)) {
-                    cold.pool.give(buf);
+            if let (Some(cold), Write::Cold(c)) = (&mut self.cold, slot.write) {
+                // Nothing is in flight any more: its buffers are ours to give back.
+                match c.stage {
+                    ColdStage::Queued { .. } => {}
+                    ColdStage::Reading { buf, .. } => cold.pool.give(buf),
+                    ColdStage::Sending(s) => {
+                        cold.pool.give(s.buf);
+                        if let Some(a) = s.ahead {
+                            self.ctx.stats().cold_ahead(false);
+                            cold.pool.give(a.buf);
+                        }
+                    }
                 }
             }
             policy::release(&self.ctx);
@@ -221,10 +219,8 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        if slot.file_read.is_some() {
-            // The connection asked again while its read is in flight: a bug, not the client's.
-            tracing::error!("a second file read while one is in flight; closing connection");
-            return self.close(key);
+        if slot.write.busy() {
+            return self.asked_while_busy(key, "file read");
         }
         let buf = match Mapping::new(crate::tls::ENCRYPT_CHUNK) {
             Ok(m) => m,
@@ -239,9 +235,14 @@ impl Loop {
             .build()
             .flags(squeue::Flags::ASYNC)
             .user_data(ud(Op::FileRead, key, slot.gen));
-        slot.file_read = Some((buf, self.ctx.now, read.disk));
+        let read = FileReadOp {
+            buf,
+            since: self.ctx.now,
+            disk: read.disk,
+        };
+        let poll = matches!(slot.write, Write::Poll);
+        slot.write = Write::FileRead { read, poll };
         slot.inflight += 1;
-        slot.cancel_op = Op::FileRead;
         self.push(entry);
     }
 
@@ -250,19 +251,18 @@ impl Loop {
             return;
         };
         slot.completed();
-        let taken = slot.file_read.take();
-        if slot.closing && taken.is_none() && slot.inflight == 0 {
-            return self.finish_close(key);
-        }
-        let Some((buf, _, disk)) = taken else {
-            return;
-        };
         if slot.closing {
             if slot.inflight == 0 {
                 self.finish_close(key);
             }
             return;
         }
+        let Write::FileRead { read, poll } = std::mem::take(&mut slot.write) else {
+            debug_assert!(false, "a file read completed that was not in flight");
+            return;
+        };
+        slot.write = Write::after_engine_op(poll);
+        let disk = read.disk;
         let next = if res < 0 {
             let media = oca_store::is_media_error(-res);
             tracing::warn!(disk, error = %io::Error::from_raw_os_error(-res), "reading content failed; closing connection");
@@ -272,7 +272,7 @@ impl Loop {
         } else {
             // SAFETY: the read completed: the kernel wrote these bytes and holds the buffer no
             // longer; it is dropped after this use.
-            let data = unsafe { buf.slice(0, res as usize) };
+            let data = unsafe { read.buf.slice(0, res as usize) };
             policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                 slot.conn.on_file_read(data, ctx)
             })
@@ -293,7 +293,7 @@ impl Loop {
             if slot.closing {
                 continue;
             }
-            if let Some(o) = slot.open.as_ref() {
+            if let Write::Open { op: o, .. } = &slot.write {
                 let waited = now.saturating_duration_since(o.started);
                 if let (Some(&disk), true) = (o.candidates.get(o.at), waited > timeout) {
                     // The file may well be on another disk: mark this one and go on there,
@@ -306,17 +306,8 @@ impl Loop {
                     continue;
                 }
             }
-            let cold = slot
-                .cold
-                .as_ref()
-                .and_then(|c| Some((c.read_at?, c.chunk.disk)));
-            let ahead = slot
-                .ahead
-                .as_ref()
-                .filter(|a| a.res.is_none())
-                .map(|a| (a.read_at, a.disk));
-            let read = slot.file_read.as_ref().map(|r| (r.1, r.2));
-            for (since, disk) in [slot.splice_at, cold, ahead, read].into_iter().flatten() {
+            let orphan = slot.orphan.as_ref().map(|o| (o.since, o.disk));
+            for (since, disk) in [slot.write.disk_wait(), orphan].into_iter().flatten() {
                 let waited = now.saturating_duration_since(since);
                 if waited > timeout {
                     stuck.push((key, disk, waited));
@@ -332,7 +323,7 @@ impl Loop {
             self.ctx.shared.process.disks.hung(disk, waited);
             if let Some(slot) = self.slots.get_mut(key) {
                 slot.stale_opens += 1;
-                if let Some(op) = slot.open.as_mut() {
+                if let Write::Open { op, .. } = &mut slot.write {
                     op.abandoned = true;
                     op.at += 1;
                 }

@@ -143,12 +143,8 @@ impl Loop {
         for (key, slot) in self.slots.iter_mut() {
             // Waiting for a cold buffer or a direct read is the disk's time, not the client's:
             // the send timeout starts again once the bytes are in memory.
-            let on_disk = slot
-                .cold
-                .as_ref()
-                .is_some_and(|c| c.buf.is_none() || c.read_at.is_some());
             if !slot.closing
-                && (!on_disk || self.ctx.draining())
+                && (!slot.write.on_disk() || self.ctx.draining())
                 && policy::expired(&mut slot.conn, &mut self.ctx)
             {
                 expired.push(key);

@@ -8,16 +8,18 @@
 //! docs/oca-daemon.md, sections "Engines", "Body path: sendfile or splice, measured" and "Cold
 //! reads: O_DIRECT past the page cache".
 //!
-//! One module per job; each adds methods to the one [`Loop`] a worker runs:
-//! - [`probe`]: what the kernel offers ([`Support`]);
-//! - [`ring`]: building the ring and submitting in order;
-//! - [`event_loop`]: wait, dispatch by tag, the tick, the teardown;
-//! - [`accept`]: accepting and admitting connections;
-//! - [`conn_ops`]: a connection's receives, polls, close, file reads and disk deadlines;
-//! - [`open`]: opening content files off the thread;
-//! - [`splice`]: the file → pipe → socket path;
-//! - [`cold`]: the O_DIRECT pipeline;
-//! - [`tag`]: what each in-flight operation is, packed into its user data ([`tag::Op`]).
+//! One module per job; each adds methods to the one `Loop` a worker runs:
+//! - `probe`: what the kernel offers ([`Support`], found by [`probe()`]);
+//! - `ring`: building the ring and submitting in order;
+//! - `event_loop`: wait, dispatch by tag, the tick, the teardown;
+//! - `accept`: accepting and admitting connections;
+//! - `slot`: a connection's slot, its write side as one state (`slot::Write`) and the
+//!   transitions between its states;
+//! - `conn_ops`: a connection's receives, polls, close, file reads and disk deadlines;
+//! - `open`: opening content files off the thread;
+//! - `splice`: the file → pipe → socket path;
+//! - `cold`: the O_DIRECT pipeline;
+//! - `tag`: what each in-flight operation is, packed into its user data (`tag::Op`).
 //!
 //! What the engine offers its connections it declares in `contract::Capabilities`, set in
 //! [`run`]; what a connection asks of it comes back as `contract::Next`, turned into
@@ -30,6 +32,7 @@ mod event_loop;
 mod open;
 mod probe;
 mod ring;
+mod slot;
 mod splice;
 mod tag;
 
@@ -42,13 +45,11 @@ use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 
 use crate::config::BodyPath;
-use crate::conn::Conn;
 use crate::engine::mapping::Mapping;
 use crate::engine::policy::Ticker;
-use crate::engine::uring::cold::{setup_cold, Ahead, Cold, ColdIo};
-use crate::engine::uring::open::OpenOp;
+use crate::engine::uring::cold::{setup_cold, Cold};
 use crate::engine::uring::ring::{build_ring, first_generation};
-use crate::engine::uring::splice::{Fill, Pipe};
+use crate::engine::uring::slot::{Pipe, Slot};
 use crate::engine::uring::tag::{Op, Tag};
 use crate::engine::{Worker, TICK};
 use crate::worker::WorkerCtx;
@@ -72,55 +73,6 @@ fn ud(op: Op, key: usize, gen: u32) -> u64 {
 /// measured on 2 cores, splice moved 1 MiB ranges at 4.9 GB/s against sendfile's 2.8 GB/s (32
 /// connections) while sendfile served 64 KiB ranges 7-9% faster (docs/oca-daemon.md).
 const SPLICE_MIN_AUTO: u64 = 256 * 1024;
-
-struct Slot {
-    conn: Conn,
-    gen: u32,
-    /// Operations in flight (a linked splice pair counts two, a zero-copy send's notification
-    /// one); the slot lives until they end. u32: a slow reader taking a zero-copy buffer in
-    /// small pieces has one notification pending per piece (a u8 wrapped, and the buffer went
-    /// back to the pool while the kernel still sent from it).
-    inflight: u32,
-    /// Whether a receive is armed (multishot: it stays armed across requests).
-    recv_armed: bool,
-    /// Whether a writability poll is armed.
-    poll_armed: bool,
-    /// The in-flight write-side operation (poll, splice, cold read or send) a close must cancel.
-    cancel_op: Op,
-    closing: bool,
-    /// Splice body path: this connection's pipe and the bytes waiting in it.
-    pipe: Option<Pipe>,
-    in_pipe: u32,
-    /// Splices in flight on the pipe: it is this connection's until they have all completed,
-    /// whatever else the connection is told meanwhile (a pipe given back to the pool with a
-    /// splice still filling it was handed to another connection, which sent its bytes).
-    splicing: u32,
-    /// How the last fill of the pipe came out, until its drain's completion acts on it.
-    last_fill: Fill,
-    /// Cold path: the part being read and sent, while one is.
-    cold: Option<ColdIo>,
-    /// Cold path: the part's next buffer, read while the current one is sent.
-    ahead: Option<Ahead>,
-    /// The content file being opened for it (OPENAT2), while one is.
-    open: Option<Box<OpenOp>>,
-    /// Opens given up on (their disk hung) still in flight: while any is, new opens go as
-    /// [`Op::OpenRetry`] and every [`Op::Open`] completion is one of them, whatever request
-    /// the slot has moved on to.
-    stale_opens: u32,
-    /// When the file → pipe splice in flight began, and its disk (disk_timeout watches it).
-    splice_at: Option<(Instant, usize)>,
-    /// A userspace-TLS file read in flight: its buffer (the kernel writes it until the
-    /// completion), when it began and the disk.
-    file_read: Option<(Mapping, Instant, usize)>,
-}
-
-impl Slot {
-    /// One of its operations completed for good.
-    fn completed(&mut self) {
-        debug_assert!(self.inflight > 0, "a completion with nothing in flight");
-        self.inflight = self.inflight.saturating_sub(1);
-    }
-}
 
 struct Loop {
     ring: IoUring,

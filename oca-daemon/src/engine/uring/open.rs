@@ -4,28 +4,14 @@
 //! abandoned open may still complete, and is told apart by its tag (`Op::OpenRetry`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Instant;
 
 use io_uring::{opcode, types};
 
 use crate::engine::contract::Next;
 use crate::engine::policy;
+use crate::engine::uring::slot::{OpenOp, Write};
 use crate::engine::uring::tag::Op;
 use crate::engine::uring::{ud, Loop};
-
-/// An open of a content file off the worker's thread: one disk after another, in placement
-/// order, until one has it. The path and `open_how` live here until the kernel has them.
-pub(super) struct OpenOp {
-    pub(super) id: String,
-    pub(super) path: std::ffi::CString,
-    pub(super) how: types::OpenHow,
-    pub(super) candidates: Vec<usize>,
-    pub(super) at: usize,
-    pub(super) started: Instant,
-    /// An open on a disk that then hung was given up on; it is still in flight, and the open
-    /// going on now is an [`Op::OpenRetry`].
-    pub(super) abandoned: bool,
-}
 
 impl Loop {
     /// Starts opening the file the connection waits for, on the first disk that may hold it.
@@ -33,6 +19,9 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        if slot.write.busy() {
+            return self.asked_while_busy(key, "open");
+        }
         let Some(id) = slot.conn.opening().map(str::to_string) else {
             return self.close(key);
         };
@@ -44,7 +33,7 @@ impl Loop {
         let how = types::OpenHow::new()
             .flags((oca_store::CONTENT_OPEN_FLAGS | libc::O_CLOEXEC) as u64)
             .resolve(oca_store::beneath::RESOLVE);
-        slot.open = Some(Box::new(OpenOp {
+        let op = Box::new(OpenOp {
             path: oca_store::content_path(cid),
             id,
             how,
@@ -52,7 +41,9 @@ impl Loop {
             at: 0,
             started: self.ctx.now,
             abandoned: false,
-        }));
+        });
+        let poll = matches!(slot.write, Write::Poll);
+        slot.write = Write::Open { op, poll };
         self.open_next(key);
     }
 
@@ -62,7 +53,7 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let Some(op) = slot.open.as_mut() else {
+        let Write::Open { op, .. } = &mut slot.write else {
             return;
         };
         // Disks marked failed meanwhile (one hung under this very open) are skipped.
@@ -75,11 +66,7 @@ impl Loop {
         };
         op.started = self.ctx.now;
         op.abandoned |= slot.stale_opens > 0;
-        let kind = if op.abandoned {
-            Op::OpenRetry
-        } else {
-            Op::Open
-        };
+        let kind = op.kind();
         let dir = self.ctx.shared.store.disks()[disk].objects_dir();
         // The kernel copies the path and `how` when it takes the entry; both live in the slot
         // until the completion anyway (the entry may wait in the backlog before that).
@@ -87,7 +74,6 @@ impl Loop {
             .build()
             .user_data(ud(kind, key, slot.gen));
         slot.inflight += 1;
-        slot.cancel_op = kind;
         self.push(entry);
     }
 
@@ -118,7 +104,7 @@ impl Loop {
             }
             return;
         }
-        let Some(op) = slot.open.as_mut() else {
+        let Write::Open { op, .. } = &mut slot.write else {
             return;
         };
         let disk = op.candidates[op.at];
@@ -144,9 +130,13 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let Some(op) = slot.open.take() else {
+        if !matches!(slot.write, Write::Open { .. }) {
+            return;
+        }
+        let Write::Open { op, poll } = std::mem::take(&mut slot.write) else {
             return;
         };
+        slot.write = Write::after_engine_op(poll);
         let Ok(cid) = oca_store::ContentId::parse(&op.id) else {
             return self.close(key);
         };

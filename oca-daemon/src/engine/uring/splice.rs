@@ -3,7 +3,8 @@
 //! Each connection takes a pipe from the worker's pool for as long as bytes or splices are in
 //! it. A completion is first counted against its slot with the slot's other operations
 //! (`conn_ops`), then handled here: [`filled`] for the file → pipe half, `Loop::on_drained` for
-//! the pipe → socket half, whose completion decides what the connection does next.
+//! the pipe → socket half, whose completion decides what the connection does next. The states
+//! (`slot::Splice`, `slot::SpliceStage`) and their transitions are in `slot`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -12,39 +13,15 @@ use io_uring::{opcode, squeue, types};
 
 use crate::engine::contract::{BodyChunk, Next};
 use crate::engine::policy;
+use crate::engine::uring::slot::{Fill, Pipe, Slot, Splice, SpliceStage, Write};
 use crate::engine::uring::tag::Op;
-use crate::engine::uring::{ud, Loop, Slot};
+use crate::engine::uring::{ud, Loop};
 
 /// Pipe capacity asked for on the splice body path (the default per-user limit allows 1 MiB).
 pub(super) const PIPE_BYTES: i32 = 1 << 20;
 
-/// How a fill of the pipe (file → pipe) came out; anything but `Whole` breaks the link, and
-/// the drain's cancelled completion acts on it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) enum Fill {
-    /// Bytes arrived (or none is in flight): nothing to act on.
-    #[default]
-    Whole,
-    /// The file ended before the part did: it shrank since it was opened.
-    Eof,
-    /// Reading the file failed; `media`: a media error, which marks its disk failed.
-    Failed {
-        /// Whether the disk returned a media error.
-        media: bool,
-    },
-    /// No pipe buffer to be had (EAGAIN, memory pressure): filled again once the socket is
-    /// writable, when the pipe is empty.
-    NoRoom,
-}
-
-/// A pipe that file pages pass through on their way to a socket (splice body path).
-pub(super) struct Pipe {
-    pub(super) r: OwnedFd,
-    pub(super) w: OwnedFd,
-    pub(super) cap: u32,
-}
-
 impl Pipe {
+    /// A new pipe, as large as the system lets it be (up to [`PIPE_BYTES`]).
     fn new() -> io::Result<Pipe> {
         let mut fds = [0i32; 2];
         // SAFETY: pipe2 writes two descriptors into the array we own.
@@ -76,25 +53,39 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        if slot.pipe.is_none() {
-            self.pipes_used = self.ctx.now;
-            match self.pipes.pop().map_or_else(Pipe::new, Ok) {
-                Ok(p) => slot.pipe = Some(p),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create a pipe; closing connection");
-                    return self.close(key);
+        match &slot.write {
+            Write::Splice(s) if matches!(s.stage, SpliceStage::Idle) => {}
+            // A poll still armed wakes nobody when it completes (the splice's completion calls
+            // the connection).
+            Write::Idle | Write::Poll => {
+                self.pipes_used = self.ctx.now;
+                match self.pipes.pop().map_or_else(Pipe::new, Ok) {
+                    Ok(pipe) => {
+                        slot.write = Write::Splice(Splice {
+                            pipe,
+                            in_pipe: 0,
+                            stage: SpliceStage::Idle,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot create a pipe; closing connection");
+                        return self.close(key);
+                    }
                 }
             }
+            _ => return self.asked_while_busy(key, "splice"),
         }
-        if slot.in_pipe > 0 {
+        let Write::Splice(s) = &mut slot.write else {
+            return;
+        };
+        if s.in_pipe > 0 {
             return self.drain_pipe(key);
         }
-        let pipe = slot.pipe.as_ref().expect("pipe set above");
-        let n = chunk.len.min(u64::from(pipe.cap)) as u32;
+        let n = chunk.len.min(u64::from(s.pipe.cap)) as u32;
         let fill = opcode::Splice::new(
             types::Fd(chunk.file),
             chunk.offset as i64,
-            types::Fd(pipe.w.as_raw_fd()),
+            types::Fd(s.pipe.w.as_raw_fd()),
             -1,
             n,
         )
@@ -102,7 +93,7 @@ impl Loop {
         .flags(squeue::Flags::IO_LINK)
         .user_data(ud(Op::SpliceIn, key, slot.gen));
         let drain = opcode::Splice::new(
-            types::Fd(pipe.r.as_raw_fd()),
+            types::Fd(s.pipe.r.as_raw_fd()),
             -1,
             types::Fd(slot.conn.sock().as_raw_fd()),
             -1,
@@ -110,32 +101,33 @@ impl Loop {
         )
         .build()
         .user_data(ud(Op::SpliceOut, key, slot.gen));
+        s.stage = SpliceStage::Pair {
+            since: self.ctx.now,
+            disk: chunk.disk,
+        };
         slot.inflight += 2;
-        slot.splicing += 2;
-        slot.splice_at = Some((self.ctx.now, chunk.disk));
-        slot.cancel_op = Op::SpliceOut;
         self.push_linked(fill, drain);
     }
 
+    /// Sends what the pipe holds (the splice state is idle, with bytes in the pipe).
     pub(super) fn drain_pipe(&mut self, key: usize) {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
-        let Some(pipe) = slot.pipe.as_ref() else {
+        let Write::Splice(s) = &mut slot.write else {
             return self.close(key);
         };
         let drain = opcode::Splice::new(
-            types::Fd(pipe.r.as_raw_fd()),
+            types::Fd(s.pipe.r.as_raw_fd()),
             -1,
             types::Fd(slot.conn.sock().as_raw_fd()),
             -1,
-            slot.in_pipe,
+            s.in_pipe,
         )
         .build()
         .user_data(ud(Op::SpliceOut, key, slot.gen));
+        s.stage = SpliceStage::Drain { fill: Fill::Whole };
         slot.inflight += 1;
-        slot.splicing += 1;
-        slot.cancel_op = Op::SpliceOut;
         self.push(drain);
     }
 
@@ -145,23 +137,31 @@ impl Loop {
         let Some(slot) = self.slots.get_mut(key) else {
             return;
         };
+        let Write::Splice(s) = &mut slot.write else {
+            debug_assert!(false, "a drain completed with no splice state");
+            return;
+        };
+        let fill = match std::mem::replace(&mut s.stage, SpliceStage::Idle) {
+            SpliceStage::Drain { fill } => fill,
+            _ => Fill::Whole,
+        };
         let next = match res {
             n if n > 0 => {
-                slot.in_pipe = slot.in_pipe.saturating_sub(n as u32);
+                s.in_pipe = s.in_pipe.saturating_sub(n as u32);
                 policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                     slot.conn.on_body_sent(n as u64, ctx)
                 })
             }
             e if -e == libc::EAGAIN => Next::Write,
             // A short or failed fill breaks the link: drain what did arrive, or give up.
-            e if -e == libc::ECANCELED => match std::mem::take(&mut slot.last_fill) {
+            e if -e == libc::ECANCELED => match fill {
                 Fill::Eof => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                     slot.conn.on_body_failed(ctx, false)
                 }),
                 Fill::Failed { media } => policy::guarded(&mut self.ctx, Next::Close, |ctx| {
                     slot.conn.on_body_failed(ctx, media)
                 }),
-                Fill::NoRoom if slot.in_pipe == 0 => Next::Write,
+                Fill::NoRoom if s.in_pipe == 0 => Next::Write,
                 Fill::NoRoom | Fill::Whole => return self.drain_pipe(key),
             },
             _ => Next::Close,
@@ -173,18 +173,25 @@ impl Loop {
 /// The file → pipe half completed: counts what is in the pipe, or notes why the fill came up
 /// short (the file shrank, could not be read, or the pipe had no room) for the drain to act on.
 pub(super) fn filled(slot: &mut Slot, res: i32) {
-    slot.splice_at = None;
-    match res {
-        n if n > 0 => slot.in_pipe += n as u32,
-        0 => slot.last_fill = Fill::Eof,
+    let Write::Splice(s) = &mut slot.write else {
+        debug_assert!(false, "a fill completed with no splice state");
+        return;
+    };
+    let fill = match res {
+        n if n > 0 => {
+            s.in_pipe += n as u32;
+            Fill::Whole
+        }
+        0 => Fill::Eof,
         // No pipe buffer to be had just now (memory pressure): try again shortly.
-        e if -e == libc::EAGAIN => slot.last_fill = Fill::NoRoom,
+        e if -e == libc::EAGAIN => Fill::NoRoom,
         e if -e != libc::ECANCELED => {
             tracing::warn!(error = %io::Error::from_raw_os_error(-e), "splice from the file failed; closing connection");
-            slot.last_fill = Fill::Failed {
+            Fill::Failed {
                 media: oca_store::is_media_error(-e),
-            };
+            }
         }
-        _ => {}
-    }
+        _ => Fill::Whole,
+    };
+    s.stage = SpliceStage::Drain { fill };
 }
