@@ -123,11 +123,18 @@ impl Net {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Stops everything the appliance receives over TCP (the router falls silent to it).
+    /// The router falls silent to the appliance: every TCP segment carrying data from it (a
+    /// BGP message makes it at least 71 bytes) is dropped, while bare ACKs still pass (52 bytes
+    /// with timestamps, 64 with a SACK block, which the router sends when our retransmission
+    /// arrives twice), so the router keeps hearing the appliance and only the appliance's hold
+    /// timer runs out.
     pub fn silence_router(&self) {
         self.run_in(
             &self.oca,
-            &["iptables", "-A", "INPUT", "-p", "tcp", "-j", "DROP"],
+            &[
+                "iptables", "-A", "INPUT", "-p", "tcp", "-m", "length", "--length", "65:65535",
+                "-j", "DROP",
+            ],
         );
     }
 }
