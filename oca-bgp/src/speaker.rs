@@ -122,7 +122,7 @@ pub struct SessionSnapshot {
     pub stale: usize,
     /// Times the session went down from Established.
     pub flaps: u64,
-    /// Why it last went down or failed to come up.
+    /// Why it last went down or failed to come up; kept once it is back up, as routers show it.
     pub last_error: Option<String>,
     /// What the Established session negotiated.
     pub negotiated: Option<Negotiated>,

@@ -30,6 +30,14 @@ fn skip() -> bool {
 /// BIRD's configuration: the static routes given, exported with attributes to an external
 /// IPv4 session (both families) and an internal IPv6 one.
 fn bird_conf(v4: &[&str], hold: u16) -> String {
+    bird_conf_with(v4, hold, None)
+}
+
+/// [`bird_conf`], both sessions signed with TCP-MD5 `password` when given.
+fn bird_conf_with(v4: &[&str], hold: u16, password: Option<&str>) -> String {
+    let password = password
+        .map(|p| format!("password \"{p}\";"))
+        .unwrap_or_default();
     let statics4: String = v4
         .iter()
         .map(|p| format!("  route {p} blackhole;\n"))
@@ -64,6 +72,7 @@ template bgp oca_tpl {{
   hold time {hold}; keepalive time {keepalive};
   connect delay time 1; connect retry time 2; error wait time 1, 5;
   graceful restart on; graceful restart time 120;
+  {password}
 }}
 protocol bgp oca_v4 from oca_tpl {{
   local {RTR4} as 64500; neighbor {OCA4} as 64501;
@@ -81,7 +90,10 @@ protocol bgp oca_v6 from oca_tpl {{
 }
 
 /// The speaker's configuration: BIRD's two sessions; `max_prefixes` on the IPv4 one.
-fn probe_conf(hold: u16, max_prefixes: u32) -> String {
+fn probe_conf(hold: u16, max_prefixes: u32, password: Option<&str>) -> String {
+    let md5 = password
+        .map(|p| format!("md5_password = \"{p}\""))
+        .unwrap_or_default();
     format!(
         r#"
 local_as = 64501
@@ -93,17 +105,21 @@ hold_time = {hold}
 connect_retry = 1
 max_prefixes = {max_prefixes}
 import = {{ refuse_bogons = false }}
+{md5}
 [[neighbors]]
 address = "{RTR6}"
 peer_as = 64501
 hold_time = {hold}
 connect_retry = 1
 import = {{ refuse_bogons = false }}
+{md5}
 "#
     )
 }
 
 struct Lab {
+    /// TCP-MD5 password on BIRD's side, and on ours unless `ours` differs.
+    password: Option<&'static str>,
     net: Net,
     dir: tempfile::TempDir,
     bird: Option<Proc>,
@@ -112,16 +128,33 @@ struct Lab {
 
 impl Lab {
     fn start(tag: &str, v4: &[&str], hold: u16, max_prefixes: u32) -> Lab {
+        Lab::start_signed(tag, v4, hold, max_prefixes, None, None)
+    }
+
+    /// A lab whose sessions BIRD signs with `bird_password` and we with `our_password`.
+    fn start_signed(
+        tag: &str,
+        v4: &[&str],
+        hold: u16,
+        max_prefixes: u32,
+        bird_password: Option<&'static str>,
+        our_password: Option<&'static str>,
+    ) -> Lab {
         let net = Net::new(tag);
         let dir = tempfile::tempdir().unwrap();
         let mut lab = Lab {
+            password: bird_password,
             net,
             dir,
             bird: None,
             probe: None,
         };
         lab.start_bird(v4, hold, false);
-        let probe = Probe::start(&lab.net, lab.dir.path(), &probe_conf(hold, max_prefixes));
+        let probe = Probe::start(
+            &lab.net,
+            lab.dir.path(),
+            &probe_conf(hold, max_prefixes, our_password),
+        );
         lab.probe = Some(probe);
         lab
     }
@@ -132,7 +165,7 @@ impl Lab {
 
     fn start_bird(&mut self, v4: &[&str], hold: u16, recovering: bool) {
         let conf = self.dir.path().join("bird.conf");
-        std::fs::write(&conf, bird_conf(v4, hold)).unwrap();
+        std::fs::write(&conf, bird_conf_with(v4, hold, self.password)).unwrap();
         let (conf, sock) = (conf.display().to_string(), self.sock());
         let mut args = vec!["bird", "-f", "-c", &conf, "-s", &sock];
         if recovering {
@@ -352,4 +385,41 @@ fn bird_sending_too_many_prefixes_gets_cease_1() {
     assert!(info.contains("Received"), "{info}");
     // The other session is unaffected.
     lab.established(RTR6);
+}
+
+#[test]
+fn bird_tcp_md5_signs_the_session_and_a_wrong_password_keeps_it_down() {
+    if skip() {
+        return;
+    }
+    let lab = Lab::start_signed(
+        "b5",
+        &V4_ROUTES[..3],
+        90,
+        20_000,
+        Some("s3cret"),
+        Some("s3cret"),
+    );
+    let s = lab
+        .probe()
+        .wait(RTR4, UP, "a signed session with routes", |s| {
+            s["state"] == "established" && s["prefixes_received"] == 5
+        });
+    assert_eq!(s["flaps"], 0);
+    lab.established(RTR6);
+    // The kernel drops segments signed with another key: nothing gets through, either way.
+    let lab = Lab::start_signed(
+        "b6",
+        &V4_ROUTES[..3],
+        90,
+        20_000,
+        Some("s3cret"),
+        Some("wrong"),
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    let s = lab.probe().session(RTR4).unwrap();
+    assert_ne!(s["state"], "established", "{s}");
+    assert_ne!(s["state"], "openconfirm", "{s}");
+    let info = lab.birdc(&["show", "protocols", "oca_v4"]);
+    assert!(!info.contains("Established"), "{info}");
 }

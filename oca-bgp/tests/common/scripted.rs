@@ -79,14 +79,20 @@ impl Harness {
 
     /// A connection from `from` (any loopback address).
     pub fn connect_from(&self, from: Ipv4Addr) -> Router {
+        self.try_connect_from(from, Duration::from_secs(5))
+            .expect("connecting to the speaker")
+    }
+
+    /// A connection from `from`, unless it is not accepted within `within`.
+    pub fn try_connect_from(&self, from: Ipv4Addr, within: Duration) -> Option<Router> {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         s.bind(&SocketAddr::new(IpAddr::V4(from), 0).into())
             .unwrap();
-        s.connect(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port).into())
-            .unwrap();
+        let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port);
+        s.connect_timeout(&to.into(), within).ok()?;
         let s: TcpStream = s.into();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Router { s }
+        Some(Router { s })
     }
 
     /// The router connected and through OPEN, KEEPALIVE and our End-of-RIBs.
