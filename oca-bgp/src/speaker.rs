@@ -412,7 +412,7 @@ impl Peer {
                 neighbor: self.neighbor,
                 inbox: self.inbox,
                 inbox_open: true,
-                slots: [None, None],
+                slots: [None, None, None],
                 dial: None,
                 writers: Vec::new(),
                 dead: mpsc::channel(8),
@@ -442,7 +442,9 @@ struct Driver {
     neighbor: Neighbor,
     inbox: mpsc::Receiver<TcpStream>,
     inbox_open: bool,
-    slots: [Option<Link>; 2],
+    /// A session's two connections, and one it is replacing whose close is still queued (the
+    /// session opens the new one before the driver carries out the old one's close).
+    slots: [Option<Link>; 3],
     dial: Option<(ConnId, Dial)>,
     writers: Vec<JoinHandle<()>>,
     /// Writers report here when their connection broke.
@@ -488,7 +490,7 @@ impl Driver {
             shared,
             inbox,
             inbox_open,
-            slots: [a, b],
+            slots: [a, b, c],
             dial,
             dead,
             ..
@@ -500,6 +502,7 @@ impl Driver {
             r = dialling(dial) => Wake::Dialled(r),
             r = read(a) => Wake::Read(0, r),
             r = read(b) => Wake::Read(1, r),
+            r = read(c) => Wake::Read(2, r),
             id = dead.1.recv() => Wake::Dead(id),
         }
     }
@@ -521,7 +524,9 @@ impl Driver {
     fn accepted(&mut self, stream: TcpStream, now: Instant) {
         let id = self.shared.session().accept(now);
         match id {
-            Some(id) => self.attach(id, stream),
+            Some(id) => {
+                self.attach(id, stream, now);
+            }
             None => {
                 tracing::debug!(neighbor = %self.shared.addr, "connection refused in this state")
             }
@@ -535,8 +540,13 @@ impl Driver {
         match r {
             Ok(stream) => {
                 // Attach first: the session's first action for it is our OPEN.
-                self.attach(id, stream);
-                self.shared.session().connected(id, now);
+                if self.attach(id, stream, now) {
+                    self.shared.session().connected(id, now);
+                } else {
+                    self.shared
+                        .session()
+                        .connect_failed(id, "no free slot", now);
+                }
             }
             Err(e) => self
                 .shared
@@ -556,14 +566,17 @@ impl Driver {
         }
     }
 
-    fn attach(&mut self, id: ConnId, stream: TcpStream) {
+    /// Gives connection `id` a slot and a writer; whether it could.
+    fn attach(&mut self, id: ConnId, stream: TcpStream, now: Instant) -> bool {
         if let Err(e) = transport::tune(&stream) {
             tracing::debug!(error = %e, "socket options");
         }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
-            // The session allows two connections; a third would be a bug, not a peer's doing.
+            // The session never has more than the slots hold; this would be our bug, and the
+            // session must not go on believing in a connection that has no socket.
             tracing::error!(neighbor = %self.shared.addr, "no free connection slot");
-            return;
+            self.shared.session().closed(id, now);
+            return false;
         };
         let (read, write) = stream.into_split();
         let (out, rx) = mpsc::channel(WRITE_QUEUE);
@@ -576,6 +589,7 @@ impl Driver {
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             out,
         });
+        true
     }
 
     /// Carries out the session's actions, in order.

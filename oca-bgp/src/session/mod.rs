@@ -394,8 +394,11 @@ impl Session {
             if !restartable {
                 return None;
             }
-            let old = old.id;
-            self.end(old, End::Replaced, now);
+            // The router restarted: every connection from before is dead.
+            let old: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+            for id in old {
+                self.end(id, End::Replaced, now);
+            }
         } else if self.conns.iter().any(|c| c.dir == Direction::Incoming) {
             return None;
         }
@@ -430,7 +433,7 @@ impl Session {
         self.last_error = Some(format!("connect: {error}"));
         self.phase = Phase::Active { connect_at: None };
         if self.conns.is_empty() {
-            self.retry_later(false, now);
+            self.retry_later(now);
         }
         self.update_state(now);
     }
@@ -541,28 +544,39 @@ impl Session {
         if conn.state == ConnState::Established {
             self.session_down(&conn, &why, now);
         }
-        if self.conns.is_empty() && self.phase != Phase::Stopped {
+        if self.conns.is_empty() {
             match why {
-                End::MaxPrefix(_) => {
-                    self.phase = Phase::Idle {
-                        until: now + self.cfg.max_prefix_restart,
-                    }
+                End::MaxPrefix(_) => self.hold_off(now + self.cfg.max_prefix_restart),
+                End::Sent(_) => {
+                    let until = now + self.backoff.next_wait();
+                    self.hold_off(until);
                 }
-                End::Sent(_) => self.retry_later(true, now),
-                _ => self.retry_later(false, now),
+                // A dial already under way is the next try.
+                _ if matches!(self.phase, Phase::Connect { .. }) => {}
+                _ => self.retry_later(now),
             }
         }
     }
 
-    /// The wait before the next try: `Idle` (refusing connections) or `Active` (accepting).
-    fn retry_later(&mut self, refuse: bool, now: Instant) {
+    /// `Idle` until `until`, refusing connections, after an error we found; a dial under way
+    /// is abandoned.
+    fn hold_off(&mut self, until: Instant) {
+        match self.phase {
+            Phase::Stopped => return,
+            Phase::Connect { id, .. } => self.actions.push_back(Action::Close(id)),
+            _ => {}
+        }
+        self.phase = Phase::Idle { until };
+    }
+
+    /// `Active` (accepting) until the next dial.
+    fn retry_later(&mut self, now: Instant) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
         let at = now + self.backoff.next_wait();
-        self.phase = if refuse {
-            Phase::Idle { until: at }
-        } else {
-            Phase::Active {
-                connect_at: (!self.cfg.passive).then_some(at),
-            }
+        self.phase = Phase::Active {
+            connect_at: (!self.cfg.passive).then_some(at),
         };
     }
 
@@ -643,6 +657,8 @@ impl Session {
         c.negotiated = Some(negotiated);
         c.state = ConnState::OpenConfirm;
         c.heard(now);
+        // With no hold time, the wait for the KEEPALIVE still ends some time.
+        c.hold_deadline = c.hold_deadline.or(Some(now + OPEN_HOLD));
         c.keepalive_at = keepalive.map(|k| now + k);
         self.actions
             .push_back(Action::Send(id, wire::encode_keepalive()));

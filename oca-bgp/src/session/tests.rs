@@ -720,3 +720,89 @@ fn a_long_lived_session_resets_the_backoff() {
     let wait = t.s.next_deadline().unwrap() - t.now;
     assert!(wait <= Duration::from_secs(5), "{wait:?}");
 }
+
+#[test]
+fn a_restart_seen_as_a_new_connection_closes_every_old_one() {
+    let mut t = T::new(cfg());
+    t.s.start(t.now);
+    let Some(Action::Connect(out)) = t.s.poll_action() else {
+        panic!("no dial");
+    };
+    // Their connection is pending when ours comes up with graceful restart.
+    let pending = t.s.accept(t.now).unwrap();
+    t.s.connected(out, t.now);
+    t.finish_open(out, Some(msg::gr_both(120, false, true)));
+    t.feed(out, &three_routes());
+    let new = t.s.accept(t.now).unwrap();
+    let a = t.actions();
+    assert!(
+        a.contains(&Action::Close(out)) && a.contains(&Action::Close(pending)),
+        "{a:?}"
+    );
+    assert_eq!(t.s.rib().stale(), 3);
+    t.finish_open(new, Some(msg::gr_both(120, true, true)));
+}
+
+#[test]
+fn an_error_on_their_connection_abandons_our_dial_and_holds_off() {
+    let mut t = T::new(cfg());
+    t.s.start(t.now);
+    let Some(Action::Connect(dial)) = t.s.poll_action() else {
+        panic!("no dial");
+    };
+    let inc = t.s.accept(t.now).unwrap();
+    t.actions();
+    t.feed(inc, &msg::keepalive());
+    let a = t.actions();
+    assert!(
+        a.contains(&Action::Close(inc)) && a.contains(&Action::Close(dial)),
+        "{a:?}"
+    );
+    assert_eq!(t.s.state(), SessionState::Idle);
+    // Its late success is closed too.
+    t.s.connected(dial, t.now);
+    assert_eq!(t.s.poll_action(), Some(Action::Close(dial)));
+}
+
+#[test]
+fn their_connection_closing_leaves_our_dial_running() {
+    let mut t = T::new(cfg());
+    t.s.start(t.now);
+    let Some(Action::Connect(dial)) = t.s.poll_action() else {
+        panic!("no dial");
+    };
+    let inc = t.s.accept(t.now).unwrap();
+    t.s.closed(inc, t.now);
+    assert_eq!(t.s.state(), SessionState::Connect);
+    t.actions();
+    t.s.connected(dial, t.now);
+    assert_eq!(t.sent(), vec![OPEN]);
+}
+
+#[test]
+fn with_no_hold_time_the_keepalive_wait_still_ends() {
+    let mut t = T::new(SessionConfig {
+        hold_time: 0,
+        ..cfg()
+    });
+    t.s.start(t.now);
+    let Some(Action::Connect(id)) = t.s.poll_action() else {
+        panic!("no dial");
+    };
+    t.s.connected(id, t.now);
+    t.feed(id, &msg::router_open(64500, 0, PEER_ID, None));
+    assert_eq!(t.s.state(), SessionState::OpenConfirm);
+    t.actions();
+    t.at(OPEN_HOLD.as_secs_f64());
+    assert_eq!(t.sent(), vec![notif(4, 0), Sent::Close]);
+    // Established with no hold time: no keepalives, no expiry.
+    let mut t = T::new(SessionConfig {
+        hold_time: 0,
+        ..cfg()
+    });
+    let id = t.establish(None);
+    t.at(100_000.0);
+    assert!(t.actions().is_empty());
+    assert_eq!(t.s.state(), SessionState::Established);
+    let _ = id;
+}
