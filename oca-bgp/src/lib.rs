@@ -22,6 +22,8 @@
 //!
 //! Lower modules never use higher ones.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod rib;
 pub mod session;

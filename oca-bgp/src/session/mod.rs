@@ -33,7 +33,7 @@
 //! opened by the side with the higher BGP identifier stays and the other gets Cease/7 (RFC 4271
 //! §6.8, RFC 6286 §2.3 for equal identifiers). A new connection while Established is refused,
 //! unless the neighbour does graceful restart: then it is the neighbour back from a restart we
-//! did not see, and the old connection goes (RFC 4724 §4.2, as BIRD does).
+//! did not see, and every connection from before goes (RFC 4724 §4.2, as BIRD does).
 //!
 //! # Errors and what follows
 //!
