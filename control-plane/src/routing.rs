@@ -47,8 +47,25 @@ pub fn sessions(snap: &Snapshot, oca_id: Option<&str>) -> Vec<BgpAppliance> {
     out
 }
 
+/// The appliances hearing exactly `prefix` over BGP, by id.
+pub fn hearing(snap: &Snapshot, prefix: &Prefix) -> Vec<String> {
+    let mut ids: Vec<String> = snap
+        .routes()
+        .get(prefix)
+        .into_iter()
+        .flat_map(|s| s.heard.iter())
+        .filter(|(i, _)| {
+            snap.bgp(*i)
+                .is_some_and(|b| !b.routes_of(prefix).is_empty())
+        })
+        .map(|(i, _)| snap.at(*i).id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// The route explorer: the BGP routes storage found (`stored`, asked for with the same filter
-/// and `limit + 1` rows) and the static prefixes of the view, of `prefix` and/or `oca_id`, each
+/// and at most `limit + 1` rows) and the static prefixes of the view, of `prefix` and/or `oca_id`, each
 /// marked best when steering prefers it for its prefix; by prefix, best first, then appliance
 /// and neighbour; at most `limit`.
 pub fn explore(

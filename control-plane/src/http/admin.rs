@@ -307,11 +307,28 @@ pub async fn bgp_routes(
         return Err(bad_request(format!("limit: 1 to {MAX_ROUTE_LIMIT}")));
     }
     let app2 = app.clone();
-    // Storage first, then the view: a report between the two shows as a route not yet best.
     let answer = tokio::task::spawn_blocking(move || {
-        let stored = app2
-            .store
-            .bgp_routes(q.prefix.as_ref(), q.oca_id.as_deref(), limit + 1)?;
+        // Who hears a prefix comes from the view; their routes' attributes from storage, by
+        // appliance (storage has no index by prefix). A report between the two reads shows as
+        // a route not yet, or no longer, best.
+        let oca_ids: Option<Vec<String>> = match (&q.oca_id, &q.prefix) {
+            (Some(id), _) => Some(vec![id.clone()]),
+            (None, Some(p)) => Some(routing::hearing(&*app2.fleet()?, p)),
+            (None, None) => None,
+        };
+        let mut stored = Vec::new();
+        match oca_ids {
+            Some(ids) => {
+                for id in ids {
+                    let left = (limit + 1).saturating_sub(stored.len());
+                    if left == 0 {
+                        break;
+                    }
+                    stored.extend(app2.store.bgp_routes(Some(&id), q.prefix.as_ref(), left)?);
+                }
+            }
+            None => stored = app2.store.bgp_routes(None, None, limit + 1)?,
+        }
         let snap = app2.fleet()?;
         Ok::<_, crate::storage::StorageError>(routing::explore(
             &snap,

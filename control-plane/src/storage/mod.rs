@@ -188,12 +188,13 @@ pub trait FleetStore {
         each: &mut dyn FnMut(String, Vec<BgpSession>, Vec<BgpRoute>),
     ) -> Result<()>;
 
-    /// BGP routes as last reported: those of `prefix` and/or of appliance `oca_id` (every route
-    /// when both are none), at most `limit`, by prefix text, appliance and neighbour.
+    /// BGP routes as last reported: appliance `oca_id`'s (of `prefix` only, when given), or
+    /// every appliance's; at most `limit`, by appliance, prefix text and neighbour. By `prefix`
+    /// alone it scans every route: ask the fleet view who hears a prefix, then each of them.
     fn bgp_routes(
         &self,
-        prefix: Option<&Prefix>,
         oca_id: Option<&str>,
+        prefix: Option<&Prefix>,
         limit: usize,
     ) -> Result<Vec<(String, BgpRoute)>>;
 

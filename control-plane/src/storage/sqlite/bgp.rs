@@ -175,28 +175,28 @@ fn routes_of(conn: &Connection, oca_id: &str) -> Result<Vec<BgpRoute>> {
     Ok(routes)
 }
 
-/// Routes of a prefix and/or an appliance, at most `limit`.
+/// Routes of an appliance (of one prefix, or all), or of every appliance, at most `limit`.
 pub(super) fn routes(
     db: &SqliteStorage,
-    prefix: Option<&Prefix>,
     oca_id: Option<&str>,
+    prefix: Option<&Prefix>,
     limit: usize,
 ) -> Result<Vec<(String, BgpRoute)>> {
     let conn = db.reader();
-    // One statement per filter, each able to use its index (an `?1 IS NULL OR` condition
-    // would make SQLite scan every route).
-    let filter = match (prefix, oca_id) {
-        (Some(_), Some(_)) => "WHERE prefix = ?1 AND oca_id = ?2",
-        (Some(_), None) => "WHERE prefix = ?1 AND ?2 IS NULL",
-        (None, Some(_)) => "WHERE ?1 IS NULL AND oca_id = ?2",
+    // One statement per filter, each a range of the primary key (an `?1 IS NULL OR` condition
+    // would make SQLite scan every route); by prefix alone is a scan, which callers avoid.
+    let filter = match (oca_id, prefix) {
+        (Some(_), Some(_)) => "WHERE oca_id = ?1 AND prefix = ?2",
+        (Some(_), None) => "WHERE oca_id = ?1 AND ?2 IS NULL",
+        (None, Some(_)) => "WHERE ?1 IS NULL AND prefix = ?2",
         (None, None) => "WHERE ?1 IS NULL AND ?2 IS NULL",
     };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT oca_id, {ROUTE_COLUMNS} FROM bgp_routes {filter}
-         ORDER BY prefix, oca_id, neighbor LIMIT ?3"
+         ORDER BY oca_id, prefix, neighbor LIMIT ?3"
     ))?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(params![prefix.map(|p| p.to_string()), oca_id, limit], |r| {
+    let rows = stmt.query_map(params![oca_id, prefix.map(|p| p.to_string()), limit], |r| {
         Ok(route_at(r, 1)?.map(|route| (r.get::<_, String>(0), route)))
     })?;
     let mut out = Vec::new();
@@ -206,4 +206,109 @@ pub(super) fn routes(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Appliance, FleetStore, InventoryStore, Site, SiteKind};
+
+    fn report(routes: &[(&str, Option<u32>)], with_bgp: bool) -> HealthReport {
+        let mut r: HealthReport = serde_json::from_value(serde_json::json!({
+            "oca_id": "a", "site": "s", "version": "t", "status": "ok",
+            "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 0},
+            "disks": [], "prefixes": [],
+            "inventory": {"kind": "delta", "base_seq": 0, "seq": 0, "added": [], "removed": []}
+        }))
+        .unwrap();
+        if with_bgp {
+            r.bgp = Some(oca_protocol::health::BgpReport {
+                sessions: vec![],
+                routes: routes
+                    .iter()
+                    .map(|(p, med)| BgpRoute {
+                        prefix: p.parse().unwrap(),
+                        neighbor: "192.0.2.1".parse().unwrap(),
+                        as_path: vec![64500, 64501],
+                        origin: Origin::Egp,
+                        med: *med,
+                        local_pref: None,
+                        communities: vec!["64500:1".into()],
+                        large_communities: vec![],
+                        stale: false,
+                    })
+                    .collect(),
+            });
+        }
+        r
+    }
+
+    fn stored(db: &SqliteStorage) -> Vec<(String, Option<u32>)> {
+        db.bgp_routes(Some("a"), None, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| (r.prefix.to_string(), r.med))
+            .collect()
+    }
+
+    #[test]
+    fn routes_are_replaced_by_each_report_writing_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
+        db.create_site(&Site {
+            id: "s".into(),
+            kind: SiteKind::Isp,
+            region: "eu".into(),
+            parent: None,
+            allowed_prefixes: vec![],
+        })
+        .unwrap();
+        let a = Appliance {
+            id: "a".into(),
+            site: "s".into(),
+            url: "http://a".into(),
+            capacity_bps: 1,
+        };
+        db.create_appliance(&a, &[0; 32], 1_000).unwrap();
+        let many: Vec<String> = (0..50).map(|i| format!("10.0.{i}.0/24")).collect();
+        let many: Vec<(&str, Option<u32>)> = many.iter().map(|p| (p.as_str(), None)).collect();
+        db.record_report(&report(&many, true), 1_001).unwrap();
+        assert_eq!(stored(&db).len(), 50);
+        // The same routes again: the digest matches and no route row is written.
+        let before = db.conn().total_changes();
+        db.record_report(&report(&many, true), 1_002).unwrap();
+        let written = db.conn().total_changes() - before;
+        assert!(written <= 3, "health and sessions rows only: {written}");
+        // One changed, one withdrawn, one added: three rows written.
+        let mut next = many.clone();
+        next[0].1 = Some(7);
+        next.remove(1);
+        next.push(("10.1.0.0/16", None));
+        let before = db.conn().total_changes();
+        db.record_report(&report(&next, true), 1_003).unwrap();
+        let written = db.conn().total_changes() - before;
+        assert!(written <= 3 + 3, "{written} rows for three route changes");
+        let now = stored(&db);
+        assert_eq!(now.len(), 50);
+        assert!(now.contains(&("10.0.0.0/24".into(), Some(7))));
+        assert!(!now.iter().any(|(p, _)| p == "10.0.1.0/24"));
+        assert!(now.contains(&("10.1.0.0/16".into(), None)));
+        // Read back whole, sorted by address (not text), attributes intact.
+        let mut seen = Vec::new();
+        db.reported_bgp(&mut |oca, sessions, routes| seen.push((oca, sessions, routes)))
+            .unwrap();
+        assert_eq!(seen.len(), 1);
+        let routes = &seen[0].2;
+        assert_eq!(routes.len(), 50);
+        assert!(routes.windows(2).all(|w| w[0].prefix < w[1].prefix));
+        assert_eq!(routes[0].as_path, [64500, 64501]);
+        assert_eq!(routes[0].origin, Origin::Egp);
+        assert_eq!(routes[0].communities, ["64500:1"]);
+        // A report without BGP: the appliance no longer runs a speaker.
+        db.record_report(&report(&[], false), 1_004).unwrap();
+        assert!(stored(&db).is_empty());
+        let mut any = false;
+        db.reported_bgp(&mut |_, _, _| any = true).unwrap();
+        assert!(!any);
+    }
 }

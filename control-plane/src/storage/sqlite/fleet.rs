@@ -196,11 +196,11 @@ impl FleetStore for SqliteStorage {
 
     fn bgp_routes(
         &self,
-        prefix: Option<&Prefix>,
         oca_id: Option<&str>,
+        prefix: Option<&Prefix>,
         limit: usize,
     ) -> Result<Vec<(String, BgpRoute)>> {
-        super::bgp::routes(self, prefix, oca_id, limit)
+        super::bgp::routes(self, oca_id, prefix, limit)
     }
 
     fn put_zone(&self, z: &Zone) -> Result<()> {

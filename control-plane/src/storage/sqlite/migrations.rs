@@ -124,7 +124,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );",
     // 8: what each appliance's BGP speaker last reported: its sessions (a JSON list, rewritten
     // by every report) and a digest of its routes, so an unchanged route set costs one row read;
-    // the routes, one row per (prefix, neighbour), found by prefix for the route explorer.
+    // the routes, one row per (prefix, neighbour), clustered by appliance. No index by prefix:
+    // an appliance's routes would then land on as many index pages as it has routes, and every
+    // report writing them would rewrite those pages (measured: building a 10,000-appliance fleet
+    // 3x slower); the fleet view knows who hears a prefix, so the explorer asks by appliance.
     "CREATE TABLE appliance_bgp (
         oca_id TEXT PRIMARY KEY REFERENCES appliances(id),
         sessions_json TEXT NOT NULL,
@@ -142,8 +145,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         large_communities TEXT NOT NULL,
         stale INTEGER NOT NULL,
         PRIMARY KEY (oca_id, prefix, neighbor)
-    ) WITHOUT ROWID;
-    CREATE INDEX bgp_routes_by_prefix ON bgp_routes(prefix);",
+    ) WITHOUT ROWID;",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
