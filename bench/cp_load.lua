@@ -1,8 +1,10 @@
 -- wrk script for the control-plane benchmark. MODE=steer|play|health, DATA=dir written by
--- cp_fleet.py, TOKEN=admin token (steer).
+-- cp_fleet.py, TOKEN=admin token (steer). BGP=1: health reports carry the site's prefixes as BGP
+-- routes (as cp_fleet.py --bgp sends them) instead of static prefixes.
 local mode = os.getenv("MODE")
 local data = os.getenv("DATA")
 local token = os.getenv("TOKEN") or ""
+local bgp = os.getenv("BGP") == "1"
 local clients, creds, tokens = {}, {}, {}
 
 local function lines(name)
@@ -28,6 +30,20 @@ local function site_prefixes(site)
   return table.concat(out, ",")
 end
 
+-- The same routes cp_fleet.py --bgp reported (bgp_report()), so a report changes no route.
+function bgp_part(site)
+  local routes = {}
+  for j = 0, 99 do
+    local n = site * 100 + j
+    routes[#routes + 1] = string.format(
+      '{"prefix":"%d.%d.%d.0/24","neighbor":"100.64.0.1","as_path":[64500,%d],"origin":"igp"}',
+      11 + math.floor(n / 65536), math.floor(n / 256) % 256, n % 256, 65000 + site % 1000)
+  end
+  return '"prefixes":[],"bgp":{"sessions":[{"neighbor":"100.64.0.1","peer_as":64500,"state":"established",' ..
+    '"since":1764547200,"prefixes_received":100,"prefixes_accepted":100,"flaps":0}],"routes":[' ..
+    table.concat(routes, ",") .. ']},'
+end
+
 function init(args)
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
   clients = lines("clients.txt")
@@ -38,7 +54,7 @@ function init(args)
       local site = tonumber(string.match(a[1], "^oca(%d+)-"))
       bodies[i] = '{"oca_id":"' .. a[1] .. '","site":"x","version":"bench","status":"ok",' ..
         '"serving":{"active_connections":10,"bytes_per_sec":1000000,"requests_per_sec":10,"capacity_bps":100000000000},' ..
-        '"disks":[],"prefixes":[' .. site_prefixes(site) .. '],' ..
+        '"disks":[],' .. (bgp and bgp_part(site) or '"prefixes":[' .. site_prefixes(site) .. '],') ..
         '"inventory":{"kind":"delta","base_seq":1,"seq":1,"added":[],"removed":[]}}'
     end
   end

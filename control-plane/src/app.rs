@@ -22,7 +22,7 @@ use oca_protocol::prefix::Prefix;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::domain::catalog::CatalogView;
-use crate::domain::intake;
+use crate::domain::intake::{self, ReportError};
 use crate::domain::player_tokens::TokenKey;
 use crate::domain::popularity::Popularity;
 use crate::domain::streams::Streams;
@@ -77,6 +77,8 @@ pub struct App {
     pub body_timeout: std::time::Duration,
     /// Permits to read a large health report.
     pub large_reports: tokio::sync::Semaphore,
+    /// BGP routes one health report may carry; a report with more is refused whole.
+    pub max_routes_per_appliance: usize,
 }
 
 /// What a health report came to.
@@ -87,7 +89,8 @@ pub struct ReportOutcome {
     pub manifest_version: u64,
     /// The appliance's site (whose keys the reply carries).
     pub site: String,
-    /// Reported prefixes dropped for being outside the site's allowed set.
+    /// Static prefixes and BGP routes' prefixes dropped for being outside the site's allowed
+    /// set, each once, sorted.
     pub refused: Vec<Prefix>,
 }
 
@@ -95,6 +98,11 @@ impl App {
     /// Write access to the fleet view.
     pub fn fleet_mut(&self) -> RwLockWriteGuard<'_, Snapshot> {
         self.fleet.write()
+    }
+
+    /// Seconds of silence after which an appliance is stale (3 report intervals).
+    pub fn stale_after(&self) -> i64 {
+        3 * self.report_interval_secs as i64
     }
 
     /// The URL-signing keys in force.
@@ -193,19 +201,31 @@ impl App {
         manifest::manifest(&inputs, &fleet, oca_id, now)
     }
 
-    /// Takes a health report of an authenticated appliance at `now`: drops the routes its site
-    /// may not announce, records it, applies it to the fleet view once committed, notes the
-    /// sources it found bad, and gives the version of its manifest now.
+    /// Takes a health report of an authenticated appliance at `now`: refuses one with too many
+    /// BGP routes, drops the routes its site may not announce, records it, applies it to the
+    /// fleet view once committed (a moved route steers from here on), notes the sources it found
+    /// bad, and gives the version of its manifest now.
     pub fn accept_report(
         &self,
         report: HealthReport,
         now: i64,
-    ) -> Result<ReportOutcome, StorageError> {
+    ) -> Result<ReportOutcome, ReportError> {
+        if let Err(e) = intake::check_route_count(&report, self.max_routes_per_appliance) {
+            tracing::warn!(oca_id = %report.oca_id, error = %e, "health report refused");
+            self.metrics.bgp_reports_refused.inc();
+            return Err(e);
+        }
         let standing = self.store.standing(&report.oca_id)?;
-        let (report, refused) = intake::screen_prefixes(report, &standing.allowed);
+        let screened = intake::screen_routes(report, &standing.allowed);
+        let (report, refused) = (screened.report, screened.refused);
         if !refused.is_empty() {
-            tracing::warn!(oca_id = %report.oca_id, site = %standing.site, refused = ?refused, "reported prefixes outside the site's allowed set dropped");
-            self.metrics.prefixes_refused.inc_by(refused.len() as u64);
+            tracing::warn!(oca_id = %report.oca_id, site = %standing.site, refused = ?refused, "reported routes outside the site's allowed set dropped");
+            self.metrics
+                .prefixes_refused
+                .inc_by(screened.statics_refused as u64);
+            self.metrics
+                .bgp_routes_refused
+                .inc_by(screened.routes_refused as u64);
         }
         let accepted = self.store.record_report(&report, now)?;
         // Memory follows storage only once the report is committed.
@@ -221,7 +241,7 @@ impl App {
         }
         let manifest_version = match self.manifest(&report.oca_id, now) {
             Ok(m) => m.version,
-            Err(NoManifest::Storage(e)) => return Err(e),
+            Err(NoManifest::Storage(e)) => return Err(e.into()),
             Err(NoManifest::Unknown | NoManifest::NoStorage) => 0,
         };
         Ok(ReportOutcome {

@@ -1,17 +1,24 @@
 //! The fleet model: sites, appliances and what each last reported (health, load, storage, routes,
-//! inventory), in memory, so steering and planning read no database. Loaded from storage at
-//! start and after admin changes; health reports are applied to it as they are recorded.
+//! BGP sessions, inventory), in memory, so steering and planning read no database. Loaded from
+//! storage at start and after admin changes; health reports are applied to it as they are
+//! recorded.
 //!
-//! Routes (reported prefixes and admin coverage zones) are a longest-prefix-match table
-//! ([`crate::lpm`]); which appliances hold a file is a sharded index (`Holders`) that a
-//! million-file inventory grows chunk by chunk, under short write locks.
+//! Routes are a longest-prefix-match table ([`crate::lpm`]) from each prefix to who serves it
+//! ([`Served`]): the appliances hearing it, statically or over BGP, each with the preference of
+//! its best route for it ([`Preference`]), and the sites an admin coverage zone gives it. A
+//! report changes only the table entries of the routes it added, withdrew or changed, in place,
+//! so a moved route reaches steering at the report that moved it without a rebuild. Which
+//! appliances hold a file is a sharded index (`Holders`) that a million-file inventory grows
+//! chunk by chunk, under short write locks.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use oca_protocol::health::{HealthReport, Inventory};
+use oca_protocol::health::{BgpRoute, BgpSession, HealthReport, Inventory, Origin};
 use oca_protocol::prefix::Prefix;
+use oca_protocol::steering::{MatchedRoute, RouteSource};
 
+use crate::domain::routes::Preference;
 use crate::lpm::PrefixTable;
 use crate::storage::{status_str, Storage, StorageError, INVENTORY_CHUNK};
 
@@ -82,16 +89,169 @@ pub struct SiteInfo {
     pub region: String,
 }
 
+/// A BGP route as the fleet view keeps it: what steering compares and `explain=1` shows. The AS
+/// path itself and the communities stay in storage (the route explorer reads them there), which
+/// keeps a route at about 60 bytes of memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFacts {
+    /// The prefix.
+    pub prefix: Prefix,
+    /// The router it came from.
+    pub neighbor: IpAddr,
+    /// AS path length.
+    pub as_path_len: u32,
+    /// ORIGIN.
+    pub origin: Origin,
+    /// MED as sent.
+    pub med: Option<u32>,
+    /// LOCAL_PREF as sent.
+    pub local_pref: Option<u32>,
+    /// Kept through a graceful restart.
+    pub stale: bool,
+}
+
+impl RouteFacts {
+    /// The facts of a reported route.
+    pub fn of(r: &BgpRoute) -> RouteFacts {
+        RouteFacts {
+            prefix: r.prefix,
+            neighbor: r.neighbor,
+            as_path_len: u32::try_from(r.as_path.len()).unwrap_or(u32::MAX),
+            origin: r.origin,
+            med: r.med,
+            local_pref: r.local_pref,
+            stale: r.stale,
+        }
+    }
+
+    /// How steering ranks it.
+    pub fn preference(&self) -> Preference {
+        Preference::from_attributes(
+            self.local_pref,
+            self.as_path_len as usize,
+            self.origin,
+            self.med,
+            self.stale,
+        )
+    }
+
+    /// The route as `explain=1` shows it.
+    pub fn matched(&self) -> MatchedRoute {
+        MatchedRoute {
+            prefix: self.prefix,
+            source: RouteSource::Bgp,
+            neighbor: Some(self.neighbor),
+            as_path_len: self.as_path_len,
+            origin: self.origin,
+            med: self.med,
+            local_pref: self.local_pref,
+            stale: self.stale,
+        }
+    }
+}
+
+/// A locally originated route as `explain=1` shows it: a static prefix or a coverage zone.
+pub fn local_route(prefix: Prefix, source: RouteSource) -> MatchedRoute {
+    MatchedRoute {
+        prefix,
+        source,
+        neighbor: None,
+        as_path_len: 0,
+        origin: Origin::Igp,
+        med: None,
+        local_pref: None,
+        stale: false,
+    }
+}
+
+/// What an appliance's BGP speaker last reported.
+#[derive(Debug, Clone, Default)]
+pub struct BgpHeard {
+    /// Its sessions.
+    pub sessions: Vec<BgpSession>,
+    /// The routes kept (inside the site's allowed prefixes), sorted by (prefix, neighbour).
+    pub routes: Vec<RouteFacts>,
+}
+
+impl BgpHeard {
+    /// The distinct prefixes heard, in order.
+    pub fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
+        let mut last = None;
+        self.routes.iter().filter_map(move |r| {
+            let new = last != Some(r.prefix);
+            last = Some(r.prefix);
+            new.then_some(r.prefix)
+        })
+    }
+
+    /// The routes of one prefix (one per neighbour that sent it).
+    pub fn routes_of(&self, prefix: &Prefix) -> &[RouteFacts] {
+        let start = self.routes.partition_point(|r| r.prefix < *prefix);
+        let end = start + self.routes[start..].partition_point(|r| r.prefix == *prefix);
+        &self.routes[start..end]
+    }
+}
+
+/// Who serves one prefix: a value of the route table.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Sites an admin coverage zone gives the prefix.
+    pub zone_sites: Vec<String>,
+    /// Appliances hearing it (statically or over BGP), each with the preference of its best
+    /// route for it.
+    pub heard: Vec<(usize, Preference)>,
+}
+
+impl Served {
+    /// Whether nobody serves the prefix any more (the entry is then removed).
+    pub fn is_empty(&self) -> bool {
+        self.zone_sites.is_empty() && self.heard.is_empty()
+    }
+
+    /// The best preference any appliance hears the prefix with.
+    pub fn best(&self) -> Option<Preference> {
+        self.heard.iter().map(|(_, p)| *p).min()
+    }
+}
+
+/// The entry of `prefix`, created empty when missing.
+fn served_mut(table: &mut PrefixTable<Served>, prefix: Prefix) -> &mut Served {
+    if table.get(&prefix).is_none() {
+        table.insert(prefix, Served::default());
+    }
+    table.get_mut(&prefix).expect("inserted above")
+}
+
+/// An appliance's best route per prefix, static or BGP, sorted by prefix: what the route table
+/// holds for it.
+fn best_routes(statics: &[Prefix], bgp: Option<&BgpHeard>) -> Vec<(Prefix, Preference)> {
+    let mut all: Vec<(Prefix, Preference)> = statics
+        .iter()
+        .map(|p| (*p, Preference::LOCAL))
+        .chain(
+            bgp.into_iter()
+                .flat_map(|b| b.routes.iter().map(|r| (r.prefix, r.preference()))),
+        )
+        .collect();
+    all.sort_unstable();
+    // Sorted by prefix then preference: the first of each prefix is its best.
+    all.dedup_by_key(|(p, _)| *p);
+    all
+}
+
 /// The fleet in memory, everything steering and planning read: loaded from storage at start
 /// (and after admin changes), then kept current by the health intake.
 pub struct Snapshot {
     appliances: Vec<Candidate>,
     sites: HashMap<String, SiteInfo>,
-    prefixes: PrefixTable<Vec<String>>,
+    routes: PrefixTable<Served>,
     holders: Holders,
     index: HashMap<String, usize>,
-    /// Prefixes each appliance reported, by appliance index.
-    reported: Vec<Vec<Prefix>>,
+    /// Static prefixes each appliance reported, sorted, by appliance index.
+    statics: Vec<Vec<Prefix>>,
+    /// What each appliance's BGP speaker reported, by appliance index; none when its last
+    /// report had no `bgp`.
+    bgp: Vec<Option<BgpHeard>>,
     /// Coverage zones with a site.
     zones: Vec<(Prefix, String)>,
     /// Content each appliance holds, by appliance index.
@@ -140,12 +300,25 @@ impl Snapshot {
             .enumerate()
             .map(|(i, a)| (a.id.clone(), i))
             .collect();
-        let mut reported: Vec<Vec<Prefix>> = vec![Vec::new(); appliances.len()];
+        let mut statics: Vec<Vec<Prefix>> = vec![Vec::new(); appliances.len()];
         for (oca, prefix) in store.reported_prefixes()? {
             if let Some(&i) = index.get(&oca) {
-                reported[i].push(prefix);
+                statics[i].push(prefix);
             }
         }
+        for s in &mut statics {
+            s.sort_unstable();
+            s.dedup();
+        }
+        let mut bgp: Vec<Option<BgpHeard>> = vec![None; appliances.len()];
+        store.reported_bgp(&mut |oca, sessions, routes| {
+            if let Some(&i) = index.get(&oca) {
+                bgp[i] = Some(BgpHeard {
+                    sessions,
+                    routes: routes.iter().map(RouteFacts::of).collect(),
+                });
+            }
+        })?;
         let mut countries = PrefixTable::default();
         let mut zones = Vec::new();
         for z in store.zones()? {
@@ -167,10 +340,11 @@ impl Snapshot {
         let mut snap = Snapshot {
             appliances,
             sites,
-            prefixes: PrefixTable::default(),
+            routes: PrefixTable::default(),
             holders,
             index,
-            reported,
+            statics,
+            bgp,
             zones,
             held,
             countries,
@@ -191,7 +365,7 @@ impl Snapshot {
                 .entry(site.region.clone())
                 .or_default() += snap.by_site.get(id).map_or(0, Vec::len);
         }
-        snap.rebuild_prefixes();
+        snap.rebuild_routes();
         Ok(snap)
     }
 
@@ -236,9 +410,55 @@ impl Snapshot {
             .map(|(_, c)| c.as_str())
     }
 
-    /// The routes table: reported prefixes and coverage zones, each to its sites.
-    pub fn routes(&self) -> &PrefixTable<Vec<String>> {
-        &self.prefixes
+    /// The route table: every prefix appliances hear (statically or over BGP) and every
+    /// coverage zone with a site, each to who serves it.
+    pub fn routes(&self) -> &PrefixTable<Served> {
+        &self.routes
+    }
+
+    /// The index ([`Snapshot::at`]) of an appliance.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// How many appliances the view holds (indices run below it).
+    pub fn len(&self) -> usize {
+        self.appliances.len()
+    }
+
+    /// Whether the view holds no appliance.
+    pub fn is_empty(&self) -> bool {
+        self.appliances.is_empty()
+    }
+
+    /// The static prefixes of the appliance at index `i`, sorted.
+    pub fn statics(&self, i: usize) -> &[Prefix] {
+        &self.statics[i]
+    }
+
+    /// What the BGP speaker of the appliance at index `i` last reported; none when its last
+    /// report had no BGP.
+    pub fn bgp(&self, i: usize) -> Option<&BgpHeard> {
+        self.bgp[i].as_ref()
+    }
+
+    /// The site ids, in no particular order.
+    pub fn site_ids(&self) -> impl Iterator<Item = &str> {
+        self.sites.keys().map(String::as_str)
+    }
+
+    /// The best route of the appliance at index `i` for exactly `prefix`: its best BGP route,
+    /// or its static one, a locally originated route, when that is at least as good.
+    pub fn route_of(&self, i: usize, prefix: &Prefix) -> Option<MatchedRoute> {
+        let bgp = self.bgp[i]
+            .as_ref()
+            .and_then(|b| b.routes_of(prefix).iter().min_by_key(|r| r.preference()));
+        let is_static = self.statics[i].binary_search(prefix).is_ok();
+        match bgp {
+            Some(r) if !is_static || r.preference() < Preference::LOCAL => Some(r.matched()),
+            _ if is_static => Some(local_route(*prefix, RouteSource::Static)),
+            _ => None,
+        }
     }
 
     /// A site by id, with the id as the view holds it.
@@ -271,9 +491,12 @@ impl Snapshot {
         self.holders.get(content)
     }
 
-    /// Every prefix appliances reported.
-    pub fn reported_prefixes(&self) -> impl Iterator<Item = &Prefix> {
-        self.reported.iter().flatten()
+    /// Every prefix some appliance hears, statically or over BGP.
+    pub fn served_prefixes(&self) -> impl Iterator<Item = &Prefix> {
+        self.routes
+            .iter()
+            .filter(|(_, s)| !s.heard.is_empty())
+            .map(|(p, _)| p)
     }
 
     /// Every content id some appliance holds.
@@ -286,20 +509,60 @@ impl Snapshot {
         self.appliances.iter().map(|a| a.last_report).max()
     }
 
-    /// Rebuilds the prefix table from the reported prefixes and the zones (a trie has no removal;
-    /// prefixes change rarely, so a rebuild when they do is cheaper than a mutable structure).
-    fn rebuild_prefixes(&mut self) {
-        let mut table: PrefixTable<Vec<String>> = PrefixTable::default();
-        let reported = self
-            .reported
-            .iter()
-            .enumerate()
-            .flat_map(|(i, ps)| ps.iter().map(move |p| (*p, i)))
-            .map(|(p, i)| (p, self.appliances[i].site.clone()));
-        for (prefix, site) in reported.chain(self.zones.iter().cloned()) {
-            add_route(&mut table, prefix, site);
+    /// Builds the route table from the zones and every appliance's routes (at load; reports
+    /// then change it in place).
+    fn rebuild_routes(&mut self) {
+        let mut table: PrefixTable<Served> = PrefixTable::default();
+        for (prefix, site) in &self.zones {
+            let served = served_mut(&mut table, *prefix);
+            if !served.zone_sites.contains(site) {
+                served.zone_sites.push(site.clone());
+            }
         }
-        self.prefixes = table;
+        for i in 0..self.appliances.len() {
+            for (prefix, pref) in best_routes(&self.statics[i], self.bgp[i].as_ref()) {
+                served_mut(&mut table, prefix).heard.push((i, pref));
+            }
+        }
+        self.routes = table;
+    }
+
+    /// Brings the route table from appliance `i`'s routes `old` to `new` (both from
+    /// [`best_routes`]): only the prefixes added, withdrawn or changed are touched.
+    fn rehear(&mut self, i: usize, old: &[(Prefix, Preference)], new: &[(Prefix, Preference)]) {
+        let (mut o, mut n) = (0, 0);
+        loop {
+            match (old.get(o), new.get(n)) {
+                (None, None) => break,
+                (Some(gone), next) if next.is_none_or(|next| gone.0 < next.0) => {
+                    if let Some(served) = self.routes.get_mut(&gone.0) {
+                        served.heard.retain(|(a, _)| *a != i);
+                        if served.is_empty() {
+                            self.routes.remove(&gone.0);
+                        }
+                    }
+                    o += 1;
+                }
+                (before, Some(added)) if before.is_none_or(|before| added.0 < before.0) => {
+                    served_mut(&mut self.routes, added.0)
+                        .heard
+                        .push((i, added.1));
+                    n += 1;
+                }
+                (Some(before), Some(now)) => {
+                    if before.1 != now.1 {
+                        let served = served_mut(&mut self.routes, now.0);
+                        match served.heard.iter_mut().find(|(a, _)| *a == i) {
+                            Some(h) => h.1 = now.1,
+                            None => served.heard.push((i, now.1)),
+                        }
+                    }
+                    o += 1;
+                    n += 1;
+                }
+                _ => unreachable!("covered by the arms above"),
+            }
+        }
     }
 
     /// Applies an accepted health report, so steering sees it without rereading the database.
@@ -376,26 +639,7 @@ impl Snapshot {
         a.last_report = now;
         a.bytes_per_sec = r.serving.bytes_per_sec;
         a.storage_bytes = usable_storage(&r.disks);
-        let mut prefixes = r.prefixes.clone();
-        prefixes.sort();
-        prefixes.dedup();
-        let mut before = self.reported[i].clone();
-        before.sort();
-        if before != prefixes {
-            // Routes only added (an appliance's first report, a new route) go into the trie as
-            // they are; a withdrawn route needs a rebuild, the trie having no removal.
-            let only_added = before.iter().all(|p| prefixes.binary_search(p).is_ok());
-            if only_added {
-                let site = self.appliances[i].site.clone();
-                for p in prefixes.iter().filter(|p| before.binary_search(p).is_err()) {
-                    add_route(&mut self.prefixes, *p, site.clone());
-                }
-                self.reported[i] = prefixes;
-            } else {
-                self.reported[i] = prefixes;
-                self.rebuild_prefixes();
-            }
-        }
+        self.apply_routes(i, r);
         if full_inventory_needed {
             return;
         }
@@ -414,6 +658,43 @@ impl Snapshot {
         }
     }
 
+    /// Replaces appliance `i`'s static prefixes and BGP state by the report's; the route
+    /// table changes only where its best routes did (most reports change none).
+    fn apply_routes(&mut self, i: usize, r: &HealthReport) {
+        let mut statics = r.prefixes.clone();
+        statics.sort_unstable();
+        statics.dedup();
+        let bgp = r.bgp.as_ref().map(|b| {
+            let mut routes: Vec<RouteFacts> = b.routes.iter().map(RouteFacts::of).collect();
+            // The intake sorts them; sorting what is sorted costs one pass.
+            routes.sort_by_key(|x| (x.prefix, x.neighbor));
+            BgpHeard {
+                sessions: b.sessions.clone(),
+                routes,
+            }
+        });
+        let unchanged = statics == self.statics[i]
+            && match (&bgp, &self.bgp[i]) {
+                (Some(new), Some(old)) => new.routes == old.routes,
+                (None, None) => true,
+                _ => false,
+            };
+        if unchanged {
+            // Sessions change between reports (counters, states); routes mostly do not.
+            if let (Some(new), Some(old)) = (bgp, self.bgp[i].as_mut()) {
+                old.sessions = new.sessions;
+            }
+            return;
+        }
+        let old = best_routes(&self.statics[i], self.bgp[i].as_ref());
+        self.statics[i] = statics;
+        self.bgp[i] = bgp;
+        let new = best_routes(&self.statics[i], self.bgp[i].as_ref());
+        if old != new {
+            self.rehear(i, &old, &new);
+        }
+    }
+
     fn hold(&mut self, content: &str, i: usize) {
         self.holders.insert(content, i);
         self.held[i].insert(content.to_string());
@@ -422,15 +703,6 @@ impl Snapshot {
     fn unhold(&mut self, content: &str, i: usize) {
         self.holders.remove(content, i);
     }
-}
-
-/// Adds `site` to the sites routed by `prefix`.
-fn add_route(table: &mut PrefixTable<Vec<String>>, prefix: Prefix, site: String) {
-    let mut sites = table.insert(prefix, Vec::new()).unwrap_or_default();
-    if !sites.contains(&site) {
-        sites.push(site);
-    }
-    table.insert(prefix, sites);
 }
 
 /// Which appliances hold each content id, in shards: a first inventory of a million files grows
@@ -485,5 +757,124 @@ impl Holders {
 
     fn keys(&self) -> impl Iterator<Item = &String> {
         self.shards.iter().flat_map(HashMap::keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::intake;
+    use crate::storage::sqlite::SqliteStorage;
+    use crate::storage::{Appliance, FleetStore, InventoryStore, Site, SiteKind, Zone};
+
+    /// The route table as sorted rows, to compare two views.
+    /// A route table row: prefix, zone sites, (appliance, preference) hearing it.
+    type Row = (Prefix, Vec<String>, Vec<(String, Preference)>);
+
+    fn table(snap: &Snapshot) -> Vec<Row> {
+        let mut rows: Vec<_> = snap
+            .routes()
+            .iter()
+            .map(|(p, s)| {
+                let mut zones = s.zone_sites.clone();
+                zones.sort();
+                let mut heard: Vec<(String, Preference)> = s
+                    .heard
+                    .iter()
+                    .map(|(i, pref)| (snap.at(*i).id.clone(), *pref))
+                    .collect();
+                heard.sort_by(|a, b| a.0.cmp(&b.0));
+                (*p, zones, heard)
+            })
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        rows
+    }
+
+    /// Property: a view kept current report by report (routes added, changed, withdrawn in
+    /// place) holds the same route table as one loaded afresh from what storage recorded.
+    #[test]
+    fn applied_reports_leave_the_table_a_fresh_load_builds() {
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
+        for s in 0..3 {
+            db.create_site(&Site {
+                id: format!("s{s}"),
+                kind: SiteKind::Isp,
+                region: "eu".into(),
+                parent: None,
+                allowed_prefixes: Vec::new(),
+            })
+            .unwrap();
+            for k in 0..3 {
+                let a = Appliance {
+                    id: format!("a{s}-{k}"),
+                    site: format!("s{s}"),
+                    url: "http://a".into(),
+                    capacity_bps: 1,
+                };
+                db.create_appliance(&a, &[0; 32], 1_000).unwrap();
+            }
+        }
+        db.put_zone(&Zone {
+            prefix: "10.0.0.0/16".parse().unwrap(),
+            site: Some("s1".into()),
+            country: None,
+        })
+        .unwrap();
+        let live = parking_lot::RwLock::new(Snapshot::load(&db).unwrap());
+        let pool = [
+            "10.0.0.0/16",
+            "10.0.1.0/24",
+            "10.0.2.0/24",
+            "10.0.2.0/25",
+            "2001:db8::/32",
+        ];
+        let all: Vec<Prefix> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        for step in 0..300 {
+            let s = rnd(3);
+            let id = format!("a{s}-{}", rnd(3));
+            let statics: Vec<&str> = pool.iter().copied().filter(|_| rnd(4) == 0).collect();
+            let routes: Vec<serde_json::Value> = (0..rnd(5))
+                .map(|_| {
+                    serde_json::json!({
+                        "prefix": pool[rnd(pool.len() as u64) as usize],
+                        "neighbor": (["192.0.2.1", "192.0.2.2"][rnd(2) as usize]),
+                        "as_path": vec![64500u32; rnd(3) as usize],
+                        "origin": (["igp", "egp", "incomplete"][rnd(3) as usize]),
+                        "med": ([None, Some(5u32), Some(50)][rnd(3) as usize]),
+                        "stale": rnd(5) == 0,
+                    })
+                })
+                .collect();
+            let mut report = serde_json::json!({
+                "oca_id": id, "site": format!("s{s}"), "version": "t", "status": "ok",
+                "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1},
+                "disks": [], "prefixes": statics,
+                "inventory": {"kind": "full", "seq": 1, "content": []}
+            });
+            if rnd(4) != 0 {
+                report["bgp"] = serde_json::json!({"sessions": [], "routes": routes});
+            }
+            let report: HealthReport = serde_json::from_value(report).unwrap();
+            let report = intake::screen_routes(report, &all).report;
+            db.record_report(&report, 1_000 + step).unwrap();
+            Snapshot::apply(&live, &report, false, 1_000 + step);
+            if step % 25 == 24 {
+                let fresh = Snapshot::load(&db).unwrap();
+                assert_eq!(table(&live.read()), table(&fresh), "after step {step}");
+            }
+        }
+        // The zone stays whatever the reports did.
+        let snap = live.read();
+        let zone = snap.routes().get(&"10.0.0.0/16".parse().unwrap()).unwrap();
+        assert_eq!(zone.zone_sites, ["s1"]);
     }
 }

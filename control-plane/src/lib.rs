@@ -16,10 +16,13 @@
 //!   intake.rs          who may report, which reported routes are kept
 //!   player_tokens.rs   signed, expiring player tokens
 //!   popularity.rs      decayed play counts per title
+//!   routes.rs          route preference: the part of BGP's decision process steering uses
 //!   streams.rs         concurrent-stream leases, group-committed
 //!   url_keys.rs        per-site URL-signing keyrings
 //! lpm.rs               longest-prefix-match table
 //! fleet.rs             the fleet model in memory: sites, appliances, routes, holdings (Snapshot)
+//! routing.rs           what the fleet hears, for operators: BGP sessions, route explorer,
+//!                      inconsistent sites
 //! steering.rs          the steering algorithm over the fleet model
 //! server/              the listener: accept loop, connection caps, timeouts (no routes)
 //! metrics.rs           the counters, Prometheus text
@@ -46,6 +49,7 @@ pub mod lpm;
 pub mod metrics;
 pub mod planning;
 pub mod play;
+pub mod routing;
 pub mod server;
 pub mod steering;
 pub mod storage;

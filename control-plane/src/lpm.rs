@@ -1,5 +1,9 @@
 //! Longest-prefix match over IPv4 and IPv6 prefixes: a binary trie per address family, one level
 //! per bit, so a lookup costs at most 32 or 128 steps whatever the table size.
+//!
+//! Prefixes are inserted, changed and removed in place (a withdrawn BGP route costs one walk,
+//! not a rebuild); removal leaves the walk's nodes behind, which only a rebuild reclaims, so
+//! the table grows with the distinct prefixes ever inserted between rebuilds.
 
 use std::net::IpAddr;
 
@@ -70,6 +74,88 @@ impl<T> PrefixTable<T> {
         nodes[at].value = self.values.len() as u32;
         self.values.push((prefix, value));
         None
+    }
+
+    /// The trie node of exactly `prefix`, if the walk to it exists.
+    fn node_of(&self, prefix: &Prefix) -> Option<usize> {
+        let (addr, _) = bits(prefix.addr());
+        let nodes = if prefix.addr().is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        };
+        let mut at = 0usize;
+        for i in 0..u32::from(prefix.bits()) {
+            let bit = ((addr >> (127 - i)) & 1) as usize;
+            let next = nodes[at].child[bit];
+            if next == NONE {
+                return None;
+            }
+            at = next as usize;
+        }
+        Some(at)
+    }
+
+    fn nodes_mut(&mut self, prefix: &Prefix) -> &mut Vec<Node> {
+        if prefix.addr().is_ipv4() {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        }
+    }
+
+    /// The value stored for exactly `prefix`.
+    pub fn get(&self, prefix: &Prefix) -> Option<&T> {
+        let node = self.node_of(prefix)?;
+        let nodes = if prefix.addr().is_ipv4() {
+            &self.v4
+        } else {
+            &self.v6
+        };
+        let v = nodes[node].value;
+        (v != NONE).then(|| &self.values[v as usize].1)
+    }
+
+    /// The value stored for exactly `prefix`, to change in place.
+    pub fn get_mut(&mut self, prefix: &Prefix) -> Option<&mut T> {
+        let node = self.node_of(prefix)?;
+        let v = self.nodes_mut(prefix)[node].value;
+        (v != NONE).then(|| &mut self.values[v as usize].1)
+    }
+
+    /// Removes `prefix`; returns its value. The last stored value moves into its slot, so this
+    /// is two walks whatever the table size.
+    pub fn remove(&mut self, prefix: &Prefix) -> Option<T> {
+        let node = self.node_of(prefix)?;
+        let idx = self.nodes_mut(prefix)[node].value;
+        if idx == NONE {
+            return None;
+        }
+        self.nodes_mut(prefix)[node].value = NONE;
+        let (_, value) = self.values.swap_remove(idx as usize);
+        if let Some((moved, _)) = self.values.get(idx as usize) {
+            let moved = *moved;
+            let at = self
+                .node_of(&moved)
+                .expect("every stored prefix has its node");
+            self.nodes_mut(&moved)[at].value = idx;
+        }
+        Some(value)
+    }
+
+    /// How many prefixes the table holds.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the table holds no prefix.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Every prefix with its value, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &T)> + '_ {
+        self.values.iter().map(|(p, v)| (p, v))
     }
 
     /// The longest prefix containing `ip`, with its value.
@@ -184,6 +270,23 @@ mod tests {
                 table.insert(prefix, i);
                 list.retain(|(q, _)| *q != prefix);
                 list.push((prefix, i));
+                // Every third step also removes a stored prefix, or changes one in place.
+                if i % 3 == 2 && !list.is_empty() {
+                    let k = (rnd() % list.len() as u64) as usize;
+                    let (q, v) = list[k];
+                    if i % 2 == 0 {
+                        assert_eq!(table.remove(&q), Some(v));
+                        assert_eq!(table.remove(&q), None, "gone");
+                        list.swap_remove(k);
+                    } else {
+                        *table.get_mut(&q).unwrap() = v + 1000;
+                        list[k].1 = v + 1000;
+                    }
+                }
+            }
+            assert_eq!(table.len(), list.len());
+            for (q, v) in &list {
+                assert_eq!(table.get(q), Some(v));
             }
             for _ in 0..500 {
                 let raw = rnd() & 0xF0F0_F000_0000_0000 | (rnd() & 0xff);

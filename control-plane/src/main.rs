@@ -108,6 +108,10 @@ struct Cli {
     /// byte (default 60).
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<f64>,
+    /// BGP routes one health report may carry (default 50000); a report with more is refused
+    /// whole with an error saying so, never cut short.
+    #[arg(long, value_name = "N")]
+    max_routes_per_appliance: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,6 +140,7 @@ struct FileConfig {
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
     idle_timeout: Option<f64>,
+    max_routes_per_appliance: Option<usize>,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -272,6 +277,10 @@ fn run(cli: Cli) -> Result<()> {
         },
     };
     let body_timeout = secs(cli.body_timeout, file.body_timeout, 30.0, "body_timeout")?;
+    let max_routes_per_appliance = cli
+        .max_routes_per_appliance
+        .or(file.max_routes_per_appliance)
+        .unwrap_or(intake::DEFAULT_MAX_ROUTES_PER_APPLIANCE);
     let fill_cfg = FillConfig {
         window: match cli.fill_window.or(file.fill_window) {
             Some(w) => Some(parse_window(&w).map_err(anyhow::Error::msg)?),
@@ -321,6 +330,7 @@ fn run(cli: Cli) -> Result<()> {
         player_tokens: player_tokens::TokenKey::new(&token_secret),
         body_timeout,
         large_reports: tokio::sync::Semaphore::new(LARGE_REPORTS_AT_ONCE),
+        max_routes_per_appliance,
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {

@@ -1,10 +1,19 @@
-//! The control plane's counters, in Prometheus text at `/metrics`.
+//! The control plane's counters, in Prometheus text at `/metrics`. BGP figures are gauges read
+//! off the fleet view when scraped ([`Metrics::observe_bgp`]), so a report costs nothing more.
 
+use oca_protocol::health::BgpState;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::fleet::Snapshot;
+use crate::routing;
 use crate::steering::Decision;
+
+/// Labels naming one appliance.
+type ApplianceLabel = [(&'static str, String); 1];
 
 /// Counters updated by the handlers.
 pub struct Metrics {
@@ -27,6 +36,18 @@ pub struct Metrics {
     pub origin_requests: Counter,
     /// Reported prefixes dropped for being outside their site's allowed set.
     pub prefixes_refused: Counter,
+    /// BGP routes dropped for being outside their site's allowed set.
+    pub bgp_routes_refused: Counter,
+    /// Health reports refused whole for carrying too many BGP routes.
+    pub bgp_reports_refused: Counter,
+    /// BGP sessions of fresh appliances by state.
+    pub bgp_sessions: Family<[(&'static str, &'static str); 1], Gauge>,
+    /// Distinct prefixes each fresh appliance hears over BGP.
+    pub bgp_prefixes: Family<ApplianceLabel, Gauge>,
+    /// Session flaps each fresh appliance's speaker counted since it started.
+    pub bgp_flaps: Family<ApplianceLabel, Gauge>,
+    /// Sites whose fresh appliances hear different prefixes.
+    pub bgp_inconsistent_sites: Gauge,
     /// The listener's connections.
     pub conns: crate::server::ConnMetrics,
 }
@@ -84,6 +105,40 @@ impl Default for Metrics {
             "cp_report_prefixes_refused",
             "Reported prefixes dropped for being outside their site's allowed set",
         );
+        let bgp_routes_refused = m(
+            &mut registry,
+            "cp_bgp_routes_refused",
+            "BGP routes dropped for being outside their site's allowed set",
+        );
+        let bgp_reports_refused = m(
+            &mut registry,
+            "cp_bgp_reports_refused",
+            "Health reports refused for carrying more than max_routes_per_appliance BGP routes",
+        );
+        let bgp_sessions = Family::default();
+        registry.register(
+            "cp_bgp_sessions",
+            "BGP sessions of appliances that reported within 3 intervals, by state",
+            bgp_sessions.clone(),
+        );
+        let bgp_prefixes = Family::default();
+        registry.register(
+            "cp_bgp_prefixes",
+            "Distinct prefixes an appliance hears over BGP (inside its site's allowed set)",
+            bgp_prefixes.clone(),
+        );
+        let bgp_flaps = Family::default();
+        registry.register(
+            "cp_bgp_session_flaps",
+            "Times an appliance's BGP sessions left established, as its speaker counts them since it started",
+            bgp_flaps.clone(),
+        );
+        let bgp_inconsistent_sites = Gauge::default();
+        registry.register(
+            "cp_bgp_inconsistent_sites",
+            "Sites whose appliances hear different prefixes over BGP",
+            bgp_inconsistent_sites.clone(),
+        );
         let conns = crate::server::ConnMetrics::default();
         registry.register("cp_connections", "Connections open", conns.open.clone());
         registry.register(
@@ -103,6 +158,12 @@ impl Default for Metrics {
         );
         Metrics {
             prefixes_refused,
+            bgp_routes_refused,
+            bgp_reports_refused,
+            bgp_sessions,
+            bgp_prefixes,
+            bgp_flaps,
+            bgp_inconsistent_sites,
             conns,
             registry,
             fill_source_errors,
@@ -127,6 +188,39 @@ impl Metrics {
         if d.health_miss {
             self.health_misses.inc();
         }
+    }
+
+    /// Sets the BGP gauges from the fleet view as of `now`, counting only appliances that
+    /// reported within `stale_after` seconds (a silent appliance's last word is not its state).
+    pub fn observe_bgp(&self, snap: &Snapshot, now: i64, stale_after: i64) {
+        let mut by_state = [0i64; BgpState::ALL.len()];
+        self.bgp_prefixes.clear();
+        self.bgp_flaps.clear();
+        for i in 0..snap.len() {
+            let a = snap.at(i);
+            let Some(bgp) = snap.bgp(i) else { continue };
+            if !routing::fresh(a, now, stale_after) {
+                continue;
+            }
+            for s in &bgp.sessions {
+                by_state[s.state as usize] += 1;
+            }
+            let label = [("oca_id", a.id.clone())];
+            self.bgp_prefixes
+                .get_or_create(&label)
+                .set(bgp.prefixes().count() as i64);
+            let flaps: u64 = bgp.sessions.iter().map(|s| s.flaps).sum();
+            self.bgp_flaps
+                .get_or_create(&label)
+                .set(i64::try_from(flaps).unwrap_or(i64::MAX));
+        }
+        for (state, n) in BgpState::ALL.iter().zip(by_state) {
+            self.bgp_sessions
+                .get_or_create(&[("state", state.as_str())])
+                .set(n);
+        }
+        self.bgp_inconsistent_sites
+            .set(routing::inconsistent_count(snap, now, stale_after) as i64);
     }
 
     /// The metrics in Prometheus/OpenMetrics text.

@@ -1,111 +1,229 @@
 //! Steering (docs/architecture.md): from a client address and a content id to up to 10 ranked appliances.
 //!
-//! 1. Longest-prefix match of the client against the prefixes appliances report and the coverage
-//!    zones → candidate sites: the matched (ISP) sites first, then their parent (tier) sites, then
-//!    the rest of the region.
+//! 1. Longest-prefix match of the client against the routes appliances hear (over BGP, or
+//!    configured: static prefixes are locally originated routes) and the coverage zones → where
+//!    each candidate stands ([`Place`]): appliances hearing the longest match, and the sites of a
+//!    zone on it, are the client's own (proximity 0); appliances hearing or zone sites of a wider
+//!    covering prefix, and the parent (tier) sites of the client's sites, are 1; the rest of the
+//!    client's regions, 2.
 //! 2. Keep appliances that are fresh (reported within 3 intervals), not `error`, under the load
 //!    threshold, and hold the content.
-//! 3. Rank by proximity, then the rendezvous hash of (content id, appliance id) so one file's
-//!    traffic lands on the same few appliances, then load headroom.
+//! 3. Rank by proximity, then, among the client's own, by route as BGP's decision process
+//!    would ([`crate::domain::routes`]: LOCAL_PREF, AS path length, ORIGIN, MED), then the
+//!    rendezvous hash of (content id, appliance id) so one file's traffic lands on the same few
+//!    appliances, then load headroom.
 //! 4. Return up to 10; when the first picks all come from one site and another site qualifies, its
 //!    best appliance takes the last place, so a player always has a second site to fail over to.
+//!
+//! An appliance is the client's own only while it hears the route: once a report withdraws it,
+//! the appliance ranks by what else it hears or where its site stands, like any other.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use oca_protocol::prefix::Prefix;
-use oca_protocol::steering::{Explanation, SteerAnswer, Steered};
+use oca_protocol::steering::{Explanation, MatchedRoute, RouteSource, SteerAnswer, Steered};
 
-use crate::fleet::{Candidate, Snapshot};
+use crate::domain::routes::Preference;
+use crate::fleet::{local_route, Candidate, Snapshot};
 
 /// Most appliances in one answer.
 pub const MAX_ANSWER: usize = 10;
 
-/// Where a client is: the proximity rank of every candidate site (0 the client's own sites, 1
-/// their tier sites, 2 the rest of their regions). Computed once per client and shared by the
-/// decisions for each rendition of a play.
+/// Why a candidate is where it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// It hears this route covering the client.
+    Route(Prefix),
+    /// A coverage zone on this prefix names its site.
+    Zone(Prefix),
+    /// Its site is the tier site of one of the client's sites.
+    Tier,
+    /// Its site is in one of the client's regions.
+    Region,
+}
+
+/// Where a candidate stands for a client: ordered best first by (proximity, route preference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// 0 the client's own, 1 tier, 2 the rest of the region.
+    pub prox: u8,
+    /// Its route's preference among the client's own; [`Preference::LOCAL`] for every other
+    /// place, so routes order only the appliances hearing the client's longest match.
+    pub pref: Preference,
+    /// Why.
+    pub why: Why,
+}
+
+impl Place {
+    fn key(&self) -> (u8, Preference) {
+        (self.prox, self.pref)
+    }
+}
+
+/// Where a client is: the place of every candidate appliance. Computed once per client and
+/// shared by the decisions for each rendition of a play.
 pub struct Neighbourhood<'a> {
     snap: &'a Snapshot,
-    rank: HashMap<&'a str, u8>,
+    /// Appliances hearing a route covering the client, with the best place it gives them.
+    heard: HashMap<usize, Place>,
+    /// Sites placed whole: zone sites (0 or 1) and tier sites of the client's sites (1).
+    sites: HashMap<&'a str, Place>,
     regions: Vec<&'a str>,
-    matched: Option<Prefix>,
 }
 
 impl<'a> Neighbourhood<'a> {
-    /// The neighbourhood of `client`: its matched sites, their tier sites and their regions.
+    /// The neighbourhood of `client`: who hears its routes, its zone sites, their tier sites
+    /// and their regions.
     pub fn of(snap: &'a Snapshot, client: IpAddr) -> Neighbourhood<'a> {
-        let mut rank: HashMap<&str, u8> = HashMap::new();
-        let best = snap.routes().longest_match(client).map(|(p, _)| *p);
-        // Only the most specific match decides the client's own sites; wider covering prefixes
-        // (an IXP announcing a /8) rank those sites as tier neighbours instead.
-        for (p, sites) in snap.routes().matches(client) {
-            let r = if Some(*p) == best { 0 } else { 1 };
-            for s in sites {
-                let e = rank.entry(s.as_str()).or_insert(r);
-                *e = (*e).min(r);
+        let matches: Vec<_> = snap.routes().matches(client).collect();
+        let best = matches.last().map(|(p, _)| **p);
+        let mut heard: HashMap<usize, Place> = HashMap::new();
+        let mut sites: HashMap<&str, Place> = HashMap::new();
+        // Shortest first: a longer covering prefix replaces a shorter one at the same place, so
+        // an explanation names the most specific route each appliance hears.
+        for (p, served) in &matches {
+            // Only the most specific match decides the client's own; wider covering prefixes (an
+            // IXP announcing a /8) rank as tier neighbours instead.
+            let own = Some(**p) == best;
+            for &(i, pref) in &served.heard {
+                let place = Place {
+                    prox: if own { 0 } else { 1 },
+                    pref: if own { pref } else { Preference::LOCAL },
+                    why: Why::Route(**p),
+                };
+                better(heard.entry(i).or_insert(place), place);
+            }
+            for site in &served.zone_sites {
+                let place = Place {
+                    prox: if own { 0 } else { 1 },
+                    pref: Preference::LOCAL,
+                    why: Why::Zone(**p),
+                };
+                better(sites.entry(site.as_str()).or_insert(place), place);
             }
         }
-        let matched: Vec<&str> = rank
+        let mut own: Vec<&str> = heard
             .iter()
-            .filter(|(_, r)| **r == 0)
-            .map(|(s, _)| *s)
+            .filter(|(_, place)| place.prox == 0)
+            .map(|(&i, _)| snap.at(i).site.as_str())
+            .chain(
+                sites
+                    .iter()
+                    .filter(|(_, place)| place.prox == 0)
+                    .map(|(s, _)| *s),
+            )
             .collect();
-        let mut regions: Vec<&str> = matched
+        own.sort_unstable();
+        own.dedup();
+        let mut regions: Vec<&str> = own
             .iter()
             .filter_map(|s| snap.site(s))
             .map(|(_, site)| site.region.as_str())
             .collect();
         regions.sort_unstable();
         regions.dedup();
-        for s in &matched {
+        for s in &own {
             if let Some(parent) = snap.site(s).and_then(|(_, site)| site.parent.as_deref()) {
                 if let Some((id, _)) = snap.site(parent) {
-                    let e = rank.entry(id).or_insert(1);
-                    *e = (*e).min(1);
+                    let place = Place {
+                        prox: 1,
+                        pref: Preference::LOCAL,
+                        why: Why::Tier,
+                    };
+                    better(sites.entry(id).or_insert(place), place);
                 }
             }
         }
         Neighbourhood {
             snap,
-            rank,
+            heard,
+            sites,
             regions,
-            matched: best,
         }
     }
 
-    /// Proximity rank of `site`, none when it is not a candidate.
-    fn rank_of(&self, site: &str) -> Option<u8> {
-        if let Some(r) = self.rank.get(site) {
-            return Some(*r);
+    /// The place of the appliance at index `i`, none when it is not a candidate: the best of
+    /// what it hears, where its site stands and its region.
+    pub fn place_of(&self, i: usize) -> Option<Place> {
+        let site = self.snap.at(i).site.as_str();
+        let mut place = self.heard.get(&i).copied();
+        for candidate in [
+            self.sites.get(site).copied(),
+            self.snap
+                .site(site)
+                .filter(|(_, info)| self.regions.contains(&info.region.as_str()))
+                .map(|_| Place {
+                    prox: 2,
+                    pref: Preference::LOCAL,
+                    why: Why::Region,
+                }),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            match &mut place {
+                Some(p) if candidate.key() < p.key() => *p = candidate,
+                Some(_) => {}
+                None => place = Some(candidate),
+            }
         }
-        let (_, site) = self.snap.site(site)?;
-        self.regions.contains(&site.region.as_str()).then_some(2)
+        place
     }
 
-    /// Every candidate site's appliances, with their rank.
-    fn candidates(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
-        let ranked = self.rank.iter().map(|(s, r)| (*s, *r));
-        let regional = self
-            .regions
-            .iter()
-            .flat_map(|reg| self.snap.region_sites(reg))
-            .filter(|s| !self.rank.contains_key(s.as_str()))
-            .map(|s| (s.as_str(), 2));
-        ranked
-            .chain(regional)
-            .flat_map(|(site, prox)| self.snap.site_members(site).iter().map(move |&i| (i, prox)))
+    /// The sites whose appliances may be candidates, each once.
+    fn candidate_sites(&self) -> Vec<&str> {
+        let mut sites: Vec<&str> = self
+            .heard
+            .keys()
+            .map(|&i| self.snap.at(i).site.as_str())
+            .chain(self.sites.keys().copied())
+            .chain(
+                self.regions
+                    .iter()
+                    .flat_map(|r| self.snap.region_sites(r))
+                    .map(String::as_str),
+            )
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        sites
     }
 
-    /// About how many appliances the candidate sites have (at most twice the count: a tier site
-    /// in the same region counts twice), the cost of walking them.
+    /// Every candidate appliance with its place.
+    fn candidates(&self) -> impl Iterator<Item = (usize, Place)> + '_ {
+        self.candidate_sites()
+            .into_iter()
+            .flat_map(|s| self.snap.site_members(s).iter())
+            .filter_map(|&i| self.place_of(i).map(|p| (i, p)))
+    }
+
+    /// About how many appliances the candidate sites have (a site counted in two ways counts
+    /// twice), the cost of walking them.
     fn candidate_estimate(&self) -> usize {
-        let ranked: usize = self
-            .rank
+        let placed: usize = self
+            .sites
             .keys()
             .map(|s| self.snap.site_members(s).len())
             .sum();
         let regional: usize = self.regions.iter().map(|r| self.snap.region_size(r)).sum();
-        ranked + regional
+        self.heard.len() + placed + regional
+    }
+
+    /// The route `explain=1` shows for a candidate at `place`.
+    fn route(&self, i: usize, place: &Place) -> Option<MatchedRoute> {
+        match place.why {
+            Why::Route(p) => self.snap.route_of(i, &p),
+            Why::Zone(p) => Some(local_route(p, RouteSource::Zone)),
+            Why::Tier | Why::Region => None,
+        }
+    }
+}
+
+/// Keeps the better of two places in `at` (the later on a tie: see [`Neighbourhood::of`]).
+fn better(at: &mut Place, candidate: Place) {
+    if candidate.key() <= at.key() {
+        *at = candidate;
     }
 }
 
@@ -114,7 +232,7 @@ impl<'a> Neighbourhood<'a> {
 pub fn bench(snap: &Snapshot, n: usize, report_interval_secs: u64) -> Option<(f64, f64, f64)> {
     // As of the newest report, so the fleet is as fresh as when it was recorded.
     let now = snap.newest_report()?;
-    let prefixes: Vec<Prefix> = snap.reported_prefixes().copied().collect();
+    let prefixes: Vec<Prefix> = snap.served_prefixes().copied().collect();
     let contents: Vec<&String> = snap.held_content().collect();
     if prefixes.is_empty() || contents.is_empty() || n == 0 {
         return None;
@@ -191,6 +309,27 @@ pub fn steer(
     )
 }
 
+/// An eligible appliance with what ranks it.
+struct Ranked<'a> {
+    place: Place,
+    score: u64,
+    headroom: f64,
+    index: usize,
+    a: &'a Candidate,
+}
+
+impl Ranked<'_> {
+    /// Best first; the id breaks the last ties, so both walks give the same order.
+    fn order(&self, other: &Ranked<'_>) -> std::cmp::Ordering {
+        self.place
+            .key()
+            .cmp(&other.place.key())
+            .then(other.score.cmp(&self.score))
+            .then(other.headroom.total_cmp(&self.headroom))
+            .then(self.a.id.cmp(&other.a.id))
+    }
+}
+
 /// Steers a client whose neighbourhood is known to appliances holding `content_id`.
 pub fn steer_near(
     report_interval_secs: u64,
@@ -201,27 +340,26 @@ pub fn steer_near(
     explain: bool,
 ) -> Decision {
     let snap = near.snap;
-    let matched = near.matched;
     let holders = snap.holders(content_id);
-    let mut kept: Vec<(u8, u64, f64, &Candidate)> = Vec::new();
+    let mut kept: Vec<Ranked<'_>> = Vec::new();
     let mut notes = Vec::new();
     let stale_after = 3 * report_interval_secs as i64;
     // Without an explanation to give, only the holders need a look when they are fewer than the
     // neighbourhood's appliances (a file sits on a few sites; a region has hundreds of
     // appliances). Both walks keep the same appliances.
     let holder_count = holders.map_or(0, HashSet::len);
-    let walk: Box<dyn Iterator<Item = (usize, u8)> + '_> =
+    let walk: Box<dyn Iterator<Item = (usize, Place)> + '_> =
         if !explain && holder_count < near.candidate_estimate() {
             Box::new(
                 holders
                     .into_iter()
                     .flatten()
-                    .filter_map(|&i| near.rank_of(&snap.at(i).site).map(|r| (i, r))),
+                    .filter_map(|&i| near.place_of(i).map(|p| (i, p))),
             )
         } else {
             Box::new(near.candidates())
         };
-    for (i, prox) in walk {
+    for (i, place) in walk {
         let a = snap.at(i);
         let reason = a.drop_reason(holders.is_some_and(|h| h.contains(&i)), now, stale_after);
         if let Some(reason) = reason {
@@ -231,55 +369,64 @@ pub fn steer_near(
                     site: a.site.clone(),
                     kept: false,
                     reason: reason.into(),
+                    route: near.route(i, &place),
                 });
             }
             continue;
         }
-        let headroom = 1.0 - a.load();
-        kept.push((
-            prox,
-            oca_store::placement::score(&a.id, content_id),
-            headroom,
+        kept.push(Ranked {
+            place,
+            score: oca_store::placement::score(&a.id, content_id),
+            headroom: 1.0 - a.load(),
+            index: i,
             a,
-        ));
+        });
     }
-    // The id breaks the last ties, so both walks give the same order.
-    kept.sort_unstable_by(|x, y| {
-        x.0.cmp(&y.0)
-            .then(y.1.cmp(&x.1))
-            .then(y.2.total_cmp(&x.2))
-            .then(x.3.id.cmp(&y.3.id))
-    });
-    let mut picked: Vec<&(u8, u64, f64, &Candidate)> = kept.iter().take(MAX_ANSWER).collect();
-    if picked.len() == MAX_ANSWER && picked.iter().all(|k| k.3.site == picked[0].3.site) {
-        if let Some(other) = kept.iter().find(|k| k.3.site != picked[0].3.site) {
+    kept.sort_unstable_by(Ranked::order);
+    let mut picked: Vec<usize> = (0..kept.len().min(MAX_ANSWER)).collect();
+    let mut second_site = None;
+    if picked.len() == MAX_ANSWER && picked.iter().all(|&k| kept[k].a.site == kept[0].a.site) {
+        if let Some(other) = kept.iter().position(|k| k.a.site != kept[0].a.site) {
             picked[MAX_ANSWER - 1] = other;
+            second_site = Some(other);
         }
     }
     let appliances: Vec<Steered> = picked
         .iter()
-        .map(|k| Steered {
-            oca_id: k.3.id.clone(),
-            site: k.3.site.clone(),
-            url: k.3.url.clone(),
+        .map(|&k| Steered {
+            oca_id: kept[k].a.id.clone(),
+            site: kept[k].a.site.clone(),
+            url: kept[k].a.url.clone(),
         })
         .collect();
     if explain {
         for (n, k) in kept.iter().enumerate() {
-            let chosen = picked.iter().any(|p| std::ptr::eq(p.3, k.3));
-            let proximity = ["client's site", "tier site", "same region"][k.0 as usize];
-            let reason = match (chosen, matched) {
-                (true, Some(m)) => {
-                    format!("kept: {proximity} (client matched {m}), rank {}", n + 1)
+            let rank = picked.iter().position(|&p| p == n);
+            let reason = match rank {
+                Some(r) => {
+                    let before = r.checked_sub(1).map(|b| &kept[picked[b]]);
+                    let why = if second_site == Some(n) {
+                        format!(
+                            "the best of another site than {}, so the player has a second \
+                             site to fail over to",
+                            kept[0].a.site
+                        )
+                    } else {
+                        ranked_after(before, k)
+                    };
+                    format!("kept: {}, rank {}: {why}", standing(&k.place), r + 1)
                 }
-                (true, None) => format!("kept: {proximity}, rank {}", n + 1),
-                (false, _) => format!("eligible but beyond the first {MAX_ANSWER}"),
+                None => format!(
+                    "eligible ({}) but beyond the first {MAX_ANSWER}",
+                    standing(&k.place)
+                ),
             };
             notes.push(Explanation {
-                oca_id: k.3.id.clone(),
-                site: k.3.site.clone(),
-                kept: chosen,
+                oca_id: k.a.id.clone(),
+                site: k.a.site.clone(),
+                kept: rank.is_some(),
                 reason,
+                route: near.route(k.index, &k.place),
             });
         }
     }
@@ -294,6 +441,47 @@ pub fn steer_near(
             explain: notes,
         },
     }
+}
+
+/// Where a candidate stands, in words.
+fn standing(place: &Place) -> String {
+    match (place.prox, place.why) {
+        (0, Why::Route(p)) => format!("client's site: hears the client's route {p}"),
+        (0, Why::Zone(p)) => format!("client's site: coverage zone {p}"),
+        (_, Why::Route(p)) => format!("tier site: hears the covering route {p}"),
+        (_, Why::Zone(p)) => format!("tier site: covering coverage zone {p}"),
+        (_, Why::Tier) => "tier site of the client's site".to_string(),
+        (_, Why::Region) => "same region".to_string(),
+    }
+}
+
+/// Why `k` ranks right after `before` (none: it ranks first).
+fn ranked_after(before: Option<&Ranked<'_>>, k: &Ranked<'_>) -> String {
+    let Some(b) = before else {
+        return "first".to_string();
+    };
+    let prox = ["client's site", "tier site", "same region"];
+    if b.place.prox != k.place.prox {
+        return format!(
+            "after {}, nearer ({} before {})",
+            b.a.id, prox[b.place.prox as usize], prox[k.place.prox as usize]
+        );
+    }
+    if let Some(why) = b.place.pref.why_better(&k.place.pref) {
+        return format!("after {}, whose route is better: {why}", b.a.id);
+    }
+    let same = if k.place.prox == 0 {
+        "an equal route, "
+    } else {
+        ""
+    };
+    if b.score != k.score {
+        return format!(
+            "after {}: {same}the rendezvous hash of (content, appliance) puts it first",
+            b.a.id
+        );
+    }
+    format!("after {}: {same}it has more load headroom", b.a.id)
 }
 
 #[cfg(test)]
@@ -339,14 +527,31 @@ mod tests {
                 db.create_appliance(&a, &[0; 32], now).unwrap();
                 let status = ["ok", "ok", "ok", "warning", "error"][rnd(5) as usize];
                 let content: Vec<String> = (0..rnd(20)).map(|_| format!("c{}", rnd(40))).collect();
-                let report: HealthReport = serde_json::from_value(serde_json::json!({
+                let mut report = serde_json::json!({
                     "oca_id": id, "site": site.id, "version": "t", "status": status,
                     "serving": {"active_connections": 0, "bytes_per_sec": rnd(130_000),
                                 "requests_per_sec": 0, "capacity_bps": 1_000_000},
                     "disks": [], "prefixes": [format!("10.{s}.{}.0/24", rnd(2)), format!("10.{}.0.0/16", s - s % 5)],
                     "inventory": {"kind": "full", "seq": 1, "content": content}
-                }))
-                .unwrap();
+                });
+                // Half the appliances also hear routes over BGP, with random attributes, some
+                // more specific than the static ones.
+                if rnd(2) == 0 {
+                    let routes: Vec<serde_json::Value> = (0..rnd(4))
+                        .map(|n| {
+                            serde_json::json!({
+                                "prefix": format!("10.{s}.{}.0/{}", rnd(2), [24, 25][rnd(2) as usize]),
+                                "neighbor": format!("192.0.2.{n}"),
+                                "as_path": vec![64500u32; rnd(4) as usize],
+                                "origin": (["igp", "egp", "incomplete"][rnd(3) as usize]),
+                                "med": ([None, Some(0u32), Some(10)][rnd(3) as usize]),
+                                "local_pref": ([None, Some(100u32), Some(200)][rnd(3) as usize]),
+                            })
+                        })
+                        .collect();
+                    report["bgp"] = serde_json::json!({"sessions": [], "routes": routes});
+                }
+                let report: HealthReport = serde_json::from_value(report).unwrap();
                 let stale = rnd(6) == 0;
                 db.record_report(&report, if stale { now - 100 } else { now })
                     .unwrap();

@@ -6,24 +6,6 @@ use std::process::Command;
 
 use common::*;
 
-fn ocactl(cp: &Cp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ocactl"))
-        .args([
-            "--url",
-            &format!("http://{}", cp.addr),
-            "--token",
-            &cp.token,
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn ocactl_builds_a_catalog_and_ingests_content() {
     let dir = tempfile::tempdir().unwrap();

@@ -48,6 +48,8 @@ pub fn build(cfg: &Config, shared: &Shared, serving: Serving) -> HealthReport {
         prefixes: cfg.prefixes.clone(),
         inventory,
         fill_errors,
+        // Filled in once the appliance's BGP speaker reports to the fill agent (issue 16).
+        bgp: None,
     }
 }
 

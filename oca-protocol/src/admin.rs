@@ -4,11 +4,14 @@
 //!
 //! Request bodies refuse unknown fields: a misspelt optional field is an error, not a default.
 
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::health::{BgpSession, Origin};
 use crate::prefix::Prefix;
+use crate::steering::RouteSource;
 
 /// A site: an ISP's rack or an internet exchange (`POST /v1/admin/sites`, and each entry of
 /// `GET`).
@@ -192,6 +195,107 @@ pub struct Rotated {
     pub current: String,
 }
 
+/// One appliance's BGP sessions, as `GET /v1/admin/bgp/sessions` lists them (appliances whose
+/// last report carried BGP).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BgpAppliance {
+    /// Appliance id.
+    pub oca_id: String,
+    /// Its site.
+    pub site: String,
+    /// Its sessions as last reported.
+    pub sessions: Vec<BgpSession>,
+    /// BGP routes kept from its last report (inside the site's allowed prefixes).
+    pub routes: u64,
+    /// Distinct prefixes among them.
+    pub prefixes: u64,
+    /// Unix seconds of that report.
+    pub last_report: i64,
+}
+
+/// A route an appliance serves, as the route explorer (`GET /v1/admin/bgp/routes`) shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HeardRoute {
+    /// The route's prefix.
+    pub prefix: Prefix,
+    /// The appliance hearing it.
+    pub oca_id: String,
+    /// Its site.
+    pub site: String,
+    /// `bgp`, or `static` for a configured prefix (a locally originated route).
+    pub source: RouteSource,
+    /// The router it came from (BGP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbor: Option<IpAddr>,
+    /// AS_PATH, nearest AS first (empty for static routes).
+    pub as_path: Vec<u32>,
+    /// ORIGIN.
+    pub origin: Origin,
+    /// MULTI_EXIT_DISC, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub med: Option<u32>,
+    /// LOCAL_PREF, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_pref: Option<u32>,
+    /// Communities (`"65000:100"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
+    /// Large communities (`"65000:1:2"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub large_communities: Vec<String>,
+    /// Kept through the router's graceful restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+    /// Steering prefers it for this prefix: it is its appliance's best route for the prefix and
+    /// no appliance hears the prefix by a better one (equal routes are all best).
+    pub best: bool,
+}
+
+/// `GET /v1/admin/bgp/routes[?prefix=P][&oca_id=A][&limit=N]`: the routes asked for, by prefix,
+/// then appliance, best first within a prefix.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BgpRoutes {
+    /// The routes, at most `limit`.
+    pub routes: Vec<HeardRoute>,
+    /// More routes matched than were listed: narrow the question (a prefix, an appliance).
+    pub more: bool,
+}
+
+/// A site whose appliances hear different prefixes over BGP (`GET /v1/admin/bgp/inconsistent`):
+/// clients in a prefix only some of them hear are steered to those only, which is usually a
+/// session down or a router filtering one appliance differently.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InconsistentSite {
+    /// Site id.
+    pub site: String,
+    /// Its appliances that report BGP and are fresh, with how many prefixes each hears.
+    pub appliances: Vec<SiteHearing>,
+    /// Prefixes heard by some of them and not by others (the first 100 by prefix).
+    pub differing: Vec<PrefixSplit>,
+    /// How many prefixes differ in all.
+    pub differing_total: u64,
+}
+
+/// One appliance of a site and how many prefixes it hears over BGP.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SiteHearing {
+    /// Appliance id.
+    pub oca_id: String,
+    /// Distinct prefixes it hears.
+    pub prefixes: u64,
+}
+
+/// A prefix only some of a site's appliances hear.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PrefixSplit {
+    /// The prefix.
+    pub prefix: Prefix,
+    /// Appliances hearing it.
+    pub heard_by: Vec<String>,
+    /// Appliances of the same site not hearing it.
+    pub not_heard_by: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +332,64 @@ mod tests {
             r#"{"id":"a","site":"s","url":"http://a","capacity_bps":1,"status":"ok","last_report":null}"#
         );
         assert_eq!(serde_json::from_str::<ApplianceState>(&text).unwrap(), s);
+    }
+
+    #[test]
+    fn bgp_admin_bodies_match_their_pinned_json() {
+        let heard = HeardRoute {
+            prefix: "198.51.100.0/24".parse().unwrap(),
+            oca_id: "a1".into(),
+            site: "isp-a".into(),
+            source: RouteSource::Bgp,
+            neighbor: Some("192.0.2.1".parse().unwrap()),
+            as_path: vec![64500, 64510],
+            origin: Origin::Igp,
+            med: Some(5),
+            local_pref: None,
+            communities: vec!["65000:100".into()],
+            large_communities: vec![],
+            stale: false,
+            best: true,
+        };
+        let routes = BgpRoutes {
+            routes: vec![heard],
+            more: false,
+        };
+        let text = serde_json::to_string(&routes).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"routes":[{"prefix":"198.51.100.0/24","oca_id":"a1","site":"isp-a","source":"bgp","#,
+                r#""neighbor":"192.0.2.1","as_path":[64500,64510],"origin":"igp","med":5,"#,
+                r#""communities":["65000:100"],"best":true}],"more":false}"#
+            )
+        );
+        assert_eq!(serde_json::from_str::<BgpRoutes>(&text).unwrap(), routes);
+        let site = InconsistentSite {
+            site: "isp-a".into(),
+            appliances: vec![SiteHearing {
+                oca_id: "a1".into(),
+                prefixes: 2,
+            }],
+            differing: vec![PrefixSplit {
+                prefix: "192.0.2.0/24".parse().unwrap(),
+                heard_by: vec!["a1".into()],
+                not_heard_by: vec!["a2".into()],
+            }],
+            differing_total: 1,
+        };
+        let text = serde_json::to_string(&site).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"site":"isp-a","appliances":[{"oca_id":"a1","prefixes":2}],"#,
+                r#""differing":[{"prefix":"192.0.2.0/24","heard_by":["a1"],"not_heard_by":["a2"]}],"#,
+                r#""differing_total":1}"#
+            )
+        );
+        assert_eq!(
+            serde_json::from_str::<InconsistentSite>(&text).unwrap(),
+            site
+        );
     }
 }

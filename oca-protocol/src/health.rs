@@ -1,8 +1,15 @@
 //! The health report an appliance's fill agent sends every interval, and the control plane's
 //! reply (docs/architecture.md, "Health report").
 //!
-//! Unknown fields are ignored rather than refused, so appliances and the control plane can be
-//! upgraded one at a time.
+//! Unknown fields are ignored rather than refused, and fields added later (`fill_errors`, `bgp`)
+//! are optional both ways, so appliances and the control plane can be upgraded one at a time.
+//!
+//! Routes come two ways: `prefixes`, configured by hand (labs, `fill-agent --prefix`), flagged
+//! static in the report; and `bgp`, what the appliance's BGP speaker heard from the ISP's
+//! routers, with each route's attributes, which steering compares the way BGP's decision
+//! process does (docs/control-plane.md, "Steering").
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,13 +31,144 @@ pub struct HealthReport {
     pub serving: Serving,
     /// One entry per store disk.
     pub disks: Vec<DiskReport>,
-    /// Routes this appliance serves (BGP-learned on real hardware, configured here).
+    /// Configured (static) prefixes: routes set by hand rather than heard over BGP, flagged
+    /// static in the report. Steering treats each like a locally originated route (empty AS
+    /// path, origin IGP).
     pub prefixes: Vec<Prefix>,
     /// What the appliance holds.
     pub inventory: Inventory,
     /// Fill sources that failed since the last report (the planner ranks them down).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fill_errors: Vec<FillError>,
+    /// What the appliance's BGP speaker hears; absent from appliances without one (and from
+    /// those older than it), which steer by `prefixes` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpReport>,
+}
+
+/// The BGP part of a health report: every session and the routes accepted on them, as of the
+/// report (each report replaces the last: a route missing from it is withdrawn).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct BgpReport {
+    /// One entry per configured neighbour, whatever its state.
+    pub sessions: Vec<BgpSession>,
+    /// The routes accepted by the import filters, one per (prefix, neighbour).
+    pub routes: Vec<BgpRoute>,
+}
+
+/// One BGP session with an ISP router.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BgpSession {
+    /// The router's address.
+    pub neighbor: IpAddr,
+    /// The router's AS number (4-octet, RFC 6793).
+    pub peer_as: u32,
+    /// RFC 4271 state.
+    pub state: BgpState,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+    /// Prefixes the router announced on the session now.
+    pub prefixes_received: u64,
+    /// Of those, prefixes the import filter accepted.
+    pub prefixes_accepted: u64,
+    /// Times the session left `established` since the speaker started.
+    pub flaps: u64,
+    /// Why the session last went down (a NOTIFICATION, hold timer expiry, ...), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A session's state (RFC 4271 §8.2.2).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum BgpState {
+    /// Not trying (configured off, or waiting out a back-off).
+    Idle,
+    /// Connecting.
+    Connect,
+    /// Listening for the router to connect.
+    Active,
+    /// OPEN sent, waiting for the router's.
+    OpenSent,
+    /// OPENs exchanged, waiting for a KEEPALIVE.
+    OpenConfirm,
+    /// Up: routes flow.
+    Established,
+}
+
+impl BgpState {
+    /// Every state, in the RFC's order.
+    pub const ALL: [BgpState; 6] = [
+        BgpState::Idle,
+        BgpState::Connect,
+        BgpState::Active,
+        BgpState::OpenSent,
+        BgpState::OpenConfirm,
+        BgpState::Established,
+    ];
+
+    /// The state as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BgpState::Idle => "idle",
+            BgpState::Connect => "connect",
+            BgpState::Active => "active",
+            BgpState::OpenSent => "open_sent",
+            BgpState::OpenConfirm => "open_confirm",
+            BgpState::Established => "established",
+        }
+    }
+}
+
+/// One route a BGP session delivered, with the attributes steering compares.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BgpRoute {
+    /// The destination.
+    pub prefix: Prefix,
+    /// The session (router address) it came from.
+    pub neighbor: IpAddr,
+    /// AS_PATH as a list of AS numbers, nearest first (an AS_SET's members listed in it).
+    pub as_path: Vec<u32>,
+    /// ORIGIN.
+    pub origin: Origin,
+    /// MULTI_EXIT_DISC, when the router sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub med: Option<u32>,
+    /// LOCAL_PREF, when the router sent one (iBGP sessions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_pref: Option<u32>,
+    /// Communities, `"65000:100"` (RFC 1997).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
+    /// Large communities, `"65000:1:2"` (RFC 8092).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub large_communities: Vec<String>,
+    /// Kept through the router's graceful restart (RFC 4724) and not yet announced again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
+}
+
+/// A route's ORIGIN attribute; lower is preferred (IGP < EGP < INCOMPLETE).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Learned from an interior protocol (or originated locally).
+    Igp,
+    /// Learned from EGP (historic).
+    Egp,
+    /// Learned some other way (redistributed).
+    Incomplete,
+}
+
+impl Origin {
+    /// The origin as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Igp => "igp",
+            Origin::Egp => "egp",
+            Origin::Incomplete => "incomplete",
+        }
+    }
 }
 
 /// A fill source that failed.
@@ -190,7 +328,8 @@ pub struct HealthReply {
     pub inventory_seq: u64,
     /// Set when the control plane wants a full inventory next time (it lost track).
     pub send_full_inventory: bool,
-    /// Reported prefixes outside the site's allowed set, dropped (nothing is steered by them).
+    /// Prefixes outside the site's allowed set, dropped (nothing is steered by them): static
+    /// prefixes and the prefixes of BGP routes alike, each once, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused_prefixes: Vec<Prefix>,
 }
@@ -228,6 +367,158 @@ mod tests {
             Status::Error > Status::Warning && Status::Warning > Status::Ok,
             "worst wins by max()"
         );
+    }
+
+    /// The BGP shapes as the fill agent sends them and the control plane reads them; a change
+    /// here is a change of the wire format both sides must agree on.
+    #[test]
+    fn bgp_report_matches_its_pinned_json() {
+        let report = BgpReport {
+            sessions: vec![
+                BgpSession {
+                    neighbor: "192.0.2.1".parse().unwrap(),
+                    peer_as: 4_200_000_001,
+                    state: BgpState::Established,
+                    since: 1_764_547_200,
+                    prefixes_received: 3,
+                    prefixes_accepted: 2,
+                    flaps: 1,
+                    last_error: Some("hold timer expired".into()),
+                },
+                BgpSession {
+                    neighbor: "2001:db8::1".parse().unwrap(),
+                    peer_as: 64500,
+                    state: BgpState::OpenConfirm,
+                    since: 1_764_547_260,
+                    prefixes_received: 0,
+                    prefixes_accepted: 0,
+                    flaps: 0,
+                    last_error: None,
+                },
+            ],
+            routes: vec![
+                BgpRoute {
+                    prefix: "198.51.100.0/24".parse().unwrap(),
+                    neighbor: "192.0.2.1".parse().unwrap(),
+                    as_path: vec![4_200_000_001, 64510],
+                    origin: Origin::Egp,
+                    med: Some(10),
+                    local_pref: Some(200),
+                    communities: vec!["65000:100".into()],
+                    large_communities: vec!["65000:1:2".into()],
+                    stale: true,
+                },
+                BgpRoute {
+                    prefix: "2001:db8:100::/48".parse().unwrap(),
+                    neighbor: "2001:db8::1".parse().unwrap(),
+                    as_path: vec![],
+                    origin: Origin::Incomplete,
+                    med: None,
+                    local_pref: None,
+                    communities: vec![],
+                    large_communities: vec![],
+                    stale: false,
+                },
+            ],
+        };
+        let pinned = concat!(
+            r#"{"sessions":["#,
+            r#"{"neighbor":"192.0.2.1","peer_as":4200000001,"state":"established","since":1764547200,"#,
+            r#""prefixes_received":3,"prefixes_accepted":2,"flaps":1,"last_error":"hold timer expired"},"#,
+            r#"{"neighbor":"2001:db8::1","peer_as":64500,"state":"open_confirm","since":1764547260,"#,
+            r#""prefixes_received":0,"prefixes_accepted":0,"flaps":0}],"#,
+            r#""routes":["#,
+            r#"{"prefix":"198.51.100.0/24","neighbor":"192.0.2.1","as_path":[4200000001,64510],"#,
+            r#""origin":"egp","med":10,"local_pref":200,"communities":["65000:100"],"#,
+            r#""large_communities":["65000:1:2"],"stale":true},"#,
+            r#"{"prefix":"2001:db8:100::/48","neighbor":"2001:db8::1","as_path":[],"origin":"incomplete"}]}"#
+        );
+        assert_eq!(serde_json::to_string(&report).unwrap(), pinned);
+        assert_eq!(serde_json::from_str::<BgpReport>(pinned).unwrap(), report);
+        // Absent optional attributes and explicit nulls, empties and false read the same.
+        let explicit = r#"{"prefix":"2001:db8:100::/48","neighbor":"2001:db8::1","as_path":[],"origin":"incomplete","med":null,"local_pref":null,"communities":[],"large_communities":[],"stale":false}"#;
+        assert_eq!(
+            serde_json::from_str::<BgpRoute>(explicit).unwrap(),
+            report.routes[1]
+        );
+        let states: Vec<String> = BgpState::ALL
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        assert_eq!(
+            states,
+            [
+                r#""idle""#,
+                r#""connect""#,
+                r#""active""#,
+                r#""open_sent""#,
+                r#""open_confirm""#,
+                r#""established""#
+            ]
+        );
+        for s in BgpState::ALL {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert!(Origin::Igp < Origin::Egp && Origin::Egp < Origin::Incomplete);
+    }
+
+    /// Old appliances send no `bgp` and a report without BGP is written without the key, so an
+    /// older control plane reads a new appliance's report and the other way round.
+    #[test]
+    fn a_report_with_bgp_and_one_without_both_read() {
+        let old = r#"{"oca_id":"o","site":"s","version":"v","status":"ok","serving":{"active_connections":0,"bytes_per_sec":0,"requests_per_sec":0,"capacity_bps":0},"disks":[],"prefixes":["192.0.2.0/24"],"inventory":{"kind":"full","seq":0,"content":[]}}"#;
+        let r: HealthReport = serde_json::from_str(old).unwrap();
+        assert_eq!(r.bgp, None);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            old,
+            "no bgp key written"
+        );
+        let new = old.replace(
+            r#""inventory""#,
+            r#""bgp":{"sessions":[],"routes":[{"prefix":"192.0.2.0/25","neighbor":"192.0.2.1","as_path":[64500],"origin":"igp"}]},"inventory""#,
+        );
+        let r: HealthReport = serde_json::from_str(&new).unwrap();
+        let bgp = r.bgp.as_ref().unwrap();
+        assert_eq!(
+            (bgp.routes[0].prefix.bits(), bgp.routes[0].origin),
+            (25, Origin::Igp)
+        );
+        let again: HealthReport =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+        let bad = new.replace(r#""origin":"igp""#, r#""origin":"bgp""#);
+        let e = serde_json::from_str::<HealthReport>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bgp") && e.contains("incomplete"), "{e}");
+    }
+
+    #[test]
+    fn a_reply_lists_refused_prefixes_only_when_there_are_some() {
+        let reply = HealthReply {
+            keys: vec![],
+            manifest_version: 1,
+            report_interval_secs: 10,
+            inventory_seq: 2,
+            send_full_inventory: false,
+            refused_prefixes: vec![],
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        assert_eq!(
+            text,
+            r#"{"keys":[],"manifest_version":1,"report_interval_secs":10,"inventory_seq":2,"send_full_inventory":false}"#
+        );
+        let refused = HealthReply {
+            refused_prefixes: vec!["0.0.0.0/0".parse().unwrap()],
+            ..reply
+        };
+        assert!(serde_json::to_string(&refused)
+            .unwrap()
+            .ends_with(r#""refused_prefixes":["0.0.0.0/0"]}"#));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Administers an Open Connect control plane: sites, appliances, zones, titles, content,
-/// subscribers and URL-signing keys.
+/// subscribers and URL-signing keys, and shows what the appliances hear over BGP.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
@@ -66,6 +66,32 @@ enum Command {
     /// URL-signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// What appliances hear over BGP: sessions, routes, sites that disagree.
+    #[command(subcommand)]
+    Bgp(BgpCmd),
+}
+
+#[derive(Subcommand)]
+enum BgpCmd {
+    /// Each appliance's BGP sessions as last reported (state, since, prefixes, flaps, error).
+    Sessions {
+        /// One appliance only.
+        #[arg(long)]
+        appliance: Option<String>,
+    },
+    /// The route explorer: who hears PREFIX, with its attributes, the route steering prefers
+    /// first (every route when no prefix is given).
+    Routes {
+        prefix: Option<Prefix>,
+        /// One appliance's routes only.
+        #[arg(long)]
+        appliance: Option<String>,
+        /// Most routes to list (default 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Sites whose appliances hear different prefixes, with the prefixes that differ.
+    Inconsistent,
 }
 
 #[derive(Subcommand)]
@@ -383,9 +409,41 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(KeysCmd::Rotate) => {
             api.post("/v1/admin/keys/rotate", &serde_json::Map::new())?
         }
+        Command::Bgp(BgpCmd::Sessions { appliance }) => {
+            let q = query(&[("oca_id", appliance)]);
+            api.get(&format!("/v1/admin/bgp/sessions{q}"))?
+        }
+        Command::Bgp(BgpCmd::Routes {
+            prefix,
+            appliance,
+            limit,
+        }) => {
+            let q = query(&[
+                ("prefix", prefix.map(|p| p.to_string())),
+                ("oca_id", appliance),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            api.get(&format!("/v1/admin/bgp/routes{q}"))?
+        }
+        Command::Bgp(BgpCmd::Inconsistent) => api.get("/v1/admin/bgp/inconsistent")?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// A query string (`?a=1&b=2`, percent-encoded: prefixes carry `/` and `:`) of the pairs
+/// given a value; empty when none is.
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let given: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
+        .collect();
+    if given.is_empty() {
+        return String::new();
+    }
+    let mut url = reqwest::Url::parse("http://query/").expect("a valid URL");
+    url.query_pairs_mut().extend_pairs(given);
+    format!("?{}", url.query().unwrap_or_default())
 }
 
 /// Hashes and copies the file into the origin directory (via a temporary name, fsync, rename, so

@@ -7,5 +7,6 @@ pub mod credentials;
 pub mod intake;
 pub mod player_tokens;
 pub mod popularity;
+pub mod routes;
 pub mod streams;
 pub mod url_keys;

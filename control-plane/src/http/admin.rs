@@ -10,8 +10,8 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use oca_protocol::admin::{
-    Appliance, ApplianceState, Content, IssuedToken, Registered, Rotated, Site, Subscriber, Title,
-    TokenRequest, Zone,
+    Appliance, ApplianceState, BgpAppliance, BgpRoutes, Content, InconsistentSite, IssuedToken,
+    Registered, Rotated, Site, Subscriber, Title, TokenRequest, Zone,
 };
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::SteerAnswer;
@@ -20,7 +20,7 @@ use crate::app::{unix_now, App};
 use crate::domain::{credentials, player_tokens, url_keys};
 use crate::http::error::{bad_request, err, unauthorized, Failure};
 use crate::http::request::{bearer, body, check_country, check_id};
-use crate::steering;
+use crate::{routing, steering};
 use oca_protocol::playback::ErrorCode;
 
 /// Proof that the request carried the admin bearer token.
@@ -248,8 +248,112 @@ pub async fn put_subscriber(
 }
 
 /// `/metrics`, for the admin token only: figures about the fleet are not for the Internet.
-pub async fn metrics(_: Admin, State(app): State<Arc<App>>) -> String {
-    app.metrics.render()
+pub async fn metrics(_: Admin, State(app): State<Arc<App>>) -> Result<String, Failure> {
+    {
+        let snap = app.fleet()?;
+        app.metrics
+            .observe_bgp(&snap, unix_now(), app.stale_after());
+    }
+    Ok(app.metrics.render())
+}
+
+/// `GET /v1/admin/bgp/sessions` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsQuery {
+    #[serde(default)]
+    oca_id: Option<String>,
+}
+
+/// `GET /v1/admin/bgp/sessions[?oca_id=A]`: each appliance's BGP sessions as last reported.
+pub async fn bgp_sessions(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    query: Result<Query<SessionsQuery>, QueryRejection>,
+) -> Result<Json<Vec<BgpAppliance>>, Failure> {
+    let q = query.map_err(|r| bad_request(r.body_text()))?.0;
+    let snap = app.fleet()?;
+    Ok(Json(routing::sessions(&snap, q.oca_id.as_deref())))
+}
+
+/// Routes the explorer lists when no `limit` is given.
+pub const DEFAULT_ROUTE_LIMIT: usize = 1_000;
+
+/// Most routes the explorer lists at once.
+pub const MAX_ROUTE_LIMIT: usize = 100_000;
+
+/// `GET /v1/admin/bgp/routes` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesQuery {
+    #[serde(default)]
+    prefix: Option<Prefix>,
+    #[serde(default)]
+    oca_id: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /v1/admin/bgp/routes[?prefix=P][&oca_id=A][&limit=N]`: the route explorer: who hears a
+/// prefix, with its attributes, and which route steering prefers.
+pub async fn bgp_routes(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    query: Result<Query<RoutesQuery>, QueryRejection>,
+) -> Result<Json<BgpRoutes>, Failure> {
+    let q = query.map_err(|r| bad_request(r.body_text()))?.0;
+    let limit = q.limit.unwrap_or(DEFAULT_ROUTE_LIMIT);
+    if !(1..=MAX_ROUTE_LIMIT).contains(&limit) {
+        return Err(bad_request(format!("limit: 1 to {MAX_ROUTE_LIMIT}")));
+    }
+    let app2 = app.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        // Who hears a prefix comes from the view; their routes' attributes from storage, by
+        // appliance (storage has no index by prefix). A report between the two reads shows as
+        // a route not yet, or no longer, best.
+        let oca_ids: Option<Vec<String>> = match (&q.oca_id, &q.prefix) {
+            (Some(id), _) => Some(vec![id.clone()]),
+            (None, Some(p)) => Some(routing::hearing(&*app2.fleet()?, p)),
+            (None, None) => None,
+        };
+        let mut stored = Vec::new();
+        match oca_ids {
+            Some(ids) => {
+                for id in ids {
+                    let left = (limit + 1).saturating_sub(stored.len());
+                    if left == 0 {
+                        break;
+                    }
+                    stored.extend(app2.store.bgp_routes(Some(&id), q.prefix.as_ref(), left)?);
+                }
+            }
+            None => stored = app2.store.bgp_routes(None, None, limit + 1)?,
+        }
+        let snap = app2.fleet()?;
+        Ok::<_, crate::storage::StorageError>(routing::explore(
+            &snap,
+            stored,
+            q.prefix.as_ref(),
+            q.oca_id.as_deref(),
+            limit,
+        ))
+    })
+    .await
+    .map_err(|_| crate::http::error::internal())??;
+    Ok(Json(answer))
+}
+
+/// `GET /v1/admin/bgp/inconsistent`: sites whose appliances hear different prefixes.
+pub async fn bgp_inconsistent(
+    _: Admin,
+    State(app): State<Arc<App>>,
+) -> Result<Json<Vec<InconsistentSite>>, Failure> {
+    let snap = app.fleet()?;
+    Ok(Json(routing::inconsistent(
+        &snap,
+        unix_now(),
+        app.stale_after(),
+    )))
 }
 
 /// `GET /v1/admin/zones`.

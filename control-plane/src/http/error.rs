@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use oca_protocol::playback::{ApiError, ErrorCode};
 
+use crate::domain::intake::ReportError;
 use crate::planning::manifest::NoManifest;
 use crate::play::PlayError;
 use crate::storage::StorageError;
@@ -70,6 +71,20 @@ impl From<PlayError> for Failure {
             PlayError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         err(status, e.code(), e.to_string())
+    }
+}
+
+impl From<ReportError> for Failure {
+    fn from(e: ReportError) -> Failure {
+        match e {
+            // 422: the body is well formed, and sending it again will not help.
+            ReportError::TooManyRoutes { .. } => err(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::TooManyRoutes,
+                e.to_string(),
+            ),
+            ReportError::Storage(e) => e.into(),
+        }
     }
 }
 
@@ -191,6 +206,24 @@ mod tests {
             let body = format!(r#"{{"code":"{code}","message":"{message}"}}"#);
             assert_eq!(answer(e.into()), (status, body));
         }
+    }
+
+    #[test]
+    fn too_many_routes_is_422_and_says_which_limit() {
+        let (status, body) = answer(
+            ReportError::TooManyRoutes {
+                reported: 7,
+                max: 5,
+            }
+            .into(),
+        );
+        assert_eq!(status, 422);
+        assert!(
+            body.contains(r#""code":"too_many_routes""#)
+                && body.contains("7 routes")
+                && body.contains("max_routes_per_appliance = 5"),
+            "{body}"
+        );
     }
 
     #[test]

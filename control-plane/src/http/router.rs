@@ -46,6 +46,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(admin::list_zones).post(admin::put_zone),
         )
         .route("/v1/steer", get(admin::steer))
+        .route("/v1/admin/bgp/sessions", get(admin::bgp_sessions))
+        .route("/v1/admin/bgp/routes", get(admin::bgp_routes))
+        .route("/v1/admin/bgp/inconsistent", get(admin::bgp_inconsistent))
         .route(
             "/v1/admin/titles",
             get(admin::list_titles).post(admin::create_title),

@@ -22,7 +22,7 @@
 
 pub mod sqlite;
 
-use oca_protocol::health::{DiskReport, HealthReport, Status};
+use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
 use oca_protocol::prefix::Prefix;
 
 pub use oca_protocol::admin::{
@@ -177,8 +177,26 @@ pub trait FleetStore {
     /// Every appliance with its last report, by id.
     fn reported_appliances(&self) -> Result<Vec<ReportedAppliance>>;
 
-    /// The prefixes each appliance last reported: (appliance id, prefix).
+    /// The static prefixes each appliance last reported: (appliance id, prefix).
     fn reported_prefixes(&self) -> Result<Vec<(String, Prefix)>>;
+
+    /// Calls `each(appliance id, sessions, routes)` for every appliance whose last report
+    /// carried BGP, its routes sorted by (prefix, neighbour). One appliance at a time, so a
+    /// fleet's routes are never all in memory twice.
+    fn reported_bgp(
+        &self,
+        each: &mut dyn FnMut(String, Vec<BgpSession>, Vec<BgpRoute>),
+    ) -> Result<()>;
+
+    /// BGP routes as last reported: appliance `oca_id`'s (of `prefix` only, when given), or
+    /// every appliance's; at most `limit`, by appliance, prefix text and neighbour. By `prefix`
+    /// alone it scans every route: ask the fleet view who hears a prefix, then each of them.
+    fn bgp_routes(
+        &self,
+        oca_id: Option<&str>,
+        prefix: Option<&Prefix>,
+        limit: usize,
+    ) -> Result<Vec<(String, BgpRoute)>>;
 
     /// Adds or replaces a coverage zone.
     fn put_zone(&self, z: &Zone) -> Result<()>;
@@ -189,8 +207,9 @@ pub trait FleetStore {
 
 /// Health reports and the inventories they carry.
 pub trait InventoryStore {
-    /// Records a report received at `now`: health, routes and inventory, all or nothing (a
-    /// large full inventory is staged first, in chunks, and switched in by the report).
+    /// Records a report received at `now`: health, static prefixes, BGP sessions and routes
+    /// (replacing the last report's: none when it has no `bgp`), and inventory, all or nothing
+    /// (a large full inventory is staged first, in chunks, and switched in by the report).
     fn record_report(&self, r: &HealthReport, now: i64) -> Result<Accepted>;
 
     /// Deletes inventories a stopped process left half written or replaced; returns how many.

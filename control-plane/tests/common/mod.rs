@@ -107,3 +107,22 @@ pub fn metrics(cp: &Cp) -> String {
         .text()
         .unwrap()
 }
+
+/// Runs `ocactl` against `cp` with the admin token; returns (success, stdout, stderr).
+pub fn ocactl(cp: &Cp, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ocactl"))
+        .args([
+            "--url",
+            &format!("http://{}", cp.addr),
+            "--token",
+            &cp.token,
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,5 +1,6 @@
 //! Sites, appliances, coverage zones and appliance health in SQLite.
 
+use oca_protocol::health::{BgpRoute, BgpSession};
 use oca_protocol::prefix::Prefix;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -184,6 +185,22 @@ impl FleetStore for SqliteStorage {
             }
         }
         Ok(out)
+    }
+
+    fn reported_bgp(
+        &self,
+        each: &mut dyn FnMut(String, Vec<BgpSession>, Vec<BgpRoute>),
+    ) -> Result<()> {
+        super::bgp::each_appliance(self, each)
+    }
+
+    fn bgp_routes(
+        &self,
+        oca_id: Option<&str>,
+        prefix: Option<&Prefix>,
+        limit: usize,
+    ) -> Result<Vec<(String, BgpRoute)>> {
+        super::bgp::routes(self, oca_id, prefix, limit)
     }
 
     fn put_zone(&self, z: &Zone) -> Result<()> {

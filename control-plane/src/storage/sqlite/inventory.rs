@@ -169,6 +169,7 @@ fn record_staged(
         _ => apply_inventory(&tx, &r.oca_id, gen, &r.inventory, held.map(|s| s as u64))?,
     };
     replace_prefixes(&tx, r)?;
+    super::bgp::replace(&tx, r)?;
     let disks = serde_json::to_string(&r.disks).expect("plain structs serialise");
     tx.execute(
         "INSERT INTO appliance_health (oca_id, status, last_report, version, active_connections,

@@ -122,6 +122,30 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         value BLOB NOT NULL
     );",
+    // 8: what each appliance's BGP speaker last reported: its sessions (a JSON list, rewritten
+    // by every report) and a digest of its routes, so an unchanged route set costs one row read;
+    // the routes, one row per (prefix, neighbour), clustered by appliance. No index by prefix:
+    // an appliance's routes would then land on as many index pages as it has routes, and every
+    // report writing them would rewrite those pages (measured: building a 10,000-appliance fleet
+    // 3x slower); the fleet view knows who hears a prefix, so the explorer asks by appliance.
+    "CREATE TABLE appliance_bgp (
+        oca_id TEXT PRIMARY KEY REFERENCES appliances(id),
+        sessions_json TEXT NOT NULL,
+        routes_sha256 BLOB NOT NULL
+    );
+    CREATE TABLE bgp_routes (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        prefix TEXT NOT NULL,
+        neighbor TEXT NOT NULL,
+        as_path TEXT NOT NULL,
+        origin TEXT NOT NULL CHECK (origin IN ('igp', 'egp', 'incomplete')),
+        med INTEGER,
+        local_pref INTEGER,
+        communities TEXT NOT NULL,
+        large_communities TEXT NOT NULL,
+        stale INTEGER NOT NULL,
+        PRIMARY KEY (oca_id, prefix, neighbor)
+    ) WITHOUT ROWID;",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

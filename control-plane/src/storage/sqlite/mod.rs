@@ -2,6 +2,7 @@
 //! versioned migrations (`migrations`), every statement parameterised. Each area of
 //! [`Storage`] is implemented in its own file, beside the SQL of its tables.
 
+mod bgp;
 mod catalog;
 mod fleet;
 mod inventory;
