@@ -1,7 +1,9 @@
 //! The codec adapter against messages built byte by byte: RFC 4271 §6.1 header errors, the
 //! OPEN and UPDATE reading, and RFC 7606's table case by case (docs/bgp.md lists it).
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bytes::BytesMut;
 
 use super::*;
 
