@@ -1,8 +1,10 @@
 //! One TCP connection's part of the session: its state from OPEN to Established, its receive
-//! buffer, its hold and keepalive deadlines, and what its OPEN exchange negotiated.
+//! buffer, its hold and keepalive deadlines, what its OPEN exchange negotiated, and why it
+//! ended.
 //!
 //! A session may have two connections at once (one we dialled, one the neighbour dialled) until
-//! RFC 4271 §6.8 collision resolution keeps one; each is a [`Conn`].
+//! RFC 4271 §6.8 collision resolution keeps one; each is a [`Conn`]. This file holds data only:
+//! what the session does with a connection is in the files beside it.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -10,8 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use serde::Serialize;
 
-use super::SessionConfig;
-use crate::wire::{self, code, subcode, Family, GracefulRestart, Notification, Open};
+use crate::wire::{self, code, subcode, Family, GracefulRestart, Notification};
 
 /// RFC 4271 §8.2.2: the hold timer while waiting for the neighbour's OPEN is "a large value";
 /// 4 minutes is the RFC's suggestion, and BIRD's and GoBGP's.
@@ -111,61 +112,54 @@ impl Conn {
     }
 }
 
-/// Checks the neighbour's OPEN against the configuration (RFC 4271 §6.2); an error is the
-/// NOTIFICATION to send.
-pub fn check_open(open: &Open, cfg: &SessionConfig) -> Result<Negotiated, Notification> {
-    if open.asn != cfg.peer_as {
-        return Err(Notification::new(code::OPEN, subcode::BAD_PEER_AS, vec![]));
-    }
-    let ibgp = cfg.peer_as == cfg.local_as;
-    if open.router_id.is_unspecified() || (ibgp && open.router_id == cfg.router_id) {
-        let id = open.router_id.octets().to_vec();
-        return Err(Notification::new(code::OPEN, subcode::BAD_BGP_ID, id));
-    }
-    if matches!(open.hold_time, 1 | 2) {
-        return Err(Notification::new(
-            code::OPEN,
-            subcode::BAD_HOLD_TIME,
-            vec![],
-        ));
-    }
-    // RFC 4760 §8: a speaker that sends no MP capability at all takes IPv4 unicast.
-    let theirs: &[Family] = if open.multiprotocol {
-        &open.families
-    } else {
-        &[Family::Ipv4Unicast]
-    };
-    let families: Vec<Family> = cfg
-        .families
-        .iter()
-        .copied()
-        .filter(|f| theirs.contains(f))
-        .collect();
-    if families.is_empty() {
-        return Err(Notification::new(
-            code::OPEN,
-            subcode::UNSUPPORTED_CAPABILITY,
-            mp_capabilities(&cfg.families),
-        ));
-    }
-    Ok(Negotiated {
-        peer_router_id: open.router_id,
-        hold_time: cfg.hold_time.min(open.hold_time),
-        four_octet_as: open.four_octet_as,
-        families,
-        route_refresh: open.route_refresh,
-        graceful_restart: open.graceful_restart.clone(),
-    })
+/// Why a connection ended.
+#[derive(Clone, Debug)]
+pub(super) enum End {
+    /// TCP closed or broke, no NOTIFICATION.
+    TcpClosed,
+    /// The neighbour sent this NOTIFICATION.
+    Received(Notification),
+    /// We sent this NOTIFICATION for an error we found.
+    Sent(Notification),
+    /// We sent Cease/1.
+    MaxPrefix(Notification),
+    /// It lost a collision (we sent Cease/7).
+    Collision,
+    /// The neighbour came back from a restart on a new connection.
+    Replaced,
+    /// We were told to stop (Cease/2 sent).
+    Stopped,
 }
 
-/// RFC 5492 §3: Unsupported Capability carries the capabilities we wanted.
-fn mp_capabilities(families: &[Family]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for f in families {
-        let (afi, safi) = f.afi_safi();
-        out.extend_from_slice(&[1, 4]);
-        out.extend_from_slice(&afi.to_be_bytes());
-        out.extend_from_slice(&[0, safi]);
+impl End {
+    pub(super) fn sent(&self) -> Option<Notification> {
+        match self {
+            End::Sent(n) | End::MaxPrefix(n) => Some(n.clone()),
+            End::Collision => Some(Notification::new(code::CEASE, subcode::COLLISION, vec![])),
+            End::Stopped => Some(Notification::new(
+                code::CEASE,
+                subcode::ADMIN_SHUTDOWN,
+                vec![],
+            )),
+            _ => None,
+        }
     }
-    out
+
+    /// RFC 4724 §4.2: only a connection lost without a NOTIFICATION is a restart.
+    pub(super) fn keeps_routes(&self) -> bool {
+        matches!(self, End::TcpClosed | End::Replaced)
+    }
+
+    pub(super) fn describe(&self, was: ConnState) -> Option<String> {
+        Some(match self {
+            End::TcpClosed if was == ConnState::Established => {
+                "connection closed by the neighbour".to_string()
+            }
+            End::TcpClosed => format!("connection closed in {was:?}"),
+            End::Received(n) => format!("received NOTIFICATION {n}"),
+            End::Sent(n) | End::MaxPrefix(n) => format!("sent NOTIFICATION {n}"),
+            End::Replaced => "neighbour reconnected while Established (restarted)".to_string(),
+            End::Collision | End::Stopped => return None,
+        })
+    }
 }
