@@ -1,57 +1,39 @@
-//! The speaker: every neighbour's session driven over real sockets, in the caller's tokio
-//! runtime, behind one handle.
+//! One neighbour's task: it owns the neighbour's [`Session`] (behind a mutex shared with the
+//! handle, so that a snapshot reads it without waiting on the task), its dial in progress and
+//! its connections, and carries out what the session asks over real sockets.
 //!
-//! # Use
+//! The task loops: carry out the session's actions in order (dial, send, close), then wait for
+//! whichever comes first of the session's next deadline, a connection handed over by a
+//! listener, the dial, bytes on a connection, a writer reporting its connection broken, or a
+//! nudge from the handle (a route refresh or a stop), and tell the session what happened.
 //!
-//! ```no_run
-//! # async fn f(text: &str) -> Result<(), Box<dyn std::error::Error>> {
-//! let config = oca_bgp::Config::from_toml(text)?;
-//! let bgp = oca_bgp::Speaker::start(config).await?;   // listens, dials
-//! let now = bgp.snapshot();                           // sessions and accepted routes
-//! bgp.route_refresh("10.250.0.1".parse()?)?;          // "soft reset in"
-//! bgp.shutdown().await;                               // Cease/2 to every neighbour
-//! # Ok(()) }
-//! ```
+//! Each connection is a read half the task reads (at most [`READ_CHUNK`] bytes at a time) and a
+//! writer task fed through a bounded queue of `WRITE_QUEUE` messages, so a router that stops
+//! reading cannot stall the session: a full queue or a write taking longer than
+//! `WRITE_TIMEOUT` closes that connection. Closing drops the queue's sender; the writer sends
+//! what is queued, then shuts the socket down (within `FLUSH_TIMEOUT`). On a stop, the task ends
+//! once the session has no connection and no dial left, then waits at most [`SHUTDOWN_GRACE`]
+//! for its writers.
 //!
-//! # Tasks
-//!
-//! One task per listening address accepts connections and hands each to its neighbour's task by
-//! source address; a connection from anyone else is closed at once, before a byte is read. One
-//! task per neighbour owns its [`Session`] (behind a mutex, so that [`SpeakerHandle::snapshot`]
-//! reads it without waiting on the task), its dial in progress and its connections, and loops:
-//! carry out the session's actions, then wait for whichever comes first of the session's next
-//! deadline, a handed-over connection, the dial, bytes on a connection, or a nudge from the
-//! handle. Each connection has a writer task fed through a bounded queue, so a router that
-//! stops reading cannot stall the session; a full queue or a failed write closes that
-//! connection.
-//!
-//! # Bounds
-//!
-//! Reads are at most [`READ_CHUNK`] bytes and the session keeps less than one message beyond
-//! them; a session has at most two connections and one dial; each write and each final flush
-//! has a deadline; a neighbour task waits at most [`SHUTDOWN_GRACE`] for its writers on the
-//! way out.
+//! A neighbour that asks for TCP-MD5 or TCP-AO the kernel lacks is never run unsigned: its
+//! session is disabled with the reason as its error ([`usable_auth`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError, Neighbor};
-use crate::rib::AcceptedRoute;
-use crate::session::{Action, ConnId, Counters, Negotiated, RefreshError, Session, SessionState};
+use crate::config::{Config, Neighbor};
+use crate::session::{Action, ConnId, Session};
 use crate::transport::{self, Auth, KernelSupport};
 
 /// Largest single read from a connection.
@@ -65,291 +47,33 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a stopping neighbour task waits for its writers.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
-/// Why the speaker could not start.
-#[derive(Debug, Error)]
-pub enum StartError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A listening address could not be bound.
-    #[error("BGP listener on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: io::Error,
-    },
-}
+/// Where a listener hands a neighbour's connections: the sending side of its task's inbox.
+pub(super) type Inbox = mpsc::Sender<TcpStream>;
 
-/// Why a command to a neighbour failed.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum CommandError {
-    /// No such neighbour is configured.
-    #[error("no BGP neighbour {0}")]
-    UnknownNeighbor(IpAddr),
-    /// The session cannot do it now.
-    #[error("BGP neighbour {0}: {1}")]
-    Refresh(IpAddr, RefreshError),
-}
-
-/// Everything the speaker knows, at one moment.
-#[derive(Clone, Debug, Serialize)]
-pub struct BgpSnapshot {
-    /// Our AS.
-    pub local_as: u32,
-    /// Our BGP identifier.
-    pub router_id: Ipv4Addr,
-    /// One per configured neighbour, in configuration order.
-    pub sessions: Vec<SessionSnapshot>,
-}
-
-/// One session, at one moment.
-#[derive(Clone, Debug, Serialize)]
-pub struct SessionSnapshot {
-    /// The neighbour's address.
-    pub neighbor: IpAddr,
-    /// Its AS.
-    pub peer_as: u32,
-    /// RFC 4271 state.
-    pub state: SessionState,
-    /// Unix time (seconds) the state last changed.
-    pub state_since_unix: u64,
-    /// Routes received and held, accepted or not.
-    pub prefixes_received: usize,
-    /// Routes the import filter accepted.
-    pub prefixes_accepted: usize,
-    /// Routes kept stale through the neighbour's graceful restart.
-    pub stale: usize,
-    /// Times the session went down from Established.
-    pub flaps: u64,
-    /// Why it last went down or failed to come up; kept once it is back up, as routers show it.
-    pub last_error: Option<String>,
-    /// What the Established session negotiated.
-    pub negotiated: Option<Negotiated>,
-    /// While stale routes wait for the neighbour: seconds until they are dropped.
-    pub graceful_restart_remaining_secs: Option<u64>,
-    /// Counts over the session's life.
-    pub counters: Counters,
-    /// The accepted routes, in prefix order.
-    pub routes: Vec<AcceptedRoute>,
-}
-
-/// Starts the speaker.
-pub struct Speaker;
-
-impl Speaker {
-    /// Validates `config`, probes the kernel for TCP-MD5 and TCP-AO, binds the listeners and
-    /// starts every session. Call it inside a tokio runtime with the time and net drivers.
-    pub async fn start(config: Config) -> Result<SpeakerHandle, StartError> {
-        config.validate()?;
-        let kernel = transport::probe();
-        tracing::info!(md5 = ?kernel.md5, tcp_ao = ?kernel.tcp_ao, "TCP authentication support");
-        let now = Instant::now();
-        let mut peers = Vec::new();
-        let mut routes = HashMap::new();
-        for (i, n) in config.neighbors.iter().enumerate() {
-            let (peer, inbox) = Peer::new(&config, n, &kernel, seed(i), now);
-            routes.insert(n.address, inbox);
-            peers.push(peer);
-        }
-        let listeners = start_listeners(&config, &kernel, Arc::new(routes))?;
-        let peers = peers.into_iter().map(Peer::spawn).collect();
-        Ok(SpeakerHandle {
-            local_as: config.local_as,
-            router_id: config.router_id,
-            peers,
-            listeners,
-        })
-    }
-}
-
-/// The running speaker. Dropping it aborts every task at once (no Cease); call
-/// [`SpeakerHandle::shutdown`] to say goodbye properly.
-pub struct SpeakerHandle {
-    local_as: u32,
-    router_id: Ipv4Addr,
-    peers: Vec<PeerHandle>,
-    listeners: Vec<JoinHandle<()>>,
-}
-
-struct PeerHandle {
-    shared: Arc<Shared>,
-    task: Option<JoinHandle<()>>,
+/// The handle's hold on a neighbour's task.
+pub(super) struct PeerHandle {
+    pub(super) shared: Arc<Shared>,
+    pub(super) task: Option<JoinHandle<()>>,
 }
 
 /// What a neighbour's task shares with the handle.
-struct Shared {
-    addr: IpAddr,
+pub(super) struct Shared {
+    pub(super) addr: IpAddr,
     session: Mutex<Session>,
-    nudge: Notify,
-    stopping: AtomicBool,
+    pub(super) nudge: Notify,
+    pub(super) stopping: AtomicBool,
 }
 
 impl Shared {
-    fn session(&self) -> MutexGuard<'_, Session> {
+    pub(super) fn session(&self) -> MutexGuard<'_, Session> {
         // A panic while holding the lock leaves a session that is still consistent enough to
         // report; refusing to report would help nobody.
         self.session.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl SpeakerHandle {
-    /// Every session and its accepted routes, now.
-    pub fn snapshot(&self) -> BgpSnapshot {
-        BgpSnapshot {
-            local_as: self.local_as,
-            router_id: self.router_id,
-            sessions: self
-                .peers
-                .iter()
-                .map(|p| session_snapshot(&p.shared.session()))
-                .collect(),
-        }
-    }
-
-    /// Asks `neighbor` to send its routes again (ROUTE-REFRESH, RFC 2918).
-    pub fn route_refresh(&self, neighbor: IpAddr) -> Result<(), CommandError> {
-        let p = self
-            .peers
-            .iter()
-            .find(|p| p.shared.addr == neighbor)
-            .ok_or(CommandError::UnknownNeighbor(neighbor))?;
-        p.shared
-            .session()
-            .route_refresh()
-            .map_err(|e| CommandError::Refresh(neighbor, e))?;
-        p.shared.nudge.notify_one();
-        Ok(())
-    }
-
-    /// Sends Cease/2 (Administrative Shutdown) to every neighbour, closes everything and waits
-    /// (at most [`SHUTDOWN_GRACE`] or so) for it to be sent.
-    pub async fn shutdown(mut self) {
-        for l in &self.listeners {
-            l.abort();
-        }
-        for p in &self.peers {
-            p.shared.stopping.store(true, Ordering::SeqCst);
-            p.shared.session().stop(Instant::now());
-            p.shared.nudge.notify_one();
-        }
-        let tasks: Vec<JoinHandle<()>> = self
-            .peers
-            .iter_mut()
-            .filter_map(|p| p.task.take())
-            .collect();
-        let all = async {
-            for t in tasks {
-                let _ = t.await;
-            }
-        };
-        if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), all)
-            .await
-            .is_err()
-        {
-            tracing::warn!("BGP shutdown: some sessions did not finish in time");
-        }
-    }
-}
-
-impl Drop for SpeakerHandle {
-    fn drop(&mut self) {
-        for l in &self.listeners {
-            l.abort();
-        }
-        for p in &self.peers {
-            if let Some(t) = &p.task {
-                t.abort();
-            }
-        }
-    }
-}
-
-fn session_snapshot(s: &Session) -> SessionSnapshot {
-    let now = Instant::now();
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let since = unix_now.saturating_sub(now.saturating_duration_since(s.state_since()));
-    let cfg = s.config();
-    SessionSnapshot {
-        neighbor: cfg.peer_addr,
-        peer_as: cfg.peer_as,
-        state: s.state(),
-        state_since_unix: since.as_secs(),
-        prefixes_received: s.rib().received(),
-        prefixes_accepted: s.rib().accepted(),
-        stale: s.rib().stale(),
-        flaps: s.flaps(),
-        last_error: s.last_error().map(str::to_string),
-        negotiated: s.negotiated().cloned(),
-        graceful_restart_remaining_secs: s
-            .restart_deadline()
-            .map(|d| d.saturating_duration_since(now).as_secs()),
-        counters: s.counters(),
-        routes: s.rib().accepted_routes().collect(),
-    }
-}
-
-/// Spreads the neighbours' retry jitter apart.
-fn seed(i: usize) -> u64 {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    t ^ ((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
-}
-
-// ---- listening ----
-
-type Inbox = mpsc::Sender<TcpStream>;
-
-fn start_listeners(
-    config: &Config,
-    kernel: &KernelSupport,
-    routes: Arc<HashMap<IpAddr, Inbox>>,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let keys: Vec<(IpAddr, Auth<'_>)> = config
-        .neighbors
-        .iter()
-        .filter_map(|n| usable_auth(n, kernel).ok().map(|a| (n.address, a)))
-        .collect();
-    let mut tasks = Vec::new();
-    for ip in &config.listen_addresses {
-        let addr = SocketAddr::new(*ip, config.listen_port);
-        let l =
-            transport::listen(addr, &keys).map_err(|source| StartError::Listen { addr, source })?;
-        tracing::info!(%addr, "BGP listening");
-        tasks.push(tokio::spawn(accept_loop(l, routes.clone())));
-    }
-    Ok(tasks)
-}
-
-async fn accept_loop(l: tokio::net::TcpListener, routes: Arc<HashMap<IpAddr, Inbox>>) {
-    loop {
-        let (stream, from) = match l.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of descriptors and the like: pause rather than spin.
-                tracing::warn!(error = %e, "BGP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let from = from.ip().to_canonical();
-        match routes.get(&from) {
-            Some(inbox) => {
-                if inbox.try_send(stream).is_err() {
-                    tracing::debug!(%from, "BGP connection dropped: neighbour busy");
-                }
-            }
-            None => tracing::info!(%from, "BGP connection from a non-neighbour closed"),
-        }
-    }
-}
-
 /// The neighbour's signing, unless it needs what the kernel lacks.
-fn usable_auth<'a>(n: &'a Neighbor, kernel: &KernelSupport) -> Result<Auth<'a>, String> {
+pub(super) fn usable_auth<'a>(n: &'a Neighbor, kernel: &KernelSupport) -> Result<Auth<'a>, String> {
     if let Some(p) = &n.md5_password {
         kernel
             .md5
@@ -367,17 +91,15 @@ fn usable_auth<'a>(n: &'a Neighbor, kernel: &KernelSupport) -> Result<Auth<'a>, 
     Ok(Auth::None)
 }
 
-// ---- one neighbour ----
-
 /// A neighbour's task state before it is spawned.
-struct Peer {
+pub(super) struct Peer {
     shared: Arc<Shared>,
     neighbor: Neighbor,
     inbox: mpsc::Receiver<TcpStream>,
 }
 
 impl Peer {
-    fn new(
+    pub(super) fn new(
         config: &Config,
         n: &Neighbor,
         kernel: &KernelSupport,
@@ -404,7 +126,7 @@ impl Peer {
         (peer, tx)
     }
 
-    fn spawn(self) -> PeerHandle {
+    pub(super) fn spawn(self) -> PeerHandle {
         let shared = self.shared.clone();
         let task = tokio::spawn(
             Driver {
