@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Builds a synthetic fleet in a running control plane through its admin API and health intake.
 
-usage: cp_fleet.py URL TOKEN OUT_DIR [--sites 2000] [--per-site 5] [--content 100000]
+usage: cp_fleet.py URL TOKEN OUT_DIR [--sites 2000] [--per-site 5] [--content 100000] [--bgp]
 
 2,000 sites (one IXP per four ISPs, 20 regions), 5 appliances per site, 100 prefixes per site
 (200,000 in all, each site allowed its own), 25,000 titles with 4 renditions (100,000 content
 ids), 200 files held per site, 1,000 subscribers with a player token each, a 0.0.0.0/0 zone in
 NL. Writes the appliance credentials, player tokens, client addresses and ids the load scripts
-use into OUT_DIR.
+use into OUT_DIR. With --bgp, appliances report their prefixes as BGP routes (one session,
+AS path [64500, 65000 + site % 1000], origin IGP) instead of static prefixes.
 """
 import argparse
 import concurrent.futures
@@ -24,6 +25,7 @@ ap.add_argument("out")
 ap.add_argument("--sites", type=int, default=2000)
 ap.add_argument("--per-site", type=int, default=5)
 ap.add_argument("--content", type=int, default=100000)
+ap.add_argument("--bgp", action="store_true")
 a = ap.parse_args()
 u = urllib.parse.urlparse(a.url)
 local = threading.local()
@@ -93,12 +95,24 @@ def held(s):
     return [f"t{i // 4}_{res[i % 4]}p.mp4" for i in range((s * 37) % 500, titles * 4, 500)][:200]
 
 
+def bgp_report(s, extra):
+    """The BGP part of a report of site s's appliances: its 100 prefixes, plus `extra` routes."""
+    routes = [{"prefix": p, "neighbor": "100.64.0.1", "as_path": [64500, 65000 + s % 1000], "origin": "igp"}
+              for p in allowed(s)] + extra
+    return {"sessions": [{"neighbor": "100.64.0.1", "peer_as": 64500, "state": "established", "since": 1764547200,
+                          "prefixes_received": len(routes), "prefixes_accepted": len(routes), "flaps": 0}],
+            "routes": routes}
+
+
 def report(item):
     (s, k), (oca, cred) = item
     body = {"oca_id": oca, "site": site_id(s), "version": "bench", "status": "ok",
             "serving": {"active_connections": 10, "bytes_per_sec": 1_000_000, "requests_per_sec": 10, "capacity_bps": 100_000_000_000},
             "disks": [], "prefixes": allowed(s),
             "inventory": {"kind": "full", "seq": 1, "content": held(s)}}
+    if a.bgp:
+        body["prefixes"] = []
+        body["bgp"] = bgp_report(s, [])
     call("POST", f"/v1/appliances/{oca}/health", body, token=cred)
 
 
