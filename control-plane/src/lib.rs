@@ -20,7 +20,7 @@
 //!   streams.rs         concurrent-stream leases, group-committed
 //!   url_keys.rs        per-site URL-signing keyrings
 //! lpm.rs               longest-prefix-match table
-//! fleet.rs             the fleet model in memory: sites, appliances, routes, holdings (Snapshot)
+//! fleet/               the fleet model in memory: sites, appliances, routes, holdings (Snapshot)
 //! routing.rs           what the fleet hears, for operators: BGP sessions, route explorer,
 //!                      inconsistent sites
 //! steering.rs          the steering algorithm over the fleet model
