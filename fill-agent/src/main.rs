@@ -244,7 +244,17 @@ impl Agent {
         oca_service::systemd::ready(&format!("reporting to {}", self.cfg.control_plane));
         let mut watchdog = Watchdog::new(&self.cfg);
         loop {
-            self.exchange().await;
+            // SIGTERM is heard during the exchange too: a stalled control plane can hold it for
+            // 25 s, and the BGP goodbye still has to fit in the unit's 30 s TimeoutStopSec.
+            let terminated = tokio::select! {
+                _ = self.exchange() => false,
+                _ = term.recv() => true,
+            };
+            if terminated {
+                tracing::info!("SIGTERM: stopping");
+                self.stop().await;
+                return Ok(());
+            }
             self.cycle();
             watchdog.ping();
             let next = tokio::time::Instant::now() + self.interval;
