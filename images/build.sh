@@ -96,8 +96,11 @@ mkdir -p "$MNT/usr/lib/modules-load.d" "$MNT/usr/share/doc/oca" "$MNT/usr/lib/oc
 install -m644 "$REPO/systemd/oca-tls.modules-load.conf" "$MNT/usr/lib/modules-load.d/oca-tls.conf"
 install -m644 "$REPO"/docs/*.md "$MNT/usr/share/doc/oca/"
 install -m644 "$REPO/hwtests/qualify.example.toml" "$MNT/usr/share/doc/oca/"
+# The image's own manual (oca.conf keys), where oca-setup and its unit point.
+install -m644 "$REPO/images/README.md" "$MNT/usr/share/doc/oca/image.md"
+install -m644 "$REPO/images/oca.conf.example" "$MNT/usr/share/doc/oca/"
 cp -r "$REPO/images/rootfs/." "$MNT/"
-chmod 755 "$MNT/usr/lib/oca/oca-setup"
+chmod 755 "$MNT/usr/lib/oca/oca-setup" "$MNT/usr/lib/oca/oca-bgp-toml"
 cat > "$MNT/etc/fstab" <<FSTAB
 LABEL=OCAROOT / ext4 noatime,errors=remount-ro 0 1
 FSTAB

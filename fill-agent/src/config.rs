@@ -77,6 +77,10 @@ pub struct Cli {
     /// Serve Prometheus text on http://ADDR/metrics (default: no listener).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Check the configuration (flags, file, the `[bgp]` table, the credential file), say what
+    /// would run, and exit: 0 when the agent could start with it.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// The resolved configuration.
@@ -116,6 +120,9 @@ pub struct Config {
     pub eviction_budget: f64,
     /// Where to serve `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The BGP speaker's configuration (the file's `[bgp]` table); none: no speaker, the
+    /// appliance reports its static `prefixes` only.
+    pub bgp: Option<oca_bgp::Config>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -140,6 +147,9 @@ struct FileConfig {
     fill_min_rate_kib: Option<u64>,
     eviction_budget: Option<f64>,
     metrics_listen: Option<SocketAddr>,
+    /// oca-bgp's configuration as is: this file is the fill agent's, the table's meaning is
+    /// oca-bgp's (docs/bgp.md, "Configuration").
+    bgp: Option<oca_bgp::Config>,
 }
 
 impl Config {
@@ -179,6 +189,12 @@ impl Config {
             "control_plane_timeout",
         )?;
         let budget = cli.eviction_budget.or(file.eviction_budget).unwrap_or(0.1);
+        if let (Some(bgp), Some(path)) = (&file.bgp, &cli.config) {
+            // What serde cannot check (a zero router id, duplicate neighbours, a hold time of
+            // 1 or 2, ...) is refused here, not when the speaker starts.
+            bgp.validate()
+                .with_context(|| format!("config file {}, [bgp] table", path.display()))?;
+        }
         if !(0.0..=1.0).contains(&budget) {
             bail!("eviction_budget must be a fraction from 0 to 1, got {budget}");
         }
@@ -223,6 +239,7 @@ impl Config {
                 .saturating_mul(1024),
             eviction_budget: budget,
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
+            bgp: file.bgp,
         };
         let insecure = cli.insecure_http || file.insecure_http.unwrap_or(false);
         check_control_plane_url(&cfg.control_plane, insecure)?;
@@ -290,11 +307,12 @@ mod tests {
     #[test]
     fn the_example_config_parses_with_every_key() {
         let text = include_str!("../fill-agent.example.toml");
+        // Settings and table headers switched on; prose stays a comment.
         let uncommented: String = text
             .lines()
             .map(|l| {
                 l.strip_prefix("# ")
-                    .filter(|k| k.contains(" = "))
+                    .filter(|k| k.contains(" = ") || k.starts_with('['))
                     .unwrap_or(l)
             })
             .collect::<Vec<_>>()
@@ -307,6 +325,82 @@ mod tests {
         assert_eq!(c.eviction_budget, Some(0.1));
         assert_eq!(c.fill_min_rate_kib, Some(64));
         assert!(c.metrics_listen.is_some() && c.control_plane_ca.is_some());
+        let bgp = c.bgp.expect("the [bgp] example");
+        bgp.validate().unwrap();
+        assert!(bgp.listen_addresses.is_empty());
+        assert_eq!(bgp.neighbors.len(), 2);
+        assert_eq!(
+            bgp.neighbors[0].md5_password.as_deref(),
+            Some("shared-secret")
+        );
+    }
+
+    /// A file with `[bgp]` and the credential it names, loaded as `--config` would load it.
+    fn load_with_bgp(bgp: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let cred = dir.path().join("credential");
+        std::fs::write(&cred, "secret\n").unwrap();
+        let file = dir.path().join("fill-agent.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "control_plane = \"http://127.0.0.1:7070\"\noca_id = \"a1\"\n\
+                 credential_file = \"{}\"\nstores = [\"/srv/oca/disk0\"]\n\
+                 keys = \"/var/lib/oca/url-keys.json\"\n{bgp}",
+                cred.display()
+            ),
+        )
+        .unwrap();
+        Config::load(Cli {
+            config: Some(file),
+            ..Cli::default()
+        })
+    }
+
+    #[test]
+    fn the_bgp_table_is_read_and_checked() {
+        let c = load_with_bgp("").unwrap();
+        assert!(c.bgp.is_none());
+        let c = load_with_bgp(
+            "[bgp]\nlocal_as = 64501\nrouter_id = \"10.0.0.2\"\n\
+             [[bgp.neighbors]]\naddress = \"10.0.0.1\"\npeer_as = 64500\n",
+        )
+        .unwrap();
+        let bgp = c.bgp.unwrap();
+        assert_eq!((bgp.local_as, bgp.neighbors[0].peer_as), (64501, 64500));
+
+        // What oca-bgp's check refuses, with its reason and where it was.
+        let e = load_with_bgp(
+            "[bgp]\nlocal_as = 64501\nrouter_id = \"10.0.0.2\"\n\
+             [[bgp.neighbors]]\naddress = \"10.0.0.1\"\npeer_as = 64500\nhold_time = 2\n",
+        )
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("[bgp] table") && msg.contains("hold_time must be 0 or at least 3"),
+            "{msg}"
+        );
+        // What serde refuses: a misspelt key, a bad address, a missing AS, named with the line.
+        for (bad, why) in [
+            (
+                "[bgp]\nlocal_as = 64501\nrouter_id = \"10.0.0.2\"\nneighbours = []\n",
+                "unknown field `neighbours`",
+            ),
+            (
+                "[bgp]\nlocal_as = 64501\nrouter_id = \"10.0.0.300\"\n",
+                "router_id",
+            ),
+            (
+                "[bgp]\nrouter_id = \"10.0.0.2\"\n",
+                "missing field `local_as`",
+            ),
+        ] {
+            let msg = format!("{:#}", load_with_bgp(bad).unwrap_err());
+            assert!(
+                msg.contains(why) && msg.contains("fill-agent.toml"),
+                "{bad}: {msg}"
+            );
+        }
     }
 
     #[test]

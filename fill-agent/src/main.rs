@@ -13,12 +13,15 @@
 //! - `shared`: the state the fills, the evictions and the report share.
 //! - `daemon`: what is read from oca-daemon's admin `/status` (load, failing disks).
 //! - `control_plane`: the client towards the control plane, and how its failures are logged.
+//! - `bgp`: the BGP speaker's snapshot as the health report carries it (the speaker itself is
+//!   the `oca-bgp` crate, started here when the config has a `[bgp]` table).
 //! - `report`: the health report, built and sent.
 //! - `keys_file`: the URL keys from the reply, written where oca-daemon reads them.
 //! - `fill`: filling what the manifest lists and the stores lack (`fill::fetch` downloads from
 //!   one source, `fill::pace` holds a source to its minimum rate).
 //! - `evict`: deleting what the manifest no longer lists, within a budget.
 
+mod bgp;
 mod bucket;
 mod config;
 mod control_plane;
@@ -59,7 +62,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let check_only = cli.check_config;
     let cfg = Config::load(cli)?;
+    if check_only {
+        println!("{}", config_summary(&cfg));
+        return Ok(());
+    }
     let store = Store::open(&cfg.stores)?;
     // A disk that cannot take a tmp/ directory (read-only, failing) serves what it holds but is
     // reported failed and gets no fills; the agent carries on with the others.
@@ -92,6 +100,41 @@ fn run(cli: Cli) -> Result<()> {
         let mut agent = Agent::new(cfg, shared)?;
         agent.run().await
     })
+}
+
+/// What `--check-config` prints when the configuration would run: what the agent would do.
+fn config_summary(cfg: &Config) -> String {
+    let mut out = format!(
+        "fill-agent: configuration ok: appliance {} (site {:?}) reporting to {}, {} store(s), {} static prefix(es)",
+        cfg.oca_id,
+        cfg.site,
+        cfg.control_plane,
+        cfg.stores.len(),
+        cfg.prefixes.len()
+    );
+    match &cfg.bgp {
+        None => out.push_str(", no BGP"),
+        Some(b) => {
+            let listen = if b.listen_addresses.is_empty() {
+                "dialling out only".to_string()
+            } else {
+                format!("listening on port {}", b.listen_port)
+            };
+            let neighbors: Vec<String> = b
+                .neighbors
+                .iter()
+                .map(|n| format!("{} AS{}", n.address, n.peer_as))
+                .collect();
+            out.push_str(&format!(
+                ", BGP as AS{} (router id {}, {listen}) with {} neighbour(s): {}",
+                b.local_as,
+                b.router_id,
+                neighbors.len(),
+                neighbors.join(", ")
+            ));
+        }
+    }
+    out
 }
 
 /// Feeds systemd's watchdog from the agent's loop: a loop that stops turning (blocked on the
@@ -153,6 +196,8 @@ struct Agent {
     refused: Option<u64>,
     load: Option<LoadSample>,
     interval: Duration,
+    /// The BGP speaker, once started (only with a `[bgp]` table).
+    bgp: Option<oca_bgp::SpeakerHandle>,
 }
 
 impl Agent {
@@ -173,6 +218,7 @@ impl Agent {
             refused: None,
             load: None,
             interval: Duration::from_secs(10),
+            bgp: None,
         })
     }
 
@@ -182,12 +228,33 @@ impl Agent {
         if let Some(addr) = self.cfg.metrics_listen {
             metrics::serve(addr, self.shared.metrics.clone()).await?;
         }
-        tracing::info!(oca_id = %self.cfg.oca_id, control_plane = %self.cfg.control_plane, disks = self.shared.store.disks().len(), "fill agent started");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        if let Some(c) = self.cfg.bgp.clone() {
+            let neighbors = c.neighbors.len();
+            // A listener that cannot be bound (port 179 without CAP_NET_BIND_SERVICE) stops the
+            // agent with the reason: running on without the sessions the operator configured
+            // would report no routes and quietly steer the ISP's clients elsewhere.
+            let speaker = oca_bgp::Speaker::start(c)
+                .await
+                .context("starting the BGP speaker ([bgp] table)")?;
+            tracing::info!(neighbors, "BGP speaker started");
+            self.bgp = Some(speaker);
+        }
+        tracing::info!(oca_id = %self.cfg.oca_id, control_plane = %self.cfg.control_plane, disks = self.shared.store.disks().len(), bgp = self.bgp.is_some(), "fill agent started");
         oca_service::systemd::ready(&format!("reporting to {}", self.cfg.control_plane));
         let mut watchdog = Watchdog::new(&self.cfg);
         loop {
-            self.exchange().await;
+            // SIGTERM is heard during the exchange too: a stalled control plane can hold it for
+            // 25 s, and the BGP goodbye still has to fit in the unit's 30 s TimeoutStopSec.
+            let terminated = tokio::select! {
+                _ = self.exchange() => false,
+                _ = term.recv() => true,
+            };
+            if terminated {
+                tracing::info!("SIGTERM: stopping");
+                self.stop().await;
+                return Ok(());
+            }
             self.cycle();
             watchdog.ping();
             let next = tokio::time::Instant::now() + self.interval;
@@ -196,6 +263,7 @@ impl Agent {
                     _ = tokio::time::sleep_until(next) => break,
                     _ = term.recv() => {
                         tracing::info!("SIGTERM: stopping");
+                        self.stop().await;
                         return Ok(());
                     }
                     _ = watchdog.due() => watchdog.ping(),
@@ -205,6 +273,16 @@ impl Agent {
                     }
                 }
             }
+        }
+    }
+
+    /// On the way out: each BGP neighbour gets Cease/2 (Administrative Shutdown), so the
+    /// router drops the session at once and logs why instead of waiting out its hold timer.
+    async fn stop(&mut self) {
+        if let Some(speaker) = self.bgp.take() {
+            oca_service::systemd::stopping("closing the BGP sessions");
+            speaker.shutdown().await;
+            tracing::info!("BGP sessions closed (Cease, administrative shutdown)");
         }
     }
 
@@ -223,7 +301,11 @@ impl Agent {
         disks::reevaluate_full(&self.shared.store, &mut self.shared.disks.lock());
         let serving = daemon::serving(self.load, now_load, self.cfg.capacity_bps);
         self.load = now_load.or(self.load);
-        let health = report::build(&self.cfg, &self.shared, serving);
+        let heard = self.bgp.as_ref().map(|b| bgp::report(&b.snapshot()));
+        if let Some(h) = &heard {
+            self.shared.metrics.observe_bgp(h);
+        }
+        let health = report::build(&self.cfg, &self.shared, serving, heard);
         let bound = self.cfg.control_plane_timeout;
         let sent = tokio::time::timeout(
             bound,

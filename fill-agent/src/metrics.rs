@@ -1,9 +1,13 @@
 //! The agent's counters, served as Prometheus text on `/metrics` when `metrics_listen` is set.
+//!
+//! The BGP figures are read off the report's `bgp` part each time a report is built
+//! ([`Metrics::observe_bgp`]), so what is scraped is what the control plane was last told.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use oca_protocol::health::{BgpReport, BgpState};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +33,12 @@ pub struct Metrics {
     pub files_filled: Counter,
     /// Fills in flight.
     pub fills_in_flight: Gauge,
+    /// BGP sessions by state.
+    pub bgp_sessions: Family<[(&'static str, &'static str); 1], Gauge>,
+    /// Prefixes per BGP session, received and accepted.
+    pub bgp_prefixes: Family<[(&'static str, String); 2], Gauge>,
+    /// Times each BGP session left established.
+    pub bgp_flaps: Family<[(&'static str, String); 1], Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +76,24 @@ impl Default for Metrics {
             "Fills in flight",
             fills_in_flight.clone(),
         );
+        let bgp_sessions = Family::default();
+        registry.register(
+            "oca_bgp_sessions",
+            "BGP sessions with the ISP's routers, by state",
+            bgp_sessions.clone(),
+        );
+        let bgp_prefixes = Family::default();
+        registry.register(
+            "oca_bgp_prefixes",
+            "Prefixes a BGP session holds: received from the router, and accepted by the import filter",
+            bgp_prefixes.clone(),
+        );
+        let bgp_flaps = Family::default();
+        registry.register(
+            "oca_bgp_session_flaps",
+            "Times a BGP session left established since the agent started",
+            bgp_flaps.clone(),
+        );
         Metrics {
             registry,
             evictions_planned,
@@ -76,6 +104,9 @@ impl Default for Metrics {
             fill_bytes,
             files_filled,
             fills_in_flight,
+            bgp_sessions,
+            bgp_prefixes,
+            bgp_flaps,
         }
     }
 }
@@ -86,6 +117,33 @@ impl Metrics {
         self.source_failures
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
             .inc();
+    }
+
+    /// Sets the BGP figures from the report's `bgp` part. Every state is written, zeros
+    /// included, so `oca_bgp_sessions{state="established"} == 0` can raise an alert; the
+    /// neighbours are the configured ones, so the label sets stay bounded.
+    pub fn observe_bgp(&self, bgp: &BgpReport) {
+        for st in BgpState::ALL {
+            let n = bgp.sessions.iter().filter(|s| s.state == st).count();
+            self.bgp_sessions
+                .get_or_create(&[("state", st.as_str())])
+                .set(n as i64);
+        }
+        for s in &bgp.sessions {
+            let neighbor = s.neighbor.to_string();
+            for (kind, n) in [
+                ("received", s.prefixes_received),
+                ("accepted", s.prefixes_accepted),
+            ] {
+                self.bgp_prefixes
+                    .get_or_create(&[("neighbor", neighbor.clone()), ("kind", kind.to_string())])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            // The speaker counts flaps over its life, which is the agent's: the counter follows
+            // it by the difference (never down).
+            let flaps = self.bgp_flaps.get_or_create(&[("neighbor", neighbor)]);
+            flaps.inc_by(s.flaps.saturating_sub(flaps.get()));
+        }
     }
 
     /// The Prometheus text exposition.
@@ -116,4 +174,71 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oca_protocol::health::BgpSession;
+
+    fn session(neighbor: &str, state: BgpState, accepted: u64, flaps: u64) -> BgpSession {
+        BgpSession {
+            neighbor: neighbor.parse().unwrap(),
+            peer_as: 64500,
+            state,
+            since: 0,
+            prefixes_received: accepted + 1,
+            prefixes_accepted: accepted,
+            flaps,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn bgp_figures_follow_the_reports() {
+        let m = Metrics::default();
+        let mut bgp = BgpReport {
+            sessions: vec![
+                session("10.0.0.1", BgpState::Established, 2, 1),
+                session("2001:db8::1", BgpState::Active, 0, 0),
+            ],
+            routes: vec![],
+        };
+        m.observe_bgp(&bgp);
+        let text = m.render();
+        for line in [
+            r#"oca_bgp_sessions{state="established"} 1"#,
+            r#"oca_bgp_sessions{state="active"} 1"#,
+            r#"oca_bgp_sessions{state="idle"} 0"#,
+            r#"oca_bgp_prefixes{neighbor="10.0.0.1",kind="received"} 3"#,
+            r#"oca_bgp_prefixes{neighbor="10.0.0.1",kind="accepted"} 2"#,
+            r#"oca_bgp_prefixes{neighbor="2001:db8::1",kind="accepted"} 0"#,
+            r#"oca_bgp_session_flaps_total{neighbor="10.0.0.1"} 1"#,
+            r#"oca_bgp_session_flaps_total{neighbor="2001:db8::1"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        // The IPv4 session went down twice more and the IPv6 one came up: gauges are set, the
+        // flap counter moves by the difference.
+        bgp.sessions[0] = session("10.0.0.1", BgpState::Idle, 0, 3);
+        bgp.sessions[1] = session("2001:db8::1", BgpState::Established, 5, 0);
+        m.observe_bgp(&bgp);
+        let text = m.render();
+        for line in [
+            r#"oca_bgp_sessions{state="established"} 1"#,
+            r#"oca_bgp_sessions{state="idle"} 1"#,
+            r#"oca_bgp_sessions{state="active"} 0"#,
+            r#"oca_bgp_prefixes{neighbor="10.0.0.1",kind="accepted"} 0"#,
+            r#"oca_bgp_prefixes{neighbor="2001:db8::1",kind="accepted"} 5"#,
+            r#"oca_bgp_session_flaps_total{neighbor="10.0.0.1"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn without_bgp_no_series_is_written() {
+        let text = Metrics::default().render();
+        assert!(!text.lines().any(|l| l.starts_with("oca_bgp_")), "{text}");
+    }
 }

@@ -3,14 +3,22 @@
 //! manifest version and the report interval.
 
 use anyhow::{bail, Context, Result};
-use oca_protocol::health::{DiskReport, DiskState, HealthReply, HealthReport, Serving, Status};
+use oca_protocol::health::{
+    BgpReport, DiskReport, DiskState, HealthReply, HealthReport, Serving, Status,
+};
 
 use crate::config::Config;
 use crate::disks::{statvfs, DiskHealth, FREE_FLOOR};
 use crate::shared::Shared;
 
-/// Builds the report from the shared state; returns it with the inventory it carries.
-pub fn build(cfg: &Config, shared: &Shared, serving: Serving) -> HealthReport {
+/// Builds the report from the shared state and what the BGP speaker hears (`bgp`: none without
+/// a speaker); returns it with the inventory it carries.
+pub fn build(
+    cfg: &Config,
+    shared: &Shared,
+    serving: Serving,
+    bgp: Option<BgpReport>,
+) -> HealthReport {
     let health = shared.disks.lock().clone();
     let mut disks = Vec::new();
     for (i, d) in shared.store.disks().iter().enumerate() {
@@ -45,11 +53,11 @@ pub fn build(cfg: &Config, shared: &Shared, serving: Serving) -> HealthReport {
         status,
         serving,
         disks,
+        // Configured prefixes: the `prefixes` field is what marks them static.
         prefixes: cfg.prefixes.clone(),
         inventory,
         fill_errors,
-        // Filled in once the appliance's BGP speaker reports to the fill agent (issue 16).
-        bgp: None,
+        bgp,
     }
 }
 

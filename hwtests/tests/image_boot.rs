@@ -1,9 +1,10 @@
 //! The appliance image for real: `images/build.sh` builds the disk image from Debian packages,
-//! the test writes an appliance configuration (id, credential, control-plane URL, prefixes, TLS
-//! certificate) onto its OCACONFIG partition, and boots it in QEMU (software emulation, user-mode
-//! networking). A control plane on this machine's loopback (10.0.2.2 from inside the VM)
-//! registers the appliance; the test waits until oca-daemon answers `/readyz` and fill-agent's
-//! health reports arrive (systemd started both, `Type=notify`), until the appliance has filled
+//! the test writes an appliance configuration (id, credential, control-plane URL, prefixes, BGP
+//! neighbours, TLS certificate) onto its OCACONFIG partition, and boots it in QEMU (software
+//! emulation, user-mode networking). A control plane on this machine's loopback (10.0.2.2 from
+//! inside the VM) registers the appliance; the test waits until oca-daemon answers `/readyz` and
+//! fill-agent's health reports arrive (systemd started both, `Type=notify`) with the BGP
+//! sessions oca.conf names (no router answers them here), until the appliance has filled
 //! the title from the control plane's origin, and then plays it as a player would: a play
 //! request, a signed byte range over HTTPS from the VM's oca-daemon, every byte checked, with
 //! kernel TLS engaged (Debian's kernel ships `tls.ko`, the image loads it at boot).
@@ -320,7 +321,10 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     std::fs::write(
         cfg.join("oca.conf"),
         format!(
-            "# written by the image boot test\nOCA_ID=vm1\nOCA_CREDENTIAL={credential}\nOCA_CONTROL_PLANE=https://10.0.2.2:{port}\nOCA_SITE=wrong-site\nOCA_ADMIN_LISTEN=0.0.0.0:9180\n"
+            "# written by the image boot test\nOCA_ID=vm1\nOCA_CREDENTIAL={credential}\nOCA_CONTROL_PLANE=https://10.0.2.2:{port}\nOCA_SITE=wrong-site\nOCA_ADMIN_LISTEN=0.0.0.0:9180\n\
+             # The ISP's routers (none answers here: the sessions are reported, not up)\n\
+             OCA_BGP_LOCAL_AS=64501\nOCA_BGP_ROUTER_ID=10.0.2.15\n\
+             OCA_BGP_NEIGHBORS=\"10.0.2.2:64500, [fec0::2]:64500\"\nOCA_BGP_MD5_PASSWORD=s3cret\n"
         ),
     )
     .unwrap();
@@ -366,6 +370,32 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         "{console}"
     );
     assert!(console.contains("store OCASTORE0 mounted at /srv/oca/disk0"));
+    // oca.conf's BGP keys became the agent's [bgp] table (checked by the agent at boot), and
+    // its reports carry both sessions.
+    assert!(
+        console.contains("BGP as AS64501 (router id 10.0.2.15, dialling out only) with 2 neighbour(s): 10.0.2.2 AS64500, fec0::2 AS64500"),
+        "{console}"
+    );
+    let sessions = wait_for(
+        "the BGP sessions in a report",
+        &vm,
+        Duration::from_secs(30),
+        || {
+            let (_, v) = cp.admin("GET", "/v1/admin/bgp/sessions?oca_id=vm1", None);
+            let s = v.get(0)?["sessions"].as_array()?.clone();
+            (s.len() == 2).then_some(s)
+        },
+    );
+    let heard: Vec<(&str, u64)> = sessions
+        .iter()
+        .map(|s| {
+            (
+                s["neighbor"].as_str().unwrap(),
+                s["peer_as"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(heard, [("10.0.2.2", 64500), ("fec0::2", 64500)]);
 
     // The appliance fills the title from the origin; then playing it steers to the VM.
     let (s, issued) = cp.admin("POST", "/v1/admin/subscribers/s1/tokens", Some(json!({})));

@@ -1,9 +1,11 @@
 //! What the fill agent's tests share: the fakes that `hostile.rs` runs the agent against
-//! ([`fakes`]), the deployment of real processes that `fill.rs` runs ([`lab`]), and a few helpers.
+//! ([`fakes`]), the deployment of real processes that `fill.rs` runs ([`lab`]), the ISP router
+//! that `bgp.rs` peers with ([`router`]), and a few helpers.
 #![allow(dead_code)]
 
 pub mod fakes;
 pub mod lab;
+pub mod router;
 
 use std::path::PathBuf;
 use std::process::Command;
