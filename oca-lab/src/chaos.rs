@@ -98,7 +98,7 @@ impl Lab {
                         let sites: Vec<String> = self
                             .net
                             .as_ref()
-                            .map(|n| n.sites.iter().map(|s| s.0.clone()).collect())
+                            .map(|n| n.sites.iter().map(|s| s.site.clone()).collect())
                             .unwrap_or_default();
                         Disruption::Cut(sites[rnd(sites.len() as u64) as usize].clone())
                     } else {
@@ -195,7 +195,7 @@ impl Lab {
             .as_ref()
             .expect("cuts only in namespaces")
             .of(site)
-            .3;
+            .ns_ip;
         format!("{ip}/32")
     }
 }

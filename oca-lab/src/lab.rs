@@ -1,6 +1,7 @@
 //! The running lab: builds the binaries, starts the control plane, populates it (sites, zones,
-//! a subscriber, titles and their content), starts each appliance's daemon and agent, and
-//! stops everything when dropped.
+//! a subscriber, titles and their content), starts each ISP site's router where it can (BIRD
+//! in the site's namespace, `bgp`), starts each appliance's daemon and agent, and stops
+//! everything when dropped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use oca_protocol::admin;
+use oca_protocol::prefix::Prefix;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::bgp::{self, Bird, SiteRouter};
 use crate::network::Net;
 use crate::process::{field, Proc};
 use crate::topology::Topology;
@@ -56,8 +59,15 @@ pub struct Lab {
     pub appliances: Vec<Appliance>,
     /// Binaries by name.
     pub bins: HashMap<String, PathBuf>,
+    /// How the appliances learn their client prefixes (BGP from a router, static, or none),
+    /// in a sentence for the lab's output.
+    pub routing: String,
     cp: Option<Proc>,
     cp_cmd: Vec<String>,
+    /// Each ISP site's client prefixes (the topology's `client_prefixes`).
+    client_prefixes: HashMap<String, Vec<Prefix>>,
+    /// The sites' routers, where the lab speaks BGP.
+    routers: Vec<Bird>,
     pub(crate) net: Option<Net>,
 }
 
@@ -72,6 +82,10 @@ pub struct Options {
     pub report_interval: u64,
     /// Build (and use) release binaries.
     pub release: bool,
+    /// Where it can (namespaces, `bird2`, a fill agent that takes a `[bgp]` table), put a BIRD
+    /// router in each ISP site with client prefixes, announcing them to its appliances over
+    /// BGP; otherwise, and when false, the appliances are given them as static prefixes.
+    pub bgp: bool,
 }
 
 impl Lab {
@@ -101,7 +115,7 @@ impl Lab {
         let (listen, public) = match &net {
             Some(n) => (
                 format!("0.0.0.0:{port}"),
-                format!("https://{}:{port}", n.sites[0].2),
+                format!("https://{}:{port}", n.sites[0].host_ip),
             ),
             None => (format!("127.0.0.1:{port}"), cp_url.clone()),
         };
@@ -111,7 +125,7 @@ impl Lab {
         let (ca, key) = (o.dir.join("tls/cp.pem"), o.dir.join("tls/cp.key"));
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         if let Some(n) = &net {
-            names.extend(n.sites.iter().map(|s| s.2.clone()));
+            names.extend(n.sites.iter().map(|s| s.host_ip.clone()));
         }
         test_support::write_self_signed(&ca, &key, &names)?;
         let cp_cmd: Vec<String> = vec![
@@ -135,6 +149,23 @@ impl Lab {
             "--tls-key".into(),
             key.display().to_string(),
         ];
+        let client_prefixes: HashMap<String, Vec<Prefix>> = topo
+            .site
+            .iter()
+            .filter(|s| !s.client_prefixes.is_empty())
+            .map(|s| (s.id.clone(), s.client_prefixes.clone()))
+            .collect();
+        // BGP needs a namespace per site (a router's own address, port 179 free), BIRD, and a
+        // fill agent that runs the speaker; whichever is missing is what the lab says.
+        let no_bgp = if client_prefixes.is_empty() {
+            None
+        } else if !o.bgp {
+            Some("BGP off".to_string())
+        } else if net.is_none() {
+            Some("BGP needs network namespaces (root, iproute2)".to_string())
+        } else {
+            bgp::unavailable(&bins["fill-agent"], &o.dir.join("bgp-check"))
+        };
         let mut lab = Lab {
             dir: o.dir.clone(),
             cp_url,
@@ -144,8 +175,11 @@ impl Lab {
             titles: Vec::new(),
             appliances: Vec::new(),
             bins,
+            routing: String::new(),
             cp: None,
             cp_cmd,
+            client_prefixes,
+            routers: Vec::new(),
             net,
         };
         lab.start_cp()?;
@@ -153,12 +187,61 @@ impl Lab {
             .trim()
             .to_string();
         lab.populate(topo)?;
+        lab.routing = match no_bgp {
+            _ if lab.client_prefixes.is_empty() => {
+                "no client prefixes in the topology: players are steered by a coverage zone"
+                    .to_string()
+            }
+            None => lab.start_routers(topo)?,
+            Some(why) => {
+                let mut sites: Vec<String> = lab
+                    .client_prefixes
+                    .iter()
+                    .map(|(site, p)| format!("{site}'s appliances serve {}", joined(p)))
+                    .collect();
+                sites.sort();
+                format!("static prefixes, not BGP ({why}): {}", sites.join("; "))
+            }
+        };
         for s in &topo.site {
             for k in 0..s.appliances {
                 lab.add_appliance(&format!("{}-{}", s.id, k + 1), &s.id)?;
             }
         }
         Ok(lab)
+    }
+
+    /// Starts BIRD in each ISP site's namespace (before the appliances, which dial it); what
+    /// the lab now does, in a sentence.
+    fn start_routers(&mut self, topo: &Topology) -> Result<String> {
+        let net = self.net.as_ref().context("routers need namespaces")?;
+        let mut said = Vec::new();
+        for (position, s) in topo.site.iter().enumerate() {
+            let Some(prefixes) = self.client_prefixes.get(&s.id) else {
+                continue;
+            };
+            let sn = net.of(&s.id);
+            let ns_ip: std::net::Ipv4Addr = sn.ns_ip.parse()?;
+            let router = SiteRouter::plan(&s.id, position, ns_ip, s.appliances, prefixes)?;
+            // Every session gets its own address, as separate machines would have.
+            sn.add_address(router.address)?;
+            for (_, ip) in &router.peers {
+                sn.add_address(*ip)?;
+            }
+            said.push(format!(
+                "BIRD in {}'s namespace ({} AS{}) announces {} to its {} appliance(s) (AS{})",
+                s.id,
+                router.address,
+                router.asn,
+                joined(prefixes),
+                router.peers.len(),
+                bgp::APPLIANCE_AS
+            ));
+            let log = self.dir.join(format!("logs/bird-{}.log", s.id));
+            self.routers
+                .push(Bird::start(router, &sn.ns, &self.dir.join("bird"), log)?);
+        }
+        Ok(format!("BGP: {}", said.join("; ")))
     }
 
     /// Starts (or restarts) the control plane on the same database and port.
@@ -214,26 +297,39 @@ impl Lab {
                 kind: s.kind.parse()?,
                 region: s.region.clone(),
                 parent: s.parent.clone(),
-                allowed_prefixes: Vec::new(),
+                // What the site's appliances may report: its clients, however they learn them.
+                allowed_prefixes: s.client_prefixes.clone(),
             };
             self.admin("POST", "/v1/admin/sites", Some(serde_json::to_value(site)?))?;
         }
+        let home = sites.iter().find(|s| s.kind == "isp").unwrap_or(&sites[0]);
         // Players on this machine are in the first ISP site, in NL.
-        let home = sites
-            .iter()
-            .find(|s| s.kind == "isp")
-            .unwrap_or(&sites[0])
-            .id
-            .clone();
-        self.admin(
-            "POST",
-            "/v1/admin/zones",
-            Some(serde_json::to_value(admin::Zone {
-                prefix: "127.0.0.0/8".parse()?,
-                site: Some(home),
-                country: Some("NL".into()),
-            })?),
-        )?;
+        let mut zones = vec![admin::Zone {
+            prefix: "127.0.0.0/8".parse()?,
+            site: Some(home.id.clone()),
+            country: Some("NL".into()),
+        }];
+        if !self.client_prefixes.is_empty() {
+            // Clients in the ISP sites' prefixes are whoever hears their routes. Every address
+            // is in NL (where the titles are licensed), and one no route covers is the tier's:
+            // a zone on the whole address space names the home site's parent (or the first
+            // IXP), so a client whose route is withdrawn everywhere falls back to it. Being
+            // wider than any route, the zone never competes with one.
+            let fallback = home
+                .parent
+                .clone()
+                .or_else(|| sites.iter().find(|s| s.kind == "ixp").map(|s| s.id.clone()));
+            for p in ["0.0.0.0/0", "::/0"] {
+                zones.push(admin::Zone {
+                    prefix: p.parse()?,
+                    site: fallback.clone(),
+                    country: Some("NL".into()),
+                });
+            }
+        }
+        for z in zones {
+            self.admin("POST", "/v1/admin/zones", Some(serde_json::to_value(z)?))?;
+        }
         self.admin(
             "POST",
             "/v1/admin/subscribers",
@@ -309,7 +405,8 @@ impl Lab {
         // In a namespace: run inside it, on the site's address, fixed ports per appliance.
         let (prefix, listen, admin_listen, cp_url) = match &self.net {
             Some(n) => {
-                let (_, ns, host_ip, ns_ip) = n.of(site);
+                let s = n.of(site);
+                let (ns, host_ip, ns_ip) = (&s.ns, &s.host_ip, &s.ns_ip);
                 let k = self.appliances.iter().filter(|a| a.site == site).count() as u16;
                 let port = self.cp_cmd[2]
                     .rsplit(':')
@@ -394,6 +491,25 @@ impl Lab {
             "5".into(),
             "--fill-now".into(),
         ]);
+        match self.routers.iter().find(|r| r.router.site == site) {
+            Some(r) => {
+                // The speaker's configuration is the agent file's [bgp] table; every other
+                // setting stays a flag.
+                let bgp = r
+                    .router
+                    .agent_config(id)
+                    .with_context(|| format!("{id} is not a peer of {site}'s router"))?;
+                let file = a.dir.join("fill-agent.toml");
+                std::fs::write(&file, bgp::agent_toml(&bgp)?)?;
+                a.agent_cmd
+                    .extend(["--config".into(), file.display().to_string()]);
+            }
+            None => {
+                for p in self.client_prefixes.get(site).into_iter().flatten() {
+                    a.agent_cmd.extend(["--prefix".into(), p.to_string()]);
+                }
+            }
+        }
         start_agent(&mut a)?;
         self.appliances.push(a);
         Ok(())
@@ -442,12 +558,15 @@ impl Lab {
         }
     }
 
-    /// One line per appliance: id, site, URL, status, files held.
+    /// One line per appliance: id, site, URL, status, files held, and what it hears (its BGP
+    /// sessions up and prefixes heard, or its static prefixes); then, where appliances report
+    /// BGP, each session as the control plane holds it (`/v1/admin/bgp/sessions`).
     pub fn status_table(&self) -> Result<String> {
         let list = self.admin("GET", "/v1/admin/appliances", None)?;
+        let bgp = self.bgp_sessions()?;
         let mut out = format!(
-            "{:<12} {:<10} {:<24} {:<8} {}\n",
-            "appliance", "site", "url", "status", "files"
+            "{:<12} {:<10} {:<24} {:<8} {:<5} {}\n",
+            "appliance", "site", "url", "status", "files", "routes"
         );
         for a in &self.appliances {
             let status = list
@@ -462,16 +581,156 @@ impl Lab {
                 None,
             )?)
             .unwrap_or_default();
+            let routes = match bgp.iter().find(|b| b.oca_id == a.id) {
+                Some(b) => format!(
+                    "BGP {}/{} up, {} prefix(es)",
+                    b.sessions
+                        .iter()
+                        .filter(|s| s.state == oca_protocol::health::BgpState::Established)
+                        .count(),
+                    b.sessions.len(),
+                    b.prefixes
+                ),
+                None => match self.client_prefixes.get(&a.site) {
+                    Some(p) if !self.routers.iter().any(|r| r.router.site == a.site) => {
+                        format!("static {}", joined(p))
+                    }
+                    // A BGP site's appliance that has not reported its sessions yet.
+                    Some(_) => "BGP (no report yet)".to_string(),
+                    None => "-".to_string(),
+                },
+            };
             out.push_str(&format!(
-                "{:<12} {:<10} {:<24} {:<8} {}\n",
+                "{:<12} {:<10} {:<24} {:<8} {:<5} {}\n",
                 a.id,
                 a.site,
                 a.url,
                 status,
-                held.len()
+                held.len(),
+                routes
             ));
         }
+        if !bgp.is_empty() {
+            let now = oca_service::unix_now();
+            out.push_str("\nBGP sessions (the control plane's /v1/admin/bgp/sessions):\n");
+            out.push_str(&format!(
+                "{:<12} {:<16} {:<8} {:<12} {:>8} {:>8} {:>8} {:>5}  {}\n",
+                "appliance",
+                "neighbor",
+                "AS",
+                "state",
+                "for",
+                "received",
+                "accepted",
+                "flaps",
+                "last error"
+            ));
+            for b in &bgp {
+                for s in &b.sessions {
+                    out.push_str(&format!(
+                        "{:<12} {:<16} {:<8} {:<12} {:>7}s {:>8} {:>8} {:>5}  {}\n",
+                        b.oca_id,
+                        s.neighbor,
+                        s.peer_as,
+                        s.state.as_str(),
+                        now.saturating_sub(s.since),
+                        s.prefixes_received,
+                        s.prefixes_accepted,
+                        s.flaps,
+                        s.last_error.as_deref().unwrap_or("-")
+                    ));
+                }
+            }
+        }
         Ok(out)
+    }
+
+    /// Each appliance's BGP sessions as the control plane last heard them.
+    pub fn bgp_sessions(&self) -> Result<Vec<admin::BgpAppliance>> {
+        serde_json::from_value(self.admin("GET", "/v1/admin/bgp/sessions", None)?)
+            .context("the control plane's BGP sessions")
+    }
+
+    /// Whether the lab's appliances learn their client prefixes over BGP (some site has a
+    /// router).
+    pub fn speaks_bgp(&self) -> bool {
+        !self.routers.is_empty()
+    }
+
+    /// Waits until every appliance of a site with a router has reported its session up and
+    /// every prefix the router announces.
+    pub fn wait_bgp(&self, within: Duration) -> Result<()> {
+        let end = Instant::now() + within;
+        loop {
+            let sessions = &self.bgp_sessions()?;
+            let missing: Vec<String> = self
+                .routers
+                .iter()
+                .flat_map(|r| {
+                    let want = r.router.prefixes.len() as u64;
+                    r.router.peers.iter().filter_map(move |(id, _)| {
+                        let up = sessions.iter().find(|b| &b.oca_id == id).is_some_and(|b| {
+                            b.prefixes == want
+                                && b.sessions
+                                    .iter()
+                                    .all(|s| s.state == oca_protocol::health::BgpState::Established)
+                        });
+                        (!up).then(|| id.clone())
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!(
+                    "BGP sessions not up with every prefix within {within:?}: {}",
+                    missing.join(", ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs `birdc` on `site`'s router; its output.
+    pub fn birdc(&self, site: &str, args: &[&str]) -> Result<String> {
+        self.router(site)?.birdc(args)
+    }
+
+    /// Makes `site`'s router announce (`on`) or withdraw its client prefix `prefix` to
+    /// appliance `oca_id` alone, with `birdc enable/disable` of that announcement's protocol.
+    pub fn announce(&self, oca_id: &str, prefix: &Prefix, on: bool) -> Result<()> {
+        let site = &self
+            .appliances
+            .iter()
+            .find(|a| a.id == oca_id)
+            .with_context(|| format!("no appliance {oca_id}"))?
+            .site;
+        let r = self.router(site)?;
+        let (j, _) = r
+            .router
+            .peer(oca_id)
+            .with_context(|| format!("{oca_id} does not peer with {site}'s router"))?;
+        let n = r
+            .router
+            .prefixes
+            .iter()
+            .position(|p| p == prefix)
+            .with_context(|| format!("{site}'s router has no client prefix {prefix}"))?;
+        let proto = SiteRouter::announcement(j, n);
+        let out = r.birdc(&[if on { "enable" } else { "disable" }, &proto])?;
+        // birdc answers "<proto>: enabled/disabled" or "... already ..."; anything else failed.
+        if !out.contains(&proto) {
+            bail!("birdc on {site}: {out}");
+        }
+        Ok(())
+    }
+
+    fn router(&self, site: &str) -> Result<&Bird> {
+        self.routers
+            .iter()
+            .find(|r| r.router.site == site)
+            .with_context(|| format!("site {site} has no router (the lab is not speaking BGP)"))
     }
 
     /// The command that plays a title from this lab.
@@ -583,6 +842,7 @@ impl Drop for Lab {
             a.kill();
         }
         self.cp = None;
+        self.routers.clear();
         // Namespaces last, once nothing runs in them.
         self.net = None;
     }
@@ -593,6 +853,15 @@ impl Lab {
     pub fn in_namespaces(&self) -> bool {
         self.net.is_some()
     }
+}
+
+/// Prefixes as a comma-separated list.
+fn joined(prefixes: &[Prefix]) -> String {
+    prefixes
+        .iter()
+        .map(Prefix::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether a path is a directory the lab may use.

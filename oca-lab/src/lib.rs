@@ -5,15 +5,21 @@
 //! How to read it, in the order a lab comes up:
 //!
 //! - [`topology`]: the topology file ([`Topology`]): sites, appliances per site, each site's
-//!   link speed, and how much content to generate. [`DEFAULT_TOPOLOGY`] is the built-in one.
+//!   link speed and client prefixes, and how much content to generate. [`DEFAULT_TOPOLOGY`] is
+//!   the built-in one.
 //! - `network` (crate-private): with [`Options::netns`], a network namespace per site joined
 //!   to the host by a veth pair, its addresses and route, and tc shaping both directions; torn
 //!   down when the lab goes.
 //! - [`process`]: a process of the lab ([`Proc`]) with its log file, waited on until its log
 //!   says it listens, killed when dropped.
+//! - [`bgp`]: an ISP site's router: BIRD's configuration and the `[bgp]` table of each of its
+//!   appliances' fill agents ([`SiteRouter`]), BIRD running in the site's namespace ([`Bird`]),
+//!   and whether this machine and fill agent can do BGP at all.
 //! - [`lab`]: [`Lab::start`] builds the binaries, starts the control plane over HTTPS,
-//!   populates it (sites, zones, a subscriber with a player token, titles and their content in
-//!   the embedded origin) and starts each [`Appliance`] (daemon, then agent). The [`Lab`] then
+//!   populates it (sites with their allowed prefixes, zones, a subscriber with a player token,
+//!   titles and their content in the embedded origin), starts each ISP site's router where it
+//!   can (else gives the appliances their client prefixes as static prefixes) and each
+//!   [`Appliance`] (daemon, then agent). The [`Lab`] then
 //!   waits for fills, prints status, stops and restarts parts, and kills everything on drop.
 //! - [`chaos`]: [`Lab::chaos`] plays under load while appliances are killed and links cut, one
 //!   disruption at a time, and sums up what the players saw in a [`ChaosReport`].
@@ -21,12 +27,14 @@
 //! The `oca-lab` binary (`main.rs`) is this crate with a command line; `tests/e2e.rs` drives the
 //! same [`Lab`].
 
+pub mod bgp;
 pub mod chaos;
 pub mod lab;
 mod network;
 pub mod process;
 pub mod topology;
 
+pub use bgp::{Bird, SiteRouter};
 pub use chaos::ChaosReport;
 pub use lab::{https_client, usable_dir, Appliance, Lab, Options};
 pub use process::Proc;

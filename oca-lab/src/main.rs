@@ -41,6 +41,11 @@ struct Cli {
     /// Sites in network namespaces with links shaped by tc: "auto" (when root), "on", "off".
     #[arg(long, value_name = "MODE", default_value = "auto")]
     netns: String,
+    /// ISP sites' client prefixes over BGP, from a BIRD router in each site's namespace: "auto"
+    /// (when namespaces, bird2 and the fill agent allow; the lab says which it does), "off"
+    /// (static prefixes).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    bgp: String,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -90,6 +95,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         other => anyhow::bail!("--netns {other}: expected auto, on or off"),
     };
+    let bgp = match cli.bgp.as_str() {
+        "auto" => true,
+        "off" => false,
+        other => anyhow::bail!("--bgp {other}: expected auto or off"),
+    };
     if !netns {
         println!("oca-lab: not root, no ip/tc (iproute2), or --netns off: every site on loopback, links not shaped");
     }
@@ -110,8 +120,10 @@ fn run(cli: Cli) -> Result<()> {
                 dir: dir.clone(),
                 report_interval: cli.report_interval,
                 release: !cli.debug,
+                bgp,
             },
         )?;
+        println!("oca-lab: {}", lab.routing);
         println!(
             "control plane {}; {} appliances in {} sites; {} titles; filling...",
             lab.cp_url,
@@ -120,6 +132,13 @@ fn run(cli: Cli) -> Result<()> {
             lab.titles.len()
         );
         lab.wait_filled_unless(Duration::from_secs(300), &STOP)?;
+        if lab.speaks_bgp() {
+            // The status should show the sessions up; a session that is not is reported in
+            // the table, with its error, rather than stopping the lab.
+            if let Err(e) = lab.wait_bgp(Duration::from_secs(30)) {
+                println!("oca-lab: {e:#}");
+            }
+        }
         print!("{}", lab.status_table()?);
         let first = lab.titles[0].clone();
         println!("playing {first}:");

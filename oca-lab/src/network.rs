@@ -2,6 +2,7 @@
 //! addresses `10.(100+n).<site>.1` (host) / .2 (site), a default route through the host, and both
 //! directions shaped to the site's link with tc. Needs root and iproute2.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -10,9 +11,39 @@ use crate::topology::Topology;
 
 /// The lab's network namespaces, removed on drop.
 pub(crate) struct Net {
-    /// Per site: (site id, namespace, host-side address, namespace address).
-    pub(crate) sites: Vec<(String, String, String, String)>,
+    /// One per site, in topology order.
+    pub(crate) sites: Vec<SiteNet>,
     forwarding_was: String,
+}
+
+/// One site's namespace and its end of the veth pair.
+pub(crate) struct SiteNet {
+    /// The site's id.
+    pub(crate) site: String,
+    /// The namespace's name.
+    pub(crate) ns: String,
+    /// The host's address on the link (the site's gateway).
+    pub(crate) host_ip: String,
+    /// The namespace's address (where its appliances listen).
+    pub(crate) ns_ip: String,
+    /// The namespace's interface on the link.
+    pub(crate) ns_if: String,
+}
+
+impl SiteNet {
+    /// Adds `ip` to the namespace's interface (a secondary address in the site's /24).
+    pub(crate) fn add_address(&self, ip: Ipv4Addr) -> Result<()> {
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &self.ns_if,
+        ])
+    }
 }
 
 /// Runs a command; its stderr is the error when it fails.
@@ -58,8 +89,13 @@ impl Net {
             let (host_if, ns_if) = (format!("oh{tag}k{k}"), format!("on{tag}k{k}"));
             let (host_ip, ns_ip) = (format!("10.{second}.{k}.1"), format!("10.{second}.{k}.2"));
             sh(&["ip", "netns", "add", &ns])?;
-            net.sites
-                .push((site.id.clone(), ns.clone(), host_ip.clone(), ns_ip.clone()));
+            net.sites.push(SiteNet {
+                site: site.id.clone(),
+                ns: ns.clone(),
+                host_ip: host_ip.clone(),
+                ns_ip: ns_ip.clone(),
+                ns_if: ns_if.clone(),
+            });
             sh(&[
                 "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
             ])?;
@@ -103,10 +139,10 @@ impl Net {
     }
 
     /// The namespace of `site`.
-    pub(crate) fn of(&self, site: &str) -> &(String, String, String, String) {
+    pub(crate) fn of(&self, site: &str) -> &SiteNet {
         self.sites
             .iter()
-            .find(|s| s.0 == site)
+            .find(|s| s.site == site)
             .expect("every site has a namespace")
     }
 }
@@ -119,8 +155,8 @@ static FORWARDING: parking_lot::Mutex<(u32, String)> = parking_lot::Mutex::new((
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for (_, ns, _, _) in &self.sites {
-            let _ = sh(&["ip", "netns", "del", ns]);
+        for s in &self.sites {
+            let _ = sh(&["ip", "netns", "del", &s.ns]);
         }
         let mut fwd = FORWARDING.lock();
         fwd.0 = fwd.0.saturating_sub(1);

@@ -41,6 +41,7 @@ fn lab(dir: &std::path::Path) -> Lab {
             dir: dir.to_path_buf(),
             report_interval: 1,
             release: false,
+            bgp: false,
         },
     )
     .unwrap();
@@ -222,6 +223,7 @@ link_mbit = 1000
             dir: dir.path().to_path_buf(),
             report_interval: 1,
             release: false,
+            bgp: false,
         },
     )
     .unwrap();
@@ -296,6 +298,7 @@ fn a_minute_of_chaos_fails_no_play_and_corrupts_no_byte() {
             dir: dir.path().to_path_buf(),
             report_interval: 1,
             release: false,
+            bgp: false,
         },
     )
     .unwrap();
