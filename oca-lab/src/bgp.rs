@@ -249,7 +249,7 @@ fn agent_refuses_bgp(fill_agent: &Path, dir: &Path) -> Result<(), String> {
         .find(|l| !l.is_empty())
         .unwrap_or("no reason given");
     Err(format!(
-        "this fill-agent does not run BGP from a [bgp] table ({why})"
+        "this fill-agent does not take a [bgp] table: {why}"
     ))
 }
 
