@@ -45,18 +45,6 @@ const INTERVAL: u64 = 1;
 /// three agents reporting, steering reloaded): a change is due within `INTERVAL` + this.
 const SLACK: Duration = Duration::from_millis(1500);
 
-/// Why this test cannot run here, if it cannot.
-fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces need it)".into());
-    }
-    ["ip", "tc", "bird", "birdc"]
-        .into_iter()
-        .find(|t| !test_support::on_path(t))
-        .map(|t| format!("{t} is not installed (apt-get install bird2 iproute2)"))
-}
-
 /// The appliances steering offers `client` for the lab's one title, best first.
 fn steer(lab: &Lab, client: &str) -> Vec<String> {
     let answer: SteerAnswer = serde_json::from_value(
@@ -108,12 +96,7 @@ fn inconsistent(lab: &Lab) -> Vec<InconsistentSite> {
 
 #[test]
 fn steering_follows_announcements_moved_and_withdrawn_with_birdc() {
-    if let Some(why) = unavailable() {
-        assert!(
-            std::env::var_os("OCA_REQUIRE_VM").is_none(),
-            "cannot run the lab's BGP test: {why}"
-        );
-        eprintln!("skipped: {why}");
+    if test_support::netns::skip_without("the lab's BGP test", &["tc", "bird", "birdc"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

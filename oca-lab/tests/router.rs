@@ -15,18 +15,6 @@ use std::time::{Duration, Instant};
 use oca_lab::{Bird, SiteRouter};
 use serde_json::Value;
 
-/// Why this test cannot run here, if it cannot.
-fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces need it)".into());
-    }
-    ["ip", "bird", "birdc"]
-        .into_iter()
-        .find(|t| !test_support::on_path(t))
-        .map(|t| format!("{t} is not installed (apt-get install bird2 iproute2)"))
-}
-
 fn sh(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
@@ -158,12 +146,7 @@ impl Drop for Speaker {
 
 #[test]
 fn the_labs_router_and_bgp_tables_bring_up_each_appliances_session_and_move_announcements() {
-    if let Some(why) = unavailable() {
-        assert!(
-            std::env::var_os("OCA_REQUIRE_VM").is_none(),
-            "cannot run the lab router test: {why}"
-        );
-        eprintln!("skipped: {why}");
+    if test_support::netns::skip_without("the lab router test", &["bird", "birdc"]) {
         return;
     }
     let probe = &test_support::cargo_bins(false, &[("oca-bgp", "oca-bgp-probe")])["oca-bgp-probe"];

@@ -5,6 +5,7 @@
 //! (qualification), never of an appliance binary.
 
 pub mod failfs;
+pub mod netns;
 pub mod proc;
 
 use std::collections::HashMap;

@@ -9,8 +9,9 @@
 //! killed and the namespace deleted (which takes the veth, both ends).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use test_support::netns::{self, run};
 use test_support::proc::Proc;
 
 /// BIRD in a namespace, with its configuration file and control socket.
@@ -27,43 +28,9 @@ pub struct Router {
     bird: Option<Proc>,
 }
 
-/// Whether to skip a test needing root, `ip` and `tools`, saying why when it does; where the
-/// tests must run (`OCA_REQUIRE_VM`, set by CI as root) a missing piece fails it instead.
+/// Whether to skip a test needing root, `ip` and `tools` (see [`netns::skip_without`]).
 pub fn skip_without(tools: &[&str]) -> bool {
-    let Some(why) = unavailable(tools) else {
-        return false;
-    };
-    assert!(
-        std::env::var_os("OCA_REQUIRE_VM").is_none(),
-        "cannot run the fill agent's BGP test: {why}"
-    );
-    eprintln!("skipped: {why}");
-    true
-}
-
-fn unavailable(tools: &[&str]) -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root (network namespaces need it)".into());
-    }
-    for t in tools.iter().chain(&["ip"]) {
-        if !test_support::on_path(t) {
-            return Some(format!(
-                "{t} is not installed (apt-get install bird2 iproute2)"
-            ));
-        }
-    }
-    None
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    netns::skip_without("the fill agent's BGP test", tools)
 }
 
 impl Router {

@@ -7,7 +7,9 @@
 //! created inside the namespaces, so its ends' names never clash either. Dropped: both
 //! namespaces deleted (which takes the veth and anything left in them).
 
-use std::process::{Command, Output};
+use std::process::Command;
+
+use test_support::netns::{self, run};
 
 /// The router's addresses and the appliance's.
 pub const RTR4: &str = "10.250.0.1";
@@ -20,44 +22,9 @@ pub struct Net {
     pub oca: String,
 }
 
-/// Whether to skip an interoperability test needing `tools`: says why when skipping; fails
-/// instead where the tests must run (OCA_REQUIRE_VM, set by CI as root).
+/// Whether to skip an interoperability test needing `tools` (see [`netns::skip_without`]).
 pub fn skip_without(tools: &[&str]) -> bool {
-    let Some(why) = unavailable(tools) else {
-        return false;
-    };
-    assert!(
-        std::env::var_os("OCA_REQUIRE_VM").is_none(),
-        "cannot run the BGP interoperability tests: {why}"
-    );
-    eprintln!("skipped: {why}");
-    true
-}
-
-/// Why an interoperability test cannot run here, if it cannot.
-pub fn unavailable(tools: &[&str]) -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("not root (network namespaces need it)".into());
-    }
-    for t in tools.iter().chain(&["ip"]) {
-        if !test_support::on_path(t) {
-            return Some(format!(
-                "{t} is not installed (apt-get install bird2 gobgpd iproute2 iptables)"
-            ));
-        }
-    }
-    None
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    netns::skip_without("the BGP interoperability tests", tools)
 }
 
 impl Net {
