@@ -4,8 +4,10 @@
 //!    configured: static prefixes are locally originated routes) and the coverage zones → where
 //!    each candidate stands ([`Place`]): appliances hearing the longest match, and the sites of a
 //!    zone on it, are the client's own (proximity 0); appliances hearing or zone sites of a wider
-//!    covering prefix, and the parent (tier) sites of the client's sites, are 1; the rest of the
-//!    client's regions, 2.
+//!    covering prefix, and the parent (tier) sites of the client's sites, are 1; the IXP sites
+//!    of the client's regions, 2. An ISP site's appliances are candidates only by route, zone or
+//!    tier, never by region: like Open Connect's embedded appliances they serve only the clients
+//!    their ISP announces to them (docs/bgp.md).
 //! 2. Keep appliances that are fresh (reported within 3 intervals), not `error`, under the load
 //!    threshold, and hold the content.
 //! 3. Rank by proximity, then, among the client's own, by route as BGP's decision process
@@ -16,11 +18,13 @@
 //!    best appliance takes the last place, so a player always has a second site to fail over to.
 //!
 //! An appliance is the client's own only while it hears the route: once a report withdraws it,
-//! the appliance ranks by what else it hears or where its site stands, like any other.
+//! the appliance ranks by what else it hears or where its site stands, like any other; an ISP
+//! appliance that hears nothing covering the client is no candidate at all.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+use oca_protocol::admin::SiteKind;
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{Explanation, MatchedRoute, RouteSource, SteerAnswer, Steered};
 
@@ -39,14 +43,14 @@ pub enum Why {
     Zone(Prefix),
     /// Its site is the tier site of one of the client's sites.
     Tier,
-    /// Its site is in one of the client's regions.
+    /// Its site is an IXP site in one of the client's regions.
     Region,
 }
 
 /// Where a candidate stands for a client: ordered best first by (proximity, route preference).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Place {
-    /// 0 the client's own, 1 tier, 2 the rest of the region.
+    /// 0 the client's own, 1 tier, 2 an IXP site of the client's region.
     pub prox: u8,
     /// Its route's preference among the client's own; [`Preference::LOCAL`] for every other
     /// place, so routes order only the appliances hearing the client's longest match.
@@ -152,7 +156,9 @@ impl<'a> Neighbourhood<'a> {
             self.sites.get(site).copied(),
             self.snap
                 .site(site)
-                .filter(|(_, info)| self.regions.contains(&info.region.as_str()))
+                .filter(|(_, info)| {
+                    info.kind == SiteKind::Ixp && self.regions.contains(&info.region.as_str())
+                })
                 .map(|_| Place {
                     prox: 2,
                     pref: Preference::LOCAL,
@@ -181,7 +187,7 @@ impl<'a> Neighbourhood<'a> {
             .chain(
                 self.regions
                     .iter()
-                    .flat_map(|r| self.snap.region_sites(r))
+                    .flat_map(|r| self.snap.region_fallback_sites(r))
                     .map(String::as_str),
             )
             .collect();
@@ -206,7 +212,11 @@ impl<'a> Neighbourhood<'a> {
             .keys()
             .map(|s| self.snap.site_members(s).len())
             .sum();
-        let regional: usize = self.regions.iter().map(|r| self.snap.region_size(r)).sum();
+        let regional: usize = self
+            .regions
+            .iter()
+            .map(|r| self.snap.region_fallback_size(r))
+            .sum();
         self.heard.len() + placed + regional
     }
 

@@ -1,5 +1,5 @@
 //! BGP-learned routes against the real binary: steering follows them, prefers the better route,
-//! stops at a withdrawal, flags sites whose appliances disagree, refuses what a site may not
+//! stops at a withdrawal, offers ISP appliances only to the clients they hear, flags sites whose appliances disagree, refuses what a site may not
 //! announce and reports with too many routes; old-style reports keep working.
 //!
 //! ```text
@@ -178,12 +178,12 @@ fn steering_follows_the_longest_bgp_match() {
     for c in 0..CONTENT {
         let (ids, ans) = w.steer("198.51.100.7", &format!("c{c}"));
         assert_eq!(ids[0], "a1", "the appliance hearing the /24: {ans}");
-        assert_eq!(ids.len(), 4, "{ans}");
         // a2 hears a covering /22 and x1 a covering /16 (and is the tier site): both tier.
-        let mut tier = ids[1..3].to_vec();
+        // b1, an ISP appliance in the same region hearing nothing covering the client, is no
+        // candidate.
+        let mut tier = ids[1..].to_vec();
         tier.sort();
         assert_eq!(tier, ["a2", "x1"], "{ans}");
-        assert_eq!(ids[3], "b1", "the rest of the region last");
     }
     let (_, ans) = w.steer("198.51.100.7", "c0");
     let a1 = explained(&ans, "a1");
@@ -199,12 +199,10 @@ fn steering_follows_the_longest_bgp_match() {
     );
     assert_eq!(explained(&ans, "a2")["route"]["prefix"], "198.51.100.0/22");
     assert_eq!(explained(&ans, "x1")["route"]["source"], "static");
-    assert!(reason(&ans, "b1").contains("same region"), "{ans}");
-    // Inside the /22 only: a2 is the client's own; a1, whose route does not cover the
-    // client, is a same-region candidate behind the tier.
+    // Inside the /22 only: a2 is the client's own, x1 its tier; a1, whose route does not
+    // cover the client, is no candidate.
     let (ids, ans) = w.steer("198.51.101.7", "c0");
-    assert_eq!(ids[..2], ["a2", "x1"], "{ans}");
-    assert!(reason(&ans, "a1").contains("same region"), "{ans}");
+    assert_eq!(ids, ["a2", "x1"], "{ans}");
     // IPv6 alike.
     w.ok(
         "a2",
@@ -304,17 +302,15 @@ fn a_withdrawn_route_stops_steering_there_at_the_next_report() {
     w.ok("a1", &[], Some(bgp(vec![route(p, &[64500], "igp", None)])));
     w.ok("a2", &[], Some(bgp(vec![])));
     assert!(w.firsts("198.51.100.7").iter().all(|f| f == "a1"));
-    // a1's next report no longer carries it: clients fall back to the tier site, x1; a1 is
-    // only a same-region candidate now, like a2 and b1.
+    // a1's next report no longer carries it: clients fall back to the tier site, x1, alone;
+    // a1, like a2 and b1, hears nothing covering them and is no candidate.
     w.ok("a1", &[], Some(bgp(vec![])));
     let (ids, ans) = w.steer("198.51.100.7", "c0");
-    assert_eq!(ids[0], "x1", "{ans}");
+    assert_eq!(ids, ["x1"], "{ans}");
     assert!(
         reason(&ans, "x1").contains("hears the client's route 198.51.0.0/16"),
         "{ans}"
     );
-    assert!(reason(&ans, "a1").contains("same region"), "{ans}");
-    assert!(explained(&ans, "a1")["route"].is_null(), "{ans}");
     assert!(w.firsts("198.51.100.7").iter().all(|f| f == "x1"));
     // The announcement moves to a2: steering follows at a2's report.
     w.ok("a2", &[], Some(bgp(vec![route(p, &[64500], "igp", None)])));
@@ -435,6 +431,55 @@ fn sites_whose_appliances_hear_different_prefixes_are_flagged() {
     // A bad prefix is refused before it is sent.
     let (ok, _, err) = ocactl(&w.cp, &["bgp", "routes", "198.51.100.1/24"]);
     assert!(!ok && err.contains("bits set past its length"), "{err}");
+}
+
+#[test]
+fn isp_appliances_serve_only_the_clients_their_isp_announces() {
+    let w = world();
+    // A second IXP site in the region, neither a tier of isp-a/isp-b nor hearing their routes.
+    let site =
+        json!({"id": "ixp-2", "kind": "ixp", "region": "eu", "allowed_prefixes": ["192.0.2.0/24"]});
+    assert_eq!(w.cp.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
+    let a = json!({"id": "x2", "site": "ixp-2", "url": "http://x2.example", "capacity_bps": 1_000_000_000u64});
+    let (s, reg) = w.cp.admin("POST", "/v1/admin/appliances", Some(a));
+    assert_eq!(s, 201, "{reg}");
+    let body = json!({
+        "oca_id": "x2", "site": "ixp-2", "version": "t", "status": "ok",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": ["192.0.2.0/24"],
+        "inventory": {"kind": "full", "seq": 1, "content": ["c0"]}
+    });
+    let cred = reg["credential"].as_str().unwrap();
+    let (s, r) =
+        w.cp.req("POST", "/v1/appliances/x2/health", Some(body), Some(cred));
+    assert_eq!(s, 200, "{r}");
+    w.ok(
+        "a1",
+        &[],
+        Some(bgp(vec![route("198.51.100.0/24", &[64500], "igp", None)])),
+    );
+    // isp-b's client: its own appliance, its tier, then the region's other IXP site. a1, an
+    // ISP appliance of the same region that does not hear the client, is not offered: its
+    // ISP would carry another network's clients.
+    let (ids, ans) = w.steer("203.0.113.9", "c0");
+    assert_eq!(ids, ["b1", "x1", "x2"], "{ans}");
+    assert!(reason(&ans, "x2").contains("same region"), "{ans}");
+    // b1 fails: the IXP sites only, never a1 or a2.
+    let body = json!({
+        "oca_id": "b1", "site": "isp-b", "version": "t", "status": "error",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": ["203.0.113.0/24"],
+        "inventory": {"kind": "full", "seq": 2, "content": ["c0"]}
+    });
+    let (s, r) = w.cp.req(
+        "POST",
+        "/v1/appliances/b1/health",
+        Some(body),
+        Some(&w.creds["b1"]),
+    );
+    assert_eq!(s, 200, "{r}");
+    let (ids, ans) = w.steer("203.0.113.9", "c0");
+    assert_eq!(ids, ["x1", "x2"], "{ans}");
 }
 
 #[test]

@@ -228,7 +228,11 @@ impl Agent {
         if let Some(addr) = self.cfg.metrics_listen {
             metrics::serve(addr, self.shared.metrics.clone()).await?;
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        // SIGUSR2 asks every BGP neighbour to send its routes again (docs/bgp.md, "Route
+        // refresh"): the operator's `birdc reload in`, without a control socket to guard.
+        let mut usr2 = signal(SignalKind::user_defined2())?;
         if let Some(c) = self.cfg.bgp.clone() {
             let neighbors = c.neighbors.len();
             // A listener that cannot be bound (port 179 without CAP_NET_BIND_SERVICE) stops the
@@ -267,11 +271,27 @@ impl Agent {
                         return Ok(());
                     }
                     _ = watchdog.due() => watchdog.ping(),
+                    _ = usr2.recv() => self.refresh_routes(),
                     done = self.fills.next() => {
                         self.fills.finished(&self.shared, done);
                         self.start_fills();
                     }
                 }
+            }
+        }
+    }
+
+    /// SIGUSR2: ROUTE-REFRESH to every established neighbour that supports it, each outcome
+    /// logged. Without a `[bgp]` table there is nothing to refresh, and the log says so.
+    fn refresh_routes(&self) {
+        let Some(speaker) = &self.bgp else {
+            tracing::warn!("SIGUSR2: no [bgp] table, no routes to refresh");
+            return;
+        };
+        for s in speaker.snapshot().sessions {
+            match speaker.route_refresh(s.neighbor) {
+                Ok(()) => tracing::info!(neighbor = %s.neighbor, "SIGUSR2: route refresh sent"),
+                Err(e) => tracing::warn!("SIGUSR2: no route refresh: {e}"),
             }
         }
     }

@@ -6,7 +6,8 @@
 //! appliance, dialling out only. Checked through the control plane's admin API: the sessions and
 //! routes with their attributes, refused routes counted but not reported, the static prefix
 //! beside them, a withdrawal in BIRD gone by the next report; on the agent's `/metrics`: the
-//! sessions established, prefixes and flaps; on SIGTERM, BIRD hears Cease/2. Needs root and
+//! sessions established, prefixes and flaps; on SIGUSR2, both routers send their tables again
+//! (route refresh); on SIGTERM, BIRD hears Cease/2. Needs root and
 //! BIRD (`bird2`): skips, saying so, without them.
 //!
 //! Without root: `--check-config` on bad `[bgp]` tables fails with the reason.
@@ -361,8 +362,35 @@ fn bird_routes_reach_the_control_plane_and_a_withdrawal_follows_by_the_next_repo
         (accepted == 3.0).then_some(())
     });
 
-    // SIGTERM: every router hears Cease/2 before the agent exits.
+    // SIGUSR2: every neighbour is asked for its routes again, and sends them all (BIRD's
+    // export counter grows by its table).
+    let exported = |proto: &str| -> u64 {
+        let out = rtr.birdc(&["show", "protocols", "all", proto]);
+        out.lines()
+            .find(|l| l.trim_start().starts_with("Export updates:"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("no export counter for {proto}: {out}"))
+    };
+    let before: Vec<u64> = ["oca_v4", "oca_v6"].map(exported).to_vec();
     let pid = agent.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-USR2", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("both routers to send their tables again", UP, || {
+        let after: Vec<u64> = ["oca_v4", "oca_v6"].map(exported).to_vec();
+        after.iter().zip(&before).all(|(a, b)| a > b).then_some(())
+    });
+    assert_eq!(
+        agent.log().matches("SIGUSR2: route refresh sent").count(),
+        2,
+        "{}",
+        logs(&agent, &rtr)
+    );
+    assert_eq!(routes(&cp).len(), 6, "a refresh changes nothing");
+
+    // SIGTERM: every router hears Cease/2 before the agent exits.
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()

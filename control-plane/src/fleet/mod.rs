@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+use oca_protocol::admin::SiteKind;
 use oca_protocol::health::{HealthReport, Inventory};
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{MatchedRoute, RouteSource};
@@ -83,6 +84,8 @@ impl Candidate {
 /// A site as the fleet view knows it.
 #[derive(Debug, Clone)]
 pub struct SiteInfo {
+    /// ISP or IXP.
+    pub kind: SiteKind,
     /// The tier site it fills from.
     pub parent: Option<String>,
     /// Its region.
@@ -110,10 +113,11 @@ pub struct Snapshot {
     countries: PrefixTable<String>,
     /// Appliance indices by site.
     by_site: HashMap<String, Vec<usize>>,
-    /// Site ids by region.
-    by_region: HashMap<String, Vec<String>>,
-    /// Appliance count by region.
-    region_appliances: HashMap<String, usize>,
+    /// The sites that take a region's clients whatever their route, by region: IXP sites only
+    /// (docs/bgp.md, "ISP sites serve only what their ISP announces").
+    region_fallbacks: HashMap<String, Vec<String>>,
+    /// Appliance count of those sites, by region.
+    region_fallback_appliances: HashMap<String, usize>,
 }
 
 impl Snapshot {
@@ -125,6 +129,7 @@ impl Snapshot {
             .into_iter()
             .map(|s| {
                 let info = SiteInfo {
+                    kind: s.kind,
                     parent: s.parent,
                     region: s.region,
                 };
@@ -199,19 +204,19 @@ impl Snapshot {
             held,
             countries,
             by_site: HashMap::new(),
-            by_region: HashMap::new(),
-            region_appliances: HashMap::new(),
+            region_fallbacks: HashMap::new(),
+            region_fallback_appliances: HashMap::new(),
         };
         for (i, a) in snap.appliances.iter().enumerate() {
             snap.by_site.entry(a.site.clone()).or_default().push(i);
         }
-        for (id, site) in &snap.sites {
-            snap.by_region
+        for (id, site) in snap.sites.iter().filter(|(_, s)| s.kind == SiteKind::Ixp) {
+            snap.region_fallbacks
                 .entry(site.region.clone())
                 .or_default()
                 .push(id.clone());
             *snap
-                .region_appliances
+                .region_fallback_appliances
                 .entry(site.region.clone())
                 .or_default() += snap.by_site.get(id).map_or(0, Vec::len);
         }
@@ -316,14 +321,17 @@ impl Snapshot {
         self.sites.get_key_value(id).map(|(k, v)| (k.as_str(), v))
     }
 
-    /// The site ids of a region.
-    pub fn region_sites(&self, region: &str) -> &[String] {
-        self.by_region.get(region).map_or(&[], Vec::as_slice)
+    /// The sites that take a region's clients whatever their route: its IXP sites.
+    pub fn region_fallback_sites(&self, region: &str) -> &[String] {
+        self.region_fallbacks.get(region).map_or(&[], Vec::as_slice)
     }
 
-    /// How many appliances a region has.
-    pub fn region_size(&self, region: &str) -> usize {
-        self.region_appliances.get(region).copied().unwrap_or(0)
+    /// How many appliances a region's fallback sites have.
+    pub fn region_fallback_size(&self, region: &str) -> usize {
+        self.region_fallback_appliances
+            .get(region)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The indices ([`Snapshot::at`]) of a site's appliances.
