@@ -4,6 +4,8 @@
 //! demand. A dev-dependency of every crate's tests; a dependency only of the lab and of `hwtests`
 //! (qualification), never of an appliance binary.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod failfs;
 pub mod netns;
 pub mod proc;
