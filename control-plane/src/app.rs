@@ -22,7 +22,7 @@ use oca_protocol::prefix::Prefix;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::domain::catalog::CatalogView;
-use crate::domain::intake::{self, ReportError};
+use crate::domain::intake::{self, ReportError, RoutesKept};
 use crate::domain::player_tokens::TokenKey;
 use crate::domain::popularity::Popularity;
 use crate::domain::streams::Streams;
@@ -92,6 +92,8 @@ pub struct ReportOutcome {
     /// Static prefixes and BGP routes' prefixes dropped for being outside the site's allowed
     /// set, each once, sorted.
     pub refused: Vec<Prefix>,
+    /// Why the report's BGP routes were refused (the routes on record stayed), if they were.
+    pub routes_refused: Option<String>,
 }
 
 impl App {
@@ -201,8 +203,9 @@ impl App {
         manifest::manifest(&inputs, &fleet, oca_id, now)
     }
 
-    /// Takes a health report of an authenticated appliance at `now`: refuses one with too many
-    /// BGP routes, drops the routes its site may not announce, records it, applies it to the
+    /// Takes a health report of an authenticated appliance at `now`: keeps the routes on record
+    /// in place of its own while its speaker converges or when it has too many, drops the
+    /// routes its site may not announce, records it, applies it to the
     /// fleet view once committed (a moved route steers from here on), notes the sources it found
     /// bad, and gives the version of its manifest now.
     pub fn accept_report(
@@ -210,10 +213,18 @@ impl App {
         report: HealthReport,
         now: i64,
     ) -> Result<ReportOutcome, ReportError> {
-        if let Err(e) = intake::check_route_count(&report, self.max_routes_per_appliance) {
-            tracing::warn!(oca_id = %report.oca_id, error = %e, "health report refused");
-            self.metrics.bgp_reports_refused.inc();
-            return Err(e);
+        let mut report = report;
+        let cut = intake::bound_bgp(&mut report);
+        if cut > 0 {
+            tracing::warn!(oca_id = %report.oca_id, cut, "oversized BGP fields of a health report cut to their bounds");
+        }
+        let routes_kept = intake::routes_kept(&report, self.max_routes_per_appliance);
+        if let Some(why) = &routes_kept {
+            if let RoutesKept::TooMany { .. } = why {
+                tracing::warn!(oca_id = %report.oca_id, error = %why, "BGP routes of a health report refused");
+                self.metrics.bgp_reports_refused.inc();
+            }
+            self.keep_routes_on_record(&mut report)?;
         }
         let standing = self.store.standing(&report.oca_id)?;
         let screened = intake::screen_routes(report, &standing.allowed);
@@ -249,6 +260,21 @@ impl App {
             manifest_version,
             site: standing.site,
             refused,
+            routes_refused: routes_kept
+                .filter(|k| matches!(k, RoutesKept::TooMany { .. }))
+                .map(|k| k.to_string()),
         })
+    }
+
+    /// Puts the routes on record in place of the report's own (the sessions stay the
+    /// report's), so recording it changes no route.
+    fn keep_routes_on_record(&self, report: &mut HealthReport) -> Result<(), StorageError> {
+        let on_record =
+            self.store
+                .bgp_routes(Some(&report.oca_id), None, self.max_routes_per_appliance)?;
+        if let Some(bgp) = report.bgp.as_mut() {
+            bgp.routes = on_record.into_iter().map(|(_, r)| r).collect();
+        }
+        Ok(())
     }
 }

@@ -1,9 +1,11 @@
 //! Longest-prefix match over IPv4 and IPv6 prefixes: a binary trie per address family, one level
 //! per bit, so a lookup costs at most 32 or 128 steps whatever the table size.
 //!
-//! Prefixes are inserted, changed and removed in place (a withdrawn BGP route costs one walk,
-//! not a rebuild); removal leaves the walk's nodes behind, which only a rebuild reclaims, so
-//! the table grows with the distinct prefixes ever inserted between rebuilds.
+//! Prefixes are inserted, changed and removed in place (a withdrawn BGP route costs two walks,
+//! not a rebuild). Removal unlinks the nodes no longer on the way to any prefix and keeps them
+//! on a free list that insertion takes from first, so the table's size follows the prefixes it
+//! holds now, not every prefix ever inserted: an appliance reporting fresh /128s at every
+//! report cannot grow it.
 
 use std::net::IpAddr;
 
@@ -21,6 +23,9 @@ struct Node {
 pub struct PrefixTable<T> {
     v4: Vec<Node>,
     v6: Vec<Node>,
+    /// Unlinked nodes of each family, reused before the vectors grow.
+    free4: Vec<u32>,
+    free6: Vec<u32>,
     values: Vec<(Prefix, T)>,
 }
 
@@ -33,6 +38,8 @@ impl<T> Default for PrefixTable<T> {
         PrefixTable {
             v4: vec![root.clone()],
             v6: vec![root],
+            free4: Vec::new(),
+            free6: Vec::new(),
             values: Vec::new(),
         }
     }
@@ -49,20 +56,29 @@ impl<T> PrefixTable<T> {
     /// Inserts (or replaces) the value for `prefix`; returns the old value.
     pub fn insert(&mut self, prefix: Prefix, value: T) -> Option<T> {
         let (addr, _) = bits(prefix.addr());
-        let nodes = if prefix.addr().is_ipv4() {
-            &mut self.v4
+        let (nodes, free) = if prefix.addr().is_ipv4() {
+            (&mut self.v4, &mut self.free4)
         } else {
-            &mut self.v6
+            (&mut self.v6, &mut self.free6)
         };
         let mut at = 0usize;
         for i in 0..u32::from(prefix.bits()) {
             let bit = ((addr >> (127 - i)) & 1) as usize;
             if nodes[at].child[bit] == NONE {
-                nodes.push(Node {
+                let fresh = Node {
                     child: [NONE, NONE],
                     value: NONE,
-                });
-                let idx = (nodes.len() - 1) as u32;
+                };
+                let idx = match free.pop() {
+                    Some(idx) => {
+                        nodes[idx as usize] = fresh;
+                        idx
+                    }
+                    None => {
+                        nodes.push(fresh);
+                        (nodes.len() - 1) as u32
+                    }
+                };
                 nodes[at].child[bit] = idx;
             }
             at = nodes[at].child[bit] as usize;
@@ -132,6 +148,7 @@ impl<T> PrefixTable<T> {
             return None;
         }
         self.nodes_mut(prefix)[node].value = NONE;
+        self.prune(prefix);
         let (_, value) = self.values.swap_remove(idx as usize);
         if let Some((moved, _)) = self.values.get(idx as usize) {
             let moved = *moved;
@@ -141,6 +158,38 @@ impl<T> PrefixTable<T> {
             self.nodes_mut(&moved)[at].value = idx;
         }
         Some(value)
+    }
+
+    /// Unlinks the nodes at the end of `prefix`'s walk that lead to no value any more, deepest
+    /// first, onto the free list.
+    fn prune(&mut self, prefix: &Prefix) {
+        let (addr, _) = bits(prefix.addr());
+        let (nodes, free) = if prefix.addr().is_ipv4() {
+            (&mut self.v4, &mut self.free4)
+        } else {
+            (&mut self.v6, &mut self.free6)
+        };
+        // The walk: path[d] is the node at depth d (the root at 0), at most 129 of them.
+        let mut path = [0u32; 129];
+        let depth = usize::from(prefix.bits());
+        for i in 0..depth {
+            let bit = ((addr >> (127 - i)) & 1) as usize;
+            path[i + 1] = nodes[path[i] as usize].child[bit];
+        }
+        for d in (1..=depth).rev() {
+            let n = &nodes[path[d] as usize];
+            if n.value != NONE || n.child != [NONE, NONE] {
+                break;
+            }
+            let bit = ((addr >> (127 - (d - 1))) & 1) as usize;
+            nodes[path[d - 1] as usize].child[bit] = NONE;
+            free.push(path[d]);
+        }
+    }
+
+    /// Trie nodes in use (both families, roots included): what the table costs in memory.
+    pub fn nodes_in_use(&self) -> usize {
+        self.v4.len() + self.v6.len() - self.free4.len() - self.free6.len()
     }
 
     /// How many prefixes the table holds.
@@ -303,5 +352,44 @@ mod tests {
                 assert_eq!(table.longest_match(ip).map(|(_, v)| *v), brute, "{ip}");
             }
         }
+    }
+
+    /// An appliance reporting fresh host routes at every report (each report withdrawing the
+    /// last's) keeps the table at the size of one report, not of every route ever seen.
+    #[test]
+    fn churn_reuses_the_nodes_it_frees() {
+        let mut t = PrefixTable::default();
+        t.insert(p("2001:db8::/32"), 0);
+        let base = t.nodes_in_use();
+        let batch = |r: u32| -> Vec<Prefix> {
+            (0..500u32)
+                .map(|i| p(&format!("2001:db8:{r:x}:{i:x}::1/128")))
+                .collect()
+        };
+        let mut high = 0;
+        for r in 0..50 {
+            let routes = batch(r);
+            for q in &routes {
+                t.insert(*q, 1);
+            }
+            high = high.max(t.nodes_in_use());
+            for q in &routes {
+                assert_eq!(t.remove(q), Some(1));
+            }
+            assert_eq!(
+                t.nodes_in_use(),
+                base,
+                "round {r}: every freed node unlinked"
+            );
+        }
+        assert!(
+            t.v6.len() <= high,
+            "{} nodes allocated, {high} at most in use",
+            t.v6.len()
+        );
+        assert_eq!(
+            t.longest_match("2001:db8::5".parse().unwrap()).unwrap().1,
+            &0
+        );
     }
 }

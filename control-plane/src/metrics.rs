@@ -113,7 +113,7 @@ impl Default for Metrics {
         let bgp_reports_refused = m(
             &mut registry,
             "cp_bgp_reports_refused",
-            "Health reports refused for carrying more than max_routes_per_appliance BGP routes",
+            "Health reports whose BGP routes were refused for being more than max_routes_per_appliance (the routes on record stayed in force)",
         );
         let bgp_sessions = Family::default();
         registry.register(

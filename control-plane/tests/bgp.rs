@@ -1,6 +1,7 @@
 //! BGP-learned routes against the real binary: steering follows them, prefers the better route,
 //! stops at a withdrawal, offers ISP appliances only to the clients they hear, flags sites whose appliances disagree, refuses what a site may not
-//! announce and reports with too many routes; old-style reports keep working.
+//! announce and the routes of reports with too many, keeps the routes on record while a speaker
+//! converges; old-style reports keep working.
 //!
 //! ```text
 //! ixp-1 (ixp, eu)  x1: static 198.51.0.0/16
@@ -541,7 +542,7 @@ fn routes_outside_the_allowed_prefixes_are_refused_and_reported_back() {
 }
 
 #[test]
-fn a_report_with_too_many_routes_is_refused_with_a_clear_error() {
+fn too_many_routes_are_refused_and_the_routes_on_record_stay() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cp.toml");
     std::fs::write(&config, "max_routes_per_appliance = 10\n").unwrap();
@@ -551,17 +552,21 @@ fn a_report_with_too_many_routes_is_refused_with_a_clear_error() {
             .map(|i| route(&format!("198.51.100.{}/32", i), &[64500], "igp", None))
             .collect()
     };
-    let (s, e) = w.report("a1", &[], Some(bgp(routes(11))));
-    assert_eq!(s, 422, "{e}");
-    assert_eq!(e["code"], "too_many_routes");
-    let msg = e["message"].as_str().unwrap();
+    // At the limit it is taken.
+    w.ok("a1", &[], Some(bgp(routes(10))));
+    assert_eq!(w.steer("198.51.100.9", "c0").0[0], "a1");
+    // One more: the routes are refused, the reply says why, the rest of the report is taken
+    // (a1 stays fresh and serving) and the 10 routes on record stay in force.
+    let r = w.ok("a1", &[], Some(bgp(routes(11))));
+    let msg = r["routes_refused"].as_str().unwrap_or_default();
     assert!(
         msg.contains("11 routes")
             && msg.contains("max_routes_per_appliance = 10")
-            && msg.contains("refused"),
-        "{msg}"
+            && msg.contains("routes on record stay"),
+        "{r}"
     );
-    // Nothing of it was recorded: a1 has still never reported.
+    assert_eq!(w.steer("198.51.100.9", "c0").0[0], "a1");
+    assert!(w.steer("198.51.100.10", "c0").0.first() != Some(&"a1".to_string()));
     let (_, list) = w.cp.admin("GET", "/v1/admin/appliances", None);
     let a1 = list
         .as_array()
@@ -569,12 +574,32 @@ fn a_report_with_too_many_routes_is_refused_with_a_clear_error() {
         .iter()
         .find(|a| a["id"] == "a1")
         .unwrap();
-    assert_eq!(a1["status"], "unknown", "{list}");
-    assert_eq!(w.admin_get("/v1/admin/bgp/sessions"), json!([]));
+    assert_eq!(a1["status"], "ok", "{list}");
     assert!(metrics(&w.cp).contains("cp_bgp_reports_refused_total 1"));
-    // At the limit it is taken.
-    w.ok("a1", &[], Some(bgp(routes(10))));
-    assert_eq!(w.steer("198.51.100.9", "c0").0[0], "a1");
+    // Back under the limit: taken again.
+    let r = w.ok("a1", &[], Some(bgp(routes(3))));
+    assert!(r.get("routes_refused").is_none(), "{r}");
+    assert!(w.steer("198.51.100.9", "c0").0.first() != Some(&"a1".to_string()));
+}
+
+#[test]
+fn a_converging_speaker_keeps_the_routes_on_record() {
+    let w = world();
+    let p = "198.51.100.0/24";
+    w.ok("a1", &[], Some(bgp(vec![route(p, &[64500], "igp", None)])));
+    assert!(w.firsts("198.51.100.7").iter().all(|f| f == "a1"));
+    // The fill agent restarted: its sessions are coming up and have heard nothing yet. Its
+    // report says it is converging, so a1 keeps its clients and the sessions show as they are.
+    let mut converging = bgp(vec![]);
+    converging["converging"] = json!(true);
+    converging["sessions"][0]["state"] = json!("open_sent");
+    w.ok("a1", &[], Some(converging));
+    assert!(w.firsts("198.51.100.7").iter().all(|f| f == "a1"));
+    let sessions = w.admin_get("/v1/admin/bgp/sessions");
+    assert!(sessions.to_string().contains("open_sent"), "{sessions}");
+    // Converged with the table complete: the report is the truth again, withdrawals included.
+    w.ok("a1", &[], Some(bgp(vec![])));
+    assert!(w.firsts("198.51.100.7").iter().all(|f| f == "x1"));
 }
 
 #[test]

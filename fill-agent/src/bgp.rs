@@ -8,12 +8,23 @@
 //! came from, stale ones included (a router in graceful restart still means those clients are
 //! ours until its End-of-RIB or its restart time says otherwise).
 
+use std::time::Duration;
+
 use oca_bgp::{BgpSnapshot, SessionState};
 use oca_protocol::health::{BgpReport, BgpRoute, BgpSession, BgpState, Origin};
 use oca_protocol::prefix::Prefix;
 
-/// The health report's `bgp` part from a snapshot of the speaker.
-pub fn report(snap: &BgpSnapshot) -> BgpReport {
+/// How long a freshly started speaker may take to hear every neighbour's whole table before
+/// what it holds is reported as the truth: the control plane keeps the routes on record
+/// meanwhile, so a fill-agent restart (an upgrade) does not steer the appliance's clients away
+/// for an interval. Routers without End-of-RIB (pre-RFC 4724) wait this out every start.
+pub const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+
+/// The health report's `bgp` part from a snapshot of the speaker, `since_start` after it
+/// started: converging until every session has its whole table or [`CONVERGE_WITHIN`] passed.
+pub fn report(snap: &BgpSnapshot, since_start: Duration) -> BgpReport {
+    let converging =
+        since_start < CONVERGE_WITHIN && !snap.sessions.iter().all(|s| s.table_complete);
     let sessions = snap
         .sessions
         .iter()
@@ -58,7 +69,11 @@ pub fn report(snap: &BgpSnapshot) -> BgpReport {
             })
         })
         .collect();
-    BgpReport { sessions, routes }
+    BgpReport {
+        sessions,
+        routes,
+        converging,
+    }
 }
 
 fn state(s: SessionState) -> BgpState {
@@ -90,7 +105,7 @@ mod tests {
     /// it gives, pinned as the JSON the control plane receives.
     #[test]
     fn a_snapshot_becomes_the_pinned_report() {
-        let got = serde_json::to_string(&report(&snapshot())).unwrap();
+        let got = serde_json::to_string(&report(&snapshot(), CONVERGE_WITHIN)).unwrap();
         let pinned = concat!(
             r#"{"sessions":["#,
             r#"{"neighbor":"10.250.0.1","peer_as":64500,"state":"established","since":1767225600,"#,
@@ -108,6 +123,26 @@ mod tests {
         assert_eq!(got, pinned);
     }
 
+    /// Converging until every session has its whole table, or the minute is up (a router down
+    /// for good must not keep the last routes on record forever).
+    #[test]
+    fn converging_until_every_table_is_in_or_the_minute_is_up() {
+        let mut snap = snapshot();
+        let early = Duration::from_secs(5);
+        assert!(report(&snap, early).converging, "no table complete yet");
+        snap.sessions[0].table_complete = true;
+        assert!(
+            report(&snap, early).converging,
+            "the second session is down"
+        );
+        snap.sessions[1].table_complete = true;
+        assert!(!report(&snap, early).converging);
+        snap.sessions[1].table_complete = false;
+        assert!(!report(&snap, CONVERGE_WITHIN).converging);
+        let json = serde_json::to_value(report(&snap, early)).unwrap();
+        assert_eq!(json["converging"], true);
+    }
+
     fn snapshot() -> BgpSnapshot {
         let session = |neighbor: &str, peer_as, state, since, flaps| SessionSnapshot {
             neighbor: neighbor.parse().unwrap(),
@@ -121,6 +156,7 @@ mod tests {
             last_error: None,
             negotiated: None,
             graceful_restart_remaining_secs: None,
+            table_complete: false,
             counters: Default::default(),
             routes: vec![],
         };

@@ -198,6 +198,8 @@ struct Agent {
     interval: Duration,
     /// The BGP speaker, once started (only with a `[bgp]` table).
     bgp: Option<oca_bgp::SpeakerHandle>,
+    /// When the speaker started: its first minute is its time to converge.
+    bgp_started: std::time::Instant,
 }
 
 impl Agent {
@@ -219,6 +221,7 @@ impl Agent {
             load: None,
             interval: Duration::from_secs(10),
             bgp: None,
+            bgp_started: std::time::Instant::now(),
         })
     }
 
@@ -243,6 +246,7 @@ impl Agent {
                 .context("starting the BGP speaker ([bgp] table)")?;
             tracing::info!(neighbors, "BGP speaker started");
             self.bgp = Some(speaker);
+            self.bgp_started = std::time::Instant::now();
         }
         tracing::info!(oca_id = %self.cfg.oca_id, control_plane = %self.cfg.control_plane, disks = self.shared.store.disks().len(), bgp = self.bgp.is_some(), "fill agent started");
         oca_service::systemd::ready(&format!("reporting to {}", self.cfg.control_plane));
@@ -321,7 +325,11 @@ impl Agent {
         disks::reevaluate_full(&self.shared.store, &mut self.shared.disks.lock());
         let serving = daemon::serving(self.load, now_load, self.cfg.capacity_bps);
         self.load = now_load.or(self.load);
-        let heard = self.bgp.as_ref().map(|b| bgp::report(&b.snapshot()));
+        let since_start = self.bgp_started.elapsed();
+        let heard = self
+            .bgp
+            .as_ref()
+            .map(|b| bgp::report(&b.snapshot(), since_start));
         if let Some(h) = &heard {
             self.shared.metrics.observe_bgp(h);
         }
@@ -343,6 +351,12 @@ impl Agent {
             }
         };
         self.interval = Duration::from_secs(reply.report_interval_secs.clamp(1, 3600));
+        if let Some(why) = &reply.routes_refused {
+            tracing::warn!("the control plane refused this report's BGP routes: {why}");
+        }
+        if !reply.refused_prefixes.is_empty() {
+            tracing::warn!(refused = ?reply.refused_prefixes, "the control plane refused prefixes outside the site's allowed set");
+        }
         match keys_file::write_keys(&self.cfg.keys, &reply) {
             Ok(true) => tracing::info!(path = %self.cfg.keys.display(), "URL keys updated"),
             Ok(false) => {}

@@ -203,6 +203,7 @@ mod tests {
                 session("2001:db8::1", BgpState::Active, 0, 0),
             ],
             routes: vec![],
+            converging: false,
         };
         m.observe_bgp(&bgp);
         let text = m.render();

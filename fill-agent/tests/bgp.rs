@@ -362,6 +362,48 @@ fn bird_routes_reach_the_control_plane_and_a_withdrawal_follows_by_the_next_repo
         (accepted == 3.0).then_some(())
     });
 
+    // A fill-agent restart (an upgrade): the new speaker's first reports come before its
+    // sessions are up. They say it is converging, so the control plane keeps the routes on
+    // record: at no moment does the appliance lose its clients.
+    assert!(Command::new("kill")
+        .args(["-KILL", &agent.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let _ = agent.child.wait();
+    let restarted = Instant::now();
+    let restarted_unix = oca_service::unix_now();
+    let mut cmd = Command::new(&bins["fill-agent"]);
+    cmd.arg("--config")
+        .arg(&conf)
+        .args(["--metrics-listen", &metrics]);
+    agent = Proc::spawn(cmd);
+    let mut samples = 0;
+    wait_for("the restarted agent's sessions in a report", UP, || {
+        let rs = routes(&cp);
+        assert_eq!(
+            rs.len(),
+            6,
+            "routes dropped {:?} after the restart: {rs:?}\n{}",
+            restarted.elapsed(),
+            logs(&agent, &rtr)
+        );
+        samples += 1;
+        let (_, by) = sessions(&cp)?;
+        let full = |n: &str, accepted| {
+            by.get(n).is_some_and(|s| {
+                s["state"] == "established"
+                    && s["prefixes_accepted"] == accepted
+                    && s["since"].as_u64() >= Some(restarted_unix)
+            })
+        };
+        (full(&rtr.rtr4, 3) && full(&rtr.rtr6, 2)).then_some(())
+    });
+    eprintln!(
+        "restarted agent back with every route after {:?}, {samples} samples, routes kept throughout",
+        restarted.elapsed()
+    );
+
     // SIGUSR2: every neighbour is asked for its routes again, and sends them all (BIRD's
     // export counter grows by its table).
     let exported = |proto: &str| -> u64 {

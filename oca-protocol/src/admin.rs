@@ -252,7 +252,9 @@ pub struct HeardRoute {
 }
 
 /// `GET /v1/admin/bgp/routes[?prefix=P][&oca_id=A][&limit=N]`: the routes asked for, by prefix,
-/// then appliance, best first within a prefix.
+/// then appliance, best first within a prefix. With neither filter, a page of the whole table:
+/// the first `limit` routes storage holds (ordered by appliance and prefix text), then sorted
+/// as above; `more` says there are others, and a filter is how to reach them.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct BgpRoutes {
     /// The routes, at most `limit`.

@@ -54,6 +54,12 @@ pub struct BgpReport {
     pub sessions: Vec<BgpSession>,
     /// The routes accepted by the import filters, one per (prefix, neighbour).
     pub routes: Vec<BgpRoute>,
+    /// Set while the speaker has not yet heard every neighbour's whole table since it started
+    /// (for at most a minute): `routes` may be a fraction of what the routers announce, so the
+    /// control plane keeps the routes on record instead, and a fill-agent restart does not
+    /// steer the appliance's clients away.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub converging: bool,
 }
 
 /// One BGP session with an ISP router.
@@ -127,7 +133,8 @@ pub struct BgpRoute {
     pub prefix: Prefix,
     /// The session (router address) it came from.
     pub neighbor: IpAddr,
-    /// AS_PATH as a list of AS numbers, nearest first (an AS_SET's members listed in it).
+    /// AS_PATH as a list of AS numbers, nearest first (a route with an AS_SET never gets here:
+    /// the speaker treats it as withdrawn, RFC 9774).
     pub as_path: Vec<u32>,
     /// ORIGIN.
     pub origin: Origin,
@@ -332,6 +339,10 @@ pub struct HealthReply {
     /// prefixes and the prefixes of BGP routes alike, each once, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused_prefixes: Vec<Prefix>,
+    /// Why this report's BGP routes were not taken (more than the control plane takes from one
+    /// appliance); the rest of the report was, and the routes on record stay in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_refused: Option<String>,
 }
 
 #[cfg(test)]
@@ -420,6 +431,7 @@ mod tests {
                     stale: false,
                 },
             ],
+            converging: false,
         };
         let pinned = concat!(
             r#"{"sessions":["#,
@@ -506,6 +518,7 @@ mod tests {
             inventory_seq: 2,
             send_full_inventory: false,
             refused_prefixes: vec![],
+            routes_refused: None,
         };
         let text = serde_json::to_string(&reply).unwrap();
         assert_eq!(

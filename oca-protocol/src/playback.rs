@@ -90,9 +90,6 @@ pub enum ErrorCode {
     TooManyStreams,
     /// No healthy appliance holds the content.
     NoAppliance,
-    /// A health report carried more BGP routes than the control plane takes from one
-    /// appliance (`max_routes_per_appliance`); nothing of it was recorded.
-    TooManyRoutes,
     /// Something failed on the server.
     Internal,
 }
@@ -117,7 +114,6 @@ mod tests {
             (ErrorCode::UnknownSubscriber, "unknown_subscriber"),
             (ErrorCode::InactiveSubscriber, "inactive_subscriber"),
             (ErrorCode::NoAppliance, "no_appliance"),
-            (ErrorCode::TooManyRoutes, "too_many_routes"),
         ] {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{s}\""));
         }

@@ -85,5 +85,6 @@ pub async fn health(
         inventory_seq: outcome.accepted.inventory_seq,
         send_full_inventory: outcome.accepted.send_full_inventory,
         refused_prefixes: outcome.refused,
+        routes_refused: outcome.routes_refused,
     }))
 }

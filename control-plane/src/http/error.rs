@@ -77,12 +77,6 @@ impl From<PlayError> for Failure {
 impl From<ReportError> for Failure {
     fn from(e: ReportError) -> Failure {
         match e {
-            // 422: the body is well formed, and sending it again will not help.
-            ReportError::TooManyRoutes { .. } => err(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::TooManyRoutes,
-                e.to_string(),
-            ),
             ReportError::Storage(e) => e.into(),
         }
     }
@@ -206,24 +200,6 @@ mod tests {
             let body = format!(r#"{{"code":"{code}","message":"{message}"}}"#);
             assert_eq!(answer(e.into()), (status, body));
         }
-    }
-
-    #[test]
-    fn too_many_routes_is_422_and_says_which_limit() {
-        let (status, body) = answer(
-            ReportError::TooManyRoutes {
-                reported: 7,
-                max: 5,
-            }
-            .into(),
-        );
-        assert_eq!(status, 422);
-        assert!(
-            body.contains(r#""code":"too_many_routes""#)
-                && body.contains("7 routes")
-                && body.contains("max_routes_per_appliance = 5"),
-            "{body}"
-        );
     }
 
     #[test]

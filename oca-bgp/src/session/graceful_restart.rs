@@ -94,6 +94,7 @@ impl Session {
     }
 
     pub(super) fn end_of_rib(&mut self, f: Family) {
+        self.awaiting_eor[f.index()] = false;
         self.stale_deadline[f.index()] = None;
         let gone = self.rib.drop_stale(Some(f));
         tracing::info!(neighbor = %self.cfg.peer_addr, family = %f, stale_dropped = gone, "End-of-RIB received");

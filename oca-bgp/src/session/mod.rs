@@ -222,6 +222,8 @@ pub struct Session {
     established_at: Option<Instant>,
     restart_deadline: Option<Instant>,
     stale_deadline: [Option<Instant>; 2],
+    /// Families negotiated on the Established session whose End-of-RIB has not come yet.
+    awaiting_eor: [bool; 2],
     flaps: u64,
     counters: Counters,
     last_error: Option<String>,
@@ -243,6 +245,7 @@ impl Session {
             established_at: None,
             restart_deadline: None,
             stale_deadline: [None; 2],
+            awaiting_eor: [false; 2],
             flaps: 0,
             counters: Counters::default(),
             last_error: None,
@@ -259,6 +262,13 @@ impl Session {
     /// The state as RFC 4271 names it.
     pub fn state(&self) -> SessionState {
         self.state
+    }
+
+    /// Whether the neighbour's whole table is in: Established, and End-of-RIB (RFC 4724 §2)
+    /// received for every negotiated family since. Until then what the RIB holds may be a
+    /// fraction of what the router announces (the fill agent does not report it as the truth).
+    pub fn table_complete(&self) -> bool {
+        self.state == SessionState::Established && !self.awaiting_eor.iter().any(|&a| a)
     }
 
     /// When the state last changed.

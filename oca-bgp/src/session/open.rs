@@ -59,7 +59,9 @@ impl Session {
         self.established_at = Some(now);
         self.restart_deadline = None;
         self.keep_stale_after_restart(&n, now);
+        self.awaiting_eor = [false; 2];
         for f in &n.families {
+            self.awaiting_eor[f.index()] = true;
             self.actions
                 .push_back(Action::Send(id, wire::encode_end_of_rib(*f)));
         }

@@ -121,6 +121,9 @@ pub struct SessionSnapshot {
     pub negotiated: Option<Negotiated>,
     /// While stale routes wait for the neighbour: seconds until they are dropped.
     pub graceful_restart_remaining_secs: Option<u64>,
+    /// Established and End-of-RIB received for every negotiated family: the neighbour's whole
+    /// table is in.
+    pub table_complete: bool,
     /// Counts over the session's life.
     pub counters: Counters,
     /// The accepted routes, in prefix order.
@@ -259,6 +262,7 @@ fn session_snapshot(s: &Session) -> SessionSnapshot {
         graceful_restart_remaining_secs: s
             .restart_deadline()
             .map(|d| d.saturating_duration_since(now).as_secs()),
+        table_complete: s.table_complete(),
         counters: s.counters(),
         routes: s.rib().accepted_routes().collect(),
     }

@@ -238,6 +238,7 @@ mod tests {
                         stale: false,
                     })
                     .collect(),
+                converging: false,
             });
         }
         r

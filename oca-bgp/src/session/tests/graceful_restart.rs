@@ -145,3 +145,18 @@ fn a_restart_seen_as_a_new_connection_closes_every_old_one() {
     assert_eq!(t.s.rib().stale(), 3);
     t.finish_open(new, Some(msg::gr_both(120, true, true)));
 }
+
+#[test]
+fn the_table_is_complete_once_every_family_has_its_end_of_rib() {
+    let mut t = T::new(cfg());
+    let id = t.establish(None);
+    assert!(!t.s.table_complete(), "Established, nothing received yet");
+    t.feed(id, &three_routes());
+    t.feed(id, &msg::eor4());
+    assert!(!t.s.table_complete(), "IPv6 still to come");
+    t.feed(id, &msg::eor6());
+    assert!(t.s.table_complete());
+    // Down: nothing is complete until a new session has sent its own End-of-RIBs.
+    t.s.closed(id, t.now);
+    assert!(!t.s.table_complete());
+}
