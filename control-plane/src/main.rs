@@ -434,11 +434,15 @@ fn portal_accounts(
         max_keys: defaults.max_keys,
     };
     if limits.max_failures == 0 || !(1..=86_400).contains(&limits.window_secs) {
-        anyhow::bail!("portal_login_failures must be at least 1 and portal_login_window 1 to 86400 seconds");
+        anyhow::bail!(
+            "portal_login_failures must be at least 1 and portal_login_window 1 to 86400 seconds"
+        );
     }
     let insecure = cli.0 || file.0;
     if insecure {
-        tracing::warn!("portal_insecure_cookies: session cookies are sent over plain HTTP too (labs only)");
+        tracing::warn!(
+            "portal_insecure_cookies: session cookies are sent over plain HTTP too (labs only)"
+        );
     }
     Ok(accounts::Accounts::new(insecure, limits))
 }

@@ -99,7 +99,11 @@ enum UserCmd {
         /// Login name, e.g. an email address.
         login: String,
         /// The partner organisation the user works for.
-        #[arg(long, conflicts_with = "operator", required_unless_present = "operator")]
+        #[arg(
+            long,
+            conflicts_with = "operator",
+            required_unless_present = "operator"
+        )]
         org: Option<String>,
         /// An operator, who sees every organisation.
         #[arg(long)]
@@ -494,7 +498,11 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let user = NewUser {
                 login,
-                role: if operator { Role::Operator } else { Role::Partner },
+                role: if operator {
+                    Role::Operator
+                } else {
+                    Role::Partner
+                },
                 org,
                 password: read_password(password_file.as_deref())?,
             };
@@ -510,7 +518,9 @@ fn run(cli: Cli) -> Result<()> {
 /// line, which other users of the machine can read.
 fn read_password(file: Option<&Path>) -> Result<String> {
     let text = match file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         None => {
             let mut line = String::new();
             // One line, bounded: a terminal ends it with Enter, a pipe with its newline.

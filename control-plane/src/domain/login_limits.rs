@@ -169,7 +169,9 @@ mod tests {
     #[test]
     fn blocks_a_login_from_any_address_and_success_clears_it() {
         let l = limiter(100);
-        let ips: Vec<IpAddr> = (1..=3).map(|i| format!("198.51.100.{i}").parse().unwrap()).collect();
+        let ips: Vec<IpAddr> = (1..=3)
+            .map(|i| format!("198.51.100.{i}").parse().unwrap())
+            .collect();
         for ip in &ips {
             l.failed(*ip, "victim", 0);
         }
@@ -184,10 +186,18 @@ mod tests {
     fn counts_ipv6_clients_by_their_64() {
         let l = limiter(100);
         for i in 1..=3 {
-            l.failed(format!("2001:db8:1:2::{i}").parse().unwrap(), &format!("u{i}"), 0);
+            l.failed(
+                format!("2001:db8:1:2::{i}").parse().unwrap(),
+                &format!("u{i}"),
+                0,
+            );
         }
-        assert!(l.blocked("2001:db8:1:2:ffff::9".parse().unwrap(), "z", 1).is_some());
-        assert!(l.blocked("2001:db8:1:3::1".parse().unwrap(), "z", 1).is_none());
+        assert!(l
+            .blocked("2001:db8:1:2:ffff::9".parse().unwrap(), "z", 1)
+            .is_some());
+        assert!(l
+            .blocked("2001:db8:1:3::1".parse().unwrap(), "z", 1)
+            .is_none());
     }
 
     #[test]
@@ -198,10 +208,12 @@ mod tests {
             l.failed(ip, "same", i / 100);
             assert!(l.tracked() <= 10, "{}", l.tracked());
         }
-        // The newest address is kept and goes on counting.
-        let last = IpAddr::V4(std::net::Ipv4Addr::from(999u32));
-        l.failed(last, "other", 9);
-        l.failed(last, "other", 9);
-        assert!(l.blocked(last, "x", 9).is_some());
+        // A new address is kept (older ones make room) and counts to the limit.
+        let new = IpAddr::V4(std::net::Ipv4Addr::from(5_000u32));
+        for _ in 0..3 {
+            l.failed(new, "other", 10);
+        }
+        assert!(l.tracked() <= 10);
+        assert_eq!(l.blocked(new, "x", 10), Some(60));
     }
 }

@@ -56,7 +56,12 @@ pub async fn create_user(
     accounts::check_login(&u.login).map_err(invalid)?;
     accounts::check_role(u.role, u.org.as_deref()).map_err(invalid)?;
     accounts::check_password(&u.password).map_err(invalid)?;
-    let _permit = app.accounts.hashing.acquire().await.map_err(|_| internal())?;
+    let _permit = app
+        .accounts
+        .hashing
+        .acquire()
+        .await
+        .map_err(|_| internal())?;
     let password = u.password;
     let hash = tokio::task::spawn_blocking(move || accounts::hash_password(&password))
         .await

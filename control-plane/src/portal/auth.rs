@@ -155,7 +155,10 @@ impl IntoResponse for NotSignedIn {
 impl FromRequestParts<Arc<App>> for SignedIn {
     type Rejection = NotSignedIn;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<SignedIn, NotSignedIn> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<SignedIn, NotSignedIn> {
         let missing = if parts.uri.path().starts_with("/v1/") {
             NotSignedIn::Api
         } else {
@@ -187,7 +190,9 @@ struct CsrfField {
 }
 
 /// Reads a form body of at most [`FORM_BODY_LIMIT`] bytes, parsed as `T`; a 400 page otherwise.
-async fn read_form<T: DeserializeOwned>(body: axum::body::Body) -> Result<(T, Option<String>), Response> {
+async fn read_form<T: DeserializeOwned>(
+    body: axum::body::Body,
+) -> Result<(T, Option<String>), Response> {
     let bytes = axum::body::to_bytes(body, FORM_BODY_LIMIT)
         .await
         .map_err(|_| bad_form("The form was too large or did not arrive in time."))?;
@@ -321,7 +326,10 @@ pub async fn login(
             let mut r = login_refused(
                 StatusCode::TOO_MANY_REQUESTS,
                 shown,
-                format!("Too many failed logins. Try again in {} minutes.", secs.div_ceil(60)),
+                format!(
+                    "Too many failed logins. Try again in {} minutes.",
+                    secs.div_ceil(60)
+                ),
             );
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
             r
@@ -382,7 +390,10 @@ mod tests {
 
     #[test]
     fn finds_its_cookie_among_others() {
-        let h = headers(&[("cookie", "a=1; __Host-oca_session=tok; b=2"), ("cookie", "c=3")]);
+        let h = headers(&[
+            ("cookie", "a=1; __Host-oca_session=tok; b=2"),
+            ("cookie", "c=3"),
+        ]);
         assert_eq!(cookie(&h, "__Host-oca_session"), Some("tok"));
         assert_eq!(cookie(&h, "c"), Some("3"));
         assert_eq!(cookie(&h, "oca_session"), None);

@@ -56,7 +56,13 @@ pub async fn overview(
         Err(_) => return Redirect::to("/login").into_response(),
     };
     match view::sites(&app, s.user(), unix_now()) {
-        Ok(sites) => html(StatusCode::OK, &OverviewPage { nav: nav(&s), sites }),
+        Ok(sites) => html(
+            StatusCode::OK,
+            &OverviewPage {
+                nav: nav(&s),
+                sites,
+            },
+        ),
         Err(e) => failed(e),
     }
 }
@@ -64,7 +70,13 @@ pub async fn overview(
 /// `/sites/<id>`.
 pub async fn site(State(app): State<Arc<App>>, s: SignedIn, Path(id): Path<String>) -> Response {
     match view::site(&app, s.user(), &id, unix_now()) {
-        Ok(Some(detail)) => html(StatusCode::OK, &SitePage { nav: nav(&s), detail }),
+        Ok(Some(detail)) => html(
+            StatusCode::OK,
+            &SitePage {
+                nav: nav(&s),
+                detail,
+            },
+        ),
         Ok(None) => not_found_page(&s, "such site"),
         Err(e) => failed(e),
     }
@@ -77,7 +89,13 @@ pub async fn appliance(
     Path(id): Path<String>,
 ) -> Response {
     match view::appliance(&app, s.user(), &id, unix_now()) {
-        Ok(Some(detail)) => html(StatusCode::OK, &AppliancePage { nav: nav(&s), detail }),
+        Ok(Some(detail)) => html(
+            StatusCode::OK,
+            &AppliancePage {
+                nav: nav(&s),
+                detail,
+            },
+        ),
         Ok(None) => not_found_page(&s, "such appliance"),
         Err(e) => failed(e),
     }

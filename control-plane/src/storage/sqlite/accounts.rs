@@ -241,9 +241,7 @@ mod tests {
             Err(StorageError::Missing(_))
         ));
         // The schema refuses a partner without an organisation and an operator with one.
-        assert!(db
-            .create_user(&user("c@isp", Role::Partner, None))
-            .is_err());
+        assert!(db.create_user(&user("c@isp", Role::Partner, None)).is_err());
         assert!(db
             .create_user(&user("d@isp", Role::Operator, Some("isp-a")))
             .is_err());

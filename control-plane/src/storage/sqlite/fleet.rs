@@ -52,8 +52,9 @@ impl FleetStore for SqliteStorage {
 
     fn sites(&self) -> Result<Vec<Site>> {
         let conn = self.reader();
-        let mut stmt = conn
-            .prepare("SELECT id, kind, region, parent, allowed_prefixes, org FROM sites ORDER BY id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, kind, region, parent, allowed_prefixes, org FROM sites ORDER BY id",
+        )?;
         let rows = stmt.query_map([], |r| {
             let kind: String = r.get(1)?;
             let allowed: String = r.get(4)?;
