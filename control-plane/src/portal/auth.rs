@@ -281,8 +281,10 @@ pub async fn login(
         Err(r) => return r,
     };
     let client = client_ip(&app, peer.ip(), &headers);
-    let Ok(_permit) = app.accounts.hashing.acquire().await else {
-        return internal().into_response();
+    // Waiting for a permit is bounded too: a flood of logins gets 503, not a growing queue.
+    let Ok(Ok(_permit)) = tokio::time::timeout(HASHING_WAIT, app.accounts.hashing.acquire()).await
+    else {
+        return busy();
     };
     let app2 = app.clone();
     let (login, password) = (form.login.clone(), form.password);
@@ -337,6 +339,24 @@ pub async fn login(
         Ok(Err(LoginError::Storage(e))) => Failure::from(e).into_response(),
         Err(_) => internal().into_response(),
     }
+}
+
+/// Longest wait for a password check to start.
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 503: too many logins at once.
+fn busy() -> Response {
+    let mut r = html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &ErrorPage {
+            nav: None,
+            title: "Busy".into(),
+            message: "Too many sign-ins at once. Try again in a few seconds.".into(),
+        },
+    );
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }
 
 /// The logout form has no field besides its token.

@@ -228,11 +228,20 @@ pub fn site(
     if !may_see_site(user, org.as_deref()) {
         return Ok(None);
     }
-    let Some(s) = app.store.sites()?.into_iter().find(|s| s.id == id) else {
-        return Ok(None);
-    };
     let health = app.store.site_health(id)?;
     let snap = app.fleet()?;
+    // The fleet view has the site's kind and region: no scan of every site.
+    let Some((_, info)) = snap.site(id) else {
+        return Ok(None);
+    };
+    let s = storage::Site {
+        id: id.to_string(),
+        kind: info.kind,
+        region: info.region.clone(),
+        parent: info.parent.clone(),
+        allowed_prefixes: Vec::new(),
+        org,
+    };
     let stale_after = app.stale_after();
     let mut appliances: Vec<ApplianceRow> = snap
         .site_appliances(id)
