@@ -79,6 +79,8 @@ pub struct App {
     pub large_reports: tokio::sync::Semaphore,
     /// BGP routes one health report may carry; a report with more is refused whole.
     pub max_routes_per_appliance: usize,
+    /// The portal's account settings and login limits.
+    pub accounts: crate::domain::accounts::Accounts,
 }
 
 /// What a health report came to.

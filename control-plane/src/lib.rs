@@ -12,8 +12,10 @@
 //!   sqlite/            the SQLite engine: connections, migrations, one file per area
 //! domain/              what the control plane knows, over storage; no HTTP
 //!   catalog.rs         titles, renditions, subscribers in memory (CatalogView)
+//!   accounts.rs        portal users: passwords, sessions, who may see which site
 //!   credentials.rs     bearer secrets: made once, kept hashed, compared in constant time
 //!   intake.rs          who may report, which reported routes are kept
+//!   login_limits.rs    failed portal logins by address and login name
 //!   player_tokens.rs   signed, expiring player tokens
 //!   popularity.rs      decayed play counts per title
 //!   routes.rs          route preference: the part of BGP's decision process steering uses
@@ -30,6 +32,7 @@
 //! play.rs              a play: admission, licensing, renditions, signed URLs, the lease
 //! app.rs               the composition root: App holds all of the above; the clock
 //! http/                the HTTP API: router, handlers by audience, errors in one place
+//! portal/              the partner portal: sessions, CSRF, pages and its scoped API
 //! main.rs              configuration and start (binary)
 //! bin/ocactl.rs        the admin CLI (binary)
 //! ```
@@ -49,6 +52,7 @@ pub mod lpm;
 pub mod metrics;
 pub mod planning;
 pub mod play;
+pub mod portal;
 pub mod routing;
 pub mod server;
 pub mod steering;

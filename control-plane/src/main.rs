@@ -14,7 +14,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use control_plane::app::{unix_now, App};
 use control_plane::domain::catalog::CatalogView;
-use control_plane::domain::{credentials, intake, player_tokens, popularity, streams, url_keys};
+use control_plane::domain::{
+    accounts, credentials, intake, login_limits, player_tokens, popularity, streams, url_keys,
+};
 use control_plane::fleet::Snapshot;
 use control_plane::http::request::LARGE_REPORTS_AT_ONCE;
 use control_plane::planning::config::{parse_window, FillConfig};
@@ -112,6 +114,17 @@ struct Cli {
     /// whole with an error saying so, never cut short.
     #[arg(long, value_name = "N")]
     max_routes_per_appliance: Option<usize>,
+    /// Portal session cookies without `Secure` and the `__Host-` prefix, for a lab served over
+    /// plain HTTP (browsers drop Secure cookies there). Never behind HTTPS.
+    #[arg(long)]
+    portal_insecure_cookies: bool,
+    /// Failed portal logins from one address, or for one login name, that block further
+    /// attempts for the rest of the window (default 10).
+    #[arg(long, value_name = "N")]
+    portal_login_failures: Option<u32>,
+    /// Seconds of the login-failure window, from its first failure (default 900).
+    #[arg(long, value_name = "SECS")]
+    portal_login_window: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -141,6 +154,10 @@ struct FileConfig {
     body_timeout: Option<f64>,
     idle_timeout: Option<f64>,
     max_routes_per_appliance: Option<usize>,
+    #[serde(default)]
+    portal_insecure_cookies: bool,
+    portal_login_failures: Option<u32>,
+    portal_login_window: Option<u64>,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -310,6 +327,16 @@ fn run(cli: Cli) -> Result<()> {
     if !(half_life_hours.is_finite() && half_life_hours > 0.0) {
         anyhow::bail!("popularity_half_life must be a positive number of hours");
     }
+    let cli_portal = (
+        cli.portal_insecure_cookies,
+        cli.portal_login_failures,
+        cli.portal_login_window,
+    );
+    let file_portal = (
+        file.portal_insecure_cookies,
+        file.portal_login_failures,
+        file.portal_login_window,
+    );
     let popularity = popularity::Popularity::load(&db, half_life_hours * 3600.0)?;
     let catalog = CatalogView::load(&db)?;
     let store: Arc<dyn Storage> = Arc::new(db);
@@ -337,6 +364,7 @@ fn run(cli: Cli) -> Result<()> {
             cli.trusted_proxies
         },
         admin_token_sha256: credentials::sha256(&token),
+        accounts: portal_accounts(&cli_portal, &file_portal)?,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -392,6 +420,31 @@ fn run(cli: Cli) -> Result<()> {
         last.popularity.save(last.store.as_ref())?;
         anyhow::Ok(())
     })
+}
+
+/// The portal's settings from the flags and the file: (insecure cookies, failures, window).
+fn portal_accounts(
+    cli: &(bool, Option<u32>, Option<u64>),
+    file: &(bool, Option<u32>, Option<u64>),
+) -> Result<accounts::Accounts> {
+    let defaults = login_limits::Limits::default();
+    let limits = login_limits::Limits {
+        max_failures: cli.1.or(file.1).unwrap_or(defaults.max_failures),
+        window_secs: cli.2.or(file.2).unwrap_or(defaults.window_secs as u64) as i64,
+        max_keys: defaults.max_keys,
+    };
+    if limits.max_failures == 0 || !(1..=86_400).contains(&limits.window_secs) {
+        anyhow::bail!(
+            "portal_login_failures must be at least 1 and portal_login_window 1 to 86400 seconds"
+        );
+    }
+    let insecure = cli.0 || file.0;
+    if insecure {
+        tracing::warn!(
+            "portal_insecure_cookies: session cookies are sent over plain HTTP too (labs only)"
+        );
+    }
+    Ok(accounts::Accounts::new(insecure, limits))
 }
 
 /// Reads the admin token, creating a random one (readable by the owner only) when missing.

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub bgp_flaps: Family<ApplianceLabel, Gauge>,
     /// Sites whose fresh appliances hear different prefixes.
     pub bgp_inconsistent_sites: Gauge,
+    /// Portal logins that opened a session.
+    pub portal_logins: Counter,
+    /// Portal logins refused (wrong login or password, or rate-limited).
+    pub portal_login_failures: Counter,
     /// The listener's connections.
     pub conns: crate::server::ConnMetrics,
 }
@@ -139,6 +143,16 @@ impl Default for Metrics {
             "Sites whose appliances hear different prefixes over BGP",
             bgp_inconsistent_sites.clone(),
         );
+        let portal_logins = m(
+            &mut registry,
+            "cp_portal_logins",
+            "Portal logins that opened a session",
+        );
+        let portal_login_failures = m(
+            &mut registry,
+            "cp_portal_login_failures",
+            "Portal logins refused (wrong login or password, or too many failures)",
+        );
         let conns = crate::server::ConnMetrics::default();
         registry.register("cp_connections", "Connections open", conns.open.clone());
         registry.register(
@@ -164,6 +178,8 @@ impl Default for Metrics {
             bgp_prefixes,
             bgp_flaps,
             bgp_inconsistent_sites,
+            portal_logins,
+            portal_login_failures,
             conns,
             registry,
             fill_source_errors,

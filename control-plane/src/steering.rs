@@ -524,6 +524,7 @@ mod tests {
                 region: format!("r{}", (s - s % 5) % 3),
                 parent,
                 allowed_prefixes: Vec::new(),
+                org: None,
             };
             db.create_site(&site).unwrap();
             for k in 0..=rnd(4) {

@@ -299,6 +299,7 @@ impl Lab {
                 parent: s.parent.clone(),
                 // What the site's appliances may report: its clients, however they learn them.
                 allowed_prefixes: s.client_prefixes.clone(),
+                org: None,
             };
             self.admin("POST", "/v1/admin/sites", Some(serde_json::to_value(site)?))?;
         }

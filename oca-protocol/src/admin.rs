@@ -31,6 +31,10 @@ pub struct Site {
     /// inside one of these is dropped. None set: every reported prefix is dropped.
     #[serde(default)]
     pub allowed_prefixes: Vec<Prefix>,
+    /// The partner organisation owning the site (its users see it in the portal); none: only
+    /// operators see it. Absent in older clients' bodies.
+    #[serde(default)]
+    pub org: Option<String>,
 }
 
 /// Kind of site.

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod admin;
 pub mod health;
 pub mod keys;

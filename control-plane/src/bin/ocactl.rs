@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use oca_protocol::accounts::{NewUser, Organisation, Role, SiteOrg};
 use oca_protocol::admin::{
     Appliance, Content, Site, SiteKind, Subscriber, Title, TokenRequest, Zone,
 };
@@ -69,6 +70,50 @@ enum Command {
     /// What appliances hear over BGP: sessions, routes, sites that disagree.
     #[command(subcommand)]
     Bgp(BgpCmd),
+    /// Partner organisations (they own sites; their users see them in the portal).
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// Portal users.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand)]
+enum OrgCmd {
+    /// Adds an organisation.
+    Add {
+        id: String,
+        /// Its name as the portal shows it.
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists organisations.
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Adds a portal user. The password (12 to 1024 bytes) is read from --password-file, or
+    /// else from standard input (its first line), never from the command line.
+    Add {
+        /// Login name, e.g. an email address.
+        login: String,
+        /// The partner organisation the user works for.
+        #[arg(
+            long,
+            conflicts_with = "operator",
+            required_unless_present = "operator"
+        )]
+        org: Option<String>,
+        /// An operator, who sees every organisation.
+        #[arg(long)]
+        operator: bool,
+        /// File whose first line is the password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Lists portal users.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +154,15 @@ enum SiteCmd {
         /// A route its appliances may report (repeat); reports outside them are dropped.
         #[arg(long = "allowed-prefix", value_name = "CIDR")]
         allowed_prefixes: Vec<Prefix>,
+        /// The organisation owning it.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Sets the organisation owning a site.
+    SetOrg {
+        id: String,
+        /// The organisation (its users see the site in the portal).
+        org: String,
     },
     /// Replaces the routes a site's appliances may report.
     Allow {
@@ -307,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
             region,
             parent,
             allowed_prefixes,
+            org,
         }) => {
             let kind: SiteKind = kind.parse()?;
             api.post(
@@ -317,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
                     region,
                     parent,
                     allowed_prefixes,
+                    org,
                 },
             )?
         }
@@ -426,9 +482,58 @@ fn run(cli: Cli) -> Result<()> {
             api.get(&format!("/v1/admin/bgp/routes{q}"))?
         }
         Command::Bgp(BgpCmd::Inconsistent) => api.get("/v1/admin/bgp/inconsistent")?,
+        Command::Site(SiteCmd::SetOrg { id, org }) => api.put(
+            &format!("/v1/admin/sites/{id}/org"),
+            &SiteOrg { org: Some(org) },
+        )?,
+        Command::Org(OrgCmd::Add { id, name }) => {
+            api.post("/v1/admin/orgs", &Organisation { id, name })?
+        }
+        Command::Org(OrgCmd::List) => api.get("/v1/admin/orgs")?,
+        Command::User(UserCmd::Add {
+            login,
+            org,
+            operator,
+            password_file,
+        }) => {
+            let user = NewUser {
+                login,
+                role: if operator {
+                    Role::Operator
+                } else {
+                    Role::Partner
+                },
+                org,
+                password: read_password(password_file.as_deref())?,
+            };
+            api.post("/v1/admin/users", &user)?
+        }
+        Command::User(UserCmd::List) => api.get("/v1/admin/users")?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// A password from the first line of `file`, or of standard input: never from the command
+/// line, which other users of the machine can read.
+fn read_password(file: Option<&Path>) -> Result<String> {
+    let text = match file {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        None => {
+            let mut line = String::new();
+            // One line, bounded: a terminal ends it with Enter, a pipe with its newline.
+            std::io::BufRead::read_line(&mut std::io::stdin().lock().take(4096), &mut line)
+                .context("reading the password from standard input")?;
+            line
+        }
+    };
+    let password = text.lines().next().unwrap_or_default().to_string();
+    if password.is_empty() {
+        bail!("no password: give --password-file or the password on standard input");
+    }
+    Ok(password)
 }
 
 /// A query string (`?a=1&b=2`, percent-encoded: prefixes carry `/` and `:`) of the pairs

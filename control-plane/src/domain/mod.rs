@@ -2,9 +2,11 @@
 //! model. Each module takes borrowed inputs (storage, views, `now`) and returns its own or
 //! storage's errors; none knows about HTTP.
 
+pub mod accounts;
 pub mod catalog;
 pub mod credentials;
 pub mod intake;
+pub mod login_limits;
 pub mod player_tokens;
 pub mod popularity;
 pub mod routes;

@@ -47,6 +47,7 @@ fn applied_reports_leave_the_table_a_fresh_load_builds() {
             region: "eu".into(),
             parent: None,
             allowed_prefixes: Vec::new(),
+            org: None,
         })
         .unwrap();
         for k in 0..3 {

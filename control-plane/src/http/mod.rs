@@ -4,6 +4,7 @@
 //! domain error into a status and JSON body, [`router`] maps paths to handlers. The listener
 //! that runs it is [`crate::server`].
 
+pub mod accounts;
 pub mod admin;
 pub mod appliance;
 pub mod error;

@@ -11,7 +11,7 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::App;
 use crate::http::error::err;
 use crate::http::request::ADMIN_BODY_LIMIT;
-use crate::http::{admin, appliance, origin, play};
+use crate::http::{accounts, admin, appliance, origin, play};
 use crate::server::deadline;
 
 /// The router.
@@ -66,6 +66,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/play", post(play::play))
         .route("/origin/{id}", get(origin::serve))
         .route("/v1/appliances/{id}/health", post(appliance::health))
+        .route(
+            "/v1/admin/orgs",
+            get(accounts::list_orgs).post(accounts::create_org),
+        )
+        .route(
+            "/v1/admin/users",
+            get(accounts::list_users).post(accounts::create_user),
+        )
+        .route("/v1/admin/sites/{id}/org", put(accounts::set_site_org))
+        .merge(crate::portal::routes())
         .fallback(|| async {
             Err::<(), _>(err(
                 StatusCode::NOT_FOUND,

@@ -20,6 +20,7 @@
 //! pays for it. A generic `App<S>` would instead spread `S` through every handler and test
 //! for no measurable gain.
 
+pub mod accounts;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
@@ -28,6 +29,8 @@ use oca_protocol::prefix::Prefix;
 pub use oca_protocol::admin::{
     Appliance, ApplianceState, Content, Site, SiteKind, Subscriber, Title, Zone,
 };
+
+pub use accounts::{AccountStore, HealthRow, SessionRow, UserRow};
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,7 @@ pub struct LeaseRow {
 
 /// Everything the control plane keeps: a database engine implements each area's trait and this.
 pub trait Storage:
-    FleetStore + InventoryStore + CatalogStore + KeyStore + LeaseStore + Send + Sync
+    FleetStore + InventoryStore + CatalogStore + KeyStore + LeaseStore + AccountStore + Send + Sync
 {
     /// The schema version in force.
     fn schema_version(&self) -> Result<i64>;

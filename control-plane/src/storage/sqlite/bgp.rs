@@ -262,6 +262,7 @@ mod tests {
             region: "eu".into(),
             parent: None,
             allowed_prefixes: vec![],
+            org: None,
         })
         .unwrap();
         let a = Appliance {

@@ -39,9 +39,12 @@ impl FleetStore for SqliteStorage {
         if let Some(parent) = &s.parent {
             require_site(&conn, parent, "parent site")?;
         }
+        if let Some(org) = &s.org {
+            super::accounts::require_org(&conn, org)?;
+        }
         conn.execute(
-            "INSERT INTO sites (id, kind, region, parent, allowed_prefixes) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![s.id, s.kind.as_str(), s.region, s.parent, prefixes_json(&s.allowed_prefixes)],
+            "INSERT INTO sites (id, kind, region, parent, allowed_prefixes, org) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![s.id, s.kind.as_str(), s.region, s.parent, prefixes_json(&s.allowed_prefixes), s.org],
         )
         .map_err(|e| conflict(e, format!("site {}", s.id)))?;
         Ok(())
@@ -49,8 +52,9 @@ impl FleetStore for SqliteStorage {
 
     fn sites(&self) -> Result<Vec<Site>> {
         let conn = self.reader();
-        let mut stmt = conn
-            .prepare("SELECT id, kind, region, parent, allowed_prefixes FROM sites ORDER BY id")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, kind, region, parent, allowed_prefixes, org FROM sites ORDER BY id",
+        )?;
         let rows = stmt.query_map([], |r| {
             let kind: String = r.get(1)?;
             let allowed: String = r.get(4)?;
@@ -64,6 +68,7 @@ impl FleetStore for SqliteStorage {
                 region: r.get(2)?,
                 parent: r.get(3)?,
                 allowed_prefixes: serde_json::from_str(&allowed).unwrap_or_default(),
+                org: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

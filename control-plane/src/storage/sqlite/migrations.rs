@@ -147,6 +147,32 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         stale INTEGER NOT NULL,
         PRIMARY KEY (oca_id, prefix, neighbor)
     ) WITHOUT ROWID;",
+    // 9: the partner portal's accounts (storage/sqlite/accounts.rs): organisations owning
+    // sites, users (an operator has no organisation, a partner exactly one) with argon2id
+    // password hashes, and sessions kept by the SHA-256 of their cookie so every replica on
+    // this database shares them.
+    "CREATE TABLE organisations (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL
+    );
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        org TEXT REFERENCES organisations(id),
+        role TEXT NOT NULL CHECK (role IN ('operator', 'partner')),
+        password_hash TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        CHECK ((role = 'operator') = (org IS NULL))
+    );
+    CREATE TABLE sessions (
+        token_sha256 BLOB PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_user ON sessions(user);
+    ALTER TABLE sites ADD COLUMN org TEXT REFERENCES organisations(id);
+    CREATE INDEX sites_by_org ON sites(org);",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -2,6 +2,7 @@
 //! versioned migrations (`migrations`), every statement parameterised. Each area of
 //! [`Storage`] is implemented in its own file, beside the SQL of its tables.
 
+mod accounts;
 mod bgp;
 mod catalog;
 mod fleet;
@@ -192,6 +193,7 @@ mod tests {
                 region: "eu".into(),
                 parent: None,
                 allowed_prefixes: Vec::new(),
+                org: None,
             };
             db.create_site(&ixp).unwrap();
             let isp = Site {
@@ -200,6 +202,7 @@ mod tests {
                 region: "eu".into(),
                 parent: Some("ixp-1".into()),
                 allowed_prefixes: Vec::new(),
+                org: None,
             };
             db.create_site(&isp).unwrap();
             assert!(matches!(db.create_site(&isp), Err(StorageError::Exists(_))));
@@ -222,6 +225,7 @@ mod tests {
             region: "r".into(),
             parent: None,
             allowed_prefixes: Vec::new(),
+            org: None,
         };
         db.create_site(&evil).unwrap();
         assert_eq!(db.sites().unwrap().len(), 3);

@@ -1,0 +1,81 @@
+//! The partner portal: server-rendered pages at the control plane's root URL for the people of
+//! the ISPs hosting appliances (partners) and for operators, and a JSON API scoped the same way.
+//!
+//! - [`auth`]: sign in and out, the session cookie, the [`auth::SignedIn`] extractor, CSRF
+//!   checks on every form ([`auth::CsrfForm`]);
+//! - [`view`]: what a user may see, built once for pages and API (the scoping rule itself is
+//!   [`crate::domain::accounts::may_see_site`]);
+//! - [`pages`]: the page and API handlers; [`templates`]: the askama templates they render.
+//!
+//! Every portal answer carries `Content-Security-Policy: default-src 'self'` (no inline script
+//! or style, no framing, forms post only here), `X-Frame-Options: DENY`,
+//! `Referrer-Policy: same-origin` and `X-Content-Type-Options: nosniff`; pages are
+//! `Cache-Control: no-store`, as they show a user's data. Accounts, sessions and the decisions
+//! behind them: docs/portal.md.
+
+pub mod auth;
+pub mod pages;
+pub mod templates;
+pub mod view;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::app::App;
+
+/// The stylesheet, compiled in.
+const CSS: &str = include_str!("../../static/portal.css");
+
+/// The policy every portal answer carries.
+const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+/// `/static/portal.css`.
+async fn css() -> Response {
+    (
+        [
+            (CONTENT_TYPE, "text/css; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// Adds the portal's security headers to an answer.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !h.contains_key(CACHE_CONTROL) {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+/// The portal's routes (merged into the control plane's router).
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/sites/{id}", get(pages::site))
+        .route("/appliances/{id}", get(pages::appliance))
+        .route("/static/portal.css", get(css))
+        .route("/v1/portal/sites", get(pages::api_sites))
+        .route("/v1/portal/sites/{id}", get(pages::api_site))
+        .route("/v1/portal/appliances/{id}", get(pages::api_appliance))
+        .layer(DefaultBodyLimit::max(auth::FORM_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(security_headers))
+}
