@@ -79,6 +79,8 @@ pub struct App {
     pub large_reports: tokio::sync::Semaphore,
     /// BGP routes one health report may carry; a report with more is refused whole.
     pub max_routes_per_appliance: usize,
+    /// Below these, an appliance in maintenance counts as drained.
+    pub drain: crate::domain::maintenance::DrainThresholds,
 }
 
 /// What a health report came to.

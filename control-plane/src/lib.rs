@@ -14,6 +14,7 @@
 //!   catalog.rs         titles, renditions, subscribers in memory (CatalogView)
 //!   credentials.rs     bearer secrets: made once, kept hashed, compared in constant time
 //!   intake.rs          who may report, which reported routes are kept
+//!   maintenance.rs     maintenance windows and drain: spans, reasons, serving state
 //!   player_tokens.rs   signed, expiring player tokens
 //!   popularity.rs      decayed play counts per title
 //!   routes.rs          route preference: the part of BGP's decision process steering uses
@@ -29,6 +30,8 @@
 //! planning/            fill: site plans, the planner's cache, manifests, fill settings
 //! play.rs              a play: admission, licensing, renditions, signed URLs, the lease
 //! app.rs               the composition root: App holds all of the above; the clock
+//! services/            operations the admin API and the portal share, by an actor at `now`
+//!   maintenance.rs     disable, end, list windows; the audit log; serving states
 //! http/                the HTTP API: router, handlers by audience, errors in one place
 //! main.rs              configuration and start (binary)
 //! bin/ocactl.rs        the admin CLI (binary)
@@ -51,5 +54,6 @@ pub mod planning;
 pub mod play;
 pub mod routing;
 pub mod server;
+pub mod services;
 pub mod steering;
 pub mod storage;

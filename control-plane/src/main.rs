@@ -15,6 +15,7 @@ use clap::Parser;
 use control_plane::app::{unix_now, App};
 use control_plane::domain::catalog::CatalogView;
 use control_plane::domain::{credentials, intake, player_tokens, popularity, streams, url_keys};
+use control_plane::domain::maintenance::{self, DrainThresholds};
 use control_plane::fleet::Snapshot;
 use control_plane::http::request::LARGE_REPORTS_AT_ONCE;
 use control_plane::planning::config::{parse_window, FillConfig};
@@ -112,6 +113,14 @@ struct Cli {
     /// whole with an error saying so, never cut short.
     #[arg(long, value_name = "N")]
     max_routes_per_appliance: Option<usize>,
+    /// An appliance in maintenance is drained once its last report shows fewer client
+    /// connections than this (and traffic below --drained-below-bps). Default 10.
+    #[arg(long, value_name = "N")]
+    drained_below_connections: Option<u64>,
+    /// An appliance in maintenance is drained once it sends fewer bits per second than this
+    /// (and has fewer connections than --drained-below-connections). Default 1000000 (1 Mb/s).
+    #[arg(long, value_name = "BITS_PER_SEC")]
+    drained_below_bps: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -141,6 +150,8 @@ struct FileConfig {
     body_timeout: Option<f64>,
     idle_timeout: Option<f64>,
     max_routes_per_appliance: Option<usize>,
+    drained_below_connections: Option<u64>,
+    drained_below_bps: Option<u64>,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -331,6 +342,16 @@ fn run(cli: Cli) -> Result<()> {
         body_timeout,
         large_reports: tokio::sync::Semaphore::new(LARGE_REPORTS_AT_ONCE),
         max_routes_per_appliance,
+        drain: DrainThresholds {
+            below_connections: cli
+                .drained_below_connections
+                .or(file.drained_below_connections)
+                .unwrap_or(maintenance::DEFAULT_DRAINED_BELOW_CONNECTIONS),
+            below_bps: cli
+                .drained_below_bps
+                .or(file.drained_below_bps)
+                .unwrap_or(maintenance::DEFAULT_DRAINED_BELOW_BPS),
+        },
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod credentials;
 pub mod intake;
+pub mod maintenance;
 pub mod player_tokens;
 pub mod popularity;
 pub mod routes;
