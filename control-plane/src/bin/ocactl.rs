@@ -2,6 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "ocactl/maintenance.rs"]
+mod maintenance;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,6 +72,11 @@ enum Command {
     /// What appliances hear over BGP: sessions, routes, sites that disagree.
     #[command(subcommand)]
     Bgp(BgpCmd),
+    /// Maintenance windows: disable an appliance or a site for a while, end or cancel it.
+    #[command(subcommand)]
+    Maintenance(maintenance::MaintenanceCmd),
+    /// The audit log: who changed what, when and why.
+    Audit(maintenance::AuditCmd),
 }
 
 #[derive(Subcommand)]
@@ -426,6 +434,8 @@ fn run(cli: Cli) -> Result<()> {
             api.get(&format!("/v1/admin/bgp/routes{q}"))?
         }
         Command::Bgp(BgpCmd::Inconsistent) => api.get("/v1/admin/bgp/inconsistent")?,
+        Command::Maintenance(cmd) => return maintenance::run(&api, cmd),
+        Command::Audit(cmd) => return maintenance::audit(&api, cmd),
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

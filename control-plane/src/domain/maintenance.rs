@@ -202,7 +202,8 @@ pub fn is_active(w: &MaintenanceWindow, now: i64) -> bool {
 /// Where a window stands at `now`.
 pub fn phase(w: &MaintenanceWindow, now: i64) -> WindowPhase {
     match w.ended_at {
-        Some(at) if at <= w.start => WindowPhase::Cancelled,
+        // Ended in the second it started is ended, not cancelled: it was in force.
+        Some(at) if at < w.start => WindowPhase::Cancelled,
         _ if now < w.start => WindowPhase::Scheduled,
         _ if now < effective_end(w) => WindowPhase::Active,
         _ => WindowPhase::Ended,
@@ -211,10 +212,7 @@ pub fn phase(w: &MaintenanceWindow, now: i64) -> WindowPhase {
 
 /// Whether a window is not over at `now` (scheduled or in force).
 pub fn is_open(w: &MaintenanceWindow, now: i64) -> bool {
-    matches!(
-        phase(w, now),
-        WindowPhase::Scheduled | WindowPhase::Active
-    )
+    matches!(phase(w, now), WindowPhase::Scheduled | WindowPhase::Active)
 }
 
 /// Whether window `w` may be ended (in force) or cancelled (scheduled) at `now`.
@@ -343,7 +341,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[cfg(test)]
@@ -454,10 +460,7 @@ mod tests {
         let ws = [window(TargetKind::Appliance, "a1", NOW + 2, NOW + 4)];
         let phases: Vec<_> = (0..6).map(|t| phase(&ws[0], NOW + t)).collect();
         use WindowPhase::*;
-        assert_eq!(
-            phases,
-            [Scheduled, Scheduled, Active, Active, Ended, Ended]
-        );
+        assert_eq!(phases, [Scheduled, Scheduled, Active, Active, Ended, Ended]);
         let states: Vec<_> = (0..6)
             .map(|t| state(&ws, Some(&busy(NOW + t)), NOW + t))
             .collect();
@@ -501,6 +504,9 @@ mod tests {
         assert_eq!(phase(&s, NOW), WindowPhase::Cancelled);
         assert!(!is_active(&s, NOW + 150));
         assert_eq!(phase(&s, NOW + 150), WindowPhase::Cancelled);
+        let mut at_once = window(TargetKind::Appliance, "a1", NOW, NOW + 3600);
+        at_once.ended_at = Some(NOW);
+        assert_eq!(phase(&at_once, NOW), WindowPhase::Ended);
     }
 
     #[test]
@@ -514,7 +520,12 @@ mod tests {
             Err(MaintenanceError::TooLong(MAX_WINDOW_SECS + 1))
         );
         assert_eq!(
-            span(None, Some(NOW + 10), Some(NOW + 10 + MAX_WINDOW_SECS + 1), NOW),
+            span(
+                None,
+                Some(NOW + 10),
+                Some(NOW + 10 + MAX_WINDOW_SECS + 1),
+                NOW
+            ),
             Err(MaintenanceError::TooLong(MAX_WINDOW_SECS + 1))
         );
         assert!(span(Some(i64::MAX), None, None, NOW).is_err());
@@ -531,7 +542,10 @@ mod tests {
             Ok((NOW + 2, NOW + 4))
         );
         // A start slightly in the past is now; further back is refused.
-        assert_eq!(span(None, Some(NOW - 5), Some(NOW + 5), NOW), Ok((NOW, NOW + 5)));
+        assert_eq!(
+            span(None, Some(NOW - 5), Some(NOW + 5), NOW),
+            Ok((NOW, NOW + 5))
+        );
         assert!(matches!(
             span(None, Some(NOW - 3600), Some(NOW + 5), NOW),
             Err(MaintenanceError::StartPast { .. })
@@ -540,11 +554,28 @@ mod tests {
             span(None, Some(NOW + 5), Some(NOW + 5), NOW),
             Err(MaintenanceError::EndBeforeStart { .. })
         ));
-        assert_eq!(span(Some(0), None, None, NOW).unwrap_err(), MaintenanceError::EndBeforeStart { start: NOW, end: NOW });
-        assert_eq!(span(Some(60), Some(NOW), None, NOW), Err(MaintenanceError::Span));
-        assert_eq!(span(None, Some(NOW), None, NOW), Err(MaintenanceError::Span));
         assert_eq!(
-            span(None, Some(NOW + MAX_LEAD_SECS + 1), Some(NOW + MAX_LEAD_SECS + 2), NOW),
+            span(Some(0), None, None, NOW).unwrap_err(),
+            MaintenanceError::EndBeforeStart {
+                start: NOW,
+                end: NOW
+            }
+        );
+        assert_eq!(
+            span(Some(60), Some(NOW), None, NOW),
+            Err(MaintenanceError::Span)
+        );
+        assert_eq!(
+            span(None, Some(NOW), None, NOW),
+            Err(MaintenanceError::Span)
+        );
+        assert_eq!(
+            span(
+                None,
+                Some(NOW + MAX_LEAD_SECS + 1),
+                Some(NOW + MAX_LEAD_SECS + 2),
+                NOW
+            ),
             Err(MaintenanceError::TooFarAhead)
         );
     }

@@ -32,14 +32,7 @@ pub async fn create(
     check_id(target.0.as_str(), target.1)?;
     let span = rules::span(req.duration_secs, req.start, req.end, now)
         .map_err(service::MaintenanceFailure::from)?;
-    let w = service::disable(
-        &app,
-        target,
-        span,
-        req.reason.as_deref(),
-        ADMIN_ACTOR,
-        now,
-    )?;
+    let w = service::disable(&app, target, span, req.reason.as_deref(), ADMIN_ACTOR, now)?;
     Ok((StatusCode::CREATED, Json(w)))
 }
 

@@ -12,9 +12,7 @@
 
 use std::collections::HashMap;
 
-use oca_protocol::admin::{
-    ApplianceState, AuditEntry, MaintenanceWindow, TargetKind, WindowPhase,
-};
+use oca_protocol::admin::{ApplianceState, AuditEntry, MaintenanceWindow, TargetKind, WindowPhase};
 use serde_json::json;
 
 use crate::app::App;

@@ -60,7 +60,14 @@ fn audit(
     conn.execute(
         "INSERT INTO audit_log (at, actor, action, target_kind, target, details)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![at, actor, action, kind.as_str(), target, details.to_string()],
+        params![
+            at,
+            actor,
+            action,
+            kind.as_str(),
+            target,
+            details.to_string()
+        ],
     )?;
     Ok(())
 }
