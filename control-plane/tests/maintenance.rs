@@ -29,8 +29,17 @@ const ISP_A_CLIENT: &str = "198.51.100.7";
 const ISP_B_CLIENT: &str = "203.0.113.7";
 
 fn world() -> World {
+    world_with(&[])
+}
+
+/// The topology on a control plane started with `extra` flags (`{dir}` stands for its
+/// directory).
+fn world_with(extra: &[&str]) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let cp = start(dir.path());
+    let at = dir.path().display().to_string();
+    let extra: Vec<String> = extra.iter().map(|a| a.replace("{dir}", &at)).collect();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let cp = start_with(dir.path(), &extra);
     for id in ["isp-a", "isp-b"] {
         let site =
             json!({"id": id, "kind": "isp", "region": "eu", "allowed_prefixes": ["0.0.0.0/0"]});
@@ -512,4 +521,83 @@ fn ocactl_disables_lists_ends_and_reads_the_audit_log() {
     let out = ok(&["maintenance", "end", "2", "--reason", "postponed"]);
     assert!(out.contains("cancelled"), "{out}");
     assert!(ok(&["maintenance", "list", "--all"]).lines().count() == 3);
+}
+
+#[test]
+fn the_drain_thresholds_are_settings() {
+    // One from a flag, one from the TOML file, so both paths are read.
+    let toml = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(toml.path(), "drained_below_bps = 1000000000\n").unwrap();
+    let config = toml.path().display().to_string();
+    let w = world_with(&["--drained-below-connections", "300", "--config", &config]);
+    // 250 connections and 400 Mb/s: under 300 and 1 Gb/s.
+    w.report("a1", 250, 50_000_000);
+    let (s, _) = w.disable(json!({"appliance": "a1", "reason": "r"}));
+    assert_eq!(s, 201);
+    assert_eq!(w.appliance("a1")["serving"], "drained");
+    w.report("a1", 300, 0);
+    assert_eq!(w.appliance("a1")["serving"], "draining");
+    w.report("a1", 0, 125_000_000);
+    assert_eq!(w.appliance("a1")["serving"], "draining");
+}
+
+#[test]
+fn a_disabled_appliance_is_no_fill_source_for_its_peers() {
+    let w = world();
+    let sha = "1".repeat(64);
+    let title = json!({"id": "t1", "name": "t1", "countries": ["NL"]});
+    assert_eq!(w.cp.admin("POST", "/v1/admin/titles", Some(title)).0, 201);
+    let c = json!({"id": "f1", "title": "t1", "resolution": 1080, "bitrate_kbps": 1, "size": 1000,
+                   "sha256": sha, "content_type": "video/mp4", "origin": "embedded"});
+    assert_eq!(w.cp.admin("POST", "/v1/admin/content", Some(c)).0, 201);
+    // a1 holds f1 but has no room for it in the plan; a2 has room, so f1 is planned on a2
+    // with a1 as its peer source.
+    for (id, held, room) in [("a1", vec!["f1"], 500u64), ("a2", vec![], 1u64 << 30)] {
+        let body = json!({
+            "oca_id": id, "site": "isp-a", "version": "t", "status": "ok",
+            "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0,
+                        "capacity_bps": 10_000_000_000u64},
+            "disks": [{"path": "/d0", "state": "ok", "capacity_bytes": room, "used_bytes": 0}],
+            "prefixes": ["198.51.100.0/24"],
+            "inventory": {"kind": "full", "seq": 2, "content": held}
+        });
+        let (s, r) = w.cp.req(
+            "POST",
+            &format!("/v1/appliances/{id}/health"),
+            Some(body),
+            Some(&w.creds[id]),
+        );
+        assert_eq!(s, 200, "{r}");
+    }
+    let sources = || -> Vec<String> {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("http://{}/v1/appliances/a2/manifest", w.cp.addr))
+            .bearer_auth(&w.creds["a2"])
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let m: Value = resp.json().unwrap();
+        m["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| e["sources"].as_array().unwrap().clone())
+            .map(|s| s["oca_id"].as_str().unwrap_or("origin").to_string())
+            .collect()
+    };
+    assert_eq!(sources(), ["a1", "origin"]);
+    let (s, win) = w.disable(json!({"appliance": "a1", "reason": "r"}));
+    assert_eq!(s, 201);
+    assert_eq!(
+        sources(),
+        ["origin"],
+        "a disabled appliance is no fill source"
+    );
+    let (s, _) = w.cp.admin(
+        "POST",
+        &format!("/v1/admin/maintenance/{}/end", win["id"]),
+        Some(json!({"reason": "back"})),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(sources(), ["a1", "origin"]);
 }
