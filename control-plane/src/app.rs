@@ -81,6 +81,8 @@ pub struct App {
     pub max_routes_per_appliance: usize,
     /// The portal's account settings and login limits.
     pub accounts: crate::domain::accounts::Accounts,
+    /// Below these, an appliance in maintenance counts as drained.
+    pub drain: crate::domain::maintenance::DrainThresholds,
 }
 
 /// What a health report came to.

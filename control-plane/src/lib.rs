@@ -16,6 +16,7 @@
 //!   credentials.rs     bearer secrets: made once, kept hashed, compared in constant time
 //!   intake.rs          who may report, which reported routes are kept
 //!   login_limits.rs    failed portal logins by address and login name
+//!   maintenance.rs     maintenance windows and drain: spans, reasons, serving state
 //!   player_tokens.rs   signed, expiring player tokens
 //!   popularity.rs      decayed play counts per title
 //!   routes.rs          route preference: the part of BGP's decision process steering uses
@@ -31,6 +32,8 @@
 //! planning/            fill: site plans, the planner's cache, manifests, fill settings
 //! play.rs              a play: admission, licensing, renditions, signed URLs, the lease
 //! app.rs               the composition root: App holds all of the above; the clock
+//! services/            operations the admin API and the portal share, by an actor at `now`
+//!   maintenance.rs     disable, end, list windows; the audit log; serving states
 //! http/                the HTTP API: router, handlers by audience, errors in one place
 //! portal/              the partner portal: sessions, CSRF, pages and its scoped API
 //! main.rs              configuration and start (binary)
@@ -55,5 +58,6 @@ pub mod play;
 pub mod portal;
 pub mod routing;
 pub mod server;
+pub mod services;
 pub mod steering;
 pub mod storage;

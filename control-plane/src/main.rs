@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use control_plane::app::{unix_now, App};
 use control_plane::domain::catalog::CatalogView;
+use control_plane::domain::maintenance::{self, DrainThresholds};
 use control_plane::domain::{
     accounts, credentials, intake, login_limits, player_tokens, popularity, streams, url_keys,
 };
@@ -125,6 +126,14 @@ struct Cli {
     /// Seconds of the login-failure window, from its first failure (default 900).
     #[arg(long, value_name = "SECS")]
     portal_login_window: Option<u64>,
+    /// An appliance in maintenance is drained once its last report shows fewer client
+    /// connections than this (and traffic below --drained-below-bps). Default 10.
+    #[arg(long, value_name = "N")]
+    drained_below_connections: Option<u64>,
+    /// An appliance in maintenance is drained once it sends fewer bits per second than this
+    /// (and has fewer connections than --drained-below-connections). Default 1000000 (1 Mb/s).
+    #[arg(long, value_name = "BITS_PER_SEC")]
+    drained_below_bps: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -158,6 +167,8 @@ struct FileConfig {
     portal_insecure_cookies: bool,
     portal_login_failures: Option<u32>,
     portal_login_window: Option<u64>,
+    drained_below_connections: Option<u64>,
+    drained_below_bps: Option<u64>,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -358,6 +369,16 @@ fn run(cli: Cli) -> Result<()> {
         body_timeout,
         large_reports: tokio::sync::Semaphore::new(LARGE_REPORTS_AT_ONCE),
         max_routes_per_appliance,
+        drain: DrainThresholds {
+            below_connections: cli
+                .drained_below_connections
+                .or(file.drained_below_connections)
+                .unwrap_or(maintenance::DEFAULT_DRAINED_BELOW_CONNECTIONS),
+            below_bps: cli
+                .drained_below_bps
+                .or(file.drained_below_bps)
+                .unwrap_or(maintenance::DEFAULT_DRAINED_BELOW_BPS),
+        },
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {

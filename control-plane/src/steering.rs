@@ -9,7 +9,7 @@
 //!    tier, never by region: like Open Connect's embedded appliances they serve only the clients
 //!    their ISP announces to them (docs/bgp.md).
 //! 2. Keep appliances that are fresh (reported within 3 intervals), not `error`, under the load
-//!    threshold, and hold the content.
+//!    threshold, not in a maintenance window, and hold the content.
 //! 3. Rank by proximity, then, among the client's own, by route as BGP's decision process
 //!    would ([`crate::domain::routes`]: LOCAL_PREF, AS path length, ORIGIN, MED), then the
 //!    rendezvous hash of (content id, appliance id) so one file's traffic lands on the same few
@@ -21,6 +21,7 @@
 //! the appliance ranks by what else it hears or where its site stands, like any other; an ISP
 //! appliance that hears nothing covering the client is no candidate at all.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -28,6 +29,7 @@ use oca_protocol::admin::SiteKind;
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{Explanation, MatchedRoute, RouteSource, SteerAnswer, Steered};
 
+use crate::domain::maintenance;
 use crate::domain::routes::Preference;
 use crate::fleet::{local_route, Candidate, Snapshot};
 
@@ -372,6 +374,11 @@ pub fn steer_near(
     for (i, place) in walk {
         let a = snap.at(i);
         let reason = a.drop_reason(holders.is_some_and(|h| h.contains(&i)), now, stale_after);
+        // Plays in flight are not touched: only new answers leave a disabled appliance out.
+        let reason = reason.map(Cow::Borrowed).or_else(|| {
+            snap.maintenance(a, now)
+                .map(|w| Cow::Owned(maintenance::note(w)))
+        });
         if let Some(reason) = reason {
             if explain {
                 notes.push(Explanation {

@@ -108,6 +108,14 @@ pub struct ApplianceState {
     pub status: String,
     /// Unix seconds of its last report.
     pub last_report: Option<i64>,
+    /// Whether steering offers it: `serving`, or, during a maintenance window, `draining`
+    /// until its reported connections and traffic fall below the drain thresholds, then
+    /// `drained`.
+    #[serde(default)]
+    pub serving: ServingState,
+    /// The maintenance window in force on it or its site, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceWindow>,
 }
 
 /// A coverage zone: a prefix an admin maps to a site (steering) and/or a country (licensing).
@@ -302,6 +310,154 @@ pub struct PrefixSplit {
     pub not_heard_by: Vec<String>,
 }
 
+/// Whether an appliance takes new plays: the maintenance state the admin API and the portal
+/// show. Computed from the windows, the appliance's last report and the clock; nothing has to
+/// run for it to change.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServingState {
+    /// No maintenance window in force: steering offers it.
+    #[default]
+    Serving,
+    /// A window is in force and its last report still shows connections or traffic above the
+    /// drain thresholds: no new plays, those in flight finishing.
+    Draining,
+    /// A window is in force and its connections and traffic are below the thresholds (or it
+    /// stopped reporting): safe to power off.
+    Drained,
+}
+
+impl ServingState {
+    /// The state as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServingState::Serving => "serving",
+            ServingState::Draining => "draining",
+            ServingState::Drained => "drained",
+        }
+    }
+}
+
+/// What a maintenance window disables: one appliance or every appliance of a site.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// One appliance.
+    Appliance,
+    /// Every appliance of a site.
+    Site,
+}
+
+impl TargetKind {
+    /// The kind as written on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Appliance => "appliance",
+            TargetKind::Site => "site",
+        }
+    }
+}
+
+/// Where a window stands at the time of the answer.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowPhase {
+    /// Starts later.
+    Scheduled,
+    /// In force now.
+    Active,
+    /// Over: it ran to its end or was ended early.
+    Ended,
+    /// Ended before it started.
+    Cancelled,
+}
+
+/// `POST /v1/admin/maintenance`: disables `appliance` or `site` for `duration_secs` from now
+/// (default two hours), or from `start` to `end` (unix seconds); at most 48 hours, with a
+/// reason.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    /// The appliance to disable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<String>,
+    /// The site whose appliances to disable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Why (required, 1 to 500 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Length from now, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<i64>,
+    /// Start, unix seconds (with `end`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<i64>,
+    /// End, unix seconds (with `start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<i64>,
+}
+
+/// `POST /v1/admin/maintenance/<id>/end`: ends a window in force now, or cancels a scheduled
+/// one, with a reason.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EndMaintenance {
+    /// Why (required, 1 to 500 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A maintenance window, as `POST`/`GET /v1/admin/maintenance` answer it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    /// Window id.
+    pub id: i64,
+    /// What it disables.
+    pub target_kind: TargetKind,
+    /// The appliance or site id.
+    pub target: String,
+    /// Start, unix seconds.
+    pub start: i64,
+    /// Planned end, unix seconds (at most 48 hours after the start).
+    pub end: i64,
+    /// Why it was opened.
+    pub reason: String,
+    /// Who opened it (`admin-token`, `user:<login>`).
+    pub created_by: String,
+    /// When, unix seconds.
+    pub created: i64,
+    /// Who ended or cancelled it early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
+    /// When it was ended or cancelled early, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    /// Why it was ended or cancelled early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// Where it stands at the time of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<WindowPhase>,
+}
+
+/// One entry of the audit log (`GET /v1/admin/audit`): who changed what, when and why.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Entry id (increasing).
+    pub id: i64,
+    /// When, unix seconds.
+    pub at: i64,
+    /// Who (`admin-token`, `user:<login>`).
+    pub actor: String,
+    /// What, e.g. `maintenance.start`, `maintenance.end`, `maintenance.cancel`.
+    pub action: String,
+    /// On what, `<kind>:<id>` (`appliance:a1`, `site:isp-a`).
+    pub target: String,
+    /// The reason and the particulars of the change.
+    pub details: serde_json::Value,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,11 +487,13 @@ mod tests {
             },
             status: "ok".into(),
             last_report: None,
+            serving: ServingState::Serving,
+            maintenance: None,
         };
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(
             text,
-            r#"{"id":"a","site":"s","url":"http://a","capacity_bps":1,"status":"ok","last_report":null}"#
+            r#"{"id":"a","site":"s","url":"http://a","capacity_bps":1,"status":"ok","last_report":null,"serving":"serving"}"#
         );
         assert_eq!(serde_json::from_str::<ApplianceState>(&text).unwrap(), s);
     }

@@ -2,6 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "ocactl/maintenance.rs"]
+mod maintenance;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,6 +79,11 @@ enum Command {
     /// Portal users.
     #[command(subcommand)]
     User(UserCmd),
+    /// Maintenance windows: disable an appliance or a site for a while, end or cancel it.
+    #[command(subcommand)]
+    Maintenance(maintenance::MaintenanceCmd),
+    /// The audit log: who changed what, when and why.
+    Audit(maintenance::AuditCmd),
 }
 
 #[derive(Subcommand)]
@@ -509,6 +517,8 @@ fn run(cli: Cli) -> Result<()> {
             api.post("/v1/admin/users", &user)?
         }
         Command::User(UserCmd::List) => api.get("/v1/admin/users")?,
+        Command::Maintenance(cmd) => return maintenance::run(&api, cmd),
+        Command::Audit(cmd) => return maintenance::audit(&api, cmd),
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod credentials;
 pub mod intake;
 pub mod login_limits;
+pub mod maintenance;
 pub mod player_tokens;
 pub mod popularity;
 pub mod routes;

@@ -118,6 +118,8 @@ pub struct Snapshot {
     region_fallbacks: HashMap<String, Vec<String>>,
     /// Appliance count of those sites, by region.
     region_fallback_appliances: HashMap<String, usize>,
+    /// Maintenance windows not over when the view was loaded.
+    maintenance: Windows,
 }
 
 impl Snapshot {
@@ -192,7 +194,11 @@ impl Snapshot {
                 held[i].insert(content);
             }
         })?;
+        // The loader's clock only prunes windows already over; whether one is in force is
+        // decided with each caller's `now`.
+        let maintenance = Windows::new(store.open_windows(oca_service::unix_now() as i64)?);
         let mut snap = Snapshot {
+            maintenance,
             appliances,
             sites,
             routes: PrefixTable::default(),
@@ -252,10 +258,22 @@ impl Snapshot {
         h.contains(&i)
     }
 
-    /// Whether an appliance may serve (fresh, not `error`, under its load threshold).
+    /// Whether an appliance may serve (fresh, not `error`, under its load threshold, not in
+    /// maintenance).
     pub fn serving(&self, a: &Candidate, now: i64, report_interval_secs: u64) -> bool {
         a.drop_reason(true, now, 3 * report_interval_secs as i64)
             .is_none()
+            && self.maintenance(a, now).is_none()
+    }
+
+    /// The maintenance window in force at `now` on an appliance or its site, if any.
+    pub fn maintenance(&self, a: &Candidate, now: i64) -> Option<&MaintenanceWindow> {
+        self.maintenance.in_force(&a.id, &a.site, now)
+    }
+
+    /// The maintenance windows not over when the view was loaded.
+    pub fn windows(&self) -> &Windows {
+        &self.maintenance
     }
 
     /// The client's country from the coverage zones (longest match).
@@ -564,10 +582,13 @@ impl Snapshot {
 }
 
 mod holders;
+pub mod maintenance;
 mod routes;
 #[cfg(test)]
 mod tests;
 
 use holders::Holders;
+use maintenance::Windows;
+use oca_protocol::admin::MaintenanceWindow;
 use routes::{best_routes, served_mut};
 pub use routes::{local_route, BgpHeard, RouteFacts, Served};

@@ -108,13 +108,16 @@ pub async fn issue_token(
     ))
 }
 
-/// `GET /v1/admin/appliances`: each with its health.
+/// `GET /v1/admin/appliances`: each with its health and serving (maintenance) state.
 pub async fn list_appliances(
     _: Admin,
     State(app): State<Arc<App>>,
 ) -> Result<Json<Vec<ApplianceState>>, Failure> {
     let stale_after = 3 * app.report_interval_secs as i64;
-    Ok(Json(app.store.appliance_states(unix_now(), stale_after)?))
+    let now = unix_now();
+    let mut states = app.store.appliance_states(now, stale_after)?;
+    crate::services::maintenance::annotate(&app, &mut states, now)?;
+    Ok(Json(states))
 }
 
 /// `POST /v1/admin/appliances`: registers an appliance; its credential is in the answer only.

@@ -7,8 +7,10 @@ use axum::Json;
 use oca_protocol::playback::{ApiError, ErrorCode};
 
 use crate::domain::intake::ReportError;
+use crate::domain::maintenance::MaintenanceError;
 use crate::planning::manifest::NoManifest;
 use crate::play::PlayError;
+use crate::services::maintenance::MaintenanceFailure;
 use crate::storage::StorageError;
 
 /// An error answer: status plus the stable JSON error body.
@@ -90,6 +92,18 @@ impl From<NoManifest> for Failure {
                 err(StatusCode::CONFLICT, ErrorCode::BadRequest, e.to_string())
             }
             NoManifest::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<MaintenanceFailure> for Failure {
+    fn from(e: MaintenanceFailure) -> Failure {
+        match e {
+            MaintenanceFailure::Refused(e @ MaintenanceError::Over(_)) => {
+                err(StatusCode::CONFLICT, ErrorCode::BadRequest, e.to_string())
+            }
+            MaintenanceFailure::Refused(e) => bad_request(e.to_string()),
+            MaintenanceFailure::Storage(e) => e.into(),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The HTTP API, by audience: [`admin`] (the admin bearer token), [`appliance`] (each
 //! appliance's credential), [`play`] (a subscriber's player token), [`origin`] (signed fill
 //! URLs); [`request`] reads what they share (bodies, credentials), [`error`] turns every
-//! domain error into a status and JSON body, [`router`] maps paths to handlers. The listener
+//! domain error into a status and JSON body, [`maintenance`] is the admin token's maintenance and
+//! audit endpoints, [`router`] maps paths to handlers. The listener
 //! that runs it is [`crate::server`].
 
 pub mod accounts;
 pub mod admin;
 pub mod appliance;
 pub mod error;
+pub mod maintenance;
 pub mod origin;
 pub mod play;
 pub mod request;

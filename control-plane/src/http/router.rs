@@ -11,7 +11,7 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::App;
 use crate::http::error::err;
 use crate::http::request::ADMIN_BODY_LIMIT;
-use crate::http::{accounts, admin, appliance, origin, play};
+use crate::http::{accounts, admin, appliance, maintenance, origin, play};
 use crate::server::deadline;
 
 /// The router.
@@ -49,6 +49,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/bgp/sessions", get(admin::bgp_sessions))
         .route("/v1/admin/bgp/routes", get(admin::bgp_routes))
         .route("/v1/admin/bgp/inconsistent", get(admin::bgp_inconsistent))
+        .route(
+            "/v1/admin/maintenance",
+            get(maintenance::list).post(maintenance::create),
+        )
+        .route("/v1/admin/maintenance/{id}/end", post(maintenance::end))
+        .route("/v1/admin/audit", get(maintenance::audit))
         .route(
             "/v1/admin/titles",
             get(admin::list_titles).post(admin::create_title),

@@ -29,6 +29,7 @@ use oca_protocol::prefix::Prefix;
 pub use oca_protocol::admin::{
     Appliance, ApplianceState, Content, Site, SiteKind, Subscriber, Title, Zone,
 };
+pub use oca_protocol::admin::{AuditEntry, MaintenanceWindow, TargetKind};
 
 pub use accounts::{AccountStore, HealthRow, SessionRow, UserRow};
 
@@ -143,7 +144,15 @@ pub struct LeaseRow {
 
 /// Everything the control plane keeps: a database engine implements each area's trait and this.
 pub trait Storage:
-    FleetStore + InventoryStore + CatalogStore + KeyStore + LeaseStore + AccountStore + Send + Sync
+    FleetStore
+    + InventoryStore
+    + CatalogStore
+    + KeyStore
+    + LeaseStore
+    + AccountStore
+    + MaintenanceStore
+    + Send
+    + Sync
 {
     /// The schema version in force.
     fn schema_version(&self) -> Result<i64>;
@@ -282,4 +291,76 @@ pub trait LeaseStore {
     /// Writes `leases` in one transaction (an existing lease keeps the later expiry); with
     /// `purge_before`, also deletes the leases expired by then.
     fn commit_leases(&self, leases: &[LeaseRow], purge_before: Option<i64>) -> Result<()>;
+}
+
+/// A maintenance window to record (its id is given by storage).
+pub struct NewWindow<'a> {
+    /// What it disables.
+    pub target_kind: TargetKind,
+    /// The appliance or site id (must exist).
+    pub target: &'a str,
+    /// Start, unix seconds.
+    pub start: i64,
+    /// End, unix seconds.
+    pub end: i64,
+    /// Why.
+    pub reason: &'a str,
+    /// Who (`admin-token`, `user:<login>`).
+    pub actor: &'a str,
+    /// When it is recorded, unix seconds.
+    pub now: i64,
+}
+
+/// What an appliance last reported about its serving (for the drain state).
+pub struct ServingFigures {
+    /// Appliance id.
+    pub oca_id: String,
+    /// Open client connections.
+    pub active_connections: u64,
+    /// Bytes per second sent.
+    pub bytes_per_sec: u64,
+    /// When, unix seconds, downtime not counted ([`Downtime::heard`]).
+    pub last_report: i64,
+}
+
+/// Maintenance windows and the audit log: each change to a window is written with its audit
+/// entry in one transaction, so the log never misses a change nor records one that failed.
+pub trait MaintenanceStore {
+    /// Records a window on an existing appliance or site, and its audit entry (`action`,
+    /// `details`, target and actor from the window); returns the window with its id.
+    fn create_window(
+        &self,
+        w: &NewWindow<'_>,
+        action: &str,
+        details: &serde_json::Value,
+    ) -> Result<MaintenanceWindow>;
+
+    /// A window by id.
+    fn window(&self, id: i64) -> Result<MaintenanceWindow>;
+
+    /// Ends window `id` early at `now`, by `actor` for `reason`, with its audit entry; returns
+    /// the window as it now stands, or none when it was not open any more (ended meanwhile).
+    fn end_window(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        now: i64,
+        action: &str,
+        details: &serde_json::Value,
+    ) -> Result<Option<MaintenanceWindow>>;
+
+    /// Windows neither ended early nor past their end at `now` (scheduled or in force), by
+    /// start.
+    fn open_windows(&self, now: i64) -> Result<Vec<MaintenanceWindow>>;
+
+    /// Every window, newest first, at most `limit`.
+    fn all_windows(&self, limit: usize) -> Result<Vec<MaintenanceWindow>>;
+
+    /// Audit entries, newest first, at most `limit`; with `target`, only those on it (an id,
+    /// or `<kind>:<id>`).
+    fn audit_log(&self, target: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    /// Every appliance's last reported connections and traffic (appliances that reported).
+    fn serving_figures(&self) -> Result<Vec<ServingFigures>>;
 }

@@ -155,6 +155,8 @@ impl FleetStore for SqliteStorage {
                     "unknown".into()
                 },
                 last_report,
+                serving: Default::default(),
+                maintenance: None,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -173,6 +173,33 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_by_user ON sessions(user);
     ALTER TABLE sites ADD COLUMN org TEXT REFERENCES organisations(id);
     CREATE INDEX sites_by_org ON sites(org);",
+    // 10: maintenance windows (an appliance or a site disabled from start to end; ended_at when
+    // ended or cancelled early) and the audit log of who changed what, when and why. Targets
+    // are not foreign keys: the log outlives what it names.
+    "CREATE TABLE maintenance_windows (
+        id INTEGER PRIMARY KEY,
+        target_kind TEXT NOT NULL CHECK (target_kind IN ('appliance', 'site')),
+        target TEXT NOT NULL,
+        start_at INTEGER NOT NULL,
+        end_at INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        ended_by TEXT,
+        ended_at INTEGER,
+        end_reason TEXT
+    );
+    CREATE INDEX maintenance_windows_open ON maintenance_windows(end_at) WHERE ended_at IS NULL;
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_by_target ON audit_log(target, id);",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -9,6 +9,7 @@ mod fleet;
 mod inventory;
 mod keys;
 mod leases;
+mod maintenance;
 mod migrations;
 
 use std::path::Path;
