@@ -79,6 +79,8 @@ pub struct App {
     pub large_reports: tokio::sync::Semaphore,
     /// BGP routes one health report may carry; a report with more is refused whole.
     pub max_routes_per_appliance: usize,
+    /// Traffic history: bucket width, retention.
+    pub history: crate::domain::history::HistoryConfig,
 }
 
 /// What a health report came to.

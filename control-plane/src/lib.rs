@@ -13,6 +13,7 @@
 //! domain/              what the control plane knows, over storage; no HTTP
 //!   catalog.rs         titles, renditions, subscribers in memory (CatalogView)
 //!   credentials.rs     bearer secrets: made once, kept hashed, compared in constant time
+//!   history.rs         traffic history: ranges, misses by site, retention
 //!   intake.rs          who may report, which reported routes are kept
 //!   player_tokens.rs   signed, expiring player tokens
 //!   popularity.rs      decayed play counts per title
@@ -29,6 +30,7 @@
 //! planning/            fill: site plans, the planner's cache, manifests, fill settings
 //! play.rs              a play: admission, licensing, renditions, signed URLs, the lease
 //! app.rs               the composition root: App holds all of the above; the clock
+//! portal/              the partner portal's pages; chart.rs: SVG line charts (pure)
 //! http/                the HTTP API: router, handlers by audience, errors in one place
 //! main.rs              configuration and start (binary)
 //! bin/ocactl.rs        the admin CLI (binary)
@@ -49,6 +51,7 @@ pub mod lpm;
 pub mod metrics;
 pub mod planning;
 pub mod play;
+pub mod portal;
 pub mod routing;
 pub mod server;
 pub mod steering;

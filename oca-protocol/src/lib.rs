@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod health;
+pub mod history;
 pub mod keys;
 pub mod manifest;
 pub mod playback;

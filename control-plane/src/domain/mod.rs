@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod credentials;
+pub mod history;
 pub mod intake;
 pub mod player_tokens;
 pub mod popularity;

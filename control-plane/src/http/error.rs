@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use oca_protocol::playback::{ApiError, ErrorCode};
 
+use crate::domain::history::HistoryError;
 use crate::domain::intake::ReportError;
 use crate::planning::manifest::NoManifest;
 use crate::play::PlayError;
@@ -96,6 +97,19 @@ impl From<NoManifest> for Failure {
                 err(StatusCode::CONFLICT, ErrorCode::BadRequest, e.to_string())
             }
             NoManifest::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<HistoryError> for Failure {
+    fn from(e: HistoryError) -> Failure {
+        match e {
+            HistoryError::Range(_) | HistoryError::Config(_) => err(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                e.to_string(),
+            ),
+            HistoryError::Storage(e) => e.into(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! # The interface
 //! [`Storage`] is the whole of it: one trait per area ([`FleetStore`], [`InventoryStore`],
-//! [`CatalogStore`], [`KeyStore`], [`LeaseStore`]), so an engine is written and reviewed area by
+//! [`CatalogStore`], [`KeyStore`], [`LeaseStore`], [`HistoryStore`]), so an engine is written and reviewed area by
 //! area. Methods take borrowed rows and return owned ones; nothing above this module sees SQL,
 //! a connection or a transaction.
 //!
@@ -20,6 +20,7 @@
 //! pays for it. A generic `App<S>` would instead spread `S` through every handler and test
 //! for no measurable gain.
 
+pub mod history;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
@@ -28,6 +29,8 @@ use oca_protocol::prefix::Prefix;
 pub use oca_protocol::admin::{
     Appliance, ApplianceState, Content, Site, SiteKind, Subscriber, Title, Zone,
 };
+
+pub use history::{HistorySettings, HistoryStore, SiteMisses, Traffic};
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,7 @@ pub struct LeaseRow {
 
 /// Everything the control plane keeps: a database engine implements each area's trait and this.
 pub trait Storage:
-    FleetStore + InventoryStore + CatalogStore + KeyStore + LeaseStore + Send + Sync
+    FleetStore + InventoryStore + CatalogStore + KeyStore + LeaseStore + HistoryStore + Send + Sync
 {
     /// The schema version in force.
     fn schema_version(&self) -> Result<i64>;
