@@ -110,8 +110,9 @@ pub struct Range {
     pub to: i64,
 }
 
-/// The range a caller asked for at `now`: `to` defaults to `now`, `from` to a day before `to`
-/// (fewer when that is over the per-call bound); backwards or over the bound is refused.
+/// The range a caller asked for at `now`: `to` defaults to the end of the bucket holding `now`
+/// (so the bucket filling now is in), `from` to a day before `to` (less when that is over the
+/// per-call bound); backwards or over the bound is refused.
 pub fn range(
     from: Option<i64>,
     to: Option<i64>,
@@ -119,7 +120,7 @@ pub fn range(
     cfg: &HistoryConfig,
 ) -> Result<Range, HistoryError> {
     let max = cfg.max_range_secs();
-    let to = to.unwrap_or(now);
+    let to = to.unwrap_or_else(|| cfg.buckets.bucket_of(now) + cfg.buckets.bucket_secs);
     let from = from.unwrap_or_else(|| to.saturating_sub(DEFAULT_RANGE_SECS.min(max)));
     if from > to {
         return Err(HistoryError::Range(format!(
@@ -305,8 +306,8 @@ mod tests {
         assert_eq!(
             range(None, None, 100_000, &c).unwrap(),
             Range {
-                from: 13_600,
-                to: 100_000
+                from: 13_800,
+                to: 100_200
             }
         );
         assert!(range(Some(10), Some(5), 100, &c).is_err());
