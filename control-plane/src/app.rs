@@ -83,6 +83,8 @@ pub struct App {
     pub accounts: crate::domain::accounts::Accounts,
     /// Below these, an appliance in maintenance counts as drained.
     pub drain: crate::domain::maintenance::DrainThresholds,
+    /// Traffic history: bucket width, retention.
+    pub history: crate::domain::history::HistoryConfig,
 }
 
 /// What a health report came to.

@@ -14,6 +14,7 @@
 //!   catalog.rs         titles, renditions, subscribers in memory (CatalogView)
 //!   accounts.rs        portal users: passwords, sessions, who may see which site
 //!   credentials.rs     bearer secrets: made once, kept hashed, compared in constant time
+//!   history.rs         traffic history: ranges, misses by site, retention
 //!   intake.rs          who may report, which reported routes are kept
 //!   login_limits.rs    failed portal logins by address and login name
 //!   maintenance.rs     maintenance windows and drain: spans, reasons, serving state
@@ -34,6 +35,7 @@
 //! app.rs               the composition root: App holds all of the above; the clock
 //! services/            operations the admin API and the portal share, by an actor at `now`
 //!   maintenance.rs     disable, end, list windows; the audit log; serving states
+//! portal/              the partner portal's pages; chart.rs: SVG line charts (pure)
 //! http/                the HTTP API: router, handlers by audience, errors in one place
 //! portal/              the partner portal: sessions, CSRF, pages and its scoped API
 //! main.rs              configuration and start (binary)

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use control_plane::app::{unix_now, App};
 use control_plane::domain::catalog::CatalogView;
+use control_plane::domain::history::{self, HistoryConfig};
 use control_plane::domain::maintenance::{self, DrainThresholds};
 use control_plane::domain::{
     accounts, credentials, intake, login_limits, player_tokens, popularity, streams, url_keys,
@@ -134,6 +135,12 @@ struct Cli {
     /// (and has fewer connections than --drained-below-connections). Default 1000000 (1 Mb/s).
     #[arg(long, value_name = "BITS_PER_SEC")]
     drained_below_bps: Option<u64>,
+    /// Seconds a traffic-history bucket spans (default 300).
+    #[arg(long, value_name = "SECS")]
+    history_bucket_secs: Option<i64>,
+    /// Days traffic-history buckets are kept (default 35; fractions allowed).
+    #[arg(long, value_name = "DAYS")]
+    history_retention_days: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -169,6 +176,8 @@ struct FileConfig {
     portal_login_window: Option<u64>,
     drained_below_connections: Option<u64>,
     drained_below_bps: Option<u64>,
+    history_bucket_secs: Option<i64>,
+    history_retention_days: Option<f64>,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -225,8 +234,18 @@ fn run(cli: Cli) -> Result<()> {
         .or(file.report_interval)
         .unwrap_or(intake::DEFAULT_REPORT_INTERVAL_SECS)
         .clamp(1, 3600);
+    let history = HistoryConfig::new(
+        cli.history_bucket_secs
+            .or(file.history_bucket_secs)
+            .unwrap_or(history::DEFAULT_BUCKET_SECS),
+        cli.history_retention_days
+            .or(file.history_retention_days)
+            .unwrap_or(history::DEFAULT_RETENTION_DAYS),
+        report_interval_secs,
+    )?;
     let db = SqliteStorage::open(&db_path, unix_now())
-        .with_context(|| format!("opening database {}", db_path.display()))?;
+        .with_context(|| format!("opening database {}", db_path.display()))?
+        .with_history(history.buckets);
     tracing::info!(schema_version = db.schema_version()?, "database ready");
     if db.downtime().secs > 0 {
         tracing::info!(
@@ -379,6 +398,7 @@ fn run(cli: Cli) -> Result<()> {
                 .or(file.drained_below_bps)
                 .unwrap_or(maintenance::DEFAULT_DRAINED_BELOW_BPS),
         },
+        history,
         trusted_proxies: if cli.trusted_proxies.is_empty() {
             file.trusted_proxies
         } else {
@@ -418,6 +438,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         });
+        tokio::spawn(history_task(app.clone()));
         let last = app.clone();
         let conn_metrics = app.metrics.conns.clone();
         let trusted = app.trusted_proxies.clone();
@@ -439,6 +460,10 @@ fn run(cli: Cli) -> Result<()> {
         })
         .await;
         last.popularity.save(last.store.as_ref())?;
+        // The misses counted since the last tick; old buckets can wait for the next start.
+        if let Err(e) = history::tick(last.store.as_ref(), &last.metrics.misses_by_site, &last.history, unix_now()) {
+            tracing::warn!(error = %e, "storing the last steering misses");
+        }
         anyhow::Ok(())
     })
 }
@@ -466,6 +491,32 @@ fn portal_accounts(
         );
     }
     Ok(accounts::Accounts::new(insecure, limits))
+}
+
+/// Every few seconds: stores the steering misses counted meanwhile and deletes history past
+/// its retention (docs/portal.md, "Traffic history").
+async fn history_task(app: Arc<App>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(app.history.tick_secs()));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let app = app.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            history::tick(
+                app.store.as_ref(),
+                &app.metrics.misses_by_site,
+                &app.history,
+                unix_now(),
+            )
+        })
+        .await;
+        match ran {
+            Ok(Ok(0)) => {}
+            Ok(Ok(deleted)) => tracing::info!(deleted, "history past its retention deleted"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "history task"),
+            Err(e) => tracing::warn!(error = %e, "history task panicked"),
+        }
+    }
 }
 
 /// Reads the admin token, creating a random one (readable by the owner only) when missing.

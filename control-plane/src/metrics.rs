@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::domain::history::MissTally;
 use crate::fleet::Snapshot;
 use crate::routing;
 use crate::steering::Decision;
@@ -54,6 +55,8 @@ pub struct Metrics {
     pub portal_login_failures: Counter,
     /// The listener's connections.
     pub conns: crate::server::ConnMetrics,
+    /// Steering misses by the client's site, until the history task stores them.
+    pub misses_by_site: MissTally,
 }
 
 impl Default for Metrics {
@@ -181,6 +184,7 @@ impl Default for Metrics {
             portal_logins,
             portal_login_failures,
             conns,
+            misses_by_site: MissTally::default(),
             registry,
             fill_source_errors,
             origin_requests,
@@ -195,9 +199,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts a steering decision and the misses it found.
-    pub fn count_steer(&self, d: &Decision) {
+    /// Counts a steering decision made at `now` and the misses it found (also by the client's
+    /// site, for the traffic history).
+    pub fn count_steer(&self, d: &Decision, now: i64) {
         self.steer_decisions.inc();
+        self.misses_by_site
+            .count(d.client_site.as_deref(), d.content_miss, d.health_miss, now);
         if d.content_miss {
             self.content_misses.inc();
         }

@@ -164,7 +164,7 @@ pub fn answer(
     let near = Neighbourhood::of(snap, client);
     for c in allowed {
         let d = steering::steer_near(*report_interval_secs, &near, client, &c.id, now, false);
-        metrics.count_steer(&d);
+        metrics.count_steer(&d, now);
         if d.answer.appliances.is_empty() {
             continue;
         }

@@ -76,6 +76,8 @@ pub struct Neighbourhood<'a> {
     /// Sites placed whole: zone sites (0 or 1) and tier sites of the client's sites (1).
     sites: HashMap<&'a str, Place>,
     regions: Vec<&'a str>,
+    /// The client's own site (the first by id when several hear its route): misses count there.
+    own_site: Option<&'a str>,
 }
 
 impl<'a> Neighbourhood<'a> {
@@ -146,6 +148,7 @@ impl<'a> Neighbourhood<'a> {
             heard,
             sites,
             regions,
+            own_site: own.first().copied(),
         }
     }
 
@@ -299,6 +302,9 @@ pub struct Decision {
     pub content_miss: bool,
     /// Some appliances hold it, none is usable.
     pub health_miss: bool,
+    /// On a miss, the client's own site as steering found it (none: the client has no site);
+    /// none otherwise, as nothing else needs it.
+    pub client_site: Option<String>,
 }
 
 /// Steers `client` to appliances holding `content_id`.
@@ -448,9 +454,11 @@ pub fn steer_near(
         }
     }
     let any_holder = holders.is_some_and(|h| !h.is_empty());
+    let missed = !any_holder || appliances.is_empty();
     Decision {
         content_miss: !any_holder,
         health_miss: any_holder && appliances.is_empty(),
+        client_site: near.own_site.filter(|_| missed).map(str::to_string),
         answer: SteerAnswer {
             client_ip: client,
             content_id: content_id.to_string(),

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod health;
+pub mod history;
 pub mod keys;
 pub mod manifest;
 pub mod playback;

@@ -84,6 +84,9 @@ enum Command {
     Maintenance(maintenance::MaintenanceCmd),
     /// The audit log: who changed what, when and why.
     Audit(maintenance::AuditCmd),
+    /// Traffic history of an appliance or a site: buckets of bytes/s, connections, requests/s,
+    /// bytes served (and misses, for a site), as JSON or CSV.
+    History(HistoryArgs),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,26 @@ enum UserCmd {
     },
     /// Lists portal users.
     List,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("of").required(true).args(["appliance", "site"])))]
+struct HistoryArgs {
+    /// This appliance's history.
+    #[arg(long)]
+    appliance: Option<String>,
+    /// This site's history (`-`: misses of clients in no site).
+    #[arg(long, allow_hyphen_values = true)]
+    site: Option<String>,
+    /// From (unix seconds; default a day before --to).
+    #[arg(long)]
+    from: Option<i64>,
+    /// To (unix seconds, excluded; default now).
+    #[arg(long)]
+    to: Option<i64>,
+    /// Print CSV (a header row, then one row a bucket) instead of JSON.
+    #[arg(long)]
+    csv: bool,
 }
 
 #[derive(Subcommand)]
@@ -326,6 +349,25 @@ impl Api {
         Ok(value)
     }
 
+    /// A GET answered with text (CSV), errors as [`Api::call`] reports them.
+    fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base.trim_end_matches('/')))
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("reaching the control plane at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text()?;
+        if !status.is_success() {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let code = value["code"].as_str().unwrap_or("error");
+            let msg = value["message"].as_str().unwrap_or("");
+            bail!("{status}: {code}: {msg}");
+        }
+        Ok(text)
+    }
+
     fn get(&self, path: &str) -> Result<Value> {
         self.call::<()>(reqwest::Method::GET, path, None)
     }
@@ -519,6 +561,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(UserCmd::List) => api.get("/v1/admin/users")?,
         Command::Maintenance(cmd) => return maintenance::run(&api, cmd),
         Command::Audit(cmd) => return maintenance::audit(&api, cmd),
+        Command::History(args) => return history(&api, args),
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -544,6 +587,38 @@ fn read_password(file: Option<&Path>) -> Result<String> {
         bail!("no password: give --password-file or the password on standard input");
     }
     Ok(password)
+}
+
+/// `ocactl history`: prints the history as JSON, or the server's CSV as it came.
+fn history(api: &Api, args: HistoryArgs) -> Result<()> {
+    let (of, id) = match (args.appliance, args.site) {
+        (Some(a), _) => ("appliances", a),
+        (None, Some(s)) => ("sites", s),
+        (None, None) => bail!("give --appliance or --site"),
+    };
+    let q = query(&[
+        ("from", args.from.map(|v| v.to_string())),
+        ("to", args.to.map(|v| v.to_string())),
+        ("format", args.csv.then(|| "csv".to_string())),
+    ]);
+    let id = url_segment(&id);
+    let path = format!("/v1/admin/history/{of}/{id}{q}");
+    if args.csv {
+        print!("{}", api.get_text(&path)?);
+    } else {
+        let h: oca_protocol::history::History = serde_json::from_value(api.get(&path)?)?;
+        println!("{}", serde_json::to_string_pretty(&h)?);
+    }
+    Ok(())
+}
+
+/// `s` as one URL path segment (percent-encoded).
+fn url_segment(s: &str) -> String {
+    let mut url = reqwest::Url::parse("http://segment/").expect("a valid URL");
+    url.path_segments_mut()
+        .expect("an http URL has a path")
+        .push(s);
+    url.path().trim_start_matches('/').to_string()
 }
 
 /// A query string (`?a=1&b=2`, percent-encoded: prefixes carry `/` and `:`) of the pairs

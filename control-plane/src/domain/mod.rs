@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod catalog;
 pub mod credentials;
+pub mod history;
 pub mod intake;
 pub mod login_limits;
 pub mod maintenance;

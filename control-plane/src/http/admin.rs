@@ -54,6 +54,11 @@ pub async fn create_site(
 ) -> Result<(StatusCode, Json<Site>), Failure> {
     let site = body(payload)?;
     check_id("id", &site.id)?;
+    if site.id == crate::domain::history::NO_SITE {
+        return Err(bad_request(
+            "id: \"-\" stands for \"no site\" in the traffic history",
+        ));
+    }
     app.store.create_site(&site)?;
     url_keys::ensure(app.store.as_ref(), unix_now())?;
     app.reload_keys()?;
@@ -397,15 +402,16 @@ pub async fn steer(
 ) -> Result<Json<SteerAnswer>, Failure> {
     let q = query.map_err(|r| bad_request(r.body_text()))?.0;
     let snap = app.fleet()?;
+    let now = unix_now();
     let d = steering::steer(
         app.report_interval_secs,
         &snap,
         q.client_ip,
         &q.content_id,
-        unix_now(),
+        now,
         q.explain == Some(1),
     );
-    app.metrics.count_steer(&d);
+    app.metrics.count_steer(&d, now);
     Ok(Json(d.answer))
 }
 

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use oca_protocol::playback::{ApiError, ErrorCode};
 
+use crate::domain::history::HistoryError;
 use crate::domain::intake::ReportError;
 use crate::domain::maintenance::MaintenanceError;
 use crate::planning::manifest::NoManifest;
@@ -104,6 +105,19 @@ impl From<MaintenanceFailure> for Failure {
             }
             MaintenanceFailure::Refused(e) => bad_request(e.to_string()),
             MaintenanceFailure::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<HistoryError> for Failure {
+    fn from(e: HistoryError) -> Failure {
+        match e {
+            HistoryError::Range(_) | HistoryError::Config(_) => err(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                e.to_string(),
+            ),
+            HistoryError::Storage(e) => e.into(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod admin;
 pub mod appliance;
 pub mod error;
+pub mod history;
 pub mod maintenance;
 pub mod origin;
 pub mod play;

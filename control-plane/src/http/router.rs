@@ -11,7 +11,7 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::App;
 use crate::http::error::err;
 use crate::http::request::ADMIN_BODY_LIMIT;
-use crate::http::{accounts, admin, appliance, maintenance, origin, play};
+use crate::http::{accounts, admin, appliance, history, maintenance, origin, play};
 use crate::server::deadline;
 
 /// The router.
@@ -68,6 +68,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/admin/subscribers",
             get(admin::list_subscribers).post(admin::put_subscriber),
+        )
+        .route("/v1/admin/history/appliances/{id}", get(history::appliance))
+        .route("/v1/admin/history/sites/{id}", get(history::site))
+        .route(
+            "/v1/admin/history/appliances/{id}/chart.svg",
+            get(history::appliance_chart),
+        )
+        .route(
+            "/v1/admin/history/sites/{id}/chart.svg",
+            get(history::site_chart),
         )
         .route("/v1/play", post(play::play))
         .route("/origin/{id}", get(origin::serve))

@@ -5,7 +5,8 @@
 //!   checks on every form ([`auth::CsrfForm`]);
 //! - [`view`]: what a user may see, built once for pages and API (the scoping rule itself is
 //!   [`crate::domain::accounts::may_see_site`]);
-//! - [`pages`]: the page and API handlers; [`templates`]: the askama templates they render.
+//! - [`pages`]: the page and API handlers; [`templates`]: the askama templates they render;
+//! - [`chart`]: the traffic charts, drawn as SVG on the server (pure).
 //!
 //! Every portal answer carries `Content-Security-Policy: default-src 'self'` (no inline script
 //! or style, no framing, forms post only here), `X-Frame-Options: DENY`,
@@ -14,6 +15,7 @@
 //! behind them: docs/portal.md.
 
 pub mod auth;
+pub mod chart;
 pub mod pages;
 pub mod templates;
 pub mod view;

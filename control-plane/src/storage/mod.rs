@@ -3,7 +3,7 @@
 //!
 //! # The interface
 //! [`Storage`] is the whole of it: one trait per area ([`FleetStore`], [`InventoryStore`],
-//! [`CatalogStore`], [`KeyStore`], [`LeaseStore`]), so an engine is written and reviewed area by
+//! [`CatalogStore`], [`KeyStore`], [`LeaseStore`], [`HistoryStore`]), so an engine is written and reviewed area by
 //! area. Methods take borrowed rows and return owned ones; nothing above this module sees SQL,
 //! a connection or a transaction.
 //!
@@ -21,6 +21,7 @@
 //! for no measurable gain.
 
 pub mod accounts;
+pub mod history;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
@@ -32,6 +33,8 @@ pub use oca_protocol::admin::{
 pub use oca_protocol::admin::{AuditEntry, MaintenanceWindow, TargetKind};
 
 pub use accounts::{AccountStore, HealthRow, SessionRow, UserRow};
+
+pub use history::{HistorySettings, HistoryStore, SiteMisses, Traffic};
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +154,7 @@ pub trait Storage:
     + LeaseStore
     + AccountStore
     + MaintenanceStore
+    + HistoryStore
     + Send
     + Sync
 {

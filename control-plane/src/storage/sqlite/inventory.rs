@@ -170,6 +170,8 @@ fn record_staged(
     };
     replace_prefixes(&tx, r)?;
     super::bgp::replace(&tx, r)?;
+    // Before the health row moves on: the rollup reads when the last report came.
+    super::history::add_report(&tx, &db.history, r, now)?;
     let disks = serde_json::to_string(&r.disks).expect("plain structs serialise");
     tx.execute(
         "INSERT INTO appliance_health (oca_id, status, last_report, version, active_connections,

@@ -200,6 +200,31 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         details TEXT NOT NULL
     );
     CREATE INDEX audit_log_by_target ON audit_log(target, id);",
+    // 11: traffic history (docs/portal.md, "Traffic history"): per appliance and bucket the
+    // sums, peaks and count of its reports and the bytes they account for, added to by each
+    // report; steering misses by the client's site ('-': none) and bucket. Indexed by bucket
+    // for the retention task; an update leaves that index alone (the bucket never changes).
+    "CREATE TABLE history_appliance (
+        oca_id TEXT NOT NULL REFERENCES appliances(id),
+        bucket INTEGER NOT NULL,
+        reports INTEGER NOT NULL,
+        bytes_per_sec_sum INTEGER NOT NULL,
+        bytes_per_sec_max INTEGER NOT NULL,
+        connections_sum INTEGER NOT NULL,
+        connections_max INTEGER NOT NULL,
+        requests_per_sec_sum INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (oca_id, bucket)
+    ) WITHOUT ROWID;
+    CREATE INDEX history_appliance_by_bucket ON history_appliance(bucket);
+    CREATE TABLE history_misses (
+        site TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        content_misses INTEGER NOT NULL,
+        health_misses INTEGER NOT NULL,
+        PRIMARY KEY (site, bucket)
+    ) WITHOUT ROWID;
+    CREATE INDEX history_misses_by_bucket ON history_misses(bucket);",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -6,6 +6,7 @@ mod accounts;
 mod bgp;
 mod catalog;
 mod fleet;
+mod history;
 mod inventory;
 mod keys;
 mod leases;
@@ -17,7 +18,7 @@ use std::path::Path;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::storage::{Downtime, Result, Storage, StorageError};
+use crate::storage::{Downtime, HistorySettings, Result, Storage, StorageError};
 
 /// Read-only connections kept open next to the writer.
 const READERS: usize = 4;
@@ -42,6 +43,8 @@ pub struct SqliteStorage {
     last_gen: std::sync::atomic::AtomicI64,
     /// How long the control plane was away before this start.
     downtime: Downtime,
+    /// How reports are bucketed into the traffic history.
+    history: HistorySettings,
 }
 
 impl SqliteStorage {
@@ -86,6 +89,7 @@ impl SqliteStorage {
             next_reader: std::sync::atomic::AtomicUsize::new(0),
             last_gen: std::sync::atomic::AtomicI64::new(last_gen),
             downtime,
+            history: HistorySettings::default(),
         })
     }
 
