@@ -45,22 +45,25 @@ pub fn report(snap: &BgpSnapshot, since_start: Duration) -> BgpReport {
         .flat_map(|s| s.routes.iter().map(move |r| (s.neighbor, r)))
         .filter_map(|(neighbor, accepted)| {
             let r = &accepted.route;
+            let a = &r.attrs;
             // oca-bgp's prefixes have their host bits cleared, so this never fails; a route
             // that somehow did not convert is left out rather than reported wrong.
             let prefix = Prefix::new(r.prefix.addr(), r.prefix.len())?;
             Some(BgpRoute {
                 prefix,
                 neighbor,
-                as_path: r.as_path.clone(),
-                origin: origin(r.origin),
-                med: r.med,
-                local_pref: r.local_pref,
-                communities: r
+                // At most 255 ASNs (oca-bgp's bound): the report has no field for the rest, so
+                // steering ranks a longer path as 255 long, still behind any real one.
+                as_path: a.as_path.clone(),
+                origin: origin(a.origin),
+                med: a.med,
+                local_pref: a.local_pref,
+                communities: a
                     .communities
                     .iter()
                     .map(|(a, v)| format!("{a}:{v}"))
                     .collect(),
-                large_communities: r
+                large_communities: a
                     .large_communities
                     .iter()
                     .map(|(g, l1, l2)| format!("{g}:{l1}:{l2}"))
@@ -98,7 +101,9 @@ fn origin(o: oca_bgp::Origin) -> Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oca_bgp::{AcceptedRoute, Route, SessionSnapshot};
+    use std::sync::Arc;
+
+    use oca_bgp::{AcceptedRoute, PathAttributes, Route, SessionSnapshot};
 
     /// A snapshot with one established external session carrying an IPv4 route with every
     /// attribute and a stale IPv6 one, and an internal session down with its error: the report
@@ -175,12 +180,15 @@ mod tests {
                 route: Route {
                     prefix: "81.2.69.0/24".parse().unwrap(),
                     next_hop: "10.250.0.1".parse().unwrap(),
-                    as_path: vec![64500, 64500, 64500],
-                    origin: oca_bgp::Origin::Egp,
-                    med: Some(50),
-                    local_pref: Some(200),
-                    communities: vec![(64500, 100), (65535, 65281)],
-                    large_communities: vec![(64500, 1, 2)],
+                    attrs: Arc::new(PathAttributes {
+                        as_path: vec![64500, 64500, 64500],
+                        origin: oca_bgp::Origin::Egp,
+                        med: Some(50),
+                        local_pref: Some(200),
+                        communities: vec![(64500, 100), (65535, 65281)],
+                        large_communities: vec![(64500, 1, 2)],
+                        ..PathAttributes::default()
+                    }),
                 },
                 stale: false,
             },
@@ -188,12 +196,7 @@ mod tests {
                 route: Route {
                     prefix: "2a00:1450::/32".parse().unwrap(),
                     next_hop: "2001:db8::1".parse().unwrap(),
-                    as_path: vec![],
-                    origin: oca_bgp::Origin::Incomplete,
-                    med: None,
-                    local_pref: None,
-                    communities: vec![],
-                    large_communities: vec![],
+                    attrs: Arc::new(PathAttributes::default()),
                 },
                 stale: true,
             },

@@ -59,6 +59,7 @@ fn decode_all(data: &[u8]) {
         let ctx = UpdateContext {
             four_octet_as,
             ibgp,
+            local_as: 64501,
         };
         let mut buf = BytesMut::from(data);
         loop {

@@ -40,4 +40,4 @@ pub use config::{Config, ConfigError, Neighbor};
 pub use rib::{AcceptedRoute, ImportFilter};
 pub use session::SessionState;
 pub use speaker::{BgpSnapshot, CommandError, SessionSnapshot, Speaker, SpeakerHandle, StartError};
-pub use wire::{Family, Notification, Origin, Prefix, Route};
+pub use wire::{Family, Notification, Origin, PathAttributes, Prefix, PrefixError, Route};

@@ -9,6 +9,12 @@
 //! to bound the memory a neighbour can make us hold, and refused routes take memory too. So the
 //! table never holds more than the limit plus one route.
 //!
+//! A route's attributes are shared with the other routes of its UPDATE (`Arc<PathAttributes>`,
+//! bounded lists: `wire/update.rs`), so an entry costs a prefix, a next hop and a pointer, and
+//! [`Rib::accepted_routes`] (the snapshot) copies pointers, not attribute lists. The worst case
+//! is a router sending one prefix per UPDATE, each with attributes at their bounds: about 2 KB
+//! a route.
+//!
 //! # The import filter
 //!
 //! A route is accepted unless it is
@@ -19,7 +25,8 @@
 //!   ranges that are not globally reachable (private, loopback, link-local, documentation,
 //!   benchmarking, shared address space, reserved), or multicast. Nobody's clients live there.
 //!   Labs that announce documentation prefixes turn it off;
-//! - a loop: our own AS is in its AS path (RFC 4271 §9.1.2).
+//! - a loop: our own AS is in its AS path (RFC 4271 §9.1.2), anywhere in it, ASNs past the
+//!   stored list's bound included.
 //!
 //! # Stale routes (graceful restart)
 //!
@@ -88,7 +95,8 @@ impl ImportFilter {
             Verdict::TooSpecific
         } else if self.refuse_bogons && is_bogon(p) {
             Verdict::Bogon
-        } else if route.as_path.contains(&local_as) {
+        } else if route.attrs.local_as_in_path || route.attrs.as_path.contains(&local_as) {
+            // The flag covers ASNs past the list's bound; the list, routes built by hand.
             Verdict::OwnAs
         } else {
             Verdict::Accepted
@@ -310,19 +318,20 @@ impl Rib {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::wire::Origin;
+    use crate::wire::{Origin, PathAttributes};
 
     fn route(p: &str, path: &[u32]) -> Route {
         Route {
             prefix: p.parse().unwrap(),
             next_hop: "10.250.0.1".parse().unwrap(),
-            as_path: path.to_vec(),
-            origin: Origin::Igp,
-            med: None,
-            local_pref: None,
-            communities: vec![],
-            large_communities: vec![],
+            attrs: Arc::new(PathAttributes {
+                as_path: path.to_vec(),
+                origin: Origin::Igp,
+                ..PathAttributes::default()
+            }),
         }
     }
 
@@ -373,6 +382,13 @@ mod tests {
         assert_eq!(v("172.32.0.0/16", &[64500]), Verdict::Accepted);
         assert_eq!(v("2001:db9::/32", &[64500]), Verdict::Accepted);
         assert_eq!(v("8.8.8.0/24", &[64500, 64501]), Verdict::OwnAs);
+        let mut far = route("8.8.8.0/24", &[64500]);
+        Arc::make_mut(&mut far.attrs).local_as_in_path = true;
+        assert_eq!(
+            f.check(&far, 64501),
+            Verdict::OwnAs,
+            "past the list's bound"
+        );
         let open = open_filter();
         assert_eq!(
             open.check(&route("198.51.100.0/24", &[1]), 2),

@@ -3,8 +3,18 @@
 //! Both connections run their OPEN exchange. When the second OPEN arrives (the first connection
 //! in OpenConfirm), the one opened by the side with the higher BGP identifier stays; with equal
 //! identifiers, the side with the higher AS (RFC 6286 §2.3). An OPEN on a connection while the
-//! other is already Established always loses. The loser gets Cease/7 (Connection Collision
-//! Resolution) and closes; since the other connection is still up, nothing else follows.
+//! other is already Established loses, unless the neighbour does graceful restart. The loser
+//! gets Cease/7 (Connection Collision Resolution) and closes; since the other connection is
+//! still up, nothing else follows.
+//!
+//! With graceful restart, an acceptable OPEN on a new connection while the other is Established
+//! is the neighbour back from a restart whose TCP close we never saw: RFC 4724 §4.2 says to
+//! treat it as the end of the old connection, close that one and keep the new. The old one ends
+//! without a NOTIFICATION ([`End::Replaced`]), so its routes stay, stale, until the new session's
+//! End-of-RIB (`graceful_restart.rs`). It is the OPEN that says so, not the TCP connection: a
+//! connection alone proves only that something reached us from the neighbour's address, and
+//! taking it as the restart would let one that never completes an OPEN drop every route at the
+//! restart deadline. BIRD acts on the connection; we wait for the OPEN and its checks.
 
 use std::time::Instant;
 
@@ -19,6 +29,17 @@ impl Session {
         };
         let loser = match other.state {
             ConnState::OpenSent => return true,
+            ConnState::Established
+                if other
+                    .negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.graceful_restart.is_some()) =>
+            {
+                let old = other.id;
+                tracing::info!(neighbor = %self.cfg.peer_addr, old = %old, new = %id, "neighbour restarted: its new connection replaces the Established one");
+                self.end(old, End::Replaced, now);
+                return true;
+            }
             ConnState::Established => id,
             ConnState::OpenConfirm => {
                 let keep = self.collision_winner();

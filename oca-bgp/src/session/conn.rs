@@ -125,7 +125,7 @@ pub(super) enum End {
     MaxPrefix(Notification),
     /// It lost a collision (we sent Cease/7).
     Collision,
-    /// The neighbour came back from a restart on a new connection.
+    /// The neighbour came back from a restart: an acceptable OPEN on a new connection.
     Replaced,
     /// We were told to stop (Cease/2 sent).
     Stopped,

@@ -2,7 +2,7 @@
 //! session goes down.
 //!
 //! When the connection of an Established session ends **without a NOTIFICATION either way**
-//! ([`End::keeps_routes`]: the TCP connection closed or broke, or the neighbour came back on a
+//! ([`End::keeps_routes`]: the TCP connection closed or broke, or an acceptable OPEN came on a
 //! new connection while Established) and the neighbour advertised graceful restart, the routes of
 //! the families in its capability stay, marked stale (still reported and accepted: that is the
 //! point), and the rest go. They wait for the neighbour's restart time, capped by

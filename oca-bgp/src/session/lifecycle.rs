@@ -3,8 +3,12 @@
 //!
 //! Every connection sends our OPEN as soon as it exists ([`Session::open_conn`]; no DelayOpen).
 //! While Established a new connection from the neighbour is refused, unless it does graceful
-//! restart: then it is the neighbour back from a restart whose TCP close we never saw, and every
-//! connection from before ends without a NOTIFICATION (RFC 4724 §4.2), so its routes go stale.
+//! restart: then it may be the neighbour back from a restart whose TCP close we never saw. It is
+//! taken as a candidate (one at a time, the newest) and the Established connection carries on
+//! untouched; only when the candidate's OPEN passes the checks does it replace the old one, which
+//! ends without a NOTIFICATION so its routes go stale (RFC 4724 §4.2, `collision.rs`). A
+//! candidate that sends a bad OPEN gets its NOTIFICATION, and one that sends nothing is closed at
+//! its OPEN deadline (4 minutes): either way the session and its routes never noticed.
 //!
 //! [`Session::end`] is the one way a connection ends: the NOTIFICATION it calls for (if any) is
 //! sent, the connection closed, and when it was Established the session goes down
@@ -58,7 +62,8 @@ impl Session {
     }
 
     /// The neighbour connected to us: the new connection's id, or `None` when it must be closed
-    /// (stopped, holding off, or a session already has it).
+    /// (stopped, holding off, or a session already has it; while Established, a candidate
+    /// restart when the neighbour does graceful restart).
     pub fn accept(&mut self, now: Instant) -> Option<ConnId> {
         if matches!(self.phase, Phase::Stopped | Phase::Idle { .. }) {
             return None;
@@ -75,10 +80,20 @@ impl Session {
             if !restartable {
                 return None;
             }
-            // The router restarted: every connection from before is dead.
-            let old: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
-            for id in old {
-                self.end(id, End::Replaced, now);
+            // Perhaps the router restarted, perhaps not: the new connection only proves that
+            // someone reached port 179 from its address. It waits as a candidate; the
+            // Established one carries on until the candidate's OPEN passes the checks
+            // (`collision.rs`), and a candidate that never sends one dies at its OPEN deadline.
+            // One candidate at a time, the newest: a router that connects again has given up
+            // on its older attempt, so that one is the likelier to be dead.
+            let older: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|c| c.state != ConnState::Established)
+                .map(|c| c.id)
+                .collect();
+            for id in older {
+                self.end(id, End::Collision, now);
             }
         } else if self.conns.iter().any(|c| c.dir == Direction::Incoming) {
             return None;

@@ -44,7 +44,8 @@
 //! | OpenSent | an acceptable OPEN | OpenConfirm (our KEEPALIVE sent); a collision resolved | `open.rs`, `collision.rs` |
 //! | OpenConfirm | a KEEPALIVE | Established (our End-of-RIB sent for each family) | `open.rs` |
 //! | Established | UPDATE, KEEPALIVE, ROUTE-REFRESH | Established: routes into the [`Rib`] | `routes.rs` |
-//! | Established | a new connection from a neighbour that does graceful restart | OpenSent on the new one, the old ones gone, routes stale | `lifecycle.rs`, `graceful_restart.rs` |
+//! | Established | a new connection from a neighbour that does graceful restart | Established, the new one a candidate in OpenSent (an older candidate closed) | `lifecycle.rs` |
+//! | Established | an acceptable OPEN on the candidate | OpenConfirm on it, the old one gone without a NOTIFICATION, routes stale | `collision.rs`, `graceful_restart.rs` |
 //! | any | an error we found, hold timer expiry included (NOTIFICATION sent) | Idle for the backoff (for `max_prefix_restart` after Cease/1) | `lifecycle.rs`, `messages.rs`, `timers.rs` |
 //! | any | the neighbour closed or sent a NOTIFICATION | Active, the next dial after the backoff | `lifecycle.rs`, `messages.rs` |
 //! | any | stop | Idle (stopped): Cease/2, routes dropped | `lifecycle.rs` |
@@ -196,6 +197,9 @@ pub struct Counters {
     pub attributes_discarded: u64,
     /// Routes of families not negotiated, ignored.
     pub routes_ignored: u64,
+    /// UPDATEs whose routes were kept with an attribute list cut to its bound (more than 255
+    /// ASNs, 64 communities or 64 large communities; the AS path's length is kept whole).
+    pub attributes_truncated: u64,
 }
 
 /// What the session is doing while no connection is up.

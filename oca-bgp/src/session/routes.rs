@@ -4,7 +4,8 @@
 //! [`Rib`](crate::rib::Rib): an End-of-RIB ends the wait of that family's stale routes
 //! (`graceful_restart.rs`); a treat-as-withdraw withdraws every prefix the UPDATE names and keeps
 //! the session; otherwise the withdrawn prefixes go and the announced routes are installed,
-//! where the Rib's import filter gives each its verdict. An UPDATE that RFC 7606 says must reset
+//! where the Rib's import filter gives each its verdict (attribute lists past their bounds cut
+//! and counted, the routes kept: `wire/update.rs`). An UPDATE that RFC 7606 says must reset
 //! the session ends the connection with its NOTIFICATION. Routes of families the session did
 //! not negotiate are counted and ignored.
 //!
@@ -50,6 +51,7 @@ impl Session {
         let ctx = wire::UpdateContext {
             four_octet_as: n.four_octet_as,
             ibgp: self.cfg.peer_as == self.cfg.local_as,
+            local_as: self.cfg.local_as,
         };
         match wire::parse_update(u, ctx) {
             Err(e) => {
@@ -72,7 +74,12 @@ impl Session {
                 withdrawn,
                 announced,
                 discarded,
+                truncated,
             }) => {
+                if truncated {
+                    self.counters.attributes_truncated += 1;
+                    tracing::debug!(neighbor = %self.cfg.peer_addr, routes = announced.len(), "attribute lists cut to their bounds");
+                }
                 if !discarded.is_empty() {
                     self.counters.attributes_discarded += discarded.len() as u64;
                     tracing::debug!(neighbor = %self.cfg.peer_addr, ?discarded, "malformed attributes discarded");

@@ -8,7 +8,7 @@
 //!
 //! | file | what it does |
 //! |---|---|
-//! | `types.rs` | our own small types: [`Family`], [`Prefix`], [`Origin`], [`Route`], and their conversions from and to the codec's |
+//! | `types.rs` | our own small types: [`Family`], [`Prefix`] (and [`PrefixError`]), [`Origin`], [`Route`] with its shared, bounded [`PathAttributes`], and their conversions from and to the codec's |
 //! | `notification.rs` | [`Notification`], its [`code`]s and [`subcode`]s, its name in logs; the codec's decode errors as NOTIFICATIONs |
 //! | `encode.rs` | writing: our OPEN ([`encode_open`] from [`OpenParams`]), KEEPALIVE, ROUTE-REFRESH, End-of-RIB, [`Notification::encode`] |
 //! | `framing.rs` | reading: [`next_message`] takes whole messages off a connection's buffer, header errors first, into a [`Message`] ([`Open`], a framed [`Update`], ...) |
@@ -45,7 +45,7 @@ pub use self::encode::{
 };
 pub use self::framing::{next_message, GracefulRestart, Message, Open, Update};
 pub use self::notification::{code, subcode, Notification};
-pub use self::types::{Family, Origin, Prefix, Route};
+pub use self::types::{Family, Origin, PathAttributes, Prefix, PrefixError, Route};
 pub use self::update::{parse_update, UpdateContext, UpdateOutcome};
 
 /// Largest message RFC 4271 allows; we never negotiate extended messages (RFC 8654).

@@ -2,6 +2,7 @@
 //! OPEN and UPDATE reading, and RFC 7606's table case by case (docs/bgp.md lists it).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
@@ -22,6 +23,7 @@ fn ebgp() -> UpdateContext {
     UpdateContext {
         four_octet_as: true,
         ibgp: false,
+        local_as: 64501,
     }
 }
 
@@ -189,6 +191,7 @@ fn a_route_carries_every_attribute_steering_uses() {
         withdrawn,
         announced,
         discarded,
+        truncated: false,
     }) = outcome(&m)
     else {
         panic!("{:?}", outcome(&m));
@@ -199,24 +202,124 @@ fn a_route_carries_every_attribute_steering_uses() {
     let r = &announced[1];
     assert_eq!(r.prefix, p("203.0.113.0/25"));
     assert_eq!(r.next_hop, "10.250.0.1".parse::<IpAddr>().unwrap());
-    assert_eq!(r.as_path, vec![64500, 64510]);
-    assert_eq!(r.origin, Origin::Egp);
-    assert_eq!(r.med, Some(50));
+    assert_eq!(r.attrs.as_path, vec![64500, 64510]);
+    assert_eq!(r.attrs.origin, Origin::Egp);
+    assert_eq!(r.attrs.med, Some(50));
     assert_eq!(
-        r.local_pref, None,
+        r.attrs.local_pref, None,
         "LOCAL_PREF from an external neighbour is ignored"
     );
-    assert_eq!(r.communities, vec![(64500, 100), (65535, 65281)]);
-    assert_eq!(r.large_communities, vec![(64500, 1, 2)]);
+    assert_eq!(r.attrs.communities, vec![(64500, 100), (65535, 65281)]);
+    assert_eq!(r.attrs.large_communities, vec![(64500, 1, 2)]);
+    // Serialised flat, as the fill agent's tests and the probe's readers expect.
+    let json = serde_json::to_string(r).unwrap();
+    assert_eq!(
+        json,
+        concat!(
+            r#"{"prefix":"203.0.113.0/25","next_hop":"10.250.0.1","as_path":[64500,64510],"#,
+            r#""origin":"egp","med":50,"local_pref":null,"communities":[[64500,100],[65535,65281]],"#,
+            r#""large_communities":[[64500,1,2]]}"#
+        )
+    );
+    assert_eq!(serde_json::from_str::<Route>(&json).unwrap(), *r);
     // From an internal neighbour it counts.
     let ibgp = UpdateContext {
-        four_octet_as: true,
         ibgp: true,
+        ..ebgp()
     };
     let Ok(UpdateOutcome::Routes { announced, .. }) = outcome_with(&m, ibgp) else {
         panic!("iBGP");
     };
-    assert_eq!(announced[0].local_pref, Some(200));
+    assert_eq!(announced[0].attrs.local_pref, Some(200));
+}
+
+#[test]
+fn the_routes_of_one_update_share_one_allocation_of_its_attributes() {
+    // The review's case: a full-size UPDATE with 2.4 KB of communities and 500 short
+    // prefixes (/9s: three bytes each).
+    let prefixes: Vec<([u8; 4], u8)> = (0..500u32)
+        .map(|i| ([(i / 2) as u8, if i % 2 == 1 { 128 } else { 0 }, 0, 0], 9))
+        .collect();
+    let many: Vec<(u16, u16)> = (0..600).map(|i| (64500, i)).collect();
+    let attrs = [
+        msg::basic_attrs(&[64500], [10, 250, 0, 1]),
+        msg::communities(&many),
+    ]
+    .concat();
+    let m = msg::update(&[], &attrs, &msg::nlri4(&prefixes));
+    assert!(m.len() > 3800 && m.len() <= MAX_MESSAGE_LEN, "{}", m.len());
+    let Ok(UpdateOutcome::Routes {
+        announced,
+        truncated,
+        ..
+    }) = outcome(&m)
+    else {
+        panic!("{:?}", outcome(&m));
+    };
+    assert_eq!(announced.len(), 500);
+    let shared = &announced[0].attrs;
+    assert!(announced.iter().all(|r| Arc::ptr_eq(&r.attrs, shared)));
+    assert_eq!(Arc::strong_count(shared), 500, "one allocation, 500 owners");
+    // And the communities were cut to their bound, the first ones kept.
+    assert!(truncated);
+    assert_eq!(shared.communities, many[..PathAttributes::MAX_COMMUNITIES]);
+}
+
+#[test]
+fn attribute_lists_are_cut_to_their_bounds_and_the_path_length_kept() {
+    // 300 ASNs, ours (64501) at the 280th; 100 communities; 70 large communities.
+    let mut path: Vec<u32> = (0..300).map(|i| 64_512 + i).collect();
+    path[279] = 64501;
+    let communities: Vec<(u16, u16)> = (0..100).map(|i| (64500, i)).collect();
+    let large: Vec<(u32, u32, u32)> = (0..70).map(|i| (64500, i, i)).collect();
+    let attrs = [
+        msg::origin(0),
+        msg::as_path(&path),
+        msg::next_hop([10, 250, 0, 1]),
+        msg::communities(&communities),
+        msg::large_communities(&large),
+    ]
+    .concat();
+    let m = msg::update(&[], &attrs, &msg::nlri4(&[([8, 8, 8, 0], 24)]));
+    let Ok(UpdateOutcome::Routes {
+        announced,
+        truncated: true,
+        ..
+    }) = outcome(&m)
+    else {
+        panic!("{:?}", outcome(&m));
+    };
+    let a = &announced[0].attrs;
+    assert_eq!(a.as_path, path[..255]);
+    assert_eq!((a.as_path_len(), a.as_path_omitted), (300, 45));
+    assert!(a.local_as_in_path, "our AS past the bound is still seen");
+    assert_eq!(a.communities, communities[..64]);
+    assert_eq!(a.large_communities, large[..64]);
+    // The report says how much of the path it leaves out.
+    let json = serde_json::to_value(&announced[0]).unwrap();
+    assert_eq!(json["as_path"].as_array().unwrap().len(), 255);
+    assert_eq!(json["as_path_omitted"], 45);
+    // At the bounds exactly nothing is cut, and our AS is looked for in the list too.
+    let attrs = [
+        msg::origin(0),
+        msg::as_path(&path[25..280]),
+        msg::next_hop([10, 250, 0, 1]),
+        msg::communities(&communities[..64]),
+    ]
+    .concat();
+    let m = msg::update(&[], &attrs, &msg::nlri4(&[([8, 8, 8, 0], 24)]));
+    let Ok(UpdateOutcome::Routes {
+        announced,
+        truncated: false,
+        ..
+    }) = outcome(&m)
+    else {
+        panic!("{:?}", outcome(&m));
+    };
+    let a = &announced[0].attrs;
+    assert_eq!((a.as_path.len(), a.as_path_len()), (255, 255));
+    assert!(a.local_as_in_path);
+    assert!(serde_json::to_value(&announced[0]).unwrap()["as_path_omitted"].is_null());
 }
 
 #[test]
@@ -233,12 +336,12 @@ fn a_two_octet_neighbour_s_path_reads_as_the_same_numbers() {
     );
     let ctx = UpdateContext {
         four_octet_as: false,
-        ibgp: false,
+        ..ebgp()
     };
     let Ok(UpdateOutcome::Routes { announced, .. }) = outcome_with(&m, ctx) else {
         panic!("2-octet path");
     };
-    assert_eq!(announced[0].as_path, vec![64500, 3356]);
+    assert_eq!(announced[0].attrs.as_path, vec![64500, 3356]);
 }
 
 #[test]
@@ -264,6 +367,7 @@ fn ipv6_routes_come_in_mp_reach_and_go_in_mp_unreach() {
             withdrawn: vec![p("2001:db8:100::/48")],
             announced: vec![],
             discarded: vec![],
+            truncated: false,
         })
     );
     assert_eq!(
@@ -409,7 +513,7 @@ fn rfc_7606_attribute_discard_and_ignored_cases() {
     let Ok(UpdateOutcome::Routes { announced, .. }) = outcome(&m) else {
         panic!("duplicate ORIGIN");
     };
-    assert_eq!(announced[0].origin, Origin::Igp);
+    assert_eq!(announced[0].attrs.origin, Origin::Igp);
     // Attributes and no NLRI at all (§5.2): nothing to do, nothing wrong.
     let m = msg::update(&[], &base, &[]);
     assert!(matches!(outcome(&m), Ok(UpdateOutcome::Routes { .. })));
@@ -447,8 +551,25 @@ fn rfc_7606_session_reset_cases() {
 #[test]
 fn prefixes_parse_print_and_contain() {
     assert_eq!(p("10.1.0.0/16").to_string(), "10.1.0.0/16");
-    assert!("10.1.0.1/16".parse::<Prefix>().is_err());
-    assert!("10.1.0.0/33".parse::<Prefix>().is_err());
+    let err = |s: &str| s.parse::<Prefix>().unwrap_err();
+    assert_eq!(
+        err("10.1.0.1/16"),
+        PrefixError::HostBits {
+            text: "10.1.0.1/16".into(),
+            network: p("10.1.0.0/16"),
+        }
+    );
+    assert_eq!(
+        err("10.1.0.1/16").to_string(),
+        "10.1.0.1/16 has host bits set (network is 10.1.0.0/16)"
+    );
+    assert_eq!(err("10.1.0.0/33"), PrefixError::TooLong(33));
+    assert_eq!(err("10.1.0.0"), PrefixError::NoSlash("10.1.0.0".into()));
+    assert_eq!(err("10.1.0/8"), PrefixError::BadAddress("10.1.0".into()));
+    assert_eq!(err("10.0.0.0/x"), PrefixError::BadLength("x".into()));
+    // Deserialising says why too.
+    let e = serde_json::from_str::<Prefix>("\"10.0.0.0/33\"").unwrap_err();
+    assert!(e.to_string().contains("length 33 is too long"), "{e}");
     assert!(p("10.0.0.0/8").contains(&p("10.1.0.0/16")));
     assert!(!p("10.1.0.0/16").contains(&p("10.0.0.0/8")));
     assert!(!p("::/0").contains(&p("10.0.0.0/8")));

@@ -21,8 +21,20 @@
 //! from internal neighbours too (the codec only insists on it for external ones). Only IPv4 and
 //! IPv6 unicast prefixes are collected; a route of a family the session did not negotiate is the
 //! session's to ignore.
+//!
+//! # Attributes: shared and bounded
+//!
+//! The routes of one UPDATE share one [`PathAttributes`] behind an `Arc`: a 4 KiB UPDATE with
+//! 3 KB of communities and 500 short prefixes holds those communities once, not 500 times. The
+//! lists are cut to their bounds (255 ASNs, 64 communities, 64 large communities, the first
+//! ones as sent) and the outcome says so (`truncated`); the route itself stays. Such an UPDATE is
+//! well formed, so RFC 7606 has nothing to say about it, and the lists are only shown to
+//! operators: what steering needs of them is the AS path's length, kept whole
+//! ([`PathAttributes::as_path_len`]), and the loop check's answer, worked out on the whole path
+//! ([`PathAttributes::local_as_in_path`]). docs/bgp.md ("Bounds") has the reasoning.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use rustbgpd_wire as w;
 use rustbgpd_wire::attribute::{AsPathSegment, PathAttribute};
@@ -30,7 +42,7 @@ use rustbgpd_wire::validate::{ErrorDisposition, UpdateValidationOptions};
 
 use super::framing::Update;
 use super::notification::{code, from_decode_error, Notification};
-use super::types::{Family, Origin, Prefix, Route};
+use super::types::{Family, Origin, PathAttributes, Prefix, Route};
 
 /// How an UPDATE is read on this session.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +51,9 @@ pub struct UpdateContext {
     pub four_octet_as: bool,
     /// Whether the neighbour is in our AS (RFC 7606 treats some attributes differently then).
     pub ibgp: bool,
+    /// Our AS, looked for in the whole AS path before it is cut to its bound
+    /// ([`PathAttributes::local_as_in_path`]).
+    pub local_as: u32,
 }
 
 /// What one UPDATE asks of the Adj-RIB-In.
@@ -54,6 +69,9 @@ pub enum UpdateOutcome {
         announced: Vec<Route>,
         /// Type codes of attributes dropped under RFC 7606 attribute-discard.
         discarded: Vec<u8>,
+        /// Whether the announced routes' attributes were cut to their bounds (a list longer
+        /// than [`PathAttributes`] keeps).
+        truncated: bool,
     },
     /// RFC 7606 treat-as-withdraw: every prefix the UPDATE names is withdrawn, the session stays.
     TreatAsWithdraw {
@@ -114,11 +132,15 @@ pub fn parse_update(u: &Update, ctx: UpdateContext) -> Result<UpdateOutcome, Not
             withdrawn.extend(nlri.announced.iter().map(|(p, _)| *p));
             Ok(UpdateOutcome::TreatAsWithdraw { withdrawn, error })
         }
-        _ => Ok(UpdateOutcome::Routes {
-            announced: build_routes(&update.attributes, &nlri, ctx),
-            withdrawn: nlri.withdrawn,
-            discarded,
-        }),
+        _ => {
+            let (announced, truncated) = build_routes(&update.attributes, &nlri, ctx);
+            Ok(UpdateOutcome::Routes {
+                truncated: truncated && !announced.is_empty(),
+                announced,
+                withdrawn: nlri.withdrawn,
+                discarded,
+            })
+        }
     }
 }
 
@@ -206,32 +228,30 @@ fn end_of_rib(update: &w::update::ParsedUpdate) -> Option<Family> {
     }
 }
 
-fn build_routes(attrs: &[PathAttribute], nlri: &Nlri, ctx: UpdateContext) -> Vec<Route> {
-    let template = route_attributes(attrs, ctx);
-    nlri.announced
+/// The UPDATE's routes, all sharing one allocation of its attributes; whether the attributes
+/// were cut to their bounds.
+fn build_routes(attrs: &[PathAttribute], nlri: &Nlri, ctx: UpdateContext) -> (Vec<Route>, bool) {
+    let (shared, truncated) = route_attributes(attrs, ctx);
+    let shared = Arc::new(shared);
+    let routes = nlri
+        .announced
         .iter()
         .filter_map(|(prefix, nh)| {
             Some(Route {
                 prefix: *prefix,
                 next_hop: (*nh)?,
-                ..template.clone()
+                attrs: Arc::clone(&shared),
             })
         })
-        .collect()
+        .collect();
+    (routes, truncated)
 }
 
-/// The attributes shared by every route of one UPDATE, with a placeholder prefix.
-fn route_attributes(attrs: &[PathAttribute], ctx: UpdateContext) -> Route {
-    let mut r = Route {
-        prefix: Prefix::PLACEHOLDER,
-        next_hop: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        as_path: Vec::new(),
-        origin: Origin::Incomplete,
-        med: None,
-        local_pref: None,
-        communities: Vec::new(),
-        large_communities: Vec::new(),
-    };
+/// The attributes shared by every route of one UPDATE, cut to their bounds; whether any was
+/// cut.
+fn route_attributes(attrs: &[PathAttribute], ctx: UpdateContext) -> (PathAttributes, bool) {
+    let mut r = PathAttributes::default();
+    let mut truncated = false;
     for a in attrs {
         match a {
             PathAttribute::Origin(o) => {
@@ -242,28 +262,39 @@ fn route_attributes(attrs: &[PathAttribute], ctx: UpdateContext) -> Route {
                 }
             }
             PathAttribute::AsPath(p) => {
-                r.as_path = p
-                    .segments
-                    .iter()
-                    .flat_map(|s| match s {
-                        AsPathSegment::AsSequence(v) | AsPathSegment::AsSet(v) => v.iter(),
-                    })
-                    .copied()
-                    .collect();
+                let mut all = p.segments.iter().flat_map(|s| match s {
+                    AsPathSegment::AsSequence(v) | AsPathSegment::AsSet(v) => v.iter().copied(),
+                });
+                r.as_path = all.by_ref().take(PathAttributes::MAX_AS_PATH).collect();
+                r.local_as_in_path = r.as_path.contains(&ctx.local_as);
+                // The rest is only counted (steering ranks by the length) and searched for our
+                // own AS (the import filter's loop check), never stored.
+                for asn in all {
+                    r.as_path_omitted = r.as_path_omitted.saturating_add(1);
+                    r.local_as_in_path |= asn == ctx.local_as;
+                }
+                truncated |= r.as_path_omitted > 0;
             }
             PathAttribute::Med(m) => r.med = Some(*m),
             PathAttribute::LocalPref(l) if ctx.ibgp => r.local_pref = Some(*l),
             PathAttribute::Communities(c) | PathAttribute::CommunitiesPartial(c) => {
-                r.communities = c.iter().map(|v| ((v >> 16) as u16, *v as u16)).collect();
+                truncated |= c.len() > PathAttributes::MAX_COMMUNITIES;
+                r.communities = c
+                    .iter()
+                    .take(PathAttributes::MAX_COMMUNITIES)
+                    .map(|v| ((v >> 16) as u16, *v as u16))
+                    .collect();
             }
             PathAttribute::LargeCommunities(c) | PathAttribute::LargeCommunitiesPartial(c) => {
+                truncated |= c.len() > PathAttributes::MAX_LARGE_COMMUNITIES;
                 r.large_communities = c
                     .iter()
+                    .take(PathAttributes::MAX_LARGE_COMMUNITIES)
                     .map(|l| (l.global_admin, l.local_data1, l.local_data2))
                     .collect();
             }
             _ => {}
         }
     }
-    r
+    (r, truncated)
 }

@@ -130,11 +130,15 @@ pub fn origin(v: u8) -> Vec<u8> {
     attr(0x40, 1, &[v])
 }
 
-/// AS_PATH of one AS_SEQUENCE, 4-octet ASes.
+/// AS_PATH of AS_SEQUENCEs, 4-octet ASes: one for a usual path, a new one every 255 ASes
+/// (a segment's most).
 pub fn as_path(path: &[u32]) -> Vec<u8> {
-    let mut v = vec![2, path.len() as u8];
-    for a in path {
-        v.extend_from_slice(&a.to_be_bytes());
+    let mut v = Vec::new();
+    for segment in path.chunks(255) {
+        v.extend_from_slice(&[2, segment.len() as u8]);
+        for a in segment {
+            v.extend_from_slice(&a.to_be_bytes());
+        }
     }
     attr(0x40, 2, &v)
 }

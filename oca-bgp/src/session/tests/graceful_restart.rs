@@ -1,6 +1,7 @@
 //! Graceful restart as the receiving speaker: stale routes, the F bit, End-of-RIB, the restart
-//! and stale timers, a second restart, a restart seen as a new connection
-//! (`graceful_restart.rs`, and `lifecycle.rs` for the new connection).
+//! and stale timers, a second restart, a restart seen as a new connection whose OPEN passes the
+//! checks, and new connections that never get that far (`graceful_restart.rs`, and
+//! `lifecycle.rs` and `collision.rs` for the new connection).
 
 use super::*;
 
@@ -93,8 +94,18 @@ fn a_router_back_on_a_new_connection_while_established_is_a_restart() {
     let mut t = T::new(cfg());
     let old = t.establish(Some(msg::gr_both(120, false, true)));
     t.feed(old, &three_routes());
-    // It rebooted without closing the old connection; its new one arrives.
+    // It rebooted without closing the old connection; its new one arrives. Until its OPEN
+    // passes the checks it proves nothing: the old session carries on.
     let new = t.s.accept(t.now).unwrap();
+    assert_eq!(t.sent(), vec![OPEN]);
+    assert_eq!(
+        (t.s.state(), t.s.rib().stale()),
+        (SessionState::Established, 0)
+    );
+    t.feed(
+        new,
+        &msg::router_open(64500, 90, PEER_ID, Some(msg::gr_both(120, true, true))),
+    );
     let a = t.actions();
     assert!(a.contains(&Action::Close(old)), "{a:?}");
     assert!(
@@ -103,10 +114,80 @@ fn a_router_back_on_a_new_connection_while_established_is_a_restart() {
         "no NOTIFICATION on the old connection"
     );
     assert_eq!(t.s.rib().stale(), 3);
-    t.finish_open(new, Some(msg::gr_both(120, true, true)));
+    assert_eq!(t.s.state(), SessionState::OpenConfirm);
+    t.feed(new, &msg::keepalive());
+    assert_eq!(t.s.state(), SessionState::Established);
+    assert_eq!(t.s.rib().stale(), 3, "stale until End-of-RIB");
     t.feed(new, &msg::eor4());
     assert_eq!(t.received(), 0);
     assert_eq!(t.s.flaps(), 1);
+}
+
+#[test]
+fn a_new_connection_without_a_valid_open_leaves_the_session_alone() {
+    let mut t = T::new(cfg());
+    let old = t.establish(Some(msg::gr_both(120, false, true)));
+    t.feed(old, &three_routes());
+    // A connection from the router's address that never sends an OPEN: closed at its OPEN
+    // deadline (4 minutes), the router's keepalives keeping the old session up meanwhile.
+    let silent = t.s.accept(t.now).unwrap();
+    for s in (30..=240).step_by(30) {
+        t.at(f64::from(s));
+        t.feed(old, &msg::keepalive());
+        assert_eq!(t.s.state(), SessionState::Established);
+        assert_eq!((t.received(), t.s.rib().stale()), (3, 0), "at {s} s");
+    }
+    let a = t.actions();
+    assert!(
+        a.contains(&Action::Close(silent)) && !a.contains(&Action::Close(old)),
+        "{a:?}"
+    );
+    assert!(t.s.restart_deadline().is_none());
+    // One whose OPEN fails the checks (the wrong AS): its NOTIFICATION, and nothing else.
+    let bad = t.s.accept(t.now).unwrap();
+    t.actions();
+    t.feed(
+        bad,
+        &msg::router_open(64999, 90, PEER_ID, Some(msg::gr_both(120, true, true))),
+    );
+    assert_eq!(t.sent(), vec![notif(2, 2), Sent::Close]);
+    // One that sends something other than an OPEN: an FSM error, nothing else.
+    let odd = t.s.accept(t.now).unwrap();
+    t.actions();
+    t.feed(odd, &msg::keepalive());
+    assert_eq!(t.sent(), vec![notif(5, 1), Sent::Close]);
+    assert_eq!(t.s.state(), SessionState::Established);
+    assert_eq!((t.received(), t.s.rib().stale(), t.s.flaps()), (3, 0, 0));
+    // The old connection still carries routes.
+    t.feed(old, &msg::withdraw4(&[([8, 8, 8, 0], 24)]));
+    assert_eq!(t.received(), 2);
+}
+
+#[test]
+fn a_newer_candidate_replaces_an_older_one() {
+    let mut t = T::new(cfg());
+    let old = t.establish(Some(msg::gr_both(120, false, true)));
+    t.feed(old, &three_routes());
+    let first = t.s.accept(t.now).unwrap();
+    t.actions();
+    let second = t.s.accept(t.now).unwrap();
+    let a = t.actions();
+    assert!(
+        a.contains(&Action::Close(first)) && !a.contains(&Action::Close(old)),
+        "{a:?}"
+    );
+    assert_eq!(t.s.rib().stale(), 0);
+    t.finish_open(second, Some(msg::gr_both(120, true, true)));
+    assert_eq!(t.s.rib().stale(), 3);
+}
+
+#[test]
+fn without_graceful_restart_a_new_connection_is_refused() {
+    let mut t = T::new(cfg());
+    let old = t.establish(None);
+    t.feed(old, &three_routes());
+    assert_eq!(t.s.accept(t.now), None);
+    assert_eq!((t.s.state(), t.received()), (SessionState::Established, 3));
 }
 
 #[test]
@@ -136,14 +217,17 @@ fn a_restart_seen_as_a_new_connection_closes_every_old_one() {
     t.s.connected(out, t.now);
     t.finish_open(out, Some(msg::gr_both(120, false, true)));
     t.feed(out, &three_routes());
+    // The new connection supersedes the pending one at once; its OPEN, the Established one.
     let new = t.s.accept(t.now).unwrap();
     let a = t.actions();
     assert!(
-        a.contains(&Action::Close(out)) && a.contains(&Action::Close(pending)),
+        a.contains(&Action::Close(pending)) && !a.contains(&Action::Close(out)),
         "{a:?}"
     );
-    assert_eq!(t.s.rib().stale(), 3);
+    assert_eq!(t.s.rib().stale(), 0);
     t.finish_open(new, Some(msg::gr_both(120, true, true)));
+    assert_eq!(t.s.rib().stale(), 3);
+    assert!(t.s.negotiated().is_some());
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Established: routes into the Rib, RFC 7606 outcomes, the prefix limit, route refresh
 //! (`routes.rs`).
 
+use std::sync::Arc;
+
 use super::*;
 
 #[test]
@@ -105,4 +107,35 @@ fn route_refresh_is_asked_per_family_when_supported() {
     t.feed(id, &msg::message(5, &[0, 1, 0, 1]));
     assert!(t.actions().is_empty());
     assert_eq!(t.s.state(), SessionState::Established);
+}
+
+#[test]
+fn routes_of_one_update_share_their_attributes_in_the_rib_and_the_report() {
+    let mut cfg = cfg();
+    cfg.max_prefixes = 1000;
+    let mut t = T::new(cfg);
+    let id = t.establish(None);
+    // 500 prefixes, 80 communities and a path of 300 ASNs in one UPDATE.
+    let prefixes: Vec<([u8; 4], u8)> = (0..500u32)
+        .map(|i| ([20 + (i / 250) as u8, (i % 250) as u8, 0, 0], 16))
+        .collect();
+    let path: Vec<u32> = (0..300).map(|i| 64_512 + i).collect();
+    let many: Vec<(u16, u16)> = (0..80).map(|i| (64500, i)).collect();
+    let attrs = [msg::basic_attrs(&path, NH), msg::communities(&many)].concat();
+    t.feed(id, &msg::update(&[], &attrs, &msg::nlri4(&prefixes)));
+    assert_eq!((t.received(), t.s.rib().accepted()), (500, 500));
+    assert_eq!(t.s.counters().attributes_truncated, 1);
+    let routes: Vec<_> = t.s.rib().accepted_routes().collect();
+    let first = &routes[0].route.attrs;
+    assert!(routes.iter().all(|r| Arc::ptr_eq(&r.route.attrs, first)));
+    assert_eq!(
+        (
+            first.as_path.len(),
+            first.as_path_len(),
+            first.communities.len()
+        ),
+        (255, 300, 64)
+    );
+    // 500 owners in the Rib and 500 in the snapshot: a snapshot copies pointers, not lists.
+    assert_eq!(Arc::strong_count(first), 1000);
 }
