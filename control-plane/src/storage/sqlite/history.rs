@@ -229,6 +229,7 @@ mod tests {
             region: "eu".into(),
             parent: None,
             allowed_prefixes: Vec::new(),
+            org: None,
         })
         .unwrap();
         for id in ["a", "b"] {

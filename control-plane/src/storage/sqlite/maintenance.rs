@@ -253,6 +253,7 @@ mod tests {
             region: "eu".into(),
             parent: None,
             allowed_prefixes: Vec::new(),
+            org: None,
         })
         .unwrap();
         let a = Appliance {
