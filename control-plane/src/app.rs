@@ -110,7 +110,7 @@ impl App {
 
     /// Seconds of silence after which an appliance is stale (3 report intervals).
     pub fn stale_after(&self) -> i64 {
-        3 * self.report_interval_secs as i64
+        crate::fleet::stale_after(self.report_interval_secs)
     }
 
     /// The URL-signing keys in force.

@@ -361,7 +361,7 @@ pub fn steer_near(
     let holders = snap.holders(content_id);
     let mut kept: Vec<Ranked<'_>> = Vec::new();
     let mut notes = Vec::new();
-    let stale_after = 3 * report_interval_secs as i64;
+    let stale_after = crate::fleet::stale_after(report_interval_secs);
     // Without an explanation to give, only the holders need a look when they are fewer than the
     // neighbourhood's appliances (a file sits on a few sites; a region has hundreds of
     // appliances). Both walks keep the same appliances.

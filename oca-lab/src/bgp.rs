@@ -18,9 +18,11 @@
 //!
 //! [`Lab::announce`]: crate::Lab::announce
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -97,8 +99,13 @@ impl SiteRouter {
         format!("ann_{j}_{n}")
     }
 
-    /// BIRD 2's configuration for this router.
+    /// BIRD 2's configuration for this router, every announcement plain.
     pub fn bird_config(&self) -> String {
+        self.bird_config_with(&AnnouncedAttrs::new())
+    }
+
+    /// BIRD 2's configuration for this router, announcements carrying `attrs`.
+    pub fn bird_config_with(&self, attrs: &AnnouncedAttrs) -> String {
         let v6 = self.prefixes.iter().any(|p| p.addr().is_ipv6());
         let mut out = format!(
             "# Written by oca-lab: site {site}'s ISP router. It announces the site's client prefixes\n\
@@ -123,8 +130,9 @@ impl SiteRouter {
                     ("ipv6", format!("t6_{j}"))
                 };
                 out.push_str(&format!(
-                    "protocol static {} {{ {family} {{ table {table}; }}; route {p} blackhole; }}\n",
-                    Self::announcement(j, n)
+                    "protocol static {} {{ {family} {{ table {table}; }}; route {p} blackhole{}; }}\n",
+                    Self::announcement(j, n),
+                    self.route_block(attrs.get(&(j, n)))
                 ));
             }
             out.push_str(&format!(
@@ -151,6 +159,20 @@ impl SiteRouter {
             out.push_str("}\n");
         }
         out
+    }
+
+    /// A static route's attribute block for `a` (empty for a plain announcement).
+    fn route_block(&self, a: Option<&Announced>) -> String {
+        let Some(a) = a.filter(|a| **a != Announced::default()) else {
+            return String::new();
+        };
+        let mut block: String = (0..a.prepends)
+            .map(|_| format!(" bgp_path.prepend({});", self.asn))
+            .collect();
+        if let Some(m) = a.med {
+            block.push_str(&format!(" bgp_med = {m};"));
+        }
+        format!(" {{{block} }}")
     }
 
     /// The speaker's configuration for appliance `oca_id`: one neighbour, this router.
@@ -253,11 +275,26 @@ fn agent_refuses_bgp(fill_agent: &Path, dir: &Path) -> Result<(), String> {
     ))
 }
 
+/// What an announcement carries besides the router's own AS, so tests can give two appliances
+/// the same prefix by routes BGP ranks differently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Announced {
+    /// Times the router's AS is prepended to the path (beyond the once eBGP adds).
+    pub prepends: u8,
+    /// MULTI_EXIT_DISC, if any.
+    pub med: Option<u32>,
+}
+
+/// Announcement attributes by (appliance `j`, prefix `n`); absent: plain.
+pub type AnnouncedAttrs = BTreeMap<(usize, usize), Announced>;
+
 /// A BIRD process in a site's namespace, killed when dropped.
 pub struct Bird {
     /// What it was configured from.
     pub router: SiteRouter,
+    conf: PathBuf,
     sock: PathBuf,
+    attrs: Mutex<AnnouncedAttrs>,
     _proc: Proc,
 }
 
@@ -283,9 +320,24 @@ impl Bird {
             .with_context(|| format!("BIRD for site {}", router.site))?;
         Ok(Bird {
             router,
+            conf,
             sock,
+            attrs: Mutex::new(AnnouncedAttrs::new()),
             _proc: p,
         })
+    }
+
+    /// Gives announcement `n` to appliance `j` these attributes: rewrites the configuration
+    /// and has BIRD take it (`birdc configure`), which sends the changed route as an UPDATE.
+    pub fn set_attributes(&self, j: usize, n: usize, a: Announced) -> Result<()> {
+        let mut attrs = self.attrs.lock().unwrap_or_else(|p| p.into_inner());
+        attrs.insert((j, n), a);
+        std::fs::write(&self.conf, self.router.bird_config_with(&attrs))?;
+        let out = self.birdc(&["configure"])?;
+        if !out.contains("Reconfigured") {
+            bail!("birdc configure on {}: {out}", self.router.site);
+        }
+        Ok(())
     }
 
     /// Runs `birdc` against this BIRD; its output. The control socket is a file, so this needs

@@ -14,7 +14,7 @@ use oca_protocol::prefix::Prefix;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::bgp::{self, Bird, SiteRouter};
+use crate::bgp::{self, Announced, Bird, SiteRouter};
 use crate::network::Net;
 use crate::process::{field, Proc};
 use crate::topology::Topology;
@@ -701,6 +701,26 @@ impl Lab {
     /// Makes `site`'s router announce (`on`) or withdraw its client prefix `prefix` to
     /// appliance `oca_id` alone, with `birdc enable/disable` of that announcement's protocol.
     pub fn announce(&self, oca_id: &str, prefix: &Prefix, on: bool) -> Result<()> {
+        let (r, j, n) = self.announcement_of(oca_id, prefix)?;
+        let site = &r.router.site;
+        let proto = SiteRouter::announcement(j, n);
+        let out = r.birdc(&[if on { "enable" } else { "disable" }, &proto])?;
+        // birdc answers "<proto>: enabled/disabled" or "... already ..."; anything else failed.
+        if !out.contains(&proto) {
+            bail!("birdc on {site}: {out}");
+        }
+        Ok(())
+    }
+
+    /// Gives the announcement of `prefix` to appliance `oca_id` the attributes `a` (AS-path
+    /// prepends, MED), as an ISP engineer steering traffic between appliances would.
+    pub fn announce_with(&self, oca_id: &str, prefix: &Prefix, a: Announced) -> Result<()> {
+        let (r, j, n) = self.announcement_of(oca_id, prefix)?;
+        r.set_attributes(j, n, a)
+    }
+
+    /// The router of `oca_id`'s site, and the appliance's and the prefix's positions in it.
+    fn announcement_of(&self, oca_id: &str, prefix: &Prefix) -> Result<(&Bird, usize, usize)> {
         let site = &self
             .appliances
             .iter()
@@ -718,13 +738,7 @@ impl Lab {
             .iter()
             .position(|p| p == prefix)
             .with_context(|| format!("{site}'s router has no client prefix {prefix}"))?;
-        let proto = SiteRouter::announcement(j, n);
-        let out = r.birdc(&[if on { "enable" } else { "disable" }, &proto])?;
-        // birdc answers "<proto>: enabled/disabled" or "... already ..."; anything else failed.
-        if !out.contains(&proto) {
-            bail!("birdc on {site}: {out}");
-        }
-        Ok(())
+        Ok((r, j, n))
     }
 
     fn router(&self, site: &str) -> Result<&Bird> {

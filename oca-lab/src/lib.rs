@@ -34,7 +34,7 @@ mod network;
 pub mod process;
 pub mod topology;
 
-pub use bgp::{Bird, SiteRouter};
+pub use bgp::{Announced, Bird, SiteRouter};
 pub use chaos::ChaosReport;
 pub use lab::{https_client, usable_dir, Appliance, Lab, Options};
 pub use process::Proc;

@@ -1,7 +1,8 @@
 //! End to end with BGP (issue 16): the lab in network namespaces, BIRD as the ISP site's router
 //! announcing two client prefixes to both of its appliances, the real fill agents running the
 //! speaker and reporting, the real control plane steering. An announcement moved from one
-//! appliance to the other with `birdc` moves steering within a report interval; withdrawn
+//! appliance to the other with `birdc` moves steering within a report interval; a route the
+//! router prepends ranks behind the plain one, and at equal paths the lower MED ranks first; withdrawn
 //! everywhere, the clients fall back to the IXP; two appliances hearing different prefixes make
 //! their site inconsistent until they agree again.
 //!
@@ -11,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use oca_lab::{Lab, Options, Topology};
+use oca_lab::{Announced, Lab, Options, Topology};
 use oca_protocol::admin::InconsistentSite;
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::SteerAnswer;
@@ -132,6 +133,38 @@ fn steering_follows_announcements_moved_and_withdrawn_with_birdc() {
     let a = steer(&lab, "127.0.0.1");
     assert!(a[0].starts_with("isp-"), "{a:?}");
     assert!(inconsistent(&lab).is_empty());
+
+    // Preference, as BGP ranks routes: the appliance first for this file gets its route
+    // prepended twice by the router, and the other takes its place; then both paths are equal
+    // again and the first gets the lower MED back: it is first again.
+    let a = steer(&lab, client1);
+    let (first, second) = (a[0].clone(), a[1].clone());
+    let prepended = Announced {
+        prepends: 2,
+        med: None,
+    };
+    lab.announce_with(&first, &p1, prepended).unwrap();
+    let took = steered(
+        &lab,
+        client1,
+        due,
+        "the longer AS path ranked second",
+        |a| a[..2] == [second.clone(), first.clone()],
+    );
+    eprintln!("{first}'s path prepended twice: {second} first in {took:?}");
+    let med = |m| Announced {
+        prepends: 0,
+        med: Some(m),
+    };
+    lab.announce_with(&first, &p1, med(10)).unwrap();
+    lab.announce_with(&second, &p1, med(50)).unwrap();
+    let took = steered(&lab, client1, due, "the lower MED ranked first", |a| {
+        a[..2] == [first.clone(), second.clone()]
+    });
+    eprintln!("equal paths, {first} MED 10 and {second} MED 50: {first} first in {took:?}");
+    for id in [&first, &second] {
+        lab.announce_with(id, &p1, Announced::default()).unwrap();
+    }
 
     // Prefix 1 moves to isp-1 alone: its clients go to isp-1, isp-2 falls behind the tier.
     lab.announce("isp-2", &p1, false).unwrap();

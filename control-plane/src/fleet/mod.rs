@@ -81,6 +81,12 @@ impl Candidate {
     }
 }
 
+/// Seconds of silence after which an appliance is stale and steered around: 3 report
+/// intervals, so one lost report (or two) does not take it out.
+pub fn stale_after(report_interval_secs: u64) -> i64 {
+    3 * report_interval_secs as i64
+}
+
 /// A site as the fleet view knows it.
 #[derive(Debug, Clone)]
 pub struct SiteInfo {
@@ -261,7 +267,7 @@ impl Snapshot {
     /// Whether an appliance may serve (fresh, not `error`, under its load threshold, not in
     /// maintenance).
     pub fn serving(&self, a: &Candidate, now: i64, report_interval_secs: u64) -> bool {
-        a.drop_reason(true, now, 3 * report_interval_secs as i64)
+        a.drop_reason(true, now, stale_after(report_interval_secs))
             .is_none()
             && self.maintenance(a, now).is_none()
     }

@@ -118,7 +118,7 @@ pub async fn list_appliances(
     _: Admin,
     State(app): State<Arc<App>>,
 ) -> Result<Json<Vec<ApplianceState>>, Failure> {
-    let stale_after = 3 * app.report_interval_secs as i64;
+    let stale_after = app.stale_after();
     let now = unix_now();
     let mut states = app.store.appliance_states(now, stale_after)?;
     crate::services::maintenance::annotate(&app, &mut states, now)?;
