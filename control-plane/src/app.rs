@@ -79,6 +79,8 @@ pub struct App {
     pub large_reports: tokio::sync::Semaphore,
     /// BGP routes one health report may carry; a report with more is refused whole.
     pub max_routes_per_appliance: usize,
+    /// Probe results, qualifications and their settings (`live/`).
+    pub live: crate::domain::live::LiveChecks,
 }
 
 /// What a health report came to.
@@ -142,7 +144,10 @@ impl App {
             let mut fleet = self.fleet_mut();
             if self.fleet_stale.swap(false, SeqCst) {
                 match Snapshot::load(self.store.as_ref()) {
-                    Ok(fresh) => *fleet = fresh,
+                    Ok(fresh) => {
+                        *fleet = fresh;
+                        fleet.set_gates(&|id| self.live.gate(id));
+                    }
                     Err(e) => {
                         self.fleet_stale.store(true, SeqCst);
                         return Err(e);

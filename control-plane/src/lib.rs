@@ -14,6 +14,8 @@
 //!   catalog.rs         titles, renditions, subscribers in memory (CatalogView)
 //!   credentials.rs     bearer secrets: made once, kept hashed, compared in constant time
 //!   intake.rs          who may report, which reported routes are kept
+//!   issues.rs          operational issues: the rules, from facts to the open set
+//!   live.rs            probe results and qualifications in memory; steering's gate
 //!   player_tokens.rs   signed, expiring player tokens
 //!   popularity.rs      decayed play counts per title
 //!   routes.rs          route preference: the part of BGP's decision process steering uses
@@ -29,6 +31,7 @@
 //! planning/            fill: site plans, the planner's cache, manifests, fill settings
 //! play.rs              a play: admission, licensing, renditions, signed URLs, the lease
 //! app.rs               the composition root: App holds all of the above; the clock
+//! live/                live checks over App: the prober, the issue checker, qualifications
 //! http/                the HTTP API: router, handlers by audience, errors in one place
 //! main.rs              configuration and start (binary)
 //! bin/ocactl.rs        the admin CLI (binary)
@@ -45,6 +48,7 @@ pub mod app;
 pub mod domain;
 pub mod fleet;
 pub mod http;
+pub mod live;
 pub mod lpm;
 pub mod metrics;
 pub mod planning;

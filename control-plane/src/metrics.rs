@@ -50,6 +50,8 @@ pub struct Metrics {
     pub bgp_inconsistent_sites: Gauge,
     /// The listener's connections.
     pub conns: crate::server::ConnMetrics,
+    /// Open operational issues by kind and severity (set by the issue checker).
+    pub open_issues: Family<[(&'static str, &'static str); 2], Gauge>,
 }
 
 impl Default for Metrics {
@@ -139,6 +141,12 @@ impl Default for Metrics {
             "Sites whose appliances hear different prefixes over BGP",
             bgp_inconsistent_sites.clone(),
         );
+        let open_issues = Family::default();
+        registry.register(
+            "cp_open_issues",
+            "Open operational issues by kind and severity (live checks)",
+            open_issues.clone(),
+        );
         let conns = crate::server::ConnMetrics::default();
         registry.register("cp_connections", "Connections open", conns.open.clone());
         registry.register(
@@ -165,6 +173,7 @@ impl Default for Metrics {
             bgp_flaps,
             bgp_inconsistent_sites,
             conns,
+            open_issues,
             registry,
             fill_source_errors,
             origin_requests,

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod health;
 pub mod keys;
+pub mod live;
 pub mod manifest;
 pub mod playback;
 pub mod prefix;

@@ -5,6 +5,8 @@
 pub mod catalog;
 pub mod credentials;
 pub mod intake;
+pub mod issues;
+pub mod live;
 pub mod player_tokens;
 pub mod popularity;
 pub mod routes;

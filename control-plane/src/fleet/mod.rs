@@ -23,6 +23,8 @@ use crate::domain::routes::Preference;
 use crate::lpm::PrefixTable;
 use crate::storage::{status_str, Storage, StorageError, INVENTORY_CHUNK};
 
+mod gates;
+
 /// An appliance is skipped above this share of its capacity.
 pub const LOAD_THRESHOLD: f64 = 0.9;
 
@@ -118,6 +120,8 @@ pub struct Snapshot {
     region_fallbacks: HashMap<String, Vec<String>>,
     /// Appliance count of those sites, by region.
     region_fallback_appliances: HashMap<String, usize>,
+    /// Why the live checks keep an appliance out of steering, by appliance index (`gates`).
+    gates: HashMap<usize, String>,
 }
 
 impl Snapshot {
@@ -206,6 +210,7 @@ impl Snapshot {
             by_site: HashMap::new(),
             region_fallbacks: HashMap::new(),
             region_fallback_appliances: HashMap::new(),
+            gates: HashMap::new(),
         };
         for (i, a) in snap.appliances.iter().enumerate() {
             snap.by_site.entry(a.site.clone()).or_default().push(i);

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod appliance;
 pub mod error;
+pub mod live;
 pub mod origin;
 pub mod play;
 pub mod request;

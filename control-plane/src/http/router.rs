@@ -11,7 +11,7 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::App;
 use crate::http::error::err;
 use crate::http::request::ADMIN_BODY_LIMIT;
-use crate::http::{admin, appliance, origin, play};
+use crate::http::{admin, appliance, live, origin, play};
 use crate::server::deadline;
 
 /// The router.
@@ -66,6 +66,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/play", post(play::play))
         .route("/origin/{id}", get(origin::serve))
         .route("/v1/appliances/{id}/health", post(appliance::health))
+        .route(
+            "/v1/appliances/{id}/qualification",
+            post(live::upload_qualification),
+        )
+        .route("/v1/admin/issues", get(live::list_issues))
         .fallback(|| async {
             Err::<(), _>(err(
                 StatusCode::NOT_FOUND,

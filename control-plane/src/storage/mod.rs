@@ -20,11 +20,13 @@
 //! pays for it. A generic `App<S>` would instead spread `S` through every handler and test
 //! for no measurable gain.
 
+pub mod live;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
 use oca_protocol::prefix::Prefix;
 
+pub use live::{IssueStore, QualificationStore};
 pub use oca_protocol::admin::{
     Appliance, ApplianceState, Content, Site, SiteKind, Subscriber, Title, Zone,
 };
@@ -140,7 +142,15 @@ pub struct LeaseRow {
 
 /// Everything the control plane keeps: a database engine implements each area's trait and this.
 pub trait Storage:
-    FleetStore + InventoryStore + CatalogStore + KeyStore + LeaseStore + Send + Sync
+    FleetStore
+    + InventoryStore
+    + CatalogStore
+    + KeyStore
+    + LeaseStore
+    + IssueStore
+    + QualificationStore
+    + Send
+    + Sync
 {
     /// The schema version in force.
     fn schema_version(&self) -> Result<i64>;

@@ -6,6 +6,7 @@ mod bgp;
 mod catalog;
 mod fleet;
 mod inventory;
+mod issues;
 mod keys;
 mod leases;
 mod migrations;
