@@ -121,7 +121,8 @@ struct Cli {
 #[derive(clap::Args, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LiveFlags {
-    /// Seconds between two probes of one appliance (default: the report interval).
+    /// Seconds between two probes of one appliance (default: the report interval; 0: no
+    /// probes, so no appliance is ever found unreachable).
     #[arg(long, value_name = "SECS")]
     probe_interval: Option<f64>,
     /// Probes in a row that must fail before an appliance is unreachable and out of steering
@@ -171,12 +172,11 @@ impl LiveFlags {
             .or(file.issue_retention_days)
             .unwrap_or(30);
         let config = LiveConfig {
-            probe_interval: secs(
-                self.probe_interval,
-                file.probe_interval,
-                interval,
-                "probe_interval",
-            )?,
+            probe_interval: match self.probe_interval.or(file.probe_interval) {
+                // 0: no prober (tests whose appliances have no server behind their URL).
+                Some(0.0) => std::time::Duration::ZERO,
+                v => secs(v, None, interval, "probe_interval")?,
+            },
             probe_failures: self
                 .probe_failures
                 .or(file.probe_failures)

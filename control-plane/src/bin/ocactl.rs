@@ -69,6 +69,21 @@ enum Command {
     /// What appliances hear over BGP: sessions, routes, sites that disagree.
     #[command(subcommand)]
     Bgp(BgpCmd),
+    /// Operational issues the live checks raised (open ones; --all: cleared ones too).
+    Issues {
+        /// Cleared issues too.
+        #[arg(long)]
+        all: bool,
+        /// One appliance's only.
+        #[arg(long)]
+        appliance: Option<String>,
+        /// One site's only.
+        #[arg(long)]
+        site: Option<String>,
+        /// Most issues to list, newest first (default 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -426,6 +441,20 @@ fn run(cli: Cli) -> Result<()> {
             api.get(&format!("/v1/admin/bgp/routes{q}"))?
         }
         Command::Bgp(BgpCmd::Inconsistent) => api.get("/v1/admin/bgp/inconsistent")?,
+        Command::Issues {
+            all,
+            appliance,
+            site,
+            limit,
+        } => {
+            let q = query(&[
+                ("open", (!all).then(|| "1".to_string())),
+                ("appliance", appliance),
+                ("site", site),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            api.get(&format!("/v1/admin/issues{q}"))?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

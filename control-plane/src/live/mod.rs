@@ -25,7 +25,11 @@ use crate::storage::StorageError;
 
 /// Starts the prober and the issue checker on the current tokio runtime.
 pub fn spawn(app: Arc<App>, probe_client: reqwest::Client) {
-    tokio::spawn(prober::run(app.clone(), probe_client));
+    if app.live.config.probe_interval.is_zero() {
+        tracing::warn!("probe_interval 0: no live probes, appliances are never found unreachable");
+    } else {
+        tokio::spawn(prober::run(app.clone(), probe_client));
+    }
     tokio::spawn(checker::run(app));
 }
 
