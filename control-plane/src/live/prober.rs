@@ -115,12 +115,16 @@ pub async fn run(app: Arc<App>, client: reqwest::Client) {
     }
 }
 
-/// Every appliance with a signed probe URL, read from the fleet view at `now`.
+/// Every appliance that has reported, with a signed probe URL, read from the fleet view at
+/// `now`.
 fn targets(app: &App, now: i64) -> Result<Vec<Target>, crate::storage::StorageError> {
     let keys = app.keys();
     let fleet = app.fleet()?;
     let expires = (now + SIGNATURE_TTL) as u64;
+    // One never heard from is not in service yet (registered ahead of its installation): its
+    // `silent` issue says so; probing it would only add noise.
     Ok((0..fleet.len())
+        .filter(|&i| fleet.at(i).status.is_some())
         .map(|i| {
             let a = fleet.at(i);
             let held = fleet.any_held(i);
