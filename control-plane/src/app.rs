@@ -85,6 +85,8 @@ pub struct App {
     pub drain: crate::domain::maintenance::DrainThresholds,
     /// Traffic history: bucket width, retention.
     pub history: crate::domain::history::HistoryConfig,
+    /// Probe results, qualifications and their settings (`live/`).
+    pub live: crate::domain::live::LiveChecks,
 }
 
 /// What a health report came to.
@@ -150,7 +152,10 @@ impl App {
             let mut fleet = self.fleet_mut();
             if self.fleet_stale.swap(false, SeqCst) {
                 match Snapshot::load(self.store.as_ref()) {
-                    Ok(fresh) => *fleet = fresh,
+                    Ok(fresh) => {
+                        *fleet = fresh;
+                        fleet.set_gates(&|id| self.live.gate(id));
+                    }
                     Err(e) => {
                         self.fleet_stale.store(true, SeqCst);
                         return Err(e);

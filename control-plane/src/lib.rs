@@ -18,6 +18,8 @@
 //!   intake.rs          who may report, which reported routes are kept
 //!   login_limits.rs    failed portal logins by address and login name
 //!   maintenance.rs     maintenance windows and drain: spans, reasons, serving state
+//!   issues.rs          operational issues: the rules, from facts to the open set
+//!   live.rs            probe results and qualifications in memory; steering's gate
 //!   player_tokens.rs   signed, expiring player tokens
 //!   popularity.rs      decayed play counts per title
 //!   routes.rs          route preference: the part of BGP's decision process steering uses
@@ -36,6 +38,7 @@
 //! services/            operations the admin API and the portal share, by an actor at `now`
 //!   maintenance.rs     disable, end, list windows; the audit log; serving states
 //! portal/              the partner portal's pages; chart.rs: SVG line charts (pure)
+//! live/                live checks over App: the prober, the issue checker, qualifications
 //! http/                the HTTP API: router, handlers by audience, errors in one place
 //! portal/              the partner portal: sessions, CSRF, pages and its scoped API
 //! main.rs              configuration and start (binary)
@@ -53,6 +56,7 @@ pub mod app;
 pub mod domain;
 pub mod fleet;
 pub mod http;
+pub mod live;
 pub mod lpm;
 pub mod metrics;
 pub mod planning;

@@ -15,6 +15,7 @@ use clap::Parser;
 use control_plane::app::{unix_now, App};
 use control_plane::domain::catalog::CatalogView;
 use control_plane::domain::history::{self, HistoryConfig};
+use control_plane::domain::live::{LiveChecks, LiveConfig};
 use control_plane::domain::maintenance::{self, DrainThresholds};
 use control_plane::domain::{
     accounts, credentials, intake, login_limits, player_tokens, popularity, streams, url_keys,
@@ -24,7 +25,7 @@ use control_plane::http::request::LARGE_REPORTS_AT_ONCE;
 use control_plane::planning::config::{parse_window, FillConfig};
 use control_plane::planning::planner::Planner;
 use control_plane::storage::sqlite::SqliteStorage;
-use control_plane::storage::{InventoryStore, KeyStore, Storage};
+use control_plane::storage::{InventoryStore, KeyStore, QualificationStore, Storage};
 use control_plane::{http, metrics, server, steering};
 use serde::Deserialize;
 
@@ -141,6 +142,93 @@ struct Cli {
     /// Days traffic-history buckets are kept (default 35; fractions allowed).
     #[arg(long, value_name = "DAYS")]
     history_retention_days: Option<f64>,
+    #[command(flatten)]
+    live: LiveFlags,
+}
+
+/// Live checks: the prober, operational issues, qualification gating (docs/portal.md).
+#[derive(clap::Args, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LiveFlags {
+    /// Seconds between two probes of one appliance (default: the report interval; 0: no
+    /// probes, so no appliance is ever found unreachable).
+    #[arg(long, value_name = "SECS")]
+    probe_interval: Option<f64>,
+    /// Probes in a row that must fail before an appliance is unreachable and out of steering
+    /// (default 2).
+    #[arg(long, value_name = "N")]
+    probe_failures: Option<u32>,
+    /// Probes in flight at once (default 32).
+    #[arg(long, value_name = "N")]
+    probe_concurrency: Option<usize>,
+    /// Seconds a probe may take to connect and answer (default 3).
+    #[arg(long, value_name = "SECS")]
+    probe_timeout: Option<f64>,
+    /// PEM file of the CAs the prober trusts for HTTPS appliance URLs, instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    probe_ca: Option<PathBuf>,
+    /// Steering skips appliances whose latest qualification did not pass or is missing.
+    #[arg(long)]
+    #[serde(default)]
+    require_qualification: bool,
+    /// Hours a planned file may be missing from an appliance before `fill_behind` (default 6;
+    /// with a fill window at least 48).
+    #[arg(long, value_name = "HOURS")]
+    fill_behind_hours: Option<f64>,
+    /// Days a cleared issue is kept (default 30).
+    #[arg(long, value_name = "DAYS")]
+    issue_retention_days: Option<u64>,
+}
+
+impl LiveFlags {
+    /// The settings: a flag over the file's key over the default.
+    fn resolve(
+        &self,
+        file: &LiveFlags,
+        report_interval_secs: u64,
+    ) -> Result<(LiveConfig, Option<Vec<u8>>)> {
+        let d = LiveConfig::default();
+        let interval = report_interval_secs as f64;
+        let fill_behind_hours = self
+            .fill_behind_hours
+            .or(file.fill_behind_hours)
+            .unwrap_or(d.fill_behind_secs as f64 / 3600.0);
+        if !(fill_behind_hours.is_finite() && fill_behind_hours > 0.0) {
+            anyhow::bail!("fill_behind_hours must be a positive number of hours");
+        }
+        let retention_days = self
+            .issue_retention_days
+            .or(file.issue_retention_days)
+            .unwrap_or(30);
+        let config = LiveConfig {
+            probe_interval: match self.probe_interval.or(file.probe_interval) {
+                // 0: no prober (tests whose appliances have no server behind their URL).
+                Some(0.0) => std::time::Duration::ZERO,
+                v => secs(v, None, interval, "probe_interval")?,
+            },
+            probe_failures: self
+                .probe_failures
+                .or(file.probe_failures)
+                .unwrap_or(d.probe_failures)
+                .max(1),
+            probe_concurrency: self
+                .probe_concurrency
+                .or(file.probe_concurrency)
+                .unwrap_or(d.probe_concurrency)
+                .clamp(1, 4096),
+            probe_timeout: secs(self.probe_timeout, file.probe_timeout, 3.0, "probe_timeout")?,
+            require_qualification: self.require_qualification || file.require_qualification,
+            fill_behind_secs: (fill_behind_hours * 3600.0) as i64,
+            issue_retention_secs: retention_days.min(3650) as i64 * 86_400,
+        };
+        let ca = match self.probe_ca.as_ref().or(file.probe_ca.as_ref()) {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("reading probe_ca {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok((config, ca))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -178,6 +266,7 @@ struct FileConfig {
     drained_below_bps: Option<u64>,
     history_bucket_secs: Option<i64>,
     history_retention_days: Option<f64>,
+    live: LiveFlags,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -368,6 +457,10 @@ fn run(cli: Cli) -> Result<()> {
         file.portal_login_window,
     );
     let popularity = popularity::Popularity::load(&db, half_life_hours * 3600.0)?;
+    let (live_config, probe_ca) = cli.live.resolve(&file.live, report_interval_secs)?;
+    let probe_client =
+        control_plane::live::prober::client(live_config.probe_timeout, probe_ca.as_deref())?;
+    let live = LiveChecks::new(live_config, &db.qualifications()?);
     let catalog = CatalogView::load(&db)?;
     let store: Arc<dyn Storage> = Arc::new(db);
     let streams = streams::Streams::start(store.clone(), unix_now(), unix_now)?;
@@ -406,6 +499,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         admin_token_sha256: credentials::sha256(&token),
         accounts: portal_accounts(&cli_portal, &file_portal)?,
+        live,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -439,6 +533,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         });
         tokio::spawn(history_task(app.clone()));
+        control_plane::live::spawn(app.clone(), probe_client);
         let last = app.clone();
         let conn_metrics = app.metrics.conns.clone();
         let trusted = app.trusted_proxies.clone();

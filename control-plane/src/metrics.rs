@@ -57,6 +57,8 @@ pub struct Metrics {
     pub conns: crate::server::ConnMetrics,
     /// Steering misses by the client's site, until the history task stores them.
     pub misses_by_site: MissTally,
+    /// Open operational issues by kind and severity (set by the issue checker).
+    pub open_issues: Family<[(&'static str, &'static str); 2], Gauge>,
 }
 
 impl Default for Metrics {
@@ -156,6 +158,12 @@ impl Default for Metrics {
             "cp_portal_login_failures",
             "Portal logins refused (wrong login or password, or too many failures)",
         );
+        let open_issues = Family::default();
+        registry.register(
+            "cp_open_issues",
+            "Open operational issues by kind and severity (live checks)",
+            open_issues.clone(),
+        );
         let conns = crate::server::ConnMetrics::default();
         registry.register("cp_connections", "Connections open", conns.open.clone());
         registry.register(
@@ -185,6 +193,7 @@ impl Default for Metrics {
             portal_login_failures,
             conns,
             misses_by_site: MissTally::default(),
+            open_issues,
             registry,
             fill_source_errors,
             origin_requests,

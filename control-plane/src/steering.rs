@@ -9,7 +9,9 @@
 //!    tier, never by region: like Open Connect's embedded appliances they serve only the clients
 //!    their ISP announces to them (docs/bgp.md).
 //! 2. Keep appliances that are fresh (reported within 3 intervals), not `error`, under the load
-//!    threshold, not in a maintenance window, and hold the content.
+//!    threshold, not in a maintenance window, and hold the content; and that the live checks do
+//!    not keep out (unreachable from the control plane, not qualified:
+//!    [`crate::fleet::Snapshot::gate`]).
 //! 3. Rank by proximity, then, among the client's own, by route as BGP's decision process
 //!    would ([`crate::domain::routes`]: LOCAL_PREF, AS path length, ORIGIN, MED), then the
 //!    rendezvous hash of (content id, appliance id) so one file's traffic lands on the same few
@@ -385,6 +387,8 @@ pub fn steer_near(
             snap.maintenance(a, now)
                 .map(|w| Cow::Owned(maintenance::note(w)))
         });
+        // The live checks' verdict (unreachable, not qualified) first: it is why a holder is out.
+        let reason = snap.gate(i).map(Cow::Borrowed).or(reason);
         if let Some(reason) = reason {
             if explain {
                 notes.push(Explanation {

@@ -77,11 +77,18 @@ pub struct Cli {
     /// Serve Prometheus text on http://ADDR/metrics (default: no listener).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The `oca-qualify --json` report to upload to the control plane when it changes
+    /// (default /var/lib/oca/qualify.json; a missing file is not an error).
+    #[arg(long, value_name = "FILE")]
+    pub qualification_file: Option<PathBuf>,
     /// Check the configuration (flags, file, the `[bgp]` table, the credential file), say what
     /// would run, and exit: 0 when the agent could start with it.
     #[arg(long)]
     pub check_config: bool,
 }
+
+/// Where `oca-qualify --json` writes its report on an appliance (docs/qualify.md).
+pub const DEFAULT_QUALIFICATION_FILE: &str = "/var/lib/oca/qualify.json";
 
 /// The resolved configuration.
 #[derive(Clone, Debug)]
@@ -123,6 +130,8 @@ pub struct Config {
     /// The BGP speaker's configuration (the file's `[bgp]` table); none: no speaker, the
     /// appliance reports its static `prefixes` only.
     pub bgp: Option<oca_bgp::Config>,
+    /// The qualification report uploaded when it changes.
+    pub qualification_file: PathBuf,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -147,6 +156,7 @@ struct FileConfig {
     fill_min_rate_kib: Option<u64>,
     eviction_budget: Option<f64>,
     metrics_listen: Option<SocketAddr>,
+    qualification_file: Option<PathBuf>,
     /// oca-bgp's configuration as is: this file is the fill agent's, the table's meaning is
     /// oca-bgp's (docs/bgp.md, "Configuration").
     bgp: Option<oca_bgp::Config>,
@@ -240,6 +250,10 @@ impl Config {
             eviction_budget: budget,
             metrics_listen: cli.metrics_listen.or(file.metrics_listen),
             bgp: file.bgp,
+            qualification_file: cli
+                .qualification_file
+                .or(file.qualification_file)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_QUALIFICATION_FILE)),
         };
         let insecure = cli.insecure_http || file.insecure_http.unwrap_or(false);
         check_control_plane_url(&cfg.control_plane, insecure)?;

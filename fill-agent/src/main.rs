@@ -17,6 +17,7 @@
 //!   the `oca-bgp` crate, started here when the config has a `[bgp]` table).
 //! - `report`: the health report, built and sent.
 //! - `keys_file`: the URL keys from the reply, written where oca-daemon reads them.
+//! - `qualification`: the `oca-qualify --json` report, uploaded when it changes.
 //! - `fill`: filling what the manifest lists and the stores lack (`fill::fetch` downloads from
 //!   one source, `fill::pace` holds a source to its minimum rate).
 //! - `evict`: deleting what the manifest no longer lists, within a budget.
@@ -32,6 +33,7 @@ mod fill;
 mod inventory;
 mod keys_file;
 mod metrics;
+mod qualification;
 mod report;
 mod shared;
 
@@ -200,6 +202,8 @@ struct Agent {
     bgp: Option<oca_bgp::SpeakerHandle>,
     /// When the speaker started: its first minute is its time to converge.
     bgp_started: std::time::Instant,
+    /// The qualification report as last uploaded.
+    qualification: qualification::Uploads,
 }
 
 impl Agent {
@@ -222,6 +226,7 @@ impl Agent {
             interval: Duration::from_secs(10),
             bgp: None,
             bgp_started: std::time::Instant::now(),
+            qualification: Default::default(),
         })
     }
 
@@ -363,6 +368,7 @@ impl Agent {
             Err(e) => tracing::error!(error = format!("{e:#}"), "writing URL keys"),
         }
         self.refresh_manifest(&reply).await;
+        self.qualification.sync(&self.cfg, &self.cp).await;
     }
 
     /// Fetches the manifest when the reply names another version than the one held (or

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod health;
 pub mod history;
 pub mod keys;
+pub mod live;
 pub mod manifest;
 pub mod playback;
 pub mod prefix;

@@ -87,6 +87,21 @@ enum Command {
     /// Traffic history of an appliance or a site: buckets of bytes/s, connections, requests/s,
     /// bytes served (and misses, for a site), as JSON or CSV.
     History(HistoryArgs),
+    /// Operational issues the live checks raised (open ones; --all: cleared ones too).
+    Issues {
+        /// Cleared issues too.
+        #[arg(long)]
+        all: bool,
+        /// One appliance's only.
+        #[arg(long)]
+        appliance: Option<String>,
+        /// One site's only.
+        #[arg(long)]
+        site: Option<String>,
+        /// Most issues to list, newest first (default 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -562,6 +577,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Maintenance(cmd) => return maintenance::run(&api, cmd),
         Command::Audit(cmd) => return maintenance::audit(&api, cmd),
         Command::History(args) => return history(&api, args),
+        Command::Issues {
+            all,
+            appliance,
+            site,
+            limit,
+        } => {
+            let q = query(&[
+                ("open", (!all).then(|| "1".to_string())),
+                ("appliance", appliance),
+                ("site", site),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
+            api.get(&format!("/v1/admin/issues{q}"))?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -7,6 +7,8 @@ pub mod catalog;
 pub mod credentials;
 pub mod history;
 pub mod intake;
+pub mod issues;
+pub mod live;
 pub mod login_limits;
 pub mod maintenance;
 pub mod player_tokens;

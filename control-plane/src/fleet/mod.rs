@@ -23,6 +23,8 @@ use crate::domain::routes::Preference;
 use crate::lpm::PrefixTable;
 use crate::storage::{status_str, Storage, StorageError, INVENTORY_CHUNK};
 
+mod gates;
+
 /// An appliance is skipped above this share of its capacity.
 pub const LOAD_THRESHOLD: f64 = 0.9;
 
@@ -126,6 +128,8 @@ pub struct Snapshot {
     region_fallback_appliances: HashMap<String, usize>,
     /// Maintenance windows not over when the view was loaded.
     maintenance: Windows,
+    /// Why the live checks keep an appliance out of steering, by appliance index (`gates`).
+    gates: HashMap<usize, String>,
 }
 
 impl Snapshot {
@@ -218,6 +222,7 @@ impl Snapshot {
             by_site: HashMap::new(),
             region_fallbacks: HashMap::new(),
             region_fallback_appliances: HashMap::new(),
+            gates: HashMap::new(),
         };
         for (i, a) in snap.appliances.iter().enumerate() {
             snap.by_site.entry(a.site.clone()).or_default().push(i);

@@ -16,7 +16,7 @@ use crate::http::error::{bad_request, body_timeout, internal, unauthorized, Fail
 use crate::http::request::{announced_length, bearer, read_json, HEALTH_BODY_LIMIT, LARGE_REPORT};
 
 /// Checks the appliance's own credential for the appliance named in the URL.
-fn appliance_auth(app: &App, id: &str, headers: &HeaderMap) -> Result<(), Failure> {
+pub(crate) fn appliance_auth(app: &App, id: &str, headers: &HeaderMap) -> Result<(), Failure> {
     let Some(token) = bearer(headers) else {
         app.metrics.auth_failures.inc();
         return Err(unauthorized());

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod appliance;
 pub mod error;
 pub mod history;
+pub mod live;
 pub mod maintenance;
 pub mod origin;
 pub mod play;

@@ -11,7 +11,7 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::App;
 use crate::http::error::err;
 use crate::http::request::ADMIN_BODY_LIMIT;
-use crate::http::{accounts, admin, appliance, history, maintenance, origin, play};
+use crate::http::{accounts, admin, appliance, history, live, maintenance, origin, play};
 use crate::server::deadline;
 
 /// The router.
@@ -91,6 +91,11 @@ pub fn router(app: Arc<App>) -> Router {
             get(accounts::list_users).post(accounts::create_user),
         )
         .route("/v1/admin/sites/{id}/org", put(accounts::set_site_org))
+        .route(
+            "/v1/appliances/{id}/qualification",
+            post(live::upload_qualification),
+        )
+        .route("/v1/admin/issues", get(live::list_issues))
         .merge(crate::portal::routes())
         .fallback(|| async {
             Err::<(), _>(err(

@@ -22,11 +22,13 @@
 
 pub mod accounts;
 pub mod history;
+pub mod live;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
 use oca_protocol::prefix::Prefix;
 
+pub use live::{IssueStore, QualificationStore};
 pub use oca_protocol::admin::{
     Appliance, ApplianceState, Content, Site, SiteKind, Subscriber, Title, Zone,
 };
@@ -155,6 +157,8 @@ pub trait Storage:
     + AccountStore
     + MaintenanceStore
     + HistoryStore
+    + IssueStore
+    + QualificationStore
     + Send
     + Sync
 {

@@ -32,6 +32,12 @@ pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
         .args(["--listen", "127.0.0.1:0", "--db"])
         .arg(&db)
         .args(extra)
+        // Most tests' appliances have no server behind their URL: no prober unless asked.
+        .args(if extra.contains(&"--probe-interval") {
+            &[][..]
+        } else {
+            &["--probe-interval", "0"][..]
+        })
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

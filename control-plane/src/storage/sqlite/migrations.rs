@@ -225,6 +225,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (site, bucket)
     ) WITHOUT ROWID;
     CREATE INDEX history_misses_by_bucket ON history_misses(bucket);",
+    // 12: live checks: operational issues (at most one open per kind and appliance; cleared ones
+    // kept a while for history) and each appliance's latest qualification.
+    "CREATE TABLE issues (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('critical', 'warning', 'info')),
+        oca_id TEXT NOT NULL,
+        site TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        cleared_at INTEGER,
+        message TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX issues_open ON issues(kind, oca_id) WHERE cleared_at IS NULL;
+    CREATE INDEX issues_by_appliance ON issues(oca_id, id);
+    CREATE INDEX issues_cleared ON issues(cleared_at) WHERE cleared_at IS NOT NULL;
+    CREATE TABLE qualifications (
+        oca_id TEXT PRIMARY KEY REFERENCES appliances(id),
+        passed INTEGER NOT NULL,
+        uploaded_at INTEGER NOT NULL,
+        report_json TEXT NOT NULL
+    );",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

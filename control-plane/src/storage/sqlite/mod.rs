@@ -8,6 +8,7 @@ mod catalog;
 mod fleet;
 mod history;
 mod inventory;
+mod issues;
 mod keys;
 mod leases;
 mod maintenance;
