@@ -37,10 +37,9 @@
 //! app.rs               the composition root: App holds all of the above; the clock
 //! services/            operations the admin API and the portal share, by an actor at `now`
 //!   maintenance.rs     disable, end, list windows; the audit log; serving states
-//! portal/              the partner portal's pages; chart.rs: SVG line charts (pure)
 //! live/                live checks over App: the prober, the issue checker, qualifications
 //! http/                the HTTP API: router, handlers by audience, errors in one place
-//! portal/              the partner portal: sessions, CSRF, pages and its scoped API
+//! portal/              the partner portal: sessions, CSRF, pages, its scoped API, SVG charts
 //! main.rs              configuration and start (binary)
 //! bin/ocactl.rs        the admin CLI (binary)
 //! ```

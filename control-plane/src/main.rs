@@ -266,6 +266,7 @@ struct FileConfig {
     drained_below_bps: Option<u64>,
     history_bucket_secs: Option<i64>,
     history_retention_days: Option<f64>,
+    #[serde(default)]
     live: LiveFlags,
 }
 
