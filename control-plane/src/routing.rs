@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 
 use oca_protocol::admin::{
-    BgpAppliance, BgpRoutes, HeardRoute, InconsistentSite, PrefixSplit, SiteHearing,
+    BgpAppliance, BgpRoutes, HeardRoute, HeardVia, InconsistentSite, PrefixSplit, SiteHearing,
 };
-use oca_protocol::health::{BgpRoute, Origin};
+use oca_protocol::health::BgpRoute;
 use oca_protocol::prefix::Prefix;
-use oca_protocol::steering::RouteSource;
 
 use crate::domain::routes::Preference;
 use crate::fleet::{Candidate, Snapshot};
@@ -82,38 +81,20 @@ pub fn explore(
             let site = snap.appliance(&oca)?.site.clone();
             let best = best_of(&r.prefix) == Some(Preference::of(&r));
             Some(HeardRoute {
-                prefix: r.prefix,
                 oca_id: oca,
                 site,
-                source: RouteSource::Bgp,
-                neighbor: Some(r.neighbor),
-                as_path: r.as_path,
-                origin: r.origin,
-                med: r.med,
-                local_pref: r.local_pref,
-                communities: r.communities,
-                large_communities: r.large_communities,
-                stale: r.stale,
                 best,
+                via: HeardVia::Bgp(r),
             })
         })
         .collect();
     let static_route = |i: usize, p: Prefix| {
         let a = snap.at(i);
         HeardRoute {
-            prefix: p,
             oca_id: a.id.clone(),
             site: a.site.clone(),
-            source: RouteSource::Static,
-            neighbor: None,
-            as_path: Vec::new(),
-            origin: Origin::Igp,
-            med: None,
-            local_pref: None,
-            communities: Vec::new(),
-            large_communities: Vec::new(),
-            stale: false,
             best: best_of(&p) == Some(Preference::LOCAL),
+            via: HeardVia::Static { prefix: p },
         }
     };
     let appliances: Vec<usize> = match (oca_id, prefix) {
@@ -140,7 +121,12 @@ pub fn explore(
         }
     }
     routes.sort_by(|a, b| {
-        (a.prefix, !a.best, &a.oca_id, a.neighbor).cmp(&(b.prefix, !b.best, &b.oca_id, b.neighbor))
+        (a.prefix(), !a.best, &a.oca_id, a.neighbor()).cmp(&(
+            b.prefix(),
+            !b.best,
+            &b.oca_id,
+            b.neighbor(),
+        ))
     });
     let more = routes.len() > limit;
     routes.truncate(limit);

@@ -9,9 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::health::{BgpSession, Origin};
+use crate::health::{BgpRoute, BgpSession};
 use crate::prefix::Prefix;
-use crate::steering::RouteSource;
 
 /// A site: an ISP's rack or an internet exchange (`POST /v1/admin/sites`, and each entry of
 /// `GET`).
@@ -225,42 +224,52 @@ pub struct BgpAppliance {
     pub last_report: i64,
 }
 
-/// A route an appliance serves, as the route explorer (`GET /v1/admin/bgp/routes`) shows it.
+/// A route an appliance serves, as the route explorer (`GET /v1/admin/bgp/routes`) shows it:
+/// who hears it and whether steering prefers it, beside the route itself (flat in the JSON).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct HeardRoute {
-    /// The route's prefix.
-    pub prefix: Prefix,
     /// The appliance hearing it.
     pub oca_id: String,
     /// Its site.
     pub site: String,
-    /// `bgp`, or `static` for a configured prefix (a locally originated route).
-    pub source: RouteSource,
-    /// The router it came from (BGP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub neighbor: Option<IpAddr>,
-    /// AS_PATH, nearest AS first (empty for static routes).
-    pub as_path: Vec<u32>,
-    /// ORIGIN.
-    pub origin: Origin,
-    /// MULTI_EXIT_DISC, when sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub med: Option<u32>,
-    /// LOCAL_PREF, when sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_pref: Option<u32>,
-    /// Communities (`"65000:100"`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub communities: Vec<String>,
-    /// Large communities (`"65000:1:2"`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub large_communities: Vec<String>,
-    /// Kept through the router's graceful restart.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stale: bool,
     /// Steering prefers it for this prefix: it is its appliance's best route for the prefix and
     /// no appliance hears the prefix by a better one (equal routes are all best).
     pub best: bool,
+    /// The route, and how the appliance came by it (`source`).
+    #[serde(flatten)]
+    pub via: HeardVia,
+}
+
+/// How an appliance came to serve a route: `"source": "bgp"` with the route as its speaker
+/// reported it, or `"source": "static"` for a configured prefix.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum HeardVia {
+    /// Heard over BGP, with its attributes.
+    Bgp(BgpRoute),
+    /// A configured prefix: a locally originated route (no neighbour, empty AS path, IGP).
+    Static {
+        /// The prefix.
+        prefix: Prefix,
+    },
+}
+
+impl HeardRoute {
+    /// The route's prefix.
+    pub fn prefix(&self) -> Prefix {
+        match &self.via {
+            HeardVia::Bgp(r) => r.prefix,
+            HeardVia::Static { prefix } => *prefix,
+        }
+    }
+
+    /// The router it came from (BGP only).
+    pub fn neighbor(&self) -> Option<IpAddr> {
+        match &self.via {
+            HeardVia::Bgp(r) => Some(r.neighbor),
+            HeardVia::Static { .. } => None,
+        }
+    }
 }
 
 /// `GET /v1/admin/bgp/routes[?prefix=P][&oca_id=A][&limit=N]`: the routes asked for, by prefix,
@@ -501,31 +510,42 @@ mod tests {
     #[test]
     fn bgp_admin_bodies_match_their_pinned_json() {
         let heard = HeardRoute {
-            prefix: "198.51.100.0/24".parse().unwrap(),
             oca_id: "a1".into(),
             site: "isp-a".into(),
-            source: RouteSource::Bgp,
-            neighbor: Some("192.0.2.1".parse().unwrap()),
-            as_path: vec![64500, 64510],
-            origin: Origin::Igp,
-            med: Some(5),
-            local_pref: None,
-            communities: vec!["65000:100".into()],
-            large_communities: vec![],
-            stale: false,
             best: true,
+            via: HeardVia::Bgp(BgpRoute {
+                prefix: "198.51.100.0/24".parse().unwrap(),
+                neighbor: "192.0.2.1".parse().unwrap(),
+                as_path: vec![64500, 64510],
+                origin: crate::health::Origin::Igp,
+                med: Some(5),
+                local_pref: None,
+                communities: vec!["65000:100".into()],
+                large_communities: vec![],
+                stale: false,
+            }),
+        };
+        let fixed = HeardRoute {
+            oca_id: "x1".into(),
+            site: "ixp".into(),
+            best: false,
+            via: HeardVia::Static {
+                prefix: "198.51.0.0/16".parse().unwrap(),
+            },
         };
         let routes = BgpRoutes {
-            routes: vec![heard],
+            routes: vec![heard, fixed],
             more: false,
         };
         let text = serde_json::to_string(&routes).unwrap();
         assert_eq!(
             text,
             concat!(
-                r#"{"routes":[{"prefix":"198.51.100.0/24","oca_id":"a1","site":"isp-a","source":"bgp","#,
-                r#""neighbor":"192.0.2.1","as_path":[64500,64510],"origin":"igp","med":5,"#,
-                r#""communities":["65000:100"],"best":true}],"more":false}"#
+                r#"{"routes":[{"oca_id":"a1","site":"isp-a","best":true,"source":"bgp","#,
+                r#""prefix":"198.51.100.0/24","neighbor":"192.0.2.1","as_path":[64500,64510],"#,
+                r#""origin":"igp","med":5,"communities":["65000:100"]},"#,
+                r#"{"oca_id":"x1","site":"ixp","best":false,"source":"static","prefix":"198.51.0.0/16"}],"#,
+                r#""more":false}"#
             )
         );
         assert_eq!(serde_json::from_str::<BgpRoutes>(&text).unwrap(), routes);
