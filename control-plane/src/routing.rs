@@ -13,7 +13,7 @@ use oca_protocol::health::BgpRoute;
 use oca_protocol::prefix::Prefix;
 
 use crate::domain::routes::Preference;
-use crate::fleet::{Candidate, Snapshot};
+use crate::fleet::{heard_route, Candidate, Snapshot};
 
 /// Most prefixes an inconsistent site lists (its total is given beside them).
 pub const MAX_DIFFERING: usize = 100;
@@ -79,7 +79,7 @@ pub fn explore(
         .into_iter()
         .filter_map(|(oca, r)| {
             let site = snap.appliance(&oca)?.site.clone();
-            let best = best_of(&r.prefix) == Some(Preference::of(&r));
+            let best = best_of(&r.prefix) == Some(Preference::of(&heard_route(&r)));
             Some(HeardRoute {
                 oca_id: oca,
                 site,

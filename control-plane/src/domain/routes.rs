@@ -19,7 +19,8 @@
 
 use std::cmp::Ordering;
 
-use oca_protocol::health::{BgpRoute, Origin};
+use oca_protocol::health::Origin;
+use oca_protocol::steering::MatchedRoute;
 
 /// LOCAL_PREF of a route that carries none: eBGP routes never do (RFC 4271 §5.1.5), and 100 is
 /// the default of BIRD, Cisco IOS and Junos alike.
@@ -50,11 +51,11 @@ impl Preference {
         stale: false,
     };
 
-    /// The preference of a BGP route as reported.
-    pub fn of(route: &BgpRoute) -> Preference {
+    /// The preference of a route as steering holds it.
+    pub fn of(route: &MatchedRoute) -> Preference {
         Preference::from_attributes(
             route.local_pref,
-            route.as_path.len(),
+            route.as_path_len as usize,
             route.origin,
             route.med,
             route.stale,

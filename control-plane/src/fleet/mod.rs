@@ -182,7 +182,7 @@ impl Snapshot {
             if let Some(&i) = index.get(&oca) {
                 bgp[i] = Some(BgpHeard {
                     sessions,
-                    routes: routes.iter().map(RouteFacts::of).collect(),
+                    routes: routes.iter().map(heard_route).collect(),
                 });
             }
         })?;
@@ -336,10 +336,10 @@ impl Snapshot {
     pub fn route_of(&self, i: usize, prefix: &Prefix) -> Option<MatchedRoute> {
         let bgp = self.bgp[i]
             .as_ref()
-            .and_then(|b| b.routes_of(prefix).iter().min_by_key(|r| r.preference()));
+            .and_then(|b| b.routes_of(prefix).iter().min_by_key(|r| Preference::of(r)));
         let is_static = self.statics[i].binary_search(prefix).is_ok();
         match bgp {
-            Some(r) if !is_static || r.preference() < Preference::LOCAL => Some(r.matched()),
+            Some(r) if !is_static || Preference::of(r) < Preference::LOCAL => Some(r.clone()),
             _ if is_static => Some(local_route(*prefix, RouteSource::Static)),
             _ => None,
         }
@@ -552,7 +552,7 @@ impl Snapshot {
         statics.sort_unstable();
         statics.dedup();
         let bgp = r.bgp.as_ref().map(|b| {
-            let mut routes: Vec<RouteFacts> = b.routes.iter().map(RouteFacts::of).collect();
+            let mut routes: Vec<MatchedRoute> = b.routes.iter().map(heard_route).collect();
             // The intake sorts them; sorting what is sorted costs one pass.
             routes.sort_by_key(|x| (x.prefix, x.neighbor));
             BgpHeard {
@@ -602,4 +602,4 @@ use holders::Holders;
 use maintenance::Windows;
 use oca_protocol::admin::MaintenanceWindow;
 use routes::{best_routes, served_mut};
-pub use routes::{local_route, BgpHeard, RouteFacts, Served};
+pub use routes::{heard_route, local_route, BgpHeard, Served};

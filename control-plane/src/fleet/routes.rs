@@ -1,8 +1,6 @@
 //! The fleet view's route table entries: what one appliance hears over BGP, kept small, and
 //! who serves each prefix with which preference.
 
-use std::net::IpAddr;
-
 use oca_protocol::health::{BgpRoute, BgpSession, Origin};
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{MatchedRoute, RouteSource};
@@ -10,64 +8,19 @@ use oca_protocol::steering::{MatchedRoute, RouteSource};
 use crate::domain::routes::Preference;
 use crate::lpm::PrefixTable;
 
-/// A BGP route as the fleet view keeps it: what steering compares and `explain=1` shows. The AS
-/// path itself and the communities stay in storage (the route explorer reads them there), which
-/// keeps a route within 64 bytes of memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteFacts {
-    /// The prefix.
-    pub prefix: Prefix,
-    /// The router it came from.
-    pub neighbor: IpAddr,
-    /// AS path length.
-    pub as_path_len: u32,
-    /// ORIGIN.
-    pub origin: Origin,
-    /// MED as sent.
-    pub med: Option<u32>,
-    /// LOCAL_PREF as sent.
-    pub local_pref: Option<u32>,
-    /// Kept through a graceful restart.
-    pub stale: bool,
-}
-
-impl RouteFacts {
-    /// The facts of a reported route.
-    pub fn of(r: &BgpRoute) -> RouteFacts {
-        RouteFacts {
-            prefix: r.prefix,
-            neighbor: r.neighbor,
-            as_path_len: u32::try_from(r.as_path.len()).unwrap_or(u32::MAX),
-            origin: r.origin,
-            med: r.med,
-            local_pref: r.local_pref,
-            stale: r.stale,
-        }
-    }
-
-    /// How steering ranks it.
-    pub fn preference(&self) -> Preference {
-        Preference::from_attributes(
-            self.local_pref,
-            self.as_path_len as usize,
-            self.origin,
-            self.med,
-            self.stale,
-        )
-    }
-
-    /// The route as `explain=1` shows it.
-    pub fn matched(&self) -> MatchedRoute {
-        MatchedRoute {
-            prefix: self.prefix,
-            source: RouteSource::Bgp,
-            neighbor: Some(self.neighbor),
-            as_path_len: self.as_path_len,
-            origin: self.origin,
-            med: self.med,
-            local_pref: self.local_pref,
-            stale: self.stale,
-        }
+/// A reported BGP route as the fleet view keeps it: what steering compares and `explain=1`
+/// shows (a [`MatchedRoute`]). The AS path itself and the communities stay in storage (the route
+/// explorer reads them there), which keeps a route within 64 bytes of memory.
+pub fn heard_route(r: &BgpRoute) -> MatchedRoute {
+    MatchedRoute {
+        prefix: r.prefix,
+        source: RouteSource::Bgp,
+        neighbor: Some(r.neighbor),
+        as_path_len: u32::try_from(r.as_path.len()).unwrap_or(u32::MAX),
+        origin: r.origin,
+        med: r.med,
+        local_pref: r.local_pref,
+        stale: r.stale,
     }
 }
 
@@ -91,7 +44,7 @@ pub struct BgpHeard {
     /// Its sessions.
     pub sessions: Vec<BgpSession>,
     /// The routes kept (inside the site's allowed prefixes), sorted by (prefix, neighbour).
-    pub routes: Vec<RouteFacts>,
+    pub routes: Vec<MatchedRoute>,
 }
 
 impl BgpHeard {
@@ -106,7 +59,7 @@ impl BgpHeard {
     }
 
     /// The routes of one prefix (one per neighbour that sent it).
-    pub fn routes_of(&self, prefix: &Prefix) -> &[RouteFacts] {
+    pub fn routes_of(&self, prefix: &Prefix) -> &[MatchedRoute] {
         let start = self.routes.partition_point(|r| r.prefix < *prefix);
         let end = start + self.routes[start..].partition_point(|r| r.prefix == *prefix);
         &self.routes[start..end]
@@ -151,7 +104,7 @@ pub(super) fn best_routes(statics: &[Prefix], bgp: Option<&BgpHeard>) -> Vec<(Pr
         .map(|p| (*p, Preference::LOCAL))
         .chain(
             bgp.into_iter()
-                .flat_map(|b| b.routes.iter().map(|r| (r.prefix, r.preference()))),
+                .flat_map(|b| b.routes.iter().map(|r| (r.prefix, Preference::of(r)))),
         )
         .collect();
     all.sort_unstable();

@@ -118,5 +118,5 @@ fn applied_reports_leave_the_table_a_fresh_load_builds() {
 /// What the docs say a route costs in memory.
 #[test]
 fn a_route_in_the_view_is_at_most_64_bytes() {
-    assert!(std::mem::size_of::<RouteFacts>() <= 64);
+    assert!(std::mem::size_of::<MatchedRoute>() <= 64);
 }
