@@ -134,6 +134,16 @@ fn config_summary(cfg: &Config) -> String {
                 neighbors.len(),
                 neighbors.join(", ")
             ));
+            let most: u64 = b.neighbors.iter().map(|n| u64::from(n.max_prefixes)).sum();
+            let taken = oca_protocol::health::DEFAULT_MAX_ROUTES_PER_APPLIANCE as u64;
+            if most > taken {
+                out.push_str(&format!(
+                    "\nwarning: the neighbours' max_prefixes add up to {most}, more than a control \
+                     plane takes from one appliance by default (max_routes_per_appliance = \
+                     {taken}): past that, its reports' routes are refused and the last ones it \
+                     took stay in force"
+                ));
+            }
         }
     }
     out

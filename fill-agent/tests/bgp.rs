@@ -506,8 +506,20 @@ fn check_config_names_what_is_wrong_in_the_bgp_table() {
             && out.contains("10.0.0.1 AS64500, 2001:db8::1 AS64500"),
         "{out}"
     );
+    assert!(!out.contains("warning"), "{out}");
     let (ok, out, _) = check("");
     assert!(ok && out.contains("no BGP"), "{out}");
+    // Three full sessions could hear more than a control plane takes by default: fine, but said.
+    let three = format!(
+        "{good}[[bgp.neighbors]]\naddress = \"10.0.0.3\"\npeer_as = 64500\nmax_prefixes = 20000\n"
+    );
+    let (ok, out, err) = check(&three);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("warning: the neighbours' max_prefixes add up to 60000")
+            && out.contains("max_routes_per_appliance = 50000"),
+        "{out}"
+    );
 
     for (bad, why) in [
         // oca-bgp's own checks, named with the table.

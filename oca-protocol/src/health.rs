@@ -62,6 +62,11 @@ pub struct BgpReport {
     pub converging: bool,
 }
 
+/// Default of `max_routes_per_appliance`: BGP routes one report may carry. An ISP announces its
+/// customers' prefixes to its appliances, hundreds to a few thousand; 50,000 leaves room for a
+/// large ISP and keeps one report's routes (about 8 MB of JSON) from crowding the others.
+pub const DEFAULT_MAX_ROUTES_PER_APPLIANCE: usize = 50_000;
+
 /// One BGP session with an ISP router.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct BgpSession {

@@ -26,10 +26,7 @@ pub fn authenticate(
     Ok(credentials::matches(credential, &stored))
 }
 
-/// Default of `max_routes_per_appliance`: BGP routes one report may carry. An ISP announces its
-/// customers' prefixes to its appliances, hundreds to a few thousand; 50,000 leaves room for a
-/// large ISP and keeps one report's routes (about 8 MB of JSON) from crowding the others.
-pub const DEFAULT_MAX_ROUTES_PER_APPLIANCE: usize = 50_000;
+pub use oca_protocol::health::DEFAULT_MAX_ROUTES_PER_APPLIANCE;
 
 /// Why a report was refused whole.
 #[derive(Debug, thiserror::Error)]
