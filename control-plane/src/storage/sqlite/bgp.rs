@@ -211,7 +211,7 @@ pub(super) fn routes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Appliance, FleetStore, InventoryStore, Site, SiteKind};
+    use crate::storage::{FleetStore, InventoryStore};
 
     fn report(routes: &[(&str, Option<u32>)], with_bgp: bool) -> HealthReport {
         let mut r: HealthReport = serde_json::from_value(serde_json::json!({
@@ -254,24 +254,7 @@ mod tests {
 
     #[test]
     fn routes_are_replaced_by_each_report_writing_only_what_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
-        db.create_site(&Site {
-            id: "s".into(),
-            kind: SiteKind::Isp,
-            region: "eu".into(),
-            parent: None,
-            allowed_prefixes: vec![],
-            org: None,
-        })
-        .unwrap();
-        let a = Appliance {
-            id: "a".into(),
-            site: "s".into(),
-            url: "http://a".into(),
-            capacity_bps: 1,
-        };
-        db.create_appliance(&a, &[0; 32], 1_000).unwrap();
+        let (_dir, db) = super::super::test_db(&["a"]);
         let many: Vec<String> = (0..50).map(|i| format!("10.0.{i}.0/24")).collect();
         let many: Vec<(&str, Option<u32>)> = many.iter().map(|p| (p.as_str(), None)).collect();
         db.record_report(&report(&many, true), 1_001).unwrap();

@@ -212,35 +212,15 @@ fn bucket(r: &Row<'_>) -> rusqlite::Result<HistoryBucket> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Appliance, FleetStore, InventoryStore, Site, SiteKind};
+    use crate::storage::InventoryStore;
     use oca_protocol::health::{Inventory, Serving, Status};
 
     fn db() -> (tempfile::TempDir, SqliteStorage) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000)
-            .unwrap()
-            .with_history(HistorySettings {
-                bucket_secs: 300,
-                report_interval_secs: 10,
-            });
-        db.create_site(&Site {
-            id: "s".into(),
-            kind: SiteKind::Isp,
-            region: "eu".into(),
-            parent: None,
-            allowed_prefixes: Vec::new(),
-            org: None,
-        })
-        .unwrap();
-        for id in ["a", "b"] {
-            let a = Appliance {
-                id: id.into(),
-                site: "s".into(),
-                url: "http://a".into(),
-                capacity_bps: 1_000,
-            };
-            db.create_appliance(&a, &[0; 32], 1_000).unwrap();
-        }
+        let (dir, db) = super::super::test_db(&["a", "b"]);
+        let db = db.with_history(HistorySettings {
+            bucket_secs: 300,
+            report_interval_secs: 10,
+        });
         (dir, db)
     }
 

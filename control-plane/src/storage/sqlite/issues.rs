@@ -158,7 +158,6 @@ impl QualificationStore for SqliteStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Appliance, FleetStore, Site, SiteKind};
 
     fn observed(kind: IssueKind, oca: &str, msg: &str) -> Observed {
         Observed {
@@ -219,24 +218,7 @@ mod tests {
 
     #[test]
     fn a_qualification_replaces_the_last() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
-        db.create_site(&Site {
-            id: "s".into(),
-            kind: SiteKind::Isp,
-            region: "eu".into(),
-            parent: None,
-            allowed_prefixes: Vec::new(),
-            org: None,
-        })
-        .unwrap();
-        let a = Appliance {
-            id: "a".into(),
-            site: "s".into(),
-            url: "http://a".into(),
-            capacity_bps: 1,
-        };
-        db.create_appliance(&a, &[0; 32], 1).unwrap();
+        let (_dir, db) = super::super::test_db(&["a"]);
         let report: oca_protocol::live::QualificationReport =
             serde_json::from_str(r#"{"passed": false, "checks": []}"#).unwrap();
         let mut q = Qualification {

@@ -242,28 +242,9 @@ impl MaintenanceStore for SqliteStorage {
 mod tests {
     use super::*;
     use crate::storage::sqlite::SqliteStorage;
-    use crate::storage::{Appliance, FleetStore, Site, SiteKind};
 
     fn db() -> (tempfile::TempDir, SqliteStorage) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
-        db.create_site(&Site {
-            id: "s".into(),
-            kind: SiteKind::Isp,
-            region: "eu".into(),
-            parent: None,
-            allowed_prefixes: Vec::new(),
-            org: None,
-        })
-        .unwrap();
-        let a = Appliance {
-            id: "a".into(),
-            site: "s".into(),
-            url: "http://a".into(),
-            capacity_bps: 1,
-        };
-        db.create_appliance(&a, &[0; 32], 1_000).unwrap();
-        (dir, db)
+        super::super::test_db(&["a"])
     }
 
     fn new(target_kind: TargetKind, target: &str, start: i64, end: i64) -> NewWindow<'_> {

@@ -150,6 +150,35 @@ fn conflict(e: rusqlite::Error, what: String) -> StorageError {
     }
 }
 
+/// The storage tests' common start: a database in a temporary folder with site `s` (an ISP
+/// site in region `eu`, no allowed prefixes) and in it the appliances `ids` (URL `http://<id>`,
+/// 1,000 b/s, registered at 1,000).
+#[cfg(test)]
+pub(crate) fn test_db(ids: &[&str]) -> (tempfile::TempDir, SqliteStorage) {
+    use crate::storage::{Appliance, FleetStore, Site, SiteKind};
+    let dir = tempfile::tempdir().unwrap();
+    let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
+    db.create_site(&Site {
+        id: "s".into(),
+        kind: SiteKind::Isp,
+        region: "eu".into(),
+        parent: None,
+        allowed_prefixes: Vec::new(),
+        org: None,
+    })
+    .unwrap();
+    for id in ids {
+        let a = Appliance {
+            id: (*id).into(),
+            site: "s".into(),
+            url: format!("http://{id}"),
+            capacity_bps: 1_000,
+        };
+        db.create_appliance(&a, &[0; 32], 1_000).unwrap();
+    }
+    (dir, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
