@@ -106,19 +106,7 @@ impl World {
     }
 
     fn steer(&self, ip: &str, content: &str) -> (Vec<String>, Value) {
-        let (s, ans) = self.cp.admin(
-            "GET",
-            &format!("/v1/steer?client_ip={ip}&content_id={content}&explain=1"),
-            None,
-        );
-        assert_eq!(s, 200, "{ans}");
-        let ids = ans["appliances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["oca_id"].as_str().unwrap().to_string())
-            .collect();
-        (ids, ans)
+        self.cp.steer(ip, content)
     }
 
     /// The first appliance for each content id.
@@ -149,13 +137,6 @@ fn explained<'a>(ans: &'a Value, id: &str) -> &'a Value {
         .iter()
         .find(|e| e["oca_id"] == id)
         .unwrap_or(&Value::Null)
-}
-
-fn reason(ans: &Value, id: &str) -> String {
-    explained(ans, id)["reason"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// A prefix in a query string.

@@ -277,19 +277,7 @@ impl World {
 
     /// Steering for [`CLIENT`] and `c1`: the appliances offered and the explanation.
     fn steer(&self) -> (Vec<String>, Value) {
-        let (s, ans) = self.cp.admin(
-            "GET",
-            &format!("/v1/steer?client_ip={CLIENT}&content_id=c1&explain=1"),
-            None,
-        );
-        assert_eq!(s, 200, "{ans}");
-        let ids = ans["appliances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["oca_id"].as_str().unwrap().to_string())
-            .collect();
-        (ids, ans)
+        self.cp.steer(CLIENT, "c1")
     }
 
     /// Issues of `id` (open ones only when `open`).
@@ -317,15 +305,6 @@ impl World {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-fn reason<'a>(ans: &'a Value, id: &str) -> &'a str {
-    ans["explain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["oca_id"] == id)
-        .map_or("", |e| e["reason"].as_str().unwrap())
 }
 
 /// Waits up to `within` for `what` to hold.

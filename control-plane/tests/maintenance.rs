@@ -100,18 +100,7 @@ impl World {
 
     /// The appliances steering offers `ip` for c1, sorted, with the explained answer.
     fn steer(&self, ip: &str) -> (Vec<String>, Value) {
-        let (s, ans) = self.cp.admin(
-            "GET",
-            &format!("/v1/steer?client_ip={ip}&content_id=c1&explain=1"),
-            None,
-        );
-        assert_eq!(s, 200, "{ans}");
-        let mut ids: Vec<String> = ans["appliances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["oca_id"].as_str().unwrap().to_string())
-            .collect();
+        let (mut ids, ans) = self.cp.steer(ip, "c1");
         ids.sort();
         (ids, ans)
     }
@@ -131,15 +120,6 @@ impl World {
     fn disable(&self, body: Value) -> (u16, Value) {
         self.cp.admin("POST", "/v1/admin/maintenance", Some(body))
     }
-}
-
-fn reason<'a>(ans: &'a Value, id: &str) -> &'a str {
-    ans["explain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["oca_id"] == id)
-        .map_or("", |e| e["reason"].as_str().unwrap())
 }
 
 #[test]

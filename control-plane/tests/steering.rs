@@ -95,19 +95,7 @@ impl World {
     }
 
     fn steer(&self, ip: &str, content: &str) -> (Vec<String>, Value) {
-        let (s, ans) = self.cp.admin(
-            "GET",
-            &format!("/v1/steer?client_ip={ip}&content_id={content}&explain=1"),
-            None,
-        );
-        assert_eq!(s, 200, "{ans}");
-        let ids = ans["appliances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["oca_id"].as_str().unwrap().to_string())
-            .collect();
-        (ids, ans)
+        self.cp.steer(ip, content)
     }
 }
 
@@ -120,15 +108,6 @@ fn status(cp: &Cp, id: &str) -> Value {
         .find(|a| a["id"] == id)
         .unwrap()["status"]
         .clone()
-}
-
-fn reason<'a>(ans: &'a Value, id: &str) -> &'a str {
-    ans["explain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["oca_id"] == id)
-        .map_or("", |e| e["reason"].as_str().unwrap())
 }
 
 #[test]

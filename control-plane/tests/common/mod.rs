@@ -92,12 +92,43 @@ impl Cp {
         (status, resp.json().unwrap_or(Value::Null))
     }
 
+    /// `GET /v1/steer` for `ip` and `content` with `explain=1`: the appliances offered, best
+    /// first, and the whole answer.
+    #[allow(dead_code)]
+    pub fn steer(&self, ip: &str, content: &str) -> (Vec<String>, Value) {
+        let (s, ans) = self.admin(
+            "GET",
+            &format!("/v1/steer?client_ip={ip}&content_id={content}&explain=1"),
+            None,
+        );
+        assert_eq!(s, 200, "{ans}");
+        let ids = ans["appliances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["oca_id"].as_str().unwrap().to_string())
+            .collect();
+        (ids, ans)
+    }
+
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.req(method, path, body, Some(&self.token.clone()))
     }
 }
 
 /// The control plane's `/metrics` text (admin token: metrics are not public).
+/// Why an explained steering answer ranked (or left out) appliance `id`; empty when it does
+/// not name it.
+#[allow(dead_code)]
+pub fn reason<'a>(ans: &'a Value, id: &str) -> &'a str {
+    ans["explain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["oca_id"] == id)
+        .map_or("", |e| e["reason"].as_str().unwrap_or(""))
+}
+
 pub fn metrics(cp: &Cp) -> String {
     let url = format!("http://{}/metrics", cp.addr);
     let c = reqwest::blocking::Client::new();
