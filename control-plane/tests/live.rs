@@ -399,21 +399,10 @@ fn an_unreachable_appliance_leaves_steering_and_comes_back() {
         .all(|i| i["kind"] != "unreachable"));
 }
 
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's civil_from_days).
+/// Days since 1970-01-01 to (year, month, day).
 fn civil(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        (yoe + era * 400 + i64::from(m <= 2)) as i32,
-        m as u8,
-        d as u8,
-    )
+    let u = oca_protocol::utc::Utc::of(days * 86_400);
+    (u.year as i32, u.month as u8, u.day as u8)
 }
 
 /// A TLS server config for 127.0.0.1 whose self-signed certificate expires in `days` days,

@@ -8,9 +8,9 @@
 //! interval). A site's bucket sums its appliances' buckets and adds the steering misses of
 //! clients whose own site it is. Buckets without reports are absent, not zero: a gap.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
+
+pub use crate::utc::Utc;
 
 /// What a history is of.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,72 +133,9 @@ impl History {
     }
 }
 
-/// A moment in UTC, from unix seconds (proleptic Gregorian calendar).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Utc {
-    /// Year.
-    pub year: i64,
-    /// Month, 1 to 12.
-    pub month: u32,
-    /// Day of the month, 1 to 31.
-    pub day: u32,
-    /// Hour, 0 to 23.
-    pub hour: u32,
-    /// Minute, 0 to 59.
-    pub minute: u32,
-    /// Second, 0 to 59.
-    pub second: u32,
-}
-
-impl Utc {
-    /// The date and time of `ts` (unix seconds).
-    pub fn of(ts: i64) -> Utc {
-        let days = ts.div_euclid(86_400);
-        let secs = ts.rem_euclid(86_400) as u32;
-        // Howard Hinnant's civil_from_days: eras of 400 years starting on 1 March.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        Utc {
-            year,
-            month,
-            day,
-            hour: secs / 3600,
-            minute: secs / 60 % 60,
-            second: secs % 60,
-        }
-    }
-}
-
-impl fmt::Display for Utc {
-    /// RFC 3339: `2024-05-01T12:00:00Z`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(Utc::of(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(Utc::of(951_782_400).to_string(), "2000-02-29T00:00:00Z");
-        assert_eq!(Utc::of(1_714_564_799).to_string(), "2024-05-01T11:59:59Z");
-        assert_eq!(Utc::of(-1).to_string(), "1969-12-31T23:59:59Z");
-        assert_eq!(Utc::of(4_102_444_800).to_string(), "2100-01-01T00:00:00Z");
-    }
 
     #[test]
     fn csv_has_a_header_and_a_row_per_bucket() {

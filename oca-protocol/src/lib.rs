@@ -17,3 +17,4 @@ pub mod prefix;
 pub mod signing;
 pub mod status;
 pub mod steering;
+pub mod utc;

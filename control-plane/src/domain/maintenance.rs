@@ -20,6 +20,7 @@
 //! window ends, it is [`ServingState::Serving`] again.
 
 use oca_protocol::admin::{MaintenanceWindow, ServingState, TargetKind, WindowPhase};
+use oca_protocol::utc::Utc;
 
 /// Longest window: an appliance is re-enabled by itself at most this long after it was
 /// disabled.
@@ -278,78 +279,12 @@ pub fn note(w: &MaintenanceWindow) -> String {
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    Utc::of(secs).to_string()
 }
 
 /// `YYYY-MM-DDTHH:MM[:SS]Z` (UTC) as unix seconds.
 pub fn parse_utc(text: &str) -> Option<i64> {
-    let t = text.strip_suffix('Z').or_else(|| text.strip_suffix('z'))?;
-    let (date, time) = t.split_once(['T', 't', ' '])?;
-    let mut ymd = date.splitn(3, '-').map(str::parse::<i64>);
-    let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let (h, min, s) = match hms[..] {
-        [h, min] => (h, min, 0),
-        [h, min, s] => (h, min, s),
-        _ => return None,
-    };
-    let valid = (1..=12).contains(&m)
-        && (1..=days_in_month(y, m)).contains(&d)
-        && (0..24).contains(&h)
-        && (0..60).contains(&min)
-        && (0..60).contains(&s);
-    valid.then(|| days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + s)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-// Howard Hinnant's algorithms (proleptic Gregorian calendar, days since 1970-01-01).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
+    Utc::parse(text)
 }
 
 #[cfg(test)]
