@@ -22,6 +22,7 @@
 
 pub mod accounts;
 pub mod history;
+pub mod scoped;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
@@ -35,6 +36,7 @@ pub use oca_protocol::admin::{AuditEntry, MaintenanceWindow, TargetKind};
 pub use accounts::{AccountStore, HealthRow, SessionRow, UserRow};
 
 pub use history::{HistorySettings, HistoryStore, SiteMisses, Traffic};
+pub use scoped::{Scope, ScopedMaintenanceStore};
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +157,7 @@ pub trait Storage:
     + AccountStore
     + MaintenanceStore
     + HistoryStore
+    + ScopedMaintenanceStore
     + Send
     + Sync
 {
