@@ -7,94 +7,14 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use common::portal::*;
 use common::*;
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::LOCATION;
 use serde_json::{json, Value};
 
 const ALICE: (&str, &str) = ("alice@isp-a.example", "alice's long password");
 const BOB: (&str, &str) = ("bob@isp-b.example", "bob's long password!");
 const OP: (&str, &str) = ("op@netflix.example", "operator password 1");
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn url(cp: &Cp, path: &str) -> String {
-    format!("http://{}{path}", cp.addr)
-}
-
-/// A signed-in browser, by hand: the session cookie and the page's CSRF token.
-struct Browser {
-    cookie: String,
-}
-
-impl Browser {
-    fn get(&self, cp: &Cp, path: &str) -> Response {
-        client()
-            .get(url(cp, path))
-            .header(COOKIE, &self.cookie)
-            .send()
-            .unwrap()
-    }
-
-    fn page(&self, cp: &Cp, path: &str) -> (u16, String) {
-        let r = self.get(cp, path);
-        (r.status().as_u16(), r.text().unwrap())
-    }
-
-    fn api(&self, cp: &Cp, path: &str) -> (u16, Value) {
-        let r = self.get(cp, path);
-        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-    }
-
-    /// The CSRF token of the session, from the logout form of the overview.
-    fn csrf(&self, cp: &Cp) -> String {
-        let (_, body) = self.page(cp, "/");
-        let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-        body[at..].split('"').next().unwrap().to_string()
-    }
-
-    fn post(&self, cp: &Cp, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> u16 {
-        let mut r = client()
-            .post(url(cp, path))
-            .header(COOKIE, &self.cookie)
-            .form(form);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        r.send().unwrap().status().as_u16()
-    }
-}
-
-fn login_response(cp: &Cp, login: &str, password: &str) -> Response {
-    client()
-        .post(url(cp, "/login"))
-        .form(&[("login", login), ("password", password)])
-        .send()
-        .unwrap()
-}
-
-fn session_cookie(r: &Response) -> Option<String> {
-    r.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.contains("oca_session="))
-}
-
-fn login(cp: &Cp, (user, password): (&str, &str)) -> Browser {
-    let r = login_response(cp, user, password);
-    assert_eq!(r.status().as_u16(), 303, "{user} signs in");
-    assert_eq!(r.headers()[LOCATION], "/");
-    let set = session_cookie(&r).expect("a session cookie");
-    Browser {
-        cookie: set.split(';').next().unwrap().to_string(),
-    }
-}
 
 fn ok(cp: &Cp, args: &[&str]) -> String {
     let (ok, out, err) = ocactl(cp, args);

@@ -109,7 +109,9 @@ async fn load(
     Ok((h, format))
 }
 
-async fn answer(
+/// The history of `of` `id` as the query asks: JSON, or CSV as a download (shared by the
+/// admin API and the portal's scoped API, which checks who may see it first).
+pub async fn answer(
     app: &Arc<App>,
     of: HistoryOf,
     id: &str,
@@ -132,7 +134,8 @@ async fn answer(
     })
 }
 
-async fn svg(
+/// The history of `of` `id` drawn as the traffic chart (shared like [`answer`]).
+pub async fn svg(
     app: &Arc<App>,
     of: HistoryOf,
     id: &str,

@@ -40,10 +40,12 @@ pub async fn create(
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// `1`: every window, not only those scheduled or in force.
     #[serde(default)]
-    all: Option<u8>,
+    pub all: Option<u8>,
+    /// At most this many.
     #[serde(default)]
-    limit: Option<usize>,
+    pub limit: Option<usize>,
 }
 
 /// `GET /v1/admin/maintenance[?all=1][&limit=N]`: windows scheduled or in force (with `all=1`,
@@ -102,7 +104,7 @@ pub async fn audit(
 }
 
 /// A list's `limit`: [`DEFAULT_LIMIT`] when absent, 1 to [`MAX_LIMIT`].
-fn limit(asked: Option<usize>) -> Result<usize, Failure> {
+pub fn limit(asked: Option<usize>) -> Result<usize, Failure> {
     let limit = asked.unwrap_or(DEFAULT_LIMIT);
     if (1..=MAX_LIMIT).contains(&limit) {
         Ok(limit)

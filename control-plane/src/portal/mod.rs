@@ -14,10 +14,14 @@
 //! `Cache-Control: no-store`, as they show a user's data. Accounts, sessions and the decisions
 //! behind them: docs/portal.md.
 
+pub mod actions;
 pub mod auth;
 pub mod chart;
+pub mod forms;
+pub mod maintenance;
 pub mod pages;
 pub mod templates;
+pub mod traffic;
 pub mod view;
 
 use std::sync::Arc;
@@ -78,6 +82,33 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/portal/sites", get(pages::api_sites))
         .route("/v1/portal/sites/{id}", get(pages::api_site))
         .route("/v1/portal/appliances/{id}", get(pages::api_appliance))
+        .route("/sites/{id}/maintenance", post(actions::disable_site))
+        .route(
+            "/appliances/{id}/maintenance",
+            post(actions::disable_appliance),
+        )
+        .route("/maintenance/{id}/end", post(actions::end))
+        .route("/audit", get(actions::audit_page))
+        .route("/v1/portal/session", get(actions::api_session))
+        .route(
+            "/v1/portal/maintenance",
+            get(actions::api_windows).post(actions::api_disable),
+        )
+        .route("/v1/portal/maintenance/{id}/end", post(actions::api_end))
+        .route("/v1/portal/audit", get(actions::api_audit))
+        .route(
+            "/v1/portal/history/appliances/{id}",
+            get(traffic::appliance),
+        )
+        .route(
+            "/v1/portal/history/appliances/{id}/chart.svg",
+            get(traffic::appliance_chart),
+        )
+        .route("/v1/portal/history/sites/{id}", get(traffic::site))
+        .route(
+            "/v1/portal/history/sites/{id}/chart.svg",
+            get(traffic::site_chart),
+        )
         .layer(DefaultBodyLimit::max(auth::FORM_BODY_LIMIT))
         .layer(axum::middleware::from_fn(security_headers))
 }

@@ -14,15 +14,22 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::{unix_now, App};
 use crate::http::error::{err, Failure};
 use crate::portal::auth::{NotSignedIn, SignedIn};
-use crate::portal::templates::{html, AppliancePage, ErrorPage, Nav, OverviewPage, SitePage};
+use crate::portal::forms::DisableForm;
+use crate::portal::maintenance::records;
+use crate::portal::templates::{
+    html, AppliancePage, ErrorPage, MaintenanceSection, Nav, OverviewPage, SitePage,
+};
+use crate::portal::traffic::{self, TrafficPanel};
 use crate::portal::view::{self, ApplianceDetail, SiteDetail, SiteSummary};
-use crate::storage::StorageError;
+use crate::storage::{Scope, StorageError};
+use oca_protocol::history::HistoryOf;
 
 fn nav(s: &SignedIn) -> Option<Nav> {
     Some(Nav::of(s.user(), &s.session.csrf))
 }
 
-fn not_found_page(s: &SignedIn, what: &str) -> Response {
+/// 404 for people: the same for what does not exist and what the user may not see.
+pub fn not_found_page(s: &SignedIn, what: &str) -> Response {
     html(
         StatusCode::NOT_FOUND,
         &ErrorPage {
@@ -41,7 +48,8 @@ fn not_found_api(what: &str) -> Failure {
     )
 }
 
-fn failed(e: StorageError) -> Response {
+/// A storage failure as an answer.
+pub fn failed(e: StorageError) -> Response {
     Failure::from(e).into_response()
 }
 
@@ -67,19 +75,80 @@ pub async fn overview(
     }
 }
 
+/// The state of a page's maintenance forms: what was typed and why it was refused.
+#[derive(Default)]
+pub struct FormState {
+    /// The disable form as posted.
+    pub form: DisableForm,
+    /// Why the disable form was refused.
+    pub error: Option<String>,
+    /// Why an end form was refused.
+    pub end_error: Option<String>,
+}
+
+fn section(
+    s: &SignedIn,
+    action: String,
+    what: &'static str,
+    state: FormState,
+) -> MaintenanceSection {
+    MaintenanceSection {
+        action,
+        what,
+        csrf: s.session.csrf.clone(),
+        form: state.form,
+        error: state.error,
+        end_error: state.end_error,
+        records: Default::default(),
+    }
+}
+
+/// The traffic panel, or none (logged) when the history cannot be read: the rest of the page
+/// still helps.
+fn traffic_panel(app: &App, of: HistoryOf, id: &str, now: i64) -> Option<TrafficPanel> {
+    traffic::panel(app, of, id, now)
+        .inspect_err(|e| tracing::warn!(error = %e, id, "traffic history for a portal page"))
+        .ok()
+}
+
 /// `/sites/<id>`.
 pub async fn site(State(app): State<Arc<App>>, s: SignedIn, Path(id): Path<String>) -> Response {
-    match view::site(&app, s.user(), &id, unix_now()) {
-        Ok(Some(detail)) => html(
-            StatusCode::OK,
-            &SitePage {
-                nav: nav(&s),
-                detail,
-            },
-        ),
-        Ok(None) => not_found_page(&s, "such site"),
-        Err(e) => failed(e),
+    site_page(&app, &s, &id, FormState::default(), StatusCode::OK)
+}
+
+/// The site page with its forms in `state`, answered with `status`.
+pub fn site_page(
+    app: &App,
+    s: &SignedIn,
+    id: &str,
+    state: FormState,
+    status: StatusCode,
+) -> Response {
+    let now = unix_now();
+    let detail = match view::site(app, s.user(), id, now) {
+        Ok(Some(detail)) => detail,
+        Ok(None) => return not_found_page(s, "such site"),
+        Err(e) => return failed(e),
+    };
+    let mut maintenance = section(
+        s,
+        format!("/sites/{id}/maintenance"),
+        "every appliance of this site",
+        state,
+    );
+    match records(app, Scope::Site(id), false, now) {
+        Ok(r) => maintenance.records = r,
+        Err(e) => return failed(e),
     }
+    html(
+        status,
+        &SitePage {
+            nav: nav(s),
+            detail,
+            maintenance,
+            traffic: traffic_panel(app, HistoryOf::Site, id, now),
+        },
+    )
 }
 
 /// `/appliances/<id>`.
@@ -88,17 +157,46 @@ pub async fn appliance(
     s: SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    match view::appliance(&app, s.user(), &id, unix_now()) {
-        Ok(Some(detail)) => html(
-            StatusCode::OK,
-            &AppliancePage {
-                nav: nav(&s),
-                detail,
-            },
-        ),
-        Ok(None) => not_found_page(&s, "such appliance"),
-        Err(e) => failed(e),
+    appliance_page(&app, &s, &id, FormState::default(), StatusCode::OK)
+}
+
+/// The appliance page with its forms in `state`, answered with `status`.
+pub fn appliance_page(
+    app: &App,
+    s: &SignedIn,
+    id: &str,
+    state: FormState,
+    status: StatusCode,
+) -> Response {
+    let now = unix_now();
+    let detail = match view::appliance(app, s.user(), id, now) {
+        Ok(Some(detail)) => detail,
+        Ok(None) => return not_found_page(s, "such appliance"),
+        Err(e) => return failed(e),
+    };
+    let mut maintenance = section(
+        s,
+        format!("/appliances/{id}/maintenance"),
+        "this appliance",
+        state,
+    );
+    let scope = Scope::Appliance {
+        id,
+        site: &detail.appliance.site,
+    };
+    match records(app, scope, true, now) {
+        Ok(r) => maintenance.records = r,
+        Err(e) => return failed(e),
     }
+    html(
+        status,
+        &AppliancePage {
+            nav: nav(s),
+            maintenance,
+            traffic: traffic_panel(app, HistoryOf::Appliance, id, now),
+            detail,
+        },
+    )
 }
 
 /// `GET /v1/portal/sites`: the sites the user may see.

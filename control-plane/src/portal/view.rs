@@ -3,13 +3,17 @@
 //! lookup goes through [`may_see_site`]; what the user may not see is `None`, which the
 //! handlers answer with 404 (never 403, which would say the id exists).
 
-use oca_protocol::admin::{BgpAppliance, SiteKind};
+use oca_protocol::admin::{BgpAppliance, ServingState, SiteKind};
 use oca_protocol::health::{BgpRoute, DiskReport, DiskState};
 use serde::Serialize;
 
 use crate::app::App;
 use crate::domain::accounts::{may_see_site, PortalUser};
+use crate::domain::catalog::CatalogView;
+use crate::domain::maintenance::{self as rules, DrainThresholds, Figures};
 use crate::fleet::{Candidate, Snapshot};
+use crate::planning::planner::Demand;
+use crate::planning::site_plan::SitePlan;
 use crate::storage::{HealthRow, StorageError};
 use crate::{routing, storage};
 
@@ -87,9 +91,44 @@ pub struct ApplianceRow {
     pub last_report: Option<i64>,
     /// Seconds since then.
     pub report_age_secs: Option<i64>,
+    /// Serving, or draining or drained during a maintenance window.
+    pub serving: ServingState,
+    /// When the maintenance window in force on it (or its site) ends, unix seconds.
+    pub maintenance_until: Option<i64>,
+    /// Files it holds of those its site's fill plan gives it (its manifest's entries); none
+    /// before its first report of disks, when nothing is planned for it.
+    pub fill: Option<Fill>,
+}
+
+/// Fill progress: planned files held against files planned.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fill {
+    /// Planned files it holds.
+    pub held: usize,
+    /// Files planned for it.
+    pub planned: usize,
+}
+
+impl Fill {
+    /// Planned files held, whole percent (100 when nothing is planned).
+    pub fn percent(&self) -> usize {
+        if self.planned == 0 {
+            return 100;
+        }
+        self.held * 100 / self.planned
+    }
 }
 
 impl ApplianceRow {
+    /// The serving state, for people.
+    pub fn serving_label(&self) -> &'static str {
+        match self.serving {
+            ServingState::Serving => "Serving",
+            ServingState::Draining => "Draining",
+            ServingState::Drained => "Drained",
+        }
+    }
+
     /// Gb/s now, for people.
     pub fn gbps(&self) -> String {
         format!("{:.2}", self.bits_per_sec as f64 / 1e9)
@@ -168,9 +207,45 @@ fn kind_str(kind: SiteKind) -> &'static str {
     kind.as_str()
 }
 
-fn row(a: &Candidate, health: Option<&HealthRow>, now: i64, stale_after: i64) -> ApplianceRow {
+/// What every row of a page is computed against.
+struct RowContext<'a> {
+    snap: &'a Snapshot,
+    catalog: &'a CatalogView,
+    plan: Option<&'a SitePlan>,
+    drain: &'a DrainThresholds,
+    now: i64,
+    stale_after: i64,
+}
+
+/// Planned files held: the site plan's files for the appliance that the catalog still has (the
+/// entries of its manifest), and of them those its last inventory lists.
+fn fill(cx: &RowContext<'_>, a: &Candidate) -> Option<Fill> {
+    let planned = cx.plan?.by_appliance.get(&a.id);
+    let planned = planned
+        .into_iter()
+        .flatten()
+        .filter(|id| cx.catalog.content(id).is_some());
+    let (mut held, mut count) = (0, 0);
+    for id in planned {
+        count += 1;
+        held += usize::from(cx.snap.holds(&a.id, id));
+    }
+    (a.storage_bytes > 0).then_some(Fill {
+        held,
+        planned: count,
+    })
+}
+
+fn row(a: &Candidate, health: Option<&HealthRow>, cx: &RowContext<'_>) -> ApplianceRow {
+    let (now, stale_after) = (cx.now, cx.stale_after);
     let disks = health.map(|h| h.disks.as_slice()).unwrap_or_default();
     let reported = a.status.is_some();
+    let window = cx.snap.maintenance(a, now);
+    let figures = reported.then(|| Figures {
+        active_connections: health.map_or(0, |h| h.active_connections),
+        bytes_per_sec: a.bytes_per_sec,
+        at: a.last_report,
+    });
     ApplianceRow {
         id: a.id.clone(),
         site: a.site.clone(),
@@ -187,7 +262,26 @@ fn row(a: &Candidate, health: Option<&HealthRow>, now: i64, stale_after: i64) ->
         capacity_bytes: disks.iter().map(|d| d.capacity_bytes).sum(),
         last_report: reported.then_some(a.last_report),
         report_age_secs: reported.then_some(now - a.last_report),
+        serving: rules::serving_state(window, figures.as_ref(), cx.drain, now, stale_after),
+        maintenance_until: window.map(rules::effective_end),
+        fill: fill(cx, a),
     }
+}
+
+/// The site plan of `site` (cached by the planner), read with the catalog held by the caller.
+fn site_plan(
+    app: &App,
+    catalog: &CatalogView,
+    snap: &Snapshot,
+    site: &str,
+    now: i64,
+) -> std::sync::Arc<SitePlan> {
+    let demand = Demand {
+        catalog,
+        popularity: &app.popularity,
+        config: &app.fill,
+    };
+    app.planner.site_plan(snap, site, &demand, now)
 }
 
 fn summary(snap: &Snapshot, s: storage::Site, now: i64, stale_after: i64) -> SiteSummary {
@@ -229,6 +323,8 @@ pub fn site(
         return Ok(None);
     }
     let health = app.store.site_health(id)?;
+    // The catalog before the fleet view: the lock order of `App`.
+    let catalog = app.catalog();
     let snap = app.fleet()?;
     // The fleet view has the site's kind and region: no scan of every site.
     let Some((_, info)) = snap.site(id) else {
@@ -243,12 +339,21 @@ pub fn site(
         org,
     };
     let stale_after = app.stale_after();
+    let plan = site_plan(app, &catalog, &snap, id, now);
+    let cx = RowContext {
+        snap: &snap,
+        catalog: &catalog,
+        plan: Some(&plan),
+        drain: &app.drain,
+        now,
+        stale_after,
+    };
     let mut appliances: Vec<ApplianceRow> = snap
         .site_appliances(id)
         .into_iter()
         .map(|a| {
             let h = health.iter().find(|h| h.oca_id == a.id);
-            row(a, h, now, stale_after)
+            row(a, h, &cx)
         })
         .collect();
     appliances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -265,6 +370,9 @@ pub fn appliance(
     id: &str,
     now: i64,
 ) -> Result<Option<ApplianceDetail>, StorageError> {
+    let Some(site) = appliance_site(app, user, id)? else {
+        return Ok(None);
+    };
     let (candidate, bgp) = {
         let snap = app.fleet()?;
         let Some(a) = snap.appliance(id) else {
@@ -273,10 +381,6 @@ pub fn appliance(
         let bgp = routing::sessions(&snap, Some(id)).into_iter().next();
         (a.clone(), bgp)
     };
-    let org = app.store.site_org(&candidate.site)?.flatten();
-    if !may_see_site(user, org.as_deref()) {
-        return Ok(None);
-    }
     let health = app
         .store
         .site_health(&candidate.site)?
@@ -293,8 +397,22 @@ pub fn appliance(
     };
     let more_routes = routes.len() > MAX_ROUTES_SHOWN;
     routes.truncate(MAX_ROUTES_SHOWN);
+    let row = {
+        let catalog = app.catalog();
+        let snap = app.fleet()?;
+        let plan = site_plan(app, &catalog, &snap, &site, now);
+        let cx = RowContext {
+            snap: &snap,
+            catalog: &catalog,
+            plan: Some(&plan),
+            drain: &app.drain,
+            now,
+            stale_after: app.stale_after(),
+        };
+        row(&candidate, health.as_ref(), &cx)
+    };
     Ok(Some(ApplianceDetail {
-        appliance: row(&candidate, health.as_ref(), now, app.stale_after()),
+        appliance: row,
         url: candidate.url,
         version: health.as_ref().map(|h| h.version.clone()),
         disk_list: health.map(|h| h.disks).unwrap_or_default(),
@@ -302,4 +420,25 @@ pub fn appliance(
         routes,
         more_routes,
     }))
+}
+
+/// Whether `user` may see site `id` (false when there is none).
+pub fn may_see_site_id(app: &App, user: &PortalUser, id: &str) -> Result<bool, StorageError> {
+    Ok(match app.store.site_org(id)? {
+        Some(org) => may_see_site(user, org.as_deref()),
+        None => false,
+    })
+}
+
+/// The site of appliance `id`, if there is one and `user` may see it.
+pub fn appliance_site(
+    app: &App,
+    user: &PortalUser,
+    id: &str,
+) -> Result<Option<String>, StorageError> {
+    let site = match app.fleet()?.appliance(id) {
+        Some(a) => a.site.clone(),
+        None => return Ok(None),
+    };
+    Ok(may_see_site_id(app, user, &site)?.then_some(site))
 }

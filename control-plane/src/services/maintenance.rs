@@ -172,7 +172,8 @@ pub fn annotate(app: &App, states: &mut [ApplianceState], now: i64) -> Result<()
     Ok(())
 }
 
-fn with_phase(mut w: MaintenanceWindow, now: i64) -> MaintenanceWindow {
+/// `w` with its phase at `now` filled in.
+pub fn with_phase(mut w: MaintenanceWindow, now: i64) -> MaintenanceWindow {
     w.phase = Some(rules::phase(&w, now));
     w
 }

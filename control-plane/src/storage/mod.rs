@@ -23,6 +23,7 @@
 pub mod accounts;
 pub mod history;
 pub mod live;
+pub mod scoped;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
@@ -37,6 +38,7 @@ pub use oca_protocol::admin::{AuditEntry, MaintenanceWindow, TargetKind};
 pub use accounts::{AccountStore, HealthRow, SessionRow, UserRow};
 
 pub use history::{HistorySettings, HistoryStore, SiteMisses, Traffic};
+pub use scoped::{Scope, ScopedMaintenanceStore};
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +161,7 @@ pub trait Storage:
     + HistoryStore
     + IssueStore
     + QualificationStore
+    + ScopedMaintenanceStore
     + Send
     + Sync
 {

@@ -1,6 +1,8 @@
 //! The control plane as a real process on loopback with a real SQLite file.
 #![allow(dead_code)]
 
+pub mod portal;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -9,7 +9,8 @@ use crate::storage::{
     StorageError, TargetKind,
 };
 
-const WINDOW_COLUMNS: &str = "id, target_kind, target, start_at, end_at, reason, created_by, \
+pub(super) const WINDOW_COLUMNS: &str =
+    "id, target_kind, target, start_at, end_at, reason, created_by, \
                               created, ended_by, ended_at, end_reason";
 
 fn kind_of(text: &str) -> TargetKind {
@@ -21,7 +22,7 @@ fn kind_of(text: &str) -> TargetKind {
 }
 
 /// A window from [`WINDOW_COLUMNS`].
-fn window_at(r: &Row<'_>) -> rusqlite::Result<MaintenanceWindow> {
+pub(super) fn window_at(r: &Row<'_>) -> rusqlite::Result<MaintenanceWindow> {
     Ok(MaintenanceWindow {
         id: r.get(0)?,
         target_kind: kind_of(&r.get::<_, String>(1)?),
@@ -70,6 +71,23 @@ fn audit(
         ],
     )?;
     Ok(())
+}
+
+pub(super) const AUDIT_COLUMNS: &str = "id, at, actor, action, target_kind, target, details";
+
+/// An audit entry from [`AUDIT_COLUMNS`].
+pub(super) fn audit_entry_at(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let kind: String = r.get(4)?;
+    let target: String = r.get(5)?;
+    let details: String = r.get(6)?;
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        target: format!("{kind}:{target}"),
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+    })
 }
 
 impl MaintenanceStore for SqliteStorage {
@@ -181,20 +199,7 @@ impl MaintenanceStore for SqliteStorage {
 
     fn audit_log(&self, target: Option<&str>, limit: usize) -> Result<Vec<AuditEntry>> {
         let conn = self.reader();
-        let entry = |r: &Row<'_>| {
-            let kind: String = r.get(4)?;
-            let target: String = r.get(5)?;
-            let details: String = r.get(6)?;
-            Ok(AuditEntry {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                target: format!("{kind}:{target}"),
-                details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-            })
-        };
-        let columns = "id, at, actor, action, target_kind, target, details";
+        let (entry, columns) = (audit_entry_at, AUDIT_COLUMNS);
         let rows = match target {
             Some(t) => {
                 // `appliance:a1` names one kind; a bare `a1` matches either.

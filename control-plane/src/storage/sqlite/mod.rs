@@ -13,6 +13,7 @@ mod keys;
 mod leases;
 mod maintenance;
 mod migrations;
+mod scoped;
 
 use std::path::Path;
 
