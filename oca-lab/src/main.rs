@@ -140,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         print!("{}", lab.status_table()?);
+        print!("{}", lab.portal.summary(&lab.ca));
         let first = lab.titles[0].clone();
         println!("playing {first}:");
         let status = std::process::Command::new(&lab.bins["oca-client"])
