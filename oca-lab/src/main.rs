@@ -170,6 +170,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         println!("\nplay it yourself:\n  {}", lab.client_command(&first));
         println!(
+            "partner portal: {} (logins in {})",
+            lab.portal.url,
+            lab.portal.logins_file.display()
+        );
+        println!(
             "logs: {}/logs and {}/<appliance>/",
             dir.display(),
             dir.display()
