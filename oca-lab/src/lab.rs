@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bgp::{self, Announced, Bird, SiteRouter};
 use crate::network::Net;
+use crate::portal::Portal;
 use crate::process::{field, Proc};
 use crate::topology::Topology;
 
@@ -62,6 +63,8 @@ pub struct Lab {
     /// How the appliances learn their client prefixes (BGP from a router, static, or none),
     /// in a sentence for the lab's output.
     pub routing: String,
+    /// The partner portal: its address and logins (`portal`).
+    pub portal: Portal,
     cp: Option<Proc>,
     cp_cmd: Vec<String>,
     /// Each ISP site's client prefixes (the topology's `client_prefixes`).
@@ -176,6 +179,7 @@ impl Lab {
             appliances: Vec::new(),
             bins,
             routing: String::new(),
+            portal: Portal::default(),
             cp: None,
             cp_cmd,
             client_prefixes,
@@ -187,6 +191,7 @@ impl Lab {
             .trim()
             .to_string();
         lab.populate(topo)?;
+        lab.portal = lab.create_portal(topo)?;
         lab.routing = match no_bgp {
             _ if lab.client_prefixes.is_empty() => {
                 "no client prefixes in the topology: players are steered by a coverage zone"

@@ -21,6 +21,8 @@
 //!   can (else gives the appliances their client prefixes as static prefixes) and each
 //!   [`Appliance`] (daemon, then agent). The [`Lab`] then
 //!   waits for fills, prints status, stops and restarts parts, and kills everything on drop.
+//! - [`portal`]: the partner portal's logins: an operator, and per ISP site an organisation
+//!   owning it with a partner user, random passwords in `<dir>/portal-logins` ([`Portal`]).
 //! - [`chaos`]: [`Lab::chaos`] plays under load while appliances are killed and links cut, one
 //!   disruption at a time, and sums up what the players saw in a [`ChaosReport`].
 //!
@@ -31,12 +33,14 @@ pub mod bgp;
 pub mod chaos;
 pub mod lab;
 mod network;
+pub mod portal;
 pub mod process;
 pub mod topology;
 
 pub use bgp::{Announced, Bird, SiteRouter};
 pub use chaos::ChaosReport;
 pub use lab::{https_client, usable_dir, Appliance, Lab, Options};
+pub use portal::{Login, Portal};
 pub use process::Proc;
 pub use topology::{ContentSpec, SiteSpec, Topology, DEFAULT_TOPOLOGY};
 

@@ -140,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         print!("{}", lab.status_table()?);
+        print!("{}", lab.portal.summary(&lab.ca));
         let first = lab.titles[0].clone();
         println!("playing {first}:");
         let status = std::process::Command::new(&lab.bins["oca-client"])
@@ -168,6 +169,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         println!("\nplay it yourself:\n  {}", lab.client_command(&first));
+        println!(
+            "partner portal: {} (logins in {})",
+            lab.portal.url,
+            lab.portal.logins_file.display()
+        );
         println!(
             "logs: {}/logs and {}/<appliance>/",
             dir.display(),
