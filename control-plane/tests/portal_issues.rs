@@ -228,6 +228,10 @@ fn issues_are_shown_to_their_organisation_and_the_operator_only() {
     let issues = section(&page, "open-issues");
     assert!(issues.contains("href=\"/appliances/b1\""), "{issues}");
     assert!(!issues.contains("/appliances/a1"), "{issues}");
+    assert!(
+        page.contains("<a href=\"/issues\">Issues</a>"),
+        "every page links the list"
+    );
     let (_, page) = op.page(cp, "/");
     let issues = section(&page, "open-issues");
     for id in ["a1", "a2", "b1"] {

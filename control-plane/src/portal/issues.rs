@@ -292,7 +292,7 @@ pub fn overview_panel(app: &App, user: &PortalUser) -> Result<IssuesPanel, Stora
 
 /// A site page's issues: its appliances' open ones (the caller checked the user may see it).
 pub fn site_panel(app: &App, user: &PortalUser, site: &str) -> Result<IssuesPanel, StorageError> {
-    let url = format!("/issues?site={site}&all=1");
+    let url = format!("/issues?site={}&all=1", encode(site));
     panel(
         app,
         user,
@@ -309,7 +309,7 @@ pub fn appliance_panel(
     id: &str,
     site: &str,
 ) -> Result<IssuesPanel, StorageError> {
-    let url = format!("/issues?appliance={id}&all=1");
+    let url = format!("/issues?appliance={}&all=1", encode(id));
     let scope = Scope::Appliance { id, site };
     let mut p = panel(app, user, open_listing(Some(id), None), scope, url)?;
     let cleared = list(
@@ -510,4 +510,42 @@ pub async fn api_issues(
         ..Listing::of(state, limit(q.limit)?)
     };
     Ok(Json(list(&app, s.user(), &l)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_addresses_keep_their_filters() {
+        let q = PageQuery {
+            site: Some("isp a&b".into()),
+            ..PageQuery::default()
+        };
+        assert_eq!(
+            q.url(true, Some(7)),
+            "/issues?site=isp%20a%26b&all=1&before=7"
+        );
+        assert_eq!(q.url(false, None), "/issues?site=isp%20a%26b");
+        assert_eq!(PageQuery::default().url(false, None), "/issues");
+        let a = PageQuery {
+            appliance: Some("a-1.x".into()),
+            ..PageQuery::default()
+        };
+        assert_eq!(a.url(true, None), "/issues?appliance=a-1.x&all=1");
+        assert_eq!(a.what(), "appliance a-1.x");
+    }
+
+    #[test]
+    fn severity_reads_without_colour() {
+        let labels: Vec<_> = [Severity::Critical, Severity::Warning, Severity::Info]
+            .into_iter()
+            .map(severity_label)
+            .collect();
+        assert_eq!(
+            labels,
+            [("Critical", "✖"), ("Warning", "▲"), ("Info", "●")],
+            "a word and a distinct shape each"
+        );
+    }
 }
