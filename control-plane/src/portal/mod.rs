@@ -18,6 +18,7 @@ pub mod actions;
 pub mod auth;
 pub mod chart;
 pub mod forms;
+pub mod issues;
 pub mod maintenance;
 pub mod pages;
 pub mod templates;
@@ -109,6 +110,8 @@ pub fn routes() -> Router<Arc<App>> {
             "/v1/portal/history/sites/{id}/chart.svg",
             get(traffic::site_chart),
         )
+        .route("/issues", get(issues::issues_page))
+        .route("/v1/portal/issues", get(issues::api_issues))
         .layer(DefaultBodyLimit::max(auth::FORM_BODY_LIMIT))
         .layer(axum::middleware::from_fn(security_headers))
 }

@@ -15,6 +15,7 @@ use crate::app::{unix_now, App};
 use crate::http::error::{err, Failure};
 use crate::portal::auth::{NotSignedIn, SignedIn};
 use crate::portal::forms::DisableForm;
+use crate::portal::issues;
 use crate::portal::maintenance::records;
 use crate::portal::templates::{
     html, AppliancePage, ErrorPage, MaintenanceSection, Nav, OverviewPage, SitePage,
@@ -63,14 +64,15 @@ pub async fn overview(
         Err(NotSignedIn::Failed(f)) => return f.into_response(),
         Err(_) => return Redirect::to("/login").into_response(),
     };
-    match view::sites(&app, s.user(), unix_now()) {
-        Ok(sites) => html(
-            StatusCode::OK,
-            &OverviewPage {
-                nav: nav(&s),
-                sites,
-            },
-        ),
+    let page = view::sites(&app, s.user(), unix_now()).and_then(|sites| {
+        Ok(OverviewPage {
+            nav: nav(&s),
+            sites,
+            issues: issues::overview_panel(&app, s.user())?,
+        })
+    });
+    match page {
+        Ok(page) => html(StatusCode::OK, &page),
         Err(e) => failed(e),
     }
 }
@@ -140,6 +142,10 @@ pub fn site_page(
         Ok(r) => maintenance.records = r,
         Err(e) => return failed(e),
     }
+    let issues = match issues::site_panel(app, s.user(), id) {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
     html(
         status,
         &SitePage {
@@ -147,6 +153,7 @@ pub fn site_page(
             detail,
             maintenance,
             traffic: traffic_panel(app, HistoryOf::Site, id, now),
+            issues,
         },
     )
 }
@@ -188,6 +195,10 @@ pub fn appliance_page(
         Ok(r) => maintenance.records = r,
         Err(e) => return failed(e),
     }
+    let issues = match issues::appliance_panel(app, s.user(), id, &detail.appliance.site) {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
     html(
         status,
         &AppliancePage {
@@ -195,6 +206,7 @@ pub fn appliance_page(
             maintenance,
             traffic: traffic_panel(app, HistoryOf::Appliance, id, now),
             detail,
+            issues,
         },
     )
 }

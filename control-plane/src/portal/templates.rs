@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::domain::accounts::PortalUser;
 use crate::domain::maintenance as rules;
 use crate::portal::forms::{DisableForm, DURATIONS};
+use crate::portal::issues::IssuesPanel;
 use crate::portal::maintenance::Records;
 use crate::portal::traffic::TrafficPanel;
 use crate::portal::view::{ApplianceDetail, SiteDetail, SiteSummary};
@@ -72,6 +73,8 @@ pub struct OverviewPage {
     pub nav: Option<Nav>,
     /// The sites the user may see.
     pub sites: Vec<SiteSummary>,
+    /// The open issues the user may see.
+    pub issues: IssuesPanel,
 }
 
 /// `/sites/<id>`.
@@ -86,6 +89,8 @@ pub struct SitePage {
     pub maintenance: MaintenanceSection,
     /// Its traffic, summed over its appliances.
     pub traffic: Option<TrafficPanel>,
+    /// Its appliances' open issues.
+    pub issues: IssuesPanel,
 }
 
 /// `/appliances/<id>`.
@@ -100,6 +105,8 @@ pub struct AppliancePage {
     pub maintenance: MaintenanceSection,
     /// Its traffic.
     pub traffic: Option<TrafficPanel>,
+    /// Its open and recently cleared issues.
+    pub issues: IssuesPanel,
 }
 
 /// Unix seconds however deep in references a template holds them.

@@ -98,6 +98,9 @@ pub struct ApplianceRow {
     /// Files it holds of those its site's fill plan gives it (its manifest's entries); none
     /// before its first report of disks, when nothing is planned for it.
     pub fill: Option<Fill>,
+    /// Why the live checks keep it out of steering (unreachable from the control plane, or not
+    /// qualified when that is required), as steering's `explain=1` says; none when they do not.
+    pub out_of_steering: Option<String>,
 }
 
 /// Fill progress: planned files held against files planned.
@@ -153,6 +156,13 @@ impl ApplianceRow {
             return 0;
         }
         (self.used_bytes as u128 * 100 / self.capacity_bytes as u128) as u64
+    }
+
+    /// Why it is out of steering, in short ("unreachable from the control plane", "not
+    /// qualified"): the reason up to its details.
+    pub fn gate_short(&self) -> Option<&str> {
+        let reason = self.out_of_steering.as_deref()?;
+        Some(reason.split_once(": ").map_or(reason, |(short, _)| short))
     }
 
     /// The last report's age, for people ("never", "12 s", "3 min", "2 h", "4 d").
@@ -265,6 +275,11 @@ fn row(a: &Candidate, health: Option<&HealthRow>, cx: &RowContext<'_>) -> Applia
         serving: rules::serving_state(window, figures.as_ref(), cx.drain, now, stale_after),
         maintenance_until: window.map(rules::effective_end),
         fill: fill(cx, a),
+        out_of_steering: cx
+            .snap
+            .index_of(&a.id)
+            .and_then(|i| cx.snap.gate(i))
+            .map(str::to_string),
     }
 }
 

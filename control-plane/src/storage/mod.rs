@@ -24,6 +24,7 @@ pub mod accounts;
 pub mod history;
 pub mod live;
 pub mod scoped;
+pub mod scoped_issues;
 pub mod sqlite;
 
 use oca_protocol::health::{BgpRoute, BgpSession, DiskReport, HealthReport, Status};
@@ -39,6 +40,7 @@ pub use accounts::{AccountStore, HealthRow, SessionRow, UserRow};
 
 pub use history::{HistorySettings, HistoryStore, SiteMisses, Traffic};
 pub use scoped::{Scope, ScopedMaintenanceStore};
+pub use scoped_issues::ScopedIssueStore;
 
 /// Errors from storage.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,7 @@ pub trait Storage:
     + IssueStore
     + QualificationStore
     + ScopedMaintenanceStore
+    + ScopedIssueStore
     + Send
     + Sync
 {

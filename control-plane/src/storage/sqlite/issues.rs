@@ -12,7 +12,12 @@ use crate::storage::{Result, StorageError};
 /// Issues a listing returns at most, whatever its `limit`.
 pub const MAX_LISTED: usize = 10_000;
 
-fn issue(r: &Row<'_>) -> rusqlite::Result<Issue> {
+/// The columns [`issue`] reads, in its order.
+pub(super) const ISSUE_COLUMNS: &str =
+    "id, kind, severity, oca_id, site, first_seen, last_seen, cleared_at, message";
+
+/// An issue from a row of [`ISSUE_COLUMNS`].
+pub(super) fn issue(r: &Row<'_>) -> rusqlite::Result<Issue> {
     let kind: String = r.get(1)?;
     let severity: String = r.get(2)?;
     Ok(Issue {

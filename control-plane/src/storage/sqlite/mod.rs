@@ -14,6 +14,7 @@ mod leases;
 mod maintenance;
 mod migrations;
 mod scoped;
+mod scoped_issues;
 
 use std::path::Path;
 
