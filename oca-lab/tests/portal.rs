@@ -741,8 +741,8 @@ impl Web {
     }
 }
 
-/// The appliance the drain and the outage happen to: the home site's, which steering offers
-/// first to a player on this machine, so every play of the lab lands on it while it serves.
+/// The appliance the drain, the window and the outage happen to: the home site's, which
+/// steering offers first to a player on this machine (whose zone is `isp-a`'s).
 const HOME: &str = "isp-a-1";
 
 /// `noc@isp-a` disables its appliance through the form on its page, with a reason and a
