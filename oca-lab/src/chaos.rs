@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::lab::Lab;
@@ -187,6 +187,45 @@ impl Lab {
                 sh(&["iptables", "-D", "OUTPUT", "-d", &subnet, "-j", "DROP"])
             }
         }
+    }
+
+    /// Drops (`on`) or lets through again what reaches appliance `id`'s content port from
+    /// outside its site's namespace: players and the control plane's prober no longer reach
+    /// it, while its agent's reports to the control plane and to its daemon's admin port
+    /// (over the namespace's loopback) still flow. Namespaces only.
+    pub fn block_content_port(&self, id: &str, on: bool) -> Result<()> {
+        let a = self
+            .appliances
+            .iter()
+            .find(|a| a.id == id)
+            .with_context(|| format!("no appliance {id}"))?;
+        let net = self
+            .net
+            .as_ref()
+            .context("blocking a port needs the lab's namespaces")?
+            .of(&a.site);
+        let port = a
+            .url
+            .rsplit(':')
+            .next()
+            .with_context(|| format!("no port in {}", a.url))?;
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &net.ns,
+            "iptables",
+            if on { "-I" } else { "-D" },
+            "INPUT",
+            "-i",
+            &net.ns_if,
+            "-p",
+            "tcp",
+            "--dport",
+            port,
+            "-j",
+            "DROP",
+        ])
     }
 
     fn site_subnet(&self, site: &str) -> String {

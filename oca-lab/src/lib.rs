@@ -24,7 +24,8 @@
 //! - [`portal`]: the partner portal's logins: an operator, and per ISP site an organisation
 //!   owning it with a partner user, random passwords in `<dir>/portal-logins` ([`Portal`]).
 //! - [`chaos`]: [`Lab::chaos`] plays under load while appliances are killed and links cut, one
-//!   disruption at a time, and sums up what the players saw in a [`ChaosReport`].
+//!   disruption at a time, and sums up what the players saw in a [`ChaosReport`];
+//!   [`Lab::block_content_port`] makes one appliance unreachable from outside while it reports.
 //!
 //! The `oca-lab` binary (`main.rs`) is this crate with a command line; `tests/e2e.rs` drives the
 //! same [`Lab`].

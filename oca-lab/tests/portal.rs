@@ -1,17 +1,19 @@
 //! The partner portal in a real browser against the lab (issue 17): headless Chromium over
 //! WebDriver signs in through the login form as the lab's operator and sees every appliance,
-//! watches a killed appliance turn Unknown, signs in as a partner who cannot see another
-//! organisation's appliance (page and API), has a form without its CSRF token refused, checks
-//! that the traffic history adds up to the bytes the players verified, and writes screenshots
-//! of the main pages to `docs/portal/`.
+//! checks that the traffic history adds up to the bytes the players verified, has a form
+//! without its CSRF token refused, signs in as a partner who cannot see another
+//! organisation's appliance (page and API), drains an appliance through the maintenance form
+//! while a play runs on it (Draining, Drained, the audit log, another partner refused), sees
+//! a scheduled window start and end by itself, blocks an appliance's content port (unreachable:
+//! out of steering, an issue raised and cleared), watches a killed appliance turn Unknown, and
+//! writes screenshots of the main pages to `docs/portal/`.
 //!
-//! Needs root, iproute2 and tc (the lab's namespaces), and `chromium` and `chromedriver`
+//! Needs root, iproute2, tc and iptables (the lab's namespaces), and `chromium` and `chromedriver`
 //! (Debian's `chromium`, `chromium-driver`); it skips, saying which is missing, otherwise
 //! (fails instead where `OCA_REQUIRE_VM` is set, as CI does).
 //!
-//! The helpers (`Web::login`, `Web::fact`, `Web::appliance_status`, `kill_appliance`,
-//! `history_total`, ...) are what the later steps of issue 17 build on: see the `#[ignore]`d
-//! tests at the end, each naming the work it waits for.
+//! One lab and one browser serve every step, in one test (a lab takes half a minute to fill);
+//! each step is a function named for what it checks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,7 +73,7 @@ fn shots() -> PathBuf {
 
 /// Whether to skip, saying why (failing instead under `OCA_REQUIRE_VM`).
 fn skip() -> bool {
-    if test_support::netns::skip_without("the portal's browser test", &["tc"]) {
+    if test_support::netns::skip_without("the portal's browser test", &["tc", "iptables"]) {
         return true;
     }
     let Some(why) = browser::unavailable() else {
@@ -467,6 +469,24 @@ fn the_portal_in_a_browser_against_the_lab() {
 
     csrf_is_required(&web, &lab);
     partners_see_only_their_own(&web, &lab);
+    for (name, step) in [
+        (
+            "drain",
+            disabling_an_appliance_drains_it_and_the_audit_log_says_who_and_why as fn(&Web, &Lab),
+        ),
+        (
+            "scheduled window",
+            a_scheduled_window_starts_and_ends_by_itself,
+        ),
+        (
+            "unreachable",
+            an_appliance_unreachable_from_outside_raises_an_issue_and_leaves_steering,
+        ),
+    ] {
+        let start = Instant::now();
+        step(&web, &lab);
+        eprintln!("step {name}: {:?}", start.elapsed());
+    }
 
     // A killed appliance turns Unknown on its page within three report intervals.
     web.login(&portal.operator.login, &portal.operator.password);
@@ -574,31 +594,474 @@ fn partners_see_only_their_own(web: &Web, lab: &Lab) {
     }
 }
 
-// The steps below wait for the other parts of issue 17; each is written against the helpers
-// above once its part is merged.
+/// The content every step plays and asks steering about: the lab's one title in 1080p.
+const CONTENT: &str = "title1_1080p.mp4";
 
-/// Disable an appliance through the portal's maintenance form (`/appliances/{id}`) with a
-/// reason; a play in flight on it finishes while no new play is steered to it; its page shows
-/// Draining, then Drained (`Web::fact`); the audit log names the user and the reason. A
-/// partner posting the form for another organisation's appliance gets 404 and changes nothing.
-#[test]
-#[ignore = "waits for the maintenance form and audit pages in the portal"]
-fn disabling_an_appliance_drains_it_and_the_audit_log_says_who_and_why() {
-    unimplemented!("write with Web::login, Web::type_into, Web::press, Web::fact and play()");
+/// Steering's verdict on appliance `id` for a player on this machine (whose home site is
+/// `isp-a`): whether it is offered, and why (`explain=1`).
+fn steering_of(lab: &Lab, id: &str) -> (bool, String) {
+    let d = lab
+        .admin(
+            "GET",
+            &format!("/v1/steer?client_ip=127.0.0.1&content_id={CONTENT}&explain=1"),
+            None,
+        )
+        .unwrap();
+    let e = d["explain"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["oca_id"] == id))
+        .unwrap_or_else(|| panic!("steering does not consider {id}: {d}"));
+    (
+        e["kept"].as_bool().unwrap_or(false),
+        e["reason"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
-/// A window scheduled through the portal a few seconds ahead starts (Draining) and ends
-/// (Serving) by itself.
-#[test]
-#[ignore = "waits for the maintenance form in the portal"]
-fn a_scheduled_window_starts_and_ends_by_itself() {
-    unimplemented!("write with Web::login, Web::type_into, Web::press and Web::fact");
+/// Asks steering every 200 ms until `ok` holds for its verdict on `id`; how long that took
+/// (panics after `within`, saying what steering said last).
+fn wait_steering(
+    lab: &Lab,
+    id: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(bool, &str) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (kept, reason) = steering_of(lab, id);
+        if ok(kept, &reason) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "steering has not {what} {id} after {within:?}: kept {kept}, {reason:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
-/// An iptables DROP on one appliance's content port in its namespace (its agent still
-/// reports) raises "unreachable" in the portal and takes it out of steering.
-#[test]
-#[ignore = "waits for the prober and operational issues"]
-fn an_appliance_unreachable_from_outside_raises_an_issue_and_leaves_steering() {
-    unimplemented!("write with the lab's namespaces (chaos's link cuts) and Web::texts");
+/// Plays the title at eight times real speed to its end: the summary (verified).
+fn play_fast(lab: &Lab) -> Value {
+    let child = Command::new(&lab.bins["oca-client"])
+        .args(["--control-plane", &lab.cp_url, "--title", &lab.titles[0]])
+        .arg("--ca")
+        .arg(&lab.ca)
+        .arg("--token-file")
+        .arg(&lab.player_token)
+        .args(["--json", "--speed", "8", "--buffer", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish_play(child)
+}
+
+/// The appliances a play's summary says served it (it names them by address), in order of
+/// first use, by id.
+fn served_by(lab: &Lab, s: &Value) -> Vec<String> {
+    s["appliances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .map(|addr| {
+            lab.appliances
+                .iter()
+                .find(|a| a.url.trim_start_matches("http://") == addr.trim_start_matches("http://"))
+                .map_or_else(|| addr.to_string(), |a| a.id.clone())
+        })
+        .collect()
+}
+
+/// The windows scheduled or in force (admin API).
+fn open_windows(lab: &Lab) -> Vec<Value> {
+    lab.admin("GET", "/v1/admin/maintenance", None)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A POST of the portal's JSON API with a session cookie and its CSRF token: status and body.
+fn api_post(lab: &Lab, cookie: &str, path: &str, body: &Value) -> (u16, String) {
+    let (status, session) = api_get(lab, cookie, "/v1/portal/session");
+    assert_eq!(status, 200, "{session}");
+    let session: Value = serde_json::from_str(&session).unwrap();
+    let r = lab
+        .client()
+        .unwrap()
+        .post(format!("{}{path}", lab.cp_url))
+        .header("cookie", cookie)
+        .header("x-csrf-token", session["csrf"].as_str().unwrap())
+        .json(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+impl Web {
+    /// Reloads appliance `id`'s page until its serving state (`Web::fact("Serving state")`,
+    /// e.g. "Draining (maintenance until ...)") starts with `want`; how long that took (panics
+    /// after `within`).
+    fn wait_serving(&self, id: &str, want: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            self.goto(&format!("/appliances/{id}"));
+            let got = self.fact("Serving state");
+            if got.starts_with(want) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "{id}'s page still says {got:?}, not {want:?}, after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The rows of the page's tables, each as its cells' texts joined by " | ".
+    fn rows(&self) -> Vec<String> {
+        self.rt
+            .block_on(async {
+                let mut out = Vec::new();
+                for tr in self
+                    .client()
+                    .find_all(Locator::Css("table tbody tr"))
+                    .await?
+                {
+                    let mut cells = Vec::new();
+                    for c in tr.find_all(Locator::Css("th, td")).await? {
+                        cells.push(c.text().await?);
+                    }
+                    out.push(cells.join(" | "));
+                }
+                Ok::<_, fantoccini::error::CmdError>(out)
+            })
+            .unwrap()
+    }
+}
+
+/// The appliance the drain, the window and the outage happen to: the home site's, which
+/// steering offers first to a player on this machine (whose zone is `isp-a`'s).
+const HOME: &str = "isp-a-1";
+
+/// `noc@isp-a` disables its appliance through the form on its page, with a reason and a
+/// duration, while a play runs on it: steering stops offering it at once (a new play goes
+/// elsewhere) while the play in flight finishes and verifies; the page reads Draining, then
+/// Drained once the play's traffic has left its reports; `/audit` names the user and the
+/// reason. `noc@isp-b` posting the same form (or the JSON API) for it gets 404 and changes
+/// nothing. Ending the window through the form makes it Serving and offered again.
+fn disabling_an_appliance_drains_it_and_the_audit_log_says_who_and_why(web: &Web, lab: &Lab) {
+    let a = lab.portal.partner_of("isp-a").expect("isp-a's partner");
+    let b = lab.portal.partner_of("isp-b").expect("isp-b's partner");
+    let reason = "swap disk 3 (browser test)";
+    web.login(&a.login, &a.password);
+    web.wait_serving(HOME, "Serving", Duration::from_secs(5));
+    assert!(steering_of(lab, HOME).0, "{HOME} offered before the window");
+
+    // A play at real speed (about 12 s) served by it: the player probes every appliance it is
+    // offered and streams from the fastest, so the others are out of steering (admin windows)
+    // until its traffic shows on the page; then they serve again, for the plays to come.
+    let others: Vec<i64> = lab
+        .appliances
+        .iter()
+        .filter(|x| x.id != HOME)
+        .map(|x| {
+            let w = lab
+                .admin(
+                    "POST",
+                    "/v1/admin/maintenance",
+                    Some(
+                        serde_json::json!({"appliance": x.id, "reason": "one offer for the play"}),
+                    ),
+                )
+                .unwrap();
+            w["id"].as_i64().expect("a window id")
+        })
+        .collect();
+    let playing = start_play(lab, &lab.titles[0]);
+    let start = Instant::now();
+    loop {
+        web.goto(&format!("/appliances/{HOME}"));
+        // "0.01 Gb/s of 10.0 Gb/s (0%)": 1080p at real speed is 8 Mb/s, a probe far less.
+        let gbps = web.fact("Traffic now");
+        if gbps.split(' ').next().and_then(|g| g.parse::<f64>().ok()) > Some(0.0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "the play does not show on {HOME}'s page after 8 s: traffic {gbps:?}, connections {:?}",
+            web.fact("Connections")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for id in others {
+        lab.admin(
+            "POST",
+            &format!("/v1/admin/maintenance/{id}/end"),
+            Some(serde_json::json!({"reason": "the play has started"})),
+        )
+        .unwrap();
+    }
+    web.type_into("Reason (required)", reason);
+    web.type_into("or hours", "1");
+    web.press("Disable this appliance");
+    assert_eq!(
+        web.path(),
+        format!("/appliances/{HOME}"),
+        "post/redirect/get"
+    );
+    // The play is still running, so its last report shows its traffic.
+    let draining = web.wait_serving(HOME, "Draining", SLACK);
+    eprintln!("{HOME} read Draining {draining:?} after the form was sent");
+    assert!(
+        web.fact("Serving state").contains("maintenance until"),
+        "{}",
+        web.fact("Serving state")
+    );
+    web.screenshot("maintenance");
+
+    // No new play lands on it: steering says why, and a play started now goes elsewhere.
+    let (kept, why) = steering_of(lab, HOME);
+    assert!(
+        !kept && why.starts_with("maintenance until") && why.ends_with(reason),
+        "{why}"
+    );
+    let other = play_fast(lab);
+    assert!(
+        !served_by(lab, &other).contains(&HOME.to_string()) && !served_by(lab, &other).is_empty(),
+        "a play started during the window was served by {:?}",
+        served_by(lab, &other)
+    );
+    eprintln!(
+        "a play started during the window went to {:?}",
+        served_by(lab, &other)
+    );
+
+    // Another organisation's partner posting the form (and the JSON API) for it: 404, nothing
+    // changes.
+    let before = open_windows(lab);
+    web.login(&b.login, &b.password);
+    web.goto("/appliances/isp-b-1");
+    web.script(&format!(
+        "document.querySelector('form.disable').action = '/appliances/{HOME}/maintenance'; return null;"
+    ));
+    web.type_into("Reason (required)", "not ours");
+    web.press("Disable this appliance");
+    assert_eq!(
+        web.http_status(),
+        404,
+        "isp-b's partner posting the form for {HOME}"
+    );
+    let (status, body) = api_post(
+        lab,
+        &web.session_cookie(),
+        "/v1/portal/maintenance",
+        &serde_json::json!({"appliance": HOME, "reason": "not ours"}),
+    );
+    assert_eq!(status, 404, "isp-b's partner through the JSON API: {body}");
+    assert_eq!(
+        open_windows(lab),
+        before,
+        "the refused posts changed the windows"
+    );
+    let audit = lab.admin("GET", "/v1/admin/audit", None).unwrap();
+    assert!(
+        !audit.to_string().contains(&format!("user:{}", b.login)),
+        "the refused posts are in the audit log: {audit}"
+    );
+
+    // The play in flight was served by it, finishes and verifies.
+    let s = finish_play(playing);
+    assert_eq!(
+        served_by(lab, &s).first().map(String::as_str),
+        Some(HOME),
+        "{s}"
+    );
+    let ended = Instant::now();
+
+    // Drained once its reports no longer show the play.
+    web.login(&a.login, &a.password);
+    let drained = web.wait_serving(HOME, "Drained", Duration::from_secs(3 * INTERVAL) + SLACK);
+    eprintln!(
+        "{HOME} read Drained {:?} after the play ended",
+        ended.elapsed().max(drained)
+    );
+
+    // The audit log names the user and the reason.
+    web.goto("/audit");
+    let rows = web.rows();
+    let entry = format!("user:{} | maintenance.start | appliance:{HOME} | ", a.login);
+    assert!(
+        rows.iter()
+            .any(|r| r.contains(&entry) && r.contains(reason)),
+        "no audit row {entry:?} with {reason:?}: {rows:#?}"
+    );
+
+    // Ended through the form: Serving and offered again.
+    let id = open_windows(lab)
+        .iter()
+        .find(|w| w["target"] == HOME)
+        .and_then(|w| w["id"].as_i64())
+        .expect("the window in force");
+    web.goto(&format!("/appliances/{HOME}"));
+    web.type_into("Reason", "disk swapped");
+    web.press(&format!("End window {id} now"));
+    assert!(
+        web.fact("Serving state").starts_with("Serving"),
+        "{}",
+        web.fact("Serving state")
+    );
+    wait_steering(lab, HOME, "offered again", SLACK, |kept, _| kept);
+    web.goto("/audit");
+    let entry = format!("user:{} | maintenance.end | appliance:{HOME} | ", a.login);
+    assert!(
+        web.rows()
+            .iter()
+            .any(|r| r.contains(&entry) && r.contains("disk swapped")),
+        "no audit row {entry:?}"
+    );
+    web.screenshot("audit");
+}
+
+/// A window scheduled through the portal a few seconds ahead (by `noc@isp-a`, over the
+/// portal's JSON API with the browser's session: the form's `datetime-local` inputs take
+/// whole minutes) leaves the appliance Serving and offered until it starts, then starts by
+/// itself (Drained: it has no traffic; not offered) and ends by itself (Serving, offered),
+/// with nothing done in between.
+fn a_scheduled_window_starts_and_ends_by_itself(web: &Web, lab: &Lab) {
+    let a = lab.portal.partner_of("isp-a").expect("isp-a's partner");
+    web.login(&a.login, &a.password);
+    let now = unix_now();
+    let (start, end) = (now + AHEAD, now + AHEAD + LASTS);
+    let (status, body) = api_post(
+        lab,
+        &web.session_cookie(),
+        "/v1/portal/maintenance",
+        &serde_json::json!({"appliance": HOME, "reason": "firmware", "start": start, "end": end}),
+    );
+    assert_eq!(status, 201, "{body}");
+    web.goto(&format!("/appliances/{HOME}"));
+    assert!(
+        web.fact("Serving state").starts_with("Serving"),
+        "{}",
+        web.fact("Serving state")
+    );
+    assert!(
+        web.rows()
+            .iter()
+            .any(|r| r.contains("Scheduled") && r.contains("firmware")),
+        "the scheduled window on the page: {:#?}",
+        web.rows()
+    );
+    assert!(steering_of(lab, HOME).0, "offered before the window starts");
+
+    sleep_until(start);
+    let took = web.wait_serving(HOME, "Drained", SLACK);
+    eprintln!("the window started: {HOME} read Drained {took:?} after its start");
+    let (kept, why) = steering_of(lab, HOME);
+    assert!(!kept && why.ends_with("firmware"), "{why}");
+    assert!(web
+        .rows()
+        .iter()
+        .any(|r| r.contains("In force") && r.contains("firmware")));
+
+    sleep_until(end);
+    let took = web.wait_serving(HOME, "Serving", SLACK);
+    eprintln!("the window ended: {HOME} read Serving {took:?} after its end");
+    wait_steering(lab, HOME, "offered again", SLACK, |kept, _| kept);
+}
+
+/// How far ahead the scheduled window starts, and how long it lasts (seconds).
+const AHEAD: i64 = 6;
+const LASTS: i64 = 8;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Sleeps until unix second `t` has begun (the control plane compares whole seconds).
+fn sleep_until(t: i64) {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(t as u64);
+    if let Ok(d) = at.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(d);
+    }
+}
+
+/// An iptables DROP on the appliance's content port in its site's namespace (its agent still
+/// reports, so it stays OK): within a few probe intervals steering no longer offers it
+/// ("unreachable from the control plane") and an `unreachable` issue is open; the rule
+/// removed, it is offered again and the issue cleared.
+fn an_appliance_unreachable_from_outside_raises_an_issue_and_leaves_steering(web: &Web, lab: &Lab) {
+    web.login(&lab.portal.operator.login, &lab.portal.operator.password);
+    assert!(steering_of(lab, HOME).0);
+    assert!(open_unreachable(lab).is_none());
+    lab.block_content_port(HOME, true).unwrap();
+    // Two failed probes in a row, each given 3 s to connect, one probe interval apart.
+    let within = Duration::from_secs(2 * (3 + INTERVAL) + 2 * INTERVAL) + SLACK;
+    let took = wait_steering(lab, HOME, "dropped", within, |kept, why| {
+        !kept && why.starts_with("unreachable from the control plane")
+    });
+    eprintln!("{HOME} left steering {took:?} after its content port was blocked");
+    let start = Instant::now();
+    let issue = loop {
+        if let Some(i) = open_unreachable(lab) {
+            break i;
+        }
+        assert!(
+            start.elapsed() < SLACK + Duration::from_secs(2 * INTERVAL),
+            "no unreachable issue"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(issue["severity"], "critical", "{issue}");
+    // Its reports still flow: the page reads OK.
+    assert_eq!(web.appliance_status(HOME), "ok");
+    let page = web.text("main");
+    eprintln!(
+        "the unreachable issue: {}; on the appliance's page: {}",
+        issue["message"],
+        page.contains("unreachable")
+    );
+
+    lab.block_content_port(HOME, false).unwrap();
+    let took = wait_steering(lab, HOME, "offered again", within, |kept, _| kept);
+    eprintln!("{HOME} was offered again {took:?} after the rule was removed");
+    let start = Instant::now();
+    while open_unreachable(lab).is_some() {
+        assert!(
+            start.elapsed() < SLACK + Duration::from_secs(2 * INTERVAL),
+            "the issue stays open"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cleared = lab
+        .admin("GET", &format!("/v1/admin/issues?appliance={HOME}"), None)
+        .unwrap();
+    assert!(
+        cleared
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|i| i["id"] == issue["id"] && !i["cleared_at"].is_null()),
+        "{cleared}"
+    );
+}
+
+/// The open `unreachable` issue of the home appliance, if any (admin API).
+fn open_unreachable(lab: &Lab) -> Option<Value> {
+    lab.admin(
+        "GET",
+        &format!("/v1/admin/issues?open=1&appliance={HOME}"),
+        None,
+    )
+    .unwrap()
+    .as_array()
+    .into_iter()
+    .flatten()
+    .find(|i| i["kind"] == "unreachable")
+    .cloned()
 }
