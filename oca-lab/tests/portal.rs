@@ -1020,12 +1020,13 @@ fn an_appliance_unreachable_from_outside_raises_an_issue_and_leaves_steering(web
     assert_eq!(issue["severity"], "critical", "{issue}");
     // Its reports still flow: the page reads OK.
     assert_eq!(web.appliance_status(HOME), "ok");
+    // The appliance's page says why it is out of steering and lists the open issue.
     let page = web.text("main");
-    eprintln!(
-        "the unreachable issue: {}; on the appliance's page: {}",
-        issue["message"],
-        page.contains("unreachable")
+    assert!(
+        page.contains("unreachable from the control plane") && page.contains("Critical"),
+        "{page}"
     );
+    eprintln!("the unreachable issue: {}", issue["message"]);
 
     lab.block_content_port(HOME, false).unwrap();
     let took = wait_steering(lab, HOME, "offered again", within, |kept, _| kept);
