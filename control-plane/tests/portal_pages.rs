@@ -108,6 +108,11 @@ impl World {
     /// A health report of `id` serving `connections` clients at `bytes_per_sec`, holding c1
     /// and f1 on a large disk.
     fn report(&self, id: &str, connections: u64, bytes_per_sec: u64) {
+        self.report_holding(id, connections, bytes_per_sec, &["c1", "f1"]);
+    }
+
+    /// A health report as [`World::report`]'s, its inventory `content`.
+    fn report_holding(&self, id: &str, connections: u64, bytes_per_sec: u64, content: &[&str]) {
         let (_, site, prefix) = FLEET.iter().find(|f| f.0 == id).unwrap();
         let body = json!({
             "oca_id": id, "site": site, "version": "t", "status": "ok",
@@ -116,7 +121,7 @@ impl World {
             "disks": [{"path": "/srv/oca/disk0", "state": "ok",
                        "capacity_bytes": 4_000_000_000_000u64, "used_bytes": 3000}],
             "prefixes": [prefix],
-            "inventory": {"kind": "full", "seq": 1, "content": ["c1", "f1"]}
+            "inventory": {"kind": "full", "seq": 1, "content": content}
         });
         let (s, r) = self.cp.req(
             "POST",
@@ -509,4 +514,145 @@ fn traffic_charts_csv_and_fill_progress_for_ones_own_appliances() {
         .map(|a| a["fill"]["held"].as_u64().unwrap())
         .sum();
     assert!(held >= 1, "f1 is held and planned: {site}");
+}
+
+/// The ids an appliance's fill queue lists (the scoped API's `fill_queue`).
+fn fill_queue(b: &Browser, cp: &Cp, id: &str) -> Vec<String> {
+    let (s, a) = b.api(cp, &format!("/v1/portal/appliances/{id}"));
+    assert_eq!(s, 200, "{a}");
+    let queue = a["fill_queue"].as_array().unwrap();
+    assert_eq!(
+        a["fill_queue_total"].as_u64().unwrap() as usize,
+        queue.len()
+    );
+    queue
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_fill_queue_lists_planned_unheld_files_until_a_report_says_they_are_held() {
+    let w = world();
+    let cp = &w.cp;
+    let alice = login(cp, ALICE);
+    // f2 is planned for site-a and nobody holds it: some appliance of the site queues it.
+    let (id, queue) = ["a1", "a2"]
+        .into_iter()
+        .map(|id| (id, fill_queue(&alice, cp, id)))
+        .find(|(_, q)| q.contains(&"f2".to_string()))
+        .expect("f2 queued on an appliance of site-a");
+    assert!(!queue.contains(&"f1".to_string()), "f1 is held: {queue:?}");
+    let (_, a) = alice.api(cp, &format!("/v1/portal/appliances/{id}"));
+    let f2 = &a["fill_queue"].as_array().unwrap()[0];
+    assert_eq!((&f2["title"], &f2["size"]), (&json!("t1"), &json!(2000)));
+    let (_, page) = alice.page(cp, &format!("/appliances/{id}"));
+    assert!(page.contains("id=\"fill-queue\""), "{page}");
+    assert!(page.contains("<th scope=\"row\">f2</th>"), "{page}");
+    assert!(page.contains("2 kB"), "its size: {page}");
+
+    // Once its report says it holds f2, the queue drops it.
+    w.report_holding(id, 1, 1000, &["c1", "f1", "f2"]);
+    assert_eq!(fill_queue(&alice, cp, id), Vec::<String>::new());
+    let (_, page) = alice.page(cp, &format!("/appliances/{id}"));
+    assert!(page.contains("Nothing to fill"), "{page}");
+    assert!(!page.contains("<th scope=\"row\">f2</th>"), "{page}");
+    // Another organisation's appliance: 404, queue and all.
+    assert_eq!(alice.api(cp, "/v1/portal/appliances/b1").0, 404);
+}
+
+/// The `href`s of a page's links under `prefix`, escaped `&` read back.
+fn links(page: &str, prefix: &str) -> Vec<String> {
+    page.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|h| h.starts_with(prefix))
+        .map(|h| h.replace("&amp;", "&").replace("&#38;", "&"))
+        .collect()
+}
+
+#[test]
+fn reports_sum_a_sites_history_link_its_csv_and_keep_to_the_users_sites() {
+    let w = world();
+    let cp = &w.cp;
+    // Reports a second apart, so they cover seconds and bytes are served.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    w.report("a1", 10, 300_000_000);
+    w.report("a2", 10, 200_000_000);
+    let alice = login(cp, ALICE);
+
+    // The form: only her sites; the header links here.
+    let (s, page) = alice.page(cp, "/reports");
+    assert_eq!(s, 200);
+    assert!(page.contains("<a href=\"/reports\">Reports</a>"), "{page}");
+    assert!(page.contains("<option value=\"site-a\""), "{page}");
+    assert!(!page.contains("site-b"), "{page}");
+    assert!(!page.contains("id=\"report\""), "no site chosen: {page}");
+
+    // Her site's totals: the history API's, over the same range.
+    let (s, page) = alice.page(cp, "/reports?site=site-a&range=24h");
+    assert_eq!(s, 200, "{page}");
+    assert!(page.contains("<option value=\"site-a\" selected"), "{page}");
+    let csv = links(&page, "/v1/portal/history/");
+    assert_eq!(csv.len(), 3, "the site and its two appliances: {csv:?}");
+    assert!(
+        csv[0].starts_with("/v1/portal/history/sites/site-a?format=csv&from="),
+        "{csv:?}"
+    );
+    assert!(csv[1].starts_with("/v1/portal/history/appliances/a1?"));
+    assert!(csv[2].starts_with("/v1/portal/history/appliances/a2?"));
+    let json_url = csv[0].replace("format=csv&", "");
+    let (s, h) = alice.api(cp, &json_url);
+    assert_eq!(s, 200, "{h}");
+    let total = h["total_bytes"].as_u64().unwrap();
+    assert!(total > 0, "{h}");
+    let peak = h["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bytes_per_sec_peak"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let total_row = page
+        .split("id=\"report-total\"")
+        .nth(1)
+        .expect("a total row");
+    assert!(
+        total_row.contains(&format!("<data value=\"{total}\">")),
+        "{total}: {total_row}"
+    );
+    let peak = format!("{:.2}", peak as f64 * 8.0 / 1e9);
+    assert!(total_row.contains(&peak), "{peak}: {total_row}");
+    for url in &csv {
+        let r = alice.get(cp, url);
+        assert_eq!(r.status().as_u16(), 200, "{url}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        assert!(r.text().unwrap().starts_with("start,start_utc,"));
+    }
+
+    // Days: one row for today; 30 days of 60-second buckets are cut to one call's span.
+    let (s, page) = alice.page(cp, "/reports?site=site-a&range=7d");
+    assert_eq!(s, 200);
+    assert!(page.contains("one row per UTC day"), "{page}");
+    assert!(!page.contains("id=\"report-cut\""), "{page}");
+    let (s, page) = alice.page(cp, "/reports?site=site-a&range=30d");
+    assert_eq!(s, 200);
+    assert!(page.contains("id=\"report-cut\""), "{page}");
+
+    // Another organisation's site, an unknown one, a range not offered.
+    assert_eq!(alice.page(cp, "/reports?site=site-b&range=24h").0, 404);
+    assert_eq!(alice.page(cp, "/reports?site=nowhere").0, 404);
+    assert_eq!(alice.page(cp, "/reports?site=site-a&range=1y").0, 400);
+    assert_eq!(alice.page(cp, "/reports?site=site-a&x=1").0, 400);
+    // The operator chooses among every site.
+    let op = login(cp, OP);
+    let (_, page) = op.page(cp, "/reports?site=site-b");
+    assert!(page.contains("<option value=\"site-a\""), "{page}");
+    assert!(page.contains("<option value=\"site-b\" selected"), "{page}");
+    // Signed out: to the login page.
+    let r = client().get(url(cp, "/reports")).send().unwrap();
+    assert_ne!(r.status().as_u16(), 200);
 }

@@ -21,6 +21,7 @@ pub mod forms;
 pub mod issues;
 pub mod maintenance;
 pub mod pages;
+pub mod reports;
 pub mod templates;
 pub mod traffic;
 pub mod view;
@@ -112,6 +113,7 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/issues", get(issues::issues_page))
         .route("/v1/portal/issues", get(issues::api_issues))
+        .route("/reports", get(reports::reports_page))
         .layer(DefaultBodyLimit::max(auth::FORM_BODY_LIMIT))
         .layer(axum::middleware::from_fn(security_headers))
 }

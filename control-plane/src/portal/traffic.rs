@@ -37,13 +37,18 @@ pub struct TrafficPanel {
 impl TrafficPanel {
     /// Bytes served, for people.
     pub fn total(&self) -> String {
-        let b = self.total_bytes as f64;
-        match self.total_bytes {
-            0..1_000_000 => format!("{} kB", (b / 1e3).round()),
-            1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
-            1_000_000_000..1_000_000_000_000 => format!("{:.1} GB", b / 1e9),
-            _ => format!("{:.1} TB", b / 1e12),
-        }
+        bytes(self.total_bytes)
+    }
+}
+
+/// Bytes for people: kB, MB, GB or TB (decimal, as disks and links are sold).
+pub fn bytes(n: u64) -> String {
+    let b = n as f64;
+    match n {
+        0..1_000_000 => format!("{} kB", (b / 1e3).round()),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        1_000_000_000..1_000_000_000_000 => format!("{:.1} GB", b / 1e9),
+        _ => format!("{:.1} TB", b / 1e12),
     }
 }
 

@@ -3,7 +3,7 @@
 //! lookup goes through [`may_see_site`]; what the user may not see is `None`, which the
 //! handlers answer with 404 (never 403, which would say the id exists).
 
-use oca_protocol::admin::{BgpAppliance, ServingState, SiteKind};
+use oca_protocol::admin::{BgpAppliance, Content, ServingState, SiteKind};
 use oca_protocol::health::{BgpRoute, DiskReport, DiskState};
 use serde::Serialize;
 
@@ -19,6 +19,9 @@ use crate::{routing, storage};
 
 /// Most BGP routes an appliance page lists.
 pub const MAX_ROUTES_SHOWN: usize = 200;
+
+/// Most files of an appliance's fill queue listed (the rest are counted).
+pub const MAX_FILL_QUEUE_SHOWN: usize = 50;
 
 /// Appliance counts by status.
 #[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -203,6 +206,36 @@ pub struct ApplianceDetail {
     pub routes: Vec<BgpRoute>,
     /// Whether it hears more routes than listed.
     pub more_routes: bool,
+    /// Files its site plan gives it that it does not hold yet, in plan order, the first
+    /// [`MAX_FILL_QUEUE_SHOWN`].
+    pub fill_queue: Vec<QueuedFile>,
+    /// Files it does not hold yet, listed or not.
+    pub fill_queue_total: usize,
+}
+
+/// A file of a fill queue.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct QueuedFile {
+    /// Content id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Size in bytes, from the catalog.
+    pub size: u64,
+}
+
+impl QueuedFile {
+    /// Its size, for people.
+    pub fn size_label(&self) -> String {
+        crate::portal::traffic::bytes(self.size)
+    }
+}
+
+impl ApplianceDetail {
+    /// Files queued and not listed.
+    pub fn fill_queue_rest(&self) -> usize {
+        self.fill_queue_total.saturating_sub(self.fill_queue.len())
+    }
 }
 
 /// The status a person sees: the reported one while fresh, else `unknown`.
@@ -230,13 +263,8 @@ struct RowContext<'a> {
 /// Planned files held: the site plan's files for the appliance that the catalog still has (the
 /// entries of its manifest), and of them those its last inventory lists.
 fn fill(cx: &RowContext<'_>, a: &Candidate) -> Option<Fill> {
-    let planned = cx.plan?.by_appliance.get(&a.id);
-    let planned = planned
-        .into_iter()
-        .flatten()
-        .filter(|id| cx.catalog.content(id).is_some());
     let (mut held, mut count) = (0, 0);
-    for id in planned {
+    for (id, _) in planned_files(cx, a) {
         count += 1;
         held += usize::from(cx.snap.holds(&a.id, id));
     }
@@ -244,6 +272,37 @@ fn fill(cx: &RowContext<'_>, a: &Candidate) -> Option<Fill> {
         held,
         planned: count,
     })
+}
+
+/// The files the site plan gives the appliance that the catalog still has (the entries of its
+/// manifest), in plan order: what fill progress counts and the fill queue lists.
+fn planned_files<'c>(
+    cx: &'c RowContext<'_>,
+    a: &Candidate,
+) -> impl Iterator<Item = (&'c str, &'c Content)> {
+    cx.plan
+        .and_then(|p| p.by_appliance.get(&a.id))
+        .into_iter()
+        .flatten()
+        .filter_map(|id| Some((id.as_str(), cx.catalog.content(id)?)))
+}
+
+/// The planned files the appliance does not hold yet: the first [`MAX_FILL_QUEUE_SHOWN`] and
+/// how many in all.
+fn fill_queue(cx: &RowContext<'_>, a: &Candidate) -> (Vec<QueuedFile>, usize) {
+    let mut queue = Vec::new();
+    let mut total = 0;
+    for (id, c) in planned_files(cx, a).filter(|(id, _)| !cx.snap.holds(&a.id, id)) {
+        total += 1;
+        if queue.len() < MAX_FILL_QUEUE_SHOWN {
+            queue.push(QueuedFile {
+                id: id.to_string(),
+                title: c.title.clone(),
+                size: c.size,
+            });
+        }
+    }
+    (queue, total)
 }
 
 fn row(a: &Candidate, health: Option<&HealthRow>, cx: &RowContext<'_>) -> ApplianceRow {
@@ -412,7 +471,7 @@ pub fn appliance(
     };
     let more_routes = routes.len() > MAX_ROUTES_SHOWN;
     routes.truncate(MAX_ROUTES_SHOWN);
-    let row = {
+    let (row, (fill_queue, fill_queue_total)) = {
         let catalog = app.catalog();
         let snap = app.fleet()?;
         let plan = site_plan(app, &catalog, &snap, &site, now);
@@ -424,7 +483,8 @@ pub fn appliance(
             now,
             stale_after: app.stale_after(),
         };
-        row(&candidate, health.as_ref(), &cx)
+        let queue = fill_queue(&cx, &candidate);
+        (row(&candidate, health.as_ref(), &cx), queue)
     };
     Ok(Some(ApplianceDetail {
         appliance: row,
@@ -434,6 +494,8 @@ pub fn appliance(
         bgp,
         routes,
         more_routes,
+        fill_queue,
+        fill_queue_total,
     }))
 }
 
