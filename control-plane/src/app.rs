@@ -151,7 +151,7 @@ impl App {
             // change made stale; a change committed during the load sets the flag again.
             let mut fleet = self.fleet_mut();
             if self.fleet_stale.swap(false, SeqCst) {
-                match Snapshot::load(self.store.as_ref()) {
+                match Snapshot::load(self.store.as_ref(), unix_now()) {
                     Ok(fresh) => {
                         *fleet = fresh;
                         fleet.set_gates(&|id| self.live.gate(id));

@@ -351,7 +351,7 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     url_keys::ensure(&db, unix_now())?;
-    let fleet = Snapshot::load(&db)?;
+    let fleet = Snapshot::load(&db, unix_now())?;
     let keys = url_keys::load(&db)?;
     let token_secret = db.secret(player_tokens::SECRET_NAME, &mut || {
         let mut b = vec![0u8; 32];

@@ -596,7 +596,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
             let now = random_fleet(&db, seed * 7919);
-            let snap = Snapshot::load(&db).unwrap();
+            let snap = Snapshot::load(&db, now).unwrap();
             let mut answered = 0;
             for s in 0..60u8 {
                 for h in [1u8, 200] {

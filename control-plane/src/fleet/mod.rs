@@ -133,8 +133,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads sites, appliances, health, prefixes, zones and inventories.
-    pub fn load(store: &dyn Storage) -> Result<Snapshot, StorageError> {
+    /// Reads sites, appliances, health, prefixes, zones, inventories and the maintenance
+    /// windows not over at `now`.
+    pub fn load(store: &dyn Storage, now: i64) -> Result<Snapshot, StorageError> {
         let downtime = store.downtime();
         let sites: HashMap<String, SiteInfo> = store
             .sites()?
@@ -204,9 +205,9 @@ impl Snapshot {
                 held[i].insert(content);
             }
         })?;
-        // The loader's clock only prunes windows already over; whether one is in force is
-        // decided with each caller's `now`.
-        let maintenance = Windows::new(store.open_windows(oca_service::unix_now() as i64)?);
+        // `now` only prunes windows already over; whether one is in force is decided with each
+        // caller's `now`.
+        let maintenance = Windows::new(store.open_windows(now)?);
         let mut snap = Snapshot {
             maintenance,
             appliances,

@@ -66,7 +66,7 @@ fn applied_reports_leave_the_table_a_fresh_load_builds() {
         country: None,
     })
     .unwrap();
-    let live = parking_lot::RwLock::new(Snapshot::load(&db).unwrap());
+    let live = parking_lot::RwLock::new(Snapshot::load(&db, 1_000).unwrap());
     let pool = [
         "10.0.0.0/16",
         "10.0.1.0/24",
@@ -105,7 +105,7 @@ fn applied_reports_leave_the_table_a_fresh_load_builds() {
         db.record_report(&report, 1_000 + step).unwrap();
         Snapshot::apply(&live, &report, false, 1_000 + step);
         if step % 25 == 24 {
-            let fresh = Snapshot::load(&db).unwrap();
+            let fresh = Snapshot::load(&db, 1_000 + step).unwrap();
             assert_eq!(table(&live.read()), table(&fresh), "after step {step}");
         }
     }
