@@ -191,7 +191,9 @@ impl Lab {
             .trim()
             .to_string();
         lab.populate(topo)?;
-        lab.portal = lab.create_portal(topo)?;
+        let admin = |m: &str, p: &str, b: Option<Value>| lab.admin(m, p, b);
+        let portal = crate::portal::create(&admin, &lab.cp_url, &lab.dir, topo)?;
+        lab.portal = portal;
         lab.routing = match no_bgp {
             _ if lab.client_prefixes.is_empty() => {
                 "no client prefixes in the topology: players are steered by a coverage zone"

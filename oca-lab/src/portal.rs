@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use oca_protocol::accounts::{NewUser, Organisation, Role, SiteOrg};
 
-use crate::lab::Lab;
+use serde_json::Value;
+
 use crate::topology::Topology;
 
 /// The operator's login in every lab.
@@ -80,59 +81,67 @@ impl Portal {
     }
 }
 
-impl Lab {
-    /// Makes the portal's organisations and users (see the module's documentation) and writes
-    /// their logins to `<dir>/portal-logins`.
-    pub(crate) fn create_portal(&self, topo: &Topology) -> Result<Portal> {
-        let operator = Login {
-            login: OPERATOR_LOGIN.into(),
-            password: random_password()?,
-            org: None,
-        };
-        self.add_user(&operator, Role::Operator)?;
-        let mut partners = Vec::new();
-        for s in topo.site.iter().filter(|s| s.kind == "isp") {
-            let org = Organisation {
-                id: s.id.clone(),
-                name: format!("ISP of site {}", s.id),
-            };
-            self.admin("POST", "/v1/admin/orgs", Some(serde_json::to_value(&org)?))?;
-            self.admin(
-                "PUT",
-                &format!("/v1/admin/sites/{}/org", s.id),
-                Some(serde_json::to_value(SiteOrg {
-                    org: Some(org.id.clone()),
-                })?),
-            )?;
-            let partner = Login {
-                login: format!("noc@{}", s.id),
-                password: random_password()?,
-                org: Some(org.id),
-            };
-            self.add_user(&partner, Role::Partner)?;
-            partners.push(partner);
-        }
-        let portal = Portal {
-            url: format!("{}/", self.cp_url),
-            operator,
-            partners,
-            logins_file: self.dir.join("portal-logins"),
-        };
-        write_logins(&portal.logins_file, &portal)?;
-        Ok(portal)
-    }
+/// How the portal's setup calls the control plane's admin API (the lab's `Lab::admin`): method,
+/// path, JSON body.
+pub(crate) type AdminCall<'a> = &'a dyn Fn(&str, &str, Option<Value>) -> Result<Value>;
 
-    fn add_user(&self, l: &Login, role: Role) -> Result<()> {
-        let user = NewUser {
-            login: l.login.clone(),
-            role,
-            org: l.org.clone(),
-            password: l.password.clone(),
+/// Makes the portal's organisations and users (see the module's documentation) through `admin`,
+/// and writes their logins to `<dir>/portal-logins`; `cp_url` is the control plane's address.
+pub(crate) fn create(
+    admin: AdminCall,
+    cp_url: &str,
+    dir: &Path,
+    topo: &Topology,
+) -> Result<Portal> {
+    let operator = Login {
+        login: OPERATOR_LOGIN.into(),
+        password: random_password()?,
+        org: None,
+    };
+    add_user(admin, &operator, Role::Operator)?;
+    let mut partners = Vec::new();
+    for s in topo.site.iter().filter(|s| s.kind == "isp") {
+        let org = Organisation {
+            id: s.id.clone(),
+            name: format!("ISP of site {}", s.id),
         };
-        self.admin("POST", "/v1/admin/users", Some(serde_json::to_value(user)?))
-            .with_context(|| format!("creating portal user {}", l.login))?;
-        Ok(())
+        admin("POST", "/v1/admin/orgs", Some(serde_json::to_value(&org)?))?;
+        admin(
+            "PUT",
+            &format!("/v1/admin/sites/{}/org", s.id),
+            Some(serde_json::to_value(SiteOrg {
+                org: Some(org.id.clone()),
+            })?),
+        )?;
+        let partner = Login {
+            login: format!("noc@{}", s.id),
+            password: random_password()?,
+            org: Some(org.id),
+        };
+        add_user(admin, &partner, Role::Partner)?;
+        partners.push(partner);
     }
+    let portal = Portal {
+        url: format!("{cp_url}/"),
+        operator,
+        partners,
+        logins_file: dir.join("portal-logins"),
+    };
+    write_logins(&portal.logins_file, &portal)?;
+    Ok(portal)
+}
+
+/// Creates portal user `l` with `role`.
+fn add_user(admin: AdminCall, l: &Login, role: Role) -> Result<()> {
+    let user = NewUser {
+        login: l.login.clone(),
+        role,
+        org: l.org.clone(),
+        password: l.password.clone(),
+    };
+    admin("POST", "/v1/admin/users", Some(serde_json::to_value(user)?))
+        .with_context(|| format!("creating portal user {}", l.login))?;
+    Ok(())
 }
 
 /// 128 random bits as 32 hex digits: typed or pasted, and well above the portal's 12-byte

@@ -1,12 +1,19 @@
 //! The partner portal: server-rendered pages at the control plane's root URL for the people of
 //! the ISPs hosting appliances (partners) and for operators, and a JSON API scoped the same way.
 //!
-//! - [`auth`]: sign in and out, the session cookie, the [`auth::SignedIn`] extractor, CSRF
-//!   checks on every form ([`auth::CsrfForm`]);
+//! Lowest first (a module uses only those above it):
+//!
+//! - [`chart`]: the traffic charts, drawn as SVG on the server (pure); [`forms`]: form fields
+//!   read and checked;
 //! - [`view`]: what a user may see, built once for pages and API (the scoping rule itself is
 //!   [`crate::domain::accounts::may_see_site`]);
-//! - [`pages`]: the page and API handlers; [`templates`]: the askama templates they render;
-//! - [`chart`]: the traffic charts, drawn as SVG on the server (pure).
+//! - [`maintenance`], [`issues`], [`traffic`]: each feature's data for the pages, scoped;
+//! - [`templates`]: the askama templates the pages render;
+//! - [`auth`]: sign in and out, the session cookie, the [`auth::SignedIn`] extractor, CSRF
+//!   checks on every form ([`auth::CsrfForm`]);
+//! - the handlers: [`pages`] (overview, site, appliance and their API), [`actions`]
+//!   (maintenance forms and API), [`issue_pages`] (`/issues` and its API), [`history_api`]
+//!   (scoped history, CSV, charts), [`reports`] (`/reports`).
 //!
 //! Every portal answer carries `Content-Security-Policy: default-src 'self'` (no inline script
 //! or style, no framing, forms post only here), `X-Frame-Options: DENY`,
@@ -18,6 +25,8 @@ pub mod actions;
 pub mod auth;
 pub mod chart;
 pub mod forms;
+pub mod history_api;
+pub mod issue_pages;
 pub mod issues;
 pub mod maintenance;
 pub mod pages;
@@ -100,19 +109,19 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/portal/audit", get(actions::api_audit))
         .route(
             "/v1/portal/history/appliances/{id}",
-            get(traffic::appliance),
+            get(history_api::appliance),
         )
         .route(
             "/v1/portal/history/appliances/{id}/chart.svg",
-            get(traffic::appliance_chart),
+            get(history_api::appliance_chart),
         )
-        .route("/v1/portal/history/sites/{id}", get(traffic::site))
+        .route("/v1/portal/history/sites/{id}", get(history_api::site))
         .route(
             "/v1/portal/history/sites/{id}/chart.svg",
-            get(traffic::site_chart),
+            get(history_api::site_chart),
         )
-        .route("/issues", get(issues::issues_page))
-        .route("/v1/portal/issues", get(issues::api_issues))
+        .route("/issues", get(issue_pages::issues_page))
+        .route("/v1/portal/issues", get(issue_pages::api_issues))
         .route("/reports", get(reports::reports_page))
         .layer(DefaultBodyLimit::max(auth::FORM_BODY_LIMIT))
         .layer(axum::middleware::from_fn(security_headers))

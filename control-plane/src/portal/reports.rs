@@ -26,8 +26,8 @@ use crate::http::error::{internal, Failure};
 use crate::portal::auth::SignedIn;
 use crate::portal::pages::{failed, not_found_page};
 use crate::portal::templates::{html, ErrorPage, Nav};
-use crate::portal::traffic::bytes;
 use crate::portal::view;
+use crate::portal::view::bytes;
 
 /// Most sites the form's select lists; past it the form takes a typed site id.
 pub const MAX_SITES_LISTED: usize = 500;

@@ -227,7 +227,7 @@ pub struct QueuedFile {
 impl QueuedFile {
     /// Its size, for people.
     pub fn size_label(&self) -> String {
-        crate::portal::traffic::bytes(self.size)
+        bytes(self.size)
     }
 }
 
@@ -518,4 +518,15 @@ pub fn appliance_site(
         None => return Ok(None),
     };
     Ok(may_see_site_id(app, user, &site)?.then_some(site))
+}
+
+/// Bytes for people: kB, MB, GB or TB (decimal, as disks and links are sold).
+pub fn bytes(n: u64) -> String {
+    let b = n as f64;
+    match n {
+        0..1_000_000 => format!("{} kB", (b / 1e3).round()),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        1_000_000_000..1_000_000_000_000 => format!("{:.1} GB", b / 1e9),
+        _ => format!("{:.1} TB", b / 1e12),
+    }
 }
