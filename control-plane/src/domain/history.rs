@@ -264,7 +264,7 @@ impl MissTally {
 
 /// One run of the history task at `now`: adds the misses counted since the last run, then
 /// deletes buckets older than the retention, [`PRUNE_BATCH`] rows a statement, at most
-/// [`PRUNE_BATCHES_PER_TICK`] statements; returns the rows deleted.
+/// `PRUNE_BATCHES_PER_TICK` statements; returns the rows deleted.
 pub fn tick(
     store: &dyn Storage,
     tally: &MissTally,

@@ -22,7 +22,7 @@ pub enum MaintenanceCmd {
         /// How long from now: 90s, 30m, 2h, 1h30m, 2d (at most 48h).
         #[arg(long = "for", value_name = "DURATION", conflicts_with_all = ["from", "until"])]
         duration: Option<String>,
-        /// Start: YYYY-MM-DDTHH:MM[:SS]Z, unix seconds, or +DURATION from now (default now).
+        /// Start: `YYYY-MM-DDTHH:MM[:SS]Z`, unix seconds, or +DURATION from now (default now).
         #[arg(long, value_name = "TIME", requires = "until")]
         from: Option<String>,
         /// End, as --from.
