@@ -181,6 +181,42 @@ pub(crate) fn test_db(ids: &[&str]) -> (tempfile::TempDir, SqliteStorage) {
     (dir, db)
 }
 
+/// The scoped storage tests' common start: sites s1 (organisation o1: appliances a1, a2) and
+/// s2 (organisation o2: b1).
+#[cfg(test)]
+pub(crate) fn test_two_orgs() -> (tempfile::TempDir, SqliteStorage) {
+    use crate::storage::{AccountStore, Appliance, FleetStore, Site, SiteKind};
+    use oca_protocol::accounts::Organisation;
+    let dir = tempfile::tempdir().unwrap();
+    let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
+    for (site, org) in [("s1", "o1"), ("s2", "o2")] {
+        db.create_org(&Organisation {
+            id: org.into(),
+            name: org.into(),
+        })
+        .unwrap();
+        db.create_site(&Site {
+            id: site.into(),
+            kind: SiteKind::Isp,
+            region: "eu".into(),
+            parent: None,
+            allowed_prefixes: Vec::new(),
+            org: Some(org.into()),
+        })
+        .unwrap();
+    }
+    for (id, site) in [("a1", "s1"), ("a2", "s1"), ("b1", "s2")] {
+        let a = Appliance {
+            id: id.into(),
+            site: site.into(),
+            url: "http://x".into(),
+            capacity_bps: 1,
+        };
+        db.create_appliance(&a, &[0; 32], 1_000).unwrap();
+    }
+    (dir, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,42 +78,12 @@ impl ScopedMaintenanceStore for SqliteStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{
-        AccountStore, Appliance, FleetStore, MaintenanceStore, NewWindow, Site, SiteKind,
-        TargetKind,
-    };
-    use oca_protocol::accounts::Organisation;
+    use crate::storage::{MaintenanceStore, NewWindow, TargetKind};
 
     /// Sites s1 (org o1: appliances a1, a2) and s2 (org o2: b1), a window on each of a1, a2,
     /// b1, s1 and s2, a2's ended.
     fn db() -> (tempfile::TempDir, SqliteStorage) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
-        for (site, org) in [("s1", "o1"), ("s2", "o2")] {
-            db.create_org(&Organisation {
-                id: org.into(),
-                name: org.into(),
-            })
-            .unwrap();
-            db.create_site(&Site {
-                id: site.into(),
-                kind: SiteKind::Isp,
-                region: "eu".into(),
-                parent: None,
-                allowed_prefixes: Vec::new(),
-                org: Some(org.into()),
-            })
-            .unwrap();
-        }
-        for (id, site) in [("a1", "s1"), ("a2", "s1"), ("b1", "s2")] {
-            let a = Appliance {
-                id: id.into(),
-                site: site.into(),
-                url: "http://x".into(),
-                capacity_bps: 1,
-            };
-            db.create_appliance(&a, &[0; 32], 1_000).unwrap();
-        }
+        let (dir, db) = super::super::test_two_orgs();
         for (kind, target) in [
             (TargetKind::Appliance, "a1"),
             (TargetKind::Appliance, "a2"),

@@ -94,40 +94,13 @@ impl ScopedIssueStore for SqliteStorage {
 mod tests {
     use super::*;
     use crate::storage::live::Observed;
-    use crate::storage::{AccountStore, Appliance, FleetStore, IssueStore, Site, SiteKind};
-    use oca_protocol::accounts::Organisation;
+    use crate::storage::IssueStore;
+
     use oca_protocol::live::IssueKind;
 
     /// Sites s1 (org o1: a1, a2) and s2 (org o2: b1).
     fn db() -> (tempfile::TempDir, SqliteStorage) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
-        for (site, org) in [("s1", "o1"), ("s2", "o2")] {
-            let o = Organisation {
-                id: org.into(),
-                name: org.into(),
-            };
-            db.create_org(&o).unwrap();
-            db.create_site(&Site {
-                id: site.into(),
-                kind: SiteKind::Isp,
-                region: "eu".into(),
-                parent: None,
-                allowed_prefixes: Vec::new(),
-                org: Some(org.into()),
-            })
-            .unwrap();
-        }
-        for (id, site) in [("a1", "s1"), ("a2", "s1"), ("b1", "s2")] {
-            let a = Appliance {
-                id: id.into(),
-                site: site.into(),
-                url: "http://x".into(),
-                capacity_bps: 1,
-            };
-            db.create_appliance(&a, &[0; 32], 1_000).unwrap();
-        }
-        (dir, db)
+        super::super::test_two_orgs()
     }
 
     fn seen(kind: IssueKind, severity: Severity, oca: &str, site: &str) -> Observed {
