@@ -268,6 +268,9 @@ struct FileConfig {
     history_retention_days: Option<f64>,
     #[serde(default)]
     live: LiveFlags,
+    /// S3-compatible buckets content origins may name (`s3://bucket/key`), one table each.
+    #[serde(default)]
+    s3: Vec<control_plane::s3::config::BucketConfig>,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -418,6 +421,10 @@ fn run(cli: Cli) -> Result<()> {
         .max_routes_per_appliance
         .or(file.max_routes_per_appliance)
         .unwrap_or(intake::DEFAULT_MAX_ROUTES_PER_APPLIANCE);
+    let s3 = control_plane::s3::config::load(&file.s3)?;
+    for b in s3.names().filter_map(|n| s3.bucket(n)) {
+        tracing::info!(bucket = ?b, "S3 origin bucket");
+    }
     let fill_cfg = FillConfig {
         window: match cli.fill_window.or(file.fill_window) {
             Some(w) => Some(parse_window(&w).map_err(anyhow::Error::msg)?),
@@ -439,6 +446,7 @@ fn run(cli: Cli) -> Result<()> {
             .public_url
             .or(file.public_url)
             .unwrap_or_else(|| format!("{scheme}://{listen}")),
+        s3,
     };
     let half_life_hours = cli
         .popularity_half_life
@@ -463,6 +471,7 @@ fn run(cli: Cli) -> Result<()> {
         control_plane::live::prober::client(live_config.probe_timeout, probe_ca.as_deref())?;
     let live = LiveChecks::new(live_config, &db.qualifications()?);
     let catalog = CatalogView::load(&db)?;
+    warn_unconfigured_buckets(&catalog, &fill_cfg.s3);
     let store: Arc<dyn Storage> = Arc::new(db);
     let streams = streams::Streams::start(store.clone(), unix_now(), unix_now)?;
     let app = Arc::new(App {
@@ -587,6 +596,26 @@ fn portal_accounts(
         );
     }
     Ok(accounts::Accounts::new(insecure, limits))
+}
+
+/// Content whose `s3://` origin names a bucket this configuration lacks has no origin source in
+/// manifests (only peers and tier appliances): said once at start, per bucket.
+fn warn_unconfigured_buckets(catalog: &CatalogView, s3: &control_plane::s3::Origins) {
+    let mut missing = std::collections::BTreeMap::<String, usize>::new();
+    for c in catalog.all_content() {
+        if let Ok(loc) = control_plane::s3::Location::parse(&c.origin) {
+            if s3.bucket(loc.bucket).is_none() {
+                *missing.entry(loc.bucket.to_string()).or_default() += 1;
+            }
+        }
+    }
+    for (bucket, files) in missing {
+        tracing::warn!(
+            bucket,
+            files,
+            "content names an S3 bucket with no [[s3]] table: manifests list no origin for it"
+        );
+    }
 }
 
 /// Every few seconds: stores the steering misses counted meanwhile and deletes history past
