@@ -164,7 +164,7 @@ fn signature(signer: &Signer<'_>, date: &str, canonical: &str) -> String {
     );
     let mut k = hmac(
         format!("AWS4{}", signer.secret_key).as_bytes(),
-        date[..8].as_bytes(),
+        &date.as_bytes()[..8],
     );
     for part in [signer.region, "s3", "aws4_request"] {
         k = hmac(&k, part.as_bytes());
