@@ -4,7 +4,8 @@
 //!
 //! When the binary is missing the tests that need it are skipped with a message, unless
 //! `OCA_REQUIRE_S3=1` (set by `.ci/run`), where a missing server fails them. The binary is
-//! `$OCA_S3S_FS`, else `s3s-fs` on `PATH` or in `~/.cargo/bin`.
+//! `$OCA_S3S_FS` when set (missing if that file is), else `s3s-fs` on `PATH` or in
+//! `~/.cargo/bin`.
 //!
 //! Its log is at debug level for `s3s`: every request is logged with its headers (so a test
 //! can see the `Range` a resume sent) and every refusal with its reason.
@@ -34,15 +35,17 @@ pub struct S3Server {
 /// The `s3s-fs` binary, or none (with the reason printed) when the test should be skipped;
 /// panics when it is missing and `OCA_REQUIRE_S3` is set.
 pub fn binary() -> Option<PathBuf> {
-    let found = std::env::var_os("OCA_S3S_FS")
-        .map(PathBuf::from)
-        .or_else(|| crate::on_path("s3s-fs").then(|| PathBuf::from("s3s-fs")))
-        .or_else(|| {
-            let home = std::env::var_os("CARGO_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
-            Some(home.join("bin/s3s-fs")).filter(|p| p.exists())
-        });
+    let found = match std::env::var_os("OCA_S3S_FS") {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.exists()),
+        None => crate::on_path("s3s-fs")
+            .then(|| PathBuf::from("s3s-fs"))
+            .or_else(|| {
+                let home = std::env::var_os("CARGO_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+                Some(home.join("bin/s3s-fs")).filter(|p| p.exists())
+            }),
+    };
     if found.is_none() {
         let how = "cargo install s3s-fs --version 0.14.1 --features binary --locked";
         if std::env::var("OCA_REQUIRE_S3").is_ok_and(|v| !v.is_empty() && v != "0") {
