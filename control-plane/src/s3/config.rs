@@ -98,6 +98,7 @@ pub fn load(tables: &[BucketConfig]) -> Result<Origins, ConfigError> {
             access_key_id: t.access_key_id.clone(),
             secret_key: read_secret(&t.bucket, &t.secret_key_file)?,
             url_lifetime_secs: lifetime,
+            day_key: Default::default(),
         });
     }
     Ok(Origins::new(buckets))

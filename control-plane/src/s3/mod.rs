@@ -113,6 +113,9 @@ pub struct Bucket {
     pub secret_key: String,
     /// `X-Amz-Expires` of presigned URLs, seconds.
     pub url_lifetime_secs: u32,
+    /// The signing key of the last day presigned for: manifests presign every S3 entry at
+    /// every health report, and the key changes once a day.
+    pub day_key: parking_lot::Mutex<Option<(String, [u8; 32])>>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -169,6 +172,20 @@ impl Bucket {
             access_key_id: &self.access_key_id,
             secret_key: &self.secret_key,
             region: &self.region,
+            day_key: None,
+        }
+    }
+
+    /// The signing key of `day` (`YYYYMMDD`), derived once a day.
+    fn key_of(&self, day: &str) -> [u8; 32] {
+        let mut kept = self.day_key.lock();
+        match kept.as_ref() {
+            Some((d, k)) if d == day => *k,
+            _ => {
+                let k = sigv4::day_key(&self.secret_key, &self.region, day);
+                *kept = Some((day.to_string(), k));
+                k
+            }
         }
     }
 
@@ -178,8 +195,13 @@ impl Bucket {
         let step = i64::from((self.url_lifetime_secs / 4).clamp(1, MAX_DATE_STEP_SECS));
         let date = now - now.rem_euclid(step);
         let at = self.address(key);
+        let day = sigv4::amz_date(date)[..8].to_string();
+        let signer = sigv4::Signer {
+            day_key: Some((&day, self.key_of(&day))),
+            ..self.signer()
+        };
         let query = sigv4::presign(
-            &self.signer(),
+            &signer,
             &sigv4::Request {
                 method: "GET",
                 host: &at.host,
@@ -259,6 +281,7 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             url_lifetime_secs: lifetime,
+            day_key: Default::default(),
         }
     }
 
@@ -266,7 +289,10 @@ mod tests {
     fn a_virtual_hosted_bucket_presigns_the_aws_example() {
         // A one-day lifetime rounds X-Amz-Date down to 6 hours: 03:00 on the example's day
         // signs as its midnight, so this is the URL AWS documents.
-        let url = bucket(false, 86_400).presigned_get("test.txt", 1_369_353_600 + 3 * 3600);
+        let b = bucket(false, 86_400);
+        // Another day's key kept first: the example's day derives its own.
+        b.presigned_get("test.txt", 1_369_353_600 - 86_400);
+        let url = b.presigned_get("test.txt", 1_369_353_600 + 3 * 3600);
         assert_eq!(
             url,
             "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256\
