@@ -173,6 +173,11 @@ pub trait Storage:
 
     /// How long the control plane was away before this start.
     fn downtime(&self) -> Downtime;
+
+    /// One cheap round trip proving this replica can write now (`/readyz` calls it about once
+    /// a second, off the async workers, under a deadline): an error, or no answer within the
+    /// deadline, takes the replica out of its load balancer. It changes nothing.
+    fn ping(&self) -> Result<()>;
 }
 
 /// Sites, appliances, coverage zones and what appliances last reported about themselves.
