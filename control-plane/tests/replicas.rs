@@ -451,3 +451,52 @@ fn readyz_is_503_while_storage_cannot_be_written() {
     db.execute_batch("ROLLBACK").unwrap();
     wait_ready(cp.addr);
 }
+
+#[test]
+fn requests_in_flight_finish_after_the_drain_period_within_the_drain_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--drain-period", "0.5", "--drain-timeout", "3"];
+    let mut cp = replica(dir.path(), "r1", &flags);
+    let body = br#"{"id": "late", "kind": "isp", "region": "eu"}"#;
+    let head = format!(
+        "POST /v1/admin/sites HTTP/1.1\r\nHost: cp\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        cp.token,
+        body.len()
+    );
+    // One request half sent when SIGTERM comes, one that will never be whole.
+    let mut slow = std::net::TcpStream::connect(cp.addr).unwrap();
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&body[..10]).unwrap();
+    let mut stuck = std::net::TcpStream::connect(cp.addr).unwrap();
+    stuck.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    sigterm(&cp);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        std::net::TcpStream::connect(cp.addr).is_err(),
+        "the listener is closed once the drain period is over"
+    );
+    slow.write_all(&body[10..]).unwrap();
+    let mut answer = String::new();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    let status = exit_within(&mut cp, Duration::from_secs(10)).expect("exits");
+    let stopped = t0.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        stopped >= Duration::from_millis(3400) && stopped < Duration::from_secs(6),
+        "exited {stopped:?} after SIGTERM: drain period 0.5 s, then 3 s for the stuck request"
+    );
+    assert!(test_support::closed_within(
+        &mut stuck,
+        Duration::from_secs(1)
+    ));
+}
