@@ -543,7 +543,7 @@ fn run(cli: Cli) -> Result<()> {
                 every.tick().await;
                 let app = saver.clone();
                 let saved =
-                    tokio::task::spawn_blocking(move || app.popularity.save(app.store.as_ref()))
+                    tokio::task::spawn_blocking(move || app.popularity.save(app.store.as_ref(), unix_now()))
                         .await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(error = %e, "saving popularity");
@@ -584,7 +584,7 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!("shutting down: no new connections");
         })
         .await;
-        last.popularity.save(last.store.as_ref())?;
+        last.popularity.save(last.store.as_ref(), unix_now())?;
         // The misses counted since the last tick; old buckets can wait for the next start.
         if let Err(e) = history::tick(last.store.as_ref(), &last.metrics.misses_by_site, &last.history, unix_now()) {
             tracing::warn!(error = %e, "storing the last steering misses");

@@ -500,3 +500,41 @@ fn requests_in_flight_finish_after_the_drain_period_within_the_drain_timeout() {
         Duration::from_secs(1)
     ));
 }
+
+#[test]
+fn plays_split_across_two_replicas_on_one_database_score_as_on_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two processes on one SQLite file (WAL works across processes on one host): the shared
+    // database stands in for PostgreSQL here.
+    let flags = ["--trusted-proxy", "127.0.0.1", "--drain-period", "0"];
+    let mut a = start_with(dir.path(), &flags);
+    let token = licensed_world(&a);
+    let mut b = start_with(dir.path(), &flags);
+    let c = reqwest::blocking::Client::new();
+    let play = |cp: &Cp| {
+        let r = c
+            .post(format!("http://{}/v1/play", cp.addr))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", "198.51.100.7")
+            .json(&json!({"title": "t1"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text());
+    };
+    for i in 0..80 {
+        play(if i % 8 < 3 { &a } else { &b });
+    }
+    for cp in [&mut a, &mut b] {
+        sigterm(cp);
+        let status = exit_within(cp, Duration::from_secs(15)).expect("exits");
+        assert!(status.success(), "{status}");
+    }
+    let db = rusqlite::Connection::open(dir.path().join("cp.db")).unwrap();
+    let score: f64 = db
+        .query_row("SELECT score FROM popularity WHERE title = 't1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    // 30 plays on one, 50 on the other, seconds apart against a 24-hour half-life.
+    assert!((score - 80.0).abs() < 0.05, "t1 scored {score}, 80 plays");
+}
