@@ -538,3 +538,122 @@ fn plays_split_across_two_replicas_on_one_database_score_as_on_one() {
     // 30 plays on one, 50 on the other, seconds apart against a 24-hour half-life.
     assert!((score - 80.0).abs() < 0.05, "t1 scored {score}, 80 plays");
 }
+
+/// A request through `h` from the test's own address (127.0.0.1, in the test's zone): its
+/// status and how long it took.
+fn timed(
+    h: &Haproxy,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Duration) {
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let url = format!("http://{}{path}", h.addr);
+    let mut r = match method {
+        "POST" => c.post(url),
+        _ => c.get(url),
+    };
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let t = Instant::now();
+    let s = r.bearer_auth(token).send().unwrap().status().as_u16();
+    (s, t.elapsed())
+}
+
+#[test]
+fn a_hung_replica_gets_reads_and_plays_replayed_elsewhere_but_not_admin_writes() {
+    if skip_without_haproxy() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Both replicas on one SQLite file, so a play is answered alike by either.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let r1 = start_with(&shared, &["--trusted-proxy", PROXY]);
+    let player = licensed_world(&r1);
+    let (s, z) = r1.admin(
+        "POST",
+        "/v1/admin/zones",
+        Some(json!({"prefix": "127.0.0.0/8", "site": "isp-a", "country": "NL"})),
+    );
+    assert_eq!(s, 201, "{z}");
+    let r2 = start_with(&shared, &["--trusted-proxy", PROXY]);
+    wait_ready(r1.addr);
+    wait_ready(r2.addr);
+    // Answers within 2 s or not at all; checks that never take r1 out, so it keeps being
+    // sent its share of requests while it hangs.
+    let servers = [("r1", r1.addr), ("r2", r2.addr)];
+    let h = Haproxy::start_tweaked(dir.path(), &servers, Some(PROXY.parse().unwrap()), |c| {
+        c.timeout_server_secs = 2;
+        c.fall = 1000;
+    });
+    for name in ["r1", "r2"] {
+        assert!(h.wait_status(name, "UP", Duration::from_secs(10)).is_some());
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(r1.child.id() as i32, libc::SIGSTOP) };
+
+    // Until one of a kind's requests has met the hung replica (it then takes over 2 s):
+    // what that one was answered.
+    let token = r1.token.clone();
+    let met_r1 = |method: &str, path: &str, body: &dyn Fn(usize) -> Option<Value>, who: &str| {
+        for i in 0..6 {
+            let (s, took) = timed(&h, method, path, who, body(i));
+            if took >= Duration::from_secs(2) {
+                eprintln!("{method} {path}: {s} after {} ms", took.as_millis());
+                return s;
+            }
+            assert!((200..300).contains(&s), "{method} {path} from r2: {s}");
+        }
+        panic!("{method} {path}: six requests and none went to r1");
+    };
+    assert_eq!(met_r1("GET", "/v1/admin/sites", &|_| None, &token), 200);
+    let play = |_| Some(json!({"title": "t1"}));
+    assert_eq!(met_r1("POST", "/v1/play", &play, &player), 200);
+    let site = |i| Some(json!({"id": format!("late-{i}"), "kind": "isp", "region": "eu"}));
+    assert_eq!(
+        met_r1("POST", "/v1/admin/sites", &site, &token),
+        504,
+        "an admin write is not replayed"
+    );
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(r1.child.id() as i32, libc::SIGCONT) };
+}
+
+#[test]
+fn haproxy_terminates_tls_in_front_of_plain_replicas() {
+    if skip_without_haproxy() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cp = replica(dir.path(), "r1", &[]);
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    test_support::write_self_signed(&cert, &key, &["127.0.0.1".to_string()]).unwrap();
+    let pem = dir.path().join("haproxy.pem");
+    let both = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+    std::fs::write(&pem, both).unwrap();
+    let h = Haproxy::start_tweaked(
+        dir.path(),
+        &[("r1", cp.addr)],
+        Some(PROXY.parse().unwrap()),
+        |c| c.tls_pem = Some(pem.clone()),
+    );
+    assert!(h.wait_status("r1", "UP", Duration::from_secs(10)).is_some());
+    let c = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://{}/v1/admin/sites", h.addr))
+        .bearer_auth(&cp.token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

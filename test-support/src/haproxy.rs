@@ -26,12 +26,18 @@ pub struct Config {
     pub fall: u32,
     /// Passed checks in a row that bring it back.
     pub rise: u32,
+    /// Seconds a replica may take to answer before the request is replayed on another (where
+    /// that is safe) or answered 504.
+    pub timeout_server_secs: u64,
     /// The address HAProxy connects to the replicas from (the replicas' `--trusted-proxy`).
     pub source: Option<std::net::IpAddr>,
     /// The admin socket (`show stat`, `show servers state`).
     pub stats_socket: PathBuf,
     /// A PEM file with the certificate chain and its key: terminate TLS on `bind`.
     pub tls_pem: Option<PathBuf>,
+    /// Run as Debian's `haproxy` user, chrooted (a system service started as root; tests run
+    /// as whoever they are).
+    pub drop_privileges: bool,
 }
 
 impl Config {
@@ -46,9 +52,11 @@ impl Config {
             inter_ms: 500,
             fall: 2,
             rise: 2,
+            timeout_server_secs: 60,
             source: None,
             stats_socket: "/run/haproxy/admin.sock".into(),
             tls_pem: Some("/etc/haproxy/control-plane.pem".into()),
+            drop_privileges: true,
         }
     }
 
@@ -57,6 +65,11 @@ impl Config {
         let tls = match &self.tls_pem {
             Some(pem) => format!(" ssl crt {} alpn http/1.1", pem.display()),
             None => String::new(),
+        };
+        let privileges = if self.drop_privileges {
+            "    chroot /var/lib/haproxy\n    user haproxy\n    group haproxy\n"
+        } else {
+            ""
         };
         let source = match self.source {
             Some(ip) => format!("    source {ip}\n"),
@@ -72,9 +85,10 @@ impl Config {
 # HAProxy in front of control-plane replicas (docs/control-plane.md, \"Replicas behind HAProxy\").
 # Rendered by test-support's haproxy::Config::render, the configuration the tests run.
 global
+    # Under systemd, stderr is the journal.
     log stderr format raw local0 info
     stats socket {socket} mode 600 level admin
-
+{privileges}
 defaults
     mode http
     log global
@@ -82,7 +96,7 @@ defaults
     timeout connect 2s
     # As the control plane's own: a report's body within 30 s, keep-alive up to 60 s.
     timeout client 60s
-    timeout server 60s
+    timeout server {timeout_server}s
     timeout http-request 10s
     timeout check 1s
     # Connection attempts and retries together; each retry to another replica.
@@ -116,6 +130,7 @@ backend replicas
             socket = self.stats_socket.display(),
             bind = self.bind,
             inter = self.inter_ms,
+            timeout_server = self.timeout_server_secs,
             fall = self.fall,
             rise = self.rise,
         )
@@ -153,20 +168,33 @@ impl Haproxy {
         servers: &[(&str, SocketAddr)],
         source: Option<std::net::IpAddr>,
     ) -> Haproxy {
+        Haproxy::start_tweaked(dir, servers, source, |_| {})
+    }
+
+    /// [`Haproxy::start`] with the configuration changed by `tweak` first.
+    pub fn start_tweaked(
+        dir: &Path,
+        servers: &[(&str, SocketAddr)],
+        source: Option<std::net::IpAddr>,
+        tweak: impl Fn(&mut Config),
+    ) -> Haproxy {
         let mut last = String::new();
         // The port is picked free and then given to HAProxy: another test may take it between;
         // try again then.
         for _ in 0..5 {
-            let config = Config {
+            let mut config = Config {
                 bind: SocketAddr::from(([127, 0, 0, 1], crate::free_port())),
                 servers: servers.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
                 inter_ms: 500,
                 fall: 2,
                 rise: 2,
+                timeout_server_secs: 60,
                 source,
                 stats_socket: dir.join("haproxy.sock"),
                 tls_pem: None,
+                drop_privileges: false,
             };
+            tweak(&mut config);
             match Haproxy::start_with(dir, config) {
                 Ok(h) => return h,
                 Err(log) => last = log,
