@@ -32,7 +32,8 @@
 //! routing.rs           what the fleet hears, for operators: BGP sessions, route explorer,
 //!                      inconsistent sites
 //! steering.rs          the steering algorithm over the fleet model
-//! server/              the listener: accept loop, connection caps, timeouts (no routes)
+//! server/              the listener: accept loop, connection caps, timeouts, the drain,
+//!                      readiness (no routes)
 //! metrics.rs           the counters, Prometheus text
 //! planning/            fill: site plans, the planner's cache, manifests, fill settings
 //! play.rs              a play: admission, licensing, renditions, signed URLs, the lease

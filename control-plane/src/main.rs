@@ -113,6 +113,15 @@ struct Cli {
     /// byte (default 60).
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<f64>,
+    /// Seconds the API keeps serving after SIGTERM while /readyz answers 503, so a load
+    /// balancer's health checks take this replica out first (default 3; 0: stop at once; a
+    /// second SIGTERM or SIGINT cuts it short).
+    #[arg(long, value_name = "SECS")]
+    drain_period: Option<f64>,
+    /// Seconds requests in progress may take to finish once the drain period is over
+    /// (default 10).
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<f64>,
     /// BGP routes one health report may carry (default 50000); a report with more is refused
     /// whole with an error saying so, never cut short.
     #[arg(long, value_name = "N")]
@@ -257,6 +266,8 @@ struct FileConfig {
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
     idle_timeout: Option<f64>,
+    drain_period: Option<f64>,
+    drain_timeout: Option<f64>,
     max_routes_per_appliance: Option<usize>,
     #[serde(default)]
     portal_insecure_cookies: bool,
@@ -415,6 +426,11 @@ fn run(cli: Cli) -> Result<()> {
             )?,
             idle: secs(cli.idle_timeout, file.idle_timeout, 60.0, "idle_timeout")?,
         },
+        drain_timeout: secs(cli.drain_timeout, file.drain_timeout, 10.0, "drain_timeout")?,
+    };
+    let drain_period = match cli.drain_period.or(file.drain_period).unwrap_or(3.0) {
+        p if p.is_finite() && (0.0..=300.0).contains(&p) => std::time::Duration::from_secs_f64(p),
+        p => anyhow::bail!("drain_period must be 0 to 300 seconds, got {p}"),
     };
     let body_timeout = secs(cli.body_timeout, file.body_timeout, 30.0, "body_timeout")?;
     let max_routes_per_appliance = cli
@@ -510,6 +526,7 @@ fn run(cli: Cli) -> Result<()> {
         admin_token_sha256: credentials::sha256(&token),
         accounts: portal_accounts(&cli_portal, &file_portal)?,
         live,
+        readiness: Arc::new(server::readiness::Readiness::new()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -535,7 +552,7 @@ fn run(cli: Cli) -> Result<()> {
                 every.tick().await;
                 let app = saver.clone();
                 let saved =
-                    tokio::task::spawn_blocking(move || app.popularity.save(app.store.as_ref()))
+                    tokio::task::spawn_blocking(move || app.popularity.save(app.store.as_ref(), unix_now()))
                         .await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(error = %e, "saving popularity");
@@ -543,6 +560,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         });
         tokio::spawn(history_task(app.clone()));
+        let store = app.store.clone();
+        tokio::spawn(server::readiness::watch_storage(app.readiness.clone(), move || store.ping()));
+        let readiness = app.readiness.clone();
         control_plane::live::spawn(app.clone(), probe_client);
         let last = app.clone();
         let conn_metrics = app.metrics.conns.clone();
@@ -560,11 +580,20 @@ fn run(cli: Cli) -> Result<()> {
                     },
                 }
             }
-            tracing::info!("shutting down");
-            oca_service::systemd::stopping("shutting down");
+            // Drain: the load balancer's checks see 503 and take this replica out while it
+            // still serves what they send meanwhile; then the listener closes.
+            readiness.start_draining();
+            oca_service::systemd::stopping("draining");
+            tracing::info!(secs = drain_period.as_secs_f64(), "draining: /readyz answers 503, still serving");
+            tokio::select! {
+                _ = tokio::time::sleep(drain_period) => {}
+                _ = term.recv() => tracing::info!("second signal: drain period cut short"),
+                _ = int.recv() => tracing::info!("second signal: drain period cut short"),
+            }
+            tracing::info!("shutting down: no new connections");
         })
         .await;
-        last.popularity.save(last.store.as_ref())?;
+        last.popularity.save(last.store.as_ref(), unix_now())?;
         // The misses counted since the last tick; old buckets can wait for the next start.
         if let Err(e) = history::tick(last.store.as_ref(), &last.metrics.misses_by_site, &last.history, unix_now()) {
             tracing::warn!(error = %e, "storing the last steering misses");

@@ -62,7 +62,11 @@ pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
         .unwrap()
         .parse()
         .unwrap();
-    let token = std::fs::read_to_string(dir.join("cp.db.admin-token"))
+    let token_file = extra
+        .iter()
+        .position(|a| *a == "--admin-token-file")
+        .map_or_else(|| dir.join("cp.db.admin-token"), |i| extra[i + 1].into());
+    let token = std::fs::read_to_string(token_file)
         .unwrap()
         .trim()
         .to_string();
