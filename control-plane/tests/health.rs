@@ -183,12 +183,24 @@ fn big_intake(cp: &Cp, c1: &str, c2: &str, seq: u64, first: usize) -> (Duration,
         "oca-1",
         json!({"kind": "full", "seq": seq, "content": content}),
     );
-    let done = std::sync::atomic::AtomicBool::new(false);
+    // Set when the intake ends, however it ends: a failed intake (a panic) must end the loop
+    // below, or the scope would wait for it forever and the test hang instead of failing.
+    struct Done(std::sync::atomic::AtomicBool);
+    struct SetOnDrop<'a>(&'a Done);
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0 .0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let done = Done(std::sync::atomic::AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(300);
     std::thread::scope(|s| {
         let other = s.spawn(|| {
             let mut worst = [Duration::ZERO; 3];
             let mut count = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) || count < 3 {
+            while (!done.0.load(std::sync::atomic::Ordering::Relaxed) || count < 3)
+                && Instant::now() < deadline
+            {
                 let t = Instant::now();
                 assert_eq!(cp.admin("GET", "/v1/admin/sites", None).0, 200);
                 worst[0] = worst[0].max(t.elapsed());
@@ -206,10 +218,11 @@ fn big_intake(cp: &Cp, c1: &str, c2: &str, seq: u64, first: usize) -> (Duration,
             }
             worst
         });
+        let set_done = SetOnDrop(&done);
         let t = Instant::now();
         let (s1, reply) = cp.req("POST", "/v1/appliances/oca-1/health", Some(big), Some(c1));
         let took = t.elapsed();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(set_done);
         assert_eq!(s1, 200, "{reply}");
         (took, other.join().unwrap())
     })
