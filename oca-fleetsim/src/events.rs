@@ -57,7 +57,7 @@ impl Events {
             .pool
             .send(Method::GET, &path, &self.token, &[], None)
             .await;
-        self.stats.steer.record(t.elapsed());
+        self.stats.steer_explain.record(t.elapsed());
         let body = match res {
             Ok(a) if a.status.is_success() => a.body,
             Ok(a) => {

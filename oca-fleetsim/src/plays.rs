@@ -80,6 +80,8 @@ pub struct Settings {
     pub max_backlog: u64,
     /// Plays per second of each limit subscriber.
     pub limit_rate: f64,
+    /// `GET /v1/steer` requests per second (admin), checked like a play's rendition.
+    pub steer_rate: f64,
 }
 
 /// The play load.
@@ -88,6 +90,7 @@ pub struct Plays {
     stats: Arc<Stats>,
     pool: Pool,
     tokens: Vec<String>,
+    admin_token: String,
     zipf: Zipf,
     settings: Settings,
     in_flight: Semaphore,
@@ -115,12 +118,14 @@ enum Outcome {
 }
 
 impl Plays {
-    /// The load over `model`'s fleet with the unlimited subscribers' `tokens`.
+    /// The load over `model`'s fleet with the unlimited subscribers' `tokens` (and the admin
+    /// token for steering questions).
     pub fn new(
         model: Arc<Model>,
         stats: Arc<Stats>,
         pool: Pool,
         tokens: Vec<String>,
+        admin_token: String,
         settings: Settings,
     ) -> Plays {
         Plays {
@@ -131,6 +136,7 @@ impl Plays {
             stats,
             pool,
             tokens,
+            admin_token,
             settings,
         }
     }
@@ -218,13 +224,61 @@ impl Plays {
         }
     }
 
-    /// The open-loop schedule from `start` to `end`.
-    pub async fn run(self: Arc<Self>, start: Instant, end: Instant) {
-        let mut rng = SmallRng::seed_from_u64(mix(self.model.seed ^ 0x5c4e));
+    /// One steering question, scheduled for `due`: a client anywhere, a rendition of a title
+    /// drawn by popularity.
+    async fn steer(&self, due: Instant, seq: u64) {
+        let mut rng = SmallRng::seed_from_u64(mix(self.model.seed ^ 0x57ee ^ (seq << 8)));
+        let ask = self.ask(&mut rng);
+        let f = ask.title * 4 + rng.random_range(0..4u32);
+        let path = format!(
+            "/v1/steer?client_ip={}&content_id={}",
+            ask.ip,
+            fleet::content_id(f)
+        );
+        let permit = self.in_flight.acquire().await.expect("never closed");
+        self.waiting.fetch_sub(1, Relaxed);
+        let asked = Instant::now();
+        let res = self
+            .pool
+            .send(Method::GET, &path, &self.admin_token, &[], None)
+            .await;
+        drop(permit);
+        let w = Window {
+            asked,
+            answered: Instant::now(),
+            unix_now: unix_now(),
+        };
+        self.stats.steer.record(w.answered - due);
+        match res {
+            Ok(a) if a.status == StatusCode::OK => match serde_json::from_slice(&a.body) {
+                Ok(ans) => {
+                    self.stats.steers_ok.fetch_add(1, Relaxed);
+                    self.record(verify::steering(&self.model, ask.prefix, f, &ans, &w));
+                }
+                Err(e) => self.stats.error(format!("steer 200 unreadable: {e}")),
+            },
+            Ok(a) => self
+                .stats
+                .error(format!("steer {}", describe(a.status, &a.body))),
+            Err(e) => self.stats.error(format!("steer {e}")),
+        }
+    }
+
+    /// The open-loop schedule of plays (`steer` false) or steering questions from `start` to
+    /// `end`.
+    pub async fn run(self: Arc<Self>, start: Instant, end: Instant, steer: bool) {
+        let mut rng = SmallRng::seed_from_u64(mix(self.model.seed ^ 0x5c4e ^ u64::from(steer)));
         let mut t = start;
         let mut seq = 0u64;
+        if steer && self.settings.steer_rate <= 0.0 {
+            return;
+        }
         loop {
-            let rate = rate_at(self.settings.peak, self.settings.day, t - start).max(1e-3);
+            let rate = if steer {
+                self.settings.steer_rate
+            } else {
+                rate_at(self.settings.peak, self.settings.day, t - start).max(1e-3)
+            };
             // Exponential gaps: Poisson arrivals.
             let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
             t += Duration::from_secs_f64(gap.min(3600.0));
@@ -241,7 +295,11 @@ impl Plays {
             self.waiting.fetch_add(1, Relaxed);
             seq += 1;
             let me = self.clone();
-            tokio::spawn(async move { me.play(t, seq).await });
+            if steer {
+                tokio::spawn(async move { me.steer(t, seq).await });
+            } else {
+                tokio::spawn(async move { me.play(t, seq).await });
+            }
         }
         // Let the plays in flight finish (each has the client's deadline).
         let all = u32::try_from(self.settings.max_in_flight.max(1)).unwrap_or(u32::MAX);

@@ -87,6 +87,9 @@ pub struct Options {
     /// Seconds of the measured phase.
     #[arg(long, default_value_t = 60.0)]
     pub duration: f64,
+    /// `GET /v1/steer` requests per second (admin token; each answer checked like a play's).
+    #[arg(long, default_value_t = 0.0)]
+    pub steer_rate: f64,
     /// Plays per second at the day's peak.
     #[arg(long, default_value_t = 100.0)]
     pub play_rate: f64,
@@ -161,6 +164,7 @@ impl Options {
         if !bounded(self.interval, 0.1, 3600.0)
             || !bounded(self.duration, 0.0, 7.0 * 86400.0)
             || !bounded(self.play_rate, 0.0, 1e6)
+            || !bounded(self.steer_rate, 0.0, 1e6)
             || !bounded(self.day, 1.0, 1e7)
             || !bounded(self.zipf, 0.0, 10.0)
             || !bounded(self.bgp_share, 0.0, 1.0)
@@ -346,6 +350,7 @@ async fn run(o: &Options) -> anyhow::Result<Value> {
         stats.clone(),
         Pool::new(&o.url, o.max_in_flight, timeout)?,
         built.tokens,
+        token.clone(),
         plays::Settings {
             peak: o.play_rate,
             day: Duration::from_secs_f64(o.day),
@@ -353,6 +358,7 @@ async fn run(o: &Options) -> anyhow::Result<Value> {
             max_in_flight: o.max_in_flight,
             max_backlog: o.max_backlog,
             limit_rate: o.limit_rate,
+            steer_rate: o.steer_rate,
         },
     ));
     let events = Arc::new(Events {
@@ -373,7 +379,8 @@ async fn run(o: &Options) -> anyhow::Result<Value> {
         let first = start + interval.mul_f64(f64::from(a) / f64::from(n));
         tasks.spawn(reports.clone().run(a, first, end));
     }
-    tasks.spawn(plays.clone().run(start, end));
+    tasks.spawn(plays.clone().run(start, end, false));
+    tasks.spawn(plays.clone().run(start, end, true));
     for sub in built.limited {
         tasks.spawn(plays.clone().run_limited(sub, start, end));
     }
@@ -408,7 +415,7 @@ async fn run(o: &Options) -> anyhow::Result<Value> {
         "warmup_secs": (warmup_secs * 10.0).round() / 10.0,
     });
     summary["settings"] = json!({
-        "interval_secs": o.interval, "play_rate_peak": o.play_rate, "day_secs": o.day,
+        "interval_secs": o.interval, "play_rate_peak": o.play_rate, "steer_rate": o.steer_rate, "day_secs": o.day,
         "zipf": o.zipf, "churn": o.churn, "bgp_share": o.bgp_share, "bound_secs": o.bound, "disks": !o.no_disks,
         "seed": o.seed,
     });

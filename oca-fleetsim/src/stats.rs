@@ -122,8 +122,12 @@ pub struct Stats {
     pub play: Histogram,
     /// Health report latency.
     pub report: Histogram,
-    /// `GET /v1/steer?explain=1` latency (the event watcher).
+    /// `GET /v1/steer` latency from its scheduled start (the steering stream).
     pub steer: Histogram,
+    /// `GET /v1/steer?explain=1` latency (the event watcher).
+    pub steer_explain: Histogram,
+    /// Steering questions answered (checked like plays).
+    pub steers_ok: AtomicU64,
     /// Plays answered 200.
     pub plays_ok: AtomicU64,
     /// Plays answered 503 `no_appliance` (checked: nobody near holds any rendition).
@@ -219,6 +223,7 @@ impl Stats {
                 "too_many_streams": self.plays_limited.load(Relaxed),
                 "shed": self.plays_shed.load(Relaxed),
             },
+            "steers_per_sec": rate(self.steers_ok.load(Relaxed)),
             "reports_per_sec": rate(self.reports_ok.load(Relaxed)),
             "reports": {
                 "ok": self.reports_ok.load(Relaxed),
@@ -230,6 +235,7 @@ impl Stats {
                 "play": self.play.json(),
                 "report": self.report.json(),
                 "steer": self.steer.json(),
+                "steer_explain": self.steer_explain.json(),
             },
             "checked": self.checked.load(Relaxed),
             "failed_answers": self.failed_answers.load(Relaxed),
@@ -263,7 +269,10 @@ pub fn human(v: &Value) -> String {
         v["plays"]["shed"],
         v["reports_per_sec"]
     );
-    for route in ["play", "report", "steer"] {
+    if v["steers_per_sec"].as_f64().unwrap_or(0.0) > 0.0 {
+        out += &format!("{} steering answers/s\n", v["steers_per_sec"]);
+    }
+    for route in ["play", "report", "steer", "steer_explain"] {
         out += &lat(route);
         out.push('\n');
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use oca_protocol::playback::PlayAnswer;
 use oca_protocol::signing::{self, Scope};
+use oca_protocol::steering::SteerAnswer;
 
 use crate::fleet;
 use crate::model::{Appliance, Model};
@@ -90,20 +91,40 @@ fn standing(m: &Model, st: &Appliance, f: u32, w: &Window) -> Standing {
     Standing { may, sure }
 }
 
-/// The appliance's place for prefix `n` and whether the place is certain (no recent route
-/// change in the client's site).
-fn place(m: &Model, a: u32, n: u32, since: Instant) -> (Option<u8>, bool) {
-    let site = m.shape.prefix_site(n);
-    let mut hears = Vec::with_capacity(m.shape.per_site as usize);
-    let mut sure = true;
-    for b in m.shape.site_appliances(site) {
-        let st = m.appliance(b);
-        hears.push(st.hears(n));
-        sure &= !st.routes_changed_since(since);
+/// The client's prefix and who in its site hears it: read once per answer.
+struct Client {
+    n: u32,
+    first: u32,
+    hears: Vec<bool>,
+    /// No route of the client's site changed within the bound: places are certain.
+    sure: bool,
+}
+
+impl Client {
+    fn of(m: &Model, n: u32, w: &Window) -> Client {
+        let since = w.asked.checked_sub(m.bound).unwrap_or(w.asked);
+        let site = m.shape.site_appliances(m.shape.prefix_site(n));
+        let mut sure = true;
+        let hears = site
+            .clone()
+            .map(|b| {
+                let st = m.appliance(b);
+                sure &= !st.routes_changed_since(since);
+                st.hears(n)
+            })
+            .collect();
+        Client {
+            n,
+            first: site.start,
+            hears,
+            sure,
+        }
     }
-    let first = m.shape.site_appliances(site).start;
-    let hears_fn = |b: u32| hears[(b - first) as usize];
-    (m.place(a, n, &hears_fn), sure)
+
+    /// Appliance `a`'s place for this client.
+    fn place(&self, m: &Model, a: u32) -> Option<u8> {
+        m.place(a, self.n, &|b| self.hears[(b - self.first) as usize])
+    }
 }
 
 /// Appliance number behind a play URL, and its query; none when the URL is not one of ours.
@@ -139,45 +160,56 @@ fn check_signature(m: &Model, a: u32, id: &str, query: &str, w: &Window) -> Resu
     Ok(())
 }
 
-/// The appliances that certainly qualify to serve file `f` to a client in prefix `n`.
-fn sure_holders(m: &Model, n: u32, f: u32, w: &Window) -> Vec<u32> {
-    let since = w.asked.checked_sub(m.bound).unwrap_or(w.asked);
-    m.neighbourhood(n)
+/// The appliances that certainly qualify to serve file `f` to `client`.
+fn sure_holders(m: &Model, client: &Client, f: u32, w: &Window) -> Vec<u32> {
+    if !client.sure {
+        return Vec::new();
+    }
+    m.neighbourhood(client.n)
         .into_iter()
-        .filter(|&a| {
-            let (p, sure) = place(m, a, n, since);
-            p.is_some() && sure && standing(m, &m.appliance(a), f, w).sure
-        })
+        .filter(|&a| client.place(m, a).is_some() && standing(m, &m.appliance(a), f, w).sure)
         .collect()
 }
 
 /// Checks one rendition's URLs for file `f`.
-fn check_rendition(m: &Model, n: u32, f: u32, urls: &[String], w: &Window) -> Vec<Failure> {
+fn check_rendition(m: &Model, c: &Client, f: u32, urls: &[String], w: &Window) -> Vec<Failure> {
     let id = fleet::content_id(f);
-    let since = w.asked.checked_sub(m.bound).unwrap_or(w.asked);
     let mut out = Vec::new();
-    if urls.is_empty() || urls.len() > 10 {
-        out.push(fail("url_count", format!("{id}: {} URLs", urls.len())));
-    }
     let mut offered: Vec<u32> = Vec::with_capacity(urls.len());
-    let mut places: Vec<Option<u8>> = Vec::with_capacity(urls.len());
-    let mut order_sure = true;
     for url in urls {
         let Some((a, query)) = parse_url(m, url, &id) else {
             out.push(fail("bad_url", url.clone()));
             continue;
         };
-        if offered.contains(&a) {
-            out.push(fail("duplicate_appliance", url.clone()));
-        }
-        offered.push(a);
         if let Err(e) = check_signature(m, a, &id, query, w) {
             out.push(e);
         }
-        let (p, sure) = place(m, a, n, since);
-        order_sure &= sure;
+        offered.push(a);
+    }
+    out.extend(check_offered(m, c, f, &offered, w));
+    out
+}
+
+/// Checks the appliances offered (best first) for file `f` to a client in prefix `n`:
+/// count, distinct, neighbourhood, eligibility, proximity order, completeness.
+fn check_offered(m: &Model, c: &Client, f: u32, offered: &[u32], w: &Window) -> Vec<Failure> {
+    let id = fleet::content_id(f);
+    let n = c.n;
+    let mut out = Vec::new();
+    if offered.is_empty() || offered.len() > 10 {
+        out.push(fail(
+            "url_count",
+            format!("{id}: {} offered", offered.len()),
+        ));
+    }
+    let mut places: Vec<Option<u8>> = Vec::with_capacity(offered.len());
+    for (i, &a) in offered.iter().enumerate() {
+        if offered[..i].contains(&a) {
+            out.push(fail("duplicate_appliance", format!("{id}: appliance {a}")));
+        }
+        let p = c.place(m, a);
         places.push(p);
-        if p.is_none() && sure {
+        if p.is_none() && c.sure {
             out.push(fail(
                 "outside_neighbourhood",
                 format!("{id} for prefix {n} on appliance {a}"),
@@ -190,21 +222,21 @@ fn check_rendition(m: &Model, n: u32, f: u32, urls: &[String], w: &Window) -> Ve
             ));
         }
     }
-    // Nearer first; the last place may go to a second site's best.
-    // Appliances outside the neighbourhood are reported above, not ranked.
+    // Nearer first; the last place may go to a second site's best. Appliances outside the
+    // neighbourhood are reported above, not ranked.
     let ranked: Vec<u8> = places[..places.len().saturating_sub(1)]
         .iter()
         .flatten()
         .copied()
         .collect();
-    if order_sure && ranked.windows(2).any(|w| w[0] > w[1]) {
+    if c.sure && ranked.windows(2).any(|w| w[0] > w[1]) {
         out.push(fail(
             "proximity_order",
             format!("{id} for prefix {n}: places {places:?}"),
         ));
     }
-    if urls.len() < 10 {
-        let missing: Vec<u32> = sure_holders(m, n, f, w)
+    if offered.len() < 10 {
+        let missing: Vec<u32> = sure_holders(m, c, f, w)
             .into_iter()
             .filter(|a| !offered.contains(a))
             .collect();
@@ -218,8 +250,49 @@ fn check_rendition(m: &Model, n: u32, f: u32, urls: &[String], w: &Window) -> Ve
     out
 }
 
+/// Checks a `GET /v1/steer` answer for file `f` and a client in prefix `n` by the same rules
+/// as a play's rendition (no URLs, so no signatures); an empty answer means nobody certainly
+/// qualifies.
+pub fn steering(m: &Model, n: u32, f: u32, ans: &SteerAnswer, w: &Window) -> Vec<Failure> {
+    let mut out = Vec::new();
+    if ans.content_id != fleet::content_id(f) {
+        out.push(fail("wrong_content", ans.content_id.clone()));
+    }
+    let mut offered = Vec::with_capacity(ans.appliances.len());
+    for s in &ans.appliances {
+        let url = s
+            .url
+            .strip_prefix("http://")
+            .and_then(fleet::parse_oca_host);
+        let o = url.filter(|o| o.site < m.shape.sites && o.k < m.shape.per_site);
+        match o {
+            Some(o) if fleet::oca_id(o) == s.oca_id && fleet::site_id(o.site) == s.site => {
+                offered.push(m.shape.index(o));
+            }
+            _ => out.push(fail(
+                "bad_appliance",
+                format!("{} at {} in {}", s.oca_id, s.url, s.site),
+            )),
+        }
+    }
+    let client = Client::of(m, n, w);
+    if offered.is_empty() {
+        let qualify = sure_holders(m, &client, f, w);
+        if !qualify.is_empty() {
+            out.push(fail(
+                "wrong_no_appliance",
+                format!("{} for prefix {n}: {qualify:?} qualify", ans.content_id),
+            ));
+        }
+        return out;
+    }
+    out.extend(check_offered(m, &client, f, &offered, w));
+    out
+}
+
 /// Checks a 200 answer to a play of title `t` from a client in prefix `n`.
 pub fn answer(m: &Model, n: u32, t: u32, ans: &PlayAnswer, w: &Window) -> Vec<Failure> {
+    let client = Client::of(m, n, w);
     let mut out = Vec::new();
     if ans.title != fleet::title_id(t) {
         out.push(fail(
@@ -232,7 +305,7 @@ pub fn answer(m: &Model, n: u32, t: u32, ans: &PlayAnswer, w: &Window) -> Vec<Fa
         match fleet::parse_content_id(&r.content_id) {
             Some(f) if f / 4 == t => {
                 seen[(f % 4) as usize] = true;
-                out.extend(check_rendition(m, n, f, &r.urls, w));
+                out.extend(check_rendition(m, &client, f, &r.urls, w));
             }
             _ => out.push(fail(
                 "wrong_rendition",
@@ -248,7 +321,7 @@ pub fn answer(m: &Model, n: u32, t: u32, ans: &PlayAnswer, w: &Window) -> Vec<Fa
     }
     for (i, _) in seen.iter().enumerate().filter(|(_, s)| !**s) {
         let f = t * 4 + i as u32;
-        let qualify = sure_holders(m, n, f, w);
+        let qualify = sure_holders(m, &client, f, w);
         if !qualify.is_empty() {
             out.push(fail(
                 "rendition_left_out",
@@ -264,9 +337,10 @@ pub fn answer(m: &Model, n: u32, t: u32, ans: &PlayAnswer, w: &Window) -> Vec<Fa
 
 /// Checks a 503 `no_appliance` for title `t` from prefix `n`: nobody certainly qualifies.
 pub fn no_appliance(m: &Model, n: u32, t: u32, w: &Window) -> Vec<Failure> {
+    let client = Client::of(m, n, w);
     (t * 4..t * 4 + 4)
         .filter_map(|f| {
-            let qualify = sure_holders(m, n, f, w);
+            let qualify = sure_holders(m, &client, f, w);
             (!qualify.is_empty()).then(|| {
                 fail(
                     "wrong_no_appliance",

@@ -73,33 +73,12 @@ fn fleetsim(dir: &Path, url: &str, args: &[&str], within: Duration) -> (i32, Val
 fn a_small_fleet_passes_every_check() {
     let dir = tempfile::tempdir().unwrap();
     let (_cp, url) = control_plane(dir.path(), "5", true);
-    let shape = [
-        "--appliances",
-        "300",
-        "--sites",
-        "60",
-        "--regions",
-        "4",
-        "--prefixes-per-site",
-        "50",
-        "--files",
-        "4000",
-        "--interval",
-        "5",
-        "--bound",
-        "2",
-        "--no-disks",
-    ];
-    let load = [
-        "--duration",
-        "20",
-        "--play-rate",
-        "60",
-        "--day",
-        "40",
-        "--events",
-        "1",
-    ];
+    let shape: Vec<&str> = "--appliances 300 --sites 60 --regions 4 --prefixes-per-site 50 --files 4000 --interval 5 --bound 2 --no-disks"
+        .split_whitespace()
+        .collect();
+    let load: Vec<&str> = "--duration 20 --play-rate 60 --steer-rate 20 --day 40 --events 1"
+        .split_whitespace()
+        .collect();
     let args: Vec<&str> = shape.iter().chain(&load).copied().collect();
     let (code, v) = fleetsim(dir.path(), &url, &args, Duration::from_secs(240));
     let failures = &v["failure_examples"];
@@ -111,6 +90,7 @@ fn a_small_fleet_passes_every_check() {
     assert!(v["checked"].as_u64().unwrap() > 300, "{plays}");
     assert!(plays["ok"].as_u64().unwrap() > 200, "{plays}");
     assert!(plays["too_many_streams"].as_u64().unwrap() > 0, "{plays}");
+    assert!(v["steers_per_sec"].as_f64().unwrap() > 10.0, "{v}");
     // Reports kept up: 60 a second, none later than one interval after its slot.
     let reports = &v["reports"];
     assert_eq!(reports["late"], 0, "{reports}");
@@ -137,14 +117,9 @@ fn a_small_fleet_passes_every_check() {
     }
     // A second run finds the fleet built and reuses it (appliance credentials from the state
     // directory): nothing is created twice, and everything still checks out.
-    let again = [
-        "--duration",
-        "3",
-        "--events",
-        "0",
-        "--limit-subscribers",
-        "0",
-    ];
+    let again: Vec<&str> = "--duration 3 --events 0 --limit-subscribers 0"
+        .split_whitespace()
+        .collect();
     let args2: Vec<&str> = shape.iter().chain(&again).copied().collect();
     let (code, v) = fleetsim(dir.path(), &url, &args2, Duration::from_secs(240));
     assert_eq!(code, 0, "{v}");
@@ -158,31 +133,9 @@ fn a_small_fleet_passes_every_check() {
 fn answers_for_the_wrong_client_fail_the_checks() {
     let dir = tempfile::tempdir().unwrap();
     let (_cp, url) = control_plane(dir.path(), "5", false);
-    let args = [
-        "--appliances",
-        "50",
-        "--sites",
-        "10",
-        "--regions",
-        "2",
-        "--prefixes-per-site",
-        "10",
-        "--files",
-        "400",
-        "--interval",
-        "5",
-        "--duration",
-        "6",
-        "--play-rate",
-        "20",
-        "--bound",
-        "0.5",
-        "--events",
-        "0",
-        "--limit-subscribers",
-        "0",
-        "--no-disks",
-    ];
+    let args: Vec<&str> = "--appliances 50 --sites 10 --regions 2 --prefixes-per-site 10 --files 400 --interval 5 --duration 6 --play-rate 20 --bound 0.5 --events 0 --limit-subscribers 0 --no-disks"
+        .split_whitespace()
+        .collect();
     let (code, v) = fleetsim(dir.path(), &url, &args, Duration::from_secs(120));
     assert_eq!(code, 1, "{v}");
     let by_kind = &v["failures_by_kind"];
