@@ -14,7 +14,7 @@ use reqwest::Method;
 
 use crate::fleet;
 use crate::http::Pool;
-use crate::model::{mix, Model};
+use crate::model::{mix, Model, Stamp};
 use crate::reports::Reports;
 use crate::stats::{Propagation, Stats};
 
@@ -120,13 +120,12 @@ impl Events {
             return;
         }
         for kind in KINDS {
-            let now = Instant::now();
             {
                 let mut st = self.model.appliance(a);
                 match kind {
                     "health_down" | "health_up" => {
                         st.error = kind == "health_down";
-                        st.status_at = Some(now);
+                        st.status_at = Stamp::Pending;
                     }
                     _ => {
                         if kind == "route_withdraw" {
@@ -134,7 +133,7 @@ impl Events {
                         } else {
                             st.withdrawn.retain(|&p| p != n);
                         }
-                        st.routes_at = Some(now);
+                        st.routes_at = Stamp::Pending;
                     }
                 }
             }
@@ -150,9 +149,9 @@ impl Events {
             {
                 let mut st = self.model.appliance(a);
                 if kind.starts_with("health") {
-                    st.status_at = Some(Instant::now());
+                    st.status_at = Stamp::At(Instant::now());
                 } else {
-                    st.routes_at = Some(Instant::now());
+                    st.routes_at = Stamp::At(Instant::now());
                 }
             }
             self.stats.propagation.lock().push(Propagation {

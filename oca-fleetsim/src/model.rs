@@ -20,21 +20,46 @@ use rand::{RngExt, SeedableRng};
 
 use crate::fleet::{self, Shape};
 
+/// When a change took effect at the control plane: never made, on its way (a report carrying
+/// it has not been answered, so it may or may not be in force), or by a known time (the answer
+/// to the report that carried it: the control plane took it at some moment before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stamp {
+    /// No such change.
+    #[default]
+    Never,
+    /// Carried by a report still on its way.
+    Pending,
+    /// In force at the control plane by then.
+    At(Instant),
+}
+
+impl Stamp {
+    /// Whether the change may have taken effect after `since` (so either state is right).
+    pub fn after(self, since: Instant) -> bool {
+        match self {
+            Stamp::Never => false,
+            Stamp::Pending => true,
+            Stamp::At(t) => t > since,
+        }
+    }
+}
+
 /// What the simulator knows of one appliance.
 #[derive(Debug, Default)]
 pub struct Appliance {
     /// Files held, sorted.
     pub holds: Vec<u32>,
     /// Files added or removed, with the time of the report that said so.
-    pub recent: Vec<(u32, Instant)>,
+    pub recent: Vec<(u32, Stamp)>,
     /// Reports status `ok` (else `error`).
     pub error: bool,
     /// When the status last changed.
-    pub status_at: Option<Instant>,
+    pub status_at: Stamp,
     /// Own prefixes it no longer reports (an injected route withdrawal).
     pub withdrawn: Vec<u32>,
     /// When its routes last changed.
-    pub routes_at: Option<Instant>,
+    pub routes_at: Stamp,
     /// A report is on its way: the control plane may have taken it already (and counts the
     /// appliance fresh from whenever it did).
     pub reporting: bool,
@@ -42,6 +67,9 @@ pub struct Appliance {
     pub last_ok_sent: Option<Instant>,
     /// Answer time of that report.
     pub last_ok_done: Option<Instant>,
+    /// (sent, answered) of its last few reports taken, oldest first: whether the control
+    /// plane certainly had a fresh one at some past moment.
+    pub taken: std::collections::VecDeque<(Instant, Instant)>,
     /// Answer time of its first report taken.
     pub first_done: Option<Instant>,
     /// A report failed in transit: the control plane may or may not have taken it, so its
@@ -59,7 +87,7 @@ impl Appliance {
 
     /// Whether file `f` changed (either way) after `since`.
     pub fn changed_since(&self, f: u32, since: Instant) -> bool {
-        self.recent.iter().any(|&(g, at)| g == f && at > since)
+        self.recent.iter().any(|&(g, at)| g == f && at.after(since))
     }
 
     /// Whether it hears its own site's prefix `n` (it withdrew none or not that one).
@@ -69,7 +97,7 @@ impl Appliance {
 
     /// Whether its routes changed after `since` (then either answer may be right).
     pub fn routes_changed_since(&self, since: Instant) -> bool {
-        self.routes_at.is_some_and(|t| t > since)
+        self.routes_at.after(since)
     }
 
     /// Whether its inventory on record may differ from this model at `since` or later.
@@ -77,11 +105,51 @@ impl Appliance {
         self.uncertain || self.certain_at.is_some_and(|t| t > since)
     }
 
+    /// Records a report taken: sent at `sent`, answered at `done`.
+    pub fn took(&mut self, sent: Instant, done: Instant) {
+        self.last_ok_sent = Some(sent);
+        self.last_ok_done = Some(done);
+        self.first_done.get_or_insert(done);
+        if self.taken.len() == TAKEN_KEPT {
+            self.taken.pop_front();
+        }
+        self.taken.push_back((sent, done));
+    }
+
+    /// Whether the control plane certainly counted it fresh all along from `since` to
+    /// `until`: a report in force by `since` (answered before) that is not `stale_after` old
+    /// by `until` (counted from its sending, before the control plane took it).
+    pub fn surely_fresh(&self, since: Instant, until: Instant, stale_after: Duration) -> bool {
+        self.taken
+            .iter()
+            .rev()
+            .find(|(_, done)| *done <= since)
+            .is_some_and(|(sent, _)| *sent + stale_after > until)
+    }
+
     /// Drops changes older than `keep`.
     pub fn forget_before(&mut self, keep: Instant) {
-        self.recent.retain(|&(_, at)| at > keep);
+        self.recent.retain(|&(_, at)| at.after(keep));
+    }
+
+    /// The report on its way was answered at `done` (or failed then): what it carried was in
+    /// force at the control plane by then, if at all.
+    pub fn settle(&mut self, done: Instant) {
+        let settle = |s: &mut Stamp| {
+            if *s == Stamp::Pending {
+                *s = Stamp::At(done);
+            }
+        };
+        for (_, at) in &mut self.recent {
+            settle(at);
+        }
+        settle(&mut self.status_at);
+        settle(&mut self.routes_at);
     }
 }
+
+/// Reports remembered per appliance for [`Appliance::surely_fresh`].
+const TAKEN_KEPT: usize = 4;
 
 /// The whole model.
 pub struct Model {
@@ -99,6 +167,10 @@ pub struct Model {
     pub stale_after: Duration,
     /// Seed of every generator.
     pub seed: u64,
+    /// How long a change is remembered: the bound, twice, and the longest a request may take
+    /// (a play asked before a change may be checked that much later); one minute unless the
+    /// run sets it from its request deadline.
+    pub memory: Duration,
 }
 
 /// A 64-bit mix (SplitMix64's finaliser): a seed per (run seed, appliance, report).
@@ -141,6 +213,7 @@ impl Model {
             bound,
             stale_after: interval * 3,
             seed,
+            memory: bound * 2 + Duration::from_secs(60),
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use oca_protocol::playback::{ApiError, Device, ErrorCode, PlayAnswer, PlayRequest};
+use oca_protocol::steering::SteerAnswer;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use reqwest::{Method, StatusCode};
@@ -178,6 +179,61 @@ impl Plays {
         }
     }
 
+    /// Adds the control plane's own reasons (`/v1/steer?explain=1` for the client and the
+    /// file) to the first failures kept verbatim, so a report says what the server thought.
+    async fn diagnose(&self, failures: &mut [Failure], ip: &str) {
+        for f in failures.iter_mut() {
+            let Some((file, appliances)) = &f.about else {
+                continue;
+            };
+            if !self.stats.wants_examples() {
+                return;
+            }
+            let path = format!(
+                "/v1/steer?client_ip={ip}&content_id={}&explain=1",
+                fleet::content_id(*file)
+            );
+            let Ok(a) = self
+                .pool
+                .send(Method::GET, &path, &self.admin_token, &[], None)
+                .await
+            else {
+                continue;
+            };
+            let Ok(ans) = serde_json::from_slice::<SteerAnswer>(&a.body) else {
+                continue;
+            };
+            let ids: Vec<String> = appliances
+                .iter()
+                .map(|&b| fleet::oca_id(self.model.shape.oca(b)))
+                .collect();
+            let said: Vec<String> = ans
+                .explain
+                .iter()
+                .filter(|e| ids.contains(&e.oca_id))
+                .map(|e| format!("{}: {}", e.oca_id, e.reason))
+                .collect();
+            let model: Vec<String> = appliances
+                .iter()
+                .map(|&b| {
+                    let st = self.model.appliance(b);
+                    let age = |t: Option<Instant>| {
+                        t.map(|t| format!("{:.1}s", t.elapsed().as_secs_f64()))
+                    };
+                    format!(
+                        "{}: sent {:?} taken {:?} ago, error {}, holds {}",
+                        fleet::oca_id(self.model.shape.oca(b)),
+                        age(st.last_ok_sent),
+                        age(st.last_ok_done),
+                        st.error,
+                        st.holds(*file)
+                    )
+                })
+                .collect();
+            f.detail += &format!("; control plane now: {said:?}; model: {model:?}");
+        }
+    }
+
     fn record(&self, failures: Vec<Failure>) {
         self.stats.checked.fetch_add(1, Relaxed);
         if !failures.is_empty() {
@@ -207,19 +263,23 @@ impl Plays {
         match outcome {
             Outcome::Answer(ans) => {
                 self.stats.plays_ok.fetch_add(1, Relaxed);
-                self.record(verify::answer(&self.model, ask.prefix, ask.title, &ans, &w));
+                let mut failures = verify::answer(&self.model, ask.prefix, ask.title, &ans, &w);
+                self.diagnose(&mut failures, &ask.ip).await;
+                self.record(failures);
             }
             Outcome::Refused(StatusCode::SERVICE_UNAVAILABLE, Some(ErrorCode::NoAppliance), _) => {
                 self.stats.plays_no_appliance.fetch_add(1, Relaxed);
-                self.record(verify::no_appliance(&self.model, ask.prefix, ask.title, &w));
+                let mut failures = verify::no_appliance(&self.model, ask.prefix, ask.title, &w);
+                self.diagnose(&mut failures, &ask.ip).await;
+                self.record(failures);
             }
             Outcome::Refused(status, _, what) if status.is_server_error() => {
                 self.stats.error(format!("play {what}"))
             }
-            Outcome::Refused(_, _, what) => self.record(vec![Failure {
-                kind: "unexpected_refusal",
-                detail: format!("t{} from {}: {what}", ask.title, ask.ip),
-            }]),
+            Outcome::Refused(_, _, what) => self.record(vec![verify::fail(
+                "unexpected_refusal",
+                format!("t{} from {}: {what}", ask.title, ask.ip),
+            )]),
             Outcome::Failed(e) => self.stats.error(e),
         }
     }
@@ -253,7 +313,9 @@ impl Plays {
             Ok(a) if a.status == StatusCode::OK => match serde_json::from_slice(&a.body) {
                 Ok(ans) => {
                     self.stats.steers_ok.fetch_add(1, Relaxed);
-                    self.record(verify::steering(&self.model, ask.prefix, f, &ans, &w));
+                    let mut failures = verify::steering(&self.model, ask.prefix, f, &ans, &w);
+                    self.diagnose(&mut failures, &ask.ip).await;
+                    self.record(failures);
                 }
                 Err(e) => self.stats.error(format!("steer 200 unreadable: {e}")),
             },
@@ -344,6 +406,7 @@ impl Plays {
                                 "{}: t{} granted beyond {} streams",
                                 sub.id, ask.title, sub.max_streams
                             ),
+                            about: None,
                         });
                     }
                     leases.insert(ask.title, asked);
@@ -366,6 +429,7 @@ impl Plays {
                                 leases.len(),
                                 sub.max_streams
                             ),
+                            about: None,
                         }]
                     } else {
                         Vec::new()
@@ -382,10 +446,10 @@ impl Plays {
                 Outcome::Refused(status, _, what) if status.is_server_error() => {
                     self.stats.error(format!("play {what}"))
                 }
-                Outcome::Refused(_, _, what) => self.record(vec![Failure {
-                    kind: "unexpected_refusal",
-                    detail: format!("{} t{}: {what}", sub.id, ask.title),
-                }]),
+                Outcome::Refused(_, _, what) => self.record(vec![verify::fail(
+                    "unexpected_refusal",
+                    format!("{} t{}: {what}", sub.id, ask.title),
+                )]),
                 Outcome::Failed(e) => self.stats.error(e),
             }
         }

@@ -25,7 +25,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::fleet;
 use crate::http::{describe, Pool};
-use crate::model::{mix, Appliance, Model};
+use crate::model::{mix, Appliance, Model, Stamp};
 use crate::stats::Stats;
 
 /// The BGP neighbour every simulated session has.
@@ -98,7 +98,7 @@ impl Reports {
     }
 
     /// Applies this report's churn to the model and returns (added, removed).
-    fn churn(&self, st: &mut Appliance, rng: &mut SmallRng, now: Instant) -> (Vec<u32>, Vec<u32>) {
+    fn churn(&self, st: &mut Appliance, rng: &mut SmallRng) -> (Vec<u32>, Vec<u32>) {
         let head = self.model.shape.head_files();
         let (mut added, mut removed) = (Vec::new(), Vec::new());
         for _ in 0..self.settings.churn {
@@ -108,14 +108,14 @@ impl Reports {
             if let Some(&i) = tail.get(rng.random_range(0..tail.len().max(1))) {
                 let f = st.holds.remove(i);
                 removed.push(f);
-                st.recent.push((f, now));
+                st.recent.push((f, Stamp::Pending));
             }
             if let Some(f) = self.model.random_tail_file(rng) {
                 if let Err(at) = st.holds.binary_search(&f) {
                     st.holds.insert(at, f);
                     removed.retain(|&g| g != f);
                     added.push(f);
-                    st.recent.push((f, now));
+                    st.recent.push((f, Stamp::Pending));
                 }
             }
         }
@@ -141,13 +141,13 @@ impl Reports {
         let shape = self.model.shape;
         let o = shape.oca(a);
         let mut st = self.model.appliance(a);
-        if let Some(keep) = now.checked_sub(self.model.bound * 2) {
+        if let Some(keep) = now.checked_sub(self.model.memory) {
             st.forget_before(keep);
         }
         let seed = mix(self.model.seed ^ (u64::from(a) << 24) ^ (rep.seq << 1) ^ 1);
         let mut rng = SmallRng::seed_from_u64(seed);
         let (added, removed) = if rep.seq > 0 {
-            self.churn(&mut st, &mut rng, now)
+            self.churn(&mut st, &mut rng)
         } else {
             (Vec::new(), Vec::new())
         };
@@ -228,6 +228,7 @@ impl Reports {
                 let mut st = self.model.appliance(a);
                 st.uncertain = true;
                 st.reporting = false;
+                st.settle(done);
                 (sent, false)
             }
         }
@@ -259,9 +260,8 @@ impl Reports {
             .set_keys(self.model.shape.oca(a).site, &reply.keys);
         let mut st = self.model.appliance(a);
         st.reporting = false;
-        st.last_ok_sent = Some(sent);
-        st.last_ok_done = Some(done);
-        st.first_done.get_or_insert(done);
+        st.settle(done);
+        st.took(sent, done);
         if st.uncertain && !reply.send_full_inventory {
             st.uncertain = false;
             st.certain_at = Some(done);

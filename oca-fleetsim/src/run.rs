@@ -299,12 +299,10 @@ async fn run(o: &Options) -> anyhow::Result<Value> {
     log(o.quiet, &format!("fleet ready in {setup_secs:.1} s"));
 
     let interval = Duration::from_secs_f64(o.interval);
-    let model = Arc::new(Model::new(
-        shape,
-        Duration::from_secs_f64(o.bound),
-        interval,
-        o.seed,
-    ));
+    let mut model = Model::new(shape, Duration::from_secs_f64(o.bound), interval, o.seed);
+    // A play asked before a change may be checked a whole request deadline later.
+    model.memory = model.bound * 2 + timeout * 2;
+    let model = Arc::new(model);
     let stats = Arc::new(Stats::default());
     let report_pool = Pool::new(&o.url, o.max_reports_in_flight, timeout)?;
     let reports = Arc::new(Reports::new(

@@ -180,6 +180,11 @@ impl Stats {
         self.full_requested.store(0, Relaxed);
     }
 
+    /// Whether failures are still kept verbatim (worth diagnosing).
+    pub fn wants_examples(&self) -> bool {
+        self.examples.lock().len() < EXAMPLES
+    }
+
     /// Verification failures in all.
     pub fn failures(&self) -> u64 {
         self.failures.lock().values().sum()

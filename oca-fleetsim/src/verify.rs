@@ -34,10 +34,26 @@ pub struct Failure {
     pub kind: &'static str,
     /// What exactly.
     pub detail: String,
+    /// The file and appliances concerned, so the control plane's own reasons can be asked for
+    /// (`/v1/steer?explain=1`) and added to the detail.
+    pub about: Option<(u32, Vec<u32>)>,
 }
 
-fn fail(kind: &'static str, detail: String) -> Failure {
-    Failure { kind, detail }
+/// A failure of `kind`.
+pub fn fail(kind: &'static str, detail: String) -> Failure {
+    Failure {
+        kind,
+        detail,
+        about: None,
+    }
+}
+
+/// A failure about file `f` on `appliances`.
+fn fail_about(kind: &'static str, detail: String, f: u32, appliances: Vec<u32>) -> Failure {
+    Failure {
+        about: Some((f, appliances)),
+        ..fail(kind, detail)
+    }
 }
 
 /// When a play was asked and answered.
@@ -61,16 +77,14 @@ struct Standing {
 fn standing(m: &Model, st: &Appliance, f: u32, w: &Window) -> Standing {
     let since = w.asked.checked_sub(m.bound).unwrap_or(w.asked);
     let slack = m.bound + Duration::from_secs(1);
-    let status_recent = st.status_at.is_some_and(|t| t > since);
+    let status_recent = st.status_at.after(since);
     // The control plane counts freshness from when it took a report: after it was sent,
     // before it was answered (or now, while it is on its way).
     let may_fresh = st.reporting
         || st
             .last_ok_done
             .is_some_and(|t| t + m.stale_after + slack >= w.asked);
-    let sure_fresh = st.last_ok_sent.is_some_and(|t| {
-        t + m.stale_after > w.answered + slack && st.first_done.is_some_and(|f| f < since)
-    });
+    let sure_fresh = st.surely_fresh(since, w.answered + slack, m.stale_after);
     let unsure_inventory = st.inventory_unsure(since);
     let may = if !may_fresh {
         Err("stale")
@@ -210,15 +224,19 @@ fn check_offered(m: &Model, c: &Client, f: u32, offered: &[u32], w: &Window) -> 
         let p = c.place(m, a);
         places.push(p);
         if p.is_none() && c.sure {
-            out.push(fail(
+            out.push(fail_about(
                 "outside_neighbourhood",
                 format!("{id} for prefix {n} on appliance {a}"),
+                f,
+                vec![a],
             ));
         }
         if let Err(why) = standing(m, &m.appliance(a), f, w).may {
-            out.push(fail(
+            out.push(fail_about(
                 "ineligible_appliance",
                 format!("{id} on appliance {a}: {why}"),
+                f,
+                vec![a],
             ));
         }
     }
@@ -241,9 +259,11 @@ fn check_offered(m: &Model, c: &Client, f: u32, offered: &[u32], w: &Window) -> 
             .filter(|a| !offered.contains(a))
             .collect();
         if !missing.is_empty() {
-            out.push(fail(
+            out.push(fail_about(
                 "qualified_left_out",
                 format!("{id} for prefix {n}: {missing:?} qualify, {offered:?} offered"),
+                f,
+                missing,
             ));
         }
     }
@@ -279,9 +299,11 @@ pub fn steering(m: &Model, n: u32, f: u32, ans: &SteerAnswer, w: &Window) -> Vec
     if offered.is_empty() {
         let qualify = sure_holders(m, &client, f, w);
         if !qualify.is_empty() {
-            out.push(fail(
+            out.push(fail_about(
                 "wrong_no_appliance",
                 format!("{} for prefix {n}: {qualify:?} qualify", ans.content_id),
+                f,
+                qualify,
             ));
         }
         return out;
@@ -323,12 +345,14 @@ pub fn answer(m: &Model, n: u32, t: u32, ans: &PlayAnswer, w: &Window) -> Vec<Fa
         let f = t * 4 + i as u32;
         let qualify = sure_holders(m, &client, f, w);
         if !qualify.is_empty() {
-            out.push(fail(
+            out.push(fail_about(
                 "rendition_left_out",
                 format!(
                     "{} for prefix {n}: {qualify:?} qualify",
                     fleet::content_id(f)
                 ),
+                f,
+                qualify,
             ));
         }
     }
@@ -342,12 +366,14 @@ pub fn no_appliance(m: &Model, n: u32, t: u32, w: &Window) -> Vec<Failure> {
         .filter_map(|f| {
             let qualify = sure_holders(m, &client, f, w);
             (!qualify.is_empty()).then(|| {
-                fail(
+                fail_about(
                     "wrong_no_appliance",
                     format!(
                         "{} for prefix {n}: {qualify:?} qualify",
                         fleet::content_id(f)
                     ),
+                    f,
+                    qualify,
                 )
             })
         })
@@ -358,6 +384,7 @@ pub fn no_appliance(m: &Model, n: u32, t: u32, w: &Window) -> Vec<Failure> {
 mod tests {
     use super::*;
     use crate::fleet::Shape;
+    use crate::model::Stamp;
     use oca_protocol::keys::{Key, Keyring};
     use oca_protocol::playback::Rendition;
 
@@ -379,9 +406,11 @@ mod tests {
         let long_ago = Instant::now() - Duration::from_secs(5);
         for a in 0..20 {
             let mut st = m.appliance(a);
-            st.last_ok_sent = Some(long_ago + Duration::from_secs(4));
-            st.last_ok_done = Some(long_ago + Duration::from_secs(4));
-            st.first_done = Some(long_ago);
+            st.took(long_ago, long_ago + Duration::from_secs(1));
+            st.took(
+                long_ago + Duration::from_secs(3),
+                long_ago + Duration::from_secs(4),
+            );
         }
         m
     }
@@ -518,7 +547,7 @@ mod tests {
         {
             let mut st = m.appliance(2);
             st.error = true;
-            st.status_at = Some(w.asked - Duration::from_millis(10));
+            st.status_at = Stamp::At(w.asked - Duration::from_millis(10));
         }
         let ans = |urls: Vec<String>| play(vec![(0, urls)]);
         let f = answer(
@@ -543,7 +572,7 @@ mod tests {
         );
         assert!(f.iter().all(|f| f.kind == "rendition_left_out"), "{f:?}");
         // Past the bound, offering it fails.
-        m.appliance(2).status_at = Some(w.asked - Duration::from_secs(3));
+        m.appliance(2).status_at = Stamp::At(w.asked - Duration::from_secs(3));
         let f = answer(
             &m,
             2,
