@@ -78,6 +78,7 @@ cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/pr
 rss_mib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $((t / 1024)); }
 
 rows=()
+out=
 for target in $TARGETS; do
   start_"$target" || continue
   trap 'stop_'"$target" EXIT
@@ -118,13 +119,14 @@ cpu_us = ticks * 10_000 / max(reqs, 1)
 print(f"| {target} | {v['plays_per_sec']:.0f} | {v['reports_per_sec']:.0f} | {v['steers_per_sec']:.0f} "
       f"| {lat['steer']['p99_ms']} | {lat['play']['p99_ms']} | {lat['report']['p99_ms']} "
       f"| {v['reports']['worst_lateness_ms']:.0f} | {prop} | {v['checked']} / {v['failed_answers']} "
-      f"| {v['errors']} | {v['plays']['shed']} | {cpu_us:.0f} | {rss} | {code} |")
+      f"| {v['errors']} | {v['plays']['shed']} | {cpu_us:.0f} | {rss} | {v.get('simulator_peak_rss_mib')} | {code} |")
 EOF
 )
   echo "$row"
   rows+=("$row")
 done
 
+[ -n "$out" ] || { echo "no target ran" >&2; exit 1; }
 fleet=$(python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['fleet']))" "$out" 2>/dev/null || echo '{}')
 {
   echo "# fleet"
@@ -132,8 +134,8 @@ fleet=$(python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]
   echo "Written by \`bench/fleet.sh\` (APPLIANCES=$APPLIANCES SITES=$SITES FILES=$FILES PREFIXES_PER_SITE=$PREFIXES_PER_SITE INTERVAL=$INTERVAL DURATION=$DURATION PLAY_RATE=$PLAY_RATE STEER_RATE=$STEER_RATE EVENTS=$EVENTS THREADS=$THREADS SIM_FLAGS='$SIM_FLAGS') on $(date -u +%Y-%m-%d); $(nproc) cores shared by the simulator and the control plane (and, on a shared machine, others' work)."
   echo "Fleet: $fleet"
   echo
-  echo "| target | plays/s | reports/s | steers/s | steer p99 ms | play p99 ms | report p99 ms | worst report lateness ms | propagation max ms | checked / failed | errors | shed | CP CPU µs/request | CP RSS MiB | exit |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| target | plays/s | reports/s | steers/s | steer p99 ms | play p99 ms | report p99 ms | worst report lateness ms | propagation max ms | checked / failed | errors | shed | CP CPU µs/request | CP RSS MiB | simulator RSS MiB | exit |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
   echo "Latencies are measured from each request's scheduled start (open loop), so queueing in the"

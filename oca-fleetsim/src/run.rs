@@ -268,6 +268,14 @@ pub fn verdict(v: &Value, bound: f64) -> (i32, Vec<String>) {
     (code, why)
 }
 
+/// The simulator's own peak resident size (Linux `VmHWM`), MiB; none elsewhere.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 fn log(quiet: bool, what: &str) {
     if !quiet {
         eprintln!("fleetsim: {what}");
@@ -412,6 +420,7 @@ async fn run(o: &Options) -> anyhow::Result<Value> {
         "setup_secs": (setup_secs * 10.0).round() / 10.0,
         "warmup_secs": (warmup_secs * 10.0).round() / 10.0,
     });
+    summary["simulator_peak_rss_mib"] = json!(peak_rss_mib());
     summary["settings"] = json!({
         "interval_secs": o.interval, "play_rate_peak": o.play_rate, "steer_rate": o.steer_rate, "day_secs": o.day,
         "zipf": o.zipf, "churn": o.churn, "bgp_share": o.bgp_share, "bound_secs": o.bound, "disks": !o.no_disks,
