@@ -8,6 +8,7 @@
 #   bench/fleet.sh                                   # full size: 20,000 appliances, 4,000 sites,
 #                                                    # 200,000 files, 1,000,000 client prefixes
 #   APPLIANCES=2000 SITES=400 FILES=20000 bench/fleet.sh   # a tenth
+#   TARGETS="sqlite sqlite_nodisks" bench/fleet.sh    # reports with a disk, and without
 #   TARGETS="sqlite pg1 pg2" bench/fleet.sh           # once the PostgreSQL engine exists
 #
 # Each target is a pair of functions, start_<name> and stop_<name>: start sets URL (what the
@@ -36,7 +37,7 @@ TARGETS=${TARGETS:-sqlite}
 SIM_FLAGS=${SIM_FLAGS:-}
 
 while [ -e /var/tmp/bench-quiet ] && [ ! -O /var/tmp/bench-quiet ]; do sleep 10; done
-cargo build --release -q -p control-plane --bin control-plane -p oca-fleetsim
+cargo build --release -q -p control-plane --bin control-plane -p oca-fleetsim --bin oca-fleetsim
 CP=$REPO/target/release/control-plane
 SIM=$REPO/target/release/oca-fleetsim
 mkdir -p "$WORK"
@@ -65,6 +66,11 @@ start_sqlite() {
   STATE=$dir/state
 }
 stop_sqlite() { kill $CP_PIDS; wait $CP_PIDS 2>/dev/null || true; }
+# The same control plane, the simulator's reports carrying no disk (so no manifest is built per
+# report, as in bench/control_plane.sh's load).
+start_sqlite_nodisks() { start_sqlite; }
+stop_sqlite_nodisks() { stop_sqlite; }
+SIM_FLAGS_sqlite_nodisks=--no-disks
 
 # PostgreSQL, one replica: `--db postgres://...` once the engine lands (issue 18, part 1).
 start_pg1() { echo "pg1: the PostgreSQL engine is not built yet; skipped" >&2; return 1; }
@@ -83,15 +89,17 @@ for target in $TARGETS; do
   start_"$target" || continue
   trap 'stop_'"$target" EXIT
   out=$WORK/$target-$SIZE.json
+  flags_var=SIM_FLAGS_$target
+  target_flags=${!flags_var:-}
   # shellcheck disable=SC2086
   "$SIM" --url "$URL" --token-file "$TOKEN_FILE" --state-dir "$STATE" --json \
     --appliances "$APPLIANCES" --sites "$SITES" --files "$FILES" --regions "$REGIONS" \
     --prefixes-per-site "$PREFIXES_PER_SITE" --interval "$INTERVAL" --duration "$DURATION" \
     --play-rate "$PLAY_RATE" --steer-rate "$STEER_RATE" --day "$((DURATION * 2))" \
-    --events "$EVENTS" --bound "$BOUND" --threads "$THREADS" $SIM_FLAGS > "$out" 2> "$out.log" &
+    --events "$EVENTS" --bound "$BOUND" --threads "$THREADS" $SIM_FLAGS $target_flags > "$out" 2> "$out.log" &
   sim=$!
   # The control plane's CPU time over the measured phase only (not the setup or warm-up).
-  until grep -q 'measuring for' "$out.log" || ! kill -0 $sim 2>/dev/null; do sleep 0.2; done
+  until grep -qs 'measuring for' "$out.log" || ! kill -0 $sim 2>/dev/null; do sleep 0.2; done
   c0=$(cpu_ticks $CP_PIDS)
   set +e
   wait $sim

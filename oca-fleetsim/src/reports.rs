@@ -97,27 +97,38 @@ impl Reports {
         }
     }
 
-    /// Applies this report's churn to the model and returns (added, removed).
+    /// Applies this report's churn to the model and returns (added, removed): the difference
+    /// between the held sets before and after, so a file both fetched and evicted within one
+    /// interval is in neither list (a delta naming an id in both is applied removals first).
     fn churn(&self, st: &mut Appliance, rng: &mut SmallRng) -> (Vec<u32>, Vec<u32>) {
         let head = self.model.shape.head_files();
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        let before = st.holds.clone();
         for _ in 0..self.settings.churn {
             let tail: Vec<usize> = (0..st.holds.len())
                 .filter(|&i| st.holds[i] >= head)
                 .collect();
             if let Some(&i) = tail.get(rng.random_range(0..tail.len().max(1))) {
-                let f = st.holds.remove(i);
-                removed.push(f);
-                st.recent.push((f, Stamp::Pending));
+                st.holds.remove(i);
             }
             if let Some(f) = self.model.random_tail_file(rng) {
                 if let Err(at) = st.holds.binary_search(&f) {
                     st.holds.insert(at, f);
-                    removed.retain(|&g| g != f);
-                    added.push(f);
-                    st.recent.push((f, Stamp::Pending));
                 }
             }
+        }
+        let added: Vec<u32> = st
+            .holds
+            .iter()
+            .copied()
+            .filter(|f| before.binary_search(f).is_err())
+            .collect();
+        let removed: Vec<u32> = before
+            .iter()
+            .copied()
+            .filter(|f| st.holds.binary_search(f).is_err())
+            .collect();
+        for &f in added.iter().chain(&removed) {
+            st.recent.push((f, Stamp::Pending));
         }
         (added, removed)
     }
@@ -315,5 +326,71 @@ fn bgp_part(site: u32, prefixes: Vec<oca_protocol::prefix::Prefix>) -> BgpReport
             })
             .collect(),
         converging: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::Shape;
+    use std::collections::HashSet;
+
+    /// Whatever a run of deltas does, applying them as the control plane does (removals, then
+    /// additions) leaves it holding what the model says the appliance holds.
+    #[test]
+    fn deltas_applied_removals_first_match_the_model() {
+        let shape = Shape {
+            sites: 1,
+            per_site: 1,
+            regions: 1,
+            prefixes_per_site: 1,
+            files: 60,
+            files_per_appliance: 40,
+            subscribers: 1,
+        };
+        let model = Arc::new(Model::new(
+            shape,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            3,
+        ));
+        let pool = Pool::new("http://127.0.0.1:9", 1, Duration::from_secs(1)).unwrap();
+        let settings = Settings {
+            interval: Duration::from_secs(10),
+            churn: 8,
+            bgp_per_mille: 0,
+            max_in_flight: 1,
+            disks: false,
+        };
+        let reports = Reports::new(
+            model.clone(),
+            Arc::default(),
+            pool,
+            vec![String::new()],
+            settings,
+        );
+        let mut on_record: HashSet<String> = HashSet::new();
+        for seq in 0..300 {
+            let rep = Reporter {
+                seq,
+                full: seq == 0,
+            };
+            match reports.build(0, &rep, Instant::now()).inventory {
+                Inventory::Full { content, .. } => on_record = content.into_iter().collect(),
+                Inventory::Delta { added, removed, .. } => {
+                    for id in &removed {
+                        on_record.remove(id);
+                    }
+                    on_record.extend(added);
+                }
+            }
+            let held: HashSet<String> = model
+                .appliance(0)
+                .holds
+                .iter()
+                .map(|&f| fleet::content_id(f))
+                .collect();
+            assert_eq!(on_record, held, "after report {seq}");
+        }
     }
 }
