@@ -1,6 +1,7 @@
 //! What the tests of several crates share: building and finding the workspace's binaries,
 //! deterministic content, reading a daemon's metrics, child processes with their logs, a
-//! self-signed certificate, free ports, and `failfs`, a FUSE disk whose reads fail or hang on
+//! self-signed certificate, free ports, a PostgreSQL server with a fresh database per test
+//! ([`postgres`]), and `failfs`, a FUSE disk whose reads fail or hang on
 //! demand. A dev-dependency of every crate's tests; a dependency only of the lab and of `hwtests`
 //! (qualification), never of an appliance binary.
 
@@ -8,6 +9,7 @@
 pub mod browser;
 pub mod failfs;
 pub mod netns;
+pub mod postgres;
 pub mod proc;
 
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! Storage: what the control plane keeps across restarts, behind one interface that each
-//! database engine implements ([`sqlite`] today; PostgreSQL is a later sibling of it).
+//! database engine implements: [`sqlite`] (one file, the embedded default) and [`postgres`]
+//! (a database any number of control-plane replicas share), from one ordered list of schema
+//! migrations ([`migrations`]).
 //!
 //! # The interface
 //! [`Storage`] is the whole of it: one trait per area ([`FleetStore`], [`InventoryStore`],
@@ -15,7 +17,7 @@
 //!
 //! # `Arc<dyn Storage>`, not a generic parameter
 //! The composition root holds `Arc<dyn Storage>`. Every call into storage does I/O (a SQLite
-//! statement, later a network round trip), beside which a virtual call is noise; the hot play
+//! statement, a PostgreSQL round trip), beside which a virtual call is noise; the hot play
 //! path reads in-memory views (catalog, fleet, keys) and never calls storage, so nothing there
 //! pays for it. A generic `App<S>` would instead spread `S` through every handler and test
 //! for no measurable gain.
@@ -23,6 +25,8 @@
 pub mod accounts;
 pub mod history;
 pub mod live;
+pub(crate) mod migrations;
+pub mod postgres;
 pub mod scoped;
 pub mod scoped_issues;
 pub mod sqlite;
