@@ -151,11 +151,18 @@ impl Db {
 }
 
 pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
-    let db = db_of(dir);
+    let mut args = db_of(dir).args(dir);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    start_args(&args, &dir.join("cp.db.admin-token"))
+}
+
+/// Starts the control plane on loopback with `args` (its database among them), waits until it
+/// listens and reads its admin token from `token_file`.
+pub fn start_args(args: &[String], token_file: &Path) -> Cp {
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
         .args(["--listen", "127.0.0.1:0"])
-        .args(db.args(dir))
-        .args(extra)
+        .args(&extra)
         // Most tests' appliances have no server behind their URL: no prober unless asked.
         .args(if extra.contains(&"--probe-interval") {
             &[][..]
@@ -184,7 +191,7 @@ pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
         .unwrap()
         .parse()
         .unwrap();
-    let token = std::fs::read_to_string(dir.join("cp.db.admin-token"))
+    let token = std::fs::read_to_string(token_file)
         .unwrap()
         .trim()
         .to_string();

@@ -49,6 +49,8 @@ mod migrations;
 mod pool;
 mod scoped;
 mod scoped_issues;
+#[cfg(test)]
+mod tests;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -346,11 +348,4 @@ fn limit(n: usize) -> i64 {
 #[cfg(test)]
 pub(crate) fn test_url() -> Option<String> {
     test_support::postgres::fresh_database_url("unit")
-}
-
-/// The storage tests' common start on PostgreSQL; none when no test server is at hand.
-#[cfg(test)]
-pub(crate) fn test_open() -> Option<PgStorage> {
-    let url = test_url()?;
-    Some(PgStorage::open(Settings::parse(&url).unwrap(), 1_000).unwrap())
 }

@@ -15,8 +15,9 @@
 //! caller stops waiting a little after that ([`Pool::call`] fails with a clear error; the
 //! thread finishes or fails the statement on its own). A connection found closed is dropped
 //! after the call that saw it, and the next call on that thread connects again, within
-//! `connect_timeout`; a server that is down thus costs each call one bounded connection attempt,
-//! never a hang.
+//! `connect_timeout`; a connection idle for a few seconds is checked with a round trip before
+//! use, so a server restarted meanwhile costs no failed call. A server that is down costs each
+//! call one bounded connection attempt, never a hang.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -65,27 +66,43 @@ impl Connector {
     }
 }
 
+/// A connection idle longer than this is checked with a round trip before it is used: the
+/// blocking client only learns that the server closed it (a restart, a failover,
+/// `pg_terminate_backend`) when it next talks, and the call that learned it would fail.
+pub(super) const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// How long that check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One thread's connection, opened on first use and again after it broke.
 pub(super) struct Conn {
     connector: Arc<Connector>,
     client: Option<Client>,
+    /// When the connection last answered.
+    used: Instant,
 }
 
 impl Conn {
-    /// The open session, connecting first when there is none.
+    /// The open session, connecting first when there is none (or the idle one is gone).
     fn client(&mut self) -> Result<&mut Client> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = None;
+        let idle = self.used.elapsed() > CHECK_AFTER_IDLE;
+        if let Some(c) = self.client.as_mut() {
+            if c.is_closed() || (idle && c.is_valid(CHECK_TIMEOUT).is_err()) {
+                self.client = None;
+            }
+        }
+        if self.client.is_none() {
             self.client = Some(self.connector.connect()?);
         }
         Ok(self.client.as_mut().expect("connected above"))
     }
 
-    /// Forgets a session the server or the network closed.
+    /// Forgets a session the server or the network closed; notes when it last answered.
     fn check(&mut self) {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
+        self.used = Instant::now();
     }
 }
 
@@ -107,6 +124,7 @@ impl Pool {
             let mut conn = Conn {
                 connector: connector.clone(),
                 client: None,
+                used: Instant::now(),
             };
             std::thread::Builder::new()
                 .name(format!("pg-{i}"))
