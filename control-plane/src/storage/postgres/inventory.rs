@@ -8,9 +8,9 @@
 //! so any replica may delete them at any time.
 
 use oca_protocol::health::{HealthReport, Inventory};
-use postgres::binary_copy::BinaryCopyInWriter;
+use std::io::Write;
+
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::Type;
 use postgres::{Client, Transaction};
 
 use crate::storage::postgres::pool::Batch;
@@ -22,7 +22,13 @@ use crate::storage::{
 impl InventoryStore for PgStorage {
     fn record_report(&self, r: &HealthReport, now: i64) -> Result<Accepted> {
         let (r, history) = (r.clone(), self.history);
-        self.call(move |c| record(c, &history, &r, now))
+        let statements = if is_large(&r) {
+            LARGE_TIMEOUT
+        } else {
+            super::pool::STATEMENT_TIMEOUT
+        };
+        self.pool
+            .call(statements, move |c| record(c, &history, &r, now))
     }
 
     fn remove_unused_inventories(&self) -> Result<usize> {
@@ -87,6 +93,15 @@ impl InventoryStore for PgStorage {
     }
 }
 
+/// How long the statements of a report carrying a large full inventory may take: a million-row
+/// `COPY` takes seconds, more on a loaded server, and is no reason to refuse the report.
+const LARGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether `r` carries a full inventory written as a new generation.
+fn is_large(r: &HealthReport) -> bool {
+    matches!(&r.inventory, Inventory::Full { content, .. } if content.len() > INVENTORY_CHUNK)
+}
+
 /// Records a report in one transaction; then deletes the generation it switched out, if any.
 fn record(
     c: &mut Client,
@@ -113,6 +128,12 @@ fn record_tx(
     now: i64,
 ) -> Result<(Accepted, Option<i64>)> {
     let mut tx = c.transaction()?;
+    if is_large(r) {
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            LARGE_TIMEOUT.as_millis()
+        ))?;
+    }
     // The appliance's row locked first: two replicas' reports of one appliance take turns.
     let gen: i64 = tx
         .query_one(
@@ -180,6 +201,9 @@ fn record_tx(
 }
 
 /// Writes `content` (duplicates dropped) as generation `gen` of `oca_id` with one binary COPY.
+/// The rows are encoded here, in PostgreSQL's binary COPY format, and sent in large writes:
+/// the driver's row-at-a-time writer costs a trip through its runtime per row (a million
+/// rows took over 30 s in a debug build; this takes well under one).
 fn copy_generation(
     tx: &mut Transaction<'_>,
     oca_id: &str,
@@ -189,13 +213,41 @@ fn copy_generation(
     let mut ids: Vec<&String> = content.iter().collect();
     ids.sort_unstable();
     ids.dedup();
-    let sink = tx.copy_in("COPY inventory (oca_id, gen, content_id) FROM STDIN BINARY")?;
-    let mut w = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::INT8, Type::TEXT]);
+    let mut sink = tx.copy_in("COPY inventory (oca_id, gen, content_id) FROM STDIN BINARY")?;
+    let mut buf = Vec::with_capacity(COPY_BUFFER + 1024);
+    // Signature, flags, header extension length.
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    let text = |buf: &mut Vec<u8>, s: &str| -> Result<()> {
+        let len = i32::try_from(s.len())
+            .map_err(|_| super::pool::engine("a content id longer than 2 GiB"))?;
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(s.as_bytes());
+        Ok(())
+    };
     for id in ids {
-        w.write(&[&oca_id, &gen, id])?;
+        buf.extend_from_slice(&3i16.to_be_bytes());
+        text(&mut buf, oca_id)?;
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&gen.to_be_bytes());
+        text(&mut buf, id)?;
+        if buf.len() >= COPY_BUFFER {
+            sink.write_all(&buf).map_err(copy_error)?;
+            buf.clear();
+        }
     }
-    w.finish()?;
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    sink.write_all(&buf).map_err(copy_error)?;
+    sink.finish()?;
     Ok(())
+}
+
+/// Bytes of COPY data sent at once.
+const COPY_BUFFER: usize = 1 << 20;
+
+fn copy_error(e: std::io::Error) -> crate::storage::StorageError {
+    crate::storage::StorageError::Engine(Box::new(e))
 }
 
 /// Deletes one unused inventory generation of `oca_id`, chunk by chunk, then its listing.

@@ -69,7 +69,13 @@ const MAX_POOL_SIZE: usize = 256;
 
 impl From<postgres::Error> for StorageError {
     fn from(e: postgres::Error) -> StorageError {
-        StorageError::Engine(Box::new(e))
+        // The driver's own text for a server error is only "db error": say what the server said.
+        match e.as_db_error() {
+            Some(db) => StorageError::Engine(
+                format!("PostgreSQL {}: {}", db.code().code(), db.message()).into(),
+            ),
+            None => StorageError::Engine(Box::new(e)),
+        }
     }
 }
 
@@ -289,7 +295,7 @@ impl PgStorage {
         T: Send + 'static,
         F: FnOnce(&mut postgres::Client) -> Result<T> + Send + 'static,
     {
-        self.pool.call(f)
+        self.pool.call(pool::STATEMENT_TIMEOUT, f)
     }
 }
 

@@ -137,8 +137,8 @@ impl Pool {
     }
 
     /// Runs `f` on a thread's connection and returns its result, or an error once the deadline
-    /// passed.
-    pub fn call<T, F>(&self, f: F) -> Result<T>
+    /// passed: `statements` (the statement timeout `f` runs under) plus connecting and a margin.
+    pub fn call<T, F>(&self, statements: Duration, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Client) -> Result<T> + Send + 'static,
@@ -149,7 +149,7 @@ impl Pool {
             // The caller may have given up waiting; nothing to do then.
             let _ = tx.send(out);
         });
-        let until = Instant::now() + self.deadline;
+        let until = Instant::now() + self.deadline + statements.saturating_sub(STATEMENT_TIMEOUT);
         self.submit(job, until)?;
         answer(&rx, until)?
     }
