@@ -1,10 +1,10 @@
-//! Concurrent-stream leases in PostgreSQL: a batch written in one statement, the later expiry
-//! kept for a lease already held.
+//! Concurrent-stream leases in PostgreSQL: a batch decided under row locks on its subscribers
+//! and written in one statement, so a plan's limit holds across replicas (research
+//! docs/research/issue18.md §2.1).
 
-use std::collections::BTreeMap;
-
+use crate::storage::leases::{decide, Held};
 use crate::storage::postgres::PgStorage;
-use crate::storage::{LeaseRow, LeaseStore, Result};
+use crate::storage::{LeaseRequest, LeaseRow, LeaseStore, Result};
 
 impl LeaseStore for PgStorage {
     fn live_leases(&self, now: i64) -> Result<Vec<LeaseRow>> {
@@ -23,41 +23,58 @@ impl LeaseStore for PgStorage {
         })
     }
 
-    fn commit_leases(&self, leases: &[LeaseRow], purge_before: Option<i64>) -> Result<()> {
-        // One row per (subscriber, title), the latest expiry: an upsert may not touch a row
-        // twice in one statement. In key order, so two replicas' batches lock rows in one order and
-        // never deadlock.
-        let mut latest: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for l in leases {
-            let e = latest
-                .entry((l.subscriber.as_str(), l.title.as_str()))
-                .or_insert(l.expires);
-            *e = (*e).max(l.expires);
-        }
-        let mut subscribers = Vec::with_capacity(latest.len());
-        let mut titles = Vec::with_capacity(latest.len());
-        let mut expires = Vec::with_capacity(latest.len());
-        for ((s, t), e) in latest {
-            subscribers.push(s.to_string());
-            titles.push(t.to_string());
-            expires.push(e);
-        }
+    fn take_leases(
+        &self,
+        requests: &[LeaseRequest],
+        purge_before: Option<i64>,
+    ) -> Result<Vec<bool>> {
+        let requests = requests.to_vec();
         self.call(move |c| {
             let mut tx = c.transaction()?;
-            if !subscribers.is_empty() {
+            let mut subscribers: Vec<&str> = requests
+                .iter()
+                .map(|r| r.lease.subscriber.as_str())
+                .collect();
+            subscribers.sort_unstable();
+            subscribers.dedup();
+            // The batch's subscribers locked, in id order (two replicas' batches never
+            // deadlock): every replica's decisions for one subscriber take turns, and each
+            // reads the leases the one before it committed (READ COMMITTED: a statement sees
+            // what committed before it began, and this one begins after the lock is granted).
+            tx.execute(
+                "SELECT 1 FROM subscribers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&subscribers],
+            )?;
+            let mut held = Held::new();
+            for row in tx.query(
+                "SELECT subscriber, title, expires FROM streams WHERE subscriber = ANY($1)",
+                &[&subscribers],
+            )? {
+                held.entry(row.get(0))
+                    .or_default()
+                    .push((row.get(1), row.get(2)));
+            }
+            let (granted, rows) = decide(&requests, &mut held);
+            if !rows.is_empty() {
+                let (mut s, mut t, mut e) = (Vec::new(), Vec::new(), Vec::new());
+                for r in rows {
+                    s.push(r.subscriber);
+                    t.push(r.title);
+                    e.push(r.expires);
+                }
                 tx.execute(
                     "INSERT INTO streams (subscriber, title, expires)
                      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
                      ON CONFLICT (subscriber, title)
                      DO UPDATE SET expires = GREATEST(streams.expires, excluded.expires)",
-                    &[&subscribers, &titles, &expires],
+                    &[&s, &t, &e],
                 )?;
             }
             if let Some(before) = purge_before {
                 tx.execute("DELETE FROM streams WHERE expires <= $1", &[&before])?;
             }
             tx.commit()?;
-            Ok(())
+            Ok(granted)
         })
     }
 }

@@ -31,9 +31,12 @@
 //!   generations already switched out, which any replica may delete at any time.
 //! - *Ids*: identity columns and `RETURNING` instead of SQLite's rowids; URL-key ids from a
 //!   sequence, so two replicas adding keys at once never pick the same id.
-//! - *Stream leases*: written in one statement per batch (`unnest`), the later expiry kept.
-//!   The decision is still taken in each process's memory (`domain/streams.rs`); see
-//!   docs/control-plane.md, "Decisions", for what that means with several replicas.
+//! - *Stream leases*: a batch is decided under row locks on its subscribers, taken in id order
+//!   (`SELECT ... FOR UPDATE`), so one subscriber's plays take turns whichever replicas they
+//!   reach and a plan's limit holds across replicas; the granted ones are written in one
+//!   statement (`unnest`), the later expiry kept.
+//! - *Replicas' views*: what other replicas write reaches this one's in-memory views only at
+//!   its next start (the change feed is the next step; docs/control-plane.md, "Decisions").
 
 mod accounts;
 mod bgp;

@@ -9,8 +9,8 @@ use oca_protocol::health::{HealthReport, Inventory, Serving, Status};
 
 use super::{PgStorage, Settings};
 use crate::storage::{
-    Appliance, FleetStore, HistoryStore, InventoryStore, KeyStore, LeaseRow, LeaseStore, Site,
-    SiteKind, Storage, StorageError, INVENTORY_CHUNK,
+    Appliance, FleetStore, HistoryStore, InventoryStore, KeyStore, LeaseRequest, LeaseRow,
+    LeaseStore, Site, SiteKind, Storage, StorageError, INVENTORY_CHUNK,
 };
 
 fn open(url: &str) -> PgStorage {
@@ -173,30 +173,114 @@ fn a_connection_the_server_closed_is_reopened() {
     assert_eq!(db.sites().unwrap().len(), 1);
 }
 
-#[test]
-fn leases_keep_the_later_expiry_even_within_one_batch_and_expired_ones_go() {
-    let Some((_url, db)) = db(&[]) else { return };
+/// Subscriber `u` with `max_streams`.
+fn subscriber(db: &PgStorage, max_streams: u32) {
     use crate::storage::{CatalogStore, Subscriber};
     db.put_subscriber(&Subscriber {
         id: "u".into(),
         active: true,
         max_resolution: 1080,
-        max_streams: 2,
+        max_streams,
     })
     .unwrap();
+}
+
+fn lease(title: &str, max_streams: u32, now: i64, expires: i64) -> LeaseRequest {
+    LeaseRequest {
+        lease: LeaseRow {
+            subscriber: "u".into(),
+            title: title.into(),
+            expires,
+        },
+        max_streams,
+        now,
+    }
+}
+
+#[test]
+fn leases_are_decided_in_order_keep_the_later_expiry_and_expired_ones_go() {
+    let Some((_url, db)) = db(&[]) else { return };
+    subscriber(&db, 2);
+    let granted = db
+        .take_leases(
+            &[
+                lease("a", 2, 10, 50),
+                lease("a", 2, 10, 90),
+                lease("b", 2, 10, 20),
+                lease("c", 2, 10, 90),
+                lease("a", 2, 10, 70),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(granted, [true, true, true, false, true]);
+    assert_eq!(
+        db.take_leases(&[lease("a", 2, 10, 60)], None).unwrap(),
+        [true]
+    );
+    let mut live = db.live_leases(10).unwrap();
+    live.sort_by(|x, y| x.title.cmp(&y.title));
     let l = |t: &str, e| LeaseRow {
         subscriber: "u".into(),
         title: t.into(),
         expires: e,
     };
-    db.commit_leases(&[l("a", 50), l("a", 90), l("a", 70), l("b", 20)], None)
-        .unwrap();
-    db.commit_leases(&[l("a", 60)], None).unwrap();
-    let mut live = db.live_leases(10).unwrap();
-    live.sort_by(|x, y| x.title.cmp(&y.title));
     assert_eq!(live, [l("a", 90), l("b", 20)]);
-    db.commit_leases(&[], Some(20)).unwrap();
-    assert_eq!(db.live_leases(0).unwrap(), [l("a", 90)]);
+    // b expired by 25: c takes its slot; the purge deletes it.
+    assert_eq!(
+        db.take_leases(&[lease("c", 2, 25, 95)], Some(20)).unwrap(),
+        [true]
+    );
+    let mut live = db.live_leases(0).unwrap();
+    live.sort_by(|x, y| x.title.cmp(&y.title));
+    assert_eq!(live, [l("a", 90), l("c", 95)]);
+}
+
+#[test]
+fn two_replicas_never_grant_a_subscriber_more_streams_than_its_plan() {
+    let Some((url, first)) = db(&[]) else { return };
+    const LIMIT: u32 = 3;
+    subscriber(&first, LIMIT);
+    let replicas = [Arc::new(first), Arc::new(open(&url))];
+    // 2 replicas x 4 threads x 10 plays of distinct titles, in batches of one to three, at once.
+    let granted: Vec<String> = std::thread::scope(|s| {
+        let mut all = Vec::new();
+        for (r, db) in replicas.iter().enumerate() {
+            for t in 0..4 {
+                let db = db.clone();
+                all.push(s.spawn(move || {
+                    let mut won = Vec::new();
+                    let mut i = 0;
+                    while i < 10 {
+                        let n = (i % 3 + 1).min(10 - i);
+                        let batch: Vec<LeaseRequest> = (i..i + n)
+                            .map(|k| lease(&format!("t{r}-{t}-{k}"), LIMIT, 100, 1_000))
+                            .collect();
+                        let got = db.take_leases(&batch, None).unwrap();
+                        for (req, ok) in batch.iter().zip(got) {
+                            if ok {
+                                won.push(req.lease.title.clone());
+                            }
+                        }
+                        i += n;
+                    }
+                    won
+                }));
+            }
+        }
+        all.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(granted.len(), LIMIT as usize, "{granted:?}");
+    assert_eq!(replicas[1].live_leases(100).unwrap().len(), LIMIT as usize);
+    // A renewal on the other replica keeps its slot; a new title is still refused.
+    let renew = lease(&granted[0], LIMIT, 200, 2_000);
+    assert_eq!(replicas[1].take_leases(&[renew], None).unwrap(), [true]);
+    assert_eq!(
+        replicas[0]
+            .take_leases(&[lease("new", LIMIT, 200, 2_000)], None)
+            .unwrap(),
+        [false]
+    );
 }
 
 #[test]
