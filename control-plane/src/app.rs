@@ -87,6 +87,8 @@ pub struct App {
     pub history: crate::domain::history::HistoryConfig,
     /// Probe results, qualifications and their settings (`live/`).
     pub live: crate::domain::live::LiveChecks,
+    /// Whether a load balancer should send this replica new requests (`/readyz`).
+    pub readiness: Arc<crate::server::readiness::Readiness>,
 }
 
 /// What a health report came to.

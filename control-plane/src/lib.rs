@@ -29,12 +29,15 @@
 //!   routes.rs          route preference: the part of BGP's decision process steering uses
 //!   streams.rs         concurrent-stream leases, group-committed
 //!   url_keys.rs        per-site URL-signing keyrings
+//! s3/                  S3-compatible origins: the [[s3]] buckets, s3:// locations, SigV4
+//!                      (presigned GETs for manifests, signed headers for ocactl's uploads)
 //! lpm.rs               longest-prefix-match table
 //! fleet/               the fleet model in memory: sites, appliances, routes, holdings (Snapshot)
 //! routing.rs           what the fleet hears, for operators: BGP sessions, route explorer,
 //!                      inconsistent sites
 //! steering.rs          the steering algorithm over the fleet model
-//! server/              the listener: accept loop, connection caps, timeouts (no routes)
+//! server/              the listener: accept loop, connection caps, timeouts, the drain,
+//!                      readiness (no routes)
 //! metrics.rs           the counters, Prometheus text
 //! planning/            fill: site plans, the planner's cache, manifests, fill settings
 //! play.rs              a play: admission, licensing, renditions, signed URLs, the lease
@@ -66,6 +69,7 @@ pub mod planning;
 pub mod play;
 pub mod portal;
 pub mod routing;
+pub mod s3;
 pub mod server;
 pub mod services;
 pub mod steering;

@@ -117,6 +117,15 @@ struct Cli {
     /// byte (default 60).
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<f64>,
+    /// Seconds the API keeps serving after SIGTERM while /readyz answers 503, so a load
+    /// balancer's health checks take this replica out first (default 3; 0: stop at once; a
+    /// second SIGTERM or SIGINT cuts it short).
+    #[arg(long, value_name = "SECS")]
+    drain_period: Option<f64>,
+    /// Seconds requests in progress may take to finish once the drain period is over
+    /// (default 10).
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<f64>,
     /// BGP routes one health report may carry (default 50000); a report with more is refused
     /// whole with an error saying so, never cut short.
     #[arg(long, value_name = "N")]
@@ -261,6 +270,8 @@ struct FileConfig {
     header_timeout: Option<f64>,
     body_timeout: Option<f64>,
     idle_timeout: Option<f64>,
+    drain_period: Option<f64>,
+    drain_timeout: Option<f64>,
     max_routes_per_appliance: Option<usize>,
     #[serde(default)]
     portal_insecure_cookies: bool,
@@ -272,6 +283,9 @@ struct FileConfig {
     history_retention_days: Option<f64>,
     #[serde(default)]
     live: LiveFlags,
+    /// S3-compatible buckets content origins may name (`s3://bucket/key`), one table each.
+    #[serde(default)]
+    s3: Vec<control_plane::s3::config::BucketConfig>,
 }
 
 /// Descriptors kept for the database, the origin's files and the log.
@@ -418,12 +432,21 @@ fn run(cli: Cli) -> Result<()> {
             )?,
             idle: secs(cli.idle_timeout, file.idle_timeout, 60.0, "idle_timeout")?,
         },
+        drain_timeout: secs(cli.drain_timeout, file.drain_timeout, 10.0, "drain_timeout")?,
+    };
+    let drain_period = match cli.drain_period.or(file.drain_period).unwrap_or(3.0) {
+        p if p.is_finite() && (0.0..=300.0).contains(&p) => std::time::Duration::from_secs_f64(p),
+        p => anyhow::bail!("drain_period must be 0 to 300 seconds, got {p}"),
     };
     let body_timeout = secs(cli.body_timeout, file.body_timeout, 30.0, "body_timeout")?;
     let max_routes_per_appliance = cli
         .max_routes_per_appliance
         .or(file.max_routes_per_appliance)
         .unwrap_or(intake::DEFAULT_MAX_ROUTES_PER_APPLIANCE);
+    let s3 = control_plane::s3::config::load(&file.s3)?;
+    for b in s3.names().filter_map(|n| s3.bucket(n)) {
+        tracing::info!(bucket = ?b, "S3 origin bucket");
+    }
     let fill_cfg = FillConfig {
         window: match cli.fill_window.or(file.fill_window) {
             Some(w) => Some(parse_window(&w).map_err(anyhow::Error::msg)?),
@@ -445,6 +468,7 @@ fn run(cli: Cli) -> Result<()> {
             .public_url
             .or(file.public_url)
             .unwrap_or_else(|| format!("{scheme}://{listen}")),
+        s3,
     };
     let half_life_hours = cli
         .popularity_half_life
@@ -469,6 +493,7 @@ fn run(cli: Cli) -> Result<()> {
         control_plane::live::prober::client(live_config.probe_timeout, probe_ca.as_deref())?;
     let live = LiveChecks::new(live_config, &db.qualifications()?);
     let catalog = CatalogView::load(db.as_ref())?;
+    warn_unconfigured_buckets(&catalog, &fill_cfg.s3);
     let store: Arc<dyn Storage> = db;
     let streams = streams::Streams::start(store.clone(), unix_now(), unix_now)?;
     let app = Arc::new(App {
@@ -507,6 +532,7 @@ fn run(cli: Cli) -> Result<()> {
         admin_token_sha256: credentials::sha256(&token),
         accounts: portal_accounts(&cli_portal, &file_portal)?,
         live,
+        readiness: Arc::new(server::readiness::Readiness::new()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -531,15 +557,22 @@ fn run(cli: Cli) -> Result<()> {
             loop {
                 every.tick().await;
                 let app = saver.clone();
-                let saved =
-                    tokio::task::spawn_blocking(move || app.popularity.save(app.store.as_ref()))
-                        .await;
+                let saved = tokio::task::spawn_blocking(move || {
+                    app.popularity.save(app.store.as_ref(), unix_now())
+                })
+                .await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(error = %e, "saving popularity");
                 }
             }
         });
         tokio::spawn(history_task(app.clone()));
+        let store = app.store.clone();
+        tokio::spawn(server::readiness::watch_storage(
+            app.readiness.clone(),
+            move || store.ping(),
+        ));
+        let readiness = app.readiness.clone();
         control_plane::live::spawn(app.clone(), probe_client);
         let last = app.clone();
         let conn_metrics = app.metrics.conns.clone();
@@ -564,12 +597,24 @@ fn run(cli: Cli) -> Result<()> {
                         },
                     }
                 }
-                tracing::info!("shutting down");
-                oca_service::systemd::stopping("shutting down");
+                // Drain: the load balancer's checks see 503 and take this replica out while it
+                // still serves what they send meanwhile; then the listener closes.
+                readiness.start_draining();
+                oca_service::systemd::stopping("draining");
+                tracing::info!(
+                    secs = drain_period.as_secs_f64(),
+                    "draining: /readyz answers 503, still serving"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(drain_period) => {}
+                    _ = term.recv() => tracing::info!("second signal: drain period cut short"),
+                    _ = int.recv() => tracing::info!("second signal: drain period cut short"),
+                }
+                tracing::info!("shutting down: no new connections");
             },
         )
         .await;
-        last.popularity.save(last.store.as_ref())?;
+        last.popularity.save(last.store.as_ref(), unix_now())?;
         // The misses counted since the last tick; old buckets can wait for the next start.
         if let Err(e) = history::tick(
             last.store.as_ref(),
@@ -606,6 +651,26 @@ fn portal_accounts(
         );
     }
     Ok(accounts::Accounts::new(insecure, limits))
+}
+
+/// Content whose `s3://` origin names a bucket this configuration lacks has no origin source in
+/// manifests (only peers and tier appliances): said once at start, per bucket.
+fn warn_unconfigured_buckets(catalog: &CatalogView, s3: &control_plane::s3::Origins) {
+    let mut missing = std::collections::BTreeMap::<String, usize>::new();
+    for c in catalog.all_content() {
+        if let Ok(loc) = control_plane::s3::Location::parse(&c.origin) {
+            if s3.bucket(loc.bucket).is_none() {
+                *missing.entry(loc.bucket.to_string()).or_default() += 1;
+            }
+        }
+    }
+    for (bucket, files) in missing {
+        tracing::warn!(
+            bucket,
+            files,
+            "content names an S3 bucket with no [[s3]] table: manifests list no origin for it"
+        );
+    }
 }
 
 /// Every few seconds: stores the steering misses counted meanwhile and deletes history past

@@ -20,8 +20,13 @@ impl Proc {
     }
 
     /// Starts `cmd` like [`Proc::spawn`], returning the error instead.
-    pub fn start(mut cmd: Command) -> std::io::Result<Proc> {
-        cmd.env("RUST_LOG", "info")
+    pub fn start(cmd: Command) -> std::io::Result<Proc> {
+        Proc::start_logging(cmd, "info")
+    }
+
+    /// Starts `cmd` like [`Proc::start`] with `RUST_LOG` set to `filter`.
+    pub fn start_logging(mut cmd: Command, filter: &str) -> std::io::Result<Proc> {
+        cmd.env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

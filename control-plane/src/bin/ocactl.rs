@@ -4,6 +4,8 @@
 
 #[path = "ocactl/maintenance.rs"]
 mod maintenance;
+#[path = "ocactl/s3_upload.rs"]
+mod s3_upload;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -268,7 +270,8 @@ enum TitleCmd {
 
 #[derive(Subcommand)]
 enum ContentCmd {
-    /// Copies FILE into the embedded origin and registers it with its size and SHA-256.
+    /// Copies FILE into the embedded origin (--origin-dir) or uploads it to an S3 bucket
+    /// (--s3), and registers it with its size and SHA-256.
     Add {
         file: PathBuf,
         #[arg(long)]
@@ -284,8 +287,24 @@ enum ContentCmd {
         #[arg(long, default_value = "video/mp4")]
         content_type: String,
         /// The control plane's origin directory.
-        #[arg(long, value_name = "DIR")]
-        origin_dir: PathBuf,
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "s3",
+            conflicts_with = "s3"
+        )]
+        origin_dir: Option<PathBuf>,
+        /// Upload to this S3 object instead (`s3://bucket/key`; a key ending in `/` gets the
+        /// content id appended) and register it as the origin.
+        #[arg(long, value_name = "S3_URL", requires = "s3_config")]
+        s3: Option<String>,
+        /// TOML file whose `[[s3]]` tables name the bucket's endpoint and credentials (the
+        /// control plane's configuration file will do).
+        #[arg(long, env = "OCA_S3_CONFIG", value_name = "FILE")]
+        s3_config: Option<PathBuf>,
+        /// Part size of uploads, MiB: a larger file is uploaded in parts (default 64, at least 5).
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        s3_part_mib: u64,
     },
     /// Lists content.
     List,
@@ -494,6 +513,9 @@ fn run(cli: Cli) -> Result<()> {
             id,
             content_type,
             origin_dir,
+            s3,
+            s3_config,
+            s3_part_mib,
         }) => {
             let rendition = Content {
                 id: String::new(),
@@ -505,7 +527,18 @@ fn run(cli: Cli) -> Result<()> {
                 content_type,
                 origin: "embedded".into(),
             };
-            add_content(&api, &file, id, &origin_dir, rendition)?
+            match (s3, s3_config, origin_dir) {
+                (Some(s3), Some(config), _) => {
+                    let upload = S3Upload {
+                        target: &s3,
+                        config: &config,
+                        part_mib: s3_part_mib,
+                    };
+                    add_content_s3(&api, &file, id, &upload, rendition)?
+                }
+                (_, _, Some(dir)) => add_content(&api, &file, id, &dir, rendition)?,
+                _ => bail!("give --origin-dir, or --s3 with --s3-config"),
+            }
         }
         Command::Content(ContentCmd::List) => api.get("/v1/admin/content")?,
         Command::Subscriber(SubscriberCmd::Add {
@@ -675,15 +708,7 @@ fn add_content(
     origin_dir: &Path,
     mut rendition: Content,
 ) -> Result<Value> {
-    let id = match id {
-        Some(id) => id,
-        None => file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("the file name is not UTF-8; give --id")?
-            .to_string(),
-    };
-    oca_store::ContentId::parse(&id).map_err(|e| anyhow::anyhow!("{id:?}: {e}"))?;
+    let id = content_id(file, id)?;
     let dest = origin_dir.join(&id);
     if dest.exists() {
         bail!("{} already exists in the origin", dest.display());
@@ -712,6 +737,72 @@ fn add_content(
             Err(e)
         }
     }
+}
+
+/// Where `content add --s3` uploads to, and with which settings.
+struct S3Upload<'a> {
+    target: &'a str,
+    config: &'a Path,
+    part_mib: u64,
+}
+
+/// Uploads the file to the S3 object `upload.target` names, then registers `rendition` with that
+/// origin, its size and hash; a refused registration deletes the object it uploaded.
+fn add_content_s3(
+    api: &Api,
+    file: &Path,
+    id: Option<String>,
+    upload: &S3Upload<'_>,
+    mut rendition: Content,
+) -> Result<Value> {
+    use control_plane::s3::{config, Location};
+    let id = content_id(file, id)?;
+    let origin = if upload.target.ends_with('/') {
+        format!("{}{id}", upload.target)
+    } else {
+        upload.target.to_string()
+    };
+    let loc = Location::parse(&origin)?;
+    let text = std::fs::read_to_string(upload.config)
+        .with_context(|| format!("reading {}", upload.config.display()))?;
+    let tables =
+        config::tables_of(&text).with_context(|| format!("{}", upload.config.display()))?;
+    let origins = config::load(&tables)?;
+    let bucket = origins.bucket(loc.bucket).with_context(|| {
+        format!(
+            "{} has no [[s3]] table for bucket {:?}",
+            upload.config.display(),
+            loc.bucket
+        )
+    })?;
+    if upload.part_mib < s3_upload::MIN_PART_MIB {
+        bail!("--s3-part-mib must be at least {}", s3_upload::MIN_PART_MIB);
+    }
+    let store = s3_upload::Store::new(bucket)?;
+    let (size, sha256) = store.upload(loc.key, file, upload.part_mib << 20)?;
+    rendition.id = id;
+    rendition.size = size;
+    rendition.sha256 = sha256;
+    rendition.origin = origin.clone();
+    api.post("/v1/admin/content", &rendition).inspect_err(|_| {
+        if let Err(e) = store.delete(loc.key) {
+            eprintln!("ocactl: the registration failed and {origin} could not be deleted: {e:#}");
+        }
+    })
+}
+
+/// The content id: given, or the file's name.
+fn content_id(file: &Path, id: Option<String>) -> Result<String> {
+    let id = match id {
+        Some(id) => id,
+        None => file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("the file name is not UTF-8; give --id")?
+            .to_string(),
+    };
+    oca_store::ContentId::parse(&id).map_err(|e| anyhow::anyhow!("{id:?}: {e}"))?;
+    Ok(id)
 }
 
 fn copy_hashing(src: &Path, dst: &Path) -> Result<(u64, String)> {

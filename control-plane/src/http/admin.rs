@@ -226,6 +226,10 @@ pub async fn create_content(
     if c.sha256.len() != 64 || !c.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad_request("sha256: 64 hex digits"));
     }
+    app.fill
+        .s3
+        .check(&c.origin)
+        .map_err(|e| bad_request(e.to_string()))?;
     let mut view = app.catalog_mut();
     app.store.create_content(&c)?;
     view.add_content(c.clone());

@@ -2,7 +2,8 @@
 //! appliance's credential), [`play`] (a subscriber's player token), [`origin`] (signed fill
 //! URLs); [`request`] reads what they share (bodies, credentials), [`error`] turns every
 //! domain error into a status and JSON body, [`maintenance`] is the admin token's maintenance and
-//! audit endpoints, [`router`] maps paths to handlers. The listener
+//! audit endpoints, [`probes`] answers the load balancer's `/healthz` and `/readyz`, [`router`]
+//! maps paths to handlers. The listener
 //! that runs it is [`crate::server`].
 
 pub mod accounts;
@@ -14,5 +15,6 @@ pub mod live;
 pub mod maintenance;
 pub mod origin;
 pub mod play;
+pub mod probes;
 pub mod request;
 pub mod router;

@@ -109,16 +109,155 @@ pub fn check_country(c: &str) -> Result<(), Failure> {
     }
 }
 
-/// The client's address: the peer, or the last `X-Forwarded-For` hop when the peer is a trusted
-/// proxy.
+/// Most `X-Forwarded-For` hops looked at, from the right: proxies in front of one another
+/// are a handful (a CDN edge, HAProxy); the rest of a longer list is the client's to invent.
+pub const MAX_FORWARDED_HOPS: usize = 8;
+
+/// Longest hop taken for an address (`[IPv6]:port` with a zone fits).
+const MAX_HOP_LEN: usize = 64;
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, what
+/// [`forwarded_client`] finds in its `X-Forwarded-For`.
 pub fn client_ip(app: &App, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if !app.trusted_proxies.contains(&peer) {
-        return peer;
+    forwarded_client(peer, headers, |ip| app.trusted_proxies.contains(&ip))
+}
+
+/// The client's address behind a chain of proxies: starting from the peer, while the address
+/// reached is a trusted proxy, step to the hop it appended to `X-Forwarded-For` (every header
+/// line, in order, read from the right); the first address that is not a trusted proxy is
+/// the client (nginx's `real_ip_recursive on`). So each proxy vouches only for the hop it
+/// added itself: a client that sends its own `X-Forwarded-For` through HAProxy (which adds a
+/// line with the real peer) is seen at its real address. A hop that is not an address
+/// (`unknown`, garbage, too long), or more than [`MAX_FORWARDED_HOPS`] of them, ends the walk
+/// at the last address reached; so does a list of nothing but trusted proxies. One trusted
+/// proxy behaves as before: its last hop, when that is an address.
+pub fn forwarded_client(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    let mut client = peer.to_canonical();
+    if !trusted(client) {
+        return client;
     }
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(peer)
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
+        .take(MAX_FORWARDED_HOPS);
+    for hop in hops {
+        match parse_hop(hop) {
+            Some(ip) => client = ip,
+            None => break,
+        }
+        if !trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` hop as an address: `192.0.2.1`, `2001:db8::1`, or with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`) as some proxies write it.
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    if hop.len() > MAX_HOP_LEN {
+        return None;
+    }
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The client for `peer` with these `X-Forwarded-For` lines, trusting 10.0.0.1 (HAProxy)
+    /// and 10.0.0.2 (a proxy in front of it).
+    fn client(peer: &str, lines: &[&str]) -> IpAddr {
+        let mut h = HeaderMap::new();
+        for l in lines {
+            h.append("x-forwarded-for", l.parse().unwrap());
+        }
+        forwarded_client(ip(peer), &h, |a| a == ip("10.0.0.1") || a == ip("10.0.0.2"))
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_says() {
+        assert_eq!(client("192.0.2.9", &["198.51.100.7"]), ip("192.0.2.9"));
+        assert_eq!(client("192.0.2.9", &[]), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn one_trusted_proxy_gives_its_last_hop() {
+        assert_eq!(client("10.0.0.1", &["198.51.100.7"]), ip("198.51.100.7"));
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.5, 198.51.100.7"]),
+            ip("198.51.100.7"),
+            "what the client wrote left of its real address is not believed"
+        );
+        assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+        assert_eq!(client("10.0.0.1", &["garbage"]), ip("10.0.0.1"));
+        assert_eq!(client("10.0.0.1", &["unknown"]), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn haproxy_adds_a_line_and_a_spoofed_first_line_is_not_believed() {
+        // An untrusted client sent its own header; HAProxy (10.0.0.1) added the real peer on
+        // a line of its own.
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.5", "198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn trusted_hops_are_walked_over_from_the_right() {
+        // A trusted proxy (10.0.0.2) sent the client's address; HAProxy appended 10.0.0.2.
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.5, 198.51.100.7", "10.0.0.2"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.5, 198.51.100.7, 10.0.0.2"]),
+            ip("198.51.100.7")
+        );
+        // Nothing but trusted proxies: the leftmost reached.
+        assert_eq!(client("10.0.0.1", &["10.0.0.1, 10.0.0.2"]), ip("10.0.0.1"));
+        // Garbage behind a trusted hop: stop at the trusted hop.
+        assert_eq!(client("10.0.0.1", &["x, 10.0.0.2"]), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn hops_with_ports_brackets_spaces_and_mapped_addresses() {
+        assert_eq!(
+            client("10.0.0.1", &[" 198.51.100.7:4711 "]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client("10.0.0.1", &["[2001:db8::7]:4711"]),
+            ip("2001:db8::7")
+        );
+        assert_eq!(client("10.0.0.1", &["2001:db8::7"]), ip("2001:db8::7"));
+        assert_eq!(
+            client("::ffff:10.0.0.1", &["::ffff:198.51.100.7"]),
+            ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn the_walk_is_bounded() {
+        let trusted_chain = vec!["10.0.0.2"; 100].join(", ");
+        let line = format!("198.51.100.7, {trusted_chain}");
+        assert_eq!(client("10.0.0.1", &[&line]), ip("10.0.0.2"));
+        let long = format!("198.51.100.7, {}", "1".repeat(4000));
+        assert_eq!(client("10.0.0.1", &[&long]), ip("10.0.0.1"));
+    }
 }

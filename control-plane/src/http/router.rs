@@ -11,14 +11,15 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::App;
 use crate::http::error::err;
 use crate::http::request::ADMIN_BODY_LIMIT;
-use crate::http::{accounts, admin, appliance, history, live, maintenance, origin, play};
+use crate::http::{accounts, admin, appliance, history, live, maintenance, origin, play, probes};
 use crate::server::deadline;
 
 /// The router.
 pub fn router(app: Arc<App>) -> Router {
     let body_timeout = app.body_timeout;
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .route("/metrics", get(admin::metrics))
         .route(
             "/v1/admin/sites",

@@ -18,6 +18,8 @@ pub struct FillConfig {
     pub escalation_secs: u64,
     /// Base URL appliances reach the control plane's embedded origin at.
     pub public_url: String,
+    /// S3-compatible buckets that content origins (`s3://bucket/key`) may name.
+    pub s3: crate::s3::Origins,
 }
 
 /// Parses `HH:MM-HH:MM` (UTC) as a fill window.

@@ -7,6 +7,9 @@
 //! copy is on its way (another replica in the site fills first; the parent site plans the file),
 //! the farther sources carry `not_before` = first planned + the escalation delay, so one
 //! appliance per site fetches from upstream and the others fill from it.
+//!
+//! The origin is the embedded one (`/origin/<id>` with our `fill` signature), an HTTP URL (our
+//! signature appended), or an `s3://` object: its presigned GET URL, verbatim ([`crate::s3`]).
 
 use oca_protocol::manifest::{Manifest, ManifestEntry, Source, SourceKind};
 use oca_protocol::signing::{signed_query, Scope};
@@ -14,6 +17,7 @@ use oca_protocol::signing::{signed_query, Scope};
 use crate::domain::url_keys::Keys;
 use crate::fleet::{Candidate, Snapshot};
 use crate::planning::planner::{Demand, Planner};
+use crate::s3::Location;
 use crate::storage::StorageError;
 
 /// What a manifest is computed from, borrowed from the composition root.
@@ -123,19 +127,24 @@ pub fn manifest(
         let mut sources: Vec<Source> = sources.into_iter().map(|s| s.4).collect();
         let query = signed_query(keys.origin.current(), id, expires, Scope::Fill);
         let origin_url = if content.origin == "embedded" {
-            format!(
+            Some(format!(
                 "{}/origin/{id}?{query}",
                 config.public_url.trim_end_matches('/')
-            )
+            ))
+        } else if Location::is_s3(&content.origin) {
+            // Verbatim: a presigned URL's signature covers its whole query string, so nothing
+            // may be appended. A bucket no longer configured leaves the origin out (the start
+            // warned about it); peers and tier appliances may still have the file.
+            config.s3.presigned_get(&content.origin, now).ok()
         } else {
-            format!("{}?{query}", content.origin)
+            Some(format!("{}?{query}", content.origin))
         };
-        sources.push(Source {
+        sources.extend(origin_url.map(|url| Source {
             kind: SourceKind::Origin,
             oca_id: None,
-            url: origin_url,
+            url,
             not_before: None,
-        });
+        }));
         // Escalation: while a nearer copy is expected, farther sources wait.
         let has_peer = sources.iter().any(|s| s.kind == SourceKind::Peer);
         let has_tier = sources.iter().any(|s| s.kind == SourceKind::Tier);

@@ -7,8 +7,14 @@
 //! `max_connections` every accepted connection sheds one that has waited on its client for
 //! more than a second (an idle keep-alive or a head trickling in), so a slowloris crowd cannot
 //! keep the cap full: the players and appliances that send whole requests still get in.
+//!
+//! Stopping: when the `shutdown` future given to [`serve`] completes (after the drain period
+//! that follows SIGTERM, during which [`readiness`] says 503 and everything is still served), the
+//! listener closes, idle keep-alive connections are closed, requests in progress finish and
+//! their connections close after them, for up to `drain_timeout`.
 
 pub mod deadline;
+pub mod readiness;
 pub mod watch;
 
 use std::future::Future;
@@ -40,9 +46,6 @@ const SHED_AFTER: Duration = Duration::from_secs(1);
 /// Connections looked at per shedding attempt (a sample, not a scan of every connection).
 const SHED_SAMPLE: usize = 64;
 
-/// How long a graceful shutdown waits for requests in progress.
-const DRAIN: Duration = Duration::from_secs(10);
-
 /// Largest request head (and read buffer) hyper keeps for a connection.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -55,6 +58,8 @@ pub struct Limits {
     pub max_connections_per_client: u32,
     /// Header and idle timeouts.
     pub timeouts: Timeouts,
+    /// How long a graceful shutdown waits for requests in progress once the listener closed.
+    pub drain_timeout: Duration,
 }
 
 /// Connection figures, registered with the control plane's metrics.
@@ -168,7 +173,7 @@ struct Shared {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets requests in progress
-/// finish (for up to `DRAIN`).
+/// finish (for up to `limits.drain_timeout`).
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -210,9 +215,16 @@ pub async fn serve(
     }
     drop(listener);
     let _ = drain_tx.send(true);
-    let until = Instant::now() + DRAIN;
+    let until = Instant::now() + limits.drain_timeout;
     while admission.open() > 0 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match admission.open() {
+        0 => tracing::info!("every connection finished"),
+        n => tracing::warn!(
+            connections = n,
+            "drain timeout: closing connections still in progress"
+        ),
     }
 }
 

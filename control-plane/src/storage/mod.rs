@@ -145,6 +145,13 @@ pub struct StoredKey {
 /// A title's popularity as saved: decayed score and when it was last updated (unix seconds).
 pub type SavedScore = (String, f64, i64);
 
+/// A popularity score of time `from` as of time `to`: it halves every `half_life_secs` (never
+/// grows: a `to` before `from`, another replica's clock a little ahead, counts as no time).
+/// The one formula the domain and every engine's merge use.
+pub fn decayed(score: f64, from: i64, to: i64, half_life_secs: f64) -> f64 {
+    score * 0.5f64.powf((to - from).max(0) as f64 / half_life_secs)
+}
+
 /// One stream lease: a subscriber's slot for a title until `expires` (unix seconds).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRow {
@@ -178,6 +185,11 @@ pub trait Storage:
 
     /// How long the control plane was away before this start.
     fn downtime(&self) -> Downtime;
+
+    /// One cheap round trip proving this replica can write now (`/readyz` calls it about once
+    /// a second, off the async workers, under a deadline): an error, or no answer within the
+    /// deadline, takes the replica out of its load balancer. It changes nothing.
+    fn ping(&self) -> Result<()>;
 }
 
 /// Sites, appliances, coverage zones and what appliances last reported about themselves.
@@ -281,8 +293,14 @@ pub trait CatalogStore {
     /// The popularity scores saved last.
     fn popularity(&self) -> Result<Vec<SavedScore>>;
 
-    /// Saves popularity scores (replacing those of the same titles).
-    fn save_popularity(&self, scores: &[SavedScore]) -> Result<()>;
+    /// Adds plays counted by one replica since its last flush to the stored scores, at `now`,
+    /// in one transaction: for each `(title, delta)` (the delta decayed to `now`), the stored
+    /// score becomes `decayed(stored, updated, now, half_life_secs) + delta` and `updated`
+    /// the later of `updated` and `now`; a title without a row gets one; a title no longer in
+    /// the catalog is skipped. Replicas flushing at once must both count (a row lock, or the
+    /// whole update as one statement), so the stored scores are every replica's plays.
+    fn add_popularity(&self, deltas: &[(String, f64)], half_life_secs: f64, now: i64)
+        -> Result<()>;
 }
 
 /// URL-signing keys and the control plane's own secrets.

@@ -152,8 +152,18 @@ impl Db {
 
 pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
     let mut args = db_of(dir).args(dir);
+    // A token file given by the test (replicas sharing one) replaces the database's default.
+    let token_file = match extra.iter().position(|a| *a == "--admin-token-file") {
+        Some(i) => {
+            if let Some(j) = args.iter().position(|a| a == "--admin-token-file") {
+                args.drain(j..j + 2);
+            }
+            PathBuf::from(extra[i + 1])
+        }
+        None => dir.join("cp.db.admin-token"),
+    };
     args.extend(extra.iter().map(|a| a.to_string()));
-    start_args(&args, &dir.join("cp.db.admin-token"))
+    start_args(&args, &token_file)
 }
 
 /// Starts the control plane on loopback with `args` (its database among them), waits until it

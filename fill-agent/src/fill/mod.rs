@@ -260,6 +260,11 @@ pub async fn fill_one(
             Err(Failure::Disk(e)) => return disk_error(shared, disk, id, &e),
             Err(Failure::Source(reason, discard)) => {
                 tracing::warn!(id = %id, source = ?source.kind, url_host = host(&source.url), reason, "fill source failed; trying the next");
+                if source.kind == SourceKind::Origin && reason == "http_403" {
+                    // An S3 origin's presigned URL past its lifetime (or clocks apart): the
+                    // control plane re-presigns, and the next manifest brings the new URL.
+                    tracing::warn!(id = %id, url_host = host(&source.url), "the origin refused its URL (expired?); the file is tried again with the next manifest's");
+                }
                 if discard {
                     let _ = store_disk.remove_part(id);
                 }

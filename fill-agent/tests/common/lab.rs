@@ -169,7 +169,11 @@ pub struct Lab {
 
 /// A control plane in `dir` (reports every second) with its embedded origin.
 pub fn start_cp(bin: &Path, dir: &Path, extra: &[&str]) -> Cp {
-    let port = test_support::free_port();
+    start_cp_at(bin, dir, test_support::free_port(), extra)
+}
+
+/// [`start_cp`] on loopback port `port` (a restart keeps the address the agents know).
+pub fn start_cp_at(bin: &Path, dir: &Path, port: u16, extra: &[&str]) -> Cp {
     let url = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new(bin);
     cmd.arg("--listen")

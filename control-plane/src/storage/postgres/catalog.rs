@@ -1,7 +1,9 @@
 //! Titles, renditions, subscribers and popularity in PostgreSQL.
 
 use crate::storage::postgres::{big, conflict, exists, small, unsigned, PgStorage};
-use crate::storage::{CatalogStore, Content, Result, SavedScore, StorageError, Subscriber, Title};
+use crate::storage::{
+    decayed, CatalogStore, Content, Result, SavedScore, StorageError, Subscriber, Title,
+};
 
 const CONTENT_COLUMNS: &str =
     "id, title, resolution, bitrate_kbps, size, sha256, content_type, origin";
@@ -173,27 +175,45 @@ impl CatalogStore for PgStorage {
         })
     }
 
-    fn save_popularity(&self, scores: &[SavedScore]) -> Result<()> {
-        let mut titles = Vec::with_capacity(scores.len());
-        let mut values = Vec::with_capacity(scores.len());
-        let mut updated = Vec::with_capacity(scores.len());
-        // One row per title (the last given wins, as successive upserts would).
-        let mut seen = std::collections::HashMap::new();
-        for (t, s, a) in scores {
-            seen.insert(t.as_str(), (*s, *a));
+    fn add_popularity(
+        &self,
+        deltas: &[(String, f64)],
+        half_life_secs: f64,
+        now: i64,
+    ) -> Result<()> {
+        // One row per title (deltas of one title summed), in title order: two replicas
+        // flushing at once lock rows in one order and never deadlock.
+        let mut summed: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+        for (t, d) in deltas {
+            *summed.entry(t.as_str()).or_default() += d;
         }
-        for (t, (s, a)) in seen {
-            titles.push(t.to_string());
-            values.push(s);
-            updated.push(a);
-        }
+        let deltas: Vec<(String, f64)> = summed
+            .into_iter()
+            .map(|(t, d)| (t.to_string(), d))
+            .collect();
         self.call(move |c| {
-            c.execute(
-                "INSERT INTO popularity (title, score, updated)
-                 SELECT * FROM unnest($1::text[], $2::float8[], $3::bigint[])
-                 ON CONFLICT (title) DO UPDATE SET score = excluded.score, updated = excluded.updated",
-                &[&titles, &values, &updated],
+            let mut tx = c.transaction()?;
+            let stored = tx.prepare(
+                "SELECT p.score, p.updated FROM titles t LEFT JOIN popularity p ON p.title = t.id
+                 WHERE t.id = $1 FOR UPDATE OF t",
             )?;
+            let up = tx.prepare(
+                "INSERT INTO popularity (title, score, updated) VALUES ($1, $2, $3)
+                 ON CONFLICT (title) DO UPDATE SET score = excluded.score, updated = excluded.updated",
+            )?;
+            for (t, delta) in &deltas {
+                // The title's row locked: another replica's flush of it waits, then reads this one's.
+                let Some(row) = tx.query_opt(&stored, &[t])? else {
+                    continue;
+                };
+                let was: (Option<f64>, Option<i64>) = (row.get(0), row.get(1));
+                let (score, updated) = match was {
+                    (Some(s), Some(at)) => (decayed(s, at, now, half_life_secs) + delta, at.max(now)),
+                    _ => (*delta, now),
+                };
+                tx.execute(&up, &[t, &score, &updated])?;
+            }
+            tx.commit()?;
             Ok(())
         })
     }

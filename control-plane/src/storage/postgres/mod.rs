@@ -313,6 +313,18 @@ impl Storage for PgStorage {
     fn downtime(&self) -> Downtime {
         self.downtime
     }
+
+    fn ping(&self) -> Result<()> {
+        // A write transaction's start, rolled back: proves a connection and a writable
+        // server (a read-only standby refuses it).
+        self.call(|c| {
+            let mut tx = c.transaction()?;
+            tx.batch_execute("SET TRANSACTION READ WRITE")?;
+            tx.query_one("SELECT 1", &[])?;
+            tx.rollback()?;
+            Ok(())
+        })
+    }
 }
 
 /// Parameters as the driver takes them.

@@ -3,7 +3,9 @@
 use rusqlite::{params, OptionalExtension};
 
 use crate::storage::sqlite::{conflict, SqliteStorage};
-use crate::storage::{CatalogStore, Content, Result, SavedScore, StorageError, Subscriber, Title};
+use crate::storage::{
+    decayed, CatalogStore, Content, Result, SavedScore, StorageError, Subscriber, Title,
+};
 
 impl CatalogStore for SqliteStorage {
     fn create_title(&self, t: &Title) -> Result<()> {
@@ -147,16 +149,36 @@ impl CatalogStore for SqliteStorage {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn save_popularity(&self, scores: &[SavedScore]) -> Result<()> {
+    fn add_popularity(
+        &self,
+        deltas: &[(String, f64)],
+        half_life_secs: f64,
+        now: i64,
+    ) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        // IMMEDIATE: the write lock before the first read, so another process's flush cannot
+        // slip between this read and this write (SQLite has no row locks; the file lock is it).
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
+            let mut title = tx.prepare_cached("SELECT 1 FROM titles WHERE id = ?1")?;
+            let mut stored =
+                tx.prepare_cached("SELECT score, updated FROM popularity WHERE title = ?1")?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO popularity (title, score, updated) VALUES (?1, ?2, ?3)
                  ON CONFLICT(title) DO UPDATE SET score = excluded.score, updated = excluded.updated",
             )?;
-            for (t, s, a) in scores {
-                up.execute(params![t, s, a])?;
+            for (t, delta) in deltas {
+                if !title.exists([t])? {
+                    continue;
+                }
+                let was: Option<(f64, i64)> = stored
+                    .query_row([t], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let (score, updated) = match was {
+                    Some((s, at)) => (decayed(s, at, now, half_life_secs) + delta, at.max(now)),
+                    None => (*delta, now),
+                };
+                up.execute(params![t, score, updated])?;
             }
         }
         tx.commit()?;

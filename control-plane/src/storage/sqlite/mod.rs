@@ -133,6 +133,19 @@ impl Storage for SqliteStorage {
     fn downtime(&self) -> Downtime {
         self.downtime
     }
+
+    /// Takes the database's write lock and lets it go: through our own writer (so a writer
+    /// wedged in this process shows) and SQLite's lock (so another process holding the file,
+    /// or a file that cannot be locked, shows); nothing is written, nothing is synced.
+    fn ping(&self) -> Result<()> {
+        let conn = self.conn();
+        let tried = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK");
+        if !conn.is_autocommit() {
+            // The ROLLBACK failed: the writer must not stay inside our transaction.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        Ok(tried?)
+    }
 }
 
 /// Whether `sql` (selecting by one key) finds a row.
