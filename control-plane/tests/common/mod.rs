@@ -85,6 +85,19 @@ impl Db {
         }
     }
 
+    /// The first column of the first row of `sql` (the same text on both engines), a number.
+    pub fn real(&self, sql: &str) -> f64 {
+        match self {
+            Db::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Db::Postgres(url) => {
+                test_support::postgres::with_client(url, |c| c.query_one(sql, &[]).unwrap().get(0))
+            }
+        }
+    }
+
     /// Runs `sqlite` or `postgres` (statements in each engine's dialect) beside the running
     /// control plane.
     pub fn exec(&self, sqlite: &str, postgres: &str) {
