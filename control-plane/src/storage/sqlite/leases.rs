@@ -26,9 +26,11 @@ impl LeaseStore for SqliteStorage {
         requests: &[LeaseRequest],
         purge_before: Option<i64>,
     ) -> Result<Vec<bool>> {
-        // The one writer connection serialises every decision of this database.
+        // IMMEDIATE: the write lock before the first read, so every decision on this file, of
+        // this process or another, reads the leases the one before it committed (a deferred
+        // transaction would fail to upgrade its read lock when another process wrote meanwhile).
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut held = Held::new();
         {
             let mut stmt =
