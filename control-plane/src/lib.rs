@@ -9,7 +9,11 @@
 //! ```text
 //! storage/             what is kept across restarts, behind the Storage trait
 //!   mod.rs             the interface: one trait per area, its rows and errors; no SQL
+//!   migrations.rs      the schema of both engines, one ordered list
+//!   leases.rs          the stream-lease rule both engines apply
 //!   sqlite/            the SQLite engine: connections, migrations, one file per area
+//!   postgres/          the PostgreSQL engine: its threads and connections, migrations, one
+//!                      file per area
 //! domain/              what the control plane knows, over storage; no HTTP
 //!   catalog.rs         titles, renditions, subscribers in memory (CatalogView)
 //!   accounts.rs        portal users: passwords, sessions, who may see which site

@@ -24,8 +24,9 @@ use control_plane::fleet::Snapshot;
 use control_plane::http::request::LARGE_REPORTS_AT_ONCE;
 use control_plane::planning::config::{parse_window, FillConfig};
 use control_plane::planning::planner::Planner;
+use control_plane::storage::postgres::{self as pg, PgStorage};
 use control_plane::storage::sqlite::SqliteStorage;
-use control_plane::storage::{InventoryStore, KeyStore, QualificationStore, Storage};
+use control_plane::storage::Storage;
 use control_plane::{http, metrics, server, steering};
 use serde::Deserialize;
 
@@ -41,15 +42,17 @@ struct Cli {
     /// Address of the API. Default 127.0.0.1:7070.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// SQLite database file (created with its schema on first start). Default ./control-plane.db.
-    #[arg(long, value_name = "FILE")]
-    db: Option<PathBuf>,
+    /// Database: a SQLite file (created with its schema on first start), or a PostgreSQL
+    /// database shared by every replica, `postgres://user:password@host:port/database`
+    /// (docs/control-plane.md, "Running on PostgreSQL"). Default ./control-plane.db.
+    #[arg(long, value_name = "FILE|URL")]
+    db: Option<String>,
     /// Seconds between health reports asked of appliances (default 10); an appliance silent
     /// for 3 intervals is `unknown` and steered around.
     #[arg(long, value_name = "SECS")]
     report_interval: Option<u64>,
     /// The embedded origin's directory (`ocactl content add` copies files there). Default:
-    /// <db>.origin/.
+    /// <db>.origin/ beside a SQLite file; required with PostgreSQL.
     #[arg(long, value_name = "DIR")]
     origin_dir: Option<PathBuf>,
     /// Benchmark: load the database, time N in-process steering decisions, print the
@@ -59,8 +62,9 @@ struct Cli {
     /// A load balancer whose X-Forwarded-For is believed for client addresses; repeatable.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<std::net::IpAddr>,
-    /// File holding the admin bearer token; generated (mode 0600) when missing.
-    /// Default: <db>.admin-token.
+    /// File holding the admin bearer token; generated (mode 0600) when missing. Default:
+    /// <db>.admin-token beside a SQLite file; required with PostgreSQL (give every replica the
+    /// same file).
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
     /// Base URL appliances reach this control plane at (for embedded-origin fill URLs).
@@ -248,7 +252,7 @@ struct FileConfig {
     trusted_proxies: Vec<std::net::IpAddr>,
     origin_dir: Option<PathBuf>,
     report_interval: Option<u64>,
-    db: Option<PathBuf>,
+    db: Option<String>,
     admin_token_file: Option<PathBuf>,
     public_url: Option<String>,
     fill_window: Option<String>,
@@ -319,18 +323,22 @@ fn run(cli: Cli) -> Result<()> {
         .listen
         .or(file.listen)
         .unwrap_or(([127, 0, 0, 1], 7070).into());
-    let db_path = cli
+    let db_name = cli
         .db
         .or(file.db)
-        .unwrap_or_else(|| PathBuf::from("control-plane.db"));
-    let token_path = cli
-        .admin_token_file
-        .or(file.admin_token_file)
-        .unwrap_or_else(|| PathBuf::from(format!("{}.admin-token", db_path.display())));
-    let origin_dir = cli
-        .origin_dir
-        .or(file.origin_dir)
-        .unwrap_or_else(|| PathBuf::from(format!("{}.origin", db_path.display())));
+        .unwrap_or_else(|| "control-plane.db".to_string());
+    let token_path = beside_db(
+        cli.admin_token_file.or(file.admin_token_file),
+        &db_name,
+        "admin-token",
+        "admin_token_file",
+    )?;
+    let origin_dir = beside_db(
+        cli.origin_dir.or(file.origin_dir),
+        &db_name,
+        "origin",
+        "origin_dir",
+    )?;
     std::fs::create_dir_all(&origin_dir)
         .with_context(|| format!("creating origin directory {}", origin_dir.display()))?;
     let report_interval_secs = cli
@@ -347,9 +355,7 @@ fn run(cli: Cli) -> Result<()> {
             .unwrap_or(history::DEFAULT_RETENTION_DAYS),
         report_interval_secs,
     )?;
-    let db = SqliteStorage::open(&db_path, unix_now())
-        .with_context(|| format!("opening database {}", db_path.display()))?
-        .with_history(history.buckets);
+    let (db, db_shown) = open_storage(&db_name, history.buckets)?;
     tracing::info!(schema_version = db.schema_version()?, "database ready");
     if db.downtime().secs > 0 {
         tracing::info!(
@@ -364,9 +370,9 @@ fn run(cli: Cli) -> Result<()> {
             "removed inventories of unfinished reports"
         );
     }
-    url_keys::ensure(&db, unix_now())?;
-    let fleet = Snapshot::load(&db, unix_now())?;
-    let keys = url_keys::load(&db)?;
+    url_keys::ensure(db.as_ref(), unix_now())?;
+    let fleet = Snapshot::load(db.as_ref(), unix_now())?;
+    let keys = url_keys::load(db.as_ref())?;
     let token_secret = db.secret(player_tokens::SECRET_NAME, &mut || {
         let mut b = vec![0u8; 32];
         getrandom::fill(&mut b).expect("the kernel's random source is available");
@@ -481,14 +487,14 @@ fn run(cli: Cli) -> Result<()> {
         file.portal_login_failures,
         file.portal_login_window,
     );
-    let popularity = popularity::Popularity::load(&db, half_life_hours * 3600.0)?;
+    let popularity = popularity::Popularity::load(db.as_ref(), half_life_hours * 3600.0)?;
     let (live_config, probe_ca) = cli.live.resolve(&file.live, report_interval_secs)?;
     let probe_client =
         control_plane::live::prober::client(live_config.probe_timeout, probe_ca.as_deref())?;
     let live = LiveChecks::new(live_config, &db.qualifications()?);
-    let catalog = CatalogView::load(&db)?;
+    let catalog = CatalogView::load(db.as_ref())?;
     warn_unconfigured_buckets(&catalog, &fill_cfg.s3);
-    let store: Arc<dyn Storage> = Arc::new(db);
+    let store: Arc<dyn Storage> = db;
     let streams = streams::Streams::start(store.clone(), unix_now(), unix_now)?;
     let app = Arc::new(App {
         store,
@@ -540,7 +546,7 @@ fn run(cli: Cli) -> Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        tracing::info!(%addr, scheme, db = %db_path.display(), admin_token_file = %token_path.display(),
+        tracing::info!(%addr, scheme, db = %db_shown, admin_token_file = %token_path.display(),
             max_connections = limits.max_connections, "listening");
         oca_service::systemd::ready(&format!("serving on {addr}"));
         oca_service::systemd::watch_runtime();
@@ -551,9 +557,10 @@ fn run(cli: Cli) -> Result<()> {
             loop {
                 every.tick().await;
                 let app = saver.clone();
-                let saved =
-                    tokio::task::spawn_blocking(move || app.popularity.save(app.store.as_ref(), unix_now()))
-                        .await;
+                let saved = tokio::task::spawn_blocking(move || {
+                    app.popularity.save(app.store.as_ref(), unix_now())
+                })
+                .await;
                 if let Ok(Err(e)) = saved {
                     tracing::warn!(error = %e, "saving popularity");
                 }
@@ -561,7 +568,10 @@ fn run(cli: Cli) -> Result<()> {
         });
         tokio::spawn(history_task(app.clone()));
         let store = app.store.clone();
-        tokio::spawn(server::readiness::watch_storage(app.readiness.clone(), move || store.ping()));
+        tokio::spawn(server::readiness::watch_storage(
+            app.readiness.clone(),
+            move || store.ping(),
+        ));
         let readiness = app.readiness.clone();
         control_plane::live::spawn(app.clone(), probe_client);
         let last = app.clone();
@@ -569,33 +579,49 @@ fn run(cli: Cli) -> Result<()> {
         let trusted = app.trusted_proxies.clone();
         let reloading = tls.clone();
         let router = http::router::router(app);
-        server::serve(listener, router, tls, limits, conn_metrics, trusted, async move {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => break,
-                    _ = int.recv() => break,
-                    _ = hup.recv() => match &reloading {
-                        Some(t) => t.reload_logged(),
-                        None => tracing::info!("SIGHUP: no TLS, nothing to reload"),
-                    },
+        server::serve(
+            listener,
+            router,
+            tls,
+            limits,
+            conn_metrics,
+            trusted,
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        _ = hup.recv() => match &reloading {
+                            Some(t) => t.reload_logged(),
+                            None => tracing::info!("SIGHUP: no TLS, nothing to reload"),
+                        },
+                    }
                 }
-            }
-            // Drain: the load balancer's checks see 503 and take this replica out while it
-            // still serves what they send meanwhile; then the listener closes.
-            readiness.start_draining();
-            oca_service::systemd::stopping("draining");
-            tracing::info!(secs = drain_period.as_secs_f64(), "draining: /readyz answers 503, still serving");
-            tokio::select! {
-                _ = tokio::time::sleep(drain_period) => {}
-                _ = term.recv() => tracing::info!("second signal: drain period cut short"),
-                _ = int.recv() => tracing::info!("second signal: drain period cut short"),
-            }
-            tracing::info!("shutting down: no new connections");
-        })
+                // Drain: the load balancer's checks see 503 and take this replica out while it
+                // still serves what they send meanwhile; then the listener closes.
+                readiness.start_draining();
+                oca_service::systemd::stopping("draining");
+                tracing::info!(
+                    secs = drain_period.as_secs_f64(),
+                    "draining: /readyz answers 503, still serving"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(drain_period) => {}
+                    _ = term.recv() => tracing::info!("second signal: drain period cut short"),
+                    _ = int.recv() => tracing::info!("second signal: drain period cut short"),
+                }
+                tracing::info!("shutting down: no new connections");
+            },
+        )
         .await;
         last.popularity.save(last.store.as_ref(), unix_now())?;
         // The misses counted since the last tick; old buckets can wait for the next start.
-        if let Err(e) = history::tick(last.store.as_ref(), &last.metrics.misses_by_site, &last.history, unix_now()) {
+        if let Err(e) = history::tick(
+            last.store.as_ref(),
+            &last.metrics.misses_by_site,
+            &last.history,
+            unix_now(),
+        ) {
             tracing::warn!(error = %e, "storing the last steering misses");
         }
         anyhow::Ok(())
@@ -673,7 +699,42 @@ async fn history_task(app: Arc<App>) {
     }
 }
 
+/// Where a file the control plane keeps goes: `given`, or beside a SQLite file
+/// (`<db>.<suffix>`). A PostgreSQL URL has no place beside it, so there `name` must be given.
+fn beside_db(given: Option<PathBuf>, db: &str, suffix: &str, name: &str) -> Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None if pg::is_url(db) => anyhow::bail!(
+            "{name} is required with a PostgreSQL database (--{}): give every replica the same one",
+            name.replace('_', "-")
+        ),
+        None => Ok(PathBuf::from(format!("{db}.{suffix}"))),
+    }
+}
+
+/// Opens the database `db` names (a PostgreSQL URL or a SQLite file) and brings its schema up
+/// to date; returns it and how to name it in logs (never with a password).
+fn open_storage(
+    db: &str,
+    buckets: control_plane::storage::HistorySettings,
+) -> Result<(Arc<dyn Storage>, String)> {
+    if pg::is_url(db) {
+        let settings = pg::Settings::parse(db)?;
+        let store = PgStorage::open(settings, unix_now())?.with_history(buckets);
+        let shown = store.shown().to_string();
+        Ok((Arc::new(store), shown))
+    } else {
+        let store = SqliteStorage::open(Path::new(db), unix_now())
+            .with_context(|| format!("opening database {db}"))?
+            .with_history(buckets);
+        Ok((Arc::new(store), db.to_string()))
+    }
+}
+
 /// Reads the admin token, creating a random one (readable by the owner only) when missing.
+/// Replicas given one shared file may start at once: the file is written whole under a
+/// temporary name and linked into place, so each finds either no file or a whole one, and
+/// the one that loses the race reads the winner's token.
 fn admin_token(path: &Path) -> Result<String> {
     match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
@@ -684,13 +745,34 @@ fn admin_token(path: &Path) -> Result<String> {
         }
     }
     let token = credentials::new_secret();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating admin token file {}", path.display()))?;
-    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())?;
-    tracing::info!(file = %path.display(), "generated an admin token");
-    Ok(token)
+    let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "generated an admin token");
+            Ok(token)
+        }
+        // Another replica made it first: use its token.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let t = std::fs::read_to_string(path)
+                .with_context(|| format!("reading admin token file {}", path.display()))?;
+            anyhow::ensure!(
+                !t.trim().is_empty(),
+                "admin token file {} is empty",
+                path.display()
+            );
+            Ok(t.trim().to_string())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating admin token file {}", path.display())),
+    }
 }

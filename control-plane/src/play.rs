@@ -28,7 +28,8 @@ pub struct Granted {
     answer: PlayAnswer,
     subscriber: String,
     lease_expires: i64,
-    durable: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    max_streams: u32,
+    durable: tokio::sync::oneshot::Receiver<Result<bool, String>>,
 }
 
 /// Why a play is refused.
@@ -215,19 +216,26 @@ pub fn answer(
         },
         subscriber: sub.id.clone(),
         lease_expires,
+        max_streams: sub.max_streams,
         durable,
     })
 }
 
 /// Waits until the play's stream lease is committed; a lease that could not be written is given
-/// back and the play fails (503), so no player holds a slot the database does not know of.
+/// back and the play fails (503), so no player holds a slot the database does not know of; one
+/// storage refused (other replicas' leases fill the plan) is given back and the play is 429.
 pub async fn confirm(streams: &Streams, g: Granted) -> Result<PlayAnswer, PlayError> {
     let outcome = g
         .durable
         .await
         .unwrap_or_else(|_| Err("the lease writer stopped".into()));
     match outcome {
-        Ok(()) => Ok(g.answer),
+        Ok(true) => Ok(g.answer),
+        // Other replicas' leases fill the plan.
+        Ok(false) => {
+            streams.release(&g.subscriber, &g.answer.title, g.lease_expires);
+            Err(PlayError::TooManyStreams(g.max_streams))
+        }
         Err(e) => {
             streams.release(&g.subscriber, &g.answer.title, g.lease_expires);
             tracing::warn!(error = %e, "play refused: its stream lease was not recorded");

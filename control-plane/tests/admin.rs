@@ -40,11 +40,7 @@ fn sites_and_appliances_survive_a_kill() {
 
     // kill -9: nothing acknowledged is lost.
     drop(cp);
-    let db_bytes = [
-        std::fs::read(dir.path().join("cp.db")).unwrap(),
-        std::fs::read(dir.path().join("cp.db-wal")).unwrap_or_default(),
-    ]
-    .concat();
+    let db_bytes = db_of(dir.path()).raw_bytes();
     assert!(
         !db_bytes
             .windows(credential.len())

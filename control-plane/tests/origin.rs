@@ -42,14 +42,7 @@ fn origin_serves_fill_urls_with_ranges_and_refuses_the_rest() {
             .unwrap();
     // The origin has keys of its own, which no appliance receives: read them where the control
     // plane keeps them.
-    let (id, secret): (String, Vec<u8>) = rusqlite::Connection::open(dir.path().join("cp.db"))
-        .unwrap()
-        .query_row(
-            "SELECT id, secret FROM url_keys WHERE site IS NULL ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (id, secret) = db_of(dir.path()).origin_key();
     let origin_key = oca_protocol::keys::Key::new(&id, secret.try_into().unwrap()).unwrap();
     let key = &origin_key;
     let future = 4_000_000_000u64;

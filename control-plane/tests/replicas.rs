@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{start_with, Cp};
+use common::{db_of, start_with, Cp};
 use serde_json::{json, Value};
 use test_support::haproxy::Haproxy;
 
@@ -423,6 +423,12 @@ fn the_client_address_through_haproxy_believes_trusted_hops_only() {
 #[test]
 fn readyz_is_503_while_storage_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
+    if db_of(&dir.path().join("r1")).is_postgres() {
+        // SQLite only: the test takes the file's write lock from outside. The PostgreSQL
+        // equivalent (a server refusing sessions) is not written yet.
+        eprintln!("skipped on PostgreSQL: holds a SQLite write lock");
+        return;
+    }
     let cp = replica(dir.path(), "r1", &[]);
     // Another process holds the database's write lock: this replica cannot take a lease or a
     // report now.
@@ -504,8 +510,8 @@ fn requests_in_flight_finish_after_the_drain_period_within_the_drain_timeout() {
 #[test]
 fn plays_split_across_two_replicas_on_one_database_score_as_on_one() {
     let dir = tempfile::tempdir().unwrap();
-    // Two processes on one SQLite file (WAL works across processes on one host): the shared
-    // database stands in for PostgreSQL here.
+    // Two processes on one database (with SQLite, one file: WAL works across processes on one
+    // host; with OCA_TEST_DB=postgres, one PostgreSQL database).
     let flags = ["--trusted-proxy", "127.0.0.1", "--drain-period", "0"];
     let mut a = start_with(dir.path(), &flags);
     let token = licensed_world(&a);
@@ -529,12 +535,7 @@ fn plays_split_across_two_replicas_on_one_database_score_as_on_one() {
         let status = exit_within(cp, Duration::from_secs(15)).expect("exits");
         assert!(status.success(), "{status}");
     }
-    let db = rusqlite::Connection::open(dir.path().join("cp.db")).unwrap();
-    let score: f64 = db
-        .query_row("SELECT score FROM popularity WHERE title = 't1'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let score = db_of(dir.path()).real("SELECT score FROM popularity WHERE title = 't1'");
     // 30 plays on one, 50 on the other, seconds apart against a 24-hour half-life.
     assert!((score - 80.0).abs() < 0.05, "t1 scored {score}, 80 plays");
 }

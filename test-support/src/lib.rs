@@ -1,7 +1,8 @@
 //! What the tests of several crates share: building and finding the workspace's binaries,
 //! deterministic content, reading a daemon's metrics, child processes with their logs, a
-//! self-signed certificate, free ports, a real S3-compatible server (`s3`), `failfs`, a FUSE disk
-//! whose reads fail or hang on demand, and `haproxy`, HAProxy in front of control-plane replicas.
+//! self-signed certificate, free ports, a real S3-compatible server (`s3`), a PostgreSQL server
+//! with a fresh database per test ([`postgres`]), `failfs`, a FUSE disk whose reads fail or hang
+//! on demand, and `haproxy`, HAProxy in front of control-plane replicas.
 //! A dev-dependency of every crate's tests; a dependency only of the lab and of `hwtests`
 //! (qualification), never of an appliance binary.
 
@@ -10,6 +11,7 @@ pub mod browser;
 pub mod failfs;
 pub mod haproxy;
 pub mod netns;
+pub mod postgres;
 pub mod proc;
 pub mod s3;
 

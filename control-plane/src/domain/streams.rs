@@ -1,10 +1,14 @@
-//! Concurrent-stream leases: decided in memory, made durable by group commit.
+//! Concurrent-stream leases: decided by storage in a group commit, after a check in memory.
 //!
-//! Every play takes (or renews) a lease on one of its subscriber's stream slots. The decision
-//! is made under one mutex over the live leases, so two plays never both take the last slot;
-//! the lease is then queued to a writer thread that commits everything queued in one storage
-//! transaction (one fsync for many plays). A play is answered only after its lease committed,
-//! so a crash loses no lease a player was told about.
+//! Every play takes (or renews) a lease on one of its subscriber's stream slots. This process's
+//! own leases are kept in memory under one mutex: a subscriber they already fill is refused at
+//! once (they only ever under-count the database's leases: other replicas' leases are missing
+//! and no lease ends early). Otherwise the request is queued to a writer thread that hands
+//! everything queued to storage in one transaction ([`crate::storage::LeaseStore::take_leases`]:
+//! one fsync for many plays), which decides each request against the leases on record, of
+//! every replica, and writes those granted. A play is answered only after its lease committed,
+//! so a crash loses no lease a player was told about; one storage refused is given back here
+//! and the play refused.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::storage::{LeaseRow, Storage, StorageError};
+use crate::storage::{LeaseRequest, LeaseRow, Storage, StorageError};
 
 /// Most leases written in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -26,15 +30,16 @@ type Held = Vec<(String, i64)>;
 
 /// The outcome of asking for a stream slot.
 pub enum Lease {
-    /// Granted; resolves once the lease is durable.
-    Granted(tokio::sync::oneshot::Receiver<Result<(), String>>),
+    /// Not refused here; resolves once storage decided: granted and durable (`Ok(true)`),
+    /// refused because other replicas' leases fill the plan (`Ok(false)`), or not recorded.
+    Granted(tokio::sync::oneshot::Receiver<Result<bool, String>>),
     /// The plan's other streams fill every slot.
     Refused,
 }
 
 struct Write {
-    lease: LeaseRow,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    request: LeaseRequest,
+    done: tokio::sync::oneshot::Sender<Result<bool, String>>,
 }
 
 /// The clock the writer reads to purge expired leases (unix seconds).
@@ -90,10 +95,14 @@ impl Streams {
         }
         let (done, wait) = tokio::sync::oneshot::channel();
         let write = Write {
-            lease: LeaseRow {
-                subscriber: subscriber.to_string(),
-                title: title.to_string(),
-                expires,
+            request: LeaseRequest {
+                lease: LeaseRow {
+                    subscriber: subscriber.to_string(),
+                    title: title.to_string(),
+                    expires,
+                },
+                max_streams,
+                now,
             },
             done,
         };
@@ -105,7 +114,7 @@ impl Streams {
         Lease::Granted(wait)
     }
 
-    /// Gives back a lease whose write failed, so the player can retry.
+    /// Gives back a lease whose write failed or that storage refused, so the player can retry.
     pub fn release(&self, subscriber: &str, title: &str, expires: i64) {
         let mut live = self.live.lock();
         if let Some(held) = live.get_mut(subscriber) {
@@ -125,20 +134,29 @@ fn writer(store: &dyn Storage, rx: &mpsc::Receiver<Write>, clock: Clock) {
                 Err(_) => break,
             }
         }
-        let (leases, waiting): (Vec<LeaseRow>, Vec<_>) =
-            batch.into_iter().map(|w| (w.lease, w.done)).unzip();
+        let (requests, waiting): (Vec<LeaseRequest>, Vec<_>) =
+            batch.into_iter().map(|w| (w.request, w.done)).unzip();
         let purge = last_purge.elapsed() >= PURGE_EVERY;
         let result = store
-            .commit_leases(&leases, purge.then(clock))
+            .take_leases(&requests, purge.then(clock))
             .map_err(|e| {
-                tracing::error!(error = %e, leases = leases.len(), "writing stream leases");
+                tracing::error!(error = %e, leases = requests.len(), "writing stream leases");
                 e.to_string()
             });
         if purge && result.is_ok() {
             last_purge = Instant::now();
         }
-        for done in waiting {
-            let _ = done.send(result.clone());
+        match result {
+            Ok(granted) => {
+                for (done, granted) in waiting.into_iter().zip(granted) {
+                    let _ = done.send(Ok(granted));
+                }
+            }
+            Err(e) => {
+                for done in waiting {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
         }
     }
 }

@@ -5,6 +5,9 @@ use oca_protocol::live::{Issue, IssueKind, Qualification, Severity};
 
 use crate::storage::Result;
 
+/// Issues a listing returns at most, whatever its `limit` (either engine).
+pub const MAX_LISTED: usize = 10_000;
+
 /// An issue as a check sees it now: what reconciling with storage opens or keeps open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {

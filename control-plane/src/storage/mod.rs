@@ -1,5 +1,7 @@
 //! Storage: what the control plane keeps across restarts, behind one interface that each
-//! database engine implements ([`sqlite`] today; PostgreSQL is a later sibling of it).
+//! database engine implements: [`sqlite`] (one file, the embedded default) and [`postgres`]
+//! (a database any number of control-plane replicas share), from one ordered list of schema
+//! migrations ([`migrations`]).
 //!
 //! # The interface
 //! [`Storage`] is the whole of it: one trait per area ([`FleetStore`], [`InventoryStore`],
@@ -15,14 +17,17 @@
 //!
 //! # `Arc<dyn Storage>`, not a generic parameter
 //! The composition root holds `Arc<dyn Storage>`. Every call into storage does I/O (a SQLite
-//! statement, later a network round trip), beside which a virtual call is noise; the hot play
+//! statement, a PostgreSQL round trip), beside which a virtual call is noise; the hot play
 //! path reads in-memory views (catalog, fleet, keys) and never calls storage, so nothing there
 //! pays for it. A generic `App<S>` would instead spread `S` through every handler and test
 //! for no measurable gain.
 
 pub mod accounts;
 pub mod history;
+pub mod leases;
 pub mod live;
+pub(crate) mod migrations;
+pub mod postgres;
 pub mod scoped;
 pub mod scoped_issues;
 pub mod sqlite;
@@ -315,14 +320,32 @@ pub trait KeyStore {
     fn secret(&self, name: &str, make: &mut dyn FnMut() -> Vec<u8>) -> Result<Vec<u8>>;
 }
 
+/// A play's request for one of its subscriber's stream slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The lease wanted.
+    pub lease: LeaseRow,
+    /// The subscriber's plan's limit.
+    pub max_streams: u32,
+    /// When the play asked (unix seconds): leases expired by then hold no slot.
+    pub now: i64,
+}
+
 /// Concurrent-stream leases.
 pub trait LeaseStore {
     /// The leases unexpired at `now`.
     fn live_leases(&self, now: i64) -> Result<Vec<LeaseRow>>;
 
-    /// Writes `leases` in one transaction (an existing lease keeps the later expiry); with
-    /// `purge_before`, also deletes the leases expired by then.
-    fn commit_leases(&self, leases: &[LeaseRow], purge_before: Option<i64>) -> Result<()>;
+    /// Decides and writes `requests` in one transaction, in order, by [`leases::decide`]
+    /// against the leases on record (whichever replica wrote them) and the requests granted
+    /// before it in the batch; returns whether each was granted. The engine serialises the
+    /// decisions of one subscriber across replicas, so a plan's limit holds whichever replicas
+    /// its plays reach. With `purge_before`, also deletes the leases expired by then.
+    fn take_leases(
+        &self,
+        requests: &[LeaseRequest],
+        purge_before: Option<i64>,
+    ) -> Result<Vec<bool>>;
 }
 
 /// A maintenance window to record (its id is given by storage).

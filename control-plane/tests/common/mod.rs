@@ -1,11 +1,15 @@
-//! The control plane as a real process on loopback with a real SQLite file.
+//! The control plane as a real process on loopback with a real database: a SQLite file in the
+//! test's directory, or, with `OCA_TEST_DB=postgres`, a database of its own on the test
+//! PostgreSQL server (test_support::postgres), named after the directory so a restarted control
+//! plane finds its state again. The admin token and the embedded origin stay in the directory on
+//! both engines (`cp.db.admin-token`, `cp.db.origin/`), so tests read them the same way.
 #![allow(dead_code)]
 
 pub mod portal;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -28,12 +32,160 @@ pub fn start(dir: &Path) -> Cp {
     start_with(dir, &[])
 }
 
+/// Where a test's control plane keeps its state.
+pub enum Db {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (its URL).
+    Postgres(String),
+}
+
+/// The database of the control plane started in `dir` (see the module documentation).
+pub fn db_of(dir: &Path) -> Db {
+    if test_support::postgres::wanted() {
+        if let Some(url) = test_support::postgres::database_url(&dir.display().to_string()) {
+            return Db::Postgres(url);
+        }
+    }
+    Db::Sqlite(dir.join("cp.db"))
+}
+
+impl Db {
+    /// The control plane's flags for this database, its token file and origin in `dir`.
+    pub fn args(&self, dir: &Path) -> Vec<String> {
+        match self {
+            Db::Sqlite(path) => vec!["--db".into(), path.display().to_string()],
+            Db::Postgres(url) => vec![
+                "--db".into(),
+                url.clone(),
+                "--admin-token-file".into(),
+                dir.join("cp.db.admin-token").display().to_string(),
+                "--origin-dir".into(),
+                dir.join("cp.db.origin").display().to_string(),
+            ],
+        }
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// The first column of the first row of `sql` (the same text on both engines), an integer.
+    pub fn count(&self, sql: &str) -> i64 {
+        match self {
+            Db::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                c.query_row(sql, [], |r| r.get(0)).unwrap()
+            }
+            Db::Postgres(url) => {
+                test_support::postgres::with_client(url, |c| c.query_one(sql, &[]).unwrap().get(0))
+            }
+        }
+    }
+
+    /// The first column of the first row of `sql` (the same text on both engines), a number.
+    pub fn real(&self, sql: &str) -> f64 {
+        match self {
+            Db::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Db::Postgres(url) => {
+                test_support::postgres::with_client(url, |c| c.query_one(sql, &[]).unwrap().get(0))
+            }
+        }
+    }
+
+    /// Runs `sqlite` or `postgres` (statements in each engine's dialect) beside the running
+    /// control plane.
+    pub fn exec(&self, sqlite: &str, postgres: &str) {
+        match self {
+            Db::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                c.execute_batch(sqlite).unwrap();
+            }
+            Db::Postgres(url) => {
+                test_support::postgres::with_client(url, |c| c.batch_execute(postgres).unwrap())
+            }
+        }
+    }
+
+    /// The embedded origin's newest URL-signing key: (id, secret).
+    pub fn origin_key(&self) -> (String, Vec<u8>) {
+        const SQL: &str =
+            "SELECT id, secret FROM url_keys WHERE site IS NULL ORDER BY seq DESC LIMIT 1";
+        match self {
+            Db::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(SQL, [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap(),
+            Db::Postgres(url) => test_support::postgres::with_client(url, |c| {
+                let r = c.query_one(SQL, &[]).unwrap();
+                (r.get(0), r.get(1))
+            }),
+        }
+    }
+
+    /// Everything the database holds, as bytes on disk (SQLite: the file and its WAL) or as a
+    /// dump (PostgreSQL: `pg_dump --data-only`).
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        match self {
+            Db::Sqlite(path) => {
+                let wal = PathBuf::from(format!("{}-wal", path.display()));
+                [
+                    std::fs::read(path).unwrap(),
+                    std::fs::read(wal).unwrap_or_default(),
+                ]
+                .concat()
+            }
+            Db::Postgres(url) => {
+                let dump = std::fs::read_dir("/usr/lib/postgresql")
+                    .unwrap()
+                    .filter_map(|e| Some(e.ok()?.path().join("bin/pg_dump")))
+                    .find(|p| p.exists())
+                    .expect("pg_dump");
+                let out = Command::new(dump)
+                    .args(["--data-only", "--dbname"])
+                    .arg(url)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                out.stdout
+            }
+        }
+    }
+}
+
 pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
-    let db = dir.join("cp.db");
+    let mut args = db_of(dir).args(dir);
+    // A token file given by the test (replicas sharing one) replaces the database's default.
+    let token_file = match extra.iter().position(|a| *a == "--admin-token-file") {
+        Some(i) => {
+            if let Some(j) = args.iter().position(|a| a == "--admin-token-file") {
+                args.drain(j..j + 2);
+            }
+            PathBuf::from(extra[i + 1])
+        }
+        None => dir.join("cp.db.admin-token"),
+    };
+    args.extend(extra.iter().map(|a| a.to_string()));
+    start_args(&args, &token_file)
+}
+
+/// Starts the control plane on loopback with `args` (its database among them), waits until it
+/// listens and reads its admin token from `token_file`.
+pub fn start_args(args: &[String], token_file: &Path) -> Cp {
+    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .args(extra)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(&extra)
         // Most tests' appliances have no server behind their URL: no prober unless asked.
         .args(if extra.contains(&"--probe-interval") {
             &[][..]
@@ -62,10 +214,6 @@ pub fn start_with(dir: &Path, extra: &[&str]) -> Cp {
         .unwrap()
         .parse()
         .unwrap();
-    let token_file = extra
-        .iter()
-        .position(|a| *a == "--admin-token-file")
-        .map_or_else(|| dir.join("cp.db.admin-token"), |i| extra[i + 1].into());
     let token = std::fs::read_to_string(token_file)
         .unwrap()
         .trim()

@@ -139,7 +139,7 @@ impl AccountStore for SqliteStorage {
             params![idle_before, opened_before],
         )?;
         tx.execute(
-            "INSERT INTO sessions (token_sha256, user, csrf, created, last_seen)
+            "INSERT INTO sessions (token_sha256, user_id, csrf, created, last_seen)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![&s.token_sha256[..], s.user, s.csrf, s.created, s.last_seen],
         )?;
@@ -151,9 +151,9 @@ impl AccountStore for SqliteStorage {
         Ok(self
             .reader()
             .query_row(
-                "SELECT s.token_sha256, s.user, s.csrf, s.created, s.last_seen,
+                "SELECT s.token_sha256, s.user_id, s.csrf, s.created, s.last_seen,
                         u.id, u.role, u.org, u.password_hash, u.created
-                 FROM sessions s JOIN users u ON u.id = s.user WHERE s.token_sha256 = ?1",
+                 FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_sha256 = ?1",
                 [&token_sha256[..]],
                 |r| {
                     let s = SessionRow {

@@ -9,8 +9,7 @@ use crate::storage::live::{IssueFilter, IssueStore, Observed, QualificationStore
 use crate::storage::sqlite::SqliteStorage;
 use crate::storage::{Result, StorageError};
 
-/// Issues a listing returns at most, whatever its `limit`.
-pub const MAX_LISTED: usize = 10_000;
+pub use crate::storage::live::MAX_LISTED;
 
 /// The columns [`issue`] reads, in its order.
 pub(super) const ISSUE_COLUMNS: &str =

@@ -233,7 +233,7 @@ pub(crate) fn test_two_orgs() -> (tempfile::TempDir, SqliteStorage) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sqlite::migrations::MIGRATIONS;
+    use crate::storage::migrations::MIGRATIONS;
     use crate::storage::{FleetStore, InventoryStore, Site, SiteKind};
 
     #[test]
@@ -242,8 +242,8 @@ mod tests {
         let path = dir.path().join("cp.db");
         {
             let c = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..4] {
-                c.execute_batch(sql).unwrap();
+            for m in &MIGRATIONS[..4] {
+                c.execute_batch(m.sqlite).unwrap();
             }
             c.execute_batch(
                 "PRAGMA user_version = 4;
