@@ -33,6 +33,10 @@ use oca_protocol::playback::PlayRequest;
 /// The subscriber every play is made for (cp_fleet.py's first; its stream limit is large).
 const SUBSCRIBER: &str = "s0";
 
+/// Seconds between health reports, as bench/control_plane.sh runs the control plane: the fleet
+/// was reported once, over minutes, and must stay fresh.
+const REPORT_INTERVAL_SECS: u64 = 3600;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, db, clients, mode, n] = args.as_slice() else {
@@ -66,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         popularity: &popularity,
         streams: &streams,
         metrics: &metrics,
-        report_interval_secs: 10,
+        report_interval_secs: REPORT_INTERVAL_SECS,
     };
     let sub = catalog
         .subscriber(SUBSCRIBER)
@@ -89,10 +93,15 @@ fn main() -> anyhow::Result<()> {
             if let Ok(g) = play::answer(&inputs, sub, &req, *ip, at) {
                 answered += 1;
                 let g = std::hint::black_box(g);
-                urls += g.answer().renditions.iter().map(|r| r.urls.len()).sum::<usize>();
+                urls += g
+                    .answer()
+                    .renditions
+                    .iter()
+                    .map(|r| r.urls.len())
+                    .sum::<usize>();
             }
         } else {
-            let d = steering::steer(10, &snap, *ip, content, at, false);
+            let d = steering::steer(REPORT_INTERVAL_SECS, &snap, *ip, content, at, false);
             answered += usize::from(!d.answer.appliances.is_empty());
             urls += std::hint::black_box(d).answer.appliances.len();
         }
