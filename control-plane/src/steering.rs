@@ -291,7 +291,7 @@ pub fn bench(snap: &Snapshot, n: usize, report_interval_secs: u64) -> Option<(f6
     // As of the newest report, so the fleet is as fresh as when it was recorded.
     let now = snap.newest_report()?;
     let prefixes: Vec<Prefix> = snap.served_prefixes().copied().collect();
-    let contents: Vec<&String> = snap.held_content().collect();
+    let contents: Vec<&str> = snap.held_content().collect();
     if prefixes.is_empty() || contents.is_empty() || n == 0 {
         return None;
     }

@@ -9,13 +9,14 @@
 //! its client.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Which appliances hold each content id, in shards: a first inventory of a million files grows
 /// the index one shard at a time, so no single insert under the fleet's write lock rehashes it
 /// all.
 pub(super) struct Holders {
     hasher: std::collections::hash_map::RandomState,
-    shards: Vec<HashMap<String, Vec<u32>>>,
+    shards: Vec<HashMap<Arc<str>, Vec<u32>>>,
 }
 
 impl Default for Holders {
@@ -63,19 +64,20 @@ impl Holders {
     }
 
     /// Records that appliance `appliance` holds `content` (`site_no`: every appliance's site
-    /// number).
-    pub(super) fn insert(&mut self, content: &str, appliance: usize, site_no: &[u32]) {
+    /// number); returns the index's copy of the id, for the appliance's held set to share.
+    pub(super) fn insert(&mut self, content: &str, appliance: usize, site_no: &[u32]) -> Arc<str> {
         let s = self.shard(content);
-        match self.shards[s].get_mut(content) {
-            Some(list) => {
-                if let Err(at) = find(list, site_no, appliance) {
-                    list.insert(at, appliance as u32);
-                }
-            }
-            None => {
-                self.shards[s].insert(content.to_string(), vec![appliance as u32]);
-            }
+        let shard = &mut self.shards[s];
+        let Some(id) = shard.get_key_value(content).map(|(id, _)| id.clone()) else {
+            let id: Arc<str> = Arc::from(content);
+            shard.insert(id.clone(), vec![appliance as u32]);
+            return id;
+        };
+        let list = shard.get_mut(content).expect("found above");
+        if let Err(at) = find(list, site_no, appliance) {
+            list.insert(at, appliance as u32);
         }
+        id
     }
 
     /// Records that appliance `appliance` no longer holds `content`.
@@ -91,7 +93,7 @@ impl Holders {
         }
     }
 
-    pub(super) fn keys(&self) -> impl Iterator<Item = &String> {
-        self.shards.iter().flat_map(HashMap::keys)
+    pub(super) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.shards.iter().flat_map(HashMap::keys).map(|id| &**id)
     }
 }

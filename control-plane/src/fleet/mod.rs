@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
 use oca_protocol::admin::SiteKind;
 use oca_protocol::health::{HealthReport, Inventory};
@@ -118,8 +119,9 @@ pub struct Snapshot {
     bgp: Vec<Option<BgpHeard>>,
     /// Coverage zones with a site.
     zones: Vec<(Prefix, String)>,
-    /// Content each appliance holds, by appliance index.
-    held: Vec<HashSet<String>>,
+    /// Content each appliance holds, by appliance index. The ids are the holder index's own
+    /// (shared, not copied): a fleet holds millions of (appliance, file) pairs.
+    held: Vec<HashSet<Arc<str>>>,
     /// Coverage zones with a country.
     countries: PrefixTable<String>,
     /// Appliance indices by site.
@@ -206,11 +208,10 @@ impl Snapshot {
         }
         let numbers = SiteNumbers::new(&sites, &appliances);
         let mut holders = Holders::default();
-        let mut held: Vec<HashSet<String>> = vec![HashSet::new(); appliances.len()];
+        let mut held: Vec<HashSet<Arc<str>>> = vec![HashSet::new(); appliances.len()];
         store.holdings(&mut |content, oca| {
             if let Some(&i) = index.get(&oca) {
-                holders.insert(&content, i, &numbers.of_appliance);
-                held[i].insert(content);
+                held[i].insert(holders.insert(&content, i, &numbers.of_appliance));
             }
         })?;
         // `now` only prunes windows already over; whether one is in force is decided with each
@@ -414,7 +415,7 @@ impl Snapshot {
     }
 
     /// Every content id some appliance holds.
-    pub fn held_content(&self) -> impl Iterator<Item = &String> {
+    pub fn held_content(&self) -> impl Iterator<Item = &str> {
         self.holders.keys()
     }
 
@@ -497,11 +498,11 @@ impl Snapshot {
             }
             _ => return write().apply_report(r, full_inventory_needed, now),
         };
-        // Status and routes first, then the held set is swapped whole (built outside the lock),
-        // then the holder index follows in chunks.
+        // Status and routes first, then the held set is swapped whole (built outside the lock,
+        // so its ids are its own, not the index's), then the holder index follows in chunks.
         write().apply_report(r, true, now);
-        let new: HashSet<String> = content.iter().cloned().collect();
-        let held = new.clone();
+        let new: HashSet<&str> = content.iter().map(String::as_str).collect();
+        let held: HashSet<Arc<str>> = new.iter().map(|&c| Arc::from(c)).collect();
         let old = {
             let mut snap = write();
             let Some(&i) = snap.index.get(&r.oca_id) else {
@@ -509,8 +510,12 @@ impl Snapshot {
             };
             std::mem::replace(&mut snap.held[i], held)
         };
-        let added: Vec<&String> = new.iter().filter(|c| !old.contains(*c)).collect();
-        let removed: Vec<&String> = old.iter().filter(|c| !new.contains(*c)).collect();
+        let added: Vec<&str> = new.iter().copied().filter(|&c| !old.contains(c)).collect();
+        let removed: Vec<&str> = old
+            .iter()
+            .map(|c| &**c)
+            .filter(|c| !new.contains(c))
+            .collect();
         let step = INVENTORY_CHUNK;
         // Each chunk hands the lock to whoever waits (unlock_fair) instead of taking it again
         // straight away, so steering runs between chunks.
@@ -520,7 +525,9 @@ impl Snapshot {
                 let Snapshot {
                     holders, site_no, ..
                 } = &mut *snap;
-                chunk.iter().for_each(|c| holders.insert(c, i, site_no));
+                chunk.iter().for_each(|c| {
+                    holders.insert(c, i, site_no);
+                });
             }
             parking_lot::RwLockWriteGuard::unlock_fair(snap);
         }
@@ -543,7 +550,7 @@ impl Snapshot {
         };
         for c in removed {
             self.unhold(c, i);
-            self.held[i].remove(c);
+            self.held[i].remove(c.as_str());
         }
         for c in added {
             self.hold(c, i);
@@ -616,8 +623,8 @@ impl Snapshot {
     }
 
     fn hold(&mut self, content: &str, i: usize) {
-        self.holders.insert(content, i, &self.site_no);
-        self.held[i].insert(content.to_string());
+        let id = self.holders.insert(content, i, &self.site_no);
+        self.held[i].insert(id);
     }
 
     fn unhold(&mut self, content: &str, i: usize) {

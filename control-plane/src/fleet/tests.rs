@@ -131,7 +131,7 @@ fn holder_lists(snap: &Snapshot) -> Vec<(String, Vec<String>)> {
                 .iter()
                 .map(|&i| snap.at(i as usize).id.clone())
                 .collect();
-            (c.clone(), ids)
+            (c.to_string(), ids)
         })
         .collect();
     out.sort();
