@@ -39,7 +39,8 @@ start_cp() { # extra flags...
   : > "$WORK/cp.log"
   "$CP" --db "$WORK/cp.db" --listen "127.0.0.1:$PORT" --trusted-proxy 127.0.0.1 --report-interval 3600 "$@" 2> "$WORK/cp.log" &
   CP_PID=$!
-  for _ in $(seq 100); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
+  # A 20,000-appliance fleet view takes seconds to load before the listening line.
+  for _ in $(seq 600); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
 }
 trap 'kill $CP_PID 2>/dev/null || true' EXIT
 start_cp
