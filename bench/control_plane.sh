@@ -6,6 +6,10 @@
 #
 #   bench/control_plane.sh                 # full size
 #   SITES=200 CONTENT=10000 bench/control_plane.sh   # smaller, quicker
+#   SITES=4000 CONTENT=200000 BENCH_DIR=/var/tmp/cp-20k REUSE=1 bench/control_plane.sh
+#       # twice the size; REUSE=1 keeps a fleet built before in BENCH_DIR (same SITES/CONTENT)
+#   CP=/path/to/old/control-plane PLAY_BENCH=/path/to/old/play_bench bench/control_plane.sh
+#       # another build of the control plane (an A/B on the same fleet), not rebuilt here
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -15,9 +19,18 @@ SITES=${SITES:-2000}
 CONTENT=${CONTENT:-100000}
 PORT=${PORT:-17070}
 command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q -p control-plane
-CP=$REPO/target/release/control-plane
-rm -rf "$WORK" && mkdir -p "$WORK"
+REUSE=${REUSE:-0}
+if [ -z "${CP:-}" ]; then
+  cargo build --release -q -p control-plane --bin control-plane --example play_bench
+  CP=$REPO/target/release/control-plane
+fi
+PLAY_BENCH=${PLAY_BENCH:-$REPO/target/release/examples/play_bench}
+if [ "$REUSE" = 1 ] && [ -f "$WORK/cp.db" ] && [ -f "$WORK/data/clients.txt" ]; then
+  reused=1
+else
+  reused=0
+  rm -rf "$WORK" && mkdir -p "$WORK"
+fi
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj /CN=localhost \
   -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/cp.key" -out "$WORK/cp.pem" 2>/dev/null
 CP_PID=
@@ -26,14 +39,20 @@ start_cp() { # extra flags...
   : > "$WORK/cp.log"
   "$CP" --db "$WORK/cp.db" --listen "127.0.0.1:$PORT" --trusted-proxy 127.0.0.1 --report-interval 3600 "$@" 2> "$WORK/cp.log" &
   CP_PID=$!
-  for _ in $(seq 100); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
+  # A 20,000-appliance fleet view takes seconds to load before the listening line.
+  for _ in $(seq 600); do grep -q ' listening ' "$WORK/cp.log" && break; sleep 0.1; done
 }
 trap 'kill $CP_PID 2>/dev/null || true' EXIT
 start_cp
 TOKEN=$(cat "$WORK/cp.db.admin-token")
 start=$(date +%s)
-python3 "$REPO/bench/cp_fleet.py" --sites "$SITES" --content "$CONTENT" -- "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/data"
+if [ $reused = 0 ]; then
+  python3 "$REPO/bench/cp_fleet.py" --sites "$SITES" --content "$CONTENT" -- "http://127.0.0.1:$PORT" "$TOKEN" "$WORK/data"
+fi
 build_secs=$(( $(date +%s) - start ))
+built="built through the API in ${build_secs} s"
+[ $reused = 0 ] || built="built through the API before (reused)"
+
 # One steering request loads the fleet view (it is read back lazily after admin changes), so the
 # resident size below includes it.
 curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/steer?client_ip=11.0.0.1&content_id=x"
@@ -41,6 +60,10 @@ rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$CP_PID/status")
 
 steer_inproc=$("$CP" --db "$WORK/cp.db" --report-interval 3600 --bench-steer 100000 2>/dev/null | grep '^STEER' | sed 's/^STEER //')
 echo "in-process steering: $steer_inproc"
+# In-process plays for the load script's clients (wall clock; for instruction counts run it
+# under callgrind, see control-plane/examples/play_bench.rs).
+play_inproc=$("$PLAY_BENCH" "$WORK/cp.db" "$WORK/data/clients.txt" play 100000 2>/dev/null | grep '^PLAY' | sed 's/^PLAY //')
+echo "in-process plays: $play_inproc"
 
 field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
 load() { # scheme mode conns duration
@@ -62,9 +85,10 @@ done
   echo "# control-plane"
   echo
   echo "Written by \`bench/control_plane.sh\` (SITES=$SITES CONTENT=$CONTENT DURATION=$DURATION) on $(date -u +%Y-%m-%d); $(nproc) cores, wrk -t2 -c32 on the same machine."
-  echo "Fleet: $SITES sites, $((SITES * 5)) appliances, $((SITES * 100)) prefixes, $CONTENT content files, 200 files held per site, built through the API in ${build_secs} s; control-plane RSS with the fleet view loaded: $((rss_kib / 1024)) MiB."
+  echo "Fleet: $SITES sites, $((SITES * 5)) appliances, $((SITES * 100)) prefixes, $CONTENT content files, 200 files held per site, $built; control-plane RSS with the fleet view loaded: $((rss_kib / 1024)) MiB."
   echo
   echo "In-process steering (\`control-plane --bench-steer 100000\`): $steer_inproc."
+  echo "In-process plays (\`play_bench DB clients.txt play 100000\`): $play_inproc."
   echo
   echo "| load | scheme | req/s | p50 ms | p99 ms | errors |"
   echo "|---|---|---|---|---|---|"

@@ -32,6 +32,13 @@ pub struct Granted {
     durable: tokio::sync::oneshot::Receiver<Result<bool, String>>,
 }
 
+impl Granted {
+    /// The answer the player gets once the lease is durable.
+    pub fn answer(&self) -> &PlayAnswer {
+        &self.answer
+    }
+}
+
 /// Why a play is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PlayError {

@@ -24,10 +24,10 @@
 //! appliance that hears nothing covering the client is no candidate at all.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::Range;
 
-use oca_protocol::admin::SiteKind;
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{Explanation, MatchedRoute, RouteSource, SteerAnswer, Steered};
 
@@ -78,6 +78,14 @@ pub struct Neighbourhood<'a> {
     /// Sites placed whole: zone sites (0 or 1) and tier sites of the client's sites (1).
     sites: HashMap<&'a str, Place>,
     regions: Vec<&'a str>,
+    /// `sites` by site number ([`Snapshot::site_no`]), which [`Neighbourhood::place_of`] compares
+    /// without hashing a site id.
+    placed: Vec<(u32, Place)>,
+    /// The site numbers of the IXP sites of `regions`: one run per region.
+    region_runs: Vec<Range<u32>>,
+    /// Every site whose appliances may be candidates, as sorted, disjoint runs of site numbers:
+    /// where a file's holders are looked up.
+    runs: Vec<Range<u32>>,
     /// The client's own site (the first by id when several hear its route): misses count there.
     own_site: Option<&'a str>,
 }
@@ -145,11 +153,32 @@ impl<'a> Neighbourhood<'a> {
                 }
             }
         }
+        let placed: Vec<(u32, Place)> = sites
+            .iter()
+            .filter_map(|(s, place)| snap.site_number(s).map(|n| (n, *place)))
+            .collect();
+        let region_runs: Vec<Range<u32>> = regions
+            .iter()
+            .map(|r| snap.region_fallback_numbers(r))
+            .filter(|r| !r.is_empty())
+            .collect();
+        let runs = disjoint(
+            heard
+                .keys()
+                .map(|&i| snap.site_no(i))
+                .chain(placed.iter().map(|(n, _)| *n))
+                .map(|n| n..n + 1)
+                .chain(region_runs.iter().cloned())
+                .collect(),
+        );
         Neighbourhood {
             snap,
             heard,
             sites,
             regions,
+            placed,
+            region_runs,
+            runs,
             own_site: own.first().copied(),
         }
     }
@@ -157,16 +186,18 @@ impl<'a> Neighbourhood<'a> {
     /// The place of the appliance at index `i`, none when it is not a candidate: the best of
     /// what it hears, where its site stands and its region.
     pub fn place_of(&self, i: usize) -> Option<Place> {
-        let site = self.snap.at(i).site.as_str();
+        let site = self.snap.site_no(i);
         let mut place = self.heard.get(&i).copied();
         for candidate in [
-            self.sites.get(site).copied(),
-            self.snap
-                .site(site)
-                .filter(|(_, info)| {
-                    info.kind == SiteKind::Ixp && self.regions.contains(&info.region.as_str())
-                })
-                .map(|_| Place {
+            self.placed
+                .iter()
+                .find(|(n, _)| *n == site)
+                .map(|(_, place)| *place),
+            // The region runs hold only IXP sites: ISP sites are never candidates by region.
+            self.region_runs
+                .iter()
+                .any(|r| r.contains(&site))
+                .then_some(Place {
                     prox: 2,
                     pref: Preference::LOCAL,
                     why: Why::Region,
@@ -211,20 +242,17 @@ impl<'a> Neighbourhood<'a> {
             .filter_map(|&i| self.place_of(i).map(|p| (i, p)))
     }
 
-    /// About how many appliances the candidate sites have (a site counted in two ways counts
-    /// twice), the cost of walking them.
-    fn candidate_estimate(&self) -> usize {
-        let placed: usize = self
-            .sites
-            .keys()
-            .map(|s| self.snap.site_members(s).len())
-            .sum();
-        let regional: usize = self
-            .regions
+    /// The candidates among `holders` (a [`Snapshot::holders`] list) with their places: only
+    /// the holders at the neighbourhood's sites are looked at, found by binary search, so the
+    /// cost follows the holders near the client, not all the file's holders in the fleet.
+    fn holders_near<'h>(&'h self, holders: &'h [u32]) -> impl Iterator<Item = (usize, Place)> + 'h {
+        self.runs
             .iter()
-            .map(|r| self.snap.region_fallback_size(r))
-            .sum();
-        self.heard.len() + placed + regional
+            .flat_map(move |sites| self.snap.holders_at(holders, sites))
+            .filter_map(|&i| {
+                let i = i as usize;
+                self.place_of(i).map(|p| (i, p))
+            })
     }
 
     /// The route `explain=1` shows for a candidate at `place`.
@@ -235,6 +263,19 @@ impl<'a> Neighbourhood<'a> {
             Why::Tier | Why::Region => None,
         }
     }
+}
+
+/// `runs` sorted and merged: disjoint, none adjacent to the next.
+fn disjoint(mut runs: Vec<Range<u32>>) -> Vec<Range<u32>> {
+    runs.sort_unstable_by_key(|r| (r.start, r.end));
+    let mut out: Vec<Range<u32>> = Vec::with_capacity(runs.len());
+    for r in runs {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// Keeps the better of two places in `at` (the later on a tie: see [`Neighbourhood::of`]).
@@ -250,7 +291,7 @@ pub fn bench(snap: &Snapshot, n: usize, report_interval_secs: u64) -> Option<(f6
     // As of the newest report, so the fleet is as fresh as when it was recorded.
     let now = snap.newest_report()?;
     let prefixes: Vec<Prefix> = snap.served_prefixes().copied().collect();
-    let contents: Vec<&String> = snap.held_content().collect();
+    let contents: Vec<&str> = snap.held_content().collect();
     if prefixes.is_empty() || contents.is_empty() || n == 0 {
         return None;
     }
@@ -364,24 +405,19 @@ pub fn steer_near(
     let mut kept: Vec<Ranked<'_>> = Vec::new();
     let mut notes = Vec::new();
     let stale_after = crate::fleet::stale_after(report_interval_secs);
-    // Without an explanation to give, only the holders need a look when they are fewer than the
-    // neighbourhood's appliances (a file sits on a few sites; a region has hundreds of
-    // appliances). Both walks keep the same appliances.
-    let holder_count = holders.map_or(0, HashSet::len);
-    let walk: Box<dyn Iterator<Item = (usize, Place)> + '_> =
-        if !explain && holder_count < near.candidate_estimate() {
-            Box::new(
-                holders
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|&i| near.place_of(i).map(|p| (i, p))),
-            )
-        } else {
-            Box::new(near.candidates())
-        };
+    // Without an explanation to give, only the file's holders at the neighbourhood's sites need
+    // a look (a file sits on a few sites; a region has hundreds of appliances); an explanation
+    // gives every candidate's reason. Both walks keep the same appliances.
+    let walk: Box<dyn Iterator<Item = (usize, Place)> + '_> = if explain {
+        Box::new(near.candidates())
+    } else {
+        Box::new(near.holders_near(holders))
+    };
     for (i, place) in walk {
         let a = snap.at(i);
-        let reason = a.drop_reason(holders.is_some_and(|h| h.contains(&i)), now, stale_after);
+        // The holder walk yields only holders.
+        let holds = !explain || snap.holds_at(holders, i);
+        let reason = a.drop_reason(holds, now, stale_after);
         // Plays in flight are not touched: only new answers leave a disabled appliance out.
         let reason = reason.map(Cow::Borrowed).or_else(|| {
             snap.maintenance(a, now)
@@ -457,7 +493,7 @@ pub fn steer_near(
             });
         }
     }
-    let any_holder = holders.is_some_and(|h| !h.is_empty());
+    let any_holder = !holders.is_empty();
     let missed = !any_holder || appliances.is_empty();
     Decision {
         content_miss: !any_holder,

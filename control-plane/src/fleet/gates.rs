@@ -28,6 +28,6 @@ impl Snapshot {
 
     /// A file appliance `i` holds (the prober fetches a range of it), none when it holds none.
     pub fn any_held(&self, i: usize) -> Option<&str> {
-        self.held.get(i)?.iter().next().map(String::as_str)
+        self.held.get(i)?.iter().next().map(|id| &**id)
     }
 }

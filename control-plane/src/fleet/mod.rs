@@ -9,10 +9,14 @@
 //! report changes only the table entries of the routes it added, withdrew or changed, in place,
 //! so a moved route reaches steering at the report that moved it without a rebuild. Which
 //! appliances hold a file is a sharded index (`Holders`) that a million-file inventory grows
-//! chunk by chunk, under short write locks.
+//! chunk by chunk, under short write locks; each file's holders are sorted by site number
+//! ([`Snapshot::site_no`]: sites numbered by region, IXP sites first), so steering reads only
+//! the holders at the sites near its client.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::ops::Range;
+use std::sync::Arc;
 
 use oca_protocol::admin::SiteKind;
 use oca_protocol::health::{HealthReport, Inventory};
@@ -115,8 +119,9 @@ pub struct Snapshot {
     bgp: Vec<Option<BgpHeard>>,
     /// Coverage zones with a site.
     zones: Vec<(Prefix, String)>,
-    /// Content each appliance holds, by appliance index.
-    held: Vec<HashSet<String>>,
+    /// Content each appliance holds, by appliance index. The ids are the holder index's own
+    /// (shared, not copied): a fleet holds millions of (appliance, file) pairs.
+    held: Vec<HashSet<Arc<str>>>,
     /// Coverage zones with a country.
     countries: PrefixTable<String>,
     /// Appliance indices by site.
@@ -124,8 +129,12 @@ pub struct Snapshot {
     /// The sites that take a region's clients whatever their route, by region: IXP sites only
     /// (docs/bgp.md, "ISP sites serve only what their ISP announces").
     region_fallbacks: HashMap<String, Vec<String>>,
-    /// Appliance count of those sites, by region.
-    region_fallback_appliances: HashMap<String, usize>,
+    /// Each appliance's site number, by appliance index (see [`Snapshot::site_no`]).
+    site_no: Vec<u32>,
+    /// Site numbers by site id.
+    site_nos: HashMap<String, u32>,
+    /// Each region's IXP sites, as the run of their site numbers.
+    region_ixps: HashMap<String, Range<u32>>,
     /// Maintenance windows not over when the view was loaded.
     maintenance: Windows,
     /// Why the live checks keep an appliance out of steering, by appliance index (`gates`).
@@ -197,12 +206,12 @@ impl Snapshot {
                 zones.push((z.prefix, site));
             }
         }
+        let numbers = SiteNumbers::new(&sites, &appliances);
         let mut holders = Holders::default();
-        let mut held: Vec<HashSet<String>> = vec![HashSet::new(); appliances.len()];
+        let mut held: Vec<HashSet<Arc<str>>> = vec![HashSet::new(); appliances.len()];
         store.holdings(&mut |content, oca| {
             if let Some(&i) = index.get(&oca) {
-                holders.insert(&content, i);
-                held[i].insert(content);
+                held[i].insert(holders.insert(&content, i, &numbers.of_appliance));
             }
         })?;
         // `now` only prunes windows already over; whether one is in force is decided with each
@@ -222,7 +231,9 @@ impl Snapshot {
             countries,
             by_site: HashMap::new(),
             region_fallbacks: HashMap::new(),
-            region_fallback_appliances: HashMap::new(),
+            site_no: numbers.of_appliance,
+            site_nos: numbers.by_id,
+            region_ixps: numbers.region_ixps,
             gates: HashMap::new(),
         };
         for (i, a) in snap.appliances.iter().enumerate() {
@@ -233,10 +244,6 @@ impl Snapshot {
                 .entry(site.region.clone())
                 .or_default()
                 .push(id.clone());
-            *snap
-                .region_fallback_appliances
-                .entry(site.region.clone())
-                .or_default() += snap.by_site.get(id).map_or(0, Vec::len);
         }
         snap.rebuild_routes();
         Ok(snap)
@@ -264,10 +271,19 @@ impl Snapshot {
 
     /// Whether `appliance` holds `content`, as last reported.
     pub fn holds(&self, appliance: &str, content: &str) -> bool {
-        let (Some(&i), Some(h)) = (self.index.get(appliance), self.holders.get(content)) else {
-            return false;
-        };
-        h.contains(&i)
+        self.index
+            .get(appliance)
+            .is_some_and(|&i| self.holds_at(self.holders.get(content), i))
+    }
+
+    /// Whether the appliance at index `i` is in `holders` (a [`Snapshot::holders`] list).
+    pub fn holds_at(&self, list: &[u32], i: usize) -> bool {
+        holders::find(list, &self.site_no, i).is_ok()
+    }
+
+    /// The part of `holders` (a [`Snapshot::holders`] list) at the sites numbered in `sites`.
+    pub fn holders_at<'l>(&self, list: &'l [u32], sites: &Range<u32>) -> &'l [u32] {
+        holders::within(list, &self.site_no, sites)
     }
 
     /// Whether an appliance may serve (fresh, not `error`, under its load threshold, not in
@@ -356,12 +372,22 @@ impl Snapshot {
         self.region_fallbacks.get(region).map_or(&[], Vec::as_slice)
     }
 
-    /// How many appliances a region's fallback sites have.
-    pub fn region_fallback_size(&self, region: &str) -> usize {
-        self.region_fallback_appliances
-            .get(region)
-            .copied()
-            .unwrap_or(0)
+    /// The site numbers of a region's fallback (IXP) sites: one run, as sites are numbered by
+    /// region, IXP sites first (empty when it has none).
+    pub fn region_fallback_numbers(&self, region: &str) -> Range<u32> {
+        self.region_ixps.get(region).cloned().unwrap_or(0..0)
+    }
+
+    /// The number of the site of the appliance at index `i`. Sites are numbered in the order
+    /// (region, IXP sites first, id), so one site's appliances, and one region's IXP sites'
+    /// appliances, are each a run of numbers; holder lists are sorted by it.
+    pub fn site_no(&self, i: usize) -> u32 {
+        self.site_no[i]
+    }
+
+    /// The number ([`Snapshot::site_no`]) of a site, none when no site or appliance has that id.
+    pub fn site_number(&self, site: &str) -> Option<u32> {
+        self.site_nos.get(site).copied()
     }
 
     /// The indices ([`Snapshot::at`]) of a site's appliances.
@@ -374,8 +400,9 @@ impl Snapshot {
         &self.appliances[i]
     }
 
-    /// The indices of the appliances holding `content`, as last reported.
-    pub fn holders(&self, content: &str) -> Option<&HashSet<usize>> {
+    /// The indices of the appliances holding `content`, as last reported, sorted by
+    /// ([`Snapshot::site_no`], index); empty when none does.
+    pub fn holders(&self, content: &str) -> &[u32] {
         self.holders.get(content)
     }
 
@@ -388,7 +415,7 @@ impl Snapshot {
     }
 
     /// Every content id some appliance holds.
-    pub fn held_content(&self) -> impl Iterator<Item = &String> {
+    pub fn held_content(&self) -> impl Iterator<Item = &str> {
         self.holders.keys()
     }
 
@@ -471,11 +498,11 @@ impl Snapshot {
             }
             _ => return write().apply_report(r, full_inventory_needed, now),
         };
-        // Status and routes first, then the held set is swapped whole (built outside the lock),
-        // then the holder index follows in chunks.
+        // Status and routes first, then the held set is swapped whole (built outside the lock,
+        // so its ids are its own, not the index's), then the holder index follows in chunks.
         write().apply_report(r, true, now);
-        let new: HashSet<String> = content.iter().cloned().collect();
-        let held = new.clone();
+        let new: HashSet<&str> = content.iter().map(String::as_str).collect();
+        let held: HashSet<Arc<str>> = new.iter().map(|&c| Arc::from(c)).collect();
         let old = {
             let mut snap = write();
             let Some(&i) = snap.index.get(&r.oca_id) else {
@@ -483,22 +510,34 @@ impl Snapshot {
             };
             std::mem::replace(&mut snap.held[i], held)
         };
-        let added: Vec<&String> = new.iter().filter(|c| !old.contains(*c)).collect();
-        let removed: Vec<&String> = old.iter().filter(|c| !new.contains(*c)).collect();
+        let added: Vec<&str> = new.iter().copied().filter(|&c| !old.contains(c)).collect();
+        let removed: Vec<&str> = old
+            .iter()
+            .map(|c| &**c)
+            .filter(|c| !new.contains(c))
+            .collect();
         let step = INVENTORY_CHUNK;
         // Each chunk hands the lock to whoever waits (unlock_fair) instead of taking it again
         // straight away, so steering runs between chunks.
         for chunk in added.chunks(step) {
             let mut snap = write();
             if let Some(&i) = snap.index.get(&r.oca_id) {
-                chunk.iter().for_each(|c| snap.holders.insert(c, i));
+                let Snapshot {
+                    holders, site_no, ..
+                } = &mut *snap;
+                chunk.iter().for_each(|c| {
+                    holders.insert(c, i, site_no);
+                });
             }
             parking_lot::RwLockWriteGuard::unlock_fair(snap);
         }
         for chunk in removed.chunks(step) {
             let mut snap = write();
             if let Some(&i) = snap.index.get(&r.oca_id) {
-                chunk.iter().for_each(|c| snap.holders.remove(c, i));
+                let Snapshot {
+                    holders, site_no, ..
+                } = &mut *snap;
+                chunk.iter().for_each(|c| holders.remove(c, i, site_no));
             }
             parking_lot::RwLockWriteGuard::unlock_fair(snap);
         }
@@ -511,7 +550,7 @@ impl Snapshot {
         };
         for c in removed {
             self.unhold(c, i);
-            self.held[i].remove(c);
+            self.held[i].remove(c.as_str());
         }
         for c in added {
             self.hold(c, i);
@@ -584,12 +623,69 @@ impl Snapshot {
     }
 
     fn hold(&mut self, content: &str, i: usize) {
-        self.holders.insert(content, i);
-        self.held[i].insert(content.to_string());
+        let id = self.holders.insert(content, i, &self.site_no);
+        self.held[i].insert(id);
     }
 
     fn unhold(&mut self, content: &str, i: usize) {
-        self.holders.remove(content, i);
+        self.holders.remove(content, i, &self.site_no);
+    }
+}
+
+/// The view's site numbering ([`Snapshot::site_no`]).
+struct SiteNumbers {
+    by_id: HashMap<String, u32>,
+    of_appliance: Vec<u32>,
+    region_ixps: HashMap<String, Range<u32>>,
+}
+
+impl SiteNumbers {
+    /// Numbers every site, and every site id an appliance names (none is missing from `sites`
+    /// while storage keeps its foreign keys; such a site sorts last, in no region), in the
+    /// order (region, IXP sites first, id).
+    fn new(sites: &HashMap<String, SiteInfo>, appliances: &[Candidate]) -> SiteNumbers {
+        let mut ids: Vec<(Option<&str>, bool, &str)> = sites
+            .iter()
+            .map(|(id, s)| {
+                (
+                    Some(s.region.as_str()),
+                    s.kind != SiteKind::Ixp,
+                    id.as_str(),
+                )
+            })
+            .chain(
+                appliances
+                    .iter()
+                    .filter(|a| !sites.contains_key(&a.site))
+                    .map(|a| (None, true, a.site.as_str())),
+            )
+            .collect();
+        // Sites in no region sort after every region.
+        ids.sort_unstable_by(|a, b| {
+            (a.0.is_none(), a.0, a.1, a.2).cmp(&(b.0.is_none(), b.0, b.1, b.2))
+        });
+        ids.dedup();
+        let mut region_ixps: HashMap<String, Range<u32>> = HashMap::new();
+        for (n, (region, isp, _)) in ids.iter().enumerate() {
+            if let (Some(region), false) = (region, isp) {
+                let n = n as u32;
+                region_ixps
+                    .entry(region.to_string())
+                    .and_modify(|r| r.end = n + 1)
+                    .or_insert(n..n + 1);
+            }
+        }
+        let by_id: HashMap<String, u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, (_, _, id))| (id.to_string(), n as u32))
+            .collect();
+        let of_appliance = appliances.iter().map(|a| by_id[a.site.as_str()]).collect();
+        SiteNumbers {
+            by_id,
+            of_appliance,
+            region_ixps,
+        }
     }
 }
 

@@ -120,3 +120,126 @@ fn applied_reports_leave_the_table_a_fresh_load_builds() {
 fn a_route_in_the_view_is_at_most_64_bytes() {
     assert!(std::mem::size_of::<MatchedRoute>() <= 64);
 }
+
+/// Every holder list, as appliance ids, by content id.
+fn holder_lists(snap: &Snapshot) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = snap
+        .held_content()
+        .map(|c| {
+            let ids = snap
+                .holders(c)
+                .iter()
+                .map(|&i| snap.at(i as usize).id.clone())
+                .collect();
+            (c.to_string(), ids)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Property: sites are numbered by (region, IXP sites first, id), so each region's IXP sites
+/// are one run; every holder list stays sorted by (site number, index), as steering's binary
+/// search needs, and equal to a fresh load's, through full and delta inventories.
+#[test]
+fn holder_lists_stay_sorted_by_site_through_inventory_changes() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
+    // Ids out of region order, so the numbering has something to sort.
+    for s in 0..24u64 {
+        let ixp = s % 4 == 0;
+        db.create_site(&Site {
+            id: format!("s{}", (s * 7) % 24),
+            kind: if ixp { SiteKind::Ixp } else { SiteKind::Isp },
+            region: format!("r{}", s % 3),
+            parent: None,
+            allowed_prefixes: Vec::new(),
+            org: None,
+        })
+        .unwrap();
+        for k in 0..=rnd(3) {
+            let a = Appliance {
+                id: format!("a{}-{k}", (s * 7) % 24),
+                site: format!("s{}", (s * 7) % 24),
+                url: "http://a".into(),
+                capacity_bps: 1,
+            };
+            db.create_appliance(&a, &[0; 32], 1_000).unwrap();
+        }
+    }
+    let live = parking_lot::RwLock::new(Snapshot::load(&db, 1_000).unwrap());
+    {
+        let snap = live.read();
+        for r in 0..3 {
+            let run = snap.region_fallback_numbers(&format!("r{r}"));
+            let mut ixps: Vec<u32> = snap
+                .region_fallback_sites(&format!("r{r}"))
+                .iter()
+                .map(|s| snap.site_number(s).unwrap())
+                .collect();
+            ixps.sort_unstable();
+            assert_eq!(ixps, run.clone().collect::<Vec<_>>(), "region r{r}");
+        }
+    }
+    let ids: Vec<String> = (0..live.read().len())
+        .map(|i| live.read().at(i).id.clone())
+        .collect();
+    let mut seq: HashMap<String, u64> = HashMap::new();
+    for step in 0..400i64 {
+        let id = &ids[rnd(ids.len() as u64) as usize];
+        let site = live.read().appliance(id).unwrap().site.clone();
+        let last = seq.get(id).copied();
+        let content = |rnd: &mut dyn FnMut(u64) -> u64| -> Vec<String> {
+            (0..rnd(8)).map(|_| format!("c{}", rnd(30))).collect()
+        };
+        let inventory = match last {
+            Some(base) if rnd(3) != 0 => {
+                let added = content(&mut rnd);
+                let removed: Vec<String> = content(&mut rnd)
+                    .into_iter()
+                    .filter(|c| !added.contains(c))
+                    .collect();
+                serde_json::json!({
+                    "kind": "delta", "base_seq": base, "seq": base + 1,
+                    "added": added, "removed": removed
+                })
+            }
+            _ => {
+                serde_json::json!({"kind": "full", "seq": last.unwrap_or(0) + 1, "content": content(&mut rnd)})
+            }
+        };
+        let report = serde_json::json!({
+            "oca_id": id, "site": site, "version": "t", "status": "ok",
+            "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1},
+            "disks": [], "prefixes": [], "inventory": inventory
+        });
+        let report: HealthReport = serde_json::from_value(report).unwrap();
+        let accepted = db.record_report(&report, 1_000 + step).unwrap();
+        Snapshot::apply(&live, &report, accepted.send_full_inventory, 1_000 + step);
+        seq.insert(id.clone(), accepted.inventory_seq);
+        let snap = live.read();
+        for c in snap.held_content() {
+            let list = snap.holders(c);
+            let keys: Vec<(u32, u32)> = list
+                .iter()
+                .map(|&i| (snap.site_no(i as usize), i))
+                .collect();
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "{c}: {keys:?}");
+        }
+        if step % 50 == 49 {
+            let fresh = Snapshot::load(&db, 1_000 + step).unwrap();
+            assert_eq!(
+                holder_lists(&snap),
+                holder_lists(&fresh),
+                "after step {step}"
+            );
+        }
+    }
+}
