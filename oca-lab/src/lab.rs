@@ -539,7 +539,7 @@ impl Lab {
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 bail!("stopped while filling");
             }
-            let mut done = true;
+            let mut unfilled = Vec::new();
             for a in &self.appliances {
                 if a.agent.is_none() {
                     continue;
@@ -552,15 +552,30 @@ impl Lab {
                     None,
                 )?)
                 .unwrap_or_default();
-                if listed.is_empty() || listed.iter().any(|id| !held.contains(id)) {
-                    done = false;
+                let missing: Vec<&String> = listed.iter().filter(|id| !held.contains(id)).collect();
+                if listed.is_empty() || !missing.is_empty() {
+                    unfilled.push((a, format!("manifest {listed:?}, missing {missing:?}")));
                 }
             }
-            if done {
+            if unfilled.is_empty() {
                 return Ok(());
             }
             if Instant::now() > end {
-                bail!("appliances not filled within {within:?}");
+                let mut why = String::new();
+                for (a, state) in unfilled {
+                    let log = a.agent.as_ref().map(Proc::log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    why.push_str(&format!(
+                        "\n{}: {state}; its agent's last lines:\n{}",
+                        a.id,
+                        tail.join("\n")
+                    ));
+                }
+                bail!(
+                    "appliances not filled within {within:?}:{why}\n{}",
+                    self.status_table().unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
