@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the bootable Open Connect appliance disk image from Debian packages:
-#   images/build.sh [--out FILE] [--size SIZE] [--suite SUITE] [--mirror URL]
-# Default: images/out/oca-appliance.img, 2G, bookworm, http://deb.debian.org/debian.
+#   images/build.sh [--out FILE] [--size SIZE] [--suite SUITE] [--mirror URL] [--profile P]
+# Default: images/out/oca-appliance.img, 2G, bookworm, http://deb.debian.org/debian, release
+# (`--profile dev` takes the debug binaries a test run has built: hwtests/tests/image_boot.rs).
 # Needs root, debootstrap, sfdisk, losetup, mkfs.ext4, mkfs.vfat, mkfs.xfs and extlinux
 # (apt-get install debootstrap fdisk dosfstools xfsprogs extlinux syslinux-common).
 #
@@ -18,13 +19,15 @@ SIZE=2G
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 CACHE=${OCA_IMAGE_CACHE:-/var/cache/oca-images}
+PROFILE=release
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT=$(realpath -m "$2"); shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
     --suite) SUITE=$2; shift 2 ;;
     --mirror) MIRROR=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --profile) PROFILE=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,9 +39,13 @@ SYSLINUX=/usr/lib/syslinux
 [ -f $SYSLINUX/mbr/mbr.bin ] || { echo "build.sh: $SYSLINUX/mbr/mbr.bin missing (apt-get install syslinux-common)" >&2; exit 1; }
 
 t0=$(date +%s)
-echo "build.sh: release binaries"
-cargo build --release --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
-BIN=$REPO/target/release
+case $PROFILE in
+  release) BIN=$REPO/target/release ;;
+  dev) BIN=$REPO/target/debug ;;
+  *) echo "build.sh: --profile is release or dev, not $PROFILE" >&2; exit 2 ;;
+esac
+echo "build.sh: $PROFILE binaries"
+cargo build --profile "$PROFILE" --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
 
 mkdir -p "$(dirname "$OUT")" "$CACHE/debs"
 WORK=$(mktemp -d /var/tmp/oca-image.XXXXXX)

@@ -626,3 +626,39 @@ fn routes_and_sessions_read_back_after_a_restart() {
         sessions
     );
 }
+
+/// The appliance image's case (hwtests/tests/image_boot.rs): an ISP site with no parent, one
+/// appliance that reports its static prefix with BGP sessions that never come up, first holding
+/// nothing and then, by a delta, the file. Steering must offer it to a client inside the prefix.
+#[test]
+fn a_file_added_by_a_delta_steers_at_a_parentless_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start_with(dir.path(), &["--report-interval", "5"]);
+    let site =
+        json!({"id": "isp", "kind": "isp", "region": "eu", "allowed_prefixes": ["127.0.0.0/8"]});
+    assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
+    let zone = json!({"prefix": "127.0.0.0/8", "country": "NL"});
+    assert_eq!(cp.admin("POST", "/v1/admin/zones", Some(zone)).0, 201);
+    let a = json!({"id": "vm1", "site": "isp", "url": "https://vm1.example", "capacity_bps": 1_000_000_000u64});
+    let (s, reg) = cp.admin("POST", "/v1/admin/appliances", Some(a));
+    assert_eq!(s, 201);
+    let cred = reg["credential"].as_str().unwrap().to_string();
+    let down = json!({
+        "sessions": [{"neighbor": "10.0.2.2", "peer_as": 64500, "state": "connect", "since": 1_764_547_200u64,
+                      "prefixes_received": 0, "prefixes_accepted": 0, "flaps": 0}],
+        "routes": []
+    });
+    let report = |inventory: Value| {
+        let body = json!({
+            "oca_id": "vm1", "site": "isp", "version": "t", "status": "ok",
+            "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+            "disks": [], "prefixes": ["127.0.0.0/8"], "bgp": down, "inventory": inventory
+        });
+        let (s, r) = cp.req("POST", "/v1/appliances/vm1/health", Some(body), Some(&cred));
+        assert_eq!(s, 200, "{r}");
+    };
+    report(json!({"kind": "full", "seq": 1, "content": []}));
+    report(json!({"kind": "delta", "base_seq": 1, "seq": 2, "added": ["f1"], "removed": []}));
+    let (ids, ans) = cp.steer("127.0.0.1", "f1");
+    assert_eq!(ids, ["vm1"], "{ans}");
+}

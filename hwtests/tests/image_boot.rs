@@ -61,16 +61,21 @@ fn sh(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The image: `OCA_IMAGE`, or one built now by images/build.sh.
+/// The image: `OCA_IMAGE`, or one built now by images/build.sh from the debug binaries this
+/// test run has built (`OCA_IMAGE_PROFILE=release` for release ones). Decision: debug, because a
+/// release build of the three binaries is minutes of compiling on a two-core CI machine for a
+/// test of how the image is assembled and boots, which the optimisation level does not change.
 fn image(dir: &Path) -> PathBuf {
     if let Some(p) = std::env::var_os("OCA_IMAGE") {
         return PathBuf::from(p);
     }
     let out = dir.join("oca-appliance.img");
+    let profile = std::env::var("OCA_IMAGE_PROFILE").unwrap_or_else(|_| "dev".into());
     let started = Instant::now();
     sh(Command::new(repo().join("images/build.sh"))
         .arg("--out")
-        .arg(&out));
+        .arg(&out)
+        .args(["--profile", &profile]));
     eprintln!("image built in {:.0} s", started.elapsed().as_secs_f64());
     out
 }
@@ -234,7 +239,12 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
 
     // The control plane over HTTPS, reachable from the VM as 10.0.2.2; its certificate goes
     // on the config partition as the CA the fill agent trusts.
-    let bins = test_support::cargo_bins(true, &[("control-plane", "control-plane")]);
+    // The appliance's certificate, made first: the control plane's live prober must trust it,
+    // or it finds the appliance unreachable and steering leaves it out.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let appliance_ca = dir.path().join("appliance-ca.pem");
+    std::fs::write(&appliance_ca, cert.cert.pem()).unwrap();
+    let bins = test_support::cargo_bins(false, &[("control-plane", "control-plane")]);
     let port = test_support::free_port();
     let (cp_cert, cp_key) = (dir.path().join("cp.pem"), dir.path().join("cp.key"));
     let names = ["10.0.2.2", "127.0.0.1", "localhost"].map(String::from);
@@ -248,6 +258,8 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         .arg(&cp_cert)
         .arg("--tls-key")
         .arg(&cp_key)
+        .arg("--probe-ca")
+        .arg(&appliance_ca)
         .args([
             "--report-interval",
             "2",
@@ -312,7 +324,6 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     let credential = r["credential"].as_str().unwrap().to_string();
 
     // The appliance's configuration, on its config partition.
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cfg = dir.path().join("config");
     std::fs::create_dir_all(cfg.join("tls")).unwrap();
     std::fs::write(cfg.join("tls/cert.pem"), cert.cert.pem()).unwrap();
@@ -370,6 +381,11 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         "{console}"
     );
     assert!(console.contains("store OCASTORE0 mounted at /srv/oca/disk0"));
+    // The daemon's first start succeeds: oca-setup made the store's directories it cannot.
+    assert!(
+        !console.contains("Read-only file system"),
+        "oca-daemon could not prepare its store:\n{console}"
+    );
     // oca.conf's BGP keys became the agent's [bgp] table (checked by the agent at boot), and
     // its reports carry both sessions.
     assert!(
@@ -401,6 +417,9 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     let (s, issued) = cp.admin("POST", "/v1/admin/subscribers/s1/tokens", Some(json!({})));
     assert_eq!(s, 201, "{issued}");
     let player = issued["token"].as_str().unwrap().to_string();
+    // Each new answer is printed: when the title never becomes steerable, the last says why.
+    let last = std::cell::RefCell::new(String::new());
+    let printed = std::cell::Cell::new(Instant::now());
     let play = || -> Option<Value> {
         let r = cp
             .client
@@ -409,7 +428,23 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
             .json(&json!({"title": "t1"}))
             .send()
             .ok()?;
+        let status = r.status();
         let v: Value = r.json().ok()?;
+        let seen = format!("{status} {v}");
+        if *last.borrow() != seen || printed.get().elapsed() > Duration::from_secs(30) {
+            printed.set(Instant::now());
+            eprintln!("play: {seen}");
+            last.replace(seen);
+            let (_, list) = cp.admin("GET", "/v1/admin/appliances", None);
+            let (_, inv) = cp.admin("GET", "/v1/admin/appliances/vm1/inventory", None);
+            let (_, st) = cp.admin(
+                "GET",
+                &format!("/v1/steer?client_ip=127.0.0.1&content_id={CONTENT}&explain=1"),
+                None,
+            );
+            let (_, issues) = cp.admin("GET", "/v1/admin/issues", None);
+            eprintln!("appliances: {list}\ninventory: {inv}\nsteer: {st}\nissues: {issues}");
+        }
         (!v["renditions"][0]["urls"].as_array()?.is_empty()).then_some(v)
     };
     let answer = wait_for(
