@@ -45,7 +45,13 @@ case $PROFILE in
   *) echo "build.sh: --profile is release or dev, not $PROFILE" >&2; exit 2 ;;
 esac
 echo "build.sh: $PROFILE binaries"
-cargo build --profile "$PROFILE" --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
+if [ "$PROFILE" = dev ]; then
+  # The units `cargo test --workspace` builds (test_support::cargo_bins says why): no rebuild
+  # inside a test run.
+  cargo build --locked -q --workspace --tests
+else
+  cargo build --release --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
+fi
 
 mkdir -p "$(dirname "$OUT")" "$CACHE/debs"
 WORK=$(mktemp -d /var/tmp/oca-image.XXXXXX)

@@ -88,6 +88,12 @@ pub fn client_summary(out: &std::process::Output) -> serde_json::Value {
 
 /// Builds `(package, binary)` pairs of this workspace with the cargo running the tests, and
 /// returns each binary's path by name: tests that start other packages' binaries use it.
+///
+/// Debug binaries are built as `cargo test --workspace` builds them (`cargo build --workspace
+/// --tests`): the same units, so inside a workspace test run this builds nothing. Decision:
+/// building just the packages asked for unifies features differently for each set of packages,
+/// and the workspace run then recompiled shared dependencies (hyper, axum, reqwest, ...) once per
+/// distinct set, about ten times; a run of one package's tests pays one workspace build instead.
 pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -99,9 +105,11 @@ pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathB
         ]);
     if release {
         cmd.arg("--release");
-    }
-    for (pkg, bin) in bins {
-        cmd.args(["-p", pkg, "--bin", bin]);
+        for (pkg, bin) in bins {
+            cmd.args(["-p", pkg, "--bin", bin]);
+        }
+    } else {
+        cmd.args(["--workspace", "--tests"]);
     }
     let out = cmd.output().expect("running cargo build");
     assert!(out.status.success(), "cargo build failed");
