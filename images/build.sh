@@ -56,11 +56,13 @@ fi
 mkdir -p "$(dirname "$OUT")" "$CACHE/debs"
 WORK=$(mktemp -d /var/tmp/oca-image.XXXXXX)
 MNT=$WORK/root
-LOOPS=()
+# Loop devices are found by their backing file: part_loop runs in a command substitution, a
+# subshell, so a list it kept would be lost (each build leaked its three loop devices so).
+detach_loops() { losetup -j "$IMG" -n -O NAME 2>/dev/null | xargs -r -n1 losetup -d; }
 cleanup() {
   set +e
   umount "$MNT" 2>/dev/null
-  for l in "${LOOPS[@]}"; do losetup -d "$l"; done
+  detach_loops
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -80,8 +82,7 @@ PARTS
 # One loop device per partition (offset + size): partition scanning on loop devices is not
 # available in every container or CI sandbox.
 part_loop() { # start-sector sectors
-  local l; l=$(losetup --find --show --offset $(($1 * 512)) --sizelimit $(($2 * 512)) "$IMG")
-  LOOPS+=("$l"); echo "$l"
+  losetup --find --show --offset $(($1 * 512)) --sizelimit $(($2 * 512)) "$IMG"
 }
 ROOT_DEV=$(part_loop 2048 $root_sectors)
 CFG_DEV=$(part_loop $((2048 + root_sectors)) $cfg_sectors)
@@ -152,7 +153,7 @@ extlinux --install "$MNT/boot/syslinux" 2> "$WORK/extlinux.log" >&2 || { cat "$W
 # Deleted packages and modules leave written blocks behind: discard them so the image stays sparse.
 fstrim "$MNT" 2>/dev/null || true
 umount "$MNT"
-for l in "${LOOPS[@]}"; do losetup -d "$l"; done; LOOPS=()
+detach_loops
 # The MBR's boot code (partition table kept) loads the active partition's boot sector.
 dd if=$SYSLINUX/mbr/mbr.bin of="$IMG" bs=440 count=1 conv=notrunc status=none
 mv "$IMG" "$OUT"

@@ -72,11 +72,16 @@ fn image(dir: &Path) -> PathBuf {
     let out = dir.join("oca-appliance.img");
     let profile = std::env::var("OCA_IMAGE_PROFILE").unwrap_or_else(|_| "dev".into());
     let started = Instant::now();
-    sh(Command::new(repo().join("images/build.sh"))
-        .arg("--out")
-        .arg(&out)
-        .args(["--profile", &profile]));
+    let mut build = Command::new(repo().join("images/build.sh"));
+    // build.sh runs cargo: without this test's CARGO_PKG_* it rebuilds nothing.
+    test_support::without_cargo_test_env(&mut build);
+    sh(build.arg("--out").arg(&out).args(["--profile", &profile]));
     eprintln!("image built in {:.0} s", started.elapsed().as_secs_f64());
+    let loops = sh(Command::new("losetup").arg("-j").arg(&out));
+    assert!(
+        loops.trim().is_empty(),
+        "images/build.sh left loop devices on its image: {loops}"
+    );
     out
 }
 

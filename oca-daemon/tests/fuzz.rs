@@ -12,7 +12,7 @@ fn fuzz_dir() -> PathBuf {
 }
 
 fn cargo() -> Command {
-    let mut c = Command::new(env!("CARGO"));
+    let mut c = test_support::cargo();
     c.current_dir(fuzz_dir())
         // Stable toolchain: cargo fuzz's nightly flags are let through.
         .env("RUSTC_BOOTSTRAP", "1")

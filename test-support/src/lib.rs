@@ -86,6 +86,44 @@ pub fn client_summary(out: &std::process::Output) -> serde_json::Value {
     })
 }
 
+/// The cargo running the tests, as a command without the variables `cargo test` sets for a
+/// test ([`without_cargo_test_env`]).
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    without_cargo_test_env(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment what `cargo test` sets for a test process (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, `OUT_DIR`, ...), for commands that run cargo. Build scripts declare
+/// some of them as inputs (`rerun-if-env-changed`: ring names its symbols after
+/// `CARGO_PKG_*`), so a cargo started with a test's values reran ring's build script and
+/// recompiled ring and everything above it (rustls, reqwest, our crates), once for each
+/// package whose tests start a cargo: minutes of every CI run.
+pub fn without_cargo_test_env(cmd: &mut Command) -> &mut Command {
+    const SET_FOR_TESTS: [&str; 9] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let Some(n) = name.to_str() else { continue };
+        if n.starts_with("CARGO_PKG_")
+            || n.starts_with("CARGO_BIN_EXE_")
+            || SET_FOR_TESTS.contains(&n)
+        {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
+
 /// Builds `(package, binary)` pairs of this workspace with the cargo running the tests, and
 /// returns each binary's path by name: tests that start other packages' binaries use it.
 ///
@@ -95,8 +133,7 @@ pub fn client_summary(out: &std::process::Output) -> serde_json::Value {
 /// and the workspace run then recompiled shared dependencies (hyper, axum, reqwest, ...) once per
 /// distinct set, about ten times; a run of one package's tests pays one workspace build instead.
 pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = cargo();
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args([
             "build",
