@@ -220,7 +220,15 @@ fn big_intake(cp: &Cp, c1: &str, c2: &str, seq: u64, first: usize) -> (Duration,
         });
         let set_done = SetOnDrop(&done);
         let t = Instant::now();
-        let (s1, reply) = cp.req("POST", "/v1/appliances/oca-1/health", Some(big), Some(c1));
+        // The intake itself may take long (a debug build, PostgreSQL, a loaded machine: 30 s
+        // was not always enough); what this test bounds is how long it holds up the others.
+        let (s1, reply) = cp.req_within(
+            "POST",
+            "/v1/appliances/oca-1/health",
+            Some(big),
+            Some(c1),
+            deadline.saturating_duration_since(Instant::now()),
+        );
         let took = t.elapsed();
         drop(set_done);
         assert_eq!(s1, 200, "{reply}");
@@ -250,6 +258,15 @@ fn a_million_entry_inventory_stalls_neither_lookups_nor_other_writers() {
         assert_eq!(held.len(), 1_000_000);
         assert_eq!(held[0], format!("c{first:07}_1080p.mp4"));
     }
+    // The appliance's next report, as it sends one every interval: an intake longer than three
+    // intervals (PostgreSQL in a debug build took 35 s) leaves the report it carried stale, as
+    // its time is when it arrived, and steering would explain "stale" instead of what it holds.
+    let beat = report(
+        "oca-1",
+        json!({"kind": "delta", "base_seq": 2, "seq": 3, "added": [], "removed": []}),
+    );
+    let (s, r) = cp.req("POST", "/v1/appliances/oca-1/health", Some(beat), Some(&c1));
+    assert_eq!(s, 200, "{r}");
     // The replacement is what steering holds: the first half left, the new half arrived.
     let holds = |cp: &Cp, c: &str| {
         let (_, a) = cp.admin(

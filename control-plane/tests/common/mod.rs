@@ -229,7 +229,23 @@ impl Cp {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let c = reqwest::blocking::Client::new();
+        // reqwest's blocking client gives up after 30 s by default.
+        self.req_within(method, path, body, token, Duration::from_secs(30))
+    }
+
+    /// [`Cp::req`], waiting up to `within` for the answer.
+    pub fn req_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+        within: Duration,
+    ) -> (u16, Value) {
+        let c = reqwest::blocking::Client::builder()
+            .timeout(within)
+            .build()
+            .unwrap();
         let url = format!("http://{}{}", self.addr, path);
         let mut r = match method {
             "POST" => c.post(url),
