@@ -564,8 +564,8 @@ impl Lab {
                 let mut why = String::new();
                 for (a, state) in unfilled {
                     let log = a.agent.as_ref().map(Proc::log).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    let mut tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    tail.reverse();
                     why.push_str(&format!(
                         "\n{}: {state}; its agent's last lines:\n{}",
                         a.id,

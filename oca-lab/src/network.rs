@@ -53,15 +53,7 @@ impl SiteNet {
 
 /// Runs a command; its stderr is the error when it fails.
 pub(crate) fn sh(args: &[&str]) -> Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output()?;
-    if !out.status.success() {
-        bail!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    output(args).map(drop)
 }
 
 impl Net {
@@ -210,15 +202,26 @@ struct HostLock {
 }
 
 impl HostLock {
+    /// Waits at most a minute: another lab holds it only while it makes its namespaces.
     fn take() -> Result<HostLock> {
         use std::os::fd::AsRawFd;
         let path = "/run/oca-lab.lock";
         let f = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
-        // SAFETY: flock on a descriptor this File owns; the lock goes with the File.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error()).context(format!("locking {path}"));
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            // SAFETY: flock on a descriptor this File owns; the lock goes with the File.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(HostLock { _held: f });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(e).context(format!("locking {path}"));
+            }
+            if std::time::Instant::now() > end {
+                bail!("{path} still locked after a minute: another lab is stuck making its namespaces");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Ok(HostLock { _held: f })
     }
 }
 
