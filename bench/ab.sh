@@ -9,17 +9,28 @@
 #   A=... B=... B_ARGS="--body-path sendfile" bench/ab.sh   # extra flags for one side
 #   A=... TLS=1 CLOSE=1 RANGE=1024 CONNS=32 bench/ab.sh       # HTTPS, a new connection per request
 #                                               (run bench/https.sh once first: its certificate)
+#   A=... WITH_NGINX=1 bench/ab.sh # nginx too, in the same rounds (its config from bench/run.sh or
+#                                   bench/https.sh), and each binary's ratio to it: tells whether a
+#                                   ratio moved because of oca-daemon or because of nginx's run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${BENCH_DIR:-/var/tmp/oca-bench}
 A=${A:?give A=path of the base oca-daemon}
 B=${B:-$PWD/target/release/oca-daemon}
 CONNS=${CONNS:-1000} RANGE=${RANGE:-1048576} D=${D:-8} N=${N:-3} TLS=${TLS:-0} CLOSE=${CLOSE:-0}
+WITH_NGINX=${WITH_NGINX:-0}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 FILES="$(ls "$WORK/store/objects/bm" | tr '\n' ' ')"
 export FILES FILE_BYTES=$((256 << 20))
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; wait' EXIT
+NGINX_CONF=$WORK/nginx.conf NGINX_PID=$WORK/nginx.pid NGINX_PORT=18090
+[ "$TLS" = 1 ] && NGINX_CONF=$WORK/nginx-tls.conf NGINX_PID=$WORK/nginx-tls.pid NGINX_PORT=18493
+stop() {
+  kill "${pids[@]}" 2>/dev/null || true
+  [ "$WITH_NGINX" = 1 ] && [ -f "$NGINX_PID" ] && kill "$(cat "$NGINX_PID")" 2>/dev/null || true
+  wait
+}
+trap stop EXIT
 start() { # binary port admin-port [extra args...]
   local extra=("${@:4}")
   "$1" --help | grep -q -- --max-connections-per-client && extra+=(--max-connections-per-client 0)
@@ -32,13 +43,25 @@ start() { # binary port admin-port [extra args...]
 }
 start "$A" 18180 18181 ${A_ARGS:-}
 start "$B" 18280 18281 ${B_ARGS:-}
+sides=(A B) urls=() scheme=http off=0
+[ "$TLS" = 1 ] && scheme=https off=2
+urls+=("$scheme://127.0.0.1:$((18180 + off))/" "$scheme://127.0.0.1:$((18280 + off))/")
+if [ "$WITH_NGINX" = 1 ]; then
+  [ -f "$NGINX_CONF" ] || { echo "no $NGINX_CONF: run bench/run.sh (or bench/https.sh for TLS=1) once first" >&2; exit 1; }
+  nginx -c "$NGINX_CONF" || { echo "nginx did not start (port $NGINX_PORT busy?)" >&2; exit 1; }
+  sides+=(nginx) urls+=("$scheme://127.0.0.1:$NGINX_PORT/")
+fi
 sleep 1
+declare -A sum
 for _ in $(seq "$N"); do
-  for p in 18180 18280; do
-    url="http://127.0.0.1:$p/"
-    [ "$TLS" = 1 ] && url="https://127.0.0.1:$((p + 2))/"
-    RANGE_BYTES=$RANGE CLOSE=$CLOSE wrk -t2 -c"$CONNS" -d2s --timeout 10s -s bench/range.lua "$url" > /dev/null
-    r=$(RANGE_BYTES=$RANGE CLOSE=$CLOSE wrk -t2 -c"$CONNS" -d"${D}s" --timeout 10s -s bench/range.lua "$url" | grep '^RESULT')
-    echo "$([ $p = 18180 ] && echo A || echo B) range=$RANGE conns=$CONNS tls=$TLS close=$CLOSE ${r#RESULT }"
+  for i in "${!sides[@]}"; do
+    RANGE_BYTES=$RANGE CLOSE=$CLOSE wrk -t2 -c"$CONNS" -d2s --timeout 10s -s bench/range.lua "${urls[$i]}" > /dev/null
+    r=$(RANGE_BYTES=$RANGE CLOSE=$CLOSE wrk -t2 -c"$CONNS" -d"${D}s" --timeout 10s -s bench/range.lua "${urls[$i]}" | grep '^RESULT')
+    echo "${sides[$i]} range=$RANGE conns=$CONNS tls=$TLS close=$CLOSE ${r#RESULT }"
+    rps=$(echo "$r" | tr ' ' '\n' | grep '^rps=' | cut -d= -f2)
+    sum[${sides[$i]}]=$(awk -v a="${sum[${sides[$i]}]:-0}" -v b="${rps:-0}" 'BEGIN { print a + b }')
   done
 done
+awk -v n="$N" -v a="${sum[A]}" -v b="${sum[B]}" -v x="${sum[nginx]:-0}" 'BEGIN {
+  if (x > 0) printf "over %d rounds: A/nginx %.2fx, B/nginx %.2fx, B/A %.2fx\n", n, a / x, b / x, b / a
+  else printf "over %d rounds: B/A %.2fx\n", n, b / a }'
