@@ -9,13 +9,13 @@
 #                                                    # 200,000 files, 1,000,000 client prefixes
 #   APPLIANCES=2000 SITES=400 FILES=20000 bench/fleet.sh   # a tenth
 #   TARGETS="sqlite sqlite_nodisks" bench/fleet.sh    # reports with a disk, and without
-#   TARGETS="sqlite pg1 pg2" bench/fleet.sh           # once the PostgreSQL engine exists
+#   TARGETS="sqlite pg1 pg2" bench/fleet.sh           # SQLite, one PostgreSQL replica, two
+#                                                    # behind HAProxy (root: a private cluster)
 #
 # Each target is a pair of functions, start_<name> and stop_<name>: start sets URL (what the
 # simulator talks to), TOKEN_FILE, STATE (the simulator's state directory, kept with the
 # database so a fleet is built once) and CP_PIDS (processes whose CPU time and memory are
-# reported). Adding PostgreSQL single-replica and two-replicas-behind-HAProxy columns means
-# filling in start_pg1/start_pg2 below; the rest of the script is the same for every target.
+# reported); the rest of the script is the same for every target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -72,13 +72,100 @@ start_sqlite_nodisks() { start_sqlite; }
 stop_sqlite_nodisks() { stop_sqlite; }
 SIM_FLAGS_sqlite_nodisks=--no-disks
 
-# PostgreSQL, one replica: `--db postgres://...` once the engine lands (issue 18, part 1).
-start_pg1() { echo "pg1: the PostgreSQL engine is not built yet; skipped" >&2; return 1; }
-stop_pg1() { :; }
-# PostgreSQL, two replicas behind HAProxy (issue 18, part 2): URL is HAProxy's frontend,
-# CP_PIDS both replicas (and haproxy).
-start_pg2() { echo "pg2: replicas behind HAProxy are not built yet; skipped" >&2; return 1; }
-stop_pg2() { :; }
+# PostgreSQL: a private cluster in $WORK/pg (Debian's postgresql package; initdb once), on
+# 127.0.0.1:$PG_PORT, fsync and synchronous commit on as in production; one database per fleet
+# size, kept (like the SQLite file) so a fleet is built once.
+PG_PORT=${PG_PORT:-15432}
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+pg_up() {
+  [ -x "$PG_BIN/postgres" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; return 1; }
+  local data=$WORK/pg
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data" && chown postgres: "$data"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$data" -A trust -U postgres > "$WORK/pg-init.log"
+  fi
+  chown postgres: "$data"
+  if ! runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" status > /dev/null 2>&1; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$WORK/pg.log" -w start \
+      -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=1GB" > /dev/null
+  fi
+  local db=fleet_${SIZE//-/_}
+  runuser -u postgres -- psql -h /tmp -p "$PG_PORT" -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+    || runuser -u postgres -- psql -h /tmp -p "$PG_PORT" -qc "CREATE DATABASE $db"
+  PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/$db?pool_size=${PG_POOL:-16}"
+}
+pg_down() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast stop > /dev/null 2>&1 || true; }
+
+# One replica on PostgreSQL.
+start_pg1() {
+  pg_up || return 1
+  local dir=$WORK/pg-$SIZE
+  mkdir -p "$dir"
+  "$CP" --db "$PG_URL" --admin-token-file "$dir/admin-token" --origin-dir "$dir/origin" \
+    --listen 127.0.0.1:0 "${CP_FLAGS[@]}" 2> "$dir/cp1.log" &
+  CP_PIDS=$!
+  URL=http://$(wait_listening "$dir/cp1.log")
+  TOKEN_FILE=$dir/admin-token
+  STATE=$dir/state
+}
+stop_pg1() { kill $CP_PIDS; wait $CP_PIDS 2>/dev/null || true; }
+
+# Two replicas on that database behind HAProxy (docs/haproxy.cfg's backend, plain HTTP, no
+# request log): HAProxy connects from 127.0.0.2; the replicas believe it and the simulator
+# (127.0.0.1, which sends its clients' addresses in X-Forwarded-For). URL is HAProxy's
+# frontend, CP_PIDS both replicas and HAProxy.
+start_pg2() {
+  pg_up || return 1
+  command -v haproxy > /dev/null || { echo "pg2: haproxy is not installed" >&2; return 1; }
+  local dir=$WORK/pg-$SIZE a b
+  mkdir -p "$dir"
+  local flags=(--db "$PG_URL" --admin-token-file "$dir/admin-token" --origin-dir "$dir/origin"
+    --listen 127.0.0.1:0 --report-interval "$INTERVAL" --probe-interval 0
+    --trusted-proxy 127.0.0.1 --trusted-proxy 127.0.0.2)
+  "$CP" "${flags[@]}" 2> "$dir/cp1.log" &
+  local p1=$!
+  a=$(wait_listening "$dir/cp1.log")
+  "$CP" "${flags[@]}" 2> "$dir/cp2.log" &
+  local p2=$!
+  b=$(wait_listening "$dir/cp2.log")
+  cat > "$dir/haproxy.cfg" <<CFG
+global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout check 1s
+    retries 3
+    option redispatch 1
+frontend control-plane
+    bind 127.0.0.1:${HAPROXY_PORT:-17070}
+    option forwardfor
+    default_backend replicas
+backend replicas
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 2 source 127.0.0.2
+    retry-on conn-failure empty-response response-timeout
+    acl replay_safe method GET HEAD
+    acl replay_safe path /v1/play
+    acl replay_safe path_reg ^/v1/appliances/[^/]+/health\$
+    http-request disable-l7-retry if !replay_safe
+    server r1 $a check
+    server r2 $b check
+CFG
+  haproxy -f "$dir/haproxy.cfg" -db 2> "$dir/haproxy.log" &
+  local ph=$!
+  CP_PIDS="$p1 $p2 $ph"
+  URL=http://127.0.0.1:${HAPROXY_PORT:-17070}
+  for _ in $(seq 50); do curl -sf "$URL/readyz" > /dev/null && break; sleep 0.2; done
+  TOKEN_FILE=$dir/admin-token
+  STATE=$dir/state
+}
+stop_pg2() { kill $CP_PIDS; wait $CP_PIDS 2>/dev/null || true; }
 
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
 rss_mib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $((t / 1024)); }
@@ -134,6 +221,7 @@ EOF
   rows+=("$row")
 done
 
+pg_down
 [ -n "$out" ] || { echo "no target ran" >&2; exit 1; }
 fleet=$(python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['fleet']))" "$out" 2>/dev/null || echo '{}')
 {

@@ -89,6 +89,29 @@ pub struct App {
     pub live: crate::domain::live::LiveChecks,
     /// Whether a load balancer should send this replica new requests (`/readyz`).
     pub readiness: Arc<crate::server::readiness::Readiness>,
+    /// Serialises, per appliance, recording a report and applying it to the fleet view with
+    /// the change feed's rereading of that appliance ([`crate::follower`]), so neither
+    /// overwrites the other's newer state.
+    pub report_locks: ReportLocks,
+    /// Bumped at every write access to the catalog view: the follower swaps in a catalog it
+    /// reloaded only when no write came between its read and the swap.
+    pub catalog_writes: std::sync::atomic::AtomicU64,
+}
+
+/// One lock per appliance ([`App::report_locks`]), made at its first report. Only
+/// authenticated appliances report, so there are as many as registered appliances.
+#[derive(Default)]
+pub struct ReportLocks(
+    parking_lot::Mutex<std::collections::HashMap<String, Arc<parking_lot::Mutex<()>>>>,
+);
+
+impl ReportLocks {
+    /// Runs `f` holding appliance `oca_id`'s lock.
+    pub fn with<T>(&self, oca_id: &str, f: impl FnOnce() -> T) -> T {
+        let lock = self.0.lock().entry(oca_id.to_string()).or_default().clone();
+        let _turn = lock.lock();
+        f()
+    }
 }
 
 /// What a health report came to.
@@ -137,7 +160,9 @@ impl App {
     /// Write access to the catalog view; held across the storage write it mirrors, so the view
     /// applies admin changes in the order they committed.
     pub fn catalog_mut(&self) -> RwLockWriteGuard<'_, CatalogView> {
-        self.catalog.write()
+        let view = self.catalog.write();
+        self.catalog_writes.fetch_add(1, SeqCst);
+        view
     }
 
     /// Marks the fleet view stale after an admin change to sites, appliances or zones; the next
@@ -203,29 +228,51 @@ impl App {
         let catalog = self.catalog();
         let fleet = self.fleet()?;
         let keys = self.keys();
-        let inputs = ManifestInputs {
-            planner: &self.planner,
-            demand: Demand {
-                catalog: &catalog,
-                popularity: &self.popularity,
-                config: &self.fill,
-            },
-            keys: &keys,
-            report_interval_secs: self.report_interval_secs,
-        };
+        let inputs = self.manifest_inputs(&catalog, &keys);
         manifest::manifest(&inputs, &fleet, oca_id, now)
     }
 
-    /// Takes a health report of an authenticated appliance at `now`: keeps the routes on record
-    /// in place of its own while its speaker converges or when it has too many, drops the
-    /// routes its site may not announce, records it, applies it to the
-    /// fleet view once committed (a moved route steers from here on), notes the sources it found
+    /// The version of appliance `oca_id`'s manifest at `now`, without signing its URLs.
+    pub fn manifest_version(&self, oca_id: &str, now: i64) -> Result<u64, NoManifest> {
+        let catalog = self.catalog();
+        let fleet = self.fleet()?;
+        let keys = self.keys();
+        let inputs = self.manifest_inputs(&catalog, &keys);
+        manifest::version(&inputs, &fleet, oca_id, now)
+    }
+
+    fn manifest_inputs<'a>(
+        &'a self,
+        catalog: &'a CatalogView,
+        keys: &'a Keys,
+    ) -> ManifestInputs<'a> {
+        ManifestInputs {
+            planner: &self.planner,
+            demand: Demand {
+                catalog,
+                popularity: &self.popularity,
+                config: &self.fill,
+            },
+            keys,
+            report_interval_secs: self.report_interval_secs,
+        }
+    }
+
+    /// Takes a health report of an authenticated appliance, arrived at `clock()`: keeps the
+    /// routes on record in place of its own while its speaker converges or when it has too
+    /// many, drops the routes its site may not announce, records it, applies it to the fleet
+    /// view once committed (a moved route steers from here on), notes the sources it found
     /// bad, and gives the version of its manifest now.
+    ///
+    /// The fleet view hears the appliance when the report is committed (`clock()` again), not
+    /// when it arrived: a large inventory may take longer to record than the 3 intervals after
+    /// which an appliance counts as silent.
     pub fn accept_report(
         &self,
         report: HealthReport,
-        now: i64,
+        clock: impl Fn() -> i64,
     ) -> Result<ReportOutcome, ReportError> {
+        let now = clock();
         let mut report = report;
         let cut = intake::bound_bgp(&mut report);
         if cut > 0 {
@@ -251,9 +298,13 @@ impl App {
                 .bgp_routes_refused
                 .inc_by(screened.routes_refused as u64);
         }
-        let accepted = self.store.record_report(&report, now)?;
-        // Memory follows storage only once the report is committed.
-        Snapshot::apply(&self.fleet, &report, accepted.send_full_inventory, now);
+        let accepted = self.report_locks.with(&report.oca_id, || {
+            let accepted = self.store.record_report(&report, now)?;
+            // Memory follows storage only once the report is committed.
+            let heard = clock().max(now);
+            Snapshot::apply(&self.fleet, &report, accepted.send_full_inventory, heard);
+            Ok::<_, StorageError>(accepted)
+        })?;
         if !report.fill_errors.is_empty() {
             for e in &report.fill_errors {
                 tracing::warn!(oca_id = %report.oca_id, content = %e.content_id, source = %e.source, reason = %e.reason, "fill source failed");
@@ -263,8 +314,8 @@ impl App {
                 .inc_by(report.fill_errors.len() as u64);
             self.planner.report_bad_sources(&report.fill_errors, now);
         }
-        let manifest_version = match self.manifest(&report.oca_id, now) {
-            Ok(m) => m.version,
+        let manifest_version = match self.manifest_version(&report.oca_id, now) {
+            Ok(v) => v,
             Err(NoManifest::Storage(e)) => return Err(e.into()),
             Err(NoManifest::Unknown | NoManifest::NoStorage) => 0,
         };

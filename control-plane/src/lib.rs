@@ -10,6 +10,7 @@
 //! storage/             what is kept across restarts, behind the Storage trait
 //!   mod.rs             the interface: one trait per area, its rows and errors; no SQL
 //!   migrations.rs      the schema of both engines, one ordered list
+//!   changes.rs         the change feed: what other replicas committed, for the views
 //!   leases.rs          the stream-lease rule both engines apply
 //!   sqlite/            the SQLite engine: connections, migrations, one file per area
 //!   postgres/          the PostgreSQL engine: its threads and connections, migrations, one
@@ -45,6 +46,7 @@
 //! services/            operations the admin API and the portal share, by an actor at `now`
 //!   maintenance.rs     disable, end, list windows; the audit log; serving states
 //! live/                live checks over App: the prober, the issue checker, qualifications
+//! follower.rs          other replicas' commits into this replica's views, from the feed
 //! http/                the HTTP API: router, handlers by audience, errors in one place
 //! portal/              the partner portal: sessions, CSRF, pages, its scoped API, SVG charts
 //! main.rs              configuration and start (binary)
@@ -61,6 +63,7 @@
 pub mod app;
 pub mod domain;
 pub mod fleet;
+pub mod follower;
 pub mod http;
 pub mod live;
 pub mod lpm;

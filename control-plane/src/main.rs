@@ -371,6 +371,9 @@ fn run(cli: Cli) -> Result<()> {
         );
     }
     url_keys::ensure(db.as_ref(), unix_now())?;
+    // The feed's position is taken before the views are loaded: what other replicas commit
+    // meanwhile is then read from the feed, never missed.
+    let feed = db.change_feed().context("opening the change feed")?;
     let fleet = Snapshot::load(db.as_ref(), unix_now())?;
     let keys = url_keys::load(db.as_ref())?;
     let token_secret = db.secret(player_tokens::SECRET_NAME, &mut || {
@@ -533,7 +536,12 @@ fn run(cli: Cli) -> Result<()> {
         accounts: portal_accounts(&cli_portal, &file_portal)?,
         live,
         readiness: Arc::new(server::readiness::Readiness::new()),
+        report_locks: Default::default(),
+        catalog_writes: Default::default(),
     });
+    if let Some(feed) = feed {
+        control_plane::follower::spawn(app.clone(), feed)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub health_misses: Counter,
     /// Health reports accepted.
     pub health_reports: Counter,
+    /// Other replicas' changes applied to this replica's views from the change feed.
+    pub feed_changes: Counter,
     /// Requests refused for bad credentials.
     pub auth_failures: Counter,
     /// Origin requests refused for a bad, expired or wrong-scope signature.
@@ -88,6 +90,11 @@ impl Default for Metrics {
             &mut registry,
             "cp_health_reports",
             "Health reports accepted",
+        );
+        let feed_changes = m(
+            &mut registry,
+            "cp_feed_changes",
+            "Other replicas' changes applied to this replica's views from the change feed",
         );
         let auth_failures = m(
             &mut registry,
@@ -201,6 +208,7 @@ impl Default for Metrics {
             content_misses,
             health_misses,
             health_reports,
+            feed_changes,
             auth_failures,
             origin_refusals,
         }

@@ -25,6 +25,7 @@ use oca_protocol::steering::{MatchedRoute, RouteSource};
 
 use crate::domain::routes::Preference;
 use crate::lpm::PrefixTable;
+use crate::storage::changes::{ApplianceRecord, ReportChange};
 use crate::storage::{status_str, Storage, StorageError, INVENTORY_CHUNK};
 
 mod gates;
@@ -498,14 +499,21 @@ impl Snapshot {
             }
             _ => return write().apply_report(r, full_inventory_needed, now),
         };
-        // Status and routes first, then the held set is swapped whole (built outside the lock,
-        // so its ids are its own, not the index's), then the holder index follows in chunks.
+        // Status and routes first, then the held set and the holder index.
         write().apply_report(r, true, now);
+        Snapshot::replace_held(fleet, &r.oca_id, content);
+    }
+
+    /// Replaces what appliance `oca_id` holds by `content`: the held set is swapped whole
+    /// (built outside the lock, so its ids are its own, not the index's), then the holder
+    /// index follows in chunks of [`INVENTORY_CHUNK`], each under its own short write lock.
+    fn replace_held(fleet: &parking_lot::RwLock<Snapshot>, oca_id: &str, content: &[String]) {
+        let write = || fleet.write();
         let new: HashSet<&str> = content.iter().map(String::as_str).collect();
         let held: HashSet<Arc<str>> = new.iter().map(|&c| Arc::from(c)).collect();
         let old = {
             let mut snap = write();
-            let Some(&i) = snap.index.get(&r.oca_id) else {
+            let Some(&i) = snap.index.get(oca_id) else {
                 return;
             };
             std::mem::replace(&mut snap.held[i], held)
@@ -521,7 +529,7 @@ impl Snapshot {
         // straight away, so steering runs between chunks.
         for chunk in added.chunks(step) {
             let mut snap = write();
-            if let Some(&i) = snap.index.get(&r.oca_id) {
+            if let Some(&i) = snap.index.get(oca_id) {
                 let Snapshot {
                     holders, site_no, ..
                 } = &mut *snap;
@@ -533,13 +541,51 @@ impl Snapshot {
         }
         for chunk in removed.chunks(step) {
             let mut snap = write();
-            if let Some(&i) = snap.index.get(&r.oca_id) {
+            if let Some(&i) = snap.index.get(oca_id) {
                 let Snapshot {
                     holders, site_no, ..
                 } = &mut *snap;
                 chunk.iter().for_each(|c| holders.remove(c, i, site_no));
             }
             parking_lot::RwLockWriteGuard::unlock_fair(snap);
+        }
+    }
+
+    /// Applies a health report another replica recorded: its status and load when it is
+    /// newer than what the view has, and its routes and inventory as committed (`record`, read
+    /// after the report committed) when the report changed them.
+    pub fn follow(
+        fleet: &parking_lot::RwLock<Snapshot>,
+        change: &ReportChange,
+        record: Option<&ApplianceRecord>,
+    ) {
+        {
+            let mut snap = fleet.write();
+            let Some(&i) = snap.index.get(&change.oca_id) else {
+                return;
+            };
+            let a = &mut snap.appliances[i];
+            if change.at >= a.last_report {
+                a.status = Some(status_str(change.status).to_string());
+                a.last_report = change.at;
+                a.bytes_per_sec = change.bytes_per_sec;
+                a.storage_bytes = change.storage_bytes;
+            }
+            match (record, &change.bgp_sessions) {
+                (Some(rec), sessions) if change.routes_changed => {
+                    let bgp = sessions.clone().map(|s| (s, rec.routes.as_slice()));
+                    snap.set_routes(i, rec.prefixes.clone(), bgp);
+                }
+                (_, Some(sessions)) => {
+                    if let Some(heard) = snap.bgp[i].as_mut() {
+                        heard.sessions = sessions.clone();
+                    }
+                }
+                (_, None) => {}
+            }
+        }
+        if let Some(rec) = record.filter(|_| change.inventory_changed) {
+            Snapshot::replace_held(fleet, &change.oca_id, &rec.inventory);
         }
     }
 
@@ -585,20 +631,33 @@ impl Snapshot {
         }
     }
 
-    /// Replaces appliance `i`'s static prefixes and BGP state by the report's; the route
-    /// table changes only where its best routes did (most reports change none).
+    /// Replaces appliance `i`'s static prefixes and BGP state by the report's.
     fn apply_routes(&mut self, i: usize, r: &HealthReport) {
-        let mut statics = r.prefixes.clone();
+        let bgp = r
+            .bgp
+            .as_ref()
+            .map(|b| (b.sessions.clone(), b.routes.as_slice()));
+        self.set_routes(i, r.prefixes.clone(), bgp);
+    }
+
+    /// Replaces appliance `i`'s static prefixes and BGP sessions and routes; the route table
+    /// changes only where its best routes did (most reports change none).
+    fn set_routes(
+        &mut self,
+        i: usize,
+        mut statics: Vec<Prefix>,
+        bgp: Option<(
+            Vec<oca_protocol::health::BgpSession>,
+            &[oca_protocol::health::BgpRoute],
+        )>,
+    ) {
         statics.sort_unstable();
         statics.dedup();
-        let bgp = r.bgp.as_ref().map(|b| {
-            let mut routes: Vec<MatchedRoute> = b.routes.iter().map(heard_route).collect();
+        let bgp = bgp.map(|(sessions, routes)| {
+            let mut routes: Vec<MatchedRoute> = routes.iter().map(heard_route).collect();
             // The intake sorts them; sorting what is sorted costs one pass.
             routes.sort_by_key(|x| (x.prefix, x.neighbor));
-            BgpHeard {
-                sessions: b.sessions.clone(),
-                routes,
-            }
+            BgpHeard { sessions, routes }
         });
         let unchanged = statics == self.statics[i]
             && match (&bgp, &self.bgp[i]) {

@@ -73,7 +73,7 @@ pub async fn health(
         return Err(bad_request("oca_id: must match the URL"));
     }
     let app2 = app.clone();
-    let outcome = tokio::task::spawn_blocking(move || app2.accept_report(report, unix_now()))
+    let outcome = tokio::task::spawn_blocking(move || app2.accept_report(report, unix_now))
         .await
         .map_err(|_| internal())??;
     app.metrics.health_reports.inc();

@@ -11,8 +11,9 @@
 //! The origin is the embedded one (`/origin/<id>` with our `fill` signature), an HTTP URL (our
 //! signature appended), or an `s3://` object: its presigned GET URL, verbatim ([`crate::s3`]).
 
+use oca_protocol::keys::Key;
 use oca_protocol::manifest::{Manifest, ManifestEntry, Source, SourceKind};
-use oca_protocol::signing::{signed_query, Scope};
+use oca_protocol::signing::{signature, Scope};
 
 use crate::domain::url_keys::Keys;
 use crate::fleet::{Candidate, Snapshot};
@@ -54,6 +55,62 @@ pub fn manifest(
     oca_id: &str,
     now: i64,
 ) -> Result<Manifest, NoManifest> {
+    Ok(unsigned(inputs, snap, oca_id, now)?.sign())
+}
+
+/// The version [`manifest`] would give appliance `oca_id`, without signing a URL or writing
+/// one out whole: what a health report's reply carries (a report costs this, not a manifest).
+pub fn version(
+    inputs: &ManifestInputs<'_>,
+    snap: &Snapshot,
+    oca_id: &str,
+    now: i64,
+) -> Result<u64, NoManifest> {
+    Ok(unsigned(inputs, snap, oca_id, now)?.manifest.version)
+}
+
+/// A manifest whose signed URLs lack their signature (`e=..&k=..` end them; the signature is a
+/// function of the key, the content id and the expiry, all of which they name), with its
+/// version computed over them, so the version changes exactly when a signed URL would.
+struct Unsigned<'k> {
+    manifest: Manifest,
+    expires: u64,
+    /// The key signing each source's URL, by entry and source; none: the URL is whole (an
+    /// S3 presigned one).
+    keys: Vec<Vec<Option<&'k Key>>>,
+}
+
+impl Unsigned<'_> {
+    /// The manifest with every URL signed.
+    fn sign(self) -> Manifest {
+        let Unsigned {
+            mut manifest,
+            expires,
+            keys,
+        } = self;
+        for (entry, keys) in manifest.entries.iter_mut().zip(keys) {
+            for (source, key) in entry.sources.iter_mut().zip(keys) {
+                if let Some(key) = key {
+                    let sig = signature(key, &entry.content_id, expires, Scope::Fill);
+                    source.url.push_str("&s=");
+                    source.url.push_str(&sig);
+                }
+            }
+        }
+        manifest
+    }
+}
+
+/// A source with what ranks it (bad, kind, degraded, load) and the key signing its URL.
+type Ranked<'k> = (u8, bool, bool, u64, Source, Option<&'k Key>);
+
+/// The manifest of appliance `oca_id`, its URLs not signed yet.
+fn unsigned<'k>(
+    inputs: &ManifestInputs<'k>,
+    snap: &Snapshot,
+    oca_id: &str,
+    now: i64,
+) -> Result<Unsigned<'k>, NoManifest> {
     let ManifestInputs {
         planner,
         demand,
@@ -76,27 +133,24 @@ pub fn manifest(
     let expires = (now as u64 / 86_400 + 2) * 86_400;
     let escalation = config.escalation_secs as i64;
     let mut entries = Vec::new();
+    let mut signers = Vec::new();
     for id in plan.by_appliance.get(oca_id).into_iter().flatten() {
         let Some(content) = catalog.content(id) else {
             continue;
         };
         // A source appliance verifies with its own site's keys; the origin with the origin's.
-        let mut queries: Vec<(String, String)> = Vec::new();
-        let mut sources: Vec<(u8, bool, bool, u64, Source)> = Vec::new();
+        let mut sources: Vec<Ranked> = Vec::new();
         let mut add = |kind: SourceKind, a: &Candidate, bad: bool| {
             let degraded = a.status.as_deref() != Some("ok");
-            let query = match queries.iter().find(|(s, _)| *s == a.site.as_str()) {
-                Some((_, q)) => q.clone(),
-                None => {
-                    let Ok(ring) = keys.site(&a.site) else {
-                        return;
-                    };
-                    let q = signed_query(ring.current(), id, expires, Scope::Fill);
-                    queries.push((a.site.clone(), q.clone()));
-                    q
-                }
+            let Ok(ring) = keys.site(&a.site) else {
+                return;
             };
-            let url = format!("{}/c/{id}?{query}", a.url.trim_end_matches('/'));
+            let key = ring.current();
+            let url = format!(
+                "{}/c/{id}?e={expires}&k={}",
+                a.url.trim_end_matches('/'),
+                key.id()
+            );
             sources.push((
                 kind as u8,
                 bad,
@@ -108,6 +162,7 @@ pub fn manifest(
                     url,
                     not_before: None,
                 },
+                Some(key),
             ));
         };
         for a in snap.site_appliances(&site) {
@@ -124,27 +179,39 @@ pub fn manifest(
             }
         }
         sources.sort_by_key(|x| (x.1, x.0, x.2, x.3));
-        let mut sources: Vec<Source> = sources.into_iter().map(|s| s.4).collect();
-        let query = signed_query(keys.origin.current(), id, expires, Scope::Fill);
+        let (mut sources, mut signed_by): (Vec<Source>, Vec<Option<&Key>>) =
+            sources.into_iter().map(|s| (s.4, s.5)).unzip();
+        let origin_key = keys.origin.current();
+        let query = format!("e={expires}&k={}", origin_key.id());
         let origin_url = if content.origin == "embedded" {
-            Some(format!(
-                "{}/origin/{id}?{query}",
-                config.public_url.trim_end_matches('/')
+            Some((
+                format!(
+                    "{}/origin/{id}?{query}",
+                    config.public_url.trim_end_matches('/')
+                ),
+                Some(origin_key),
             ))
         } else if Location::is_s3(&content.origin) {
             // Verbatim: a presigned URL's signature covers its whole query string, so nothing
             // may be appended. A bucket no longer configured leaves the origin out (the start
             // warned about it); peers and tier appliances may still have the file.
-            config.s3.presigned_get(&content.origin, now).ok()
+            config
+                .s3
+                .presigned_get(&content.origin, now)
+                .ok()
+                .map(|url| (url, None))
         } else {
-            Some(format!("{}?{query}", content.origin))
+            Some((format!("{}?{query}", content.origin), Some(origin_key)))
         };
-        sources.extend(origin_url.map(|url| Source {
-            kind: SourceKind::Origin,
-            oca_id: None,
-            url,
-            not_before: None,
-        }));
+        if let Some((url, key)) = origin_url {
+            sources.push(Source {
+                kind: SourceKind::Origin,
+                oca_id: None,
+                url,
+                not_before: None,
+            });
+            signed_by.push(key);
+        }
         // Escalation: while a nearer copy is expected, farther sources wait.
         let has_peer = sources.iter().any(|s| s.kind == SourceKind::Peer);
         let has_tier = sources.iter().any(|s| s.kind == SourceKind::Tier);
@@ -176,6 +243,7 @@ pub fn manifest(
             sha256: content.sha256.clone(),
             sources,
         });
+        signers.push(signed_by);
     }
     // Empty on purpose only when the catalog itself is empty (every title removed): any other
     // empty plan (a lost database, a planner fault) leaves the appliance's files where they are.
@@ -188,15 +256,60 @@ pub fn manifest(
         intended_empty,
     };
     m.version = version_of(&m);
-    Ok(m)
+    Ok(Unsigned {
+        manifest: m,
+        expires,
+        keys: signers,
+    })
 }
 
-/// A stable hash of the manifest's content, so an unchanged manifest keeps its version.
+/// A stable hash (FNV-1a) of the manifest's content, so an unchanged manifest keeps its
+/// version; every field is fed in order, each string with its length, so no two manifests
+/// feed the same bytes.
 fn version_of(m: &Manifest) -> u64 {
-    let text = serde_json::to_string(m).expect("plain structs serialise");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    match m.fill_window {
+        Some(w) => {
+            h.u64(1);
+            h.u64(u64::from(w.start_minute));
+            h.u64(u64::from(w.end_minute));
+        }
+        None => h.u64(0),
     }
-    h.max(1)
+    h.u64(m.rate_limit_bps);
+    h.u64(u64::from(m.intended_empty));
+    h.u64(m.entries.len() as u64);
+    for e in &m.entries {
+        h.str(&e.content_id);
+        h.u64(e.size);
+        h.str(&e.sha256);
+        h.u64(e.sources.len() as u64);
+        for s in &e.sources {
+            h.u64(s.kind as u64);
+            h.str(s.oca_id.as_deref().unwrap_or(""));
+            h.str(&s.url);
+            h.u64(s.not_before.map_or(0, |t| t.saturating_add(1)));
+        }
+    }
+    h.0.max(1)
+}
+
+/// FNV-1a, 64 bits.
+struct Fnv(u64);
+
+impl Fnv {
+    fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.bytes(s.as_bytes());
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! Ready means: started (the database is open and migrated and the in-memory views are loaded
 //! before the listener takes its first connection, so a replica that answers at all has them),
-//! not draining, and storage answered its last check. The check runs in the background, one at
+//! not draining, storage answered its last check, and, on an engine shared by replicas, the
+//! change feed was read within [`FEED_BEHIND`] (its views follow the other replicas'). The check runs in the background, one at
 //! a time, every [`CHECK_EVERY`], each under [`PING_DEADLINE`]: `/readyz` reads two words and
 //! never waits on storage, however many load balancers ask and however often, and a storage
 //! that hangs cannot pile up blocked threads (the next check waits for the hung one to end).
@@ -28,6 +29,10 @@ pub const PING_DEADLINE: Duration = Duration::from_secs(1);
 /// A verdict older than this counts as failed: the checking task itself is not running.
 const STALE_AFTER: Duration = Duration::from_secs(3);
 
+/// A replica that follows a change feed is not ready when its last read of the feed is older
+/// than this: a few polls ([`crate::storage::changes::POLL_EVERY`]) missed.
+pub const FEED_BEHIND: Duration = Duration::from_secs(5);
+
 /// Why the replica is not ready (the body of a 503 from `/readyz`; no detail for the Internet,
 /// the log has it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +45,9 @@ pub enum NotReady {
     StorageFailing,
     /// The last check is too old: the checker is stuck.
     StorageStale,
+    /// The change feed has not been read for [`FEED_BEHIND`]: this replica's views may miss
+    /// other replicas' writes.
+    FeedBehind,
 }
 
 impl NotReady {
@@ -50,6 +58,7 @@ impl NotReady {
             NotReady::StorageUnchecked => "storage not checked yet",
             NotReady::StorageFailing => "storage failing",
             NotReady::StorageStale => "storage check stuck",
+            NotReady::FeedBehind => "change feed behind",
         }
     }
 }
@@ -60,6 +69,8 @@ pub struct Readiness {
     draining: AtomicBool,
     /// The last storage check: whether it passed, and when it ended.
     storage: Mutex<Option<(bool, Instant)>>,
+    /// When the change feed was last read, on an engine that has one.
+    feed: Mutex<Option<Instant>>,
 }
 
 impl Readiness {
@@ -83,10 +94,21 @@ impl Readiness {
         *self.storage.lock() = Some((passed, now));
     }
 
+    /// Records a read of the change feed that ended at `now` (the first one starts watching
+    /// it).
+    pub fn feed_read(&self, now: Instant) {
+        *self.feed.lock() = Some(now);
+    }
+
     /// Whether the replica takes new requests at `now`, or why not.
     pub fn check(&self, now: Instant) -> Result<(), NotReady> {
         if self.draining() {
             return Err(NotReady::Draining);
+        }
+        if let Some(at) = *self.feed.lock() {
+            if now.saturating_duration_since(at) > FEED_BEHIND {
+                return Err(NotReady::FeedBehind);
+            }
         }
         match *self.storage.lock() {
             None => Err(NotReady::StorageUnchecked),
@@ -154,6 +176,14 @@ mod tests {
         assert_eq!(
             r.check(t0 + STALE_AFTER + Duration::from_millis(1)),
             Err(NotReady::StorageStale)
+        );
+        r.record(true, t0 + FEED_BEHIND);
+        r.feed_read(t0);
+        assert_eq!(r.check(t0 + FEED_BEHIND), Ok(()));
+        assert_eq!(
+            r.check(t0 + FEED_BEHIND + Duration::from_millis(1)),
+            Err(NotReady::FeedBehind),
+            "a feed not read for {FEED_BEHIND:?}"
         );
         r.start_draining();
         assert_eq!(r.check(t0), Err(NotReady::Draining));

@@ -302,7 +302,64 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE sessions RENAME COLUMN user TO user_id;",
         postgres: Some("ALTER TABLE sessions RENAME COLUMN \"user\" TO user_id;"),
     },
+    // 14: the change feed between replicas (`storage::changes`). SQLite keeps the table only
+    // for the schema's sake: one process owns its file, so nothing is written to it there.
+    Migration {
+        sqlite: "CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        area TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX changes_by_time ON changes(at);",
+        postgres: Some(POSTGRES_14),
+    },
 ];
+
+/// PostgreSQL's side of migration 14: the `changes` table, and statement-level triggers that
+/// append one row per writing statement on the tables the in-memory views mirror, in the
+/// writing transaction, tagged with the writing replica (`oca.replica`, set on each of its
+/// sessions), and wake the listening replicas (`NOTIFY oca_changes`, delivered at commit, and
+/// folded into one per transaction). Health reports write their own rows (with what changed)
+/// and notify nobody: at thousands a second, NOTIFY's commit-time queue lock would serialise
+/// them, and a report may wait for the next poll.
+const POSTGRES_14: &str = "
+CREATE TABLE changes (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at BIGINT NOT NULL,
+    area TEXT COLLATE \"C\" NOT NULL,
+    origin TEXT COLLATE \"C\" NOT NULL,
+    detail TEXT COLLATE \"C\"
+);
+CREATE INDEX changes_by_time ON changes(at);
+CREATE FUNCTION note_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO changes (at, area, origin)
+    VALUES (extract(epoch FROM now())::bigint, TG_ARGV[0],
+            coalesce(current_setting('oca.replica', true), ''));
+    PERFORM pg_notify('oca_changes', '');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER titles_changed AFTER INSERT OR UPDATE OR DELETE ON titles
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('catalog');
+CREATE TRIGGER title_countries_changed AFTER INSERT OR UPDATE OR DELETE ON title_countries
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('catalog');
+CREATE TRIGGER content_changed AFTER INSERT OR UPDATE OR DELETE ON content
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('catalog');
+CREATE TRIGGER subscribers_changed AFTER INSERT OR UPDATE OR DELETE ON subscribers
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('catalog');
+CREATE TRIGGER sites_changed AFTER INSERT OR UPDATE OR DELETE ON sites
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('fleet');
+CREATE TRIGGER appliances_changed AFTER INSERT OR DELETE OR UPDATE OF id, site, url, capacity_bps
+    ON appliances FOR EACH STATEMENT EXECUTE FUNCTION note_change('fleet');
+CREATE TRIGGER coverage_zones_changed AFTER INSERT OR UPDATE OR DELETE ON coverage_zones
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('fleet');
+CREATE TRIGGER maintenance_windows_changed AFTER INSERT OR UPDATE OR DELETE ON maintenance_windows
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('fleet');
+CREATE TRIGGER url_keys_changed AFTER INSERT OR UPDATE OR DELETE ON url_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('keys');
+";
 
 /// PostgreSQL's first migration: SQLite's 1 to 12 as they stand after 12, in PostgreSQL's types.
 ///

@@ -23,6 +23,7 @@
 //! for no measurable gain.
 
 pub mod accounts;
+pub mod changes;
 pub mod history;
 pub mod leases;
 pub mod live;
@@ -190,6 +191,12 @@ pub trait Storage:
     /// a second, off the async workers, under a deadline): an error, or no answer within the
     /// deadline, takes the replica out of its load balancer. It changes nothing.
     fn ping(&self) -> Result<()>;
+
+    /// A position at the end of the change feed, with a connection of its own (see
+    /// [`changes`]); none on an engine whose database this process alone writes (SQLite).
+    fn change_feed(&self) -> Result<Option<Box<dyn changes::ChangeFeed>>> {
+        Ok(None)
+    }
 }
 
 /// Sites, appliances, coverage zones and what appliances last reported about themselves.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub struct Cp {
     pub child: Child,
@@ -331,5 +331,68 @@ pub fn ocactl(cp: &Cp, args: &[&str]) -> (bool, String, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A control plane with one site, a zone for 198.51.100.0/24 in NL, a title licensed only in NL
+/// held by its one appliance, and a subscriber; returns a player token.
+pub fn licensed_world(cp: &Cp) -> String {
+    licensed_world_keys(cp).0
+}
+
+/// [`licensed_world`], returning the player token and appliance a1's credential.
+pub fn licensed_world_keys(cp: &Cp) -> (String, String) {
+    let post = |path: &str, body: Value| {
+        let (s, r) = cp.admin("POST", path, Some(body));
+        assert_eq!(s, 201, "{path}: {r}");
+        r
+    };
+    post(
+        "/v1/admin/sites",
+        json!({"id": "isp-a", "kind": "isp", "region": "eu"}),
+    );
+    post(
+        "/v1/admin/zones",
+        json!({"prefix": "198.51.100.0/24", "site": "isp-a", "country": "NL"}),
+    );
+    post(
+        "/v1/admin/titles",
+        json!({"id": "t1", "name": "t1", "countries": ["NL"]}),
+    );
+    post(
+        "/v1/admin/content",
+        json!({"id": "t1_480p.mp4", "title": "t1", "resolution": 480, "bitrate_kbps": 2400,
+               "size": 1000, "sha256": "0".repeat(64), "content_type": "video/mp4", "origin": "embedded"}),
+    );
+    post(
+        "/v1/admin/subscribers",
+        json!({"id": "s1", "active": true, "max_resolution": 1080, "max_streams": 4}),
+    );
+    let reg = post(
+        "/v1/admin/appliances",
+        json!({"id": "a1", "site": "isp-a", "url": "http://a1.example:8080/", "capacity_bps": 1_000_000_000u64}),
+    );
+    let report = json!({
+        "oca_id": "a1", "site": "isp-a", "version": "t", "status": "ok",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": [],
+        "inventory": {"kind": "full", "seq": 1, "content": ["t1_480p.mp4"]}
+    });
+    let (s, r) = cp.req(
+        "POST",
+        "/v1/appliances/a1/health",
+        Some(report),
+        reg["credential"].as_str(),
+    );
+    assert_eq!(s, 200, "{r}");
+    let (s, t) = cp.admin(
+        "POST",
+        "/v1/admin/subscribers/s1/tokens",
+        Some(json!({"ttl_secs": 3600})),
+    );
+    assert_eq!(s, 201, "{t}");
+    (
+        t["token"].as_str().unwrap().to_string(),
+        reg["credential"].as_str().unwrap().to_string(),
     )
 }

@@ -51,12 +51,13 @@ fn route_at(r: &Row, at: usize) -> Option<BgpRoute> {
 }
 
 /// Replaces the BGP sessions and routes of the report's appliance inside its transaction; a
-/// report without `bgp` removes them (the appliance no longer runs a speaker).
-pub(super) fn replace(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<()> {
+/// report without `bgp` removes them (the appliance no longer runs a speaker). Returns whether
+/// its routes on record changed.
+pub(super) fn replace(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<bool> {
     let Some(bgp) = &r.bgp else {
         tx.execute("DELETE FROM bgp_routes WHERE oca_id = $1", &[&r.oca_id])?;
-        tx.execute("DELETE FROM appliance_bgp WHERE oca_id = $1", &[&r.oca_id])?;
-        return Ok(());
+        let had = tx.execute("DELETE FROM appliance_bgp WHERE oca_id = $1", &[&r.oca_id])?;
+        return Ok(had > 0);
     };
     let digest = Sha256::digest(json(&bgp.routes)).to_vec();
     let on_record: Option<Vec<u8>> = tx
@@ -65,7 +66,8 @@ pub(super) fn replace(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<()> 
             &[&r.oca_id],
         )?
         .map(|row| row.get(0));
-    if on_record.as_ref() != Some(&digest) {
+    let changed = on_record.as_ref() != Some(&digest);
+    if changed {
         write_changes(tx, &r.oca_id, &bgp.routes)?;
     }
     tx.execute(
@@ -74,7 +76,7 @@ pub(super) fn replace(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<()> 
            routes_sha256 = excluded.routes_sha256",
         &[&r.oca_id, &json(&bgp.sessions), &digest],
     )?;
-    Ok(())
+    Ok(changed)
 }
 
 /// Writes the routes that differ from the rows on record and deletes those withdrawn.
@@ -193,4 +195,19 @@ pub(super) fn routes(
             .filter_map(|r| Some((r.get(0), route_at(r, 1)?)))
             .collect())
     })
+}
+
+/// The BGP routes on record of one appliance, by prefix and neighbour (rows that do not parse
+/// are left out, as everywhere).
+pub(super) fn routes_of(
+    c: &mut impl postgres::GenericClient,
+    oca_id: &str,
+) -> Result<Vec<BgpRoute>> {
+    let sql = format!(
+        "SELECT {ROUTE_COLUMNS} FROM bgp_routes WHERE oca_id = $1 ORDER BY prefix, neighbor"
+    );
+    Ok(c.query(&sql, &[&oca_id])?
+        .iter()
+        .filter_map(|row| route_at(row, 0))
+        .collect())
 }

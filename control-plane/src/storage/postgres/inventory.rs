@@ -13,6 +13,7 @@ use std::io::Write;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Transaction};
 
+use crate::storage::changes::ReportChange;
 use crate::storage::postgres::pool::Batch;
 use crate::storage::postgres::{big, PgStorage};
 use crate::storage::{
@@ -167,8 +168,14 @@ fn record_tx(
         }
         inv => apply_inventory(&mut tx, &r.oca_id, gen, inv, held.map(|s| s as u64))?,
     };
-    replace_prefixes(&mut tx, r)?;
-    super::bgp::replace(&mut tx, r)?;
+    let inventory_changed = match &r.inventory {
+        Inventory::Full { .. } => true,
+        Inventory::Delta { added, removed, .. } => {
+            !(send_full || added.is_empty() && removed.is_empty())
+        }
+    };
+    let prefixes_changed = replace_prefixes(&mut tx, r)?;
+    let routes_changed = super::bgp::replace(&mut tx, r)? || prefixes_changed;
     // Before the health row moves on: the rollup reads when the last report came.
     super::history::add_report(&mut tx, history, r, now)?;
     let disks = serde_json::to_string(&r.disks).expect("plain structs serialise");
@@ -191,6 +198,19 @@ fn record_tx(
             &(seq as i64),
             &disks,
         ],
+    )?;
+    super::changes::note_report(
+        &mut tx,
+        &ReportChange {
+            oca_id: r.oca_id.clone(),
+            at: now,
+            status: r.status,
+            bytes_per_sec: r.serving.bytes_per_sec,
+            storage_bytes: crate::fleet::usable_storage(&r.disks),
+            bgp_sessions: r.bgp.as_ref().map(|b| b.sessions.clone()),
+            inventory_changed,
+            routes_changed,
+        },
     )?;
     tx.commit()?;
     let accepted = Accepted {
@@ -270,8 +290,9 @@ fn purge(c: &mut Client, oca_id: &str, gen: i64) -> Result<()> {
     Ok(())
 }
 
-/// Records the appliance's routes, writing only when they changed.
-fn replace_prefixes(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<()> {
+/// Records the appliance's static prefixes, writing only when they changed; returns whether
+/// they did.
+fn replace_prefixes(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<bool> {
     let mut new: Vec<String> = r.prefixes.iter().map(|p| p.to_string()).collect();
     new.sort();
     new.dedup();
@@ -284,7 +305,7 @@ fn replace_prefixes(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<()> {
         .map(|row| row.get(0))
         .collect();
     if old == new {
-        return Ok(());
+        return Ok(false);
     }
     tx.execute(
         "DELETE FROM appliance_prefixes WHERE oca_id = $1",
@@ -294,7 +315,7 @@ fn replace_prefixes(tx: &mut Transaction<'_>, r: &HealthReport) -> Result<()> {
         "INSERT INTO appliance_prefixes (oca_id, prefix) SELECT $1, unnest($2::text[])",
         &[&r.oca_id, &new],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 /// Applies a full or delta inventory to generation `gen`; a delta against another base than

@@ -35,12 +35,13 @@
 //!   (`SELECT ... FOR UPDATE`), so one subscriber's plays take turns whichever replicas they
 //!   reach and a plan's limit holds across replicas; the granted ones are written in one
 //!   statement (`unnest`), the later expiry kept.
-//! - *Replicas' views*: what other replicas write reaches this one's in-memory views only at
-//!   its next start (the change feed is the next step; docs/control-plane.md, "Decisions").
+//! - *Replicas' views*: what other replicas write reaches this one's in-memory views through
+//!   the change feed ([`crate::storage::changes`]; the rows and triggers in `changes.rs`).
 
 mod accounts;
 mod bgp;
 mod catalog;
+mod changes;
 mod fleet;
 mod history;
 mod inventory;
@@ -62,6 +63,7 @@ use anyhow::Context;
 use postgres::types::ToSql;
 use postgres::GenericClient;
 
+use crate::storage::changes::ChangeFeed;
 use crate::storage::{Downtime, HistorySettings, Result, Storage, StorageError};
 
 /// Connections (and threads) a replica keeps when the URL does not say `pool_size`.
@@ -146,11 +148,22 @@ impl Settings {
         };
         let shown = describe(&config);
         Ok(Settings {
-            connector: pool::Connector { config, tls },
+            connector: pool::Connector {
+                config,
+                tls,
+                replica: replica_id(),
+            },
             pool_size,
             shown,
         })
     }
+}
+
+/// A new replica id: 16 hex digits, drawn at each start.
+fn replica_id() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the kernel's random source is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `user@host:port/database`, never the password.
@@ -237,6 +250,8 @@ fn tls_connector(
 /// The control plane's state in a PostgreSQL database.
 pub struct PgStorage {
     pool: pool::Pool,
+    /// How the pool connects, for the change feed's own session.
+    connector: pool::Connector,
     /// How long the control plane was away before this start.
     downtime: Downtime,
     /// How reports are bucketed into the traffic history.
@@ -273,7 +288,8 @@ impl PgStorage {
             secs: newest.map_or(0, |n| (now - n).max(0)),
         };
         Ok(PgStorage {
-            pool: pool::Pool::start(connector, pool_size)?,
+            pool: pool::Pool::start(connector.clone(), pool_size)?,
+            connector,
             downtime,
             history: HistorySettings::default(),
             shown,
@@ -324,6 +340,11 @@ impl Storage for PgStorage {
             tx.rollback()?;
             Ok(())
         })
+    }
+
+    fn change_feed(&self) -> Result<Option<Box<dyn ChangeFeed>>> {
+        let feed = changes::PgFeed::start(self.connector.clone(), self.connector.replica.clone())?;
+        Ok(Some(Box::new(feed)))
     }
 }
 

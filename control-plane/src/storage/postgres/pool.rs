@@ -48,6 +48,9 @@ pub(super) struct Connector {
     pub config: postgres::Config,
     /// TLS to the server when `sslmode` asks for it.
     pub tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// This replica's id (hex), set on each session as `oca.replica`: the change feed's
+    /// triggers tag rows with it.
+    pub replica: String,
 }
 
 impl Connector {
@@ -57,10 +60,13 @@ impl Connector {
             Some(tls) => self.config.connect(tls.clone()),
             None => self.config.connect(NoTls),
         }?;
+        debug_assert!(self.replica.bytes().all(|b| b.is_ascii_hexdigit()));
         client.batch_execute(&format!(
-            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {};
+             SET oca.replica = '{}'",
             STATEMENT_TIMEOUT.as_millis(),
-            STATEMENT_TIMEOUT.as_millis() * 2
+            STATEMENT_TIMEOUT.as_millis() * 2,
+            self.replica
         ))?;
         Ok(client)
     }

@@ -1,0 +1,112 @@
+//! The change feed: how one replica's in-memory views (catalog, fleet, keys) follow what the
+//! other replicas sharing its database write.
+//!
+//! # What is written
+//! Every transaction that changes something a view mirrors appends a row to `changes` in the
+//! same transaction, so a change is in the feed exactly when it is committed, never before and
+//! never lost: on PostgreSQL, triggers on the admin tables append one row per writing statement
+//! (area `catalog`, `fleet` or `keys`) and `NOTIFY oca_changes`; a health report appends one
+//! row of area `report` whose detail ([`ReportChange`]) says what the report changed. Each row
+//! carries the writing replica's id (`origin`), so a replica skips its own writes, which it
+//! applied to its views as it committed them.
+//!
+//! # How it is read
+//! A replica's follower reads the rows after the last one it saw, when woken by a notification
+//! or every [`POLL_EVERY`] at the latest. Sequence numbers are drawn when a row is inserted,
+//! not when its transaction commits, so a row may appear after a higher one: a number skipped
+//! over is remembered as a hole and asked for again until it appears or [`HOLE_WAIT`] passes
+//! (a rolled-back transaction leaves a hole for good). Rows older than [`RETENTION`] are
+//! deleted; a replica whose position fell behind them (away longer than that) reloads its
+//! views whole ([`Feed::Resync`]).
+//!
+//! # The bound
+//! An admin change on one replica reaches the views of the others within [`POLL_EVERY`] plus
+//! the time to apply it (usually milliseconds after its commit, by the notification); a health
+//! report within [`POLL_EVERY`] plus its application. docs/control-plane.md states it with the
+//! measurement.
+//!
+//! SQLite has no feed: one process owns its file, and every write goes through its views.
+
+use std::time::Duration;
+
+use oca_protocol::health::{BgpRoute, BgpSession, Status};
+use oca_protocol::prefix::Prefix;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::Result;
+
+/// The longest a committed change waits for a follower that got no notification.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a skipped sequence number is asked for again before it counts as rolled back:
+/// longer than the longest transaction that appends a change (a large inventory's, 300 s).
+pub const HOLE_WAIT: Duration = Duration::from_secs(330);
+
+/// How long rows stay in `changes`.
+pub const RETENTION: Duration = Duration::from_secs(900);
+
+/// Which of a replica's views a change touches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Titles, renditions or subscribers.
+    Catalog,
+    /// Sites, appliances, coverage zones or maintenance windows.
+    Fleet,
+    /// URL-signing keys.
+    Keys,
+    /// A health report another replica recorded.
+    Report(ReportChange),
+}
+
+/// What a recorded health report changed, as another replica applies it to its fleet view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportChange {
+    /// The appliance.
+    pub oca_id: String,
+    /// When the report was recorded (Unix seconds).
+    pub at: i64,
+    /// Its status.
+    pub status: Status,
+    /// Bytes per second it reported sending.
+    pub bytes_per_sec: u64,
+    /// Storage on its working disks.
+    pub storage_bytes: u64,
+    /// Its BGP sessions; none when the report had no BGP part.
+    pub bgp_sessions: Option<Vec<BgpSession>>,
+    /// Whether its inventory on record changed (the follower rereads it).
+    pub inventory_changed: bool,
+    /// Whether its static prefixes or BGP routes on record changed (the follower rereads them).
+    pub routes_changed: bool,
+}
+
+/// An appliance's routes and inventory as committed, for a follower to replace its own with.
+pub struct ApplianceRecord {
+    /// Its static prefixes.
+    pub prefixes: Vec<Prefix>,
+    /// Its BGP routes (empty without BGP).
+    pub routes: Vec<BgpRoute>,
+    /// The content it holds.
+    pub inventory: Vec<String>,
+}
+
+/// What one read of the feed found.
+pub enum Feed {
+    /// Other replicas' changes since the last read, in the order they were numbered.
+    Changes(Vec<Change>),
+    /// The feed lost track (this replica was away longer than [`RETENTION`]): reload every
+    /// view.
+    Resync,
+}
+
+/// A replica's position in the change feed, with a connection of its own.
+pub trait ChangeFeed: Send {
+    /// Waits up to `wait` for a notification (returning at once when changes are known to be
+    /// waiting), then reads the changes other replicas committed since the last call.
+    fn next(&mut self, wait: Duration) -> Result<Feed>;
+
+    /// An appliance's routes and inventory as committed now; none when it is not registered.
+    fn appliance(&mut self, oca_id: &str) -> Result<Option<ApplianceRecord>>;
+
+    /// Deletes rows older than [`RETENTION`] before `now` (Unix seconds); returns how many.
+    fn trim(&mut self, now: i64) -> Result<u64>;
+}
