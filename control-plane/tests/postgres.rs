@@ -1,6 +1,6 @@
 //! The control plane on PostgreSQL, whatever engine the rest of the suite runs on: several
 //! control planes starting at once on one database, a newer schema refused, the password kept
-//! out of the log. Skipped without a PostgreSQL server (test_support::postgres), failed then
+//! out of the log, TLS to the server with its certificate verified. Skipped without a PostgreSQL server (test_support::postgres), failed then
 //! with `OCA_REQUIRE_PG=1`.
 
 mod common;
@@ -102,4 +102,92 @@ fn a_newer_schema_is_refused_and_the_password_is_never_logged() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("admin_token_file is required"), "{log}");
     assert!(!log.contains(secret), "{log}");
+}
+
+#[test]
+fn the_control_plane_reaches_postgresql_over_tls_and_refuses_a_server_it_cannot_verify() {
+    // A cluster of this test's own, listening on loopback with TLS (a certificate for
+    // localhost, its own CA) and logging each session's TLS.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = [
+        "listen_addresses=127.0.0.1".to_string(),
+        format!("port={port}"),
+        "ssl=on".into(),
+        "ssl_cert_file=server.crt".into(),
+        "ssl_key_file=server.key".into(),
+        "log_connections=on".into(),
+    ];
+    let started = test_support::postgres::start_cluster(&settings, |dir| {
+        test_support::write_self_signed(
+            &dir.join("data/server.crt"),
+            &dir.join("data/server.key"),
+            &["localhost".to_string()],
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("data/server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )?;
+        Ok(())
+    });
+    let (socket_url, dir) = match started {
+        Ok(c) => c,
+        Err(e) if test_support::postgres::required() => panic!("a TLS cluster: {e:#}"),
+        Err(e) => {
+            eprintln!("skipped: no PostgreSQL here ({e:#})");
+            return;
+        }
+    };
+    test_support::postgres::with_client(&socket_url, |c| {
+        c.batch_execute("CREATE DATABASE cp").unwrap()
+    });
+    let ca = dir.join("data/server.crt");
+    let other_ca = dir.join("other.crt");
+    test_support::write_self_signed(&other_ca, &dir.join("other.key"), &["localhost".into()])
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let run = |root: &std::path::Path| {
+        let url = format!(
+            "postgresql://postgres@localhost:{port}/cp?sslmode=verify-full&sslrootcert={}",
+            root.display()
+        );
+        Command::new(env!("CARGO_BIN_EXE_control-plane"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                &url,
+                "--admin-token-file",
+            ])
+            .arg(work.path().join("token"))
+            .arg("--origin-dir")
+            .arg(work.path().join("origin"))
+            .args(["--bench-steer", "1"])
+            .output()
+            .unwrap()
+    };
+    // Verified against the server's CA: it migrates (then, with nothing to steer, exits), and
+    // the server logged its session as TLS.
+    let out = run(&ca);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("database ready"), "{log}");
+    let server_log = std::fs::read_to_string(dir.join("log")).unwrap();
+    assert!(
+        server_log
+            .lines()
+            .any(|l| l.contains("database=cp") && l.contains("SSL enabled")),
+        "the server saw no TLS session to cp: {server_log}"
+    );
+    // Another CA: the server is not believed, and the control plane says so and stops.
+    let out = run(&other_ca);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        log.to_lowercase().contains("certificate") && !log.contains("database ready"),
+        "{log}"
+    );
 }

@@ -368,17 +368,37 @@ fn the_client_address_through_haproxy_believes_trusted_hops_only() {
 #[test]
 fn readyz_is_503_while_storage_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
-    if db_of(&dir.path().join("r1")).is_postgres() {
-        // SQLite only: the test takes the file's write lock from outside. The PostgreSQL
-        // equivalent (a server refusing sessions) is not written yet.
-        eprintln!("skipped on PostgreSQL: holds a SQLite write lock");
-        return;
-    }
+    let db = db_of(&dir.path().join("r1"));
     let cp = replica(dir.path(), "r1", &[]);
-    // Another process holds the database's write lock: this replica cannot take a lease or a
-    // report now.
-    let db = rusqlite::Connection::open(dir.path().join("r1/cp.db")).unwrap();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // SQLite: another process holds the database's write lock. PostgreSQL: the database
+    // refuses sessions and the replica's are cut (a server gone, as far as it can tell).
+    // Either way this replica cannot take a lease or a report now.
+    let lock = match &db {
+        common::Db::Sqlite(path) => {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.execute_batch("BEGIN IMMEDIATE").unwrap();
+            Some(c)
+        }
+        common::Db::Postgres(url) => {
+            let name = url
+                .split('?')
+                .next()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            let server = test_support::postgres::server_url().unwrap();
+            test_support::postgres::with_client(&server, |c| {
+                c.batch_execute(&format!(
+                    "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .unwrap()
+            });
+            None
+        }
+    };
     let t0 = Instant::now();
     let (mut s, mut body) = readyz(cp.addr);
     while s == 200 && t0.elapsed() < Duration::from_secs(5) {
@@ -387,7 +407,7 @@ fn readyz_is_503_while_storage_cannot_be_written() {
     }
     assert_eq!((s, body.as_str()), (503, "not ready: storage failing\n"));
     eprintln!(
-        "503 {} ms after the lock was taken",
+        "503 {} ms after storage was taken away",
         t0.elapsed().as_millis()
     );
     // The check has a deadline: the probe itself answers at once meanwhile.
@@ -397,9 +417,27 @@ fn readyz_is_503_while_storage_cannot_be_written() {
     assert_eq!(
         readyz(cp.addr).0,
         503,
-        "still failing while the lock is held"
+        "still failing while storage is away"
     );
-    db.execute_batch("ROLLBACK").unwrap();
+    match (&db, lock) {
+        (_, Some(c)) => c.execute_batch("ROLLBACK").unwrap(),
+        (common::Db::Postgres(url), None) => {
+            let name = url
+                .split('?')
+                .next()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+            let server = test_support::postgres::server_url().unwrap();
+            test_support::postgres::with_client(&server, |c| {
+                c.batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+                    .unwrap()
+            });
+        }
+        _ => unreachable!(),
+    }
     wait_ready(cp.addr);
 }
 

@@ -134,6 +134,17 @@ fn as_postgres(args: &[&str]) -> Command {
 
 /// Starts a private cluster for this process; returns its URL (database `postgres`).
 fn start_private() -> anyhow::Result<String> {
+    Ok(start_cluster(&[], |_| Ok(()))?.0)
+}
+
+/// Starts another private cluster, of a test's own, with `settings` (`name=value`, each
+/// given to the server as `-c`) after `prepare` has put what they name (certificates, say)
+/// in its directory; returns its URL (database `postgres`, over its Unix socket) and its
+/// directory, whose `log` is the server's log. It lives as long as this process.
+pub fn start_cluster(
+    settings: &[String],
+    prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<(String, PathBuf)> {
     let bin = bin_dir()?;
     let dir = PathBuf::from(format!(
         "/tmp/oca-pg-{}-{}",
@@ -170,12 +181,19 @@ fn start_private() -> anyhow::Result<String> {
         "initdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    prepare(&dir)?;
+    let chown = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&dir)
+        .status()?;
+    anyhow::ensure!(chown.success(), "chown postgres {}: {chown}", dir.display());
+    let extra: String = settings.iter().map(|s| format!(" -c '{s}'")).collect();
     let postgres = bin.join("postgres");
     let pg_ctl = bin.join("pg_ctl");
     // The server, and a watchdog stopping it and removing its files once this process is gone.
     let script = format!(
         "{postgres} -D {data_s} -k {dir_s} -c listen_addresses= -c fsync=off \
-           -c full_page_writes=off -c max_connections=500 -c shared_buffers=32MB \
+           -c full_page_writes=off -c max_connections=500 -c shared_buffers=32MB{extra} \
            >{dir_s}/log 2>&1 &
          while [ -d /proc/{me} ]; do sleep 1; done
          {pg_ctl} -D {data_s} -m immediate stop >/dev/null 2>&1
@@ -189,9 +207,14 @@ fn start_private() -> anyhow::Result<String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let url = format!("postgresql:///postgres?host={dir_s}&user=postgres");
+    // A port set above names the socket too.
+    let port = settings
+        .iter()
+        .find_map(|s| s.strip_prefix("port="))
+        .map_or(String::new(), |p| format!("&port={p}"));
+    let url = format!("postgresql:///postgres?host={dir_s}&user=postgres{port}");
     wait_ready(&url, &dir)?;
-    Ok(url)
+    Ok((url, dir))
 }
 
 /// Waits (at most 30 s) until the server at `url` accepts a session.

@@ -79,7 +79,18 @@ impl From<postgres::Error> for StorageError {
             Some(db) => StorageError::Engine(
                 format!("PostgreSQL {}: {}", db.code().code(), db.message()).into(),
             ),
-            None => StorageError::Engine(Box::new(e)),
+            // The driver's text for a failed connection ("error performing TLS handshake")
+            // leaves out why: say what its sources say.
+            None => {
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(": ");
+                    text.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                StorageError::Engine(text.into())
+            }
         }
     }
 }
