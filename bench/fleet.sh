@@ -77,24 +77,26 @@ SIM_FLAGS_sqlite_nodisks=--no-disks
 # size, kept (like the SQLite file) so a fleet is built once.
 PG_PORT=${PG_PORT:-15432}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-pg_up() {
+pg_up() { # (called under `||`, where set -e does not hold: every step checked)
   [ -x "$PG_BIN/postgres" ] || { echo "PostgreSQL is not installed (apt-get install postgresql)" >&2; return 1; }
-  local data=$WORK/pg
+  local data=$WORK/pg/data
+  mkdir -p "$WORK/pg" && chown postgres: "$WORK/pg" || return 1
   if [ ! -f "$data/PG_VERSION" ]; then
-    mkdir -p "$data" && chown postgres: "$data"
-    runuser -u postgres -- "$PG_BIN/initdb" -D "$data" -A trust -U postgres > "$WORK/pg-init.log"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$data" -A trust -U postgres > "$WORK/pg/init.log" \
+      || { cat "$WORK/pg/init.log" >&2; return 1; }
   fi
-  chown postgres: "$data"
   if ! runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" status > /dev/null 2>&1; then
-    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$WORK/pg.log" -w start \
-      -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=1GB" > /dev/null
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$WORK/pg/server.log" -w start \
+      -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=1GB" > /dev/null \
+      || { tail -20 "$WORK/pg/server.log" >&2; return 1; }
   fi
-  local db=fleet_${SIZE//-/_}
-  runuser -u postgres -- psql -h /tmp -p "$PG_PORT" -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
-    || runuser -u postgres -- psql -h /tmp -p "$PG_PORT" -qc "CREATE DATABASE $db"
+  local db=fleet_${SIZE//-/_} psql=(runuser -u postgres -- psql -h /tmp -p "$PG_PORT" -v ON_ERROR_STOP=1)
+  if ! "${psql[@]}" -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
+    "${psql[@]}" -qc "CREATE DATABASE $db" || return 1
+  fi
   PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/$db?pool_size=${PG_POOL:-16}"
 }
-pg_down() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast stop > /dev/null 2>&1 || true; }
+pg_down() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m fast stop > /dev/null 2>&1 || true; }
 
 # One replica on PostgreSQL.
 start_pg1() {
@@ -104,7 +106,7 @@ start_pg1() {
   "$CP" --db "$PG_URL" --admin-token-file "$dir/admin-token" --origin-dir "$dir/origin" \
     --listen 127.0.0.1:0 "${CP_FLAGS[@]}" 2> "$dir/cp1.log" &
   CP_PIDS=$!
-  URL=http://$(wait_listening "$dir/cp1.log")
+  URL=http://$(wait_listening "$dir/cp1.log") || { kill $CP_PIDS; return 1; }
   TOKEN_FILE=$dir/admin-token
   STATE=$dir/state
 }
@@ -124,10 +126,10 @@ start_pg2() {
     --trusted-proxy 127.0.0.1 --trusted-proxy 127.0.0.2)
   "$CP" "${flags[@]}" 2> "$dir/cp1.log" &
   local p1=$!
-  a=$(wait_listening "$dir/cp1.log")
+  a=$(wait_listening "$dir/cp1.log") || { kill $p1; return 1; }
   "$CP" "${flags[@]}" 2> "$dir/cp2.log" &
   local p2=$!
-  b=$(wait_listening "$dir/cp2.log")
+  b=$(wait_listening "$dir/cp2.log") || { kill $p1 $p2; return 1; }
   cat > "$dir/haproxy.cfg" <<CFG
 global
     maxconn 4096
@@ -199,8 +201,12 @@ for target in $TARGETS; do
   trap - EXIT
   row=$(python3 - "$out" "$code" "$((c1 - c0))" "$rss" "$target" <<'EOF'
 import json, sys
-v = json.load(open(sys.argv[1]))
 code, ticks, rss, target = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+try:
+    v = json.load(open(sys.argv[1]))
+except ValueError:
+    print(f"| {target} | the simulator gave no figures (exit {code}; see its log) |" + " |" * 14 + f" {code} |")
+    sys.exit(0)
 lat = v["latency"]
 props = [p["delay_ms"] for p in v["propagation"]]
 seen = [p for p in props if p is not None]

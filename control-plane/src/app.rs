@@ -165,6 +165,24 @@ impl App {
         view
     }
 
+    /// Whether subscriber `id` exists, for admin requests: the catalog view, or storage when
+    /// the view has not heard of it (another replica created it within the change feed's
+    /// bound), which then tells the view. An admin who creates a subscriber through a load
+    /// balancer and then asks another replica for its token must not be told it does not
+    /// exist.
+    pub fn subscriber_exists(&self, id: &str) -> Result<bool, StorageError> {
+        if self.catalog().subscriber(id).is_some() {
+            return Ok(true);
+        }
+        match self.store.subscribers()?.into_iter().find(|s| s.id == id) {
+            Some(s) => {
+                self.catalog_mut().put_subscriber(s);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Marks the fleet view stale after an admin change to sites, appliances or zones; the next
     /// reader reloads it, so registering thousands of appliances costs one reload, not one each.
     pub fn fleet_changed(&self) {
@@ -302,7 +320,7 @@ impl App {
             let accepted = self.store.record_report(&report, now)?;
             // Memory follows storage only once the report is committed.
             let heard = clock().max(now);
-            Snapshot::apply(&self.fleet, &report, accepted.send_full_inventory, heard);
+            Snapshot::apply(&self.fleet, &report, &accepted, heard);
             Ok::<_, StorageError>(accepted)
         })?;
         if !report.fill_errors.is_empty() {

@@ -8,10 +8,12 @@
 //! - a fleet change (sites, appliances, zones, maintenance windows): the fleet view is marked
 //!   stale and its next reader reloads it, as after this replica's own admin changes;
 //! - a key change: the keys are reloaded;
-//! - another replica's health report: the appliance's status and load are applied at once;
-//!   when the report changed its routes or inventory, those are reread from the database (one
-//!   appliance's rows) under the appliance's report lock ([`crate::app::ReportLocks`]), so a
-//!   report this replica records at the same moment is applied before or after, never lost.
+//! - another replica's health report: the appliance's status and load are applied at once, and
+//!   an inventory delta the feed carries when the view holds its base; when the report changed
+//!   the appliance's routes, or its inventory otherwise, those are reread from the database
+//!   (one appliance's rows). Both happen under the appliance's report lock
+//!   ([`crate::app::ReportLocks`]), so a report this replica records at the same moment is
+//!   applied before or after, never lost.
 //!
 //! Several changes read at once cost one reload of each view. A replica whose feed cannot be
 //! read for [`crate::server::readiness::FEED_BEHIND`] says so on `/readyz`.
@@ -140,7 +142,11 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
         app.fleet_changed();
         return left;
     }
-    for r in &p.reports {
+    for (n, r) in p.reports.iter().enumerate() {
+        if n % 1000 == 999 {
+            // Still following, only busy: not "behind" for readiness.
+            app.readiness.feed_read(Instant::now());
+        }
         if let Err(e) = follow_report(app, feed, r) {
             tracing::warn!(oca_id = %r.oca_id, error = %e, "change feed: rereading an appliance; reloading the fleet view");
             app.fleet_changed();
@@ -172,12 +178,13 @@ fn follow_report(
     feed: &mut dyn ChangeFeed,
     r: &ReportChange,
 ) -> Result<(), StorageError> {
-    if !(r.routes_changed || r.inventory_changed) {
-        Snapshot::follow(&app.fleet, r, None);
-        return Ok(());
-    }
     app.report_locks.with(&r.oca_id, || {
-        let record = feed.appliance(&r.oca_id)?;
+        let needs = app.fleet.read().needs_record(r);
+        let record = if needs {
+            feed.appliance(&r.oca_id)?
+        } else {
+            None
+        };
         Snapshot::follow(&app.fleet, r, record.as_ref());
         Ok(())
     })

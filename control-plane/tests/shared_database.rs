@@ -183,6 +183,44 @@ fn a_replica_whose_feed_session_was_cut_catches_up_from_the_database() {
     assert_eq!(s, 200, "{body}");
 }
 
+#[test]
+fn a_subscriber_made_on_one_replica_gets_its_token_from_the_other_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_of(dir.path());
+    if !db.is_postgres() {
+        eprintln!("skipped: the change feed is PostgreSQL's (OCA_TEST_DB=postgres)");
+        return;
+    }
+    let flags = ["--trusted-proxy", "127.0.0.1", "--drain-period", "0"];
+    let a = start_with(dir.path(), &flags);
+    let b = start_with(dir.path(), &flags);
+    // B's feed cut, so B's views cannot have heard of what A writes next for a second.
+    let cut = db.count(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE application_name = 'control-plane-feed' AND datname = current_database()",
+    );
+    assert_eq!(cut, 2);
+    let (s, r) = a.admin(
+        "POST",
+        "/v1/admin/subscribers",
+        Some(json!({"id": "new", "active": true, "max_resolution": 1080, "max_streams": 2})),
+    );
+    assert_eq!(s, 201, "{r}");
+    // An admin going through a load balancer may reach B next: the subscriber exists.
+    let (s, t) = b.admin(
+        "POST",
+        "/v1/admin/subscribers/new/tokens",
+        Some(json!({"ttl_secs": 60})),
+    );
+    assert_eq!(s, 201, "{t}");
+    let (s, t) = b.admin(
+        "POST",
+        "/v1/admin/subscribers/nobody/tokens",
+        Some(json!({"ttl_secs": 60})),
+    );
+    assert_eq!(s, 404, "{t}");
+}
+
 /// Whether HAProxy is here; where the tests must run (`OCA_REQUIRE_VM`, set by CI) its absence
 /// fails the test instead of skipping it.
 fn skip_without_haproxy() -> bool {

@@ -123,6 +123,10 @@ pub struct Snapshot {
     /// Content each appliance holds, by appliance index. The ids are the holder index's own
     /// (shared, not copied): a fleet holds millions of (appliance, file) pairs.
     held: Vec<HashSet<Arc<str>>>,
+    /// The inventory sequence each held set is at, by appliance index, where known (a report
+    /// recorded here, or an inventory reread for the change feed): a delta another replica
+    /// recorded applies only to its base.
+    inventory_seqs: Vec<Option<u64>>,
     /// Coverage zones with a country.
     countries: PrefixTable<String>,
     /// Appliance indices by site.
@@ -228,6 +232,7 @@ impl Snapshot {
             statics,
             bgp,
             zones,
+            inventory_seqs: vec![None; held.len()],
             held,
             countries,
             by_site: HashMap::new(),
@@ -487,9 +492,16 @@ impl Snapshot {
     pub fn apply(
         fleet: &parking_lot::RwLock<Snapshot>,
         r: &HealthReport,
-        full_inventory_needed: bool,
+        accepted: &crate::storage::Accepted,
         now: i64,
     ) {
+        let full_inventory_needed = accepted.send_full_inventory;
+        {
+            let mut snap = fleet.write();
+            if let Some(&i) = snap.index.get(&r.oca_id) {
+                snap.inventory_seqs[i] = Some(accepted.inventory_seq);
+            }
+        }
         let write = || fleet.write();
         let content = match &r.inventory {
             Inventory::Full { content, .. }
@@ -564,6 +576,16 @@ impl Snapshot {
             let Some(&i) = snap.index.get(&change.oca_id) else {
                 return;
             };
+            if change.inventory_changed && record.is_none() {
+                if let Some(d) = change
+                    .delta
+                    .as_ref()
+                    .filter(|d| snap.inventory_seqs[i] == Some(d.base_seq))
+                {
+                    snap.change_inventory(&change.oca_id, &d.added, &d.removed);
+                    snap.inventory_seqs[i] = Some(change.inventory_seq);
+                }
+            }
             let a = &mut snap.appliances[i];
             if change.at >= a.last_report {
                 a.status = Some(status_str(change.status).to_string());
@@ -586,7 +608,24 @@ impl Snapshot {
         }
         if let Some(rec) = record.filter(|_| change.inventory_changed) {
             Snapshot::replace_held(fleet, &change.oca_id, &rec.inventory);
+            let mut snap = fleet.write();
+            if let Some(&i) = snap.index.get(&change.oca_id) {
+                snap.inventory_seqs[i] = Some(rec.inventory_seq);
+            }
         }
+    }
+
+    /// Whether following `change` needs the appliance's rows reread: its routes changed, or
+    /// its inventory did other than by a delta this view can apply (one whose base it holds).
+    pub fn needs_record(&self, change: &ReportChange) -> bool {
+        let Some(&i) = self.index.get(&change.oca_id) else {
+            return false;
+        };
+        let delta_applies = change
+            .delta
+            .as_ref()
+            .is_some_and(|d| self.inventory_seqs[i] == Some(d.base_seq));
+        change.routes_changed || (change.inventory_changed && !delta_applies)
     }
 
     /// Adds and removes content held by one appliance.

@@ -102,8 +102,8 @@ fn applied_reports_leave_the_table_a_fresh_load_builds() {
         }
         let report: HealthReport = serde_json::from_value(report).unwrap();
         let report = intake::screen_routes(report, &all).report;
-        db.record_report(&report, 1_000 + step).unwrap();
-        Snapshot::apply(&live, &report, false, 1_000 + step);
+        let accepted = db.record_report(&report, 1_000 + step).unwrap();
+        Snapshot::apply(&live, &report, &accepted, 1_000 + step);
         if step % 25 == 24 {
             let fresh = Snapshot::load(&db, 1_000 + step).unwrap();
             assert_eq!(table(&live.read()), table(&fresh), "after step {step}");
@@ -222,7 +222,7 @@ fn holder_lists_stay_sorted_by_site_through_inventory_changes() {
         });
         let report: HealthReport = serde_json::from_value(report).unwrap();
         let accepted = db.record_report(&report, 1_000 + step).unwrap();
-        Snapshot::apply(&live, &report, accepted.send_full_inventory, 1_000 + step);
+        Snapshot::apply(&live, &report, &accepted, 1_000 + step);
         seq.insert(id.clone(), accepted.inventory_seq);
         let snap = live.read();
         for c in snap.held_content() {

@@ -94,7 +94,7 @@ pub async fn issue_token(
             player_tokens::MAX_TTL_SECS
         )));
     }
-    if app.catalog().subscriber(&id).is_none() {
+    if !app.subscriber_exists(&id)? {
         return Err(err(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,

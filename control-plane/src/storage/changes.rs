@@ -73,10 +73,31 @@ pub struct ReportChange {
     pub storage_bytes: u64,
     /// Its BGP sessions; none when the report had no BGP part.
     pub bgp_sessions: Option<Vec<BgpSession>>,
-    /// Whether its inventory on record changed (the follower rereads it).
+    /// Whether its inventory on record changed.
     pub inventory_changed: bool,
+    /// The inventory sequence now on record.
+    #[serde(default)]
+    pub inventory_seq: u64,
+    /// The change itself when it was a delta of at most [`DELTA_CARRIED`] entries: a follower
+    /// whose view holds the delta's base applies it; any other change it rereads.
+    #[serde(default)]
+    pub delta: Option<InventoryDelta>,
     /// Whether its static prefixes or BGP routes on record changed (the follower rereads them).
     pub routes_changed: bool,
+}
+
+/// Inventory deltas longer than this are not carried in the feed (the follower rereads).
+pub const DELTA_CARRIED: usize = 10_000;
+
+/// An inventory delta as the feed carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryDelta {
+    /// The inventory sequence it applies to.
+    pub base_seq: u64,
+    /// Content added.
+    pub added: Vec<String>,
+    /// Content removed.
+    pub removed: Vec<String>,
 }
 
 /// An appliance's routes and inventory as committed, for a follower to replace its own with.
@@ -87,6 +108,8 @@ pub struct ApplianceRecord {
     pub routes: Vec<BgpRoute>,
     /// The content it holds.
     pub inventory: Vec<String>,
+    /// Its inventory sequence.
+    pub inventory_seq: u64,
 }
 
 /// What one read of the feed found.

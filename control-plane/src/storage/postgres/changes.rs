@@ -244,6 +244,12 @@ impl ChangeFeed for PgFeed {
                 .filter_map(|r| r.get::<_, &str>(0).parse().ok())
                 .collect();
             let routes = super::bgp::routes_of(&mut tx, &id)?;
+            let inventory_seq: i64 = tx
+                .query_opt(
+                    "SELECT inventory_seq FROM appliance_health WHERE oca_id = $1",
+                    &[&id],
+                )?
+                .map_or(0, |r| r.get(0));
             let inventory = tx
                 .query(
                     "SELECT i.content_id FROM appliances a
@@ -259,6 +265,7 @@ impl ChangeFeed for PgFeed {
                 prefixes,
                 routes,
                 inventory,
+                inventory_seq: inventory_seq.max(0) as u64,
             }))
         })
     }

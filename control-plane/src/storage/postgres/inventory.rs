@@ -13,7 +13,7 @@ use std::io::Write;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Transaction};
 
-use crate::storage::changes::ReportChange;
+use crate::storage::changes::{InventoryDelta, ReportChange, DELTA_CARRIED};
 use crate::storage::postgres::pool::Batch;
 use crate::storage::postgres::{big, PgStorage};
 use crate::storage::{
@@ -209,6 +209,22 @@ fn record_tx(
             storage_bytes: crate::fleet::usable_storage(&r.disks),
             bgp_sessions: r.bgp.as_ref().map(|b| b.sessions.clone()),
             inventory_changed,
+            inventory_seq: seq,
+            delta: match &r.inventory {
+                Inventory::Delta {
+                    base_seq,
+                    added,
+                    removed,
+                    ..
+                } if inventory_changed && added.len() + removed.len() <= DELTA_CARRIED => {
+                    Some(InventoryDelta {
+                        base_seq: *base_seq,
+                        added: added.clone(),
+                        removed: removed.clone(),
+                    })
+                }
+                _ => None,
+            },
             routes_changed,
         },
     )?;
