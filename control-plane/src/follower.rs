@@ -8,8 +8,9 @@
 //! - a fleet change (sites, appliances, zones, maintenance windows): the fleet view is marked
 //!   stale and its next reader reloads it, as after this replica's own admin changes;
 //! - a key change: the keys are reloaded;
-//! - another replica's health report: the appliance's status and load are applied at once, and
-//!   an inventory delta the feed carries when the view holds its base; when the report changed
+//! - another replica's health report: the appliance's status and load are applied at once, as
+//!   is an inventory the feed carries (a full one, or a delta when the view holds its base);
+//!   when the report changed
 //!   the appliance's routes, or its inventory otherwise, those are reread from the database
 //!   (one appliance's rows). Both happen under the appliance's report lock
 //!   ([`crate::app::ReportLocks`]), so a report this replica records at the same moment is
@@ -31,6 +32,9 @@ use crate::storage::StorageError;
 /// harmless).
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
+/// A batch taking longer than this to apply is logged: the views lag the feed by as much.
+const SLOW_APPLY: Duration = Duration::from_secs(1);
+
 /// Times a catalog reload is retried when this replica's own writes keep coming between its
 /// read and its swap; then it waits for the next read of the feed.
 const CATALOG_TRIES: usize = 3;
@@ -51,9 +55,17 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
     loop {
         match feed.next(POLL_EVERY) {
             Ok(Feed::Changes(changes)) => {
+                app.readiness.feed_read(Instant::now());
+                let (n, t0) = (changes.len(), Instant::now());
                 pending.add(changes);
                 pending = apply(app, feed.as_mut(), pending);
-                app.readiness.feed_read(Instant::now());
+                if t0.elapsed() > SLOW_APPLY {
+                    tracing::warn!(
+                        changes = n,
+                        secs = t0.elapsed().as_secs_f64(),
+                        "change feed: applying a batch was slow"
+                    );
+                }
                 if failing {
                     tracing::info!("change feed read again");
                     failing = false;
@@ -143,7 +155,7 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
         return left;
     }
     for (n, r) in p.reports.iter().enumerate() {
-        if n % 1000 == 999 {
+        if n % 100 == 99 {
             // Still following, only busy: not "behind" for readiness.
             app.readiness.feed_read(Instant::now());
         }

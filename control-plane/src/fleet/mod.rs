@@ -576,7 +576,7 @@ impl Snapshot {
             let Some(&i) = snap.index.get(&change.oca_id) else {
                 return;
             };
-            if change.inventory_changed && record.is_none() {
+            if change.inventory_changed && record.is_none() && change.full.is_none() {
                 if let Some(d) = change
                     .delta
                     .as_ref()
@@ -606,11 +606,16 @@ impl Snapshot {
                 (_, None) => {}
             }
         }
-        if let Some(rec) = record.filter(|_| change.inventory_changed) {
-            Snapshot::replace_held(fleet, &change.oca_id, &rec.inventory);
+        let carried = change
+            .full
+            .as_ref()
+            .map(|c| (c.as_slice(), change.inventory_seq));
+        let reread = record.map(|r| (r.inventory.as_slice(), r.inventory_seq));
+        if let Some((content, seq)) = carried.or(reread).filter(|_| change.inventory_changed) {
+            Snapshot::replace_held(fleet, &change.oca_id, content);
             let mut snap = fleet.write();
             if let Some(&i) = snap.index.get(&change.oca_id) {
-                snap.inventory_seqs[i] = Some(rec.inventory_seq);
+                snap.inventory_seqs[i] = Some(seq);
             }
         }
     }
@@ -625,7 +630,8 @@ impl Snapshot {
             .delta
             .as_ref()
             .is_some_and(|d| self.inventory_seqs[i] == Some(d.base_seq));
-        change.routes_changed || (change.inventory_changed && !delta_applies)
+        change.routes_changed
+            || (change.inventory_changed && !delta_applies && change.full.is_none())
     }
 
     /// Adds and removes content held by one appliance.

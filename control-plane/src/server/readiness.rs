@@ -29,8 +29,10 @@ pub const PING_DEADLINE: Duration = Duration::from_secs(1);
 /// A verdict older than this counts as failed: the checking task itself is not running.
 const STALE_AFTER: Duration = Duration::from_secs(3);
 
-/// A replica that follows a change feed is not ready when its last read of the feed is older
-/// than this: a few polls ([`crate::storage::changes::POLL_EVERY`]) missed.
+/// A replica that follows a change feed is not ready when it has not read the feed, nor made
+/// progress applying what it read, for this long: a few polls
+/// ([`crate::storage::changes::POLL_EVERY`]) missed, the feed's session down or the follower
+/// stuck.
 pub const FEED_BEHIND: Duration = Duration::from_secs(5);
 
 /// Why the replica is not ready (the body of a 503 from `/readyz`; no detail for the Internet,

@@ -82,11 +82,15 @@ pub struct ReportChange {
     /// whose view holds the delta's base applies it; any other change it rereads.
     #[serde(default)]
     pub delta: Option<InventoryDelta>,
+    /// The whole inventory when the report carried a full one of at most [`DELTA_CARRIED`]
+    /// entries: a follower swaps it in without rereading.
+    #[serde(default)]
+    pub full: Option<Vec<String>>,
     /// Whether its static prefixes or BGP routes on record changed (the follower rereads them).
     pub routes_changed: bool,
 }
 
-/// Inventory deltas longer than this are not carried in the feed (the follower rereads).
+/// Inventories and deltas longer than this are not carried in the feed (the follower rereads).
 pub const DELTA_CARRIED: usize = 10_000;
 
 /// An inventory delta as the feed carries it.

@@ -225,6 +225,12 @@ fn record_tx(
                 }
                 _ => None,
             },
+            full: match &r.inventory {
+                Inventory::Full { content, .. } if content.len() <= DELTA_CARRIED => {
+                    Some(content.clone())
+                }
+                _ => None,
+            },
             routes_changed,
         },
     )?;
