@@ -108,9 +108,25 @@ pub struct ReportLocks(
 impl ReportLocks {
     /// Runs `f` holding appliance `oca_id`'s lock.
     pub fn with<T>(&self, oca_id: &str, f: impl FnOnce() -> T) -> T {
-        let lock = self.0.lock().entry(oca_id.to_string()).or_default().clone();
+        let lock = self.of(oca_id);
         let _turn = lock.lock();
         f()
+    }
+
+    /// Runs `f` holding the locks of every appliance in `ids`, taken in id order. Whoever
+    /// holds one lock takes no other (a report's recording holds its appliance's alone), so
+    /// taking several in any order closes no cycle; the order keeps two such callers apart.
+    pub fn with_all<T>(&self, ids: &[&str], f: impl FnOnce() -> T) -> T {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let locks: Vec<_> = ids.iter().map(|id| self.of(id)).collect();
+        let _turns: Vec<_> = locks.iter().map(|l| l.lock()).collect();
+        f()
+    }
+
+    fn of(&self, oca_id: &str) -> Arc<parking_lot::Mutex<()>> {
+        self.0.lock().entry(oca_id.to_string()).or_default().clone()
     }
 }
 

@@ -35,6 +35,9 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// A batch taking longer than this to apply is logged: the views lag the feed by as much.
 const SLOW_APPLY: Duration = Duration::from_secs(1);
 
+/// Reports applied under one write lock of the fleet view.
+const REPORTS_AT_ONCE: usize = 100;
+
 /// Times a catalog reload is retried when this replica's own writes keep coming between its
 /// read and its swap; then it waits for the next read of the feed.
 const CATALOG_TRIES: usize = 3;
@@ -154,16 +157,14 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
         app.fleet_changed();
         return left;
     }
-    for (n, r) in p.reports.iter().enumerate() {
-        if n % 100 == 99 {
-            // Still following, only busy: not "behind" for readiness.
-            app.readiness.feed_read(Instant::now());
-        }
-        if let Err(e) = follow_report(app, feed, r) {
-            tracing::warn!(oca_id = %r.oca_id, error = %e, "change feed: rereading an appliance; reloading the fleet view");
+    for chunk in p.reports.chunks(REPORTS_AT_ONCE) {
+        if let Err(e) = follow_reports(app, feed, chunk) {
+            tracing::warn!(error = %e, "change feed: rereading an appliance; reloading the fleet view");
             app.fleet_changed();
             break;
         }
+        // Still following, only busy: not "behind" for readiness.
+        app.readiness.feed_read(Instant::now());
     }
     left
 }
@@ -184,20 +185,30 @@ fn reload_catalog(app: &App) -> Result<bool, StorageError> {
     Ok(false)
 }
 
-/// Applies another replica's report to the fleet view.
-fn follow_report(
+/// Applies other replicas' reports to the fleet view, holding their appliances' report
+/// locks: the rows of those that need them are reread first, then all are applied under one
+/// write lock of the view (a lock per report made steering wait behind hundreds of writers on
+/// a busy replica).
+fn follow_reports(
     app: &App,
     feed: &mut dyn ChangeFeed,
-    r: &ReportChange,
+    reports: &[ReportChange],
 ) -> Result<(), StorageError> {
-    app.report_locks.with(&r.oca_id, || {
-        let needs = app.fleet.read().needs_record(r);
-        let record = if needs {
-            feed.appliance(&r.oca_id)?
-        } else {
-            None
+    let ids: Vec<&str> = reports.iter().map(|r| r.oca_id.as_str()).collect();
+    app.report_locks.with_all(&ids, || {
+        let needs: Vec<bool> = {
+            let fleet = app.fleet.read();
+            reports.iter().map(|r| fleet.needs_record(r)).collect()
         };
-        Snapshot::follow(&app.fleet, r, record.as_ref());
+        let mut records = Vec::with_capacity(reports.len());
+        for (r, needs) in reports.iter().zip(needs) {
+            records.push(if needs {
+                feed.appliance(&r.oca_id)?
+            } else {
+                None
+            });
+        }
+        Snapshot::follow_all(&app.fleet, reports, &records);
         Ok(())
     })
 }

@@ -563,61 +563,95 @@ impl Snapshot {
         }
     }
 
-    /// Applies a health report another replica recorded: its status and load when it is
-    /// newer than what the view has, and its routes and inventory as committed (`record`, read
-    /// after the report committed) when the report changed them.
-    pub fn follow(
+    /// Applies health reports other replicas recorded, each with its appliance's rows when
+    /// they were reread (`records`, read after the report committed), under one write lock:
+    /// status and load when newer than what the view has; an inventory the report carries
+    /// (whole, or a delta whose base the view holds) or the one reread; routes reread when the
+    /// report changed them. An inventory longer than [`INVENTORY_CHUNK`] is swapped in after,
+    /// chunk by chunk, as a report's own is.
+    pub fn follow_all(
         fleet: &parking_lot::RwLock<Snapshot>,
-        change: &ReportChange,
-        record: Option<&ApplianceRecord>,
+        changes: &[ReportChange],
+        records: &[Option<ApplianceRecord>],
     ) {
+        let mut large = Vec::new();
         {
             let mut snap = fleet.write();
-            let Some(&i) = snap.index.get(&change.oca_id) else {
-                return;
-            };
-            if change.inventory_changed && record.is_none() && change.full.is_none() {
-                if let Some(d) = change
-                    .delta
-                    .as_ref()
-                    .filter(|d| snap.inventory_seqs[i] == Some(d.base_seq))
-                {
-                    snap.change_inventory(&change.oca_id, &d.added, &d.removed);
-                    snap.inventory_seqs[i] = Some(change.inventory_seq);
+            for (change, record) in changes.iter().zip(records) {
+                if let Some(big) = snap.follow_one(change, record.as_ref()) {
+                    large.push(big);
                 }
-            }
-            let a = &mut snap.appliances[i];
-            if change.at >= a.last_report {
-                a.status = Some(status_str(change.status).to_string());
-                a.last_report = change.at;
-                a.bytes_per_sec = change.bytes_per_sec;
-                a.storage_bytes = change.storage_bytes;
-            }
-            match (record, &change.bgp_sessions) {
-                (Some(rec), sessions) if change.routes_changed => {
-                    let bgp = sessions.clone().map(|s| (s, rec.routes.as_slice()));
-                    snap.set_routes(i, rec.prefixes.clone(), bgp);
-                }
-                (_, Some(sessions)) => {
-                    if let Some(heard) = snap.bgp[i].as_mut() {
-                        heard.sessions = sessions.clone();
-                    }
-                }
-                (_, None) => {}
             }
         }
-        let carried = change
-            .full
-            .as_ref()
-            .map(|c| (c.as_slice(), change.inventory_seq));
-        let reread = record.map(|r| (r.inventory.as_slice(), r.inventory_seq));
-        if let Some((content, seq)) = carried.or(reread).filter(|_| change.inventory_changed) {
-            Snapshot::replace_held(fleet, &change.oca_id, content);
+        for (oca_id, content, seq) in large {
+            Snapshot::replace_held(fleet, oca_id, content);
             let mut snap = fleet.write();
-            if let Some(&i) = snap.index.get(&change.oca_id) {
+            if let Some(&i) = snap.index.get(oca_id) {
                 snap.inventory_seqs[i] = Some(seq);
             }
         }
+    }
+
+    /// [`Snapshot::follow_all`] for one report; gives back an inventory too long to swap in
+    /// under this lock.
+    fn follow_one<'c>(
+        &mut self,
+        change: &'c ReportChange,
+        record: Option<&'c ApplianceRecord>,
+    ) -> Option<(&'c str, &'c [String], u64)> {
+        let &i = self.index.get(&change.oca_id)?;
+        let a = &mut self.appliances[i];
+        if change.at >= a.last_report {
+            a.status = Some(status_str(change.status).to_string());
+            a.last_report = change.at;
+            a.bytes_per_sec = change.bytes_per_sec;
+            a.storage_bytes = change.storage_bytes;
+        }
+        match (record, &change.bgp_sessions) {
+            (Some(rec), sessions) if change.routes_changed => {
+                let bgp = sessions.clone().map(|s| (s, rec.routes.as_slice()));
+                self.set_routes(i, rec.prefixes.clone(), bgp);
+            }
+            (_, Some(sessions)) => {
+                if let Some(heard) = self.bgp[i].as_mut() {
+                    heard.sessions = sessions.clone();
+                }
+            }
+            (_, None) => {}
+        }
+        if !change.inventory_changed {
+            return None;
+        }
+        let whole = match (&change.full, record) {
+            (Some(content), _) => Some((content.as_slice(), change.inventory_seq)),
+            (None, Some(rec)) => Some((rec.inventory.as_slice(), rec.inventory_seq)),
+            (None, None) => None,
+        };
+        match whole {
+            Some((content, seq)) if content.len() > INVENTORY_CHUNK => {
+                return Some((change.oca_id.as_str(), content, seq));
+            }
+            Some((content, seq)) => {
+                for old in std::mem::take(&mut self.held[i]) {
+                    self.unhold(&old, i);
+                }
+                for c in content {
+                    self.hold(c, i);
+                }
+                self.inventory_seqs[i] = Some(seq);
+            }
+            None => {
+                if let Some(d) = change
+                    .delta
+                    .as_ref()
+                    .filter(|d| self.inventory_seqs[i] == Some(d.base_seq))
+                {
+                    self.change_inventory(&change.oca_id, &d.added, &d.removed);
+                    self.inventory_seqs[i] = Some(change.inventory_seq);
+                }
+            }
+        }
+        None
     }
 
     /// Whether following `change` needs the appliance's rows reread: its routes changed, or
