@@ -90,7 +90,7 @@ pub struct App {
     /// Whether a load balancer should send this replica new requests (`/readyz`).
     pub readiness: Arc<crate::server::readiness::Readiness>,
     /// Serialises, per appliance, recording a report and applying it to the fleet view with
-    /// the change feed's rereading of that appliance ([`crate::follower`]), so neither
+    /// the change feed's rereading of that appliance (the follower), so neither
     /// overwrites the other's newer state.
     pub report_locks: ReportLocks,
     /// Bumped at every write access to the catalog view: the follower swaps in a catalog it

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{db_of, licensed_world, start_with, Cp};
+use common::{db_of, licensed_world, skip_without_haproxy, start_with, Cp};
 use serde_json::{json, Value};
 use test_support::haproxy::Haproxy;
 
@@ -23,20 +23,6 @@ const PROXY: &str = "127.0.0.2";
 
 /// HAProxy's check interval × fall, as `Haproxy::start` configures it.
 const INTER_TIMES_FALL: Duration = Duration::from_millis(500 * 2);
-
-/// Whether HAProxy is here; where the tests must run (`OCA_REQUIRE_VM`, set by CI) its absence
-/// fails the test instead of skipping it.
-fn skip_without_haproxy() -> bool {
-    if test_support::on_path("haproxy") {
-        return false;
-    }
-    assert!(
-        std::env::var_os("OCA_REQUIRE_VM").is_none(),
-        "haproxy is not installed (.ci/run installs it)"
-    );
-    eprintln!("skipped: haproxy is not installed");
-    true
-}
 
 /// A replica with its own database in `dir/<name>`, the shared token file and `extra` flags.
 fn replica(dir: &Path, name: &str, extra: &[&str]) -> Cp {
@@ -365,6 +351,23 @@ fn the_client_address_through_haproxy_believes_trusted_hops_only() {
     }
 }
 
+/// Lets the PostgreSQL database at `url` take sessions, or refuses them and cuts those it has.
+fn sessions_allowed(url: &str, allowed: bool) {
+    let name = url.split('?').next().unwrap().rsplit('/').next().unwrap();
+    let cut = if allowed {
+        String::new()
+    } else {
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    };
+    let server = test_support::postgres::server_url().unwrap();
+    test_support::postgres::with_client(&server, |c| {
+        c.batch_execute(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allowed}; {cut}"
+        ))
+        .unwrap()
+    });
+}
+
 #[test]
 fn readyz_is_503_while_storage_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -380,22 +383,7 @@ fn readyz_is_503_while_storage_cannot_be_written() {
             Some(c)
         }
         common::Db::Postgres(url) => {
-            let name = url
-                .split('?')
-                .next()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string();
-            let server = test_support::postgres::server_url().unwrap();
-            test_support::postgres::with_client(&server, |c| {
-                c.batch_execute(&format!(
-                    "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;
-                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-                ))
-                .unwrap()
-            });
+            sessions_allowed(url, false);
             None
         }
     };
@@ -421,21 +409,7 @@ fn readyz_is_503_while_storage_cannot_be_written() {
     );
     match (&db, lock) {
         (_, Some(c)) => c.execute_batch("ROLLBACK").unwrap(),
-        (common::Db::Postgres(url), None) => {
-            let name = url
-                .split('?')
-                .next()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string();
-            let server = test_support::postgres::server_url().unwrap();
-            test_support::postgres::with_client(&server, |c| {
-                c.batch_execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
-                    .unwrap()
-            });
-        }
+        (common::Db::Postgres(url), None) => sessions_allowed(url, true),
         _ => unreachable!(),
     }
     wait_ready(cp.addr);

@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{db_of, licensed_world_keys, start_with, Cp};
+use common::{db_of, licensed_world_keys, skip_without_haproxy, start_with, Cp};
 use serde_json::{json, Value};
 use test_support::haproxy::Haproxy;
 
@@ -221,20 +221,6 @@ fn a_subscriber_made_on_one_replica_gets_its_token_from_the_other_at_once() {
     assert_eq!(s, 404, "{t}");
 }
 
-/// Whether HAProxy is here; where the tests must run (`OCA_REQUIRE_VM`, set by CI) its absence
-/// fails the test instead of skipping it.
-fn skip_without_haproxy() -> bool {
-    if test_support::on_path("haproxy") {
-        return false;
-    }
-    assert!(
-        std::env::var_os("OCA_REQUIRE_VM").is_none(),
-        "haproxy is not installed (.ci/run installs it)"
-    );
-    eprintln!("skipped: haproxy is not installed");
-    true
-}
-
 #[test]
 fn one_subscribers_plays_spread_over_two_replicas_never_exceed_its_stream_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,18 +231,14 @@ fn one_subscribers_plays_spread_over_two_replicas_never_exceed_its_stream_limit(
     if skip_without_haproxy() {
         return;
     }
-    // HAProxy connects from 127.0.0.2, which the replicas believe; the test's client is
-    // 127.0.0.1, which a zone puts in NL.
-    let flags = ["--trusted-proxy", "127.0.0.2", "--drain-period", "0"];
-    let a = start_with(dir.path(), &flags);
-    let b = start_with(dir.path(), &flags);
-    let (token, credential) = licensed_world_keys(&a);
-    let (s, r) = a.admin(
-        "POST",
-        "/v1/admin/zones",
-        Some(json!({"prefix": "127.0.0.0/8", "site": "isp-a", "country": "NL"})),
-    );
-    assert_eq!(s, 201, "{r}");
+    let Pair {
+        a,
+        b,
+        h,
+        tokens,
+        credential,
+    } = pair(dir.path(), 1);
+    let token = tokens[0].clone();
     const TITLES: usize = 24;
     let mut held = vec!["t1_480p.mp4".to_string()];
     for i in 0..TITLES {
@@ -288,15 +270,6 @@ fn one_subscribers_plays_spread_over_two_replicas_never_exceed_its_stream_limit(
     until("A's titles in B's steering", || {
         steers_to(&b, &last) == ["a1"]
     });
-    let servers: Vec<(&str, SocketAddr)> = vec![("a", a.addr), ("b", b.addr)];
-    let h = Haproxy::start(dir.path(), &servers, Some("127.0.0.2".parse().unwrap()));
-    for name in ["a", "b"] {
-        assert!(
-            h.wait_status(name, "UP", Duration::from_secs(10)).is_some(),
-            "{name} never UP: {:?}",
-            h.servers()
-        );
-    }
     // Every title played at once, through HAProxy (round robin over both replicas): the
     // subscriber's plan allows 4 streams.
     let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
