@@ -370,6 +370,31 @@ fn pair(dir: &std::path::Path, subscribers: usize) -> Pair {
     }
 }
 
+/// Sends what `request` builds until `stop` or `most` has passed, pausing `pause` between
+/// requests (each with a 10 s deadline): how many were answered 200, and the others.
+fn keep_sending(
+    stop: &std::sync::atomic::AtomicBool,
+    most: Duration,
+    pause: Duration,
+    request: impl Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
+) -> (u32, Vec<String>) {
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (mut ok, mut failed) = (0u32, Vec::new());
+    let t0 = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && t0.elapsed() < most {
+        match request(&c).send() {
+            Ok(r) if r.status() == 200 => ok += 1,
+            Ok(r) => failed.push(format!("{} {:?}", r.status(), r.text())),
+            Err(e) => failed.push(format!("{e:?}")),
+        }
+        std::thread::sleep(pause);
+    }
+    (ok, failed)
+}
+
 #[test]
 fn kill_9_of_a_replica_sharing_the_database_fails_no_play_and_no_report_and_loses_no_lease() {
     let dir = tempfile::tempdir().unwrap();
@@ -402,58 +427,28 @@ fn kill_9_of_a_replica_sharing_the_database_fails_no_play_and_no_report_and_lose
             .map(|token| {
                 let (addr, stop) = (h.addr, &stop);
                 s.spawn(move || {
-                    let c = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
-                    let (mut ok, mut failed) = (0u32, Vec::new());
-                    let t0 = Instant::now();
-                    while !stop.load(std::sync::atomic::Ordering::SeqCst) && t0.elapsed() < run * 2
-                    {
-                        let r = c
-                            .post(format!("http://{addr}/v1/play"))
+                    keep_sending(stop, run * 2, Duration::ZERO, |c| {
+                        c.post(format!("http://{addr}/v1/play"))
                             .bearer_auth(token)
                             .json(&json!({"title": "t1"}))
-                            .send();
-                        match r {
-                            Ok(r) if r.status() == 200 => ok += 1,
-                            Ok(r) => failed.push(format!("{} {:?}", r.status(), r.text())),
-                            Err(e) => failed.push(format!("{e:?}")),
-                        }
-                    }
-                    (ok, failed)
+                    })
                 })
             })
             .collect();
         let reporter = {
             let (addr, stop, credential) = (h.addr, &stop, &credential);
+            let body = json!({
+                "oca_id": "a1", "site": "isp-a", "version": "t", "status": "ok",
+                "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+                "disks": [], "prefixes": [],
+                "inventory": {"kind": "delta", "base_seq": 1, "seq": 1, "added": [], "removed": []}
+            });
             s.spawn(move || {
-                let c = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap();
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                let t0 = Instant::now();
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) && t0.elapsed() < run * 2 {
-                    let body = json!({
-                        "oca_id": "a1", "site": "isp-a", "version": "t", "status": "ok",
-                        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
-                        "disks": [], "prefixes": [],
-                        "inventory": {"kind": "delta", "base_seq": 1, "seq": 1, "added": [], "removed": []}
-                    });
-                    match c
-                        .post(format!("http://{addr}/v1/appliances/a1/health"))
+                keep_sending(stop, run * 2, Duration::from_millis(200), |c| {
+                    c.post(format!("http://{addr}/v1/appliances/a1/health"))
                         .bearer_auth(credential)
                         .json(&body)
-                        .send()
-                    {
-                        Ok(r) if r.status() == 200 => ok += 1,
-                        Ok(r) => failed.push(format!("{} {:?}", r.status(), r.text())),
-                        Err(e) => failed.push(format!("{e:?}")),
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                (ok, failed)
+                })
             })
         };
         std::thread::sleep(run / 2);

@@ -26,6 +26,7 @@ use oca_protocol::steering::{MatchedRoute, RouteSource};
 use crate::domain::routes::Preference;
 use crate::lpm::PrefixTable;
 use crate::storage::changes::{ApplianceRecord, ReportChange};
+pub use crate::storage::usable_storage;
 use crate::storage::{status_str, Storage, StorageError, INVENTORY_CHUNK};
 
 mod gates;
@@ -53,15 +54,6 @@ pub struct Candidate {
     pub bytes_per_sec: u64,
     /// Storage on its working disks, from its last report (what the fill planner may use).
     pub storage_bytes: u64,
-}
-
-/// Storage on the disks a report lists as usable (not failed).
-pub fn usable_storage(disks: &[oca_protocol::health::DiskReport]) -> u64 {
-    disks
-        .iter()
-        .filter(|d| d.state != oca_protocol::health::DiskState::Failed)
-        .map(|d| d.capacity_bytes)
-        .sum()
 }
 
 impl Candidate {
@@ -496,12 +488,7 @@ impl Snapshot {
         now: i64,
     ) {
         let full_inventory_needed = accepted.send_full_inventory;
-        {
-            let mut snap = fleet.write();
-            if let Some(&i) = snap.index.get(&r.oca_id) {
-                snap.inventory_seqs[i] = Some(accepted.inventory_seq);
-            }
-        }
+        let seq = accepted.inventory_seq;
         let write = || fleet.write();
         let content = match &r.inventory {
             Inventory::Full { content, .. }
@@ -509,10 +496,10 @@ impl Snapshot {
             {
                 content
             }
-            _ => return write().apply_report(r, full_inventory_needed, now),
+            _ => return write().apply_report(r, full_inventory_needed, seq, now),
         };
         // Status and routes first, then the held set and the holder index.
-        write().apply_report(r, true, now);
+        write().apply_report(r, true, seq, now);
         Snapshot::replace_held(fleet, &r.oca_id, content);
     }
 
@@ -632,12 +619,7 @@ impl Snapshot {
                 return Some((change.oca_id.as_str(), content, seq));
             }
             Some((content, seq)) => {
-                for old in std::mem::take(&mut self.held[i]) {
-                    self.unhold(&old, i);
-                }
-                for c in content {
-                    self.hold(c, i);
-                }
+                self.hold_only(i, content);
                 self.inventory_seqs[i] = Some(seq);
             }
             None => {
@@ -682,10 +664,12 @@ impl Snapshot {
         }
     }
 
-    fn apply_report(&mut self, r: &HealthReport, full_inventory_needed: bool, now: i64) {
+    fn apply_report(&mut self, r: &HealthReport, full_inventory_needed: bool, seq: u64, now: i64) {
         let Some(&i) = self.index.get(&r.oca_id) else {
             return;
         };
+        // Large inventories are swapped in after this; the sequence is theirs either way.
+        self.inventory_seqs[i] = Some(seq);
         let a = &mut self.appliances[i];
         a.status = Some(status_str(r.status).to_string());
         a.last_report = now;
@@ -696,14 +680,7 @@ impl Snapshot {
             return;
         }
         match &r.inventory {
-            Inventory::Full { content, .. } => {
-                for old in std::mem::take(&mut self.held[i]) {
-                    self.unhold(&old, i);
-                }
-                for c in content {
-                    self.hold(c, i);
-                }
-            }
+            Inventory::Full { content, .. } => self.hold_only(i, content),
             Inventory::Delta { added, removed, .. } => {
                 self.change_inventory(&r.oca_id, added, removed);
             }
@@ -757,6 +734,16 @@ impl Snapshot {
         let new = best_routes(&self.statics[i], self.bgp[i].as_ref());
         if old != new {
             self.rehear(i, &old, &new);
+        }
+    }
+
+    /// Makes `content` all that appliance `i` holds (under one lock: for small inventories).
+    fn hold_only(&mut self, i: usize, content: &[String]) {
+        for old in std::mem::take(&mut self.held[i]) {
+            self.unhold(&old, i);
+        }
+        for c in content {
+            self.hold(c, i);
         }
     }
 

@@ -70,6 +70,15 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 /// large transaction; the fleet view applies them in chunks of the same size.
 pub const INVENTORY_CHUNK: usize = 10_000;
 
+/// Storage on the disks a report lists as usable (not failed).
+pub fn usable_storage(disks: &[DiskReport]) -> u64 {
+    disks
+        .iter()
+        .filter(|d| d.state != oca_protocol::health::DiskState::Failed)
+        .map(|d| d.capacity_bytes)
+        .sum()
+}
+
 /// A status as stored and as the fleet view shows it.
 pub fn status_str(s: Status) -> &'static str {
     match s {

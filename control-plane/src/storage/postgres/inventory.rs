@@ -206,7 +206,7 @@ fn record_tx(
             at: now,
             status: r.status,
             bytes_per_sec: r.serving.bytes_per_sec,
-            storage_bytes: crate::fleet::usable_storage(&r.disks),
+            storage_bytes: crate::storage::usable_storage(&r.disks),
             bgp_sessions: r.bgp.as_ref().map(|b| b.sessions.clone()),
             inventory_changed,
             inventory_seq: seq,
