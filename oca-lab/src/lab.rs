@@ -1,7 +1,8 @@
-//! The running lab: builds the binaries, starts the control plane, populates it (sites, zones,
-//! a subscriber, titles and their content), starts each ISP site's router where it can (BIRD
-//! in the site's namespace, `bgp`), starts each appliance's daemon and agent, and stops
-//! everything when dropped.
+//! The running lab: builds the binaries, starts the control plane (one on SQLite, or replicas
+//! on PostgreSQL behind HAProxy: [`ControlPlanes`]), populates it (sites, zones, a subscriber,
+//! titles and their content), starts each ISP site's router where it can (BIRD in the site's
+//! namespace, `bgp`), starts each appliance's daemon and agent, and stops everything when
+//! dropped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::process::{field, Proc};
 use crate::topology::Topology;
 
 use test_support::content_bytes;
+use test_support::haproxy::{self, Haproxy};
 
 /// One appliance of the lab.
 pub struct Appliance {
@@ -65,8 +67,12 @@ pub struct Lab {
     pub routing: String,
     /// The partner portal: its address and logins (`portal`).
     pub portal: Portal,
-    cp: Option<Proc>,
-    cp_cmd: Vec<String>,
+    /// The control plane's processes: one, or the replicas behind `haproxy`.
+    cps: Vec<Replica>,
+    /// HAProxy in front of the replicas, on the control plane's address (PostgreSQL only).
+    haproxy: Option<Haproxy>,
+    /// The port players, appliances and operators reach the control plane at.
+    cp_port: u16,
     /// Each ISP site's client prefixes (the topology's `client_prefixes`).
     client_prefixes: HashMap<String, Vec<Prefix>>,
     /// The sites' routers, where the lab speaks BGP.
@@ -89,6 +95,37 @@ pub struct Options {
     /// router in each ISP site with client prefixes, announcing them to its appliances over
     /// BGP; otherwise, and when false, the appliances are given them as static prefixes.
     pub bgp: bool,
+    /// The control plane's database, and how many processes serve it.
+    pub control_planes: ControlPlanes,
+}
+
+/// Where the lab's control plane keeps its state, and how many processes serve it.
+#[derive(Clone, Debug, Default)]
+pub enum ControlPlanes {
+    /// One control plane on a SQLite file in the lab's directory, serving HTTPS itself.
+    #[default]
+    Sqlite,
+    /// `replicas` control planes sharing the PostgreSQL database `url`, each on a loopback
+    /// port, behind HAProxy (Debian's `haproxy`), which serves the control plane's address,
+    /// terminates TLS and health-checks them on `/readyz` (docs/control-plane.md, "Replicas
+    /// behind HAProxy"). The database should be empty or a lab's.
+    Postgres {
+        /// `postgres://...` (given to every replica as `--db`).
+        url: String,
+        /// How many replicas (at least 1).
+        replicas: usize,
+    },
+}
+
+/// One control-plane process: how to start it, and the running one.
+struct Replica {
+    /// HAProxy's name for it.
+    name: String,
+    /// Where it listens.
+    addr: String,
+    cmd: Vec<String>,
+    log: PathBuf,
+    proc: Option<Proc>,
 }
 
 impl Lab {
@@ -131,12 +168,8 @@ impl Lab {
             names.extend(n.sites.iter().map(|s| s.host_ip.clone()));
         }
         test_support::write_self_signed(&ca, &key, &names)?;
-        let cp_cmd: Vec<String> = vec![
-            bins["control-plane"].display().to_string(),
-            "--listen".into(),
-            listen,
-            "--db".into(),
-            o.dir.join("cp.db").display().to_string(),
+        // What every control-plane process is told, whatever its database.
+        let common: Vec<String> = vec![
             "--report-interval".into(),
             o.report_interval.to_string(),
             "--public-url".into(),
@@ -147,11 +180,67 @@ impl Lab {
             "2".into(),
             "--fill-hot-fraction".into(),
             "1".into(),
-            "--tls-cert".into(),
-            ca.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
         ];
+        let control_plane = bins["control-plane"].display().to_string();
+        let (cps, token_file) = match &o.control_planes {
+            ControlPlanes::Sqlite => {
+                let mut cmd: Vec<String> = vec![
+                    control_plane,
+                    "--listen".into(),
+                    listen.clone(),
+                    "--db".into(),
+                    o.dir.join("cp.db").display().to_string(),
+                    "--tls-cert".into(),
+                    ca.display().to_string(),
+                    "--tls-key".into(),
+                    key.display().to_string(),
+                ];
+                cmd.extend(common);
+                let one = Replica {
+                    name: "control-plane".into(),
+                    addr: listen.clone(),
+                    cmd,
+                    log: o.dir.join("logs/control-plane.log"),
+                    proc: None,
+                };
+                (vec![one], o.dir.join("cp.db.admin-token"))
+            }
+            ControlPlanes::Postgres { url, replicas } => {
+                anyhow::ensure!(*replicas >= 1, "at least one control-plane replica");
+                let token = o.dir.join("admin-token");
+                let replicas = (1..=*replicas)
+                    .map(|i| {
+                        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                            .local_addr()?
+                            .port();
+                        let addr = format!("127.0.0.1:{port}");
+                        let mut cmd: Vec<String> = vec![
+                            control_plane.clone(),
+                            "--listen".into(),
+                            addr.clone(),
+                            "--db".into(),
+                            url.clone(),
+                            "--admin-token-file".into(),
+                            token.display().to_string(),
+                            "--origin-dir".into(),
+                            o.dir.join("cp.db.origin").display().to_string(),
+                            // HAProxy connects from loopback and says who the client is.
+                            "--trusted-proxy".into(),
+                            "127.0.0.1".into(),
+                        ];
+                        cmd.extend(common.iter().cloned());
+                        Ok(Replica {
+                            name: format!("r{i}"),
+                            addr,
+                            cmd,
+                            log: o.dir.join(format!("logs/control-plane-r{i}.log")),
+                            proc: None,
+                        })
+                    })
+                    .collect::<Result<Vec<Replica>>>()?;
+                (replicas, token)
+            }
+        };
         let client_prefixes: HashMap<String, Vec<Prefix>> = topo
             .site
             .iter()
@@ -180,14 +269,20 @@ impl Lab {
             bins,
             routing: String::new(),
             portal: Portal::default(),
-            cp: None,
-            cp_cmd,
+            cps,
+            haproxy: None,
+            cp_port: port,
             client_prefixes,
             routers: Vec::new(),
             net,
         };
         lab.start_cp()?;
-        lab.token = std::fs::read_to_string(o.dir.join("cp.db.admin-token"))?
+        if matches!(o.control_planes, ControlPlanes::Postgres { .. }) {
+            let cert = lab.ca.clone();
+            lab.start_haproxy(&listen, &cert, &key)?;
+        }
+        lab.token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?
             .trim()
             .to_string();
         lab.populate(topo)?;
@@ -251,19 +346,83 @@ impl Lab {
         Ok(format!("BGP: {}", said.join("; ")))
     }
 
-    /// Starts (or restarts) the control plane on the same database and port.
+    /// Starts (or restarts) every control-plane process on the same database and port; behind
+    /// HAProxy, returns once HAProxy sends them requests again.
     pub fn start_cp(&mut self) -> Result<()> {
-        let mut cmd = Command::new(&self.cp_cmd[0]);
-        cmd.args(&self.cp_cmd[1..]);
-        let mut p = Proc::spawn(cmd, self.dir.join("logs/control-plane.log"))?;
-        p.wait_for(" listening ", Duration::from_secs(30))?;
-        self.cp = Some(p);
+        for i in 0..self.cps.len() {
+            self.start_replica(i)?;
+        }
         Ok(())
     }
 
-    /// Kills the control plane.
+    /// Kills every control-plane process (SIGKILL).
     pub fn stop_cp(&mut self) {
-        self.cp = None;
+        for r in &mut self.cps {
+            r.proc = None;
+        }
+    }
+
+    /// How many control-plane processes the lab runs (replicas behind HAProxy, or one).
+    pub fn replicas(&self) -> usize {
+        self.cps.len()
+    }
+
+    /// Kills control-plane replica `i` (SIGKILL): its requests in flight are lost, and HAProxy
+    /// finds it gone at its next health check.
+    pub fn kill_replica(&mut self, i: usize) {
+        if let Some(r) = self.cps.get_mut(i) {
+            tracing::info!(replica = %r.name, "killing (SIGKILL)");
+            r.proc = None;
+        }
+    }
+
+    /// Starts control-plane replica `i` (again); behind HAProxy, returns once HAProxy sends it
+    /// requests.
+    pub fn start_replica(&mut self, i: usize) -> Result<()> {
+        let r = self.cps.get_mut(i).context("no such replica")?;
+        let mut cmd = Command::new(&r.cmd[0]);
+        cmd.args(&r.cmd[1..]);
+        let mut p = Proc::spawn(cmd, r.log.clone())?;
+        p.wait_for(" listening ", Duration::from_secs(30))
+            .with_context(|| format!("control plane {}", r.name))?;
+        r.proc = Some(p);
+        if let Some(h) = &self.haproxy {
+            h.wait_status(&r.name, "UP", Duration::from_secs(30))
+                .with_context(|| format!("HAProxy never found {} up: {:?}", r.name, h.servers()))?;
+        }
+        Ok(())
+    }
+
+    /// Starts HAProxy on `listen` in front of the replicas, serving TLS with `cert` and `key`;
+    /// returns once every replica is up in it.
+    fn start_haproxy(&mut self, listen: &str, cert: &Path, key: &Path) -> Result<()> {
+        let dir = self.dir.join("haproxy");
+        std::fs::create_dir_all(&dir)?;
+        // HAProxy takes the chain and its key in one file.
+        let pem = dir.join("control-plane.pem");
+        let both = std::fs::read_to_string(cert)? + &std::fs::read_to_string(key)?;
+        std::fs::write(&pem, both)?;
+        let servers = self
+            .cps
+            .iter()
+            .map(|r| Ok((r.name.clone(), r.addr.parse()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let config = haproxy::Config {
+            bind: listen.parse()?,
+            servers,
+            source: None,
+            stats_socket: dir.join("admin.sock"),
+            tls_pem: Some(pem),
+            drop_privileges: false,
+            ..haproxy::Config::example()
+        };
+        let h = Haproxy::start_with(&dir, config).map_err(|log| anyhow::anyhow!("{log}"))?;
+        for r in &self.cps {
+            h.wait_status(&r.name, "UP", Duration::from_secs(30))
+                .with_context(|| format!("HAProxy never found {} up: {:?}", r.name, h.servers()))?;
+        }
+        self.haproxy = Some(h);
+        Ok(())
     }
 
     /// A client that trusts the control plane's certificate.
@@ -416,11 +575,7 @@ impl Lab {
                 let s = n.of(site);
                 let (ns, host_ip, ns_ip) = (&s.ns, &s.host_ip, &s.ns_ip);
                 let k = self.appliances.iter().filter(|a| a.site == site).count() as u16;
-                let port = self.cp_cmd[2]
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or("7070")
-                    .to_string();
+                let port = self.cp_port;
                 (
                     vec!["ip".to_string(), "netns".into(), "exec".into(), ns.clone()],
                     format!("{ns_ip}:{}", 8080 + k),
@@ -878,7 +1033,8 @@ impl Drop for Lab {
         for a in &mut self.appliances {
             a.kill();
         }
-        self.cp = None;
+        self.haproxy = None;
+        self.stop_cp();
         self.routers.clear();
         // Namespaces last, once nothing runs in them.
         self.net = None;

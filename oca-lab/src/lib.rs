@@ -15,7 +15,8 @@
 //! - [`bgp`]: an ISP site's router: BIRD's configuration and the `[bgp]` table of each of its
 //!   appliances' fill agents ([`SiteRouter`]), BIRD running in the site's namespace ([`Bird`]),
 //!   and whether this machine and fill agent can do BGP at all.
-//! - [`lab`]: [`Lab::start`] builds the binaries, starts the control plane over HTTPS,
+//! - [`lab`]: [`Lab::start`] builds the binaries, starts the control plane over HTTPS (one
+//!   process on SQLite, or replicas on PostgreSQL behind HAProxy: [`ControlPlanes`]),
 //!   populates it (sites with their allowed prefixes, zones, a subscriber with a player token,
 //!   titles and their content in the embedded origin), starts each ISP site's router where it
 //!   can (else gives the appliances their client prefixes as static prefixes) and each
@@ -23,8 +24,9 @@
 //!   waits for fills, prints status, stops and restarts parts, and kills everything on drop.
 //! - [`portal`]: the partner portal's logins: an operator, and per ISP site an organisation
 //!   owning it with a partner user, random passwords in `<dir>/portal-logins` ([`Portal`]).
-//! - [`chaos`]: [`Lab::chaos`] plays under load while appliances are killed and links cut, one
-//!   disruption at a time, and sums up what the players saw in a [`ChaosReport`];
+//! - [`chaos`]: [`Lab::chaos`] plays under load while appliances are killed, links cut and
+//!   control-plane replicas killed ([`Disruptions`]), one disruption at a time, and sums up
+//!   what the players saw in a [`ChaosReport`];
 //!   [`Lab::block_content_port`] makes one appliance unreachable from outside while it reports.
 //!
 //! The `oca-lab` binary (`main.rs`) is this crate with a command line; `tests/e2e.rs` drives the
@@ -39,8 +41,8 @@ pub mod process;
 pub mod topology;
 
 pub use bgp::{Announced, Bird, SiteRouter};
-pub use chaos::ChaosReport;
-pub use lab::{https_client, usable_dir, Appliance, Lab, Options};
+pub use chaos::{ChaosReport, Disruptions};
+pub use lab::{https_client, usable_dir, Appliance, ControlPlanes, Lab, Options};
 pub use portal::{Login, Portal};
 pub use process::Proc;
 pub use topology::{ContentSpec, SiteSpec, Topology, DEFAULT_TOPOLOGY};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use oca_lab::{Lab, Options, Topology, DEFAULT_TOPOLOGY};
+use oca_lab::{ControlPlanes, Lab, Options, Topology, DEFAULT_TOPOLOGY};
 
 /// oca-lab: run a whole Open Connect deployment on one machine.
 #[derive(Parser, Debug)]
@@ -46,6 +46,15 @@ struct Cli {
     /// (static prefixes).
     #[arg(long, value_name = "MODE", default_value = "auto")]
     bgp: String,
+    /// Run the control plane as replicas sharing this PostgreSQL database
+    /// (`postgres://user:password@host:port/database`, empty or a lab's) behind HAProxy
+    /// (Debian's `haproxy`), instead of one process on a SQLite file in the lab's directory.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Control-plane replicas with --postgres; --chaos kills and restarts them too when there
+    /// are two or more.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "postgres")]
+    replicas: usize,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -121,9 +130,22 @@ fn run(cli: Cli) -> Result<()> {
                 report_interval: cli.report_interval,
                 release: !cli.debug,
                 bgp,
+                control_planes: match &cli.postgres {
+                    Some(url) => ControlPlanes::Postgres {
+                        url: url.clone(),
+                        replicas: cli.replicas,
+                    },
+                    None => ControlPlanes::Sqlite,
+                },
             },
         )?;
         println!("oca-lab: {}", lab.routing);
+        if lab.replicas() > 1 || cli.postgres.is_some() {
+            println!(
+                "oca-lab: {} control-plane replica(s) on PostgreSQL behind HAProxy",
+                lab.replicas()
+            );
+        }
         println!(
             "control plane {}; {} appliances in {} sites; {} titles; filling...",
             lab.cp_url,
@@ -158,8 +180,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("chaos for {secs} s with {} sessions at a time...", cli.load);
             let r = lab.chaos(Duration::from_secs(secs), cli.load)?;
             println!(
-                "chaos: plays completed {}, failed {}, hash mismatches {}, switches {}, bytes verified {}; {} appliance kills, {} link cuts",
-                r.completed, r.failed, r.mismatches, r.switches, r.bytes, r.kills, r.cuts
+                "chaos: plays completed {}, failed {}, hash mismatches {}, switches {}, bytes verified {}; {} appliance kills, {} link cuts, {} control-plane replica kills",
+                r.completed, r.failed, r.mismatches, r.switches, r.bytes, r.kills, r.cuts, r.replica_kills
             );
             for e in &r.errors {
                 println!("  error: {e}");

@@ -1,7 +1,8 @@
-//! A process of the lab (control plane, daemon, agent): started with its output in a log file,
-//! waited on until its log says it is up, killed when dropped.
+//! A process of the lab (control plane, daemon, agent): started with its output appended to a
+//! log file (a process restarted under chaos adds to the same file), waited on until its log
+//! says it is up, killed when dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,11 +13,17 @@ use anyhow::{bail, Context, Result};
 pub struct Proc {
     child: Child,
     log: PathBuf,
+    /// Where this run's lines start in the log.
+    start: u64,
 }
 
 impl Proc {
     pub(crate) fn spawn(mut cmd: Command, log: PathBuf) -> Result<Proc> {
-        let file = std::fs::File::create(&log)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let start = file.metadata()?.len();
         cmd.env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -24,18 +31,24 @@ impl Proc {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {:?}", cmd.get_program()))?;
-        Ok(Proc { child, log })
+        Ok(Proc { child, log, start })
     }
 
-    /// The process's log so far.
+    /// The process's log so far (earlier runs' lines included).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     pub(crate) fn wait_for(&mut self, needle: &str, within: Duration) -> Result<String> {
         let end = Instant::now() + within;
         loop {
-            if let Ok(f) = std::fs::File::open(&self.log) {
+            if let Ok(mut f) = std::fs::File::open(&self.log) {
+                f.seek(SeekFrom::Start(self.start))?;
                 if let Some(l) = BufReader::new(f)
                     .lines()
                     .map_while(Result::ok)

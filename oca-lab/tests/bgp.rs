@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use oca_lab::{Announced, Lab, Options, Topology};
+use oca_lab::{Announced, ControlPlanes, Lab, Options, Topology};
 use oca_protocol::admin::InconsistentSite;
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::SteerAnswer;
@@ -109,6 +109,7 @@ fn steering_follows_announcements_moved_and_withdrawn_with_birdc() {
             report_interval: INTERVAL,
             release: false,
             bgp: true,
+            control_planes: ControlPlanes::Sqlite,
         },
     )
     .unwrap();

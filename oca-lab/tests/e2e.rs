@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oca_lab::{Lab, Options, Topology};
+use oca_lab::{ControlPlanes, Disruptions, Lab, Options, Topology};
 use serde_json::Value;
 use test_support::{busiest, client_summary};
 
@@ -42,6 +42,7 @@ fn lab(dir: &std::path::Path) -> Lab {
             report_interval: 1,
             release: false,
             bgp: false,
+            control_planes: ControlPlanes::Sqlite,
         },
     )
     .unwrap();
@@ -224,6 +225,7 @@ link_mbit = 1000
             report_interval: 1,
             release: false,
             bgp: false,
+            control_planes: ControlPlanes::Sqlite,
         },
     )
     .unwrap();
@@ -299,6 +301,7 @@ fn a_minute_of_chaos_fails_no_play_and_corrupts_no_byte() {
             report_interval: 1,
             release: false,
             bgp: false,
+            control_planes: ControlPlanes::Sqlite,
         },
     )
     .unwrap();
@@ -308,4 +311,90 @@ fn a_minute_of_chaos_fails_no_play_and_corrupts_no_byte() {
     assert!(r.completed >= 20, "{r:?}");
     assert!(r.kills + r.cuts >= 3, "{r:?}");
     assert_eq!((r.failed, r.mismatches), (0, 0), "{r:?}");
+}
+
+/// The lab-level replica test: two control-plane replicas on one PostgreSQL database
+/// behind HAProxy, and a chaos run that kills one of them with SIGKILL (the first disruption
+/// always; restarted 2-5 s later) among appliance kills. No play fails, every stream lease a
+/// completed play took is on record until at least 15 minutes after its batch began, and no
+/// appliance's health report fails: HAProxy replays what the dead replica dropped.
+#[test]
+fn kill_9_of_a_control_plane_replica_under_chaos_fails_no_play_loses_no_lease_and_no_report() {
+    if !test_support::on_path("haproxy") {
+        assert!(
+            std::env::var_os("OCA_REQUIRE_VM").is_none(),
+            "haproxy is not installed (.ci/run installs it)"
+        );
+        eprintln!("skipped: haproxy is not installed");
+        return;
+    }
+    let Some(url) = test_support::postgres::fresh_database_url("lab_replicas") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(
+        &Topology::parse(TOPOLOGY).unwrap(),
+        &Options {
+            netns: false,
+            dir: dir.path().to_path_buf(),
+            report_interval: 1,
+            release: false,
+            bgp: false,
+            control_planes: ControlPlanes::Postgres {
+                url: url.clone(),
+                replicas: 2,
+            },
+        },
+    )
+    .unwrap();
+    lab.wait_filled(Duration::from_secs(180)).unwrap();
+    let agent_logs: Vec<(String, std::path::PathBuf)> = lab
+        .appliances
+        .iter()
+        .map(|a| {
+            let p = a.agent.as_ref().unwrap().log_path().to_path_buf();
+            (a.id.clone(), p)
+        })
+        .collect();
+    let before: Vec<usize> = agent_logs
+        .iter()
+        .map(|(_, p)| std::fs::read_to_string(p).unwrap().len())
+        .collect();
+    let kinds = Disruptions {
+        appliances: true,
+        // A cut site's reports fail by design; this test counts report failures.
+        links: false,
+        replicas: true,
+    };
+    let r = lab.chaos_with(Duration::from_secs(30), 6, kinds).unwrap();
+    eprintln!("chaos: {r:?}");
+    assert!(r.replica_kills >= 1, "{r:?}");
+    assert!(r.completed >= 10, "{r:?}");
+    assert_eq!((r.failed, r.mismatches), (0, 0), "{r:?}");
+    let leases: std::collections::HashMap<String, i64> =
+        test_support::postgres::with_client(&url, |c| {
+            c.query(
+                "SELECT title, expires FROM streams WHERE subscriber = 'demo'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+        });
+    for (title, began) in &r.leases {
+        let expires = leases.get(title).copied();
+        assert!(
+            expires.is_some_and(|e| e >= *began as i64 + 15 * 60),
+            "{title}: plays began at {began}, lease on record {expires:?} ({leases:?})"
+        );
+    }
+    for ((id, log), from) in agent_logs.iter().zip(before) {
+        let text = std::fs::read_to_string(log).unwrap();
+        let failed: Vec<&str> = text[from..]
+            .lines()
+            .filter(|l| l.contains("health report not taken"))
+            .collect();
+        assert!(failed.is_empty(), "{id}'s reports failed: {failed:#?}");
+    }
 }

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
-use oca_lab::{Lab, Options, Topology};
+use oca_lab::{ControlPlanes, Lab, Options, Topology};
 use serde_json::Value;
 use test_support::browser::{self, Browser};
 use test_support::client_summary;
@@ -96,6 +96,7 @@ fn start_lab(dir: &Path) -> Lab {
             report_interval: INTERVAL,
             release: false,
             bgp: false,
+            control_planes: ControlPlanes::Sqlite,
         },
     )
     .unwrap();
