@@ -35,10 +35,12 @@ THREADS=${THREADS:-2}
 TARGETS=${TARGETS:-sqlite}
 # Extra flags for the simulator (e.g. --no-disks to report as bench/control_plane.sh does).
 SIM_FLAGS=${SIM_FLAGS:-}
+# Another control-plane binary (an A/B: a copy of an earlier build); default this checkout's.
+CP_BIN=${CP_BIN:-}
 
 while [ -e /var/tmp/bench-quiet ] && [ ! -O /var/tmp/bench-quiet ]; do sleep 10; done
 cargo build --release -q -p control-plane --bin control-plane -p oca-fleetsim --bin oca-fleetsim
-CP=$REPO/target/release/control-plane
+CP=${CP_BIN:-$REPO/target/release/control-plane}
 SIM=$REPO/target/release/oca-fleetsim
 mkdir -p "$WORK"
 SIZE="a${APPLIANCES}-s${SITES}-f${FILES}-p${PREFIXES_PER_SITE}-r${REGIONS}"

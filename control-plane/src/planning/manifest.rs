@@ -128,6 +128,16 @@ fn unsigned<'k>(
     let parent_plan = parent
         .as_ref()
         .map(|p| planner.site_plan(snap, p, demand, now));
+    let (site_no, parent_no) = (
+        snap.site_number(&site),
+        parent.as_deref().and_then(|p| snap.site_number(p)),
+    );
+    // The parent has appliances that have not reported their disks: not planned for yet.
+    let parent_unreported = parent.as_deref().is_some_and(|p| {
+        snap.site_members(p)
+            .iter()
+            .any(|&i| snap.at(i).storage_bytes == 0)
+    });
     let catalog = demand.catalog;
     // Stable for a day, so the manifest version only changes when its content does.
     let expires = (now as u64 / 86_400 + 2) * 86_400;
@@ -165,16 +175,18 @@ fn unsigned<'k>(
                 Some(key),
             ));
         };
-        for a in snap.site_appliances(&site) {
-            if a.id != oca_id
-                && snap.holds(&a.id, id)
-                && snap.serving(a, now, *report_interval_secs)
-            {
+        // The holders in the site, then in the parent: runs of the one holder list.
+        let holders = snap.holders(id);
+        let in_site = |n: Option<u32>| n.map_or(&[][..], |n| snap.holders_at(holders, &(n..n + 1)));
+        for &j in in_site(site_no) {
+            let a = snap.at(j as usize);
+            if a.id != oca_id && snap.serving(a, now, *report_interval_secs) {
                 add(SourceKind::Peer, a, planner.is_bad(&a.id, id, now));
             }
         }
-        for a in parent.iter().flat_map(|p| snap.site_appliances(p)) {
-            if snap.holds(&a.id, id) && snap.serving(a, now, *report_interval_secs) {
+        for &j in in_site(parent_no) {
+            let a = snap.at(j as usize);
+            if snap.serving(a, now, *report_interval_secs) {
                 add(SourceKind::Tier, a, planner.is_bad(&a.id, id, now));
             }
         }
@@ -220,12 +232,11 @@ fn unsigned<'k>(
         // The parent site will hold it: it planned it, or it has appliances not planned yet
         // (not reported yet); past the escalation delay the origin is used anyway.
         let tier_expected = !has_tier
-            && parent.as_deref().is_some_and(|p| {
-                parent_plan
-                    .as_ref()
-                    .is_some_and(|pp| pp.replicas.contains_key(id))
-                    || snap.site_appliances(p).iter().any(|a| a.storage_bytes == 0)
-            });
+            && parent.is_some()
+            && (parent_plan
+                .as_ref()
+                .is_some_and(|pp| pp.replicas.contains_key(id))
+                || parent_unreported);
         let hold_until = |site: &str| (planner.first_planned(site, id, now) + escalation) as u64;
         for s in &mut sources {
             let wait = match s.kind {

@@ -44,9 +44,16 @@ pub struct Planner {
     plans: Mutex<HashMap<String, PlanEntry>>,
     /// The catalog ranked by popularity, shared by every site's plan.
     ranking: Mutex<Option<Ranking>>,
-    first_planned: Mutex<HashMap<(String, String), i64>>,
-    bad_sources: Mutex<HashMap<(String, String), i64>>,
+    /// By site, then content: when first planned there. Nested so that a lookup borrows its
+    /// keys (a manifest asks for each of its entries).
+    first_planned: Mutex<HashMap<String, HashMap<String, i64>>>,
+    /// By source appliance, then content: when reported bad.
+    bad_sources: Mutex<HashMap<String, HashMap<String, i64>>>,
 }
+
+/// Bad-source marks kept before expired ones are swept out: appliances report them, so their
+/// number is theirs to grow.
+const BAD_SOURCES_SWEEP: usize = 100_000;
 
 impl Planner {
     /// Drops every cached plan (after catalog changes).
@@ -59,21 +66,37 @@ impl Planner {
     pub fn report_bad_sources(&self, errors: &[FillError], now: i64) {
         let mut bad = self.bad_sources.lock();
         for e in errors {
-            bad.insert((e.source.clone(), e.content_id.clone()), now);
+            let by_source = match bad.get_mut(e.source.as_str()) {
+                Some(m) => m,
+                None => bad.entry(e.source.clone()).or_default(),
+            };
+            by_source.insert(e.content_id.clone(), now);
+        }
+        if bad.values().map(HashMap::len).sum::<usize>() > BAD_SOURCES_SWEEP {
+            for m in bad.values_mut() {
+                m.retain(|_, at| now - *at < BAD_SOURCE_SECS);
+            }
+            bad.retain(|_, m| !m.is_empty());
         }
     }
 
     /// Whether `source` was reported bad for `content` lately.
     pub fn is_bad(&self, source: &str, content: &str, now: i64) -> bool {
         let bad = self.bad_sources.lock();
-        bad.get(&(source.to_string(), content.to_string()))
+        bad.get(source)
+            .and_then(|m| m.get(content))
             .is_some_and(|at| now - at < BAD_SOURCE_SECS)
     }
 
     /// When `content` was first planned in `site` (`now` if this is the first time).
     pub fn first_planned(&self, site: &str, content: &str, now: i64) -> i64 {
         let mut m = self.first_planned.lock();
-        *m.entry((site.to_string(), content.to_string()))
+        if let Some(&at) = m.get(site).and_then(|s| s.get(content)) {
+            return at;
+        }
+        *m.entry(site.to_string())
+            .or_default()
+            .entry(content.to_string())
             .or_insert(now)
     }
 
