@@ -158,8 +158,11 @@ backend replicas
     acl replay_safe path /v1/play
     acl replay_safe path_reg ^/v1/appliances/[^/]+/health\$
     http-request disable-l7-retry if !replay_safe
+    option allbackups
     server r1 $a check
     server r2 $b check
+    server r1-fallback $a backup
+    server r2-fallback $b backup
 CFG
   haproxy -f "$dir/haproxy.cfg" -db 2> "$dir/haproxy.log" &
   local ph=$!

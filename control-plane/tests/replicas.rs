@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{db_of, licensed_world, skip_without_haproxy, start_with, Cp};
+use common::{db_of, licensed_world, start_with, Cp};
 use serde_json::{json, Value};
+use test_support::haproxy::skip_without_haproxy;
 use test_support::haproxy::Haproxy;
 
 /// HAProxy's address towards the replicas.
@@ -249,6 +250,49 @@ fn a_draining_replica_leaves_haproxy_without_a_failed_request() {
         "HAProxy had to retry away from r1"
     );
     assert!(stats["r2"].sessions > 0);
+}
+
+/// Every replica failing its check at once (here both draining with a long drain period; in
+/// the full-size fleet benchmark, both behind on the change feed under the same load) leaves
+/// HAProxy sending to them anyway through the fallback lines, rather than answering 503 itself.
+#[test]
+fn when_no_replica_passes_its_check_haproxy_still_sends_to_them() {
+    if skip_without_haproxy() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--drain-period", "30"];
+    let r1 = replica(dir.path(), "r1", &flags);
+    let r2 = replica(dir.path(), "r2", &flags);
+    let h = haproxy(dir.path(), &[("r1", &r1), ("r2", &r2)]);
+    sigterm(&r1);
+    sigterm(&r2);
+    for name in ["r1", "r2"] {
+        assert!(
+            h.wait_status(name, "DOWN", Duration::from_secs(5))
+                .is_some(),
+            "{name} never DOWN: {:?}",
+            h.servers()
+        );
+    }
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let r = c
+            .get(format!("http://{}/v1/admin/sites", h.addr))
+            .bearer_auth(&r1.token)
+            .send()
+            .unwrap();
+        let status = r.status();
+        assert_eq!(status, 200, "{:?}", r.text());
+    }
+    let stats = h.servers();
+    assert!(
+        stats["r1-fallback"].sessions + stats["r2-fallback"].sessions >= 10,
+        "{stats:?}"
+    );
 }
 
 #[test]

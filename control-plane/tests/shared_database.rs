@@ -10,8 +10,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{db_of, licensed_world_keys, skip_without_haproxy, start_with, Cp};
+use common::{db_of, licensed_world_keys, start_with, Cp};
 use serde_json::{json, Value};
+use test_support::haproxy::skip_without_haproxy;
 use test_support::haproxy::Haproxy;
 
 /// docs/control-plane.md's bound (the feed's 1 s poll plus applying), with room for a loaded

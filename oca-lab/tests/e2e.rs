@@ -320,12 +320,7 @@ fn a_minute_of_chaos_fails_no_play_and_corrupts_no_byte() {
 /// appliance's health report fails: HAProxy replays what the dead replica dropped.
 #[test]
 fn kill_9_of_a_control_plane_replica_under_chaos_fails_no_play_loses_no_lease_and_no_report() {
-    if !test_support::on_path("haproxy") {
-        assert!(
-            std::env::var_os("OCA_REQUIRE_VM").is_none(),
-            "haproxy is not installed (.ci/run installs it)"
-        );
-        eprintln!("skipped: haproxy is not installed");
+    if test_support::haproxy::skip_without_haproxy() {
         return;
     }
     let Some(url) = test_support::postgres::fresh_database_url("lab_replicas") else {

@@ -396,17 +396,3 @@ pub fn licensed_world_keys(cp: &Cp) -> (String, String) {
         reg["credential"].as_str().unwrap().to_string(),
     )
 }
-
-/// Whether HAProxy is here; where the tests must run (`OCA_REQUIRE_VM`, set by CI) its absence
-/// fails the test instead of skipping it.
-pub fn skip_without_haproxy() -> bool {
-    if test_support::on_path("haproxy") {
-        return false;
-    }
-    assert!(
-        std::env::var_os("OCA_REQUIRE_VM").is_none(),
-        "haproxy is not installed (.ci/run installs it)"
-    );
-    eprintln!("skipped: haproxy is not installed");
-    true
-}
