@@ -61,10 +61,23 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
                 app.readiness.feed_read(Instant::now());
                 let (n, t0) = (changes.len(), Instant::now());
                 pending.add(changes);
+                // What the batch held, for the warning below: a whole-view reload and a
+                // hundred reports are both slow, for different reasons.
+                let held = (
+                    pending.catalog,
+                    pending.fleet,
+                    pending.keys,
+                    pending.reports.len(),
+                );
                 pending = apply(app, feed.as_mut(), pending);
                 if t0.elapsed() > SLOW_APPLY {
+                    let (catalog, fleet, keys, reports) = held;
                     tracing::warn!(
                         changes = n,
+                        catalog,
+                        fleet,
+                        keys,
+                        reports,
                         secs = t0.elapsed().as_secs_f64(),
                         "change feed: applying a batch was slow"
                     );
