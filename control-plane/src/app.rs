@@ -190,7 +190,7 @@ impl App {
         if self.catalog().subscriber(id).is_some() {
             return Ok(true);
         }
-        match self.store.subscribers()?.into_iter().find(|s| s.id == id) {
+        match self.store.subscriber(id)? {
             Some(s) => {
                 self.catalog_mut().put_subscriber(s);
                 Ok(true)

@@ -129,3 +129,27 @@ fn bad_credentials_and_bad_bodies_get_clear_errors() {
     let (s, e) = cp.admin("GET", "/v1/nothing", None);
     assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
 }
+
+/// A subscriber the view has not heard of (written by another replica, here straight into the
+/// database) gets its token from storage; one that exists nowhere is 404.
+#[test]
+fn a_token_for_a_subscriber_only_storage_knows_is_issued_and_for_none_is_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    let sql = "INSERT INTO subscribers (id, active, max_resolution, max_streams) \
+               VALUES ('elsewhere', true, 1080, 2)";
+    db_of(dir.path()).exec(sql, sql);
+    let (s, t) = cp.admin(
+        "POST",
+        "/v1/admin/subscribers/elsewhere/tokens",
+        Some(json!({"ttl_secs": 60})),
+    );
+    assert_eq!(s, 201, "{t}");
+    assert_eq!(t["subscriber"], "elsewhere");
+    let (s, t) = cp.admin(
+        "POST",
+        "/v1/admin/subscribers/nobody/tokens",
+        Some(json!({"ttl_secs": 60})),
+    );
+    assert_eq!(s, 404, "{t}");
+}

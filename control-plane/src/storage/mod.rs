@@ -306,6 +306,9 @@ pub trait CatalogStore {
     /// All subscribers, by id.
     fn subscribers(&self) -> Result<Vec<Subscriber>>;
 
+    /// One subscriber; none when there is no such subscriber.
+    fn subscriber(&self, id: &str) -> Result<Option<Subscriber>>;
+
     /// The popularity scores saved last.
     fn popularity(&self) -> Result<Vec<SavedScore>>;
 

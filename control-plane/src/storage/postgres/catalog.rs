@@ -149,18 +149,16 @@ impl CatalogStore for PgStorage {
 
     fn subscribers(&self) -> Result<Vec<Subscriber>> {
         self.call(|c| {
-            Ok(c.query(
-                "SELECT id, active, max_resolution, max_streams FROM subscribers ORDER BY id",
-                &[],
-            )?
-            .iter()
-            .map(|r| Subscriber {
-                id: r.get(0),
-                active: r.get(1),
-                max_resolution: small(r.get(2)),
-                max_streams: small(r.get(3)),
-            })
-            .collect())
+            let sql = format!("{SUBSCRIBER_COLUMNS} ORDER BY id");
+            Ok(c.query(&sql, &[])?.iter().map(subscriber_row).collect())
+        })
+    }
+
+    fn subscriber(&self, id: &str) -> Result<Option<Subscriber>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let sql = format!("{SUBSCRIBER_COLUMNS} WHERE id = $1");
+            Ok(c.query_opt(&sql, &[&id])?.as_ref().map(subscriber_row))
         })
     }
 
@@ -216,5 +214,18 @@ impl CatalogStore for PgStorage {
             tx.commit()?;
             Ok(())
         })
+    }
+}
+
+/// The subscriber columns [`subscriber_row`] reads.
+const SUBSCRIBER_COLUMNS: &str = "SELECT id, active, max_resolution, max_streams FROM subscribers";
+
+/// A subscriber from a row of [`SUBSCRIBER_COLUMNS`].
+fn subscriber_row(r: &postgres::Row) -> Subscriber {
+    Subscriber {
+        id: r.get(0),
+        active: r.get(1),
+        max_resolution: small(r.get(2)),
+        max_streams: small(r.get(3)),
     }
 }

@@ -128,18 +128,15 @@ impl CatalogStore for SqliteStorage {
 
     fn subscribers(&self) -> Result<Vec<Subscriber>> {
         let conn = self.reader();
-        let mut stmt = conn.prepare(
-            "SELECT id, active, max_resolution, max_streams FROM subscribers ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Subscriber {
-                id: r.get(0)?,
-                active: r.get(1)?,
-                max_resolution: r.get(2)?,
-                max_streams: r.get(3)?,
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!("{SUBSCRIBER_COLUMNS} ORDER BY id"))?;
+        let rows = stmt.query_map([], subscriber_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn subscriber(&self, id: &str) -> Result<Option<Subscriber>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&format!("{SUBSCRIBER_COLUMNS} WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], subscriber_row).optional()?)
     }
 
     fn popularity(&self) -> Result<Vec<SavedScore>> {
@@ -184,4 +181,17 @@ impl CatalogStore for SqliteStorage {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The subscriber columns [`subscriber_row`] reads.
+const SUBSCRIBER_COLUMNS: &str = "SELECT id, active, max_resolution, max_streams FROM subscribers";
+
+/// A subscriber from a row of [`SUBSCRIBER_COLUMNS`].
+fn subscriber_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscriber> {
+    Ok(Subscriber {
+        id: r.get(0)?,
+        active: r.get(1)?,
+        max_resolution: r.get(2)?,
+        max_streams: r.get(3)?,
+    })
 }
