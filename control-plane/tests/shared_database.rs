@@ -68,16 +68,26 @@ fn steers_to(cp: &Cp, content: &str) -> Vec<String> {
     cp.steer("198.51.100.7", content).0
 }
 
+/// Two replicas on this test's PostgreSQL database, with its handle; none (after saying so)
+/// on SQLite, where the change feed does not exist.
+fn two_replicas(dir: &std::path::Path) -> Option<(common::Db, Cp, Cp)> {
+    let db = db_of(dir);
+    if !db.is_postgres() {
+        eprintln!("skipped: the change feed is PostgreSQL's (OCA_TEST_DB=postgres)");
+        return None;
+    }
+    let flags = ["--trusted-proxy", "127.0.0.1", "--drain-period", "0"];
+    let a = start_with(dir, &flags);
+    let b = start_with(dir, &flags);
+    Some((db, a, b))
+}
+
 #[test]
 fn what_one_replica_commits_reaches_the_others_views_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
-    if !db_of(dir.path()).is_postgres() {
-        eprintln!("skipped: the change feed is PostgreSQL's (OCA_TEST_DB=postgres)");
+    let Some((_db, a, b)) = two_replicas(dir.path()) else {
         return;
-    }
-    let flags = ["--trusted-proxy", "127.0.0.1", "--drain-period", "0"];
-    let a = start_with(dir.path(), &flags);
-    let b = start_with(dir.path(), &flags);
+    };
     // Sites, a zone, a title, a subscriber, an appliance and its first report, all on A.
     let (token, credential) = licensed_world_keys(&a);
     let mut took = vec![until("A's world in B's steering", || {
@@ -150,14 +160,9 @@ fn what_one_replica_commits_reaches_the_others_views_within_the_bound() {
 #[test]
 fn a_replica_whose_feed_session_was_cut_catches_up_from_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let db = db_of(dir.path());
-    if !db.is_postgres() {
-        eprintln!("skipped: the change feed is PostgreSQL's (OCA_TEST_DB=postgres)");
+    let Some((db, a, b)) = two_replicas(dir.path()) else {
         return;
-    }
-    let flags = ["--trusted-proxy", "127.0.0.1", "--drain-period", "0"];
-    let a = start_with(dir.path(), &flags);
-    let b = start_with(dir.path(), &flags);
+    };
     let (_token, credential) = licensed_world_keys(&a);
     until("A's world in B's steering", || {
         steers_to(&b, "t1_480p.mp4") == ["a1"]
@@ -187,14 +192,9 @@ fn a_replica_whose_feed_session_was_cut_catches_up_from_the_database() {
 #[test]
 fn a_subscriber_made_on_one_replica_gets_its_token_from_the_other_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let db = db_of(dir.path());
-    if !db.is_postgres() {
-        eprintln!("skipped: the change feed is PostgreSQL's (OCA_TEST_DB=postgres)");
+    let Some((db, a, b)) = two_replicas(dir.path()) else {
         return;
-    }
-    let flags = ["--trusted-proxy", "127.0.0.1", "--drain-period", "0"];
-    let a = start_with(dir.path(), &flags);
-    let b = start_with(dir.path(), &flags);
+    };
     // B's feed cut, so B's views cannot have heard of what A writes next for a second.
     let cut = db.count(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
