@@ -70,9 +70,8 @@ fn ktls_serves_every_byte_in_debians_kernel() {
         return;
     }
     let kernel = Kernel::find(&kernel_dir).unwrap();
-    // Release builds: under emulation a debug build is too slow.
     let bins = test_support::cargo_bins(
-        true,
+        false,
         &[("oca-daemon", "oca-daemon"), ("hwtests", "tls-check")],
     );
     let (daemon, check) = (bins["oca-daemon"].clone(), bins["tls-check"].clone());

@@ -125,7 +125,7 @@ fn qualify(
     extra: &[&str],
 ) -> (i32, String, serde_json::Value) {
     let bins = test_support::cargo_bins(
-        true,
+        false,
         &[("hwtests", "oca-qualify"), ("oca-daemon", "oca-daemon")],
     );
     let out = Command::new("ip")

@@ -57,32 +57,50 @@ fn every_fuzz_target_runs_clean_for_a_while() {
         "building the fuzz targets:\n{}",
         String::from_utf8_lossy(&build.stderr)
     );
-    for t in &targets {
-        // New inputs go to a scratch directory; the committed corpus is only read.
-        let scratch = tempfile::tempdir().unwrap();
-        let out = cargo()
-            .args(["fuzz", "run", "--dev", t])
-            .arg(scratch.path())
-            .arg(fuzz_dir().join("corpus").join(t))
-            .arg("--")
-            .arg(format!("-max_total_time={secs}"))
-            .arg("-rss_limit_mb=4096")
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "fuzz target {t} failed:\n{}",
-            log.lines()
-                .rev()
-                .take(60)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        let line = log.lines().rev().find(|l| l.contains("DONE")).unwrap_or("");
-        eprintln!("{t}: {line}");
+    // Two at a time: libFuzzer runs one thread, and CI has two cores.
+    for pair in targets.chunks(2) {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = pair
+                .iter()
+                .map(|t| s.spawn(move || (t, run_target(t, secs))))
+                .collect();
+            for run in runs {
+                let (t, out) = run.join().unwrap();
+                check_run(t, &out);
+            }
+        });
     }
+}
+
+/// Runs one target from its committed corpus for `secs`; new inputs go to a scratch directory.
+fn run_target(t: &str, secs: u64) -> std::process::Output {
+    let scratch = tempfile::tempdir().unwrap();
+    cargo()
+        .args(["fuzz", "run", "--dev", t])
+        .arg(scratch.path())
+        .arg(fuzz_dir().join("corpus").join(t))
+        .arg("--")
+        .arg(format!("-max_total_time={secs}"))
+        .arg("-rss_limit_mb=4096")
+        .output()
+        .unwrap()
+}
+
+/// Fails with the end of the target's log unless it ran clean; prints its last stats line.
+fn check_run(t: &str, out: &std::process::Output) {
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "fuzz target {t} failed:\n{}",
+        log.lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let line = log.lines().rev().find(|l| l.contains("DONE")).unwrap_or("");
+    eprintln!("{t}: {line}");
 }
