@@ -69,6 +69,9 @@ pub struct App {
     pub fleet: RwLock<Snapshot>,
     /// Set by admin changes; the next reader of the fleet view reloads it.
     pub fleet_stale: AtomicBool,
+    /// Held while zones or maintenance windows are reread and set in the fleet view, so a
+    /// read cannot overwrite a newer one ([`App::reload_windows`], [`App::reload_zones`]).
+    pub fleet_parts: parking_lot::Mutex<()>,
     /// The URL-signing keys in force (storage holds them; this avoids a read per request).
     pub keys: RwLock<Arc<Keys>>,
     /// Signs and verifies player tokens.
@@ -199,10 +202,29 @@ impl App {
         }
     }
 
-    /// Marks the fleet view stale after an admin change to sites, appliances or zones; the next
+    /// Marks the fleet view stale after an admin change to sites or appliances; the next
     /// reader reloads it, so registering thousands of appliances costs one reload, not one each.
     pub fn fleet_changed(&self) {
         self.fleet_stale.store(true, SeqCst);
+    }
+
+    /// Rereads the maintenance windows not over into the fleet view, after one was opened or
+    /// ended (here or on another replica): a few rows, where a whole reload of the view reads
+    /// every appliance's routes and inventory under its write lock.
+    pub fn reload_windows(&self) -> Result<(), StorageError> {
+        let _order = self.fleet_parts.lock();
+        let open = self.store.open_windows(unix_now())?;
+        self.fleet_mut().set_windows(open);
+        Ok(())
+    }
+
+    /// Rereads the coverage zones into the fleet view, after one was written (here or on
+    /// another replica).
+    pub fn reload_zones(&self) -> Result<(), StorageError> {
+        let _order = self.fleet_parts.lock();
+        let zones = self.store.zones()?;
+        self.fleet_mut().set_zones(zones);
+        Ok(())
     }
 
     /// Read access to the fleet view, reloaded first when an admin change made it stale.
@@ -212,6 +234,7 @@ impl App {
             // change made stale; a change committed during the load sets the flag again.
             let mut fleet = self.fleet_mut();
             if self.fleet_stale.swap(false, SeqCst) {
+                self.metrics.fleet_reloads.inc();
                 match Snapshot::load(self.store.as_ref(), unix_now()) {
                     Ok(fresh) => {
                         *fleet = fresh;

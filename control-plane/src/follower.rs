@@ -3,10 +3,16 @@
 //! ([`crate::storage::changes`]) on a thread of its own.
 //!
 //! What each change costs here:
-//! - a catalog change: the catalog is reloaded outside its lock and swapped in, unless this
-//!   replica wrote to it meanwhile (then it is reloaded again), and fill plans are recomputed;
-//! - a fleet change (sites, appliances, zones, maintenance windows): the fleet view is marked
-//!   stale and its next reader reloads it, as after this replica's own admin changes;
+//! - a catalog change: the titles or subscribers its row names are reread outside the
+//!   catalog's lock and patched in, unless this replica wrote to the catalog meanwhile (then
+//!   they are reread again); a row that names none (a statement that touched more than
+//!   [`crate::storage::changes::KEYS_CARRIED`] rows) rereads the whole catalog the same way.
+//!   Fill plans are recomputed after a title change, not after a subscriber's;
+//! - a change of coverage zones or maintenance windows: that table is reread (it is small) and
+//!   set in the fleet view, as after this replica's own writes to it;
+//! - a change of sites or appliances: the fleet view is marked stale and its next reader
+//!   reloads it whole, as after this replica's own registrations (site numbers and appliance
+//!   indexes are laid out anew);
 //! - a key change: the keys are reloaded;
 //! - another replica's health report: the appliance's status and load are applied at once, as
 //!   is an inventory the feed carries (a full one, or a delta when the view holds its base);
@@ -19,14 +25,18 @@
 //! Several changes read at once cost one reload of each view. A replica whose feed cannot be
 //! read for [`crate::server::readiness::FEED_BEHIND`] says so on `/readyz`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::{unix_now, App};
-use crate::domain::catalog::CatalogView;
+use crate::domain::catalog::{CatalogView, Content, Subscriber, Title};
 use crate::fleet::Snapshot;
-use crate::storage::changes::{Change, ChangeFeed, Feed, ReportChange, POLL_EVERY};
-use crate::storage::StorageError;
+use crate::metrics::Metrics;
+use crate::storage::changes::{
+    CatalogChange, Change, ChangeFeed, Feed, FleetChange, ReportChange, KEYS_CARRIED, POLL_EVERY,
+};
+use crate::storage::{Storage, StorageError};
 
 /// How often rows past the feed's retention are deleted (by every replica; deleting twice is
 /// harmless).
@@ -64,7 +74,7 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
                 // What the batch held, for the warning below: a whole-view reload and a
                 // hundred reports are both slow, for different reasons.
                 let held = (
-                    pending.catalog,
+                    pending.catalog.len(),
                     pending.fleet,
                     pending.keys,
                     pending.reports.len(),
@@ -112,8 +122,11 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
 /// What is left to apply.
 #[derive(Default)]
 struct Pending {
-    catalog: bool,
+    catalog: CatalogPending,
+    /// The whole fleet view (sites or appliances changed).
     fleet: bool,
+    zones: bool,
+    windows: bool,
     keys: bool,
     reports: Vec<ReportChange>,
 }
@@ -121,8 +134,10 @@ struct Pending {
 impl Pending {
     fn everything() -> Pending {
         Pending {
-            catalog: true,
+            catalog: CatalogPending::whole(),
             fleet: true,
+            zones: false,
+            windows: false,
             keys: true,
             reports: Vec::new(),
         }
@@ -131,11 +146,55 @@ impl Pending {
     fn add(&mut self, changes: Vec<Change>) {
         for c in changes {
             match c {
-                Change::Catalog => self.catalog = true,
-                Change::Fleet => self.fleet = true,
+                Change::Catalog(c) => self.catalog.add(c),
+                Change::Fleet(FleetChange::Structure) => self.fleet = true,
+                Change::Fleet(FleetChange::Zones) => self.zones = true,
+                Change::Fleet(FleetChange::Windows) => self.windows = true,
                 Change::Keys => self.keys = true,
                 Change::Report(r) => self.reports.push(r),
             }
+        }
+    }
+}
+
+/// Catalog rows to reread: the titles and subscribers named, or the whole catalog.
+#[derive(Default)]
+struct CatalogPending {
+    whole: bool,
+    titles: BTreeSet<String>,
+    subscribers: BTreeSet<String>,
+}
+
+impl CatalogPending {
+    fn whole() -> CatalogPending {
+        CatalogPending {
+            whole: true,
+            ..CatalogPending::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.whole && self.titles.is_empty() && self.subscribers.is_empty()
+    }
+
+    /// Rows named; the whole catalog counts as one.
+    fn len(&self) -> usize {
+        if self.whole {
+            1
+        } else {
+            self.titles.len() + self.subscribers.len()
+        }
+    }
+
+    fn add(&mut self, c: CatalogChange) {
+        match c {
+            CatalogChange::Titles(ids) => self.titles.extend(ids),
+            CatalogChange::Subscribers(ids) => self.subscribers.extend(ids),
+            CatalogChange::Whole => self.whole = true,
+        }
+        // Past this many rows one at a time, one read of everything is cheaper.
+        if self.whole || self.titles.len() + self.subscribers.len() > KEYS_CARRIED * 10 {
+            *self = CatalogPending::whole();
         }
     }
 }
@@ -144,7 +203,8 @@ impl Pending {
 fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
     let mut left = Pending::default();
     let n = p.reports.len() as u64
-        + [p.catalog, p.fleet, p.keys]
+        + p.catalog.len() as u64
+        + [p.fleet, p.zones, p.windows, p.keys]
             .map(u64::from)
             .iter()
             .sum::<u64>();
@@ -155,20 +215,36 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
             left.keys = true;
         }
     }
-    if p.catalog {
-        match reload_catalog(app) {
-            Ok(true) => app.planner.invalidate(),
-            Ok(false) => left.catalog = true,
+    if !p.catalog.is_empty() {
+        match follow_catalog(app, &p.catalog) {
+            Ok(true) => {
+                if p.catalog.whole || !p.catalog.titles.is_empty() {
+                    app.planner.invalidate();
+                }
+            }
+            Ok(false) => left.catalog = p.catalog,
             Err(e) => {
-                tracing::warn!(error = %e, "change feed: reloading the catalog");
-                left.catalog = true;
+                tracing::warn!(error = %e, "change feed: rereading the catalog");
+                left.catalog = p.catalog;
             }
         }
     }
     if p.fleet {
-        // The reload reads every report committed before it, these included.
+        // The reload reads every report, zone and window committed before it, these included.
         app.fleet_changed();
         return left;
+    }
+    if p.zones {
+        if let Err(e) = app.reload_zones() {
+            tracing::warn!(error = %e, "change feed: rereading coverage zones");
+            left.zones = true;
+        }
+    }
+    if p.windows {
+        if let Err(e) = app.reload_windows() {
+            tracing::warn!(error = %e, "change feed: rereading maintenance windows");
+            left.windows = true;
+        }
     }
     for chunk in p.reports.chunks(REPORTS_AT_ONCE) {
         if let Err(e) = follow_reports(app, feed, chunk) {
@@ -182,20 +258,84 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
     left
 }
 
-/// Reloads the catalog and swaps it in; false when this replica wrote to it every time
-/// meanwhile.
-fn reload_catalog(app: &App) -> Result<bool, StorageError> {
+/// Rereads what `p` names and applies it to the catalog view; false when this replica wrote to
+/// the view every time meanwhile (a write between the read and the apply may be newer than
+/// what was read).
+fn follow_catalog(app: &App, p: &CatalogPending) -> Result<bool, StorageError> {
     use std::sync::atomic::Ordering::SeqCst;
     for _ in 0..CATALOG_TRIES {
         let before = app.catalog_writes.load(SeqCst);
-        let fresh = CatalogView::load(app.store.as_ref())?;
+        let read = CatalogRead::of(app.store.as_ref(), &app.metrics, p)?;
         let mut view = app.catalog.write();
         if app.catalog_writes.load(SeqCst) == before {
-            *view = fresh;
+            read.apply(&mut view);
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// A title's row and its renditions.
+type TitleRows = (Title, Vec<Content>);
+
+/// Catalog rows as committed, read for [`follow_catalog`].
+enum CatalogRead {
+    Whole(CatalogView),
+    Rows {
+        /// Each title named: its row and renditions, or none when it is gone.
+        titles: Vec<(String, Option<TitleRows>)>,
+        /// Each subscriber named, or none when it is gone.
+        subscribers: Vec<(String, Option<Subscriber>)>,
+    },
+}
+
+impl CatalogRead {
+    fn of(
+        store: &dyn Storage,
+        metrics: &Metrics,
+        p: &CatalogPending,
+    ) -> Result<CatalogRead, StorageError> {
+        if p.whole {
+            metrics.feed_catalog_reloads.inc();
+            return Ok(CatalogRead::Whole(CatalogView::load(store)?));
+        }
+        let mut titles = Vec::with_capacity(p.titles.len());
+        for id in &p.titles {
+            let row = match store.title(id)? {
+                Some(t) => Some((t, store.content(Some(id))?)),
+                None => None,
+            };
+            titles.push((id.clone(), row));
+        }
+        let mut subscribers = Vec::with_capacity(p.subscribers.len());
+        for id in &p.subscribers {
+            subscribers.push((id.clone(), store.subscriber(id)?));
+        }
+        Ok(CatalogRead::Rows {
+            titles,
+            subscribers,
+        })
+    }
+
+    fn apply(self, view: &mut CatalogView) {
+        match self {
+            CatalogRead::Whole(fresh) => *view = fresh,
+            CatalogRead::Rows {
+                titles,
+                subscribers,
+            } => {
+                for (id, row) in titles {
+                    view.put_title(&id, row);
+                }
+                for (id, row) in subscribers {
+                    match row {
+                        Some(s) => view.put_subscriber(s),
+                        None => view.remove_subscriber(&id),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Applies other replicas' reports to the fleet view, holding their appliances' report

@@ -511,6 +511,7 @@ fn run(cli: Cli) -> Result<()> {
         origin_dir,
         fleet: parking_lot::RwLock::new(fleet),
         fleet_stale: std::sync::atomic::AtomicBool::new(false),
+        fleet_parts: parking_lot::Mutex::new(()),
         keys: parking_lot::RwLock::new(Arc::new(keys)),
         player_tokens: player_tokens::TokenKey::new(&token_secret),
         body_timeout,

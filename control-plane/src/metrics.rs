@@ -29,6 +29,10 @@ pub struct Metrics {
     pub health_reports: Counter,
     /// Other replicas' changes applied to this replica's views from the change feed.
     pub feed_changes: Counter,
+    /// Whole-catalog rereads for the change feed, where a change named no rows.
+    pub feed_catalog_reloads: Counter,
+    /// Whole reloads of the fleet view (after a site or appliance was registered).
+    pub fleet_reloads: Counter,
     /// Requests refused for bad credentials.
     pub auth_failures: Counter,
     /// Origin requests refused for a bad, expired or wrong-scope signature.
@@ -95,6 +99,16 @@ impl Default for Metrics {
             &mut registry,
             "cp_feed_changes",
             "Other replicas' changes applied to this replica's views from the change feed",
+        );
+        let feed_catalog_reloads = m(
+            &mut registry,
+            "cp_feed_catalog_reloads",
+            "Whole-catalog rereads for the change feed, where a change named no rows",
+        );
+        let fleet_reloads = m(
+            &mut registry,
+            "cp_fleet_reloads",
+            "Whole reloads of the fleet view (after a site or appliance was registered)",
         );
         let auth_failures = m(
             &mut registry,
@@ -209,6 +223,8 @@ impl Default for Metrics {
             health_misses,
             health_reports,
             feed_changes,
+            feed_catalog_reloads,
+            fleet_reloads,
             auth_failures,
             origin_refusals,
         }

@@ -227,6 +227,33 @@ fn a_disabled_appliance_is_not_steered_to_drains_and_comes_back_when_ended() {
 }
 
 #[test]
+fn windows_and_zones_reach_steering_at_once_without_reloading_the_fleet_view() {
+    let w = world();
+    assert_eq!(w.steer(ISP_A_CLIENT).0, ["a1", "a2"]);
+    let reloads = counter(&w.cp, "cp_fleet_reloads_total");
+    let (s, win) = w.disable(json!({"appliance": "a1", "reason": "disk", "duration_secs": 600}));
+    assert_eq!(s, 201, "{win}");
+    assert_eq!(w.steer(ISP_A_CLIENT).0, ["a2"]);
+    let (s, r) = w.cp.admin(
+        "POST",
+        &format!("/v1/admin/maintenance/{}/end", win["id"]),
+        Some(json!({"reason": "done"})),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(w.steer(ISP_A_CLIENT).0, ["a1", "a2"]);
+    // A zone gives a prefix nobody announces to a site: its clients are steered there.
+    assert!(w.steer("192.0.2.7").0.is_empty());
+    let zone = json!({"prefix": "192.0.2.0/24", "site": "isp-b", "country": "NL"});
+    assert_eq!(w.cp.admin("POST", "/v1/admin/zones", Some(zone)).0, 201);
+    assert_eq!(w.steer("192.0.2.7").0, ["b1"]);
+    // Moved to the other site: the old site's entry goes with it.
+    let zone = json!({"prefix": "192.0.2.0/24", "site": "isp-a", "country": "NL"});
+    assert_eq!(w.cp.admin("POST", "/v1/admin/zones", Some(zone)).0, 201);
+    assert_eq!(w.steer("192.0.2.7").0, ["a1", "a2"]);
+    assert_eq!(counter(&w.cp, "cp_fleet_reloads_total"), reloads);
+}
+
+#[test]
 fn a_scheduled_window_starts_and_ends_by_itself() {
     let w = world();
     w.report("a1", 100, 10_000_000);

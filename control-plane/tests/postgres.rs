@@ -82,7 +82,7 @@ fn a_newer_schema_is_refused_and_the_password_is_never_logged() {
     // without the password.
     let out = run();
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("schema_version=14"), "{log}");
+    assert!(log.contains("schema_version=15"), "{log}");
     assert!(!log.contains(secret), "{log}");
     test_support::postgres::with_client(&url, |c| {
         c.batch_execute("UPDATE schema_version SET version = 999")

@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{db_of, licensed_world_keys, start_with, Cp};
+use common::{counter, db_of, licensed_world_keys, start_with, Cp};
 use serde_json::{json, Value};
 use test_support::haproxy::skip_without_haproxy;
 use test_support::haproxy::Haproxy;
@@ -68,6 +68,24 @@ fn steers_to(cp: &Cp, content: &str) -> Vec<String> {
     cp.steer("198.51.100.7", content).0
 }
 
+/// A catalog change and a report's inventory delta, both on `cp`: t1's 1080p rendition, held
+/// by a1 from inventory sequence 2.
+fn add_1080p(cp: &Cp, credential: &str) {
+    let (s, r) = cp.admin(
+        "POST",
+        "/v1/admin/content",
+        Some(json!({"id": "t1_1080p.mp4", "title": "t1", "resolution": 1080, "bitrate_kbps": 6000,
+               "size": 1000, "sha256": "0".repeat(64), "content_type": "video/mp4", "origin": "embedded"})),
+    );
+    assert_eq!(s, 201, "{r}");
+    report(
+        cp,
+        credential,
+        json!({"kind": "delta", "base_seq": 1, "seq": 2, "added": ["t1_1080p.mp4"], "removed": []}),
+        "ok",
+    );
+}
+
 /// Two replicas on this test's PostgreSQL database, with its handle; none (after saying so)
 /// on SQLite, where the change feed does not exist.
 fn two_replicas(dir: &std::path::Path) -> Option<(common::Db, Cp, Cp)> {
@@ -98,19 +116,7 @@ fn what_one_replica_commits_reaches_the_others_views_within_the_bound() {
     }));
 
     // A catalog change and a report's inventory delta, both on A.
-    let (s, r) = a.admin(
-        "POST",
-        "/v1/admin/content",
-        Some(json!({"id": "t1_1080p.mp4", "title": "t1", "resolution": 1080, "bitrate_kbps": 6000,
-               "size": 1000, "sha256": "0".repeat(64), "content_type": "video/mp4", "origin": "embedded"})),
-    );
-    assert_eq!(s, 201, "{r}");
-    report(
-        &a,
-        &credential,
-        json!({"kind": "delta", "base_seq": 1, "seq": 2, "added": ["t1_1080p.mp4"], "removed": []}),
-        "ok",
-    );
+    add_1080p(&a, &credential);
     took.push(until("A's delta in B's steering", || {
         steers_to(&b, "t1_1080p.mp4") == ["a1"]
     }));
@@ -155,6 +161,107 @@ fn what_one_replica_commits_reaches_the_others_views_within_the_bound() {
         *slowest <= BOUND,
         "slowest propagation {slowest:?} over the bound {BOUND:?}: {took:?}"
     );
+}
+
+#[test]
+fn admin_changes_reach_the_other_replica_as_the_rows_they_touched_not_whole_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((db, a, b)) = two_replicas(dir.path()) else {
+        return;
+    };
+    let (token, credential) = licensed_world_keys(&a);
+    until("A's title and subscriber in B's plays", || {
+        play(&b, &token, "t1").0 == 200
+    });
+    let reloads = "cp_feed_catalog_reloads_total";
+    let before = counter(&b, reloads);
+
+    // A rendition (a title's rows) and a subscriber's plan, each on A.
+    add_1080p(&a, &credential);
+    let mut took = vec![until("A's new rendition in B's plays", || {
+        let (s, ans) = play(&b, &token, "t1");
+        s == 200 && ans.to_string().contains("t1_1080p.mp4")
+    })];
+    let subscriber = |active: bool| {
+        let (s, r) = a.admin(
+            "POST",
+            "/v1/admin/subscribers",
+            Some(json!({"id": "s1", "active": active, "max_resolution": 1080, "max_streams": 4})),
+        );
+        assert!(s == 200 || s == 201, "{r}");
+    };
+    subscriber(false);
+    took.push(until("A's inactive subscriber refused by B", || {
+        play(&b, &token, "t1").0 == 403
+    }));
+    subscriber(true);
+    took.push(until("A's active subscriber again in B's plays", || {
+        play(&b, &token, "t1").0 == 200
+    }));
+    // A maintenance window opened and ended, and a coverage zone added, each on A: B rereads
+    // that table alone.
+    let fleet_reloads = "cp_fleet_reloads_total";
+    let fleet_before = counter(&b, fleet_reloads);
+    let (s, w) = a.admin(
+        "POST",
+        "/v1/admin/maintenance",
+        Some(json!({"appliance": "a1", "reason": "feed test", "duration_secs": 3600})),
+    );
+    assert_eq!(s, 201, "{w}");
+    took.push(until("A's maintenance window in B's steering", || {
+        steers_to(&b, "t1_480p.mp4").is_empty()
+    }));
+    let (s, r) = a.admin(
+        "POST",
+        &format!("/v1/admin/maintenance/{}/end", w["id"]),
+        Some(json!({"reason": "done"})),
+    );
+    assert_eq!(s, 200, "{r}");
+    took.push(until("A's ended window in B's steering", || {
+        steers_to(&b, "t1_480p.mp4") == ["a1"]
+    }));
+    assert!(b.steer("203.0.113.9", "t1_480p.mp4").0.is_empty());
+    let (s, r) = a.admin(
+        "POST",
+        "/v1/admin/zones",
+        Some(json!({"prefix": "203.0.113.0/24", "site": "isp-a", "country": "NL"})),
+    );
+    assert_eq!(s, 201, "{r}");
+    took.push(until("A's new zone in B's steering", || {
+        b.steer("203.0.113.9", "t1_480p.mp4").0 == ["a1"]
+    }));
+    assert_eq!(
+        counter(&b, fleet_reloads),
+        fleet_before,
+        "B reloaded its whole fleet view for a window or a zone"
+    );
+
+    let (s, r) = a.admin("DELETE", "/v1/admin/titles/t1", None);
+    assert!(s == 200 || s == 204, "{s} {r}");
+    // A title's removal.
+    took.push(until("A's removed title gone from B's plays", || {
+        play(&b, &token, "t1").0 == 404
+    }));
+    let slowest = took.iter().max().unwrap();
+    assert!(
+        *slowest <= BOUND,
+        "slowest propagation {slowest:?} over the bound {BOUND:?}: {took:?}"
+    );
+    assert_eq!(
+        counter(&b, reloads),
+        before,
+        "B reread its whole catalog for changes that named their rows"
+    );
+
+    // One statement touching more rows than a feed row names: B rereads the whole catalog.
+    db.exec(
+        "",
+        "INSERT INTO subscribers (id, active, max_resolution, max_streams)
+         SELECT 'bulk-' || g, true, 1080, 1 FROM generate_series(1, 1001) g",
+    );
+    until("a 1,001-row statement reread whole by B", || {
+        counter(&b, reloads) == before + 1
+    });
 }
 
 #[test]

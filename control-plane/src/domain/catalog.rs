@@ -60,6 +60,22 @@ impl CatalogView {
         self.subscribers.insert(s.id.clone(), s);
     }
 
+    /// Forgets a subscriber deleted from storage.
+    pub fn remove_subscriber(&mut self, id: &str) {
+        self.subscribers.remove(id);
+    }
+
+    /// Replaces title `id` with its committed row and renditions, or forgets it when gone.
+    pub fn put_title(&mut self, id: &str, row: Option<(Title, Vec<Content>)>) {
+        self.remove_title(id);
+        if let Some((t, renditions)) = row {
+            self.add_title(t);
+            for c in renditions {
+                self.add_content(c);
+            }
+        }
+    }
+
     /// One subscriber.
     pub fn subscriber(&self, id: &str) -> Option<&Subscriber> {
         self.subscribers.get(id)

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
 
-use oca_protocol::admin::SiteKind;
+use oca_protocol::admin::{SiteKind, Zone};
 use oca_protocol::health::{HealthReport, Inventory};
 use oca_protocol::prefix::Prefix;
 use oca_protocol::steering::{MatchedRoute, RouteSource};
@@ -193,16 +193,7 @@ impl Snapshot {
                 });
             }
         })?;
-        let mut countries = PrefixTable::default();
-        let mut zones = Vec::new();
-        for z in store.zones()? {
-            if let Some(country) = z.country {
-                countries.insert(z.prefix, country);
-            }
-            if let Some(site) = z.site {
-                zones.push((z.prefix, site));
-            }
-        }
+        let (countries, zones) = split_zones(store.zones()?);
         let numbers = SiteNumbers::new(&sites, &appliances);
         let mut holders = Holders::default();
         let mut held: Vec<HashSet<Arc<str>>> = vec![HashSet::new(); appliances.len()];
@@ -424,6 +415,33 @@ impl Snapshot {
 
     /// Builds the route table from the zones and every appliance's routes (at load; reports
     /// then change it in place).
+    /// Replaces the maintenance windows (those not over), after one was opened or ended.
+    pub fn set_windows(&mut self, open: Vec<MaintenanceWindow>) {
+        self.maintenance = Windows::new(open);
+    }
+
+    /// Replaces the coverage zones with `all` as committed: the route table's zone entries are
+    /// patched (not rebuilt from every appliance's routes), and the country table is rebuilt.
+    pub fn set_zones(&mut self, all: Vec<Zone>) {
+        let (countries, zones) = split_zones(all);
+        for (prefix, site) in &self.zones {
+            if let Some(served) = self.routes.get_mut(prefix) {
+                served.zone_sites.retain(|s| s != site);
+                if served.is_empty() {
+                    self.routes.remove(prefix);
+                }
+            }
+        }
+        for (prefix, site) in &zones {
+            let served = served_mut(&mut self.routes, *prefix);
+            if !served.zone_sites.contains(site) {
+                served.zone_sites.push(site.clone());
+            }
+        }
+        self.zones = zones;
+        self.countries = countries;
+    }
+
     fn rebuild_routes(&mut self) {
         let mut table: PrefixTable<Served> = PrefixTable::default();
         for (prefix, site) in &self.zones {
@@ -822,6 +840,21 @@ mod tests;
 
 use holders::Holders;
 use maintenance::Windows;
+
+/// Coverage zones as the view keeps them: the country table, and the (prefix, site) pairs.
+fn split_zones(all: Vec<Zone>) -> (PrefixTable<String>, Vec<(Prefix, String)>) {
+    let mut countries = PrefixTable::default();
+    let mut zones = Vec::new();
+    for z in all {
+        if let Some(country) = z.country {
+            countries.insert(z.prefix, country);
+        }
+        if let Some(site) = z.site {
+            zones.push((z.prefix, site));
+        }
+    }
+    (countries, zones)
+}
 use oca_protocol::admin::MaintenanceWindow;
 use routes::{best_routes, served_mut};
 pub use routes::{heard_route, local_route, BgpHeard, Served};

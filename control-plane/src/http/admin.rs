@@ -384,7 +384,10 @@ pub async fn put_zone(
         check_country(c)?;
     }
     app.store.put_zone(&zone)?;
-    app.fleet_changed();
+    if let Err(e) = app.reload_zones() {
+        tracing::warn!(error = %e, "rereading coverage zones; reloading the fleet view");
+        app.fleet_changed();
+    }
     Ok((StatusCode::CREATED, Json(zone)))
 }
 

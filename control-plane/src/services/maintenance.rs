@@ -78,7 +78,7 @@ pub fn disable(
         now,
     };
     let w = app.store.create_window(&new, action, &details)?;
-    app.fleet_changed();
+    reload_windows(app);
     tracing::info!(window = w.id, target = %id, kind = kind.as_str(), start, end, actor, reason, "maintenance window opened");
     Ok(with_phase(w, now))
 }
@@ -104,7 +104,7 @@ pub fn end(
         .store
         .end_window(id, actor, reason, now, action, &details)?
         .ok_or(MaintenanceError::Over(id))?;
-    app.fleet_changed();
+    reload_windows(app);
     tracing::info!(window = id, target = %ended.target, actor, reason, action, "maintenance window ended early");
     Ok(with_phase(ended, now))
 }
@@ -176,4 +176,13 @@ pub fn annotate(app: &App, states: &mut [ApplianceState], now: i64) -> Result<()
 pub fn with_phase(mut w: MaintenanceWindow, now: i64) -> MaintenanceWindow {
     w.phase = Some(rules::phase(&w, now));
     w
+}
+
+/// Brings the fleet view's windows up to date after a committed change; a failed reread
+/// reloads the whole view on its next read instead.
+fn reload_windows(app: &App) {
+    if let Err(e) = app.reload_windows() {
+        tracing::warn!(error = %e, "rereading maintenance windows; reloading the fleet view");
+        app.fleet_changed();
+    }
 }

@@ -5,7 +5,8 @@
 //! Every transaction that changes something a view mirrors appends a row to `changes` in the
 //! same transaction, so a change is in the feed exactly when it is committed, never before and
 //! never lost: on PostgreSQL, triggers on the admin tables append one row per writing statement
-//! (area `catalog`, `fleet` or `keys`) and `NOTIFY oca_changes`; a health report appends one
+//! (area `catalog`, `fleet` or `keys`) and `NOTIFY oca_changes`; a catalog row names the titles
+//! or subscribers the statement touched ([`CatalogChange`]), so a follower rereads only those; a health report appends one
 //! row of area `report` whose detail ([`ReportChange`]) says what the report changed. Each row
 //! carries the writing replica's id (`origin`), so a replica skips its own writes, which it
 //! applied to its views as it committed them.
@@ -49,14 +50,45 @@ pub const RETENTION: Duration = Duration::from_secs(900);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Titles, renditions or subscribers.
-    Catalog,
+    Catalog(CatalogChange),
     /// Sites, appliances, coverage zones or maintenance windows.
-    Fleet,
+    Fleet(FleetChange),
     /// URL-signing keys.
     Keys,
     /// A health report another replica recorded.
     Report(ReportChange),
 }
+
+/// Which catalog rows one writing statement touched, as its row in the feed names them
+/// (migration 15's triggers): the follower rereads those rows rather than the whole catalog,
+/// which at 200,000 titles took long enough to put the replica behind its feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogChange {
+    /// Titles whose row, licensed countries or renditions changed (by title id).
+    Titles(Vec<String>),
+    /// Subscribers written or deleted (by id).
+    Subscribers(Vec<String>),
+    /// More rows than a feed row names ([`KEYS_CARRIED`]), or a row written before keys were
+    /// carried: the whole catalog is reread.
+    Whole,
+}
+
+/// Which part of the fleet view a fleet change touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetChange {
+    /// Coverage zones: reread alone.
+    Zones,
+    /// Maintenance windows: reread alone.
+    Windows,
+    /// Sites or appliances (or a row this replica does not understand): the view is reloaded
+    /// whole, as site numbers and appliance indexes are laid out anew.
+    Structure,
+}
+
+/// Keys one feed row names at most; a statement touching more rows is noted as
+/// [`CatalogChange::Whole`]. Migration 15's trigger function holds the same number.
+pub const KEYS_CARRIED: usize = 1_000;
 
 /// What a recorded health report changed, as another replica applies it to its fleet view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

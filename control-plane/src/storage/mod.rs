@@ -294,6 +294,9 @@ pub trait CatalogStore {
     /// All titles, by id, countries sorted.
     fn titles(&self) -> Result<Vec<Title>>;
 
+    /// One title with its licensed countries; none when it does not exist.
+    fn title(&self, id: &str) -> Result<Option<Title>>;
+
     /// Adds a content file (its title must exist).
     fn create_content(&self, c: &Content) -> Result<()>;
 

@@ -247,10 +247,7 @@ impl Cp {
             .build()
             .unwrap();
         let url = format!("http://{}{}", self.addr, path);
-        let mut r = match method {
-            "POST" => c.post(url),
-            _ => c.get(url),
-        };
+        let mut r = c.request(method.parse().expect("an HTTP method"), url);
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -312,6 +309,17 @@ pub fn metrics(cp: &Cp) -> String {
         .send()
         .unwrap()
         .text()
+        .unwrap()
+}
+
+/// The value of counter `name` on `cp`'s `/metrics`.
+#[allow(dead_code)]
+pub fn counter(cp: &Cp, name: &str) -> u64 {
+    let text = metrics(cp);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .parse()
         .unwrap()
 }
 

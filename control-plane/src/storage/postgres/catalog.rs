@@ -54,21 +54,18 @@ impl CatalogStore for PgStorage {
 
     fn titles(&self) -> Result<Vec<Title>> {
         self.call(|c| {
-            let rows = c.query(
-                "SELECT t.id, t.name, COALESCE(array_agg(c.country ORDER BY c.country)
-                                                 FILTER (WHERE c.country IS NOT NULL), '{}')
-                 FROM titles t LEFT JOIN title_countries c ON c.title = t.id
-                 GROUP BY t.id ORDER BY t.id",
-                &[],
-            )?;
-            Ok(rows
+            Ok(c.query(&titles_sql(""), &[])?
                 .iter()
-                .map(|r| Title {
-                    id: r.get(0),
-                    name: r.get(1),
-                    countries: r.get(2),
-                })
+                .map(title_row)
                 .collect())
+        })
+    }
+
+    fn title(&self, id: &str) -> Result<Option<Title>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let sql = titles_sql("WHERE t.id = $1");
+            Ok(c.query_opt(&sql, &[&id])?.as_ref().map(title_row))
         })
     }
 
@@ -227,5 +224,24 @@ fn subscriber_row(r: &postgres::Row) -> Subscriber {
         active: r.get(1),
         max_resolution: small(r.get(2)),
         max_streams: small(r.get(3)),
+    }
+}
+
+/// Titles with their licensed countries, narrowed by `filter` (a WHERE clause or nothing).
+fn titles_sql(filter: &str) -> String {
+    format!(
+        "SELECT t.id, t.name, COALESCE(array_agg(c.country ORDER BY c.country)
+                                         FILTER (WHERE c.country IS NOT NULL), '{{}}')
+         FROM titles t LEFT JOIN title_countries c ON c.title = t.id {filter}
+         GROUP BY t.id ORDER BY t.id"
+    )
+}
+
+/// A row of [`titles_sql`].
+fn title_row(r: &postgres::Row) -> Title {
+    Title {
+        id: r.get(0),
+        name: r.get(1),
+        countries: r.get(2),
     }
 }

@@ -1,5 +1,5 @@
 //! The change feed on PostgreSQL ([`crate::storage::changes`]): rows appended by the triggers of
-//! migration 14 and by [`note_report`], read by [`PgFeed`] on a session of its own that
+//! migrations 14 and 15 and by [`note_report`], read by [`PgFeed`] on a session of its own that
 //! `LISTEN`s for `oca_changes`.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Transaction};
 
 use crate::storage::changes::{
-    ApplianceRecord, Change, ChangeFeed, Feed, ReportChange, HOLE_WAIT, RETENTION,
+    ApplianceRecord, CatalogChange, Change, ChangeFeed, Feed, FleetChange, ReportChange, HOLE_WAIT,
+    RETENTION,
 };
 use crate::storage::postgres::pool::Connector;
 use crate::storage::Result;
@@ -32,6 +33,14 @@ pub(super) fn note_report(tx: &mut Transaction<'_>, change: &ReportChange) -> Re
         &[&change.at, &detail],
     )?;
     Ok(())
+}
+
+/// What a catalog row names: its keys, or the whole catalog when it names none (too many
+/// rows, or written by migration 14's triggers) or in a form this replica does not know.
+fn catalog_change(detail: Option<&str>) -> CatalogChange {
+    detail
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or(CatalogChange::Whole)
 }
 
 /// A row of `changes`: sequence number, area, origin, detail.
@@ -204,16 +213,20 @@ impl ChangeFeed for PgFeed {
                 continue;
             }
             match (area.as_str(), detail) {
-                ("catalog", _) => changes.push(Change::Catalog),
-                ("fleet", _) => changes.push(Change::Fleet),
+                ("catalog", d) => changes.push(Change::Catalog(catalog_change(d.as_deref()))),
+                ("fleet", d) => changes.push(Change::Fleet(match d.as_deref() {
+                    Some("zones") => FleetChange::Zones,
+                    Some("windows") => FleetChange::Windows,
+                    _ => FleetChange::Structure,
+                })),
                 ("keys", _) => changes.push(Change::Keys),
                 ("report", Some(d)) => match serde_json::from_str(&d) {
                     Ok(r) => changes.push(Change::Report(r)),
                     // Written by a newer replica in a form this one does not know: reload the
                     // fleet view rather than miss what it says.
-                    Err(_) => changes.push(Change::Fleet),
+                    Err(_) => changes.push(Change::Fleet(FleetChange::Structure)),
                 },
-                _ => changes.push(Change::Fleet),
+                _ => changes.push(Change::Fleet(FleetChange::Structure)),
             }
         }
         self.at.expire(now);

@@ -51,25 +51,15 @@ impl CatalogStore for SqliteStorage {
 
     fn titles(&self) -> Result<Vec<Title>> {
         let conn = self.reader();
-        let mut stmt = conn.prepare(
-            "SELECT t.id, t.name, COALESCE(group_concat(c.country, ','), '')
-             FROM titles t LEFT JOIN title_countries c ON c.title = t.id GROUP BY t.id ORDER BY t.id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let countries: String = r.get(2)?;
-            let mut countries: Vec<String> = countries
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect();
-            countries.sort();
-            Ok(Title {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                countries,
-            })
-        })?;
+        let mut stmt = conn.prepare(&titles_sql(""))?;
+        let rows = stmt.query_map([], title_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn title(&self, id: &str) -> Result<Option<Title>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&titles_sql("WHERE t.id = ?1"))?;
+        Ok(stmt.query_row([id], title_row).optional()?)
     }
 
     fn create_content(&self, c: &Content) -> Result<()> {
@@ -193,5 +183,30 @@ fn subscriber_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscriber> {
         active: r.get(1)?,
         max_resolution: r.get(2)?,
         max_streams: r.get(3)?,
+    })
+}
+
+/// Titles with their licensed countries, narrowed by `filter` (a WHERE clause or nothing).
+fn titles_sql(filter: &str) -> String {
+    format!(
+        "SELECT t.id, t.name, COALESCE(group_concat(c.country, ','), '')
+         FROM titles t LEFT JOIN title_countries c ON c.title = t.id {filter}
+         GROUP BY t.id ORDER BY t.id"
+    )
+}
+
+/// A row of [`titles_sql`], countries sorted.
+fn title_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Title> {
+    let countries: String = r.get(2)?;
+    let mut countries: Vec<String> = countries
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    countries.sort();
+    Ok(Title {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        countries,
     })
 }

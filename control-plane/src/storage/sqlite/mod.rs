@@ -267,6 +267,23 @@ mod tests {
     }
 
     #[test]
+    fn one_title_reads_as_the_list_gives_it() {
+        use crate::storage::CatalogStore;
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStorage::open(&dir.path().join("cp.db"), 1_000).unwrap();
+        let t = crate::storage::Title {
+            id: "t1".into(),
+            name: "One".into(),
+            countries: vec!["NL".into(), "BE".into()],
+        };
+        db.create_title(&t).unwrap();
+        let listed = db.titles().unwrap();
+        assert_eq!(listed[0].countries, ["BE", "NL"]);
+        assert_eq!(db.title("t1").unwrap().as_ref(), Some(&listed[0]));
+        assert_eq!(db.title("t2").unwrap(), None);
+    }
+
+    #[test]
     fn migrates_once_and_keeps_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.db");
