@@ -27,13 +27,13 @@ use crate::domain::player_tokens::TokenKey;
 use crate::domain::popularity::Popularity;
 use crate::domain::streams::Streams;
 use crate::domain::url_keys::{self, Keys};
-use crate::fleet::Snapshot;
+use crate::fleet::{Candidate, Snapshot};
 use crate::metrics::Metrics;
 use crate::planning::config::FillConfig;
 use crate::planning::manifest::{self, ManifestInputs, NoManifest};
 use crate::planning::planner::{Demand, Planner};
 use crate::play::{self, Granted, PlayError, PlayInputs};
-use crate::storage::{Accepted, Storage, StorageError};
+use crate::storage::{Accepted, ReportedAppliance, Site, Storage, StorageError};
 
 /// Seconds since the epoch: the clock, read here at the edge and passed down (the database
 /// stores times as SQLite integers, i64).
@@ -225,6 +225,30 @@ impl App {
         let zones = self.store.zones()?;
         self.fleet_mut().set_zones(zones);
         Ok(())
+    }
+
+    /// Applies registered sites and appliances (as committed, sites first) to the fleet view
+    /// in place, or, when one cannot be placed so ([`crate::fleet::Reload`]), marks the view
+    /// for a whole reload by its next reader.
+    pub fn registered(&self, sites: &[Site], appliances: Vec<ReportedAppliance>) {
+        let downtime = self.store.downtime();
+        let mut fleet = self.fleet_mut();
+        let placed = sites
+            .iter()
+            .try_for_each(|s| fleet.put_site(s))
+            .and_then(|()| {
+                appliances
+                    .into_iter()
+                    .try_for_each(|a| fleet.put_appliance(Candidate::of(a, downtime)))
+            });
+        match placed {
+            Ok(()) => fleet.set_gates(&|id| self.live.gate(id)),
+            Err(why) => {
+                drop(fleet);
+                tracing::info!(?why, "registration: reloading the fleet view");
+                self.fleet_changed();
+            }
+        }
     }
 
     /// Read access to the fleet view, reloaded first when an admin change made it stale.

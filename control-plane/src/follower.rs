@@ -10,9 +10,10 @@
 //!   Fill plans are recomputed after a title change, not after a subscriber's;
 //! - a change of coverage zones or maintenance windows: that table is reread (it is small) and
 //!   set in the fleet view, as after this replica's own writes to it;
-//! - a change of sites or appliances: the fleet view is marked stale and its next reader
-//!   reloads it whole, as after this replica's own registrations (site numbers and appliance
-//!   indexes are laid out anew);
+//! - sites or appliances registered: those rows are reread and applied to the fleet view in
+//!   place ([`crate::fleet::Snapshot::put_site`], `put_appliance`), as this replica's own
+//!   registrations are; what cannot be placed so (a new IXP site, an appliance moved) marks the
+//!   view stale, and its next reader reloads it whole;
 //! - a key change: the keys are reloaded;
 //! - another replica's health report: the appliance's status and load are applied at once, as
 //!   is an inventory the feed carries (a full one, or a delta when the view holds its base);
@@ -22,7 +23,8 @@
 //!   ([`crate::app::ReportLocks`]), so a report this replica records at the same moment is
 //!   applied before or after, never lost.
 //!
-//! Several changes read at once cost one reload of each view. A replica whose feed cannot be
+//! Several changes read at once are applied together: each row named is reread once, and each
+//! view reloaded whole at most once. A replica whose feed cannot be
 //! read for [`crate::server::readiness::FEED_BEHIND`] says so on `/readyz`.
 
 use std::collections::BTreeSet;
@@ -123,10 +125,13 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
 #[derive(Default)]
 struct Pending {
     catalog: CatalogPending,
-    /// The whole fleet view (sites or appliances changed).
+    /// The whole fleet view (a fleet change that names no rows, or too many).
     fleet: bool,
     zones: bool,
     windows: bool,
+    /// Sites and appliances registered or changed, by id.
+    sites: BTreeSet<String>,
+    appliances: BTreeSet<String>,
     keys: bool,
     reports: Vec<ReportChange>,
 }
@@ -136,10 +141,8 @@ impl Pending {
         Pending {
             catalog: CatalogPending::whole(),
             fleet: true,
-            zones: false,
-            windows: false,
             keys: true,
-            reports: Vec::new(),
+            ..Pending::default()
         }
     }
 
@@ -150,9 +153,19 @@ impl Pending {
                 Change::Fleet(FleetChange::Structure) => self.fleet = true,
                 Change::Fleet(FleetChange::Zones) => self.zones = true,
                 Change::Fleet(FleetChange::Windows) => self.windows = true,
+                Change::Fleet(FleetChange::Sites(ids)) => self.sites.extend(ids),
+                Change::Fleet(FleetChange::Appliances(ids)) => self.appliances.extend(ids),
                 Change::Keys => self.keys = true,
                 Change::Report(r) => self.reports.push(r),
             }
+        }
+        // Past this many rows one at a time, one reload of the view is cheaper.
+        if self.sites.len() + self.appliances.len() > KEYS_CARRIED * 10 {
+            self.fleet = true;
+        }
+        if self.fleet {
+            self.sites.clear();
+            self.appliances.clear();
         }
     }
 }
@@ -204,6 +217,7 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
     let mut left = Pending::default();
     let n = p.reports.len() as u64
         + p.catalog.len() as u64
+        + (p.sites.len() + p.appliances.len()) as u64
         + [p.fleet, p.zones, p.windows, p.keys]
             .map(u64::from)
             .iter()
@@ -244,6 +258,13 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
         if let Err(e) = app.reload_windows() {
             tracing::warn!(error = %e, "change feed: rereading maintenance windows");
             left.windows = true;
+        }
+    }
+    if !p.sites.is_empty() || !p.appliances.is_empty() {
+        if let Err(e) = follow_registrations(app, &p.sites, &p.appliances) {
+            tracing::warn!(error = %e, "change feed: rereading sites and appliances");
+            left.sites = p.sites;
+            left.appliances = p.appliances;
         }
     }
     for chunk in p.reports.chunks(REPORTS_AT_ONCE) {
@@ -336,6 +357,36 @@ impl CatalogRead {
             }
         }
     }
+}
+
+/// Rereads the sites and appliances named and applies them to the fleet view; one gone from
+/// storage (nothing deletes them today) reloads the view whole.
+fn follow_registrations(
+    app: &App,
+    sites: &BTreeSet<String>,
+    appliances: &BTreeSet<String>,
+) -> Result<(), StorageError> {
+    let mut read_sites = Vec::new();
+    if !sites.is_empty() {
+        read_sites = app.store.sites()?;
+        read_sites.retain(|s| sites.contains(&s.id));
+    }
+    let mut read_appliances = Vec::with_capacity(appliances.len());
+    for id in appliances {
+        match app.store.reported_appliance(id)? {
+            Some(a) => read_appliances.push(a),
+            None => {
+                app.fleet_changed();
+                return Ok(());
+            }
+        }
+    }
+    if read_sites.len() < sites.len() {
+        app.fleet_changed();
+        return Ok(());
+    }
+    app.registered(&read_sites, read_appliances);
+    Ok(())
 }
 
 /// Applies other replicas' reports to the fleet view, holding their appliances' report

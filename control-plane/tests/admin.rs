@@ -153,3 +153,30 @@ fn a_token_for_a_subscriber_only_storage_knows_is_issued_and_for_none_is_404() {
     );
     assert_eq!(s, 404, "{t}");
 }
+
+/// A site and an appliance registered while the control plane steers join its fleet view in
+/// place: the new appliance is steered to after its first report, and the view (every
+/// appliance's routes and inventory) is not reloaded; a new IXP site, which renumbers its
+/// region's sites, is the one registration that reloads it.
+#[test]
+fn registrations_join_the_fleet_view_without_reloading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    licensed_world_keys(&cp);
+    let steer = |ip: &str| cp.steer(ip, "t1_480p.mp4").0;
+    assert_eq!(steer("198.51.100.7"), ["a1"]);
+    let reloads = counter(&cp, "cp_fleet_reloads_total");
+
+    let site =
+        json!({"id": "isp-c", "kind": "isp", "region": "eu", "allowed_prefixes": ["192.0.2.0/24"]});
+    assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
+    register_reporting(&cp, "c1", "isp-c", &["192.0.2.0/24"], &["t1_480p.mp4"]);
+    assert_eq!(steer("192.0.2.7"), ["c1"]);
+    assert_eq!(steer("198.51.100.7"), ["a1"]);
+    assert_eq!(counter(&cp, "cp_fleet_reloads_total"), reloads);
+
+    let ixp = json!({"id": "ixp-x", "kind": "ixp", "region": "eu"});
+    assert_eq!(cp.admin("POST", "/v1/admin/sites", Some(ixp)).0, 201);
+    assert_eq!(steer("192.0.2.7"), ["c1"]);
+    assert_eq!(counter(&cp, "cp_fleet_reloads_total"), reloads + 1);
+}

@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{counter, db_of, licensed_world_keys, start_with, Cp};
+use common::{counter, db_of, licensed_world_keys, register_reporting, start_with, Cp};
 use serde_json::{json, Value};
 use test_support::haproxy::skip_without_haproxy;
 use test_support::haproxy::Haproxy;
@@ -230,10 +230,19 @@ fn admin_changes_reach_the_other_replica_as_the_rows_they_touched_not_whole_view
     took.push(until("A's new zone in B's steering", || {
         b.steer("203.0.113.9", "t1_480p.mp4").0 == ["a1"]
     }));
+    // A site and an appliance registered on A, and the appliance's first report: B places
+    // them in its view.
+    let site =
+        json!({"id": "isp-c", "kind": "isp", "region": "eu", "allowed_prefixes": ["192.0.2.0/24"]});
+    assert_eq!(a.admin("POST", "/v1/admin/sites", Some(site)).0, 201);
+    register_reporting(&a, "c1", "isp-c", &["192.0.2.0/24"], &["t1_480p.mp4"]);
+    took.push(until("A's new site and appliance in B's steering", || {
+        b.steer("192.0.2.7", "t1_480p.mp4").0 == ["c1"]
+    }));
     assert_eq!(
         counter(&b, fleet_reloads),
         fleet_before,
-        "B reloaded its whole fleet view for a window or a zone"
+        "B reloaded its whole fleet view for a window, a zone or a registration"
     );
 
     let (s, r) = a.admin("DELETE", "/v1/admin/titles/t1", None);

@@ -27,7 +27,9 @@ use crate::domain::routes::Preference;
 use crate::lpm::PrefixTable;
 use crate::storage::changes::{ApplianceRecord, ReportChange};
 pub use crate::storage::usable_storage;
-use crate::storage::{status_str, Storage, StorageError, INVENTORY_CHUNK};
+use crate::storage::{
+    status_str, Downtime, ReportedAppliance, Storage, StorageError, INVENTORY_CHUNK,
+};
 
 mod gates;
 
@@ -57,6 +59,20 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// An appliance as registered, with its last report as recorded.
+    pub fn of(r: ReportedAppliance, downtime: Downtime) -> Candidate {
+        Candidate {
+            id: r.appliance.id,
+            site: r.appliance.site,
+            url: r.appliance.url,
+            capacity_bps: r.appliance.capacity_bps,
+            status: r.status,
+            last_report: downtime.heard(r.last_report),
+            bytes_per_sec: r.bytes_per_sec,
+            storage_bytes: usable_storage(&r.disks),
+        }
+    }
+
     /// Share of its capacity it sends (1 when it has none).
     pub fn load(&self) -> f64 {
         if self.capacity_bps == 0 {
@@ -158,16 +174,7 @@ impl Snapshot {
         let appliances: Vec<Candidate> = store
             .reported_appliances()?
             .into_iter()
-            .map(|r| Candidate {
-                id: r.appliance.id,
-                site: r.appliance.site,
-                url: r.appliance.url,
-                capacity_bps: r.appliance.capacity_bps,
-                status: r.status,
-                last_report: downtime.heard(r.last_report),
-                bytes_per_sec: r.bytes_per_sec,
-                storage_bytes: usable_storage(&r.disks),
-            })
+            .map(|r| Candidate::of(r, downtime))
             .collect();
         let index: HashMap<String, usize> = appliances
             .iter()
@@ -834,6 +841,7 @@ impl SiteNumbers {
 
 mod holders;
 pub mod maintenance;
+mod registrations;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -856,5 +864,6 @@ fn split_zones(all: Vec<Zone>) -> (PrefixTable<String>, Vec<(Prefix, String)>) {
     (countries, zones)
 }
 use oca_protocol::admin::MaintenanceWindow;
+pub use registrations::Reload;
 use routes::{best_routes, served_mut};
 pub use routes::{heard_route, local_route, BgpHeard, Served};

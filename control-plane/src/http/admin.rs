@@ -20,6 +20,7 @@ use crate::app::{unix_now, App};
 use crate::domain::{credentials, player_tokens, url_keys};
 use crate::http::error::{bad_request, err, unauthorized, Failure};
 use crate::http::request::{bearer, body, check_country, check_id};
+use crate::storage::ReportedAppliance;
 use crate::{routing, steering};
 use oca_protocol::playback::ErrorCode;
 
@@ -62,7 +63,7 @@ pub async fn create_site(
     app.store.create_site(&site)?;
     url_keys::ensure(app.store.as_ref(), unix_now())?;
     app.reload_keys()?;
-    app.fleet_changed();
+    app.registered(std::slice::from_ref(&site), Vec::new());
     Ok((StatusCode::CREATED, Json(site)))
 }
 
@@ -139,7 +140,7 @@ pub async fn create_appliance(
     let credential = credentials::new_secret();
     let hash = credentials::sha256(&credential);
     app.store.create_appliance(&a, &hash, unix_now())?;
-    app.fleet_changed();
+    app.registered(&[], vec![ReportedAppliance::unreported(a.clone())]);
     Ok((
         StatusCode::CREATED,
         Json(Registered {

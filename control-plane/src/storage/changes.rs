@@ -75,14 +75,20 @@ pub enum CatalogChange {
 }
 
 /// Which part of the fleet view a fleet change touches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FleetChange {
     /// Coverage zones: reread alone.
     Zones,
     /// Maintenance windows: reread alone.
     Windows,
-    /// Sites or appliances (or a row this replica does not understand): the view is reloaded
-    /// whole, as site numbers and appliance indexes are laid out anew.
+    /// Sites registered or changed (by id): reread and applied in place where the view can
+    /// ([`crate::fleet::Snapshot::put_site`]).
+    Sites(Vec<String>),
+    /// Appliances registered (by id): reread and applied in place where the view can.
+    Appliances(Vec<String>),
+    /// More rows than a feed row names, an appliance's registration changed, or a row this
+    /// replica does not understand: the view is reloaded whole.
     Structure,
 }
 

@@ -323,13 +323,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// PostgreSQL's side of migration 15: the catalog's triggers name what they touched, so a
-/// follower rereads those titles or subscribers, not the whole catalog (at 200,000 titles the
-/// whole reread took both replicas of the fleet benchmark 25 s behind their feed); and a fleet
-/// row says whether zones or maintenance windows changed (detail `zones`, `windows`), which a
-/// follower rereads alone, rather than reloading its whole fleet view. One trigger
-/// per event, as transition tables require; the function takes what the keys name (`titles` or
-/// `subscribers`) and the column that holds them. A statement touching more than
+/// PostgreSQL's side of migration 15: the triggers of the catalog, sites and appliances name
+/// the rows they touched, so a follower rereads those titles, subscribers, sites or appliances,
+/// not a whole view (at 200,000 titles the whole catalog reread took both replicas of the
+/// fleet benchmark 25 s behind their feed); and a fleet row says whether zones or maintenance
+/// windows changed (detail `zones`, `windows`), which a follower rereads alone. One trigger
+/// per event, as transition tables require; `note_rows` takes the area, what the keys name
+/// (`titles`, `subscribers`, `sites`, `appliances`) and the column that holds them. An
+/// appliance's registration columns changing (no API does it) still names no rows: transition
+/// tables cannot be limited to some columns, and the inventory generation is updated with
+/// every inventory. A statement touching more than
 /// `storage::changes::KEYS_CARRIED` keys (1,000) names none, and the whole catalog is reread;
 /// one touching no row writes no change.
 const POSTGRES_15: &str = "
@@ -337,62 +340,63 @@ DROP TRIGGER titles_changed ON titles;
 DROP TRIGGER title_countries_changed ON title_countries;
 DROP TRIGGER content_changed ON content;
 DROP TRIGGER subscribers_changed ON subscribers;
-CREATE FUNCTION note_catalog_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION note_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     n BIGINT;
     keys JSONB;
 BEGIN
+    -- TG_ARGV: the area, what the keys name, the column holding them.
     IF TG_OP = 'INSERT' THEN
         EXECUTE format('SELECT count(DISTINCT %1$I), jsonb_agg(DISTINCT %1$I) FROM new_rows',
-                       TG_ARGV[1]) INTO n, keys;
+                       TG_ARGV[2]) INTO n, keys;
     ELSIF TG_OP = 'DELETE' THEN
         EXECUTE format('SELECT count(DISTINCT %1$I), jsonb_agg(DISTINCT %1$I) FROM old_rows',
-                       TG_ARGV[1]) INTO n, keys;
+                       TG_ARGV[2]) INTO n, keys;
     ELSE
         EXECUTE format('SELECT count(k), jsonb_agg(k) FROM
                         (SELECT %1$I AS k FROM old_rows UNION SELECT %1$I FROM new_rows) t',
-                       TG_ARGV[1]) INTO n, keys;
+                       TG_ARGV[2]) INTO n, keys;
     END IF;
     IF n = 0 THEN
         RETURN NULL;
     END IF;
     INSERT INTO changes (at, area, origin, detail)
-    VALUES (extract(epoch FROM now())::bigint, 'catalog',
+    VALUES (extract(epoch FROM now())::bigint, TG_ARGV[0],
             coalesce(current_setting('oca.replica', true), ''),
-            CASE WHEN n <= 1000 THEN jsonb_build_object(TG_ARGV[0], keys)::text END);
+            CASE WHEN n <= 1000 THEN jsonb_build_object(TG_ARGV[1], keys)::text END);
     PERFORM pg_notify('oca_changes', '');
     RETURN NULL;
 END $$;
 CREATE TRIGGER titles_inserted AFTER INSERT ON titles REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'id');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'id');
 CREATE TRIGGER titles_updated AFTER UPDATE ON titles
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'id');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'id');
 CREATE TRIGGER titles_deleted AFTER DELETE ON titles REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'id');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'id');
 CREATE TRIGGER title_countries_inserted AFTER INSERT ON title_countries
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'title');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'title');
 CREATE TRIGGER title_countries_updated AFTER UPDATE ON title_countries
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'title');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'title');
 CREATE TRIGGER title_countries_deleted AFTER DELETE ON title_countries
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'title');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'title');
 CREATE TRIGGER content_inserted AFTER INSERT ON content REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'title');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'title');
 CREATE TRIGGER content_updated AFTER UPDATE ON content
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'title');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'title');
 CREATE TRIGGER content_deleted AFTER DELETE ON content REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('titles', 'title');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'titles', 'title');
 CREATE TRIGGER subscribers_inserted AFTER INSERT ON subscribers REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('subscribers', 'id');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'subscribers', 'id');
 CREATE TRIGGER subscribers_updated AFTER UPDATE ON subscribers
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('subscribers', 'id');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'subscribers', 'id');
 CREATE TRIGGER subscribers_deleted AFTER DELETE ON subscribers REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION note_catalog_rows('subscribers', 'id');
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('catalog', 'subscribers', 'id');
 CREATE OR REPLACE FUNCTION note_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO changes (at, area, origin, detail)
@@ -408,6 +412,21 @@ CREATE TRIGGER coverage_zones_changed AFTER INSERT OR UPDATE OR DELETE ON covera
 DROP TRIGGER maintenance_windows_changed ON maintenance_windows;
 CREATE TRIGGER maintenance_windows_changed AFTER INSERT OR UPDATE OR DELETE ON maintenance_windows
     FOR EACH STATEMENT EXECUTE FUNCTION note_change('fleet', 'windows');
+DROP TRIGGER sites_changed ON sites;
+CREATE TRIGGER sites_inserted AFTER INSERT ON sites REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('fleet', 'sites', 'id');
+CREATE TRIGGER sites_updated AFTER UPDATE ON sites
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('fleet', 'sites', 'id');
+CREATE TRIGGER sites_deleted AFTER DELETE ON sites REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('fleet', 'sites', 'id');
+DROP TRIGGER appliances_changed ON appliances;
+CREATE TRIGGER appliances_inserted AFTER INSERT ON appliances REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('fleet', 'appliances', 'id');
+CREATE TRIGGER appliances_updated AFTER UPDATE OF id, site, url, capacity_bps ON appliances
+    FOR EACH STATEMENT EXECUTE FUNCTION note_change('fleet');
+CREATE TRIGGER appliances_deleted AFTER DELETE ON appliances REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION note_rows('fleet', 'appliances', 'id');
 ";
 
 /// PostgreSQL's side of migration 14: the `changes` table, and statement-level triggers that

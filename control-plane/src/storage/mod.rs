@@ -142,6 +142,19 @@ pub struct ReportedAppliance {
     pub disks: Vec<DiskReport>,
 }
 
+impl ReportedAppliance {
+    /// An appliance just registered: no report yet.
+    pub fn unreported(appliance: Appliance) -> ReportedAppliance {
+        ReportedAppliance {
+            appliance,
+            status: None,
+            last_report: 0,
+            bytes_per_sec: 0,
+            disks: Vec::new(),
+        }
+    }
+}
+
 /// One URL-signing key as stored.
 pub struct StoredKey {
     /// The site whose keyring it belongs to; none: the embedded origin's.
@@ -235,6 +248,9 @@ pub trait FleetStore {
 
     /// Every appliance with its last report, by id.
     fn reported_appliances(&self) -> Result<Vec<ReportedAppliance>>;
+
+    /// One appliance with its last report; none when it is not registered.
+    fn reported_appliance(&self, id: &str) -> Result<Option<ReportedAppliance>>;
 
     /// The static prefixes each appliance last reported: (appliance id, prefix).
     fn reported_prefixes(&self) -> Result<Vec<(String, Prefix)>>;

@@ -376,31 +376,44 @@ pub fn licensed_world_keys(cp: &Cp) -> (String, String) {
         "/v1/admin/subscribers",
         json!({"id": "s1", "active": true, "max_resolution": 1080, "max_streams": 4}),
     );
-    let reg = post(
-        "/v1/admin/appliances",
-        json!({"id": "a1", "site": "isp-a", "url": "http://a1.example:8080/", "capacity_bps": 1_000_000_000u64}),
-    );
-    let report = json!({
-        "oca_id": "a1", "site": "isp-a", "version": "t", "status": "ok",
-        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
-        "disks": [], "prefixes": [],
-        "inventory": {"kind": "full", "seq": 1, "content": ["t1_480p.mp4"]}
-    });
-    let (s, r) = cp.req(
-        "POST",
-        "/v1/appliances/a1/health",
-        Some(report),
-        reg["credential"].as_str(),
-    );
-    assert_eq!(s, 200, "{r}");
+    let credential = register_reporting(cp, "a1", "isp-a", &[], &["t1_480p.mp4"]);
     let (s, t) = cp.admin(
         "POST",
         "/v1/admin/subscribers/s1/tokens",
         Some(json!({"ttl_secs": 3600})),
     );
     assert_eq!(s, 201, "{t}");
-    (
-        t["token"].as_str().unwrap().to_string(),
-        reg["credential"].as_str().unwrap().to_string(),
-    )
+    (t["token"].as_str().unwrap().to_string(), credential)
+}
+
+/// Registers appliance `id` at `site` and sends its first report (status ok, full inventory
+/// `content`, static `prefixes`); its credential.
+pub fn register_reporting(
+    cp: &Cp,
+    id: &str,
+    site: &str,
+    prefixes: &[&str],
+    content: &[&str],
+) -> String {
+    let (s, reg) = cp.admin(
+        "POST",
+        "/v1/admin/appliances",
+        Some(json!({"id": id, "site": site, "url": format!("http://{id}.example:8080/"), "capacity_bps": 1_000_000_000u64})),
+    );
+    assert_eq!(s, 201, "{reg}");
+    let credential = reg["credential"].as_str().unwrap().to_string();
+    let report = json!({
+        "oca_id": id, "site": site, "version": "t", "status": "ok",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": prefixes,
+        "inventory": {"kind": "full", "seq": 1, "content": content}
+    });
+    let (s, r) = cp.req(
+        "POST",
+        &format!("/v1/appliances/{id}/health"),
+        Some(report),
+        Some(&credential),
+    );
+    assert_eq!(s, 200, "{r}");
+    credential
 }

@@ -43,6 +43,17 @@ fn catalog_change(detail: Option<&str>) -> CatalogChange {
         .unwrap_or(CatalogChange::Whole)
 }
 
+/// What a fleet row names: zones or windows (plain words), the sites or appliances touched
+/// (JSON keys), or, for anything else, the whole fleet view.
+fn fleet_change(detail: Option<&str>) -> FleetChange {
+    match detail {
+        Some("zones") => FleetChange::Zones,
+        Some("windows") => FleetChange::Windows,
+        Some(d) => serde_json::from_str(d).unwrap_or(FleetChange::Structure),
+        None => FleetChange::Structure,
+    }
+}
+
 /// A row of `changes`: sequence number, area, origin, detail.
 type Row = (i64, String, String, Option<String>);
 
@@ -214,11 +225,7 @@ impl ChangeFeed for PgFeed {
             }
             match (area.as_str(), detail) {
                 ("catalog", d) => changes.push(Change::Catalog(catalog_change(d.as_deref()))),
-                ("fleet", d) => changes.push(Change::Fleet(match d.as_deref() {
-                    Some("zones") => FleetChange::Zones,
-                    Some("windows") => FleetChange::Windows,
-                    _ => FleetChange::Structure,
-                })),
+                ("fleet", d) => changes.push(Change::Fleet(fleet_change(d.as_deref()))),
                 ("keys", _) => changes.push(Change::Keys),
                 ("report", Some(d)) => match serde_json::from_str(&d) {
                     Ok(r) => changes.push(Change::Report(r)),

@@ -181,22 +181,18 @@ impl FleetStore for PgStorage {
 
     fn reported_appliances(&self) -> Result<Vec<ReportedAppliance>> {
         self.call(|c| {
-            let rows = c.query(
-                "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0),
-                        COALESCE(h.bytes_per_sec, 0), COALESCE(h.disks_json, '[]')
-                 FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id ORDER BY a.id",
-                &[],
-            )?;
-            Ok(rows
+            Ok(c.query(&reported_sql(""), &[])?
                 .iter()
-                .map(|r| ReportedAppliance {
-                    appliance: appliance_at(r),
-                    status: r.get(4),
-                    last_report: r.get(5),
-                    bytes_per_sec: unsigned(r.get(6)),
-                    disks: serde_json::from_str(r.get(7)).unwrap_or_default(),
-                })
+                .map(reported_row)
                 .collect())
+        })
+    }
+
+    fn reported_appliance(&self, id: &str) -> Result<Option<ReportedAppliance>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let sql = reported_sql("WHERE a.id = $1");
+            Ok(c.query_opt(&sql, &[&id])?.as_ref().map(reported_row))
         })
     }
 
@@ -262,5 +258,25 @@ impl FleetStore for PgStorage {
                 })
                 .collect())
         })
+    }
+}
+
+/// Appliances with their last report, narrowed by `filter` (a WHERE clause or nothing).
+fn reported_sql(filter: &str) -> String {
+    format!(
+        "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0),
+                COALESCE(h.bytes_per_sec, 0), COALESCE(h.disks_json, '[]')
+         FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id {filter} ORDER BY a.id"
+    )
+}
+
+/// A row of [`reported_sql`].
+fn reported_row(r: &postgres::Row) -> ReportedAppliance {
+    ReportedAppliance {
+        appliance: appliance_at(r),
+        status: r.get(4),
+        last_report: r.get(5),
+        bytes_per_sec: unsigned(r.get(6)),
+        disks: serde_json::from_str(r.get(7)).unwrap_or_default(),
     }
 }

@@ -33,6 +33,26 @@ fn appliance_at(r: &Row<'_>) -> rusqlite::Result<Appliance> {
     })
 }
 
+/// Appliances with their last report, narrowed by `filter` (a WHERE clause or nothing).
+fn reported_sql(filter: &str) -> String {
+    format!(
+        "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0),
+                COALESCE(h.bytes_per_sec, 0), COALESCE(h.disks_json, '[]')
+         FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id {filter} ORDER BY a.id"
+    )
+}
+
+/// A row of [`reported_sql`].
+fn reported_row(r: &Row<'_>) -> rusqlite::Result<ReportedAppliance> {
+    Ok(ReportedAppliance {
+        appliance: appliance_at(r)?,
+        status: r.get(4)?,
+        last_report: r.get(5)?,
+        bytes_per_sec: r.get::<_, i64>(6)? as u64,
+        disks: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+    })
+}
+
 impl FleetStore for SqliteStorage {
     fn create_site(&self, s: &Site) -> Result<()> {
         let conn = self.conn();
@@ -164,21 +184,15 @@ impl FleetStore for SqliteStorage {
 
     fn reported_appliances(&self) -> Result<Vec<ReportedAppliance>> {
         let conn = self.reader();
-        let mut stmt = conn.prepare(
-            "SELECT a.id, a.site, a.url, a.capacity_bps, h.status, COALESCE(h.last_report, 0), COALESCE(h.bytes_per_sec, 0),
-                    COALESCE(h.disks_json, '[]')
-             FROM appliances a LEFT JOIN appliance_health h ON h.oca_id = a.id ORDER BY a.id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(ReportedAppliance {
-                appliance: appliance_at(r)?,
-                status: r.get(4)?,
-                last_report: r.get(5)?,
-                bytes_per_sec: r.get::<_, i64>(6)? as u64,
-                disks: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
-            })
-        })?;
+        let mut stmt = conn.prepare(&reported_sql(""))?;
+        let rows = stmt.query_map([], reported_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn reported_appliance(&self, id: &str) -> Result<Option<ReportedAppliance>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&reported_sql("WHERE a.id = ?1"))?;
+        Ok(stmt.query_row([id], reported_row).optional()?)
     }
 
     fn reported_prefixes(&self) -> Result<Vec<(String, Prefix)>> {
