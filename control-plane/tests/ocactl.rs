@@ -146,3 +146,51 @@ fn ocactl_builds_a_catalog_and_ingests_content() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Over HTTPS ocactl trusts the system's CA store (here `SSL_CERT_FILE`, which the store's
+/// loader reads first) as well as a CA file given with `--ca`; a certificate neither vouches for
+/// is refused.
+#[test]
+fn ocactl_trusts_the_systems_ca_store_and_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cp.pem"), dir.path().join("cp.key"));
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    test_support::write_self_signed(&cert, &key, &names).unwrap();
+    let cp = start_with(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let empty = dir.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let run = |store: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ocactl"))
+            .env("SSL_CERT_FILE", store)
+            .env_remove("SSL_CERT_DIR")
+            .args([
+                "--url",
+                &format!("https://{}", cp.addr),
+                "--token",
+                &cp.token,
+            ])
+            .args(extra)
+            .args(["site", "list"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&empty, &[]);
+    assert!(!ok, "a certificate nobody vouches for is refused");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let (ok, err) = run(&cert, &[]);
+    assert!(ok, "the system store's CA is trusted: {err}");
+    let (ok, err) = run(&empty, &["--ca", cert.to_str().unwrap()]);
+    assert!(ok, "--ca is trusted: {err}");
+}
