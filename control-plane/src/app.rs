@@ -245,7 +245,7 @@ impl App {
             Ok(()) => fleet.set_gates(&|id| self.live.gate(id)),
             Err(why) => {
                 drop(fleet);
-                tracing::info!(?why, "registration: reloading the fleet view");
+                tracing::debug!(?why, "registration: reloading the fleet view");
                 self.fleet_changed();
             }
         }

@@ -27,7 +27,7 @@
 //! view reloaded whole at most once. A replica whose feed cannot be
 //! read for [`crate::server::readiness::FEED_BEHIND`] says so on `/readyz`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -320,18 +320,38 @@ impl CatalogRead {
             metrics.feed_catalog_reloads.inc();
             return Ok(CatalogRead::Whole(CatalogView::load(store)?));
         }
-        let mut titles = Vec::with_capacity(p.titles.len());
-        for id in &p.titles {
-            let row = match store.title(id)? {
-                Some(t) => Some((t, store.content(Some(id))?)),
-                None => None,
-            };
-            titles.push((id.clone(), row));
+        // One read per kind for all the rows named: at setup, thousands of titles come at once.
+        let title_ids: Vec<String> = p.titles.iter().cloned().collect();
+        let mut found: HashMap<String, TitleRows> = store
+            .titles_among(&title_ids)?
+            .into_iter()
+            .map(|t| (t.id.clone(), (t, Vec::new())))
+            .collect();
+        for c in store.content_of_titles(&title_ids)? {
+            if let Some((_, renditions)) = found.get_mut(&c.title) {
+                renditions.push(c);
+            }
         }
-        let mut subscribers = Vec::with_capacity(p.subscribers.len());
-        for id in &p.subscribers {
-            subscribers.push((id.clone(), store.subscriber(id)?));
-        }
+        let titles = title_ids
+            .into_iter()
+            .map(|id| {
+                let row = found.remove(&id);
+                (id, row)
+            })
+            .collect();
+        let subscriber_ids: Vec<String> = p.subscribers.iter().cloned().collect();
+        let mut found: HashMap<String, Subscriber> = store
+            .subscribers_among(&subscriber_ids)?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        let subscribers = subscriber_ids
+            .into_iter()
+            .map(|id| {
+                let row = found.remove(&id);
+                (id, row)
+            })
+            .collect();
         Ok(CatalogRead::Rows {
             titles,
             subscribers,
@@ -371,15 +391,11 @@ fn follow_registrations(
         read_sites = app.store.sites()?;
         read_sites.retain(|s| sites.contains(&s.id));
     }
-    let mut read_appliances = Vec::with_capacity(appliances.len());
-    for id in appliances {
-        match app.store.reported_appliance(id)? {
-            Some(a) => read_appliances.push(a),
-            None => {
-                app.fleet_changed();
-                return Ok(());
-            }
-        }
+    let ids: Vec<String> = appliances.iter().cloned().collect();
+    let read_appliances = app.store.reported_appliances_among(&ids)?;
+    if read_appliances.len() < ids.len() {
+        app.fleet_changed();
+        return Ok(());
     }
     if read_sites.len() < sites.len() {
         app.fleet_changed();

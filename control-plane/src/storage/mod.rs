@@ -252,6 +252,15 @@ pub trait FleetStore {
     /// One appliance with its last report; none when it is not registered.
     fn reported_appliance(&self, id: &str) -> Result<Option<ReportedAppliance>>;
 
+    /// The appliances among `ids` that are registered, with their last reports.
+    fn reported_appliances_among(&self, ids: &[String]) -> Result<Vec<ReportedAppliance>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.reported_appliance(id)?);
+        }
+        Ok(out)
+    }
+
     /// The static prefixes each appliance last reported: (appliance id, prefix).
     fn reported_prefixes(&self) -> Result<Vec<(String, Prefix)>>;
 
@@ -312,6 +321,33 @@ pub trait CatalogStore {
 
     /// One title with its licensed countries; none when it does not exist.
     fn title(&self, id: &str) -> Result<Option<Title>>;
+
+    /// The titles among `ids` that exist, with their countries (what the change feed names).
+    fn titles_among(&self, ids: &[String]) -> Result<Vec<Title>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.title(id)?);
+        }
+        Ok(out)
+    }
+
+    /// The renditions of the titles among `ids`.
+    fn content_of_titles(&self, ids: &[String]) -> Result<Vec<Content>> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.content(Some(id))?);
+        }
+        Ok(out)
+    }
+
+    /// The subscribers among `ids` that exist.
+    fn subscribers_among(&self, ids: &[String]) -> Result<Vec<Subscriber>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.subscriber(id)?);
+        }
+        Ok(out)
+    }
 
     /// Adds a content file (its title must exist).
     fn create_content(&self, c: &Content) -> Result<()>;

@@ -69,6 +69,33 @@ impl CatalogStore for PgStorage {
         })
     }
 
+    fn titles_among(&self, ids: &[String]) -> Result<Vec<Title>> {
+        let ids = ids.to_vec();
+        self.call(move |c| {
+            let sql = titles_sql("WHERE t.id = ANY($1)");
+            Ok(c.query(&sql, &[&ids])?.iter().map(title_row).collect())
+        })
+    }
+
+    fn content_of_titles(&self, ids: &[String]) -> Result<Vec<Content>> {
+        let ids = ids.to_vec();
+        self.call(move |c| {
+            let sql = format!(
+                "SELECT {CONTENT_COLUMNS} FROM content
+                 WHERE title = ANY($1) ORDER BY resolution DESC, bitrate_kbps DESC, id"
+            );
+            Ok(c.query(&sql, &[&ids])?.iter().map(content_row).collect())
+        })
+    }
+
+    fn subscribers_among(&self, ids: &[String]) -> Result<Vec<Subscriber>> {
+        let ids = ids.to_vec();
+        self.call(move |c| {
+            let sql = format!("{SUBSCRIBER_COLUMNS} WHERE id = ANY($1)");
+            Ok(c.query(&sql, &[&ids])?.iter().map(subscriber_row).collect())
+        })
+    }
+
     fn create_content(&self, ct: &Content) -> Result<()> {
         let ct = ct.clone();
         self.call(move |c| {
@@ -109,19 +136,7 @@ impl CatalogStore for PgStorage {
                      WHERE $1::text IS NULL ORDER BY resolution DESC, bitrate_kbps DESC, id"
                 )
             };
-            Ok(c.query(&sql, &[&title])?
-                .iter()
-                .map(|r| Content {
-                    id: r.get(0),
-                    title: r.get(1),
-                    resolution: small(r.get(2)),
-                    bitrate_kbps: small(r.get(3)),
-                    size: unsigned(r.get(4)),
-                    sha256: r.get(5),
-                    content_type: r.get(6),
-                    origin: r.get(7),
-                })
-                .collect())
+            Ok(c.query(&sql, &[&title])?.iter().map(content_row).collect())
         })
     }
 
@@ -243,5 +258,19 @@ fn title_row(r: &postgres::Row) -> Title {
         id: r.get(0),
         name: r.get(1),
         countries: r.get(2),
+    }
+}
+
+/// A row of `CONTENT_COLUMNS`.
+fn content_row(r: &postgres::Row) -> Content {
+    Content {
+        id: r.get(0),
+        title: r.get(1),
+        resolution: small(r.get(2)),
+        bitrate_kbps: small(r.get(3)),
+        size: unsigned(r.get(4)),
+        sha256: r.get(5),
+        content_type: r.get(6),
+        origin: r.get(7),
     }
 }

@@ -188,6 +188,14 @@ impl FleetStore for PgStorage {
         })
     }
 
+    fn reported_appliances_among(&self, ids: &[String]) -> Result<Vec<ReportedAppliance>> {
+        let ids = ids.to_vec();
+        self.call(move |c| {
+            let sql = reported_sql("WHERE a.id = ANY($1)");
+            Ok(c.query(&sql, &[&ids])?.iter().map(reported_row).collect())
+        })
+    }
+
     fn reported_appliance(&self, id: &str) -> Result<Option<ReportedAppliance>> {
         let id = id.to_string();
         self.call(move |c| {
