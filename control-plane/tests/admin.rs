@@ -180,3 +180,45 @@ fn registrations_join_the_fleet_view_without_reloading_it() {
     assert_eq!(steer("192.0.2.7"), ["c1"]);
     assert_eq!(counter(&cp, "cp_fleet_reloads_total"), reloads + 1);
 }
+
+/// An appliance registered behind this control plane's back (as another replica does, its
+/// registration still on its way through the change feed) that reports here is placed in the
+/// fleet view with that report, and steered to at once.
+#[test]
+fn a_report_from_an_appliance_the_view_has_not_heard_of_reaches_steering() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    licensed_world_keys(&cp);
+    let credential = "registered-elsewhere-credential";
+    let hash: String = sha2::Sha256::digest(credential.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let insert = |blob: String| {
+        format!(
+            "INSERT INTO appliances (id, site, url, capacity_bps, credential_sha256, created)
+             VALUES ('a2', 'isp-a', 'http://a2.example:8080/', 1000000000, {blob}, 0);"
+        )
+    };
+    db_of(dir.path()).exec(
+        &insert(format!("X'{hash}'")),
+        &insert(format!("decode('{hash}', 'hex')")),
+    );
+    let report = json!({
+        "oca_id": "a2", "site": "isp-a", "version": "t", "status": "ok",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": [],
+        "inventory": {"kind": "full", "seq": 1, "content": ["t1_480p.mp4"]}
+    });
+    let (s, r) = cp.req(
+        "POST",
+        "/v1/appliances/a2/health",
+        Some(report),
+        Some(credential),
+    );
+    assert_eq!(s, 200, "{r}");
+    let mut offered = cp.steer("198.51.100.7", "t1_480p.mp4").0;
+    offered.sort();
+    assert_eq!(offered, ["a1", "a2"]);
+}
