@@ -428,7 +428,16 @@ fn follow_reports(
 ) -> Result<(), StorageError> {
     let ids: Vec<&str> = reports.iter().map(|r| r.oca_id.as_str()).collect();
     app.report_locks.with_all(&ids, || {
-        for id in &ids {
+        // One read lock for the batch: a lock per report queued the follower behind every
+        // writer waiting for the view.
+        let missing: Vec<&str> = {
+            let fleet = app.fleet.read();
+            ids.iter()
+                .copied()
+                .filter(|id| fleet.index_of(id).is_none())
+                .collect()
+        };
+        for id in missing {
             app.ensure_in_view(id)?;
         }
         let needs: Vec<bool> = {
