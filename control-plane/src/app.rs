@@ -237,17 +237,15 @@ impl App {
             .iter()
             .try_for_each(|s| fleet.put_site(s))
             .and_then(|()| {
-                appliances
-                    .into_iter()
-                    .try_for_each(|a| fleet.put_appliance(Candidate::of(a, downtime)))
+                appliances.into_iter().try_for_each(|a| {
+                    let gate = self.live.gate(&a.appliance.id);
+                    fleet.put_appliance(Candidate::of(a, downtime), gate)
+                })
             });
-        match placed {
-            Ok(()) => fleet.set_gates(&|id| self.live.gate(id)),
-            Err(why) => {
-                drop(fleet);
-                tracing::debug!(?why, "registration: reloading the fleet view");
-                self.fleet_changed();
-            }
+        if let Err(why) = placed {
+            drop(fleet);
+            tracing::debug!(?why, "registration: reloading the fleet view");
+            self.fleet_changed();
         }
     }
 
@@ -255,8 +253,7 @@ impl App {
     /// new too: registered on another replica, its registration still on its way through the
     /// change feed (which lags by as long as a batch takes to apply), while the appliance
     /// already reports here. Without this its reports were lost to the view until the feed
-    /// caught up, and steering left it out as "never reported" (the full-size fleet benchmark
-    /// with two replicas: 1,065 answers in 60 s).
+    /// caught up, and steering left it out as "never reported" meanwhile.
     pub fn ensure_in_view(&self, oca_id: &str) -> Result<(), StorageError> {
         if self.fleet.read().index_of(oca_id).is_some() {
             return Ok(());
@@ -404,10 +401,12 @@ impl App {
         }
         let accepted = self.report_locks.with(&report.oca_id, || {
             let accepted = self.store.record_report(&report, now)?;
-            self.ensure_in_view(&report.oca_id)?;
             // Memory follows storage only once the report is committed.
             let heard = clock().max(now);
-            Snapshot::apply(&self.fleet, &report, &accepted, heard);
+            if !Snapshot::apply(&self.fleet, &report, &accepted, heard) {
+                self.ensure_in_view(&report.oca_id)?;
+                Snapshot::apply(&self.fleet, &report, &accepted, heard);
+            }
             Ok::<_, StorageError>(accepted)
         })?;
         if !report.fill_errors.is_empty() {

@@ -451,19 +451,9 @@ fn one_address_cannot_take_every_connection() {
 #[test]
 fn https_with_a_certificate_reloaded_on_sighup_and_no_plain_http_off_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cp.pem"), dir.path().join("cp.key"));
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    test_support::write_self_signed(&cert, &key, &names).unwrap();
+    let (cp, cert, key) = start_tls(dir.path());
     let first = std::fs::read(&cert).unwrap();
-    let cp = start_with(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let trusting = |pem: &[u8]| {
         reqwest::blocking::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap())

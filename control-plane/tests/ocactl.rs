@@ -153,18 +153,7 @@ fn ocactl_builds_a_catalog_and_ingests_content() {
 #[test]
 fn ocactl_trusts_the_systems_ca_store_and_a_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cp.pem"), dir.path().join("cp.key"));
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    test_support::write_self_signed(&cert, &key, &names).unwrap();
-    let cp = start_with(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (cp, cert, _key) = start_tls(dir.path());
     let empty = dir.path().join("no-roots.pem");
     std::fs::write(&empty, "").unwrap();
     let run = |store: &std::path::Path, extra: &[&str]| {

@@ -503,7 +503,8 @@ impl Snapshot {
         }
     }
 
-    /// Applies an accepted health report, so steering sees it without rereading the database.
+    /// Applies an accepted health report, so steering sees it without rereading the database;
+    /// false (nothing applied) when the view does not hold the appliance.
     /// A full inventory longer than [`INVENTORY_CHUNK`] is applied as deltas of
     /// that size, each under its own short write lock, so steering never waits long for it.
     pub fn apply(
@@ -511,7 +512,7 @@ impl Snapshot {
         r: &HealthReport,
         accepted: &crate::storage::Accepted,
         now: i64,
-    ) {
+    ) -> bool {
         let full_inventory_needed = accepted.send_full_inventory;
         let seq = accepted.inventory_seq;
         let write = || fleet.write();
@@ -524,8 +525,11 @@ impl Snapshot {
             _ => return write().apply_report(r, full_inventory_needed, seq, now),
         };
         // Status and routes first, then the held set and the holder index.
-        write().apply_report(r, true, seq, now);
+        if !write().apply_report(r, true, seq, now) {
+            return false;
+        }
         Snapshot::replace_held(fleet, &r.oca_id, content);
+        true
     }
 
     /// Replaces what appliance `oca_id` holds by `content`: the held set is swapped whole
@@ -689,9 +693,16 @@ impl Snapshot {
         }
     }
 
-    fn apply_report(&mut self, r: &HealthReport, full_inventory_needed: bool, seq: u64, now: i64) {
+    /// False when the view does not hold the appliance.
+    fn apply_report(
+        &mut self,
+        r: &HealthReport,
+        full_inventory_needed: bool,
+        seq: u64,
+        now: i64,
+    ) -> bool {
         let Some(&i) = self.index.get(&r.oca_id) else {
-            return;
+            return false;
         };
         // Large inventories are swapped in after this; the sequence is theirs either way.
         self.inventory_seqs[i] = Some(seq);
@@ -702,7 +713,7 @@ impl Snapshot {
         a.storage_bytes = usable_storage(&r.disks);
         self.apply_routes(i, r);
         if full_inventory_needed {
-            return;
+            return true;
         }
         match &r.inventory {
             Inventory::Full { content, .. } => self.hold_only(i, content),
@@ -710,6 +721,7 @@ impl Snapshot {
                 self.change_inventory(&r.oca_id, added, removed);
             }
         }
+        true
     }
 
     /// Replaces appliance `i`'s static prefixes and BGP state by the report's.

@@ -60,8 +60,10 @@ impl Snapshot {
     }
 
     /// Applies an appliance as committed: a new one joins its site holding nothing and hearing
-    /// nothing until it reports; a known one takes its new URL and capacity.
-    pub fn put_appliance(&mut self, a: Candidate) -> Result<(), Reload> {
+    /// nothing until it reports, kept out of steering for `gate` if the live checks say so
+    /// (its own verdict only: recomputing every appliance's cost a pass over the fleet per
+    /// registration); a known one takes its new URL and capacity.
+    pub fn put_appliance(&mut self, a: Candidate, gate: Option<String>) -> Result<(), Reload> {
         if let Some(&i) = self.index.get(&a.id) {
             let cur = &mut self.appliances[i];
             if cur.site != a.site {
@@ -84,6 +86,9 @@ impl Snapshot {
         self.bgp.push(None);
         self.held.push(HashSet::new());
         self.inventory_seqs.push(None);
+        if let Some(why) = gate {
+            self.gates.insert(i, why);
+        }
         Ok(())
     }
 }

@@ -225,12 +225,7 @@ fn holder_lists_stay_sorted_by_site_through_inventory_changes() {
         seq.insert(id.clone(), accepted.inventory_seq);
         let snap = live.read();
         for c in snap.held_content() {
-            let list = snap.holders(c);
-            let keys: Vec<(u32, u32)> = list
-                .iter()
-                .map(|&i| (snap.site_no(i as usize), i))
-                .collect();
-            assert!(keys.windows(2).all(|w| w[0] < w[1]), "{c}: {keys:?}");
+            assert_sorted_by_site(&snap, c);
         }
         if step % 50 == 49 {
             let fresh = Snapshot::load(&db, 1_000 + step).unwrap();
@@ -241,6 +236,18 @@ fn holder_lists_stay_sorted_by_site_through_inventory_changes() {
             );
         }
     }
+}
+
+/// Asserts `c`'s holder list is sorted by (site number, index), as steering's binary search
+/// needs; the list.
+fn assert_sorted_by_site<'s>(snap: &'s Snapshot, c: &str) -> &'s [u32] {
+    let list = snap.holders(c);
+    let keys: Vec<(u32, u32)> = list
+        .iter()
+        .map(|&i| (snap.site_no(i as usize), i))
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{c}: {keys:?}");
+    list
 }
 
 /// What steering and planning read of a view, by ids (a fresh load numbers sites and indexes
@@ -258,12 +265,7 @@ fn seen(snap: &Snapshot) -> Seen {
     sites.sort_unstable();
     let mut held = Vec::new();
     for c in snap.held_content() {
-        let list = snap.holders(c);
-        let keys: Vec<(u32, u32)> = list
-            .iter()
-            .map(|&i| (snap.site_no(i as usize), i))
-            .collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{c}: {keys:?}");
+        let list = assert_sorted_by_site(snap, c);
         for s in &sites {
             let n = snap.site_number(s).unwrap();
             let mut ids: Vec<String> = snap
@@ -352,7 +354,7 @@ fn registrations_in_place_steer_as_a_fresh_load_would() {
                 let a = appliance(format!("b{step}"), s.clone());
                 db.create_appliance(&a, &[0; 32], 1_000).unwrap();
                 let c = Candidate::of(ReportedAppliance::unreported(a), db.downtime());
-                live.write().put_appliance(c).unwrap();
+                live.write().put_appliance(c, None).unwrap();
                 appliances.push((format!("b{step}"), s));
             }
             _ => {
@@ -386,14 +388,14 @@ fn registrations_in_place_steer_as_a_fresh_load_would() {
     assert_eq!(snap.put_site(&moved), Err(Reload::SiteRenumbered));
     let stray = appliance("stray".into(), "nowhere".into());
     let stray = Candidate::of(ReportedAppliance::unreported(stray), db.downtime());
-    assert_eq!(snap.put_appliance(stray), Err(Reload::UnknownSite));
+    assert_eq!(snap.put_appliance(stray, None), Err(Reload::UnknownSite));
     let (id, site) = appliances[0].clone();
     let other = sites.iter().find(|s| **s != site).unwrap().clone();
     let moved = Candidate::of(
         ReportedAppliance::unreported(appliance(id, other)),
         db.downtime(),
     );
-    assert_eq!(snap.put_appliance(moved), Err(Reload::ApplianceMoved));
+    assert_eq!(snap.put_appliance(moved, None), Err(Reload::ApplianceMoved));
 }
 
 /// Zones set in place (the route table's zone entries patched, a zone sharing its prefix with

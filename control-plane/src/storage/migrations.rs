@@ -325,8 +325,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 
 /// PostgreSQL's side of migration 15: the triggers of the catalog, sites and appliances name
 /// the rows they touched, so a follower rereads those titles, subscribers, sites or appliances,
-/// not a whole view (at 200,000 titles the whole catalog reread took both replicas of the
-/// fleet benchmark 25 s behind their feed); and a fleet row says whether zones or maintenance
+/// not a whole view (at 200,000 titles a whole catalog reread put the other replica 3.8 s
+/// behind per change, `bench/catalog_feed.sh`); and a fleet row says whether zones or maintenance
 /// windows changed (detail `zones`, `windows`), which a follower rereads alone. One trigger
 /// per event, as transition tables require; `note_rows` takes the area, what the keys name
 /// (`titles`, `subscribers`, `sites`, `appliances`) and the column that holds them. An

@@ -312,6 +312,25 @@ pub fn metrics(cp: &Cp) -> String {
         .unwrap()
 }
 
+/// A control plane serving HTTPS with a fresh self-signed certificate for `localhost` and
+/// 127.0.0.1; with the certificate's and the key's paths.
+#[allow(dead_code)]
+pub fn start_tls(dir: &Path) -> (Cp, std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cp.pem"), dir.join("cp.key"));
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    test_support::write_self_signed(&cert, &key, &names).unwrap();
+    let cp = start_with(
+        dir,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    (cp, cert, key)
+}
+
 /// The value of counter `name` on `cp`'s `/metrics`.
 #[allow(dead_code)]
 pub fn counter(cp: &Cp, name: &str) -> u64 {
