@@ -11,6 +11,7 @@
 //! handler leaves the views usable by the others, as they are only changed by whole assignments
 //! or single inserts.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -249,25 +250,38 @@ impl App {
         }
     }
 
-    /// Places a registered appliance the fleet view does not hold yet, with its site if that is
-    /// new too: registered on another replica, its registration still on its way through the
-    /// change feed (which lags by as long as a batch takes to apply), while the appliance
-    /// already reports here. Without this its reports were lost to the view until the feed
-    /// caught up, and steering left it out as "never reported" meanwhile.
-    pub fn ensure_in_view(&self, oca_id: &str) -> Result<(), StorageError> {
-        if self.fleet.read().index_of(oca_id).is_some() {
-            return Ok(());
-        }
-        let Some(a) = self.store.reported_appliance(oca_id)? else {
-            return Ok(());
+    /// Places registered appliances the fleet view does not hold yet, with their sites if
+    /// those are new too: registered on another replica, their registrations still on their way
+    /// through the change feed (which lags by as long as a batch takes to apply), while the
+    /// appliances already report here. Without this their reports were lost to the view until
+    /// the feed caught up, and steering left them out as "never reported" meanwhile.
+    pub fn ensure_in_view(&self, oca_ids: &[&str]) -> Result<(), StorageError> {
+        let missing: Vec<String> = {
+            let fleet = self.fleet.read();
+            oca_ids
+                .iter()
+                .filter(|id| fleet.index_of(id).is_none())
+                .map(|id| id.to_string())
+                .collect()
         };
-        let site_known = self.fleet.read().site(&a.appliance.site).is_some();
-        let mut sites = Vec::new();
-        if !site_known {
-            sites = self.store.sites()?;
-            sites.retain(|s| s.id == a.appliance.site);
+        if missing.is_empty() {
+            return Ok(());
         }
-        self.registered(&sites, vec![a]);
+        let found = self.store.reported_appliances_among(&missing)?;
+        let new_sites: BTreeSet<&str> = {
+            let fleet = self.fleet.read();
+            found
+                .iter()
+                .map(|a| a.appliance.site.as_str())
+                .filter(|site| fleet.site(site).is_none())
+                .collect()
+        };
+        let mut sites = Vec::new();
+        if !new_sites.is_empty() {
+            sites = self.store.sites()?;
+            sites.retain(|s| new_sites.contains(s.id.as_str()));
+        }
+        self.registered(&sites, found);
         Ok(())
     }
 
@@ -404,7 +418,7 @@ impl App {
             // Memory follows storage only once the report is committed.
             let heard = clock().max(now);
             if !Snapshot::apply(&self.fleet, &report, &accepted, heard) {
-                self.ensure_in_view(&report.oca_id)?;
+                self.ensure_in_view(&[&report.oca_id])?;
                 Snapshot::apply(&self.fleet, &report, &accepted, heard);
             }
             Ok::<_, StorageError>(accepted)

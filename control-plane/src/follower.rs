@@ -37,7 +37,8 @@ use crate::domain::catalog::{CatalogView, Content, Subscriber, Title};
 use crate::fleet::Snapshot;
 use crate::metrics::Metrics;
 use crate::storage::changes::{
-    CatalogChange, Change, ChangeFeed, Feed, FleetChange, ReportChange, KEYS_CARRIED, POLL_EVERY,
+    ApplianceRecord, CatalogChange, Change, ChangeFeed, Feed, FleetChange, ReportChange,
+    KEYS_CARRIED, POLL_EVERY,
 };
 use crate::storage::{Storage, StorageError};
 
@@ -82,7 +83,8 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
                     pending.keys,
                     pending.reports.len(),
                 );
-                pending = apply(app, feed.as_mut(), pending);
+                let mut times = ReportTimes::default();
+                pending = apply(app, feed.as_mut(), pending, &mut times);
                 if t0.elapsed() > SLOW_APPLY {
                     let (catalog, fleet, keys, reports) = held;
                     tracing::warn!(
@@ -92,6 +94,9 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
                         keys,
                         reports,
                         secs = t0.elapsed().as_secs_f64(),
+                        report_locks_secs = times.locks.as_secs_f64(),
+                        report_reads_secs = times.reads.as_secs_f64(),
+                        report_view_secs = times.view.as_secs_f64(),
                         "change feed: applying a batch was slow"
                     );
                 }
@@ -102,7 +107,8 @@ fn run(app: &App, mut feed: Box<dyn ChangeFeed>) {
             }
             Ok(Feed::Resync) => {
                 tracing::warn!("change feed: away longer than its retention; reloading every view");
-                pending = apply(app, feed.as_mut(), Pending::everything());
+                let mut times = ReportTimes::default();
+                pending = apply(app, feed.as_mut(), Pending::everything(), &mut times);
                 app.readiness.feed_read(Instant::now());
             }
             Err(e) => {
@@ -214,7 +220,7 @@ impl CatalogPending {
 }
 
 /// Applies what is pending; returns what could not be applied yet.
-fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
+fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending, times: &mut ReportTimes) -> Pending {
     let mut left = Pending::default();
     let n = p.reports.len() as u64
         + p.catalog.len() as u64
@@ -269,13 +275,17 @@ fn apply(app: &App, feed: &mut dyn ChangeFeed, p: Pending) -> Pending {
         }
     }
     for chunk in p.reports.chunks(REPORTS_AT_ONCE) {
-        if let Err(e) = follow_reports(app, feed, chunk) {
+        if let Err(e) = follow_reports(app, feed, chunk, times) {
             tracing::warn!(error = %e, "change feed: rereading an appliance; reloading the fleet view");
             app.fleet_changed();
             break;
         }
         // Still following, only busy: not "behind" for readiness.
         app.readiness.feed_read(Instant::now());
+        let oldest = chunk.iter().map(|r| r.at).min().unwrap_or(i64::MAX);
+        app.metrics
+            .feed_report_lag
+            .set((unix_now() - oldest).max(0));
     }
     left
 }
@@ -417,42 +427,55 @@ fn follow_registrations(
     Ok(())
 }
 
+/// Where following reports spent its time, for the slow-batch warning.
+#[derive(Default)]
+struct ReportTimes {
+    /// Waiting for the appliances' report locks (held by this replica's own reports).
+    locks: Duration,
+    /// Reading from storage: appliances missing from the view, and rows that need rereading.
+    reads: Duration,
+    /// Applying under the fleet view's write lock.
+    view: Duration,
+}
+
 /// Applies other replicas' reports to the fleet view, holding their appliances' report
-/// locks: the rows of those that need them are reread first, then all are applied under one
-/// write lock of the view (a lock per report made steering wait behind hundreds of writers on
-/// a busy replica).
+/// locks: the appliances the view lacks are placed and the rows of those that need them reread
+/// (one query per table for the whole chunk), then all are applied under one write lock of the
+/// view (a lock per report made steering wait behind hundreds of writers on a busy replica).
 fn follow_reports(
     app: &App,
     feed: &mut dyn ChangeFeed,
     reports: &[ReportChange],
+    times: &mut ReportTimes,
 ) -> Result<(), StorageError> {
     let ids: Vec<&str> = reports.iter().map(|r| r.oca_id.as_str()).collect();
+    let asked = Instant::now();
     app.report_locks.with_all(&ids, || {
-        // One read lock for the batch: a lock per report queued the follower behind every
-        // writer waiting for the view.
-        let missing: Vec<&str> = {
-            let fleet = app.fleet.read();
-            ids.iter()
-                .copied()
-                .filter(|id| fleet.index_of(id).is_none())
-                .collect()
-        };
-        for id in missing {
-            app.ensure_in_view(id)?;
-        }
+        let t = Instant::now();
+        times.locks += t - asked;
+        app.ensure_in_view(&ids)?;
         let needs: Vec<bool> = {
             let fleet = app.fleet.read();
             reports.iter().map(|r| fleet.needs_record(r)).collect()
         };
-        let mut records = Vec::with_capacity(reports.len());
-        for (r, needs) in reports.iter().zip(needs) {
-            records.push(if needs {
-                feed.appliance(&r.oca_id)?
-            } else {
-                None
-            });
+        let needing: Vec<&str> = ids
+            .iter()
+            .zip(&needs)
+            .filter_map(|(id, &n)| n.then_some(*id))
+            .collect();
+        let mut read = Vec::new();
+        if !needing.is_empty() {
+            read = feed.appliances(&needing)?;
         }
+        let mut read = read.into_iter();
+        let records: Vec<Option<ApplianceRecord>> = needs
+            .iter()
+            .map(|&n| if n { read.next().flatten() } else { None })
+            .collect();
+        let t2 = Instant::now();
+        times.reads += t2 - t;
         Snapshot::follow_all(&app.fleet, reports, &records);
+        times.view += t2.elapsed();
         Ok(())
     })
 }

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub health_reports: Counter,
     /// Other replicas' changes applied to this replica's views from the change feed.
     pub feed_changes: Counter,
+    /// Seconds between the oldest report of the last batch followed from the change feed and
+    /// its application here: how far this replica's fleet view lags the other replicas'.
+    pub feed_report_lag: Gauge,
     /// Whole-catalog rereads for the change feed, where a change named no rows.
     pub feed_catalog_reloads: Counter,
     /// Whole reloads of the fleet view (after a site or appliance was registered).
@@ -99,6 +102,12 @@ impl Default for Metrics {
             &mut registry,
             "cp_feed_changes",
             "Other replicas' changes applied to this replica's views from the change feed",
+        );
+        let feed_report_lag = Gauge::default();
+        registry.register(
+            "cp_feed_report_lag_seconds",
+            "Seconds between the oldest report of the last batch followed from the change feed and its application here",
+            feed_report_lag.clone(),
         );
         let feed_catalog_reloads = m(
             &mut registry,
@@ -223,6 +232,7 @@ impl Default for Metrics {
             health_misses,
             health_reports,
             feed_changes,
+            feed_report_lag,
             feed_catalog_reloads,
             fleet_reloads,
             auth_failures,

@@ -136,6 +136,9 @@ fn what_one_replica_commits_reaches_the_others_views_within_the_bound() {
     took.push(until("A's status report in B's steering", || {
         steers_to(&b, "t1_480p.mp4").is_empty()
     }));
+    // What an operator alerts on: how far B's view lags A's reports (whole seconds).
+    let lag = counter(&b, "cp_feed_report_lag_seconds");
+    assert!(lag <= BOUND.as_secs(), "B's report lag {lag} s");
     report(
         &a,
         &credential,

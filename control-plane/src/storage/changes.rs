@@ -143,6 +143,7 @@ pub struct InventoryDelta {
 }
 
 /// An appliance's routes and inventory as committed, for a follower to replace its own with.
+#[derive(Clone, Default)]
 pub struct ApplianceRecord {
     /// Its static prefixes.
     pub prefixes: Vec<Prefix>,
@@ -169,8 +170,9 @@ pub trait ChangeFeed: Send {
     /// waiting), then reads the changes other replicas committed since the last call.
     fn next(&mut self, wait: Duration) -> Result<Feed>;
 
-    /// An appliance's routes and inventory as committed now; none when it is not registered.
-    fn appliance(&mut self, oca_id: &str) -> Result<Option<ApplianceRecord>>;
+    /// The routes and inventories of `oca_ids` as committed now, in one snapshot and in their
+    /// order (an appliance named twice is given twice); none for an appliance not registered.
+    fn appliances(&mut self, oca_ids: &[&str]) -> Result<Vec<Option<ApplianceRecord>>>;
 
     /// Deletes rows older than [`RETENTION`] before `now` (Unix seconds); returns how many.
     fn trim(&mut self, now: i64) -> Result<u64>;

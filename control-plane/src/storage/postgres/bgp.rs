@@ -199,15 +199,20 @@ pub(super) fn routes(
 
 /// The BGP routes on record of one appliance, by prefix and neighbour (rows that do not parse
 /// are left out, as everywhere).
-pub(super) fn routes_of(
+/// The BGP routes of each of `oca_ids` that has any, each appliance's in a stable order.
+pub(super) fn routes_of_all(
     c: &mut impl postgres::GenericClient,
-    oca_id: &str,
-) -> Result<Vec<BgpRoute>> {
+    oca_ids: &[String],
+) -> Result<HashMap<String, Vec<BgpRoute>>> {
     let sql = format!(
-        "SELECT {ROUTE_COLUMNS} FROM bgp_routes WHERE oca_id = $1 ORDER BY prefix, neighbor"
+        "SELECT oca_id, {ROUTE_COLUMNS} FROM bgp_routes WHERE oca_id = ANY($1)
+         ORDER BY oca_id, prefix, neighbor"
     );
-    Ok(c.query(&sql, &[&oca_id])?
-        .iter()
-        .filter_map(|row| route_at(row, 0))
-        .collect())
+    let mut all: HashMap<String, Vec<BgpRoute>> = HashMap::new();
+    for row in c.query(&sql, &[&oca_ids])? {
+        if let Some(route) = route_at(&row, 1) {
+            all.entry(row.get(0)).or_default().push(route);
+        }
+    }
+    Ok(all)
 }

@@ -2,7 +2,7 @@
 //! migrations 14 and 15 and by [`note_report`], read by [`PgFeed`] on a session of its own that
 //! `LISTEN`s for `oca_changes`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -240,54 +240,75 @@ impl ChangeFeed for PgFeed {
         Ok(Feed::Changes(changes))
     }
 
-    fn appliance(&mut self, oca_id: &str) -> Result<Option<ApplianceRecord>> {
-        let id = oca_id.to_string();
-        self.with(move |c| {
-            // One snapshot for all three reads.
+    fn appliances(&mut self, oca_ids: &[&str]) -> Result<Vec<Option<ApplianceRecord>>> {
+        let ids: Vec<String> = oca_ids.iter().map(|id| id.to_string()).collect();
+        let mut found = self.with(move |c| {
+            // One snapshot for every read, and one query per table for the whole batch: a
+            // round trip per table per appliance made a batch of reports take seconds on a
+            // busy machine.
             let mut tx = c
                 .build_transaction()
                 .isolation_level(postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()?;
-            if tx
-                .query_opt("SELECT 1 FROM appliances WHERE id = $1", &[&id])?
-                .is_none()
-            {
-                return Ok(None);
+            let mut found: HashMap<String, ApplianceRecord> = tx
+                .query("SELECT id FROM appliances WHERE id = ANY($1)", &[&ids])?
+                .iter()
+                .map(|r| (r.get(0), ApplianceRecord::default()))
+                .collect();
+            for r in tx.query(
+                "SELECT oca_id, prefix FROM appliance_prefixes WHERE oca_id = ANY($1)
+                 ORDER BY oca_id, prefix",
+                &[&ids],
+            )? {
+                let prefix = r.get::<_, &str>(1).parse().ok();
+                if let (Some(rec), Some(p)) = (found.get_mut(r.get::<_, &str>(0)), prefix) {
+                    rec.prefixes.push(p);
+                }
             }
-            let prefixes = tx
-                .query(
-                    "SELECT prefix FROM appliance_prefixes WHERE oca_id = $1 ORDER BY prefix",
-                    &[&id],
-                )?
-                .iter()
-                .filter_map(|r| r.get::<_, &str>(0).parse().ok())
-                .collect();
-            let routes = super::bgp::routes_of(&mut tx, &id)?;
-            let inventory_seq: i64 = tx
-                .query_opt(
-                    "SELECT inventory_seq FROM appliance_health WHERE oca_id = $1",
-                    &[&id],
-                )?
-                .map_or(0, |r| r.get(0));
-            let inventory = tx
-                .query(
-                    "SELECT i.content_id FROM appliances a
-                     JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen
-                     WHERE a.id = $1",
-                    &[&id],
-                )?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            for (id, routes) in super::bgp::routes_of_all(&mut tx, &ids)? {
+                if let Some(rec) = found.get_mut(&id) {
+                    rec.routes = routes;
+                }
+            }
+            for r in tx.query(
+                "SELECT oca_id, inventory_seq FROM appliance_health WHERE oca_id = ANY($1)",
+                &[&ids],
+            )? {
+                if let Some(rec) = found.get_mut(r.get::<_, &str>(0)) {
+                    rec.inventory_seq = r.get::<_, i64>(1).max(0) as u64;
+                }
+            }
+            for r in tx.query(
+                "SELECT a.id, i.content_id FROM appliances a
+                 JOIN inventory i ON i.oca_id = a.id AND i.gen = a.inventory_gen
+                 WHERE a.id = ANY($1)",
+                &[&ids],
+            )? {
+                if let Some(rec) = found.get_mut(r.get::<_, &str>(0)) {
+                    rec.inventory.push(r.get(1));
+                }
+            }
             tx.commit()?;
-            Ok(Some(ApplianceRecord {
-                prefixes,
-                routes,
-                inventory,
-                inventory_seq: inventory_seq.max(0) as u64,
-            }))
-        })
+            Ok(found)
+        })?;
+        // An appliance named twice (two of its reports in one batch) gets its record twice.
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for id in oca_ids {
+            *uses.entry(id).or_default() += 1;
+        }
+        Ok(oca_ids
+            .iter()
+            .map(|id| {
+                let left = uses.get_mut(id).expect("counted above");
+                *left -= 1;
+                if *left == 0 {
+                    found.remove(*id)
+                } else {
+                    found.get(*id).cloned()
+                }
+            })
+            .collect())
     }
 
     fn trim(&mut self, now: i64) -> Result<u64> {

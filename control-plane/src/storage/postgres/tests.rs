@@ -339,6 +339,117 @@ fn inventories_full_delta_and_large_generations_switch_whole() {
     assert_eq!(n, many.len(), "streamed whole, in batches");
 }
 
+/// A route as a speaker reports it.
+fn route(prefix: &str, neighbor: &str) -> oca_protocol::health::BgpRoute {
+    oca_protocol::health::BgpRoute {
+        prefix: prefix.parse().unwrap(),
+        neighbor: neighbor.parse().unwrap(),
+        as_path: vec![64500, 64501],
+        origin: oca_protocol::health::Origin::Igp,
+        med: Some(5),
+        local_pref: None,
+        communities: vec!["64500:1".into()],
+        large_communities: Vec::new(),
+        stale: false,
+    }
+}
+
+#[test]
+fn the_feed_rereads_a_batch_of_appliances_each_as_committed_in_the_order_named() {
+    let Some((_url, db)) = db(&["a", "b", "quiet"]) else {
+        return;
+    };
+    let mut a = report(
+        "a",
+        Inventory::Full {
+            seq: 3,
+            content: vec!["y".into(), "x".into()],
+        },
+        1,
+    );
+    a.prefixes = vec![
+        "192.0.2.0/24".parse().unwrap(),
+        "10.0.0.0/8".parse().unwrap(),
+    ];
+    a.bgp = Some(oca_protocol::health::BgpReport {
+        sessions: Vec::new(),
+        routes: vec![
+            route("198.51.100.0/24", "10.0.0.2"),
+            route("198.51.100.0/24", "10.0.0.1"),
+        ],
+        converging: false,
+    });
+    db.record_report(&a, 1_001).unwrap();
+    let mut b = report(
+        "b",
+        Inventory::Full {
+            seq: 7,
+            content: vec!["z".into()],
+        },
+        1,
+    );
+    b.bgp = Some(oca_protocol::health::BgpReport {
+        sessions: Vec::new(),
+        routes: vec![route("203.0.113.0/24", "10.0.0.9")],
+        converging: false,
+    });
+    db.record_report(&b, 1_002).unwrap();
+
+    let mut feed = db.change_feed().unwrap().expect("PostgreSQL has a feed");
+    // "a" twice, as when two of its reports fall in one batch: each gets the record.
+    let got = feed.appliances(&["a", "b", "a", "gone", "quiet"]).unwrap();
+    assert_eq!(got.len(), 5);
+    let seen = |r: &Option<crate::storage::changes::ApplianceRecord>| {
+        r.as_ref().map(|r| {
+            let mut inventory = r.inventory.clone();
+            inventory.sort();
+            (
+                r.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                r.routes
+                    .iter()
+                    .map(|r| format!("{} via {}", r.prefix, r.neighbor))
+                    .collect::<Vec<_>>(),
+                inventory,
+                r.inventory_seq,
+            )
+        })
+    };
+    let a_seen = Some((
+        vec!["10.0.0.0/8".to_string(), "192.0.2.0/24".to_string()],
+        vec![
+            "198.51.100.0/24 via 10.0.0.1".to_string(),
+            "198.51.100.0/24 via 10.0.0.2".to_string(),
+        ],
+        vec!["x".to_string(), "y".to_string()],
+        3,
+    ));
+    assert_eq!(seen(&got[0]), a_seen);
+    assert_eq!(seen(&got[2]), a_seen);
+    assert_eq!(
+        got[0].as_ref().unwrap().routes,
+        vec![
+            route("198.51.100.0/24", "10.0.0.1"),
+            route("198.51.100.0/24", "10.0.0.2")
+        ],
+        "every attribute read back"
+    );
+    assert_eq!(
+        seen(&got[1]),
+        Some((
+            Vec::new(),
+            vec!["203.0.113.0/24 via 10.0.0.9".to_string()],
+            vec!["z".to_string()],
+            7
+        ))
+    );
+    assert!(got[3].is_none(), "not registered");
+    assert_eq!(
+        seen(&got[4]),
+        Some((Vec::new(), Vec::new(), Vec::new(), 0)),
+        "registered, never reported"
+    );
+}
+
 #[test]
 fn huge_figures_never_fail_a_report_or_a_read() {
     let Some((_url, db)) = db(&["a"]) else { return };
