@@ -50,7 +50,10 @@ if [ "$PROFILE" = dev ]; then
   # inside a test run.
   cargo build --locked -q --workspace --tests
 else
-  cargo build --release --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
+  # The commit, for the services' *_build_info metric (dev builds say `unknown`: setting it
+  # there would rebuild what the tests already built).
+  OCA_REVISION=$(git -C "$REPO" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) \
+    cargo build --release --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
 fi
 
 mkdir -p "$(dirname "$OUT")" "$CACHE/debs"

@@ -75,5 +75,6 @@ pub mod routing;
 pub mod s3;
 pub mod server;
 pub mod services;
+pub mod settings;
 pub mod steering;
 pub mod storage;

@@ -73,6 +73,9 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(
+            oca_service::process_metrics::ProcessCollector::new("cp"),
+        ));
         let m = |r: &mut Registry, name: &str, help: &str| {
             let c = Counter::default();
             r.register(name, help, c.clone());

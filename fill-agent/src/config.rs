@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use oca_protocol::prefix::Prefix;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// fill-agent: keeps an Open Connect appliance's stores filled from its manifest and reports its
 /// health to the control plane.
 ///
 /// Every flag may also be set in the TOML file given with --config; a flag overrides the file.
-#[derive(Parser, Debug, Default)]
+#[derive(Parser, Debug, Default, Clone)]
 #[command(version, about)]
 pub struct Cli {
     /// TOML configuration file.
@@ -81,10 +81,9 @@ pub struct Cli {
     /// (default /var/lib/oca/qualify.json; a missing file is not an error).
     #[arg(long, value_name = "FILE")]
     pub qualification_file: Option<PathBuf>,
-    /// Check the configuration (flags, file, the `[bgp]` table, the credential file), say what
-    /// would run, and exit: 0 when the agent could start with it.
-    #[arg(long)]
-    pub check_config: bool,
+    /// The flags every service takes (logging, configuration checks).
+    #[command(flatten)]
+    pub service: oca_service::ServiceFlags,
 }
 
 /// Where `oca-qualify --json` writes its report on an appliance (docs/qualify.md).
@@ -99,6 +98,8 @@ pub struct Config {
     pub oca_id: String,
     /// Its credential.
     pub credential: String,
+    /// The file the credential was read from (shown by `--print-config`; never the secret).
+    pub credential_file: PathBuf,
     /// Its site.
     pub site: String,
     /// Store directories.
@@ -117,6 +118,8 @@ pub struct Config {
     pub capacity_bps: u64,
     /// Ignore the fill window.
     pub fill_now: bool,
+    /// Whether plain http to a control plane off this host was accepted.
+    pub insecure_http: bool,
     /// CA file for the control plane's certificate; none: the system's store.
     pub control_plane_ca: Option<PathBuf>,
     /// Bound on each control-plane request and on one report exchange.
@@ -134,7 +137,8 @@ pub struct Config {
     pub qualification_file: PathBuf,
 }
 
-#[derive(Deserialize, Default, Debug)]
+/// The file's form, also what `--print-config` writes (so its output reads back as a file).
+#[derive(Deserialize, Serialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     control_plane: Option<String>,
@@ -214,6 +218,7 @@ impl Config {
                 .to_string(),
             oca_id: need(cli.oca_id.or(file.oca_id), "oca_id")?,
             credential,
+            credential_file,
             site: cli.site.or(file.site).unwrap_or_default(),
             stores: if cli.stores.is_empty() {
                 file.stores
@@ -240,6 +245,7 @@ impl Config {
                 .or(file.capacity_bps)
                 .unwrap_or(10_000_000_000),
             fill_now: cli.fill_now,
+            insecure_http: cli.insecure_http || file.insecure_http.unwrap_or(false),
             control_plane_ca: cli.control_plane_ca.or(file.control_plane_ca),
             control_plane_timeout: cp_timeout,
             fill_min_rate: cli
@@ -255,14 +261,42 @@ impl Config {
                 .or(file.qualification_file)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_QUALIFICATION_FILE)),
         };
-        let insecure = cli.insecure_http || file.insecure_http.unwrap_or(false);
-        check_control_plane_url(&cfg.control_plane, insecure)?;
+        check_control_plane_url(&cfg.control_plane, cfg.insecure_http)?;
         if cfg.stores.is_empty() {
             bail!(
                 "no store configured: give --store DIR (repeatable) or `stores` in the config file"
             );
         }
         Ok(cfg)
+    }
+}
+
+impl Config {
+    /// The configuration in force as the file would say it (`--print-config`): every key,
+    /// flags and defaults resolved. The credential itself is never printed, only its file.
+    pub fn to_toml(&self) -> String {
+        let file = FileConfig {
+            control_plane: Some(self.control_plane.clone()),
+            oca_id: Some(self.oca_id.clone()),
+            credential_file: Some(self.credential_file.clone()),
+            site: Some(self.site.clone()),
+            stores: self.stores.clone(),
+            keys: Some(self.keys.clone()),
+            daemon_admin: self.daemon_admin.clone(),
+            prefixes: self.prefixes.clone(),
+            concurrency: Some(self.concurrency),
+            stall_timeout: Some(self.stall_timeout.as_secs_f64()),
+            capacity_bps: Some(self.capacity_bps),
+            control_plane_ca: self.control_plane_ca.clone(),
+            insecure_http: Some(self.insecure_http),
+            control_plane_timeout: Some(self.control_plane_timeout.as_secs_f64()),
+            fill_min_rate_kib: Some(self.fill_min_rate / 1024),
+            eviction_budget: Some(self.eviction_budget),
+            metrics_listen: self.metrics_listen,
+            qualification_file: Some(self.qualification_file.clone()),
+            bgp: self.bgp.clone(),
+        };
+        toml::to_string(&file).expect("plain values serialise")
     }
 }
 

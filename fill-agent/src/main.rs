@@ -59,14 +59,21 @@ use crate::inventory::Inventory;
 use crate::shared::Shared;
 
 fn main() -> ExitCode {
-    oca_service::init_logging();
-    oca_service::exit("fill-agent", run(Cli::parse()))
+    let cli = Cli::parse();
+    oca_service::logging::init(cli.service.log_format);
+    oca_service::exit("fill-agent", run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let check_only = cli.check_config;
-    let cfg = Config::load(cli)?;
-    if check_only {
+    let service = cli.service;
+    // Kept for SIGHUP, which rereads the file under the same flags.
+    let flags = cli.clone();
+    let cfg = Config::load(cli).context(oca_service::BadConfig)?;
+    if service.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    if service.check_config {
         println!("{}", config_summary(&cfg));
         return Ok(());
     }
@@ -100,7 +107,7 @@ fn run(cli: Cli) -> Result<()> {
         .build()?;
     runtime.block_on(async {
         let mut agent = Agent::new(cfg, shared)?;
-        agent.run().await
+        agent.run(flags).await
     })
 }
 
@@ -147,6 +154,16 @@ fn config_summary(cfg: &Config) -> String {
         }
     }
     out
+}
+
+/// SIGHUP: rereads the configuration file and names the settings changed in it. Decision:
+/// the agent applies none of them while running. A restart applies them all and costs one
+/// report interval at most (the store is rescanned, fills in progress start again), while
+/// applying some live would make the running agent a mix of two configurations.
+fn reload(flags: &Cli, running: &str) {
+    oca_service::systemd::reloading();
+    let reread = Config::load(flags.clone()).map(|c| c.to_toml());
+    oca_service::reload::conclude("fill-agent", running, reread);
 }
 
 /// Feeds systemd's watchdog from the agent's loop: a loop that stops turning (blocked on the
@@ -242,12 +259,15 @@ impl Agent {
 
     /// Report, fetch the manifest when its version changed, evict and fill within the window;
     /// between reports, start fills as others end and feed the watchdog.
-    async fn run(&mut self) -> Result<()> {
+    async fn run(&mut self, flags: Cli) -> Result<()> {
         if let Some(addr) = self.cfg.metrics_listen {
             metrics::serve(addr, self.shared.metrics.clone()).await?;
         }
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
+        // SIGHUP checks the edited file and names what changed (applied at the next start).
+        let mut hup = signal(SignalKind::hangup())?;
+        let running = self.cfg.to_toml();
         // SIGUSR2 asks every BGP neighbour to send its routes again (docs/bgp.md, "Route
         // refresh"): the operator's `birdc reload in`, without a control socket to guard.
         let mut usr2 = signal(SignalKind::user_defined2())?;
@@ -291,6 +311,7 @@ impl Agent {
                     }
                     _ = watchdog.due() => watchdog.ping(),
                     _ = usr2.recv() => self.refresh_routes(),
+                    _ = hup.recv() => reload(&flags, &running),
                     done = self.fills.next() => {
                         self.fills.finished(&self.shared, done);
                         self.start_fills();

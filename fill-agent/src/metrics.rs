@@ -44,6 +44,9 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(
+            oca_service::process_metrics::ProcessCollector::new("oca_fill"),
+        ));
         let mut counter = |name: &str, help: &str| {
             let c = Counter::default();
             registry.register(name, help, c.clone());

@@ -15,7 +15,7 @@ use clap::ValueEnum;
 use serde::Deserialize;
 
 /// Which path file parts take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColdMode {
     /// Per part: small, popular or already cached → page cache; otherwise O_DIRECT.

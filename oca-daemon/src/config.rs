@@ -7,10 +7,10 @@ use std::time::Duration;
 use crate::cold::{ColdConfig, ColdMode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which I/O engine runs the workers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
     /// io_uring when the kernel allows it, else epoll (the reason is logged).
@@ -22,7 +22,7 @@ pub enum EngineChoice {
 }
 
 /// How the io_uring engine moves file bytes to the socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyPath {
     /// splice for parts of 256 KiB and more, sendfile below (each the faster there: docs/oca-daemon.md).
@@ -45,7 +45,7 @@ impl BodyPath {
 }
 
 /// Whether TLS connections are handed to the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KtlsChoice {
     /// Kernel TLS when the kernel offers it for the negotiated cipher (TLS 1.3), else rustls.
@@ -58,7 +58,7 @@ pub enum KtlsChoice {
 ///
 /// Every flag may also be set in the TOML file given with --config (see
 /// oca-daemon/oca-daemon.example.toml); a flag overrides the file.
-#[derive(Parser, Debug, Default)]
+#[derive(Parser, Debug, Default, Clone)]
 #[command(version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
     /// TOML configuration file.
@@ -167,6 +167,9 @@ pub struct Cli {
     /// page cache instead (default 1).
     #[arg(long, value_name = "SECS")]
     pub cold_wait_timeout: Option<f64>,
+    /// The flags every service takes (logging, configuration checks).
+    #[command(flatten)]
+    pub service: oca_service::ServiceFlags,
 }
 
 const AFTER_HELP: &str = "\
@@ -264,7 +267,8 @@ pub struct TlsConfig {
     pub ktls: KtlsChoice,
 }
 
-#[derive(Deserialize, Default, Debug)]
+/// The file's form, also what `--print-config` writes (so its output reads back as a file).
+#[derive(Deserialize, Serialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
@@ -287,7 +291,7 @@ struct FileConfig {
     cold: FileCold,
 }
 
-#[derive(Deserialize, Default, Debug)]
+#[derive(Deserialize, Serialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct FileCold {
     path: Option<ColdMode>,
@@ -300,7 +304,7 @@ struct FileCold {
     wait_timeout: Option<f64>,
 }
 
-#[derive(Deserialize, Default, Debug)]
+#[derive(Deserialize, Serialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct FileLimits {
     max_connections: Option<usize>,
@@ -475,6 +479,52 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The configuration in force as the file would say it (`--print-config`): every key,
+    /// flags and defaults resolved, so what the daemon would do can be read and diffed.
+    pub fn to_toml(&self) -> String {
+        let l = &self.limits;
+        let c = &self.cold;
+        let secs = |d: Duration| Some(d.as_secs_f64());
+        let file = FileConfig {
+            listen: Some(self.listen),
+            tls_listen: self.tls.as_ref().map(|t| t.listen),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+            ktls: self.tls.as_ref().map(|t| t.ktls),
+            admin_listen: Some(self.admin_listen),
+            stores: self.stores.clone(),
+            workers: Some(self.workers),
+            engine: Some(self.engine),
+            body_path: Some(self.body_path),
+            access_log: Some(self.access_log),
+            keys: self.keys.clone(),
+            allow_unsigned: Some(self.allow_unsigned),
+            limits: FileLimits {
+                max_connections: Some(l.max_connections),
+                max_connections_per_client: Some(l.max_connections_per_client),
+                max_header_bytes: Some(l.max_header_bytes),
+                max_uri_bytes: Some(l.max_uri_bytes),
+                max_ranges: Some(l.max_ranges),
+                header_timeout: secs(l.header_timeout),
+                keepalive_timeout: secs(l.keepalive_timeout),
+                send_timeout: secs(l.send_timeout),
+                drain_timeout: secs(l.drain_timeout),
+                disk_timeout: secs(l.disk_timeout),
+            },
+            cold: FileCold {
+                path: Some(c.mode),
+                buffers: Some(c.buffers),
+                buffer_kib: Some(c.buffer_bytes >> 10),
+                queue_depth: Some(c.queue_depth),
+                min_kib: Some(c.min_bytes >> 10),
+                hot_hits: Some(c.hot_hits),
+                min_send_kib: Some(c.min_send_rate >> 10),
+                wait_timeout: secs(c.wait_timeout),
+            },
+        };
+        toml::to_string(&file).expect("plain values serialise")
+    }
+
     fn check(&self) -> Result<()> {
         let l = &self.limits;
         if self.stores.is_empty() && !self.demo {
@@ -567,6 +617,44 @@ mod tests {
         let c = Config::load(cli(&["--config", p, "--store", "/x", "--max-ranges", "9"])).unwrap();
         assert_eq!(c.stores, vec![PathBuf::from("/x")]);
         assert_eq!(c.limits.max_ranges, 9);
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_as_the_same_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(cli(&[
+            "--store",
+            "/a",
+            "--store",
+            "/b",
+            "--keys",
+            "/k.json",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--tls-cert",
+            "/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--header-timeout",
+            "2.5",
+            "--cold-buffer-kib",
+            "512",
+            "--max-uri-bytes",
+            "1000",
+        ]))
+        .unwrap();
+        let printed = c.to_toml();
+        let path = dir.path().join("printed.toml");
+        std::fs::write(&path, &printed).unwrap();
+        let again = Config::load(cli(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(again.to_toml(), printed);
+        assert!(printed.contains("max_uri_bytes = 1000"), "{printed}");
+        assert!(printed.contains("buffer_kib = 512"), "{printed}");
+        assert!(printed.contains("header_timeout = 2.5"), "{printed}");
+        assert!(
+            printed.contains("max_connections = 65536"),
+            "defaults shown: {printed}"
+        );
     }
 
     #[test]

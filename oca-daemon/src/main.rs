@@ -21,12 +21,25 @@ use oca_daemon::{
 const FD_RESERVE: u64 = 256;
 
 fn main() -> ExitCode {
-    oca_service::init_logging();
-    oca_service::exit("oca-daemon", run(Cli::parse()))
+    let cli = Cli::parse();
+    oca_service::logging::init(cli.service.log_format);
+    oca_service::exit("oca-daemon", run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let mut cfg = Config::load(cli)?;
+    let service = cli.service;
+    // Kept for SIGHUP, which rereads the file under the same flags.
+    let flags = cli.clone();
+    let mut cfg = Config::load(cli).context(oca_service::BadConfig)?;
+    let running = cfg.to_toml();
+    if service.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    if service.check_config {
+        println!("{}", check_config(&cfg)?);
+        return Ok(());
+    }
     if cfg.demo && cfg.stores.is_empty() {
         cfg.stores = vec![demo::prepare()?];
     }
@@ -47,7 +60,8 @@ fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let (tls, tls_listeners, tls_addr) = match &cfg.tls {
         Some(t) => {
-            let setup = tls::TlsSetup::load(&t.cert, &t.key, t.ktls == config::KtlsChoice::Auto)?;
+            let setup = tls::TlsSetup::load(&t.cert, &t.key, t.ktls == config::KtlsChoice::Auto)
+                .context(oca_service::BadConfig)?;
             let (ls, a) = socket::reuseport_listeners(t.listen, cfg.workers)
                 .with_context(|| format!("listening on {} (TLS)", t.listen))?;
             (Some(setup), ls.into_iter().map(Some).collect(), Some(a))
@@ -139,7 +153,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break false }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break false }
                 _ = failed.notified() => break true,
-                _ = hup.recv() => reload_tls(tls.as_deref()),
+                _ = hup.recv() => reload(&flags, &running, tls.as_deref()),
             }
         };
         process.start_draining();
@@ -157,12 +171,51 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// SIGHUP: rereads the certificate and key; a bad pair keeps the one in force.
-fn reload_tls(tls: Option<&tls::TlsSetup>) {
+/// `--check-config`: what the configuration names, read as the daemon would read it at start:
+/// the certificate and key, the URL keyring and the stores. A bad certificate, key or keyring
+/// is the configuration's error (exit 78); a store that cannot be opened may be a disk not
+/// mounted yet (exit 1, so systemd tries again). Returns what the daemon would run.
+fn check_config(cfg: &Config) -> Result<String> {
+    if let Some(t) = &cfg.tls {
+        tls::TlsSetup::load(&t.cert, &t.key, false).context(oca_service::BadConfig)?;
+    }
+    let keys = match &cfg.keys {
+        Some(path) if path.exists() => {
+            let ring = signed_urls::read_keyring(path).context(oca_service::BadConfig)?;
+            format!("{} URL key(s) in {}", ring.keys().len(), path.display())
+        }
+        Some(path) => format!(
+            "URL keys in {} (not written yet: the fill agent writes them after its first report)",
+            path.display()
+        ),
+        None => "unsigned requests allowed".to_string(),
+    };
+    let store = Store::open(&cfg.stores)?;
+    let tls = cfg.tls.as_ref().map_or_else(
+        || "no HTTPS".to_string(),
+        |t| format!("HTTPS on {} (kTLS {:?})", t.listen, t.ktls),
+    );
+    Ok(format!(
+        "oca-daemon: configuration ok: HTTP on {}, {tls}, admin on {}, {} store(s), {} worker(s), engine {:?}, {keys}",
+        cfg.listen,
+        cfg.admin_listen,
+        store.disks().len(),
+        cfg.workers,
+        cfg.engine,
+    ))
+}
+
+/// SIGHUP: rereads the certificate and key (a bad pair keeps the one in force) and the
+/// configuration file; settings changed in it need a restart, and are named. The URL keyring
+/// needs no signal: it is reread whenever it changes.
+fn reload(flags: &Cli, running: &str, tls: Option<&tls::TlsSetup>) {
+    oca_service::systemd::reloading();
     match tls {
         Some(tls) => tls.reload(),
-        None => tracing::info!("SIGHUP: no TLS listener, nothing to reload"),
+        None => tracing::info!("SIGHUP: no TLS listener, no certificate to reload"),
     }
+    let reread = Config::load(flags.clone()).map(|c| c.to_toml());
+    oca_service::reload::conclude("oca-daemon", running, reread);
 }
 
 /// Every connection needs a descriptor (a second one only while a file is being sent).

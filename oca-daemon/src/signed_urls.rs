@@ -37,6 +37,14 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
 }
 
+/// Reads and parses the keyring file the fill agent writes.
+pub fn read_keyring(path: &Path) -> anyhow::Result<Keyring> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading URL keys {}", path.display()))?;
+    Keyring::from_json(&text).with_context(|| format!("URL keys {}", path.display()))
+}
+
 impl UrlAuth {
     /// Checks signatures against the keyring in `path` (read now, then whenever it changes), or
     /// lets every request in when `allow_unsigned`.
@@ -79,26 +87,23 @@ impl UrlAuth {
 
     /// Reads the keys file; a missing or bad file keeps the keys in force (if any) and says why.
     fn load(&self, path: &Path) {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "URL keys not readable; signed requests are refused until they are");
-                return;
-            }
-        };
         if let Ok(m) = std::fs::metadata(path) {
             if m.mode() & 0o077 != 0 {
                 tracing::warn!(path = %path.display(), mode = format!("{:o}", m.mode() & 0o777), "URL keys file is readable by others; it should be 0600");
             }
         }
-        match Keyring::from_json(&text) {
+        match read_keyring(path) {
             Ok(ring) => {
                 let ids: Vec<&str> = ring.keys().iter().map(|k| k.id()).collect();
                 tracing::info!(path = %path.display(), keys = ?ids, "URL keys loaded");
                 self.ring.store(Some(Arc::new(ring)));
             }
+            // Before the fill agent's first report, or while it rewrites the file.
+            Err(_) if !path.exists() => {
+                tracing::warn!(path = %path.display(), "URL keys not written yet; signed requests are refused until they are");
+            }
             Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "URL keys file rejected; the keys in force stay");
+                tracing::error!(path = %path.display(), error = %format!("{e:#}"), "URL keys file rejected; the keys in force stay");
             }
         }
     }

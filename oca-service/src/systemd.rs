@@ -11,6 +11,15 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Tells the service manager a reload began (`RELOADING=1` with the monotonic time, as
+/// `Type=notify-reload` needs); [`ready`] says it is over.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
 /// Tells the service manager the service is stopping (draining), so `systemctl` shows it.
 pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);

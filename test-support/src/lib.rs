@@ -58,6 +58,43 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Asserts what every service's `/metrics` says about itself: `<prefix>_build_info` with the
+/// version, and the process's CPU time, memory, descriptors and start time (sane values: this
+/// machine's process was started in the last day and holds descriptors under its limit).
+pub fn assert_describes_its_process(text: &str, prefix: &str) {
+    let build = format!(
+        "{prefix}_build_info{{version=\"{}\",revision=\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build), "{build}: {text}");
+    let present = |name: &str| {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing: {text}"
+        );
+        metric(text, &format!("{name} "))
+    };
+    let value = |name: &str| {
+        let v = present(name);
+        assert!(v > 0.0, "{name} is 0: {text}");
+        v
+    };
+    // A process just started may not have used a clock tick yet.
+    assert!(present("process_cpu_seconds_total") >= 0.0);
+    assert!(value("process_resident_memory_bytes") >= 1_000_000.0);
+    assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+    assert!(value("process_open_fds") < value("process_max_fds"));
+    let started = value("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 86_400.0..=now + 5.0).contains(&started),
+        "start time {started} against now {now}"
+    );
+}
+
 /// Which of the daemons (by admin address) sent the most bytes over `window`: the one serving
 /// a running play.
 pub fn busiest(admins: &[String], window: std::time::Duration) -> usize {

@@ -71,6 +71,40 @@ impl Proc {
         }
     }
 
+    /// Sends `signal` (a name kill(1) takes: `HUP`, `TERM`) to the child.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -{signal} {}", self.child.id());
+    }
+
+    /// What SIGHUP does in every service (docs/operations.md, "Reload"), asserted on this
+    /// child started with the configuration `file`: an unchanged file is said to be unchanged;
+    /// after replacing `from` with `to` in it, the changed `keys` (as the log prints them,
+    /// e.g. `"workers"`) are named as applying at a restart; a file reading `broken` is
+    /// refused; and the process runs on throughout.
+    pub fn assert_reload(&mut self, file: &std::path::Path, from: &str, to: &str, keys: &str) {
+        let within = Duration::from_secs(30);
+        self.signal("HUP");
+        self.wait_log("SIGHUP: configuration unchanged", within);
+        let text = std::fs::read_to_string(file).expect("the configuration file");
+        assert!(text.contains(from), "{from:?} not in {}", file.display());
+        std::fs::write(file, text.replace(from, to)).expect("editing the configuration");
+        self.signal("HUP");
+        let line = self.wait_log("apply at a restart", within);
+        assert!(line.contains(&format!("keys=[{keys}]")), "{line}");
+        std::fs::write(file, "this is = not [ toml\n").expect("breaking the configuration");
+        self.signal("HUP");
+        self.wait_log("SIGHUP: configuration refused", within);
+        assert!(
+            self.child.try_wait().expect("child status").is_none(),
+            "still running:\n{}",
+            self.log()
+        );
+    }
+
     /// The value of `name=` in a log line (e.g. `addr=` in a listening line).
     pub fn field(line: &str, name: &str) -> String {
         let at = line.find(&format!("{name}=")).expect("field in line") + name.len() + 1;

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use super::{check_bucket, sigv4, Bucket, Origins};
 
 /// One `[[s3]]` table.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct BucketConfig {
     /// The bucket, as `s3://<bucket>/...` origins name it.

@@ -22,9 +22,13 @@ use crate::metrics::{
 use oca_protocol::signing::Rejection;
 
 /// Renders what `collector` encodes in the Prometheus/OpenMetrics text format.
+/// The build info (`oca_build_info`) and the process's figures come with it.
 pub fn render(collector: impl Collector) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(collector));
+    registry.register_collector(Box::new(
+        oca_service::process_metrics::ProcessCollector::new("oca"),
+    ));
     let mut out = String::with_capacity(4096);
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out

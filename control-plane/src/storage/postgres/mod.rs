@@ -108,6 +108,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The database as logs show it: never with a password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     /// Parses a `postgres://` URL (see the module documentation for the keys we add).
     pub fn parse(url: &str) -> anyhow::Result<Settings> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
@@ -132,6 +137,10 @@ impl Settings {
                     verify = true;
                     kept.push("sslmode=require".to_string());
                 }
+                // The driver says only "invalid connection string".
+                "sslmode" if !matches!(v, "disable" | "prefer") => anyhow::bail!(
+                    "sslmode must be disable, prefer, require, verify-ca or verify-full, got {v:?}"
+                ),
                 _ => kept.push(pair.to_string()),
             }
         }
@@ -175,6 +184,37 @@ fn replica_id() -> String {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).expect("the kernel's random source is available");
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `url` with its password, in the user part or a `password=` key, shown as `REDACTED`: the
+/// URL otherwise as given, for showing a configuration.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:REDACTED@{host}"),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some(("password", _)) => "password=REDACTED".to_string(),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// `user@host:port/database`, never the password.

@@ -1,0 +1,160 @@
+//! What an operator does before and after a start, on the real binary: the example
+//! configuration starts a control plane, `--check-config` says what would run or exits 78
+//! (EX_CONFIG) with the reason, `--print-config` reads back as the same configuration, and
+//! every scrape says which build runs and what the process holds.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn control_plane() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_control-plane"));
+    c.env_remove("JOURNAL_STREAM");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    control_plane().args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The repository's example configuration with its paths moved into `dir`, listening on a
+/// free loopback port; the file's path.
+fn example_in(dir: &Path) -> String {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/control-plane.example.toml");
+    let (cert, key) = (dir.join("cp.pem"), dir.join("cp.key"));
+    test_support::write_self_signed(&cert, &key, &["localhost".into()]).unwrap();
+    let text = std::fs::read_to_string(example).unwrap();
+    let moved = text
+        .replace("0.0.0.0:7443", "127.0.0.1:0")
+        .replace("/etc/oca/tls/control-plane.pem", cert.to_str().unwrap())
+        .replace("/etc/oca/tls/control-plane.key", key.to_str().unwrap())
+        .replace("/var/lib/oca-control", dir.to_str().unwrap());
+    for (from, what) in [
+        ("127.0.0.1:0", "listen"),
+        ("cp.pem", "tls_cert"),
+        ("cp.key", "tls_key"),
+        ("control-plane.db\"", "db"),
+    ] {
+        assert!(moved.contains(from), "the example lost its {what} line");
+    }
+    let path = dir.join("control-plane.toml");
+    std::fs::write(&path, moved).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn the_example_configuration_checks_out_and_starts_a_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_in(dir.path());
+    let out = run(&["--config", &file, "--check-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("configuration ok: HTTPS on 127.0.0.1:0")
+            && said.contains("SQLite")
+            && said.contains("generated at first start"),
+        "{said}"
+    );
+    assert!(
+        !dir.path().join("control-plane.db").exists(),
+        "a check opens no database"
+    );
+
+    let mut cmd = control_plane();
+    cmd.args(["--config", &file]);
+    let mut p = test_support::proc::Proc::spawn(cmd);
+    let listening = p.wait_log(" listening ", Duration::from_secs(30));
+    assert!(listening.contains("scheme=\"https\""), "{listening}");
+    // SIGHUP: the certificate reread, the edited file compared with the running settings.
+    p.assert_reload(
+        Path::new(&file),
+        "# fill_copies = 2",
+        "fill_copies = 3",
+        "\"fill_copies\"",
+    );
+}
+
+#[test]
+fn a_configuration_only_an_edit_fixes_exits_78_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_in(dir.path());
+    let example = std::fs::read_to_string(&file).unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let cert = dir.path().join("cp.pem");
+    for (edit, why) in [
+        (format!("{example}\nlisten_adress = \"127.0.0.1:1\"\n"), "listen_adress"),
+        (
+            example.replace(cert.to_str().unwrap(), garbage.to_str().unwrap()),
+            "garbage.pem",
+        ),
+        (
+            example.replace("# fill_window = \"02:00-08:00\"", "fill_window = \"02:00-28:00\""),
+            "28:00",
+        ),
+        (
+            example.replace(
+                "db = \"",
+                "admin_token_file = \"/t\"\norigin_dir = \"/o\"\ndb = \"postgres://h/db?sslmode=bogus\"\n# was \"",
+            ),
+            "sslmode",
+        ),
+        (
+            example.replace(
+                &format!("{}/control-plane.db", dir.path().display()),
+                "/nonexistent/dir/control-plane.db",
+            ),
+            "/nonexistent/dir",
+        ),
+    ] {
+        std::fs::write(&file, &edit).unwrap();
+        let out = run(&["--config", &file, "--check-config"]);
+        assert_eq!(out.status.code(), Some(78), "{why}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(why), "{why}: {}", text(&out.stderr));
+        // The start refuses the same way, before opening anything.
+        if why != "/nonexistent/dir" {
+            let out = run(&["--config", &file]);
+            assert_eq!(out.status.code(), Some(78), "{why}: {}", text(&out.stderr));
+        }
+    }
+}
+
+#[test]
+fn the_printed_configuration_reads_back_as_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_in(dir.path());
+    let out = run(&[
+        "--config",
+        &file,
+        "--report-interval",
+        "7",
+        "--print-config",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    for line in [
+        "report_interval = 7",
+        "max_connections = 16384",
+        "probe_interval = 7.0",
+        "admin_token_file = ",
+    ] {
+        assert!(printed.contains(line), "{line}: {printed}");
+    }
+    let again = dir.path().join("printed.toml");
+    std::fs::write(&again, &printed).unwrap();
+    let out = run(&["--config", again.to_str().unwrap(), "--print-config"]);
+    assert_eq!(text(&out.stdout), printed);
+}
+
+#[test]
+fn every_scrape_says_which_build_and_what_the_process_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = common::start(dir.path());
+    test_support::assert_describes_its_process(&common::metrics(&cp), "cp");
+}
