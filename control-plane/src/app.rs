@@ -417,9 +417,15 @@ impl App {
             let accepted = self.store.record_report(&report, now)?;
             // Memory follows storage only once the report is committed.
             let heard = clock().max(now);
-            if !Snapshot::apply(&self.fleet, &report, &accepted, heard) {
-                self.ensure_in_view(&[&report.oca_id])?;
-                Snapshot::apply(&self.fleet, &report, &accepted, heard);
+            let previous = match Snapshot::apply(&self.fleet, &report, &accepted, heard) {
+                Some(p) => Some(p),
+                None => {
+                    self.ensure_in_view(&[&report.oca_id])?;
+                    Snapshot::apply(&self.fleet, &report, &accepted, heard)
+                }
+            };
+            if let Some(p) = previous.filter(|&p| p > 0) {
+                self.metrics.report_age.observe((heard - p).max(0) as f64);
             }
             Ok::<_, StorageError>(accepted)
         })?;

@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::domain::history::MissTally;
@@ -58,6 +59,11 @@ pub struct Metrics {
     pub bgp_flaps: Family<ApplianceLabel, Gauge>,
     /// Sites whose fresh appliances hear different prefixes.
     pub bgp_inconsistent_sites: Gauge,
+    /// Appliances by what the fleet view knows of them (set when scraped).
+    pub appliances: Family<[(&'static str, &'static str); 1], Gauge>,
+    /// Seconds since an appliance's previous report, observed as each report is taken: how
+    /// stale the view of it had become.
+    pub report_age: Histogram,
     /// Portal logins that opened a session.
     pub portal_logins: Counter,
     /// Portal logins refused (wrong login or password, or rate-limited).
@@ -121,6 +127,20 @@ impl Default for Metrics {
             &mut registry,
             "cp_fleet_reloads",
             "Whole reloads of the fleet view (after a site or appliance was registered)",
+        );
+        let appliances = Family::default();
+        registry.register(
+            "cp_appliances",
+            "Appliances by state: ok, warning, error (their last report), stale (silent past the freshness bound), never (registered, never reported)",
+            appliances.clone(),
+        );
+        // From a report on time (the interval, 10 s by default) to an appliance back after an
+        // hour.
+        let report_age = Histogram::new([5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 3600.0]);
+        registry.register(
+            "cp_report_age_seconds",
+            "Seconds since an appliance's previous report, observed as each report is taken",
+            report_age.clone(),
         );
         let auth_failures = m(
             &mut registry,
@@ -236,6 +256,8 @@ impl Default for Metrics {
             health_reports,
             feed_changes,
             feed_report_lag,
+            appliances,
+            report_age,
             feed_catalog_reloads,
             fleet_reloads,
             auth_failures,
@@ -290,6 +312,28 @@ impl Metrics {
         }
         self.bgp_inconsistent_sites
             .set(routing::inconsistent_count(snap, now, stale_after) as i64);
+    }
+
+    /// Sets the appliance counts by state from the fleet view as of `now` (an appliance silent
+    /// for `stale_after` seconds counts as stale, whatever it last said).
+    pub fn observe_fleet(&self, snap: &Snapshot, now: i64, stale_after: i64) {
+        let mut n = [0i64; 5];
+        for i in 0..snap.len() {
+            let a = snap.at(i);
+            let k = match a.status.as_deref() {
+                None => 4,
+                Some(_) if !routing::fresh(a, now, stale_after) => 3,
+                Some("ok") => 0,
+                Some("warning") => 1,
+                Some(_) => 2,
+            };
+            n[k] += 1;
+        }
+        for (state, count) in ["ok", "warning", "error", "stale", "never"].iter().zip(n) {
+            self.appliances
+                .get_or_create(&[("state", state)])
+                .set(count);
+        }
     }
 
     /// The metrics in Prometheus/OpenMetrics text.

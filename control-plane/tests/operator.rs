@@ -153,8 +153,53 @@ fn the_printed_configuration_reads_back_as_the_same() {
 }
 
 #[test]
-fn every_scrape_says_which_build_and_what_the_process_holds() {
+fn every_scrape_says_which_build_and_what_the_process_holds_and_how_the_fleet_reports() {
     let dir = tempfile::tempdir().unwrap();
     let cp = common::start(dir.path());
-    test_support::assert_describes_its_process(&common::metrics(&cp), "cp");
+    let m = common::metrics(&cp);
+    test_support::assert_describes_its_process(&m, "cp");
+    assert_eq!(
+        test_support::metric(&m, "cp_appliances{state=\"never\"} "),
+        0.0
+    );
+
+    // Two appliances in one site: one reports (twice), the other never does.
+    let (s, r) = cp.admin(
+        "POST",
+        "/v1/admin/sites",
+        Some(serde_json::json!({"id": "s1", "kind": "isp", "region": "eu", "allowed_prefixes": ["198.51.100.0/24"]})),
+    );
+    assert_eq!(s, 201, "{r}");
+    let credential = common::register_reporting(&cp, "a1", "s1", &["198.51.100.0/24"], &[]);
+    let (s, r) = cp.admin(
+        "POST",
+        "/v1/admin/appliances",
+        Some(serde_json::json!({"id": "a2", "site": "s1", "url": "http://a2.example:8080/", "capacity_bps": 1_000_000_000u64})),
+    );
+    assert_eq!(s, 201, "{r}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = serde_json::json!({
+        "oca_id": "a1", "site": "s1", "version": "t", "status": "warning",
+        "serving": {"active_connections": 0, "bytes_per_sec": 0, "requests_per_sec": 0, "capacity_bps": 1_000_000_000u64},
+        "disks": [], "prefixes": ["198.51.100.0/24"],
+        "inventory": {"kind": "delta", "base_seq": 1, "seq": 1, "added": [], "removed": []}
+    });
+    let (s, r) = cp.req(
+        "POST",
+        "/v1/appliances/a1/health",
+        Some(again),
+        Some(&credential),
+    );
+    assert_eq!(s, 200, "{r}");
+    let m = common::metrics(&cp);
+    for (series, want) in [
+        ("cp_appliances{state=\"warning\"} ", 1.0),
+        ("cp_appliances{state=\"never\"} ", 1.0),
+        ("cp_appliances{state=\"ok\"} ", 0.0),
+        // The first report has no previous one; the second came a second after it.
+        ("cp_report_age_seconds_count ", 1.0),
+        ("cp_report_age_seconds_bucket{le=\"5.0\"} ", 1.0),
+    ] {
+        assert_eq!(test_support::metric(&m, series), want, "{series}: {m}");
+    }
 }

@@ -386,6 +386,10 @@ impl Agent {
                 return;
             }
         };
+        self.shared
+            .metrics
+            .last_report
+            .set(i64::try_from(fill::unix_now()).unwrap_or(i64::MAX));
         self.interval = Duration::from_secs(reply.report_interval_secs.clamp(1, 3600));
         if let Some(why) = &reply.routes_refused {
             tracing::warn!("the control plane refused this report's BGP routes: {why}");
@@ -441,6 +445,10 @@ impl Agent {
             "manifest updated"
         );
         self.fills.drop_unlisted(&m);
+        self.shared
+            .metrics
+            .manifest_version
+            .set(i64::try_from(m.version).unwrap_or(i64::MAX));
         self.refused = None;
         self.manifest = Some(Arc::new(m));
     }
@@ -452,6 +460,14 @@ impl Agent {
             return;
         };
         evict::sweep_parts(&self.shared, &m);
+        let pending = {
+            let inv = self.shared.inventory.lock();
+            m.entries
+                .iter()
+                .filter(|e| !inv.holds(&e.content_id))
+                .count()
+        };
+        self.shared.metrics.files_pending.set(pending as i64);
         if !self.window_open(&m) {
             tracing::debug!("outside the fill window; waiting");
             return;

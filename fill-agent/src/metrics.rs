@@ -14,6 +14,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use oca_protocol::manifest::SourceKind;
+
+/// A source kind as a label value.
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Peer => "peer",
+        SourceKind::Tier => "tier",
+        SourceKind::Origin => "origin",
+    }
+}
+
 /// Counters the loop and the fills update.
 pub struct Metrics {
     registry: Registry,
@@ -25,10 +36,20 @@ pub struct Metrics {
     pub evictions_deferred: Counter,
     /// Manifests not acted on (empty while content is held, without `intended_empty`).
     pub manifests_refused: Counter,
-    /// Fill sources that failed, by reason.
-    pub source_failures: Family<Vec<(String, String)>, Counter>,
-    /// Bytes received from fill sources.
-    pub fill_bytes: Counter,
+    /// Fill sources that failed, by source kind and reason.
+    pub source_failures: Family<[(&'static str, String); 2], Counter>,
+    /// Bytes received from fill sources, by source kind.
+    pub fill_bytes: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Files the manifest lists that the stores do not hold yet (as of the last cycle).
+    pub files_pending: Gauge,
+    /// The version of the manifest in force (0: none yet).
+    pub manifest_version: Gauge,
+    /// Unix seconds of the last health report the control plane took (0: none yet).
+    pub last_report: Gauge,
+    /// Bytes used on each store disk's filesystem, as the last report read them.
+    pub disk_used: Family<[(&'static str, String); 1], Gauge>,
+    /// Bytes free (available to the agent) on each store disk's filesystem.
+    pub disk_free: Family<[(&'static str, String); 1], Gauge>,
     /// Files published.
     pub files_filled: Counter,
     /// Fills in flight.
@@ -65,13 +86,47 @@ impl Default for Metrics {
             "oca_fill_manifests_refused",
             "Manifests refused: empty while content is held, not marked intended_empty",
         );
-        let fill_bytes = counter("oca_fill_bytes", "Bytes received from fill sources");
         let files_filled = counter("oca_fill_files", "Files filled and published");
-        let source_failures = Family::<Vec<(String, String)>, Counter>::default();
+        let fill_bytes = Family::default();
+        registry.register(
+            "oca_fill_bytes",
+            "Bytes received from fill sources, by source kind (peer, tier, origin)",
+            fill_bytes.clone(),
+        );
+        let source_failures = Family::default();
         registry.register(
             "oca_fill_source_failures",
-            "Fill sources that failed, by reason",
+            "Fill sources that failed, by source kind and reason",
             source_failures.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let files_pending = gauge(
+            "oca_fill_files_pending",
+            "Files the manifest lists that the stores do not hold yet, as of the last cycle",
+        );
+        let manifest_version = gauge(
+            "oca_fill_manifest_version",
+            "The version of the manifest in force (0: none yet)",
+        );
+        let last_report = gauge(
+            "oca_fill_last_report_success_seconds",
+            "Unix time of the last health report the control plane took (0: none yet)",
+        );
+        let disk_used = Family::default();
+        registry.register(
+            "oca_fill_disk_used_bytes",
+            "Bytes used on each store disk's filesystem, as the last report read them",
+            disk_used.clone(),
+        );
+        let disk_free = Family::default();
+        registry.register(
+            "oca_fill_disk_free_bytes",
+            "Bytes available on each store disk's filesystem, as the last report read them",
+            disk_free.clone(),
         );
         let fills_in_flight = Gauge::default();
         registry.register(
@@ -105,6 +160,11 @@ impl Default for Metrics {
             manifests_refused,
             source_failures,
             fill_bytes,
+            files_pending,
+            manifest_version,
+            last_report,
+            disk_used,
+            disk_free,
             files_filled,
             fills_in_flight,
             bgp_sessions,
@@ -116,10 +176,28 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts a failed source.
-    pub fn source_failed(&self, reason: &str) {
+    pub fn source_failed(&self, kind: SourceKind, reason: &str) {
         self.source_failures
-            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .get_or_create(&[
+                ("source", kind_name(kind).to_string()),
+                ("reason", reason.to_string()),
+            ])
             .inc();
+    }
+
+    /// The counter of bytes received from sources of `kind`.
+    pub fn fill_bytes_from(&self, kind: SourceKind) -> Counter {
+        self.fill_bytes
+            .get_or_create(&[("source", kind_name(kind))])
+            .clone()
+    }
+
+    /// Sets one store disk's figures, as a report reads them.
+    pub fn observe_disk(&self, disk: &str, used: u64, free: u64) {
+        let label = [("disk", disk.to_string())];
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.disk_used.get_or_create(&label).set(clamp(used));
+        self.disk_free.get_or_create(&label).set(clamp(free));
     }
 
     /// Sets the BGP figures from the report's `bgp` part. Every state is written, zeros

@@ -23,6 +23,9 @@ pub fn build(
     let mut disks = Vec::new();
     for (i, d) in shared.store.disks().iter().enumerate() {
         let (capacity, used, avail) = statvfs(d.root()).unwrap_or((0, 0, 0));
+        shared
+            .metrics
+            .observe_disk(&d.root().display().to_string(), used, avail);
         let state = match health[i] {
             DiskHealth::Failed | DiskHealth::Unreadable => DiskState::Failed,
             _ if capacity == 0 => DiskState::Failed,

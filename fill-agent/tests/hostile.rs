@@ -76,12 +76,30 @@ fn hostile_sources_are_refused_and_the_next_source_fills() {
     ] {
         let n = agent_metric(
             metrics,
-            &format!("oca_fill_source_failures_total{{reason=\"{reason}\"}}"),
+            &format!("oca_fill_source_failures_total{{source=\"peer\",reason=\"{reason}\"}}"),
         );
         assert!(n >= 1.0, "{reason}: {n}\n{log}");
     }
     assert_eq!(agent_metric(metrics, "oca_fill_files_total"), 5.0);
-    assert!(agent_metric(metrics, "oca_fill_bytes_total") >= (5 * MIB) as f64);
+    assert!(agent_metric(metrics, "oca_fill_bytes_total{source=\"peer\"}") >= (5 * MIB) as f64);
+    // What an operator watches besides: the manifest in force, the last report taken, what is
+    // left to fill (as of the agent's next cycle), and each disk's space.
+    assert!(agent_metric(metrics, "oca_fill_manifest_version") >= 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = agent_metric(metrics, "oca_fill_last_report_success_seconds");
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&last),
+        "{last} against {now}"
+    );
+    wait_until("nothing left to fill", Duration::from_secs(30), || {
+        agent_metric(metrics, "oca_fill_files_pending") == 0.0
+    });
+    let disk = format!("{{disk=\"{}\"}}", app.store().display());
+    assert!(agent_metric(metrics, &format!("oca_fill_disk_free_bytes{disk}")) > 0.0);
+    assert!(agent_metric(metrics, &format!("oca_fill_disk_used_bytes{disk}")) > 0.0);
     assert!(
         !app.store().join("tmp/zz_orphan.mp4.part").exists(),
         "the orphaned part was swept:\n{log}"

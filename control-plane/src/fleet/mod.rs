@@ -504,7 +504,8 @@ impl Snapshot {
     }
 
     /// Applies an accepted health report, so steering sees it without rereading the database;
-    /// false (nothing applied) when the view does not hold the appliance.
+    /// returns the appliance's previous report time (0: never), none (nothing applied) when the
+    /// view does not hold the appliance.
     /// A full inventory longer than [`INVENTORY_CHUNK`] is applied as deltas of
     /// that size, each under its own short write lock, so steering never waits long for it.
     pub fn apply(
@@ -512,7 +513,7 @@ impl Snapshot {
         r: &HealthReport,
         accepted: &crate::storage::Accepted,
         now: i64,
-    ) -> bool {
+    ) -> Option<i64> {
         let full_inventory_needed = accepted.send_full_inventory;
         let seq = accepted.inventory_seq;
         let write = || fleet.write();
@@ -525,11 +526,9 @@ impl Snapshot {
             _ => return write().apply_report(r, full_inventory_needed, seq, now),
         };
         // Status and routes first, then the held set and the holder index.
-        if !write().apply_report(r, true, seq, now) {
-            return false;
-        }
+        let previous = write().apply_report(r, true, seq, now)?;
         Snapshot::replace_held(fleet, &r.oca_id, content);
-        true
+        Some(previous)
     }
 
     /// Replaces what appliance `oca_id` holds by `content`: the held set is swapped whole
@@ -693,27 +692,27 @@ impl Snapshot {
         }
     }
 
-    /// False when the view does not hold the appliance.
+    /// The appliance's previous report time (0: never), or none when the view does not hold
+    /// it.
     fn apply_report(
         &mut self,
         r: &HealthReport,
         full_inventory_needed: bool,
         seq: u64,
         now: i64,
-    ) -> bool {
-        let Some(&i) = self.index.get(&r.oca_id) else {
-            return false;
-        };
+    ) -> Option<i64> {
+        let &i = self.index.get(&r.oca_id)?;
         // Large inventories are swapped in after this; the sequence is theirs either way.
         self.inventory_seqs[i] = Some(seq);
         let a = &mut self.appliances[i];
+        let previous = a.last_report;
         a.status = Some(status_str(r.status).to_string());
         a.last_report = now;
         a.bytes_per_sec = r.serving.bytes_per_sec;
         a.storage_bytes = usable_storage(&r.disks);
         self.apply_routes(i, r);
         if full_inventory_needed {
-            return true;
+            return Some(previous);
         }
         match &r.inventory {
             Inventory::Full { content, .. } => self.hold_only(i, content),
@@ -721,7 +720,7 @@ impl Snapshot {
                 self.change_inventory(&r.oca_id, added, removed);
             }
         }
-        true
+        Some(previous)
     }
 
     /// Replaces appliance `i`'s static prefixes and BGP state by the report's.

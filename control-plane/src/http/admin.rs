@@ -264,8 +264,9 @@ pub async fn put_subscriber(
 pub async fn metrics(_: Admin, State(app): State<Arc<App>>) -> Result<String, Failure> {
     {
         let snap = app.fleet()?;
-        app.metrics
-            .observe_bgp(&snap, unix_now(), app.stale_after());
+        let now = unix_now();
+        app.metrics.observe_bgp(&snap, now, app.stale_after());
+        app.metrics.observe_fleet(&snap, now, app.stale_after());
     }
     Ok(app.metrics.render())
 }

@@ -93,7 +93,8 @@ pub async fn fetch(
                 }
                 Ok((out, hasher))
             });
-        let received = receive(shared, resp, tx, entry.size, &mut have, limits).await;
+        let counted = shared.metrics.fill_bytes_from(source.kind);
+        let received = receive(shared, resp, tx, entry.size, &mut have, limits, &counted).await;
         let (f, h) = writer
             .await
             .map_err(|_| Failure::Disk(std::io::Error::other("writer thread failed")))?
@@ -168,6 +169,7 @@ async fn receive(
     size: u64,
     have: &mut u64,
     limits: Limits,
+    counted: &prometheus_client::metrics::counter::Counter,
 ) -> Result<(), Failure> {
     let mut block = bytes::BytesMut::new();
     let mut received = *have;
@@ -194,7 +196,7 @@ async fn receive(
         if received > size {
             return Err(Failure::Source("size_mismatch".into(), true));
         }
-        shared.metrics.fill_bytes.inc_by(chunk.len() as u64);
+        counted.inc_by(chunk.len() as u64);
         if let Err(reason) = pace.arrived(chunk.len() as u64) {
             block.extend_from_slice(&chunk);
             hand_over(&tx, &mut block, have).await;

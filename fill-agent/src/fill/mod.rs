@@ -268,7 +268,7 @@ pub async fn fill_one(
                 if discard {
                     let _ = store_disk.remove_part(id);
                 }
-                shared.metrics.source_failed(&reason);
+                shared.metrics.source_failed(source.kind, &reason);
                 shared.errors.lock().push(FillError {
                     content_id: id.as_str().to_string(),
                     source: source.oca_id.clone().unwrap_or_else(|| "origin".into()),
