@@ -99,7 +99,7 @@ mount "$ROOT_DEV" "$MNT"
 
 echo "build.sh: debootstrap $SUITE from $MIRROR"
 debootstrap --variant=minbase --cache-dir="$CACHE/debs" \
-  --include=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,openssl,ca-certificates,procps,xfsprogs,wrk \
+  --include=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,openssl,ca-certificates,procps,xfsprogs,wrk,prometheus-node-exporter \
   "$SUITE" "$MNT" "$MIRROR" > "$WORK/debootstrap.log" 2>&1 \
   || { tail -30 "$WORK/debootstrap.log" >&2; exit 1; }
 KVER=$(ls "$MNT/lib/modules" | sort -V | tail -1)

@@ -203,6 +203,8 @@ fn run(cli: Cli) -> Result<()> {
         let conn_metrics = app.metrics.conns.clone();
         let trusted = app.trusted_proxies.clone();
         let reloading = tls.clone();
+        let expiry = app.metrics.tls_certificate_expiry.clone();
+        expiry.set(tls.as_ref().and_then(|t| t.not_after()).unwrap_or(0));
         let router = http::router::router(app);
         server::serve(
             listener,
@@ -216,7 +218,7 @@ fn run(cli: Cli) -> Result<()> {
                     tokio::select! {
                         _ = term.recv() => break,
                         _ = int.recv() => break,
-                        _ = hup.recv() => reload(&flags, &running, reloading.as_deref()),
+                        _ = hup.recv() => reload(&flags, &running, reloading.as_deref(), &expiry),
                     }
                 }
                 // Drain: the load balancer's checks see 503 and take this replica out while it
@@ -252,10 +254,18 @@ fn run(cli: Cli) -> Result<()> {
 
 /// SIGHUP: rereads the certificate and key (a bad pair keeps the one in force) and the
 /// configuration file; settings changed in it need a restart, and are named.
-fn reload(flags: &Cli, running: &str, tls: Option<&oca_service::tls::Reloadable>) {
+fn reload(
+    flags: &Cli,
+    running: &str,
+    tls: Option<&oca_service::tls::Reloadable>,
+    expiry: &prometheus_client::metrics::gauge::Gauge,
+) {
     oca_service::systemd::reloading();
     match tls {
-        Some(t) => t.reload_logged(),
+        Some(t) => {
+            t.reload_logged();
+            expiry.set(t.not_after().unwrap_or(0));
+        }
         None => tracing::info!("SIGHUP: no TLS, no certificate to reload"),
     }
     let reread = Settings::load(flags.clone()).and_then(|s| s.shown());

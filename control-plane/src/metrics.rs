@@ -59,6 +59,10 @@ pub struct Metrics {
     pub bgp_flaps: Family<ApplianceLabel, Gauge>,
     /// Sites whose fresh appliances hear different prefixes.
     pub bgp_inconsistent_sites: Gauge,
+    /// 1 while `/readyz` answers 200 (set when scraped).
+    pub ready: Gauge,
+    /// When the HTTPS certificate in force stops being valid, Unix seconds (0: no HTTPS).
+    pub tls_certificate_expiry: Gauge,
     /// Appliances by what the fleet view knows of them (set when scraped).
     pub appliances: Family<[(&'static str, &'static str); 1], Gauge>,
     /// Seconds since an appliance's previous report, observed as each report is taken: how
@@ -127,6 +131,18 @@ impl Default for Metrics {
             &mut registry,
             "cp_fleet_reloads",
             "Whole reloads of the fleet view (after a site or appliance was registered)",
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "cp_ready",
+            "1 while /readyz answers 200 (storage reachable, change feed read, not draining)",
+            ready.clone(),
+        );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "cp_tls_certificate_expiry_seconds",
+            "When the HTTPS certificate in force stops being valid, Unix time (0: no HTTPS)",
+            tls_certificate_expiry.clone(),
         );
         let appliances = Family::default();
         registry.register(
@@ -256,6 +272,8 @@ impl Default for Metrics {
             health_reports,
             feed_changes,
             feed_report_lag,
+            ready,
+            tls_certificate_expiry,
             appliances,
             report_age,
             feed_catalog_reloads,

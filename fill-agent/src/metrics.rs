@@ -16,6 +16,23 @@ use prometheus_client::registry::Registry;
 
 use oca_protocol::manifest::SourceKind;
 
+/// Every reason `fill::fetch` gives for a failed source, but the open `http_<status>`
+/// family: each starts at zero (so an alert's `rate()` has a series before the first failure).
+pub const FAILURE_REASONS: &[&str] = &[
+    "connect",
+    "stall",
+    "deadline",
+    "slow",
+    "io",
+    "short",
+    "http_3xx",
+    "content_encoding",
+    "content_range",
+    "length_mismatch",
+    "size_mismatch",
+    "hash_mismatch",
+];
+
 /// A source kind as a label value.
 fn kind_name(kind: SourceKind) -> &'static str {
     match kind {
@@ -152,6 +169,17 @@ impl Default for Metrics {
             "Times a BGP session left established since the agent started",
             bgp_flaps.clone(),
         );
+        // Every bounded series starts at zero, so rate() and increase() see the first event.
+        for kind in [SourceKind::Peer, SourceKind::Tier, SourceKind::Origin] {
+            let _ = fill_bytes.get_or_create(&[("source", kind_name(kind))]);
+            for reason in FAILURE_REASONS {
+                let labels = [
+                    ("source", kind_name(kind).to_string()),
+                    ("reason", reason.to_string()),
+                ];
+                let _ = source_failures.get_or_create(&labels);
+            }
+        }
         Metrics {
             registry,
             evictions_planned,
@@ -177,6 +205,10 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a failed source.
     pub fn source_failed(&self, kind: SourceKind, reason: &str) {
+        debug_assert!(
+            reason.starts_with("http_") || FAILURE_REASONS.contains(&reason),
+            "{reason} is missing from FAILURE_REASONS"
+        );
         self.source_failures
             .get_or_create(&[
                 ("source", kind_name(kind).to_string()),

@@ -386,6 +386,14 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         "{console}"
     );
     assert!(console.contains("store OCASTORE0 mounted at /srv/oca/disk0"));
+    // The host's own figures for Prometheus (Debian's node exporter, on loopback).
+    // systemd's status line, coloured and cut to the console's width.
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("OK") && l.contains("Started") && l.contains("prometheus-node-ex")),
+        "{console}"
+    );
     // The daemon's first start succeeds: oca-setup made the store's directories it cannot.
     assert!(
         !console.contains("Read-only file system"),

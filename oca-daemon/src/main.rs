@@ -91,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
             cfg.limits.max_connections_per_client,
         )),
     ));
+    process.set_cert_not_after(tls.as_ref().and_then(|t| t.not_after()));
     let auth = signed_urls::UrlAuth::new(cfg.keys.clone(), cfg.allow_unsigned);
     let shared = Arc::new(Shared {
         store,
@@ -153,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break false }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break false }
                 _ = failed.notified() => break true,
-                _ = hup.recv() => reload(&flags, &running, tls.as_deref()),
+                _ = hup.recv() => reload(&flags, &running, tls.as_deref(), &process),
             }
         };
         process.start_draining();
@@ -208,10 +209,13 @@ fn check_config(cfg: &Config) -> Result<String> {
 /// SIGHUP: rereads the certificate and key (a bad pair keeps the one in force) and the
 /// configuration file; settings changed in it need a restart, and are named. The URL keyring
 /// needs no signal: it is reread whenever it changes.
-fn reload(flags: &Cli, running: &str, tls: Option<&tls::TlsSetup>) {
+fn reload(flags: &Cli, running: &str, tls: Option<&tls::TlsSetup>, process: &Process) {
     oca_service::systemd::reloading();
     match tls {
-        Some(tls) => tls.reload(),
+        Some(tls) => {
+            tls.reload();
+            process.set_cert_not_after(tls.not_after());
+        }
         None => tracing::info!("SIGHUP: no TLS listener, no certificate to reload"),
     }
     let reread = Config::load(flags.clone()).map(|c| c.to_toml());

@@ -7,7 +7,7 @@
 //! atomics (or the admission module's sharded locks, taken once per accept): nothing on a
 //! worker's hot path waits for another thread.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::admission::Admission;
@@ -29,6 +29,8 @@ pub struct Process {
     ready: AtomicBool,
     /// Set when SIGTERM (or SIGINT) asks the workers to drain.
     draining: AtomicBool,
+    /// When the HTTPS certificate in force stops being valid, Unix seconds (0: no HTTPS).
+    cert_not_after: AtomicI64,
 }
 
 impl Process {
@@ -40,7 +42,13 @@ impl Process {
             admission,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            cert_not_after: AtomicI64::new(0),
         }
+    }
+
+    /// Records when the certificate in force (at start, after a reload) stops being valid.
+    pub fn set_cert_not_after(&self, not_after: Option<i64>) {
+        self.cert_not_after.store(not_after.unwrap_or(0), Relaxed);
     }
 
     /// Every listener is up: the process takes traffic.
@@ -75,8 +83,27 @@ impl Process {
 struct Scrape(Arc<Process>);
 
 impl Collector for Scrape {
-    fn encode(&self, enc: DescriptorEncoder) -> std::fmt::Result {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
         let p = &self.0;
+        // For an alert on what /readyz says, without a prober beside Prometheus.
+        let ready = prometheus_client::metrics::gauge::ConstGauge::new(i64::from(p.ready()));
+        ready.encode(enc.encode_descriptor(
+            "oca_ready",
+            "1 while /readyz answers 200 (serving, not draining)",
+            None,
+            ready.metric_type(),
+        )?)?;
+        let not_after = p.cert_not_after.load(Relaxed);
+        if not_after != 0 {
+            let g = prometheus_client::metrics::gauge::ConstGauge::new(not_after);
+            g.encode(enc.encode_descriptor(
+                "oca_tls_certificate_expiry_seconds",
+                "When the HTTPS certificate in force stops being valid, Unix time",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
         metrics::encode(&p.metrics, &p.disks, &p.admission, enc)
     }
 }

@@ -49,6 +49,11 @@ impl TlsSetup {
         self.config.reload_logged();
     }
 
+    /// When the certificate in force stops being valid, Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        self.config.not_after()
+    }
+
     /// A new server session.
     pub fn session(&self) -> Session {
         let conn = UnbufferedServerConnection::new(self.config.current())

@@ -225,15 +225,17 @@ fn bad_configuration_fails_fast_with_a_clear_error() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    // A store that is not there may be a disk not mounted yet: 1, so systemd tries again.
     let (code, err) = run(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(code, Some(1));
     assert!(err.contains("/nonexistent/disk0"), "{err}");
+    // What only an edit fixes: 78 (EX_CONFIG), not restarted in a loop.
     std::fs::write(&cfg, "workers = \"two\"\n").unwrap();
     let (code, err) = run(&["--config", cfg.to_str().unwrap()]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(err.contains("oca.toml") && err.contains("workers"), "{err}");
     let (code, err) = run(&[]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(78));
     assert!(err.contains("--store"), "{err}");
 }
 

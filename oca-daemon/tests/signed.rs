@@ -195,7 +195,8 @@ fn signatures_are_required_unless_lab_mode_is_asked_for() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    // A configuration error: 78 (EX_CONFIG).
+    assert_eq!(out.status.code(), Some(78));
     assert!(
         err.contains("--keys") && err.contains("--allow-unsigned"),
         "{err}"

@@ -5,6 +5,7 @@
 //! an operator's typo never takes a listener's TLS away.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -16,6 +17,8 @@ use rustls::ServerConfig;
 /// A server config built from a certificate and key file, replaced by [`Reloadable::reload`].
 pub struct Reloadable {
     config: ArcSwap<ServerConfig>,
+    /// When the leaf certificate in force stops being valid (Unix seconds; 0: unreadable).
+    not_after: AtomicI64,
     cert: PathBuf,
     key: PathBuf,
     tune: fn(&mut ServerConfig),
@@ -28,6 +31,7 @@ impl Reloadable {
         tune(&mut config);
         Ok(Reloadable {
             config: ArcSwap::from_pointee(config),
+            not_after: AtomicI64::new(leaf_not_after(cert).unwrap_or(0)),
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             tune,
@@ -39,7 +43,15 @@ impl Reloadable {
         let mut config = server_config(&self.cert, &self.key)?;
         (self.tune)(&mut config);
         self.config.store(Arc::new(config));
+        self.not_after
+            .store(leaf_not_after(&self.cert).unwrap_or(0), Relaxed);
         Ok(())
+    }
+
+    /// When the certificate in force stops being valid, Unix seconds (for the
+    /// `*_tls_certificate_expiry_seconds` metrics and an alert before the day).
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(Relaxed)).filter(|&t| t != 0)
     }
 
     /// The config in force.
@@ -59,6 +71,13 @@ impl Reloadable {
             ),
         }
     }
+}
+
+/// The end of validity of the first certificate in the PEM file at `cert` (the leaf).
+fn leaf_not_after(cert: &Path) -> Option<i64> {
+    let der = CertificateDer::pem_file_iter(cert).ok()?.next()?.ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 /// A TLS 1.3/1.2 server config (ring, stateless tickets, ALPN http/1.1) for `cert` and `key`.

@@ -268,6 +268,8 @@ pub async fn metrics(_: Admin, State(app): State<Arc<App>>) -> Result<String, Fa
         app.metrics.observe_bgp(&snap, now, app.stale_after());
         app.metrics.observe_fleet(&snap, now, app.stale_after());
     }
+    let ready = app.readiness.check(std::time::Instant::now()).is_ok();
+    app.metrics.ready.set(i64::from(ready));
     Ok(app.metrics.render())
 }
 
