@@ -291,21 +291,9 @@ fn check_config(s: &Settings) -> Result<String> {
         oca_service::tls::Reloadable::load(cert, key, |_| {}).context(oca_service::BadConfig)?;
     }
     let token = s.admin_token_file()?;
-    let token_state = match std::fs::read_to_string(&token) {
-        Ok(t) if t.trim().is_empty() => {
-            return Err(anyhow::anyhow!(
-                "admin token file {} is empty",
-                token.display()
-            ))
-            .context(oca_service::BadConfig)
-        }
-        Ok(_) => "present",
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "generated at first start",
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("reading admin token file {}", token.display()))
-                .context(oca_service::BadConfig)
-        }
+    let token_state = match existing_admin_token(&token).context(oca_service::BadConfig)? {
+        Some(_) => "present",
+        None => "generated at first start",
     };
     let db = if pg::is_url(&s.db) {
         format!(
@@ -406,18 +394,24 @@ fn open_storage(
     }
 }
 
+/// The admin token in `path`; none when the file does not exist; an error when it is empty or
+/// cannot be read.
+fn existing_admin_token(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+        Ok(_) => anyhow::bail!("admin token file {} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading admin token file {}", path.display())),
+    }
+}
+
 /// Reads the admin token, creating a random one (readable by the owner only) when missing.
 /// Replicas given one shared file may start at once: the file is written whole under a
 /// temporary name and linked into place, so each finds either no file or a whole one, and
 /// the one that loses the race reads the winner's token.
 fn admin_token(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
-        Ok(_) => anyhow::bail!("admin token file {} is empty", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("reading admin token file {}", path.display()))
-        }
+    if let Some(t) = existing_admin_token(path)? {
+        return Ok(t);
     }
     let token = credentials::new_secret();
     let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
@@ -438,16 +432,8 @@ fn admin_token(path: &Path) -> Result<String> {
             Ok(token)
         }
         // Another replica made it first: use its token.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let t = std::fs::read_to_string(path)
-                .with_context(|| format!("reading admin token file {}", path.display()))?;
-            anyhow::ensure!(
-                !t.trim().is_empty(),
-                "admin token file {} is empty",
-                path.display()
-            );
-            Ok(t.trim().to_string())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => existing_admin_token(path)?
+            .with_context(|| format!("admin token file {} vanished", path.display())),
         Err(e) => Err(e).with_context(|| format!("creating admin token file {}", path.display())),
     }
 }

@@ -116,7 +116,17 @@ fn a_slow_fill_never_holds_back_new_entries() {
     let e = sources.entry("sl_1080p.mp4", &["good?bps=16384"]);
     cp.set_manifest(vec![e.clone()], false);
     let app = Appliance::new();
-    let agent = Proc::spawn(app.agent(&bin, &cp.url, &["--fill-min-rate-kib", "4"]));
+    let metrics = metrics_addr();
+    let agent = Proc::spawn(app.agent(
+        &bin,
+        &cp.url,
+        &[
+            "--fill-min-rate-kib",
+            "4",
+            "--metrics-listen",
+            &metrics.to_string(),
+        ],
+    ));
     wait_until("the slow fill started", Duration::from_secs(20), || {
         !sources.requests("/good/sl_1080p.mp4").is_empty()
     });
@@ -134,6 +144,10 @@ fn a_slow_fill_never_holds_back_new_entries() {
         "the slow fill went on undisturbed:\n{}",
         agent.log()
     );
+    // The slow file is what is left to fill, as the next cycle (every report, 1 s) counts it.
+    wait_until("one file pending", Duration::from_secs(10), || {
+        agent_metric(metrics, "oca_fill_files_pending") == 1.0
+    });
 }
 
 /// The agent under a watchdog of one second, reporting to `cp`.
