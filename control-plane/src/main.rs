@@ -50,6 +50,8 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let listen = settings.listen;
+    let admin_listen = settings.admin_listen;
+    let admin_limits = settings.admin_limits()?;
     let db_name = settings.db.clone();
     let token_path = settings.admin_token_file()?;
     let origin_dir = settings.origin_dir()?;
@@ -167,13 +169,27 @@ fn run(cli: Cli) -> Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
+        // Bound before READY, like the API: a scraper finds it as soon as systemd says started.
+        let admin_listener = match admin_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("listening on {a} (admin)"))?,
+            ),
+            None => None,
+        };
+        let admin_shown = match &admin_listener {
+            Some(l) => l.local_addr()?.to_string(),
+            None => "none".to_string(),
+        };
         // Handlers in place before the listening line, so an early SIGTERM shuts down cleanly.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        tracing::info!(%addr, scheme, db = %db_shown, admin_token_file = %token_path.display(),
+        tracing::info!(%addr, scheme, admin = %admin_shown, db = %db_shown,
+            admin_token_file = %token_path.display(),
             max_connections = limits.max_connections, "listening");
-        oca_service::systemd::ready(&format!("serving on {addr}"));
+        oca_service::systemd::ready(&format!("serving on {addr}, admin on {admin_shown}"));
         oca_service::systemd::watch_runtime();
         let saver = app.clone();
         tokio::spawn(async move {
@@ -205,6 +221,23 @@ fn run(cli: Cli) -> Result<()> {
         let reloading = tls.clone();
         let expiry = app.metrics.tls_certificate_expiry.clone();
         expiry.set(tls.as_ref().and_then(|t| t.not_after()).unwrap_or(0));
+        // The admin listener keeps answering through the drain (its /readyz says 503 then) and
+        // stops once the API's listener has.
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin_listener.map(|l| {
+            tokio::spawn(server::serve(
+                l,
+                http::router::admin_listener(app.clone()),
+                None,
+                admin_limits,
+                // Not registered: cp_connections and its kin describe the API's listener.
+                server::ConnMetrics::default(),
+                Vec::new(),
+                async move {
+                    let _ = admin_stopped.await;
+                },
+            ))
+        });
         let router = http::router::router(app);
         server::serve(
             listener,
@@ -238,6 +271,10 @@ fn run(cli: Cli) -> Result<()> {
             },
         )
         .await;
+        let _ = stop_admin.send(());
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         last.popularity.save(last.store.as_ref(), unix_now())?;
         // The misses counted since the last tick; old buckets can wait for the next start.
         if let Err(e) = history::tick(
@@ -317,9 +354,13 @@ fn check_config(s: &Settings) -> Result<String> {
         }
         format!("SQLite {}", s.db)
     };
+    let admin = match s.admin_listen {
+        Some(a) => format!("admin on {a}"),
+        None => "no admin listener".to_string(),
+    };
     Ok(format!(
-        "control-plane: configuration ok: {} on {}, database {db}, admin token {} ({token_state}), \
-         origin {}, reports every {} s, {} S3 bucket(s)",
+        "control-plane: configuration ok: {} on {}, {admin}, database {db}, admin token {} \
+         ({token_state}), origin {}, reports every {} s, {} S3 bucket(s)",
         if s.tls() { "HTTPS" } else { "HTTP" },
         s.listen,
         token.display(),

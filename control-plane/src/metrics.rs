@@ -3,6 +3,7 @@
 
 use oca_protocol::health::BgpState;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,6 +17,64 @@ use crate::steering::Decision;
 
 /// Labels naming one appliance.
 type ApplianceLabel = [(&'static str, String); 1];
+
+/// The API's request-latency buckets, seconds: from a request answered from memory (half a
+/// millisecond) to one near the body timeout, in steps of 2 to 2.5.
+pub const HTTP_DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The route pattern of requests that matched no route: a path a client chose is never a label
+/// value, so the series stay as many as the router's routes.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// One API request's labels, each from a bounded set: `route` is the router's pattern
+/// (`/v1/admin/titles/{id}`) or [`UNMATCHED_ROUTE`], `method` one of the standard methods or
+/// `other`, `status` the class (`2xx` .. `5xx`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route's pattern.
+    pub route: String,
+    /// The request's method.
+    pub method: &'static str,
+    /// The response's status class.
+    pub status: &'static str,
+}
+
+impl HttpLabels {
+    /// The labels of a `method` request on `route` (its pattern; none: unmatched) answered with
+    /// `status`.
+    pub fn new(route: Option<&str>, method: &axum::http::Method, status: u16) -> HttpLabels {
+        use axum::http::Method;
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::PATCH => "PATCH",
+            Method::HEAD => "HEAD",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        let status = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        HttpLabels {
+            route: route.unwrap_or(UNMATCHED_ROUTE).to_string(),
+            method,
+            status,
+        }
+    }
+}
+
+/// A histogram with [`HTTP_DURATION_BUCKETS`].
+fn http_duration_histogram() -> Histogram {
+    Histogram::new(HTTP_DURATION_BUCKETS)
+}
 
 /// Counters updated by the handlers.
 pub struct Metrics {
@@ -72,6 +131,11 @@ pub struct Metrics {
     pub portal_logins: Counter,
     /// Portal logins refused (wrong login or password, or rate-limited).
     pub portal_login_failures: Counter,
+    /// Seconds from a request's arrival at the API's router to its response's head, by route,
+    /// method and status class ([`crate::http::latency`]).
+    pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    /// API requests in progress (arrived, response head not yet made).
+    pub http_in_flight: Gauge,
     /// The listener's connections.
     pub conns: crate::server::ConnMetrics,
     /// Steering misses by the client's site, until the history task stores them.
@@ -233,6 +297,19 @@ impl Default for Metrics {
             "Open operational issues by kind and severity (live checks)",
             open_issues.clone(),
         );
+        let http_duration: Family<HttpLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(http_duration_histogram);
+        registry.register(
+            "cp_http_request_duration_seconds",
+            "Seconds from an API request's arrival at the router to its response's head, by route pattern (unmatched: no route), method and status class",
+            http_duration.clone(),
+        );
+        let http_in_flight = Gauge::default();
+        registry.register(
+            "cp_http_requests_in_flight",
+            "API requests in progress (arrived, response head not yet made)",
+            http_in_flight.clone(),
+        );
         let conns = crate::server::ConnMetrics::default();
         registry.register("cp_connections", "Connections open", conns.open.clone());
         registry.register(
@@ -260,6 +337,8 @@ impl Default for Metrics {
             bgp_inconsistent_sites,
             portal_logins,
             portal_login_failures,
+            http_duration,
+            http_in_flight,
             conns,
             misses_by_site: MissTally::default(),
             open_issues,
@@ -359,5 +438,56 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn request_labels_come_from_bounded_sets() {
+        let l = HttpLabels::new(Some("/v1/admin/titles/{id}"), &Method::DELETE, 404);
+        assert_eq!(
+            (l.route.as_str(), l.method, l.status),
+            ("/v1/admin/titles/{id}", "DELETE", "4xx")
+        );
+        let odd = Method::from_bytes(b"PURGE").unwrap();
+        let l = HttpLabels::new(None, &odd, 503);
+        assert_eq!(
+            (l.route.as_str(), l.method, l.status),
+            ("unmatched", "other", "5xx")
+        );
+        for (code, class) in [
+            (200, "2xx"),
+            (204, "2xx"),
+            (302, "3xx"),
+            (499, "4xx"),
+            (500, "5xx"),
+        ] {
+            assert_eq!(HttpLabels::new(None, &Method::GET, code).status, class);
+        }
+    }
+
+    #[test]
+    fn a_request_shows_in_the_latency_histogram_by_route() {
+        let m = Metrics::default();
+        assert!(
+            !m.render()
+                .contains("cp_http_request_duration_seconds_bucket"),
+            "no series before a request"
+        );
+        m.http_duration
+            .get_or_create(&HttpLabels::new(Some("/healthz"), &Method::GET, 200))
+            .observe(0.002);
+        let text = m.render();
+        for line in [
+            "cp_http_request_duration_seconds_bucket{le=\"0.001\",route=\"/healthz\",method=\"GET\",status=\"2xx\"} 0",
+            "cp_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"/healthz\",method=\"GET\",status=\"2xx\"} 1",
+            "cp_http_request_duration_seconds_count{route=\"/healthz\",method=\"GET\",status=\"2xx\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
     }
 }

@@ -37,6 +37,11 @@ pub struct Cli {
     /// Address of the API. Default 127.0.0.1:7070.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Address of the admin listener: /metrics without the admin token, /healthz, /readyz, on
+    /// plain HTTP. Bind it to loopback or a management network: its figures describe the
+    /// fleet. Default: none (the API's /metrics with the admin token only).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Database: a SQLite file (created with its schema on first start), or a PostgreSQL
     /// database shared by every replica, `postgres://user:password@host:port/database`
     /// (docs/control-plane.md, "Running on PostgreSQL"). Default ./control-plane.db.
@@ -196,6 +201,8 @@ pub struct LiveFlags {
 pub struct Settings {
     /// See [`Cli::listen`].
     pub listen: SocketAddr,
+    /// See [`Cli::admin_listen`].
+    pub admin_listen: Option<SocketAddr>,
     /// See [`Cli::trusted_proxies`].
     pub trusted_proxies: Vec<IpAddr>,
     /// See [`Cli::db`].
@@ -289,6 +296,7 @@ impl Default for Settings {
         let portal = login_limits::Limits::default();
         Settings {
             listen: ([127, 0, 0, 1], 7070).into(),
+            admin_listen: None,
             trusted_proxies: Vec::new(),
             db: "control-plane.db".into(),
             admin_token_file: None,
@@ -373,8 +381,8 @@ impl Settings {
             drain_period, drain_timeout, max_routes_per_appliance, portal_login_failures,
             portal_login_window, drained_below_connections, drained_below_bps,
             history_bucket_secs, history_retention_days);
-        given_opt!(s, cli; admin_token_file, origin_dir, public_url, fill_window, tls_cert,
-            tls_key);
+        given_opt!(s, cli; admin_listen, admin_token_file, origin_dir, public_url, fill_window,
+            tls_cert, tls_key);
         if !cli.trusted_proxies.is_empty() {
             s.trusted_proxies = cli.trusted_proxies;
         }
@@ -411,6 +419,9 @@ impl Settings {
                  when a TLS-terminating load balancer on a private network is in front",
                 self.listen
             );
+        }
+        if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
+            bail!("listen and admin_listen are both {}", self.listen);
         }
         if pg::is_url(&self.db) {
             pg::Settings::parse(&self.db).context("db")?;
@@ -485,6 +496,17 @@ impl Settings {
                 idle: secs(self.idle_timeout, "idle_timeout")?,
             },
             drain_timeout: secs(self.drain_timeout, "drain_timeout")?,
+        })
+    }
+
+    /// The admin listener's limits: the API's timeouts, a few connections (scrapers and probes),
+    /// none capped per client (one Prometheus may be the only client).
+    pub fn admin_limits(&self) -> Result<server::Limits> {
+        let api = self.limits()?;
+        Ok(server::Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            max_connections_per_client: 0,
+            ..api
         })
     }
 
@@ -589,6 +611,9 @@ impl Settings {
     }
 }
 
+/// Connections the admin listener takes at once (above seven eighths, idle ones are shed).
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// Seconds, checked positive and finite (and at most a day).
 fn secs(v: f64, name: &str) -> Result<Duration> {
     if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
@@ -659,10 +684,39 @@ mod tests {
             printed.contains("public_url = \"http://127.0.0.1:7070\""),
             "{printed}"
         );
+        assert!(
+            !printed.contains("admin_listen"),
+            "no admin listener unless asked: {printed}"
+        );
         let path = dir.path().join("printed.toml");
         std::fs::write(&path, &printed).unwrap();
         let again = Settings::load(cli(&["--config", path.to_str().unwrap()])).unwrap();
         assert_eq!(again.shown().unwrap(), printed);
+    }
+
+    #[test]
+    fn the_admin_listener_is_off_unless_given_in_the_file_or_by_flag() {
+        assert_eq!(Settings::load(cli(&[])).unwrap().admin_listen, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        std::fs::write(&path, "admin_listen = \"[::1]:9182\"\n").unwrap();
+        let p = path.to_str().unwrap();
+        let s = Settings::load(cli(&["--config", p])).unwrap();
+        assert_eq!(s.admin_listen, Some("[::1]:9182".parse().unwrap()));
+        let s = Settings::load(cli(&["--config", p, "--admin-listen", "10.1.0.5:9182"])).unwrap();
+        let printed = s.shown().unwrap();
+        assert!(
+            printed.contains("admin_listen = \"10.1.0.5:9182\""),
+            "{printed}"
+        );
+        let limits = s.admin_limits().unwrap();
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_client),
+            (ADMIN_MAX_CONNECTIONS, 0)
+        );
+        std::fs::write(&path, "admin_listen = \"localhost:9182\"\n").unwrap();
+        let e = format!("{:#}", Settings::load(cli(&["--config", p])).unwrap_err());
+        assert!(e.contains("admin_listen"), "{e}");
     }
 
     #[test]
@@ -692,6 +746,7 @@ mod tests {
         assert!(bad(&["--header-timeout=-1"]).contains("header_timeout"));
         assert!(bad(&["--fill-window", "25:00-01:00"]).contains("25:00"));
         assert!(bad(&["--listen", "0.0.0.0:7070"]).contains("refusing to serve plain HTTP"));
+        assert!(bad(&["--admin-listen", "127.0.0.1:7070"]).contains("admin_listen are both"));
         assert!(bad(&["--db", "postgres://h/db"]).contains("admin_token_file is required"));
         assert!(bad(&[
             "--db",

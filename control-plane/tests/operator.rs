@@ -1,10 +1,12 @@
 //! What an operator does before and after a start, on the real binary: the example
 //! configuration starts a control plane, `--check-config` says what would run or exits 78
-//! (EX_CONFIG) with the reason, `--print-config` reads back as the same configuration, and
-//! every scrape says which build runs and what the process holds.
+//! (EX_CONFIG) with the reason, `--print-config` reads back as the same configuration,
+//! every scrape says which build runs and what the process holds, and the admin listener
+//! serves `/metrics` without the token, every API request timed by route.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -32,11 +34,16 @@ fn example_in(dir: &Path) -> String {
     let text = std::fs::read_to_string(example).unwrap();
     let moved = text
         .replace("0.0.0.0:7443", "127.0.0.1:0")
+        .replace(
+            "admin_listen = \"127.0.0.1:9182\"",
+            "admin_listen = \"127.0.0.1:0\"",
+        )
         .replace("/etc/oca/tls/control-plane.pem", cert.to_str().unwrap())
         .replace("/etc/oca/tls/control-plane.key", key.to_str().unwrap())
         .replace("/var/lib/oca-control", dir.to_str().unwrap());
     for (from, what) in [
         ("127.0.0.1:0", "listen"),
+        ("admin_listen = \"127.0.0.1:0\"", "admin_listen"),
         ("cp.pem", "tls_cert"),
         ("cp.key", "tls_key"),
         ("control-plane.db\"", "db"),
@@ -56,7 +63,7 @@ fn the_example_configuration_checks_out_and_starts_a_control_plane() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
-        said.contains("configuration ok: HTTPS on 127.0.0.1:0")
+        said.contains("configuration ok: HTTPS on 127.0.0.1:0, admin on 127.0.0.1:0,")
             && said.contains("SQLite")
             && said.contains("generated at first start"),
         "{said}"
@@ -71,6 +78,11 @@ fn the_example_configuration_checks_out_and_starts_a_control_plane() {
     let mut p = test_support::proc::Proc::spawn(cmd);
     let listening = p.wait_log(" listening ", Duration::from_secs(30));
     assert!(listening.contains("scheme=\"https\""), "{listening}");
+    // The example's admin listener: the metrics on plain HTTP, no token.
+    let admin = test_support::addr_field(&listening, "admin");
+    let m = test_support::metrics(&admin.to_string()).unwrap();
+    assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+    test_support::assert_describes_its_process(&m, "cp");
     // SIGHUP: the certificate reread, the edited file compared with the running settings.
     p.assert_reload(
         Path::new(&file),
@@ -97,6 +109,13 @@ fn a_configuration_only_an_edit_fixes_exits_78_with_the_reason() {
         (
             example.replace("# fill_window = \"02:00-08:00\"", "fill_window = \"02:00-28:00\""),
             "28:00",
+        ),
+        (
+            example.replace(
+                "admin_listen = \"127.0.0.1:0\"",
+                "admin_listen = \"localhost:9182\"",
+            ),
+            "admin_listen",
         ),
         (
             example.replace(
@@ -203,4 +222,129 @@ fn every_scrape_says_which_build_and_what_the_process_holds_and_how_the_fleet_re
     ] {
         assert_eq!(test_support::metric(&m, series), want, "{series}: {m}");
     }
+}
+
+/// The labels and value of each `cp_http_request_duration_seconds_<suffix>` series.
+fn latency_series(m: &str, suffix: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let prefix = format!("cp_http_request_duration_seconds_{suffix}{{");
+    m.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let (labels, value) = rest.split_once("} ").expect("labels then a value");
+            let labels = labels
+                .split("\",")
+                .map(|kv| {
+                    let (k, v) = kv.split_once("=\"").expect("name=\"value\"");
+                    (k.to_string(), v.trim_end_matches('"').to_string())
+                })
+                .collect();
+            (labels, value.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_admin_listener_serves_metrics_without_the_token_and_every_api_route_is_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = control_plane();
+    cmd.args(["--db", dir.path().join("cp.db").to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--probe-interval", "0"]);
+    let p = test_support::proc::Proc::spawn(cmd);
+    let listening = p.wait_log(" listening ", Duration::from_secs(30));
+    let (api, admin) = (
+        test_support::addr_field(&listening, "addr"),
+        test_support::addr_field(&listening, "admin"),
+    );
+    assert_ne!(api, admin);
+    let token = std::fs::read_to_string(dir.path().join("cp.db.admin-token")).unwrap();
+    let token = token.trim();
+    let client = reqwest::blocking::Client::new();
+    let send = |at: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>| {
+        let mut r = client.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("http://{at}{path}"),
+        );
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+
+    // The API: routes with and without parameters, a 404 on a matched route, a path no route
+    // matches, a method outside the standard ones.
+    for (method, path, auth, want) in [
+        ("GET", "/healthz", None, 200),
+        ("GET", "/v1/admin/appliances/a1/inventory", Some(token), 200),
+        ("DELETE", "/v1/admin/titles/no-such-title", Some(token), 404),
+        ("GET", "/no/such/path/7f3a", None, 404),
+        ("PURGE", "/healthz", None, 405),
+        // The API's own /metrics still wants the token.
+        ("GET", "/metrics", None, 401),
+        ("GET", "/metrics", Some(token), 200),
+    ] {
+        assert_eq!(send(api, method, path, auth).0, want, "{method} {path}");
+    }
+
+    // The admin listener: no token, probes, nothing else.
+    assert_eq!(send(admin, "GET", "/readyz", None), (200, "ready\n".into()));
+    assert_eq!(send(admin, "GET", "/healthz", None), (200, "ok\n".into()));
+    assert_eq!(send(admin, "GET", "/v1/admin/sites", Some(token)).0, 404);
+    let (status, m) = send(admin, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{m}");
+    test_support::assert_describes_its_process(&m, "cp");
+
+    let counts: BTreeMap<(String, String, String), f64> = latency_series(&m, "count")
+        .into_iter()
+        .map(|(l, v)| {
+            (
+                (l["route"].clone(), l["method"].clone(), l["status"].clone()),
+                v,
+            )
+        })
+        .collect();
+    let key = |r: &str, m: &str, s: &str| (r.to_string(), m.to_string(), s.to_string());
+    let want = BTreeMap::from([
+        (key("/healthz", "GET", "2xx"), 1.0),
+        (key("/healthz", "other", "4xx"), 1.0),
+        (
+            key("/v1/admin/appliances/{id}/inventory", "GET", "2xx"),
+            1.0,
+        ),
+        (key("/v1/admin/titles/{id}", "DELETE", "4xx"), 1.0),
+        (key("unmatched", "GET", "4xx"), 1.0),
+        (key("/metrics", "GET", "4xx"), 1.0),
+        (key("/metrics", "GET", "2xx"), 1.0),
+    ]);
+    // Exactly these: the admin listener's requests are not the API's, and no path a client
+    // chose (a1, no-such-title, /no/such/path) is a label value.
+    assert_eq!(counts, want, "{m}");
+    let buckets = latency_series(&m, "bucket");
+    let bucket = |route: &str, le: &str| {
+        buckets
+            .iter()
+            .find(|(l, _)| l["route"] == route && l["le"] == le)
+            .map(|(_, v)| *v)
+    };
+    for route in [
+        "/v1/admin/appliances/{id}/inventory",
+        "/v1/admin/titles/{id}",
+        "unmatched",
+    ] {
+        assert_eq!(bucket(route, "+Inf"), Some(1.0), "{route}: {m}");
+        assert_eq!(bucket(route, "10.0"), Some(1.0), "{route}: {m}");
+    }
+    assert_eq!(
+        buckets
+            .iter()
+            .filter(|(l, _)| l["route"] == "/healthz" && l["method"] == "GET")
+            .count(),
+        15,
+        "14 bounds and +Inf: {m}"
+    );
+    assert!(
+        m.lines().any(|l| l == "cp_http_requests_in_flight 0"),
+        "{m}"
+    );
 }

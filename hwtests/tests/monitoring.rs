@@ -120,15 +120,24 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported() {
         d.join("cp.db").to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
     ]);
     let cp = Proc::spawn(cmd);
     let cp_addr = wait_field(&cp, " listening ", "addr");
-    let token = std::fs::read_to_string(d.join("cp.db.admin-token")).unwrap();
+    let cp_admin = wait_field(&cp, " listening ", "admin");
     let client = reqwest::blocking::Client::new();
-    let cp_metrics = client
-        .get(format!("http://{cp_addr}/metrics"))
-        .bearer_auth(token.trim())
+    // One API request first: the latency histogram has series only once a request was timed.
+    let healthz = client
+        .get(format!("http://{cp_addr}/healthz"))
         .send()
+        .unwrap();
+    assert_eq!(healthz.status().as_u16(), 200);
+    // Its admin listener, as the example scrape configuration reads it: no token.
+    let cp_metrics = client
+        .get(format!("http://{cp_admin}/metrics"))
+        .send()
+        .and_then(|r| r.error_for_status())
         .and_then(|r| r.text())
         .unwrap();
 

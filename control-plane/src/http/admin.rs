@@ -1,4 +1,5 @@
-//! The admin API (`/v1/admin/*`, `/v1/steer`, `/metrics`): for the admin bearer token only.
+//! The admin API (`/v1/admin/*`, `/v1/steer`, `/metrics`): for the admin bearer token only
+//! (the admin listener serves `/metrics` without it, [`scrape`]).
 //! Its bodies are [`oca_protocol::admin`]'s types; each change is written to storage first and
 //! then to the in-memory view it mirrors.
 
@@ -261,7 +262,13 @@ pub async fn put_subscriber(
 }
 
 /// `/metrics`, for the admin token only: figures about the fleet are not for the Internet.
+/// The admin listener serves the same without the token ([`crate::http::router::admin_listener`]).
 pub async fn metrics(_: Admin, State(app): State<Arc<App>>) -> Result<String, Failure> {
+    scrape(&app)
+}
+
+/// The metrics as of now, the gauges read off the fleet view and readiness set first.
+pub fn scrape(app: &App) -> Result<String, Failure> {
     {
         let snap = app.fleet()?;
         let now = unix_now();

@@ -1,8 +1,9 @@
-//! The routes: every endpoint of the control plane and who may call it.
+//! The routes: every endpoint of the control plane and who may call it ([`router`]), and the
+//! admin listener's few ([`admin_listener`]).
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
@@ -11,10 +12,12 @@ use oca_protocol::playback::ErrorCode;
 use crate::app::App;
 use crate::http::error::err;
 use crate::http::request::ADMIN_BODY_LIMIT;
-use crate::http::{accounts, admin, appliance, history, live, maintenance, origin, play, probes};
+use crate::http::{
+    accounts, admin, appliance, history, latency, live, maintenance, origin, play, probes,
+};
 use crate::server::deadline;
 
-/// The router.
+/// The router of the API's listener, every request timed by route ([`latency`]).
 pub fn router(app: Arc<App>) -> Router {
     let body_timeout = app.body_timeout;
     Router::new()
@@ -110,5 +113,31 @@ pub fn router(app: Arc<App>) -> Router {
             body_timeout,
             deadline::limit_body_time,
         ))
+        // Outermost: the time includes the body limits and deadline above.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            latency::observe,
+        ))
+        .with_state(app)
+}
+
+/// The admin listener's router (`admin_listen`): `/metrics` without the admin token, and the
+/// probes, on plain HTTP for a scraper on loopback or a management network. Its requests are
+/// not timed: the latency histogram is the API's.
+pub fn admin_listener(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<App>>| async move { admin::scrape(&app) }),
+        )
+        .fallback(|| async {
+            Err::<(), _>(err(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint: the admin listener serves /metrics, /healthz and /readyz",
+            ))
+        })
         .with_state(app)
 }
