@@ -132,7 +132,7 @@ pub struct Metrics {
     /// Portal logins refused (wrong login or password, or rate-limited).
     pub portal_login_failures: Counter,
     /// Seconds from a request's arrival at the API's router to its response's head, by route,
-    /// method and status class ([`crate::http::latency`]).
+    /// method and status class (timed by the router's latency layer, `http/latency.rs`).
     pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     /// API requests in progress (arrived, response head not yet made).
     pub http_in_flight: Gauge,

@@ -16,8 +16,8 @@ use oca_daemon::disk_health::DiskHealth;
 use oca_daemon::engine::contract::Next;
 use oca_daemon::metrics::Metrics;
 use oca_daemon::process::Process;
-use oca_daemon::worker::{Shared, WorkerCtx};
 use oca_daemon::signed_urls::UrlAuth;
+use oca_daemon::worker::{Shared, WorkerCtx};
 
 const ID: &str = "f1_1080p.mp4";
 
@@ -31,7 +31,9 @@ fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let body: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let body: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         std::fs::create_dir_all(dir.path().join("objects/f1")).unwrap();
         std::fs::write(dir.path().join("objects/f1").join(ID), &body).unwrap();
         let store = oca_store::Store::open(&[dir.path()]).unwrap();
@@ -51,13 +53,21 @@ fn world() -> &'static World {
             store,
             limits,
             process,
-            access_log: false,
+            access_log: None,
+            cors: Default::default(),
             auth: UrlAuth::new(None, true),
             tls: None,
-            cold: ColdConfig { mode: ColdMode::Off, ..ColdConfig::default() },
+            cold: ColdConfig {
+                mode: ColdMode::Off,
+                ..ColdConfig::default()
+            },
             sketch: Sketch::default(),
         });
-        World { _dir: dir, body, shared }
+        World {
+            _dir: dir,
+            body,
+            shared,
+        }
     })
 }
 
@@ -83,7 +93,13 @@ fn drain(peer: &OwnedFd, wire: &mut Vec<u8>) {
 
 /// Follows the connection's answer to an event until it waits for input or closes; false once
 /// closed.
-fn drive(conn: &mut Conn, mut next: Next, ctx: &mut WorkerCtx, peer: &OwnedFd, wire: &mut Vec<u8>) -> bool {
+fn drive(
+    conn: &mut Conn,
+    mut next: Next,
+    ctx: &mut WorkerCtx,
+    peer: &OwnedFd,
+    wire: &mut Vec<u8>,
+) -> bool {
     for _ in 0..10_000 {
         match next {
             Next::Read | Next::Wait | Next::Pause => return true,
@@ -103,7 +119,10 @@ fn check(wire: &[u8], body: &[u8]) {
     let mut rest = wire;
     while !rest.is_empty() {
         let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
-            panic!("a response head cut short: {:?}", String::from_utf8_lossy(&rest[..rest.len().min(200)]));
+            panic!(
+                "a response head cut short: {:?}",
+                String::from_utf8_lossy(&rest[..rest.len().min(200)])
+            );
         };
         let head = std::str::from_utf8(&rest[..end]).expect("heads are ASCII");
         let status: u16 = head[9..12].parse().unwrap();
@@ -120,13 +139,21 @@ fn check(wire: &[u8], body: &[u8]) {
         let after = &rest[body_start..];
         let bodyless = status == 304 || after.is_empty() || after.starts_with(b"HTTP/1.");
         let take = if bodyless { 0 } else { len };
-        assert!(rest.len() >= body_start + take, "a body cut short ({status}, {len})");
+        assert!(
+            rest.len() >= body_start + take,
+            "a body cut short ({status}, {len})"
+        );
         let got = &rest[body_start..body_start + take];
         if take > 0 && field("etag").is_some() {
             match (status, field("content-range"), field("content-type")) {
                 (200, _, _) => assert_eq!(got, body, "a 200 that is not the file"),
                 (206, Some(cr), _) => {
-                    let span = cr.strip_prefix("bytes ").unwrap().split('/').next().unwrap();
+                    let span = cr
+                        .strip_prefix("bytes ")
+                        .unwrap()
+                        .split('/')
+                        .next()
+                        .unwrap();
                     let (a, b) = span.split_once('-').unwrap();
                     let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
                     assert_eq!(got, &body[a..=b], "bytes other than {a}-{b}");
@@ -142,7 +169,17 @@ fuzz_target!(|data: &[u8]| {
     let w = world();
     let mut fds = [0i32; 2];
     // SAFETY: socketpair writes two descriptors into the array we own.
-    assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) }, 0);
+    assert_eq!(
+        unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        },
+        0
+    );
     // SAFETY: both were just created and nothing else owns them.
     let (ours, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let mut ctx = WorkerCtx::new(w.shared.clone(), 0);

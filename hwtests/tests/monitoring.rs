@@ -18,15 +18,7 @@ fn monitoring() -> PathBuf {
 }
 
 fn skip_without_promtool() -> bool {
-    if test_support::on_path("promtool") {
-        return false;
-    }
-    assert!(
-        std::env::var_os("OCA_REQUIRE_VM").is_none(),
-        "promtool is not installed (.ci/run installs Debian's prometheus package)"
-    );
-    eprintln!("skipped: promtool is not installed");
-    true
+    test_support::skip_without("promtool", "prometheus")
 }
 
 fn promtool(dir: &Path, args: &[&str]) {

@@ -203,3 +203,26 @@ fn sysusers_and_tmpfiles_create_the_users_and_directories() {
         }
     }
 }
+
+/// logrotate reads the access log's rotation (systemd/oca-daemon.logrotate) without a complaint,
+/// and would signal the daemon only, to reopen (`SIGUSR1`; oca-daemon/tests/access_log.rs
+/// checks the daemon's side).
+#[test]
+fn the_access_log_rotation_parses() {
+    if test_support::skip_without("logrotate", "logrotate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = repo().join("systemd/oca-daemon.logrotate");
+    let (ok, out, err) = run(Command::new("logrotate")
+        .arg("--debug")
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg(&conf));
+    let said = format!("{out}{err}");
+    assert!(ok, "logrotate: {said}");
+    assert!(!said.to_lowercase().contains("error"), "{said}");
+    assert!(said.contains("/var/log/oca/access.log"), "{said}");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("--kill-whom=main --signal=USR1 oca-daemon.service"));
+}

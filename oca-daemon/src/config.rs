@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::access_log::Target;
 use crate::cold::{ColdConfig, ColdMode};
+use crate::http::cors::Cors;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
@@ -126,9 +128,17 @@ pub struct Cli {
     /// hung and failed (its files are no longer served; the other disks keep serving).
     #[arg(long, value_name = "SECS")]
     pub disk_timeout: Option<f64>,
-    /// Log one line per request (target "access").
-    #[arg(long)]
-    pub access_log: bool,
+    /// The access log (one line per response, nginx `combined` then ours): a file PATH,
+    /// `journal`, `-` (standard error) or `off` (the default). Bare `--access-log` is `-`.
+    #[arg(long, value_name = "PATH|journal|-|off", num_args = 0..=1, default_missing_value = "-")]
+    pub access_log: Option<String>,
+    /// Log one in N responses below 400 (every error is logged). Default 1: all.
+    #[arg(long, value_name = "N")]
+    pub access_log_sample: Option<u32>,
+    /// An origin whose pages may read content (CORS), `scheme://host[:port]`, or `*` for any
+    /// (the default); repeatable. `--cors-origin ''` turns CORS off.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
     /// URL-signing keyring (JSON, 0600; written by the fill agent). Reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     pub keys: Option<PathBuf>,
@@ -242,8 +252,12 @@ pub struct Config {
     pub body_path: BodyPath,
     /// Limits and timeouts.
     pub limits: Limits,
-    /// Whether to log each request.
-    pub access_log: bool,
+    /// Where the access log goes (None: off).
+    pub access_log: Option<Target>,
+    /// One in this many responses below 400 is logged.
+    pub access_log_sample: u32,
+    /// The origins whose pages may read content (`*`: any); empty: CORS off.
+    pub cors_origins: Vec<String>,
     /// Whether to serve a generated sample store.
     pub demo: bool,
     /// The URL-signing keyring file.
@@ -267,6 +281,24 @@ pub struct TlsConfig {
     pub ktls: KtlsChoice,
 }
 
+/// `access_log` in the file: a target (a path, `journal`, `-`, `off`), or a boolean as before
+/// (`true` is standard error, as the old access log went to the service's log).
+#[derive(Deserialize, Serialize, Debug)]
+#[serde(untagged)]
+enum AccessLogSetting {
+    Named(String),
+    Switch(bool),
+}
+
+impl AccessLogSetting {
+    fn target(self) -> Option<Target> {
+        match self {
+            AccessLogSetting::Named(s) => Target::parse(&s),
+            AccessLogSetting::Switch(on) => on.then_some(Target::Stderr),
+        }
+    }
+}
+
 /// The file's form, also what `--print-config` writes (so its output reads back as a file).
 #[derive(Deserialize, Serialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
@@ -282,7 +314,9 @@ struct FileConfig {
     workers: Option<usize>,
     engine: Option<EngineChoice>,
     body_path: Option<BodyPath>,
-    access_log: Option<bool>,
+    access_log: Option<AccessLogSetting>,
+    access_log_sample: Option<u32>,
+    cors_origins: Option<Vec<String>>,
     keys: Option<PathBuf>,
     allow_unsigned: Option<bool>,
     #[serde(default)]
@@ -439,7 +473,22 @@ impl Config {
             engine: cli.engine.or(file.engine).unwrap_or(EngineChoice::Auto),
             body_path: cli.body_path.or(file.body_path).unwrap_or(BodyPath::Auto),
             limits,
-            access_log: cli.access_log || file.access_log.unwrap_or(false),
+            access_log: match cli.access_log {
+                Some(s) => Target::parse(&s),
+                None => file.access_log.and_then(AccessLogSetting::target),
+            },
+            access_log_sample: cli
+                .access_log_sample
+                .or(file.access_log_sample)
+                .unwrap_or(1),
+            cors_origins: if cli.cors_origins.is_empty() {
+                file.cors_origins.unwrap_or_else(|| vec!["*".to_string()])
+            } else {
+                cli.cors_origins
+                    .into_iter()
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            },
             demo: cli.demo,
             keys: cli.keys.or(file.keys),
             allow_unsigned: cli.allow_unsigned || file.allow_unsigned.unwrap_or(false),
@@ -496,7 +545,13 @@ impl Config {
             workers: Some(self.workers),
             engine: Some(self.engine),
             body_path: Some(self.body_path),
-            access_log: Some(self.access_log),
+            access_log: Some(AccessLogSetting::Named(
+                self.access_log
+                    .as_ref()
+                    .map_or_else(|| "off".to_string(), Target::shown),
+            )),
+            access_log_sample: Some(self.access_log_sample),
+            cors_origins: Some(self.cors_origins.clone()),
             keys: self.keys.clone(),
             allow_unsigned: Some(self.allow_unsigned),
             limits: FileLimits {
@@ -533,6 +588,10 @@ impl Config {
         if self.keys.is_none() && !self.allow_unsigned && !self.demo {
             bail!("no URL keys: give --keys FILE (the keyring the fill agent writes) or, in a lab only, --allow-unsigned");
         }
+        if self.access_log_sample == 0 {
+            bail!("access_log_sample must be at least 1 (1: every response)");
+        }
+        Cors::new(&self.cors_origins)?;
         if self.workers > 1024 {
             bail!("workers = {} is more than 1024", self.workers);
         }

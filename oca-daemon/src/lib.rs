@@ -14,11 +14,12 @@
 //! open_files.rs      a worker's cache of open content files
 //! metrics/           counters (mod.rs) and their OpenMetrics text (encode.rs)
 //! process.rs         what the whole process shares: metrics, disks, admission, ready, draining
-//! http/              sans-IO HTTP: requests, ranges, responses, deciding a response
+//! http/              sans-IO HTTP: requests, ranges, responses, CORS, deciding a response
 //! ktls.rs, tls.rs    rustls sessions; handing a session to kernel TLS
 //! engine/contract.rs what a connection asks of an engine (Next) and what an engine offers
 //! worker.rs          a worker's state: the shared parts, its clock, caches, capabilities
-//! conn/              one connection: transport, lifecycle phases, body paths, access log
+//! access_log/        the access log: its line (line.rs), its writer thread (writer.rs)
+//! conn/              one connection: transport, lifecycle phases, body paths
 //! engine/            the engines that drive connections: epoll, and io_uring (engine/uring/)
 //! admin.rs           /metrics, /status, /healthz, /readyz
 //! demo.rs            --demo
@@ -29,6 +30,7 @@
 //! only the engine can do (a splice, a cold read, an open off the thread) with
 //! [`engine::contract::Next`]. docs/architecture.md maps behaviours to modules.
 
+pub mod access_log;
 pub mod admin;
 /// The connection caps, shared with the control plane.
 pub use oca_service::admission;

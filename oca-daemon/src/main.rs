@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use oca_store::Store;
 
+use oca_daemon::access_log::AccessLog;
 use oca_daemon::config::{Cli, Config};
 use oca_daemon::disk_health::DiskHealth;
+use oca_daemon::http::cors::Cors;
 use oca_daemon::metrics::Metrics;
 use oca_daemon::process::Process;
 use oca_daemon::worker::Shared;
@@ -93,11 +96,15 @@ fn run(cli: Cli) -> Result<()> {
     ));
     process.set_cert_not_after(tls.as_ref().and_then(|t| t.not_after()));
     let auth = signed_urls::UrlAuth::new(cfg.keys.clone(), cfg.allow_unsigned);
+    let access_log = open_access_log(&cfg)?;
+    process.set_access_log(access_log.clone());
+    let cors = Cors::new(&cfg.cors_origins).context(oca_service::BadConfig)?;
     let shared = Arc::new(Shared {
         store,
         limits: cfg.limits,
         process: process.clone(),
-        access_log: cfg.access_log,
+        access_log: access_log.clone(),
+        cors,
         auth,
         tls: tls.clone(),
         cold: cfg.cold,
@@ -108,13 +115,14 @@ fn run(cli: Cli) -> Result<()> {
         .build()?;
     // Handlers in place before the listening line: a SIGTERM right after it must drain, not
     // kill the process with the default action.
-    let (mut term, mut int, mut hup) = {
+    let (mut term, mut int, mut hup, mut usr1) = {
         use tokio::signal::unix::{signal, SignalKind};
         let _in_runtime = runtime.enter();
         (
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
             signal(SignalKind::hangup())?,
+            signal(SignalKind::user_defined1())?,
         )
     };
     let failed = Arc::new(tokio::sync::Notify::new());
@@ -155,6 +163,10 @@ fn run(cli: Cli) -> Result<()> {
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); break false }
                 _ = failed.notified() => break true,
                 _ = hup.recv() => reload(&flags, &running, tls.as_deref(), &process),
+                _ = usr1.recv() => match &access_log {
+                    Some(log) => log.reopen(),
+                    None => tracing::info!("SIGUSR1: no access log file to reopen"),
+                },
             }
         };
         process.start_draining();
@@ -165,6 +177,9 @@ fn run(cli: Cli) -> Result<()> {
         let _ = join.await;
         anyhow::Ok(worker_failed)
     })?;
+    if let Some(log) = &access_log {
+        log.close(Duration::from_secs(5));
+    }
     if worker_failed {
         anyhow::bail!("a worker failed; exiting so the service manager restarts the daemon");
     }
@@ -220,6 +235,18 @@ fn reload(flags: &Cli, running: &str, tls: Option<&tls::TlsSetup>, process: &Pro
     }
     let reread = Config::load(flags.clone()).map(|c| c.to_toml());
     oca_service::reload::conclude("oca-daemon", running, reread);
+}
+
+/// The access log the configuration asks for, its target opened (a file that cannot be
+/// created, or no journald, is the configuration's error).
+fn open_access_log(cfg: &Config) -> Result<Option<Arc<AccessLog>>> {
+    let Some(target) = &cfg.access_log else {
+        return Ok(None);
+    };
+    AccessLog::start(target.clone(), cfg.access_log_sample, cfg.workers)
+        .with_context(|| format!("opening the access log {}", target.shown()))
+        .context(oca_service::BadConfig)
+        .map(Some)
 }
 
 /// Every connection needs a descriptor (a second one only while a file is being sent).

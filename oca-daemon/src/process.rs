@@ -8,7 +8,9 @@
 //! worker's hot path waits for another thread.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::access_log::{AccessLog, Dropped};
 
 use crate::admission::Admission;
 use crate::disk_health::DiskHealth;
@@ -31,6 +33,8 @@ pub struct Process {
     draining: AtomicBool,
     /// When the HTTPS certificate in force stops being valid, Unix seconds (0: no HTTPS).
     cert_not_after: AtomicI64,
+    /// The access log, for its counters.
+    access_log: OnceLock<Arc<AccessLog>>,
 }
 
 impl Process {
@@ -43,12 +47,20 @@ impl Process {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             cert_not_after: AtomicI64::new(0),
+            access_log: OnceLock::new(),
         }
     }
 
     /// Records when the certificate in force (at start, after a reload) stops being valid.
     pub fn set_cert_not_after(&self, not_after: Option<i64>) {
         self.cert_not_after.store(not_after.unwrap_or(0), Relaxed);
+    }
+
+    /// The access log whose counters are exported, when one is kept (set once, at start).
+    pub fn set_access_log(&self, log: Option<Arc<AccessLog>>) {
+        if let Some(log) = log {
+            let _ = self.access_log.set(log);
+        }
     }
 
     /// Every listener is up: the process takes traffic.
@@ -104,6 +116,29 @@ impl Collector for Scrape {
                 g.metric_type(),
             )?)?;
         }
+        if let Some(log) = p.access_log.get() {
+            encode_access_log(log, &mut enc)?;
+        }
         metrics::encode(&p.metrics, &p.disks, &p.admission, enc)
     }
+}
+
+/// The access log's counters: lines written, and dropped by why.
+fn encode_access_log(log: &AccessLog, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    use prometheus_client::metrics::{counter::ConstCounter, MetricType};
+    metrics::single(
+        enc,
+        "oca_access_log_lines",
+        "Access-log lines written",
+        MetricType::Counter,
+        ConstCounter::new(log.written()),
+    )?;
+    metrics::counters(
+        enc,
+        "oca_access_log_dropped",
+        "Access-log lines dropped: the worker's buffer was full, or writing failed",
+        "reason",
+        &Dropped::NAMES,
+        log.dropped(),
+    )
 }

@@ -15,9 +15,12 @@ use std::time::Instant;
 
 use oca_store::Store;
 
+use crate::access_log::{AccessLog, Pending};
 use crate::cold::{self, ColdConfig};
 use crate::config::Limits;
 use crate::engine::contract::Capabilities;
+use crate::http::cors::Cors;
+use crate::http::request::Request;
 use crate::http::response::DateCache;
 use crate::http::serve::ServeCtx;
 use crate::metrics::{Metrics, WorkerStats};
@@ -34,8 +37,10 @@ pub struct Shared {
     pub limits: Limits,
     /// The process's state: counters, disk health, admission, readiness and draining.
     pub process: Arc<Process>,
-    /// Whether to log each request.
-    pub access_log: bool,
+    /// The access log, when one is kept.
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Which pages' origins may read content (browser players).
+    pub cors: Cors,
     /// Who may fetch content.
     pub auth: Arc<UrlAuth>,
     /// HTTPS, when a TLS listener is configured.
@@ -68,6 +73,8 @@ pub struct WorkerCtx {
     files: OpenFiles,
     /// File bytes on their way through rustls (userspace TLS only); allocated on first use.
     pub scratch: Vec<u8>,
+    /// Responses below 400 answered, for the access log's sampling.
+    access_seq: u32,
 }
 
 impl WorkerCtx {
@@ -84,6 +91,7 @@ impl WorkerCtx {
             date: DateCache::default(),
             files: OpenFiles::default(),
             scratch: Vec::new(),
+            access_seq: 0,
             boundary_state: seed ^ ((index as u64 + 1) << 32) | 1,
         }
     }
@@ -108,12 +116,25 @@ impl WorkerCtx {
         self.shared.process.draining()
     }
 
+    /// What the access log keeps of `req`, answered `status`, when it is to be logged.
+    pub fn access_pending(&mut self, req: &Request<'_>, status: u16) -> Option<Pending> {
+        let log = self.shared.access_log.as_ref()?;
+        if status < 400 {
+            self.access_seq = self.access_seq.wrapping_add(1);
+            if !log.sampled(self.access_seq) {
+                return None;
+            }
+        }
+        Some(Pending::capture(req))
+    }
+
     /// What the sans-IO request handler needs to answer one request on this worker.
     pub fn serve_ctx(&mut self) -> ServeCtx<'_> {
         let shared = &*self.shared;
         ServeCtx {
             store: &shared.store,
             auth: &shared.auth,
+            cors: &shared.cors,
             files: &mut self.files,
             now: self.now,
             max_ranges: shared.limits.max_ranges,

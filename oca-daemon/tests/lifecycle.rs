@@ -323,47 +323,6 @@ fn auto_falls_back_to_epoll_when_io_uring_is_denied() {
     );
 }
 
-#[test]
-fn access_log_has_one_line_per_request() {
-    let dir = tempfile::tempdir().unwrap();
-    put(dir.path(), "a.mp4", &pattern(1, 5000));
-    for engine in ENGINES {
-        let s = Server::start(engine, &[dir.path()], &["--access-log"]);
-        let r = raw(
-            s.addr,
-            b"GET /c/a.mp4 HTTP/1.1\r\nHost: t\r\nRange: bytes=0-99\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.status, 206);
-        let head_len = r.head.len();
-        // The line is written just after the last byte goes out; give it a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        let line = loop {
-            if let Some(l) = s
-                .log()
-                .lines()
-                .find(|l| l.contains(" access: "))
-                .map(str::to_string)
-            {
-                break l;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{engine}: no access line:\n{}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(line.contains("GET /c/a.mp4"), "{line}");
-        assert!(line.contains("status=206"), "{line}");
-        assert!(
-            line.contains(&format!("bytes={}", head_len + 100)),
-            "{line}"
-        );
-        assert!(line.contains("peer=127.0.0.1:"), "{line}");
-    }
-}
-
 /// Receives notifications until one contains `want`; returns everything received.
 fn notified_until(sock: &std::os::unix::net::UnixDatagram, want: &str) -> Vec<String> {
     let mut got = Vec::new();

@@ -235,6 +235,21 @@ pub fn on_path(cmd: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether a test that needs `cmd` must skip: it is missing here. Where CI runs
+/// (`OCA_REQUIRE_VM`, set by `.ci/run`, which installs `package`) a missing tool fails the test
+/// instead, so a broken install is never a silent pass.
+pub fn skip_without(cmd: &str, package: &str) -> bool {
+    if on_path(cmd) {
+        return false;
+    }
+    assert!(
+        std::env::var_os("OCA_REQUIRE_VM").is_none(),
+        "{cmd} is not installed (.ci/run installs Debian's {package})"
+    );
+    eprintln!("skipped: {cmd} is not installed (apt-get install {package})");
+    true
+}
+
 /// Writes a fresh self-signed certificate for `names` (host names or IP addresses) and its key,
 /// both PEM; the certificate is its own CA (give it to clients as the root to trust).
 pub fn write_self_signed(

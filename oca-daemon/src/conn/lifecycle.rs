@@ -22,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::conn::access_log;
+use crate::access_log::Pending;
 use crate::conn::outgoing::{Answer, Outgoing, WriteResult};
 use crate::conn::Conn;
 use crate::engine::contract::Next;
@@ -128,10 +128,7 @@ impl Conn {
                         keep_alive: served.keep_alive,
                         file: served.file,
                         fill: served.admission == Some(Ok(Admitted::Signed(Scope::Fill))),
-                        access: ctx
-                            .shared
-                            .access_log
-                            .then(|| access_log::request_line(&req)),
+                        access: ctx.access_pending(&req, served.status),
                     };
                     (answer, used)
                 }
@@ -142,7 +139,11 @@ impl Conn {
                         keep_alive: false,
                         file: None,
                         fill: false,
-                        access: None,
+                        access: ctx
+                            .shared
+                            .access_log
+                            .is_some()
+                            .then(|| Pending::refused(&self.inbuf)),
                     };
                     (answer, self.inbuf.len())
                 }
@@ -212,7 +213,7 @@ impl Conn {
             return Next::Close;
         };
         let keep_alive = resp.keep_alive();
-        self.spare = resp.finish(self.peer, ctx);
+        self.spare = resp.finish(self.peer, &self.tx, ctx);
         if !keep_alive || ctx.draining() {
             // Half-close and keep reading so a client still sending is not answered with a reset
             // that could destroy the response it has not read yet.

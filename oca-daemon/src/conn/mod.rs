@@ -13,13 +13,11 @@
 //! - `transport`: the socket and who encrypts (plain, userspace TLS, kernel TLS);
 //! - `lifecycle`: the HTTP state machine (reading, opening, writing, lingering);
 //! - `outgoing`: the writing phase's response and its writer;
-//! - `body_path`: which way each file part goes (cold path, splice, sendfile);
-//! - `access_log`: one line per response.
+//! - `body_path`: which way each file part goes (cold path, splice, sendfile).
 //!
 //! Every method here runs inside the engine's panic guard: a bug drops the connection, never
 //! the worker.
 
-mod access_log;
 mod body_path;
 mod lifecycle;
 mod outgoing;
@@ -366,6 +364,13 @@ impl Conn {
             return Next::Close;
         }
         self.flush_and_continue(ctx)
+    }
+
+    /// The engine is done with the connection: a response cut short is logged as such.
+    pub fn closed(mut self, ctx: &WorkerCtx) {
+        if let Phase::Writing(resp) = &mut self.phase {
+            resp.log(self.peer, &self.tx, ctx, false);
+        }
     }
 
     /// The O_DIRECT twin of the file the response is sending, when it has one open.

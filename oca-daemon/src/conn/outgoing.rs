@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
-use crate::conn::access_log;
+use crate::access_log::{BodySources, Outcome, Pending};
 use crate::conn::body_path::PartPaths;
 use crate::conn::transport::{FileStep, Transport};
 use crate::engine::contract::{BodyChunk, ColdChunk, FileRead};
@@ -55,8 +55,8 @@ pub(crate) struct Answer {
     pub file: Option<ServedFile>,
     /// The request was `fill`-signed (a peer appliance filling).
     pub fill: bool,
-    /// The access-log line, when access logging is on.
-    pub access: Option<String>,
+    /// What the access log keeps of the request, when it is logged.
+    pub access: Option<Pending>,
 }
 
 /// A response being written.
@@ -67,6 +67,10 @@ pub(crate) struct Outgoing {
     seg: usize,
     seg_off: u64,
     paths: PartPaths,
+    /// Bytes sent so far, head included.
+    sent: u64,
+    /// Where the file parts' bytes came from so far.
+    sources: BodySources,
     /// When the request was first answered (latency).
     started: Instant,
     /// A `Next::ReadFile` is with the engine: nothing more is written until its bytes come.
@@ -98,6 +102,8 @@ impl Outgoing {
             seg: 0,
             seg_off: 0,
             paths: PartPaths::default(),
+            sent: 0,
+            sources: BodySources::default(),
             started,
             reading_file: false,
         }
@@ -119,18 +125,21 @@ impl Outgoing {
     }
 
     /// Counts `n` bytes of this response sent.
-    pub(crate) fn count_sent(&self, n: u64, tx: &Transport, ctx: &WorkerCtx) {
+    pub(crate) fn count_sent(&mut self, n: u64, tx: &Transport, ctx: &WorkerCtx) {
+        self.sent += n;
         count_sent(n, self.answer.fill, tx, ctx);
     }
 
     /// The response is done: counts and logs it, and hands its buffers back for the next one.
-    pub(crate) fn finish(self, peer: Option<SocketAddr>, ctx: &WorkerCtx) -> Buffers {
+    pub(crate) fn finish(
+        mut self,
+        peer: Option<SocketAddr>,
+        tx: &Transport,
+        ctx: &WorkerCtx,
+    ) -> Buffers {
         let latency = self.started.elapsed();
         ctx.stats().response(self.answer.status, latency);
-        if let Some(line) = &self.answer.access {
-            let bytes: u64 = self.bufs.segs.iter().map(Segment::len).sum();
-            access_log::write(line, peer, self.answer.status, bytes, latency);
-        }
+        self.log(peer, tx, ctx, true);
         let mut bufs = self.bufs;
         if bufs.out.capacity() > 16 * 1024 {
             bufs.out = Vec::new();
@@ -138,9 +147,34 @@ impl Outgoing {
         bufs
     }
 
+    /// Writes the access-log line (when the request is logged); `complete`: every byte went
+    /// out, rather than the connection ending first.
+    pub(crate) fn log(
+        &mut self,
+        peer: Option<SocketAddr>,
+        tx: &Transport,
+        ctx: &WorkerCtx,
+        complete: bool,
+    ) {
+        let (Some(pending), Some(log)) = (self.answer.access.take(), &ctx.shared.access_log) else {
+            return;
+        };
+        let outcome = Outcome {
+            status: self.answer.status,
+            sent: self.sent,
+            head_len: self.bufs.segs.first().map_or(0, Segment::len),
+            elapsed: self.started.elapsed(),
+            body: self.sources,
+            tls: tx.mode(),
+            complete,
+        };
+        log.record(ctx.index, peer, &pending, &outcome);
+    }
+
     /// The engine gave up the cold path for the current part.
     pub(crate) fn abandon_cold(&mut self, reason: crate::cold::Reason) {
         self.paths.abandon_cold(self.seg, reason);
+        self.sources.cache = true;
     }
 
     /// `n` file bytes of the current part went out; false when that is more than the part has.
@@ -228,6 +262,7 @@ impl Outgoing {
             return Err(WriteResult::Failed);
         };
         if tx.encrypts_here() {
+            self.sources.cache = true;
             return match tx.send_file(&file.file, file.disk, at, remaining, ctx) {
                 FileStep::Wrote(r) => Ok(r),
                 FileStep::Read(read) => Err(WriteResult::ReadFile(read)),
@@ -238,8 +273,10 @@ impl Outgoing {
             .paths
             .cold_chunk(self.seg, ctx, file, at, remaining, zero_copy)
         {
+            self.sources.cold = true;
             return Err(WriteResult::Cold(chunk));
         }
+        self.sources.cache = true;
         let fd = file.file.as_raw_fd();
         if self.paths.engine_splices(self.seg, ctx, fd, offset, len) {
             return Err(WriteResult::Body(BodyChunk {

@@ -39,7 +39,8 @@ fn world() -> World {
         store,
         limits: Limits::default(),
         process,
-        access_log: false,
+        access_log: None,
+        cors: Default::default(),
         auth: UrlAuth::new(None, true),
         tls: None,
         cold: ColdConfig {

@@ -191,7 +191,7 @@ fn accept_all(
         let key = entry.key();
         let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if ctl(ep, libc::EPOLL_CTL_ADD, conn.sock(), bits, key as u64).is_err() {
-            policy::release(ctx);
+            policy::release(conn, ctx);
             continue;
         }
         entry.insert(conn);
@@ -199,9 +199,9 @@ fn accept_all(
 }
 
 fn close(conns: &mut Slab<Conn>, key: usize, ctx: &WorkerCtx) {
-    if conns.try_remove(key).is_some() {
+    if let Some(conn) = conns.try_remove(key) {
         // Dropping the Conn closes the socket, which also removes it from the epoll set.
-        policy::release(ctx);
+        policy::release(conn, ctx);
     }
 }
 

@@ -50,8 +50,10 @@ fn refuse_unavailable(sock: &OwnedFd, ctx: &mut WorkerCtx) {
     ctx.stats().response(503, Duration::ZERO);
 }
 
-/// Releases the gauge of a closed connection (its place under the caps goes with the `Conn`).
-pub fn release(ctx: &WorkerCtx) {
+/// Lets a closed connection go: logs a response it cut short, releases its gauge (its place
+/// under the caps goes with the `Conn`).
+pub fn release(conn: Conn, ctx: &WorkerCtx) {
+    conn.closed(ctx);
     ctx.stats().closed();
 }
 

@@ -19,6 +19,8 @@ pub enum Method {
     Get,
     /// `HEAD`
     Head,
+    /// `OPTIONS`: a browser's CORS preflight, or a client asking what is allowed.
+    Options,
     /// Anything else: answered 405.
     Other,
 }
@@ -28,6 +30,8 @@ pub enum Method {
 pub struct Request<'b> {
     /// The method.
     pub method: Method,
+    /// The method's token as sent (for the access log).
+    pub method_token: &'b str,
     /// The request target as sent (origin-form or absolute-form).
     pub target: &'b [u8],
     /// Minor HTTP version: 0 or 1.
@@ -46,6 +50,14 @@ pub struct Request<'b> {
     pub if_none_match: Option<&'b [u8]>,
     /// `If-Modified-Since` value.
     pub if_modified_since: Option<&'b [u8]>,
+    /// `Origin` value (a browser's cross-origin request).
+    pub origin: Option<&'b [u8]>,
+    /// Whether `Access-Control-Request-Method` was sent (an `OPTIONS` is then a CORS preflight).
+    pub preflight: bool,
+    /// `Referer` value (access log).
+    pub referer: Option<&'b [u8]>,
+    /// `User-Agent` value (access log).
+    pub user_agent: Option<&'b [u8]>,
 }
 
 /// Why a request head is refused before it reaches routing.
@@ -137,11 +149,13 @@ fn interpret<'b>(
     let method = match req.method {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
+        Some("OPTIONS") => Method::Options,
         _ => Method::Other,
     };
     let minor_version = req.version.unwrap_or(1);
     let mut out = Request {
         method,
+        method_token: req.method.unwrap_or("-"),
         target,
         minor_version,
         keep_alive: minor_version == 1,
@@ -151,6 +165,10 @@ fn interpret<'b>(
         if_range: None,
         if_none_match: None,
         if_modified_since: None,
+        origin: None,
+        preflight: false,
+        referer: None,
+        user_agent: None,
     };
     let mut hosts = 0;
     let mut content_length: Option<&[u8]> = None;
@@ -169,6 +187,14 @@ fn interpret<'b>(
             out.if_none_match = Some(value);
         } else if name.eq_ignore_ascii_case(b"if-modified-since") {
             out.if_modified_since = Some(value);
+        } else if name.eq_ignore_ascii_case(b"origin") {
+            out.origin = Some(value);
+        } else if name.eq_ignore_ascii_case(b"access-control-request-method") {
+            out.preflight = true;
+        } else if name.eq_ignore_ascii_case(b"referer") {
+            out.referer = Some(value);
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            out.user_agent = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             out.has_body = true;
         } else if name.eq_ignore_ascii_case(b"content-length") {

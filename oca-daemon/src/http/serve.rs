@@ -9,6 +9,7 @@ use std::time::Instant;
 use oca_store::{ContentId, OpenError, Store};
 
 use crate::disk_health::DiskHealth;
+use crate::http::cors::Cors;
 use crate::open_files::{Direct, NotOpened, OpenFile, OpenFiles};
 use crate::signed_urls::{Admitted, UrlAuth};
 use oca_protocol::signing::Rejection;
@@ -23,6 +24,8 @@ pub struct ServeCtx<'a> {
     pub store: &'a Store,
     /// Who may fetch content.
     pub auth: &'a UrlAuth,
+    /// Which pages' origins may read content (browser players).
+    pub cors: &'a Cors,
     /// The worker's open files.
     pub files: &'a mut OpenFiles,
     /// The worker's clock.
@@ -83,38 +86,42 @@ pub fn serve(
 ) -> Served {
     // A body we do not read would be taken for the next request; refuse and close instead.
     let keep_alive = req.keep_alive && !req.has_body && !ctx.draining;
-    let mut simple = |status: u16, extra: &str, keep_alive: bool| {
-        let short = Short {
-            status,
-            extra,
-            keep_alive,
-            minor_version: req.minor_version,
-            with_body: req.method != Method::Head,
-        };
-        short.write(out, segs, ctx.date)
-    };
-    if req.method == Method::Other {
-        return simple(405, "Allow: GET, HEAD\r\n", false);
+    let plain = |status, extra, keep_alive| Short::to(req, status, extra, keep_alive);
+    match req.method {
+        Method::Other => {
+            return plain(405, "Allow: GET, HEAD, OPTIONS\r\n", false).write(out, segs, ctx.date)
+        }
+        Method::Options if !req.has_body => {
+            let extra = ctx.cors.preflight_headers(req.origin, req.preflight);
+            return no_content(out, segs, ctx.date, &extra, keep_alive, req.minor_version);
+        }
+        _ => {}
     }
     if req.has_body || req.bad_host {
-        return simple(400, "", false);
+        return plain(400, "", false).write(out, segs, ctx.date);
     }
     let (id, path_range) = match route(req.target) {
         Route::Content { id, range } => (id, range),
-        Route::NotFound => return simple(404, "", keep_alive),
-        Route::Bad => return simple(400, "", keep_alive),
+        Route::NotFound => return plain(404, "", keep_alive).write(out, segs, ctx.date),
+        Route::Bad => return plain(400, "", keep_alive).write(out, segs, ctx.date),
     };
+    // From here on the answer is about content: a page of another origin may read it, errors
+    // included (a 403 is then the player's to see, not a network failure).
+    let policy: &Cors = ctx.cors;
+    let cors = policy.content_headers(req.origin);
+    let mut simple =
+        |status: u16, keep_alive: bool| plain(status, &cors, keep_alive).write(out, segs, ctx.date);
     let admitted = ctx.auth.check(id.as_str(), query_of(req.target));
     if let Err(reason) = admitted {
         // One answer whatever was wrong with the signature: no hint for a forger.
-        let mut s = simple(403, "", keep_alive);
+        let mut s = simple(403, keep_alive);
         s.admission = Some(Err(reason));
         return s;
     }
     let path_range = match path_range.map(PathRange::parse) {
         None => None,
         Some(Some(r)) => Some(r),
-        Some(None) => return simple(400, "", keep_alive),
+        Some(None) => return simple(400, keep_alive),
     };
     let disks = ctx.disks;
     let failed = |d: usize| disks.failed(d);
@@ -141,10 +148,10 @@ pub fn serve(
         }
         // Files only on a failed disk are not found: the player moves to the next appliance, and
         // a copy the fill agent puts on a healthy disk is served again.
-        Err(NotOpened::Failed(OpenError::NotFound)) => return simple(404, "", keep_alive),
+        Err(NotOpened::Failed(OpenError::NotFound)) => return simple(404, keep_alive),
         Err(NotOpened::Failed(OpenError::Io { disk, source })) => {
             tracing::warn!(disk, %source, id = %id, "disk error opening content");
-            let mut s = simple(500, "", keep_alive);
+            let mut s = simple(500, keep_alive);
             if source.raw_os_error().is_some_and(oca_store::is_media_error) {
                 s.disk_error = Some(disk);
             }
@@ -156,6 +163,7 @@ pub fn serve(
         id,
         opened: &opened,
         keep_alive,
+        cors: &cors,
     };
     let status = file_resp.write(ctx, out, segs, path_range);
     Served {
@@ -180,6 +188,33 @@ fn query_of(target: &[u8]) -> &str {
         None => b"",
     };
     std::str::from_utf8(query).unwrap_or("")
+}
+
+/// A `204 No Content` carrying `extra` headers (the answer to an `OPTIONS`).
+fn no_content(
+    out: &mut Vec<u8>,
+    segs: &mut Vec<Segment>,
+    date: &mut DateCache,
+    extra: &str,
+    keep_alive: bool,
+    minor_version: u8,
+) -> Served {
+    let start = out.len();
+    start_head(out, 204, date.now());
+    out.extend_from_slice(extra.as_bytes());
+    end_head(out, keep_alive, minor_version);
+    segs.push(Segment::Mem {
+        start,
+        end: out.len(),
+    });
+    Served {
+        status: 204,
+        keep_alive,
+        file: None,
+        disk_error: None,
+        admission: None,
+        open: None,
+    }
 }
 
 /// Builds the response to a request head that could not be accepted; always closes.
@@ -212,7 +247,18 @@ struct Short<'x> {
     with_body: bool,
 }
 
-impl Short<'_> {
+impl<'x> Short<'x> {
+    /// The short answer `status` to `req`, with `extra` headers.
+    fn to(req: &Request<'_>, status: u16, extra: &'x str, keep_alive: bool) -> Short<'x> {
+        Short {
+            status,
+            extra,
+            keep_alive,
+            minor_version: req.minor_version,
+            with_body: req.method != Method::Head,
+        }
+    }
+
     /// A response that ends the connection.
     fn closing(status: u16) -> Short<'static> {
         Short {
@@ -302,6 +348,8 @@ struct FileResponse<'r> {
     id: ContentId<'r>,
     opened: &'r OpenFile,
     keep_alive: bool,
+    /// The CORS headers (`http::cors`) every answer about this content carries.
+    cors: &'r str,
 }
 
 impl FileResponse<'_> {
@@ -329,7 +377,7 @@ impl FileResponse<'_> {
             RangeRequest::Ranges(r) if r.len() == 1 => self.single(ctx, out, segs, r[0]),
             RangeRequest::Ranges(r) => self.multipart(ctx, out, segs, &r),
             RangeRequest::Malformed | RangeRequest::Unsatisfiable | RangeRequest::TooMany => {
-                let extra = format!("Content-Range: bytes */{size}\r\n");
+                let extra = format!("Content-Range: bytes */{size}\r\n{}", self.cors);
                 let short = Short {
                     status: 416,
                     extra: &extra,
@@ -396,12 +444,15 @@ impl FileResponse<'_> {
         date.is_some_and(|d| self.opened.mtime <= unix_secs(d))
     }
 
+    /// The validators, and what every answer with them carries: the content behind an id never
+    /// changes (a new version is a new id), so caches may keep it for a year unrevalidated.
     fn validators(&self, out: &mut Vec<u8>) {
         let _ = write!(
             out,
-            "Last-Modified: {}\r\nETag: \"{}\"\r\nAccept-Ranges: bytes\r\n",
+            "Last-Modified: {}\r\nETag: \"{}\"\r\nAccept-Ranges: bytes\r\nCache-Control: public, max-age=31536000, immutable\r\n{}",
             http_date(self.opened.mtime),
-            self.id
+            self.id,
+            self.cors
         );
     }
 

@@ -51,7 +51,7 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
 }
 
 /// Encodes a counter family with one label, `label` = each of `names` with its value.
-fn counters<const N: usize>(
+pub(crate) fn counters<const N: usize>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -84,7 +84,7 @@ fn per_disk<'d, M: EncodeMetric>(
 }
 
 /// Encodes an unlabelled counter or gauge.
-fn single<M: EncodeMetric>(
+pub(crate) fn single<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,

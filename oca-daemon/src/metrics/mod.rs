@@ -9,6 +9,7 @@
 
 mod encode;
 
+pub(crate) use encode::{counters, single};
 pub use encode::{encode, render};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -88,6 +89,11 @@ pub enum TlsMode {
 
 impl TlsMode {
     const NAMES: [&'static str; 2] = ["ktls", "userspace"];
+
+    /// Its label value.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
 }
 
 /// Why a TLS handshake failed, as labelled.

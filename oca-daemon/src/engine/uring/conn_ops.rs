@@ -208,7 +208,7 @@ impl Loop {
                     }
                 }
             }
-            policy::release(&self.ctx);
+            policy::release(slot.conn, &self.ctx);
             self.cold_pump();
         }
     }
