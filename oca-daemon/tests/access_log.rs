@@ -1,7 +1,8 @@
 //! The access log against the real daemon: nginx `combined` lines that goaccess reads (Debian's
 //! `goaccess`; `.ci/run` installs it), our fields after them, never a signature; reopened on
 //! SIGUSR1 after a rotation; sampled without losing errors; and a log that cannot keep up drops
-//! and counts lines while every request is still answered.
+//! and counts lines while every request is still answered. `--access-log journal` is read back
+//! from a real journald, started in a mount namespace of the test's own.
 
 mod common;
 
@@ -347,4 +348,95 @@ fn a_log_that_cannot_keep_up_drops_and_counts_lines_and_never_stalls_a_worker() 
     let dropped = s.metric("oca_access_log_dropped_total{reason=\"buffer_full\"}");
     assert!(dropped > 1000.0, "dropped {dropped}\n{}", s.metrics());
     assert_eq!(s.metric("oca_requests_total{class=\"2xx\"}"), 10_000.0);
+}
+
+/// Stops the journald a test started in its mount namespace.
+struct Journald {
+    /// A process in the namespace (the daemon).
+    ns_pid: u32,
+}
+
+impl Journald {
+    /// Runs `args` in the namespace.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .args(["-t", &self.ns_pid.to_string(), "-m", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.run(&["sh", "-c", "kill $(cat /run/oca-test-journald.pid)"]);
+    }
+}
+
+/// `--access-log journal` against a real journald: Debian's `systemd-journald`, started in a
+/// private mount namespace of the daemon's (its own /run and /var/log/journal on tmpfs), so the
+/// machine's journal is neither needed nor touched. Root only (mount namespaces).
+#[test]
+fn lines_reach_journald_under_their_own_identifier() {
+    const JOURNALD: &str = "/lib/systemd/systemd-journald";
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !Path::new(JOURNALD).exists() || !test_support::on_path("journalctl") {
+        assert!(
+            std::env::var_os("OCA_REQUIRE_VM").is_none(),
+            "needs root and systemd's journald (.ci/run installs systemd)"
+        );
+        eprintln!("skipped: needs root, {JOURNALD} and journalctl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), ID, &pattern(1, 5000));
+    let daemon = daemon_cmd(
+        "uring",
+        &[dir.path()],
+        &["--access-log", "journal", "--workers", "1"],
+    );
+    let script = format!(
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal /var/log/journal \
+         && mount -t tmpfs tmpfs /var/log/journal \
+         && {{ {JOURNALD} </dev/null >/dev/null 2>&1 & echo $! > /run/oca-test-journald.pid; }} \
+         && n=0; while [ ! -S /run/systemd/journal/socket ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done; \
+         exec \"$@\""
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(daemon.get_program())
+        .args(daemon.get_args())
+        .envs(daemon.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let s = Server::spawn(cmd);
+    let journald = Journald {
+        ns_pid: s.child.id(),
+    };
+    for i in 0..3 {
+        let r = raw(
+            s.addr,
+            format!("GET /c/{ID}?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.unwrap().status, 200);
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let out = journald.run(&["journalctl", "-t", "oca-access", "-o", "cat", "--no-pager"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.lines().count() >= 3 || Instant::now() > end {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(lines.lines().count(), 3, "{lines}\n{}", s.log());
+    for (i, l) in lines.lines().enumerate() {
+        let c = parse_combined(l).unwrap_or_else(|| panic!("not combined: {l}"));
+        assert_eq!(c.request, format!("GET /c/{ID}?n={i} HTTP/1.1"));
+    }
+    let out = journald.run(&["journalctl", "-t", "oca-access", "-o", "json", "-n", "1"]);
+    let entry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(entry["PRIORITY"], "6", "{entry}");
 }
