@@ -19,6 +19,7 @@ use crate::bgp::{self, Announced, Bird, SiteRouter};
 use crate::network::Net;
 use crate::portal::Portal;
 use crate::process::{field, Proc};
+use crate::progress::{fill_lines, fill_summary, FillProgress, Ticker};
 use crate::topology::Topology;
 
 use test_support::content_bytes;
@@ -131,7 +132,8 @@ struct Replica {
 impl Lab {
     /// Builds the binaries and starts the whole deployment on loopback.
     pub fn start(topo: &Topology, o: &Options) -> Result<Lab> {
-        let bins = test_support::cargo_bins(
+        let bins = crate::cargo::build(
+            &crate::cargo::workspace(),
             o.release,
             &[
                 ("control-plane", "control-plane"),
@@ -139,7 +141,7 @@ impl Lab {
                 ("fill-agent", "fill-agent"),
                 ("oca-client", "oca-client"),
             ],
-        );
+        )?;
         std::fs::create_dir_all(o.dir.join("logs"))?;
         let net = if o.netns {
             Some(Net::create(topo)?)
@@ -678,7 +680,9 @@ impl Lab {
         Ok(())
     }
 
-    /// Waits until every appliance holds what its manifest lists.
+    /// Waits until every appliance holds what its manifest lists, showing each one's files and
+    /// bytes held against those planned ([`FillProgress`]) as it goes, then how long the fills
+    /// took.
     pub fn wait_filled(&self, within: Duration) -> Result<()> {
         self.wait_filled_unless(within, &std::sync::atomic::AtomicBool::new(false))
     }
@@ -689,41 +693,33 @@ impl Lab {
         within: Duration,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<()> {
-        let end = Instant::now() + within;
+        let started = Instant::now();
+        let end = started + within;
+        let mut ticker = Ticker::stdout(Duration::from_secs(1), Duration::from_secs(5));
         loop {
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 bail!("stopped while filling");
             }
-            let mut unfilled = Vec::new();
-            for a in &self.appliances {
-                if a.agent.is_none() {
-                    continue;
-                }
-                let listed = manifest_ids(&self.client()?, &self.cp_url, &a.id, &a.credential)
-                    .unwrap_or_default();
-                let held: Vec<String> = serde_json::from_value(self.admin(
-                    "GET",
-                    &format!("/v1/admin/appliances/{}/inventory", a.id),
-                    None,
-                )?)
-                .unwrap_or_default();
-                let missing: Vec<&String> = listed.iter().filter(|id| !held.contains(id)).collect();
-                if listed.is_empty() || !missing.is_empty() {
-                    unfilled.push((a, format!("manifest {listed:?}, missing {missing:?}")));
-                }
-            }
-            if unfilled.is_empty() {
+            let all = self.fill_progress()?;
+            if all.iter().all(FillProgress::filled) {
+                ticker.finish(&fill_lines(&all));
+                println!("{}", fill_summary(&all, started.elapsed()));
                 return Ok(());
             }
             if Instant::now() > end {
+                ticker.finish(&fill_lines(&all));
                 let mut why = String::new();
-                for (a, state) in unfilled {
-                    let log = a.agent.as_ref().map(Proc::log).unwrap_or_default();
+                for p in all.iter().filter(|p| !p.filled()) {
+                    let a = self.appliances.iter().find(|a| a.id == p.id);
+                    let log = a
+                        .and_then(|a| a.agent.as_ref())
+                        .map(Proc::log)
+                        .unwrap_or_default();
                     let mut tail: Vec<&str> = log.lines().rev().take(15).collect();
                     tail.reverse();
                     why.push_str(&format!(
-                        "\n{}: {state}; its agent's last lines:\n{}",
-                        a.id,
+                        "\n{}; its agent's last lines:\n{}",
+                        p.shortfall(),
                         tail.join("\n")
                     ));
                 }
@@ -732,8 +728,49 @@ impl Lab {
                     self.status_table().unwrap_or_default()
                 );
             }
+            ticker.update(&fill_lines(&all));
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Each running appliance's fill: the files and bytes its manifest lists (what the control
+    /// plane asks it to hold), those of them its inventory holds (what it last reported: what
+    /// steering goes by, and what [`Lab::wait_filled`] waits for), and the bytes of the others
+    /// already in its store (`tmp/<id>.part` being written, or published since its report).
+    pub fn fill_progress(&self) -> Result<Vec<FillProgress>> {
+        let client = self.client()?;
+        let mut all = Vec::new();
+        for a in &self.appliances {
+            if a.agent.is_none() {
+                continue;
+            }
+            let listed =
+                manifest_entries(&client, &self.cp_url, &a.id, &a.credential).unwrap_or_default();
+            let held: Vec<String> = serde_json::from_value(self.admin(
+                "GET",
+                &format!("/v1/admin/appliances/{}/inventory", a.id),
+                None,
+            )?)
+            .unwrap_or_default();
+            let store = a.dir.join("store");
+            let mut p = FillProgress {
+                id: a.id.clone(),
+                files_planned: listed.len(),
+                ..Default::default()
+            };
+            for (id, size) in listed {
+                p.bytes_planned += size;
+                if held.contains(&id) {
+                    p.files_held += 1;
+                    p.bytes_held += size;
+                } else {
+                    p.in_flight += in_store(&store, &id).min(size);
+                    p.missing.push(id);
+                }
+            }
+            all.push(p);
+        }
+        Ok(all)
     }
 
     /// One line per appliance: id, site, URL, status, files held, and what it hears (its BGP
@@ -952,12 +989,13 @@ pub fn https_client(ca: &std::path::Path) -> Result<reqwest::blocking::Client> {
     Ok(b.build()?)
 }
 
-fn manifest_ids(
+/// The content ids and sizes an appliance's manifest lists.
+fn manifest_entries(
     c: &reqwest::blocking::Client,
     cp: &str,
     id: &str,
     credential: &str,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, u64)>> {
     let m: Value = c
         .get(format!("{cp}/v1/appliances/{id}/manifest"))
         .bearer_auth(credential)
@@ -968,10 +1006,26 @@ fn manifest_ids(
         .as_array()
         .map(|e| {
             e.iter()
-                .filter_map(|x| x["content_id"].as_str().map(String::from))
+                .filter_map(|x| {
+                    let id = x["content_id"].as_str()?;
+                    Some((id.to_string(), x["size"].as_u64().unwrap_or(0)))
+                })
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// Bytes of `id` in a one-disk store: the published file (`objects/<xx>/<id>`), else the part
+/// being written (`tmp/<id>.part`), else 0.
+fn in_store(store: &Path, id: &str) -> u64 {
+    let shard = id.get(..2).unwrap_or(id);
+    [
+        store.join("objects").join(shard).join(id),
+        store.join("tmp").join(format!("{id}.part")),
+    ]
+    .iter()
+    .find_map(|p| std::fs::metadata(p).ok())
+    .map_or(0, |m| m.len())
 }
 
 fn start_daemon(a: &mut Appliance) -> Result<()> {

@@ -15,6 +15,10 @@
 //! - [`bgp`]: an ISP site's router: BIRD's configuration and the `[bgp]` table of each of its
 //!   appliances' fill agents ([`SiteRouter`]), BIRD running in the site's namespace ([`Bird`]),
 //!   and whether this machine and fill agent can do BGP at all.
+//! - [`cargo`]: the nested `cargo build` of the binaries the lab starts, its progress shown as
+//!   it runs and the compiler's messages in the error ([`BuildFailed`]) when it fails.
+//! - [`progress`]: the lines the lab shows while it builds and fills (per appliance: files and
+//!   bytes held of those planned, [`FillProgress`]), redrawn on a terminal, plain elsewhere.
 //! - [`lab`]: [`Lab::start`] builds the binaries, starts the control plane over HTTPS (one
 //!   process on SQLite, or replicas on PostgreSQL behind HAProxy: [`ControlPlanes`]),
 //!   populates it (sites with their allowed prefixes, zones, a subscriber with a player token,
@@ -33,11 +37,13 @@
 //! same [`Lab`].
 
 pub mod bgp;
+pub mod cargo;
 pub mod chaos;
 pub mod lab;
 mod network;
 pub mod portal;
 pub mod process;
+pub mod progress;
 pub mod topology;
 
 pub use bgp::{Announced, Bird, SiteRouter};
@@ -45,6 +51,7 @@ pub use chaos::{ChaosReport, Disruptions};
 pub use lab::{https_client, usable_dir, Appliance, ControlPlanes, Lab, Options};
 pub use portal::{Login, Portal};
 pub use process::Proc;
+pub use progress::{BuildFailed, FillProgress};
 pub use topology::{ContentSpec, SiteSpec, Topology, DEFAULT_TOPOLOGY};
 
 /// Deterministic bytes of a generated content file (what the lab writes to the origin).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use oca_lab::{ControlPlanes, Lab, Options, Topology, DEFAULT_TOPOLOGY};
+use oca_lab::{BuildFailed, ControlPlanes, Lab, Options, Topology, DEFAULT_TOPOLOGY};
 
 /// oca-lab: run a whole Open Connect deployment on one machine.
 #[derive(Parser, Debug)]
@@ -65,7 +65,14 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() -> ExitCode {
     oca_service::init_logging();
-    oca_service::exit("oca-lab", run(Cli::parse()))
+    match run(Cli::parse()) {
+        // The compiler's messages, printed once rather than again as a log line.
+        Err(e) if e.downcast_ref::<BuildFailed>().is_some() => {
+            eprintln!("oca-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+        result => oca_service::exit("oca-lab", result),
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {
