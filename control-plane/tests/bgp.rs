@@ -374,9 +374,10 @@ fn sites_whose_appliances_hear_different_prefixes_are_flagged() {
         json!([{"prefix": "198.51.0.0/16", "oca_id": "x1", "site": "ixp-1", "source": "static",
                 "best": true}])
     );
-    // The same through ocactl.
+    // The same through ocactl (its JSON: tables are for people).
     let run = |args: &[&str]| {
-        let (ok, out, err) = ocactl(&w.cp, args);
+        let args = [args, &["--json"]].concat();
+        let (ok, out, err) = ocactl(&w.cp, &args);
         assert!(ok, "{args:?}: {err}");
         serde_json::from_str::<Value>(&out).unwrap()
     };

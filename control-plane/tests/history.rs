@@ -206,7 +206,14 @@ fn reports_land_in_their_buckets_and_csv_matches_json() {
     assert_eq!(out, csv);
     let (ok, out, err) = ocactl(
         &cp,
-        &["history", "--appliance", "a1", "--from", &b0.to_string()],
+        &[
+            "history",
+            "--appliance",
+            "a1",
+            "--from",
+            &b0.to_string(),
+            "--json",
+        ],
     );
     assert!(ok, "{err}");
     let printed: Value = serde_json::from_str(&out).unwrap();

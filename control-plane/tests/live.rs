@@ -371,7 +371,7 @@ fn an_unreachable_appliance_leaves_steering_and_comes_back() {
         m.contains(r#"cp_open_issues{kind="unreachable",severity="critical"} 1"#),
         "{m}"
     );
-    let (ok, out, err) = ocactl(&w.cp, &["issues", "--appliance", "a1"]);
+    let (ok, out, err) = ocactl(&w.cp, &["issues", "--appliance", "a1", "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains("\"unreachable\""), "{out}");
 
@@ -389,9 +389,9 @@ fn an_unreachable_appliance_leaves_steering_and_comes_back() {
         .issues("a1", true)
         .iter()
         .any(|i| i["kind"] == "unreachable"));
-    let (ok, open, _) = ocactl(&w.cp, &["issues", "--appliance", "a1"]);
+    let (ok, open, _) = ocactl(&w.cp, &["issues", "--appliance", "a1", "--json"]);
     assert!(ok && !open.contains("\"unreachable\""), "{open}");
-    let (ok, all, _) = ocactl(&w.cp, &["issues", "--all", "--appliance", "a1"]);
+    let (ok, all, _) = ocactl(&w.cp, &["issues", "--all", "--appliance", "a1", "--json"]);
     assert!(ok && all.contains("\"unreachable\""), "{all}");
     assert!(w
         .issues("a2", false)

@@ -50,7 +50,7 @@ fn populate(cp: &Cp, dir: &std::path::Path) {
         &["site", "add", "site-b", "--kind", "isp", "--region", "eu"],
     );
     ok(cp, &["site", "set-org", "site-b", "isp-b"]);
-    let sites = ok(cp, &["site", "list"]);
+    let sites = ok(cp, &["site", "list", "--json"]);
     assert!(sites.contains("\"org\": \"isp-b\""), "{sites}");
     let mut creds = Vec::new();
     for (id, site) in [("oca-a1", "site-a"), ("oca-b1", "site-b")] {
@@ -116,7 +116,7 @@ fn populate(cp: &Cp, dir: &std::path::Path) {
         Some(json!({"login": OP.0, "role": "operator", "password": OP.1})),
     );
     assert_eq!(s, 201);
-    let users = ok(cp, &["user", "list"]);
+    let users = ok(cp, &["user", "list", "--json"]);
     assert!(
         users.contains(ALICE.0) && users.contains("\"role\": \"operator\""),
         "{users}"

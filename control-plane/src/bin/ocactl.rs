@@ -1,11 +1,23 @@
-//! ocactl: the control plane's admin CLI.
+//! ocactl: the control plane's admin CLI. Listings print a table (`table.rs`, columns in
+//! `listings.rs`) or, with `--json`, the API's JSON as it came; commands that change something
+//! print the API's answer as JSON (an appliance's credential is in it, once).
 
 #![forbid(unsafe_code)]
 
+#[path = "ocactl/listings.rs"]
+mod listings;
 #[path = "ocactl/maintenance.rs"]
 mod maintenance;
 #[path = "ocactl/s3_upload.rs"]
 mod s3_upload;
+#[path = "ocactl/show.rs"]
+mod show;
+#[path = "ocactl/sign_url.rs"]
+mod sign_url;
+#[path = "ocactl/steer.rs"]
+mod steer;
+#[path = "ocactl/table.rs"]
+mod table;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -23,17 +35,26 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Administers an Open Connect control plane: sites, appliances, zones, titles, content,
-/// subscribers and URL-signing keys, and shows what the appliances hear over BGP.
+/// subscribers and URL-signing keys; shows what the appliances hear over BGP and how a client
+/// is steered; signs content URLs. Listings print tables, or the API's JSON with --json.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
     /// Control-plane base URL.
     #[arg(long, env = "OCA_CP_URL", default_value = "http://127.0.0.1:7070")]
     url: String,
-    /// PEM CA certificate the control plane's certificate is checked against, besides the
-    /// system's roots.
-    #[arg(long, env = "OCA_CP_CA", value_name = "FILE")]
+    /// PEM CA certificate(s) the control plane's certificate is checked against, besides the
+    /// system's roots (which are always trusted).
+    #[arg(
+        long,
+        visible_alias = "ca-file",
+        env = "OCA_CP_CA",
+        value_name = "FILE"
+    )]
     ca: Option<PathBuf>,
+    /// Print the API's JSON as it came (pretty) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     /// Admin bearer token (or OCA_CP_TOKEN).
     #[arg(
         long,
@@ -52,22 +73,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Sites (ISP or IXP).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "sites")]
     Site(SiteCmd),
     /// Appliances.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "appliances")]
     Appliance(ApplianceCmd),
     /// Coverage zones: prefix → site and/or country.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "zones")]
     Zone(ZoneCmd),
     /// Titles and where they are licensed.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "titles")]
     Title(TitleCmd),
     /// Content files (renditions).
     #[command(subcommand)]
     Content(ContentCmd),
     /// Subscribers and their plans.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "subscribers")]
     Subscriber(SubscriberCmd),
     /// URL-signing keys.
     #[command(subcommand)]
@@ -76,10 +97,10 @@ enum Command {
     #[command(subcommand)]
     Bgp(BgpCmd),
     /// Partner organisations (they own sites; their users see them in the portal).
-    #[command(subcommand)]
+    #[command(subcommand, alias = "orgs")]
     Org(OrgCmd),
     /// Portal users.
-    #[command(subcommand)]
+    #[command(subcommand, alias = "users")]
     User(UserCmd),
     /// Maintenance windows: disable an appliance or a site for a while, end or cancel it.
     #[command(subcommand)]
@@ -87,8 +108,14 @@ enum Command {
     /// The audit log: who changed what, when and why.
     Audit(maintenance::AuditCmd),
     /// Traffic history of an appliance or a site: buckets of bytes/s, connections, requests/s,
-    /// bytes served (and misses, for a site), as JSON or CSV.
+    /// bytes served (and misses, for a site), as a table, JSON or CSV.
     History(HistoryArgs),
+    /// How the control plane steers a client now: the appliances it would get for a content
+    /// file (or each rendition of a title), best first; --explain: every candidate and why.
+    Steer(steer::SteerArgs),
+    /// Prints a signed content URL for an appliance (`curl`, `wrk`), signed with a key from a
+    /// keys file (as `oca-daemon --keys` reads it). Needs no admin token.
+    SignUrl(sign_url::SignUrlArgs),
     /// Operational issues the live checks raised (open ones; --all: cleared ones too).
     Issues {
         /// Cleared issues too.
@@ -159,8 +186,8 @@ struct HistoryArgs {
     /// To (unix seconds, excluded; default now).
     #[arg(long)]
     to: Option<i64>,
-    /// Print CSV (a header row, then one row a bucket) instead of JSON.
-    #[arg(long)]
+    /// Print the server's CSV (a header row, then one row a bucket) instead of a table.
+    #[arg(long, conflicts_with = "json")]
     csv: bool,
 }
 
@@ -220,6 +247,8 @@ enum SiteCmd {
     },
     /// Lists sites.
     List,
+    /// A site, its appliances and the coverage zones naming it.
+    Show { id: String },
 }
 
 #[derive(Subcommand)]
@@ -235,8 +264,12 @@ enum ApplianceCmd {
         #[arg(long, value_name = "BITS_PER_SEC")]
         capacity_bps: u64,
     },
-    /// Lists appliances.
+    /// Lists appliances with their status, serving state and last report.
     List,
+    /// An appliance: its state, maintenance window and the content it reported holding.
+    Show { id: String },
+    /// The content an appliance reported holding.
+    Inventory { id: String },
 }
 
 #[derive(Subcommand)]
@@ -266,14 +299,27 @@ enum TitleCmd {
     },
     /// Lists titles.
     List,
+    /// A title and its content files.
+    Show { id: String },
+    /// Removes a title, its licences, its content and their origin copies (appliances delete
+    /// theirs when their manifests drop them). Asks first on a terminal; --yes otherwise.
+    Delete {
+        id: String,
+        /// Do not ask.
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum ContentCmd {
-    /// Copies FILE into the embedded origin (--origin-dir) or uploads it to an S3 bucket
-    /// (--s3), and registers it with its size and SHA-256.
+    /// Registers a content file with its size and SHA-256, after copying FILE into the embedded
+    /// origin (--origin-dir, on the control plane's machine), uploading it to an S3 bucket
+    /// (--s3), or with an HTTP origin that serves it (--origin-url; FILE is then optional: the
+    /// URL is read to hash it).
     Add {
-        file: PathBuf,
+        #[arg(required_unless_present = "origin_url")]
+        file: Option<PathBuf>,
         #[arg(long)]
         title: String,
         /// Picture height in lines.
@@ -290,10 +336,15 @@ enum ContentCmd {
         #[arg(
             long,
             value_name = "DIR",
-            required_unless_present = "s3",
-            conflicts_with = "s3"
+            required_unless_present_any = ["s3", "origin_url"],
+            conflicts_with_all = ["s3", "origin_url"]
         )]
         origin_dir: Option<PathBuf>,
+        /// Register the file as served by this HTTP(S) origin URL (no query: the control plane
+        /// appends its signed query for the fill agents). Without FILE, ocactl downloads it to
+        /// hash it; with FILE, it hashes FILE (the same bytes, put there by other means).
+        #[arg(long, value_name = "URL", conflicts_with = "s3")]
+        origin_url: Option<String>,
         /// Upload to this S3 object instead (`s3://bucket/key`; a key ending in `/` gets the
         /// content id appended) and register it as the origin.
         #[arg(long, value_name = "S3_URL", requires = "s3_config")]
@@ -307,7 +358,11 @@ enum ContentCmd {
         s3_part_mib: u64,
     },
     /// Lists content.
-    List,
+    List {
+        /// One title's only.
+        #[arg(long)]
+        title: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -350,13 +405,39 @@ fn main() -> ExitCode {
     }
 }
 
-struct Api {
+pub struct Api {
     base: String,
     token: String,
     http: reqwest::blocking::Client,
 }
 
 impl Api {
+    /// The client `cli` describes: its URL, its CA file besides the system's roots, its token.
+    fn of(cli: &Cli) -> Result<Api> {
+        let token = match (&cli.token, &cli.token_file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_string(),
+            (None, None) => bail!("no admin token: give --token, OCA_CP_TOKEN or --token-file"),
+        };
+        let mut http = reqwest::blocking::Client::builder();
+        if let Some(ca) = &cli.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            for c in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", ca.display()))?
+            {
+                http = http.add_root_certificate(c);
+            }
+        }
+        Ok(Api {
+            base: cli.url.clone(),
+            token,
+            http: http.build()?,
+        })
+    }
+
     fn call<B: Serialize>(
         &self,
         method: reqwest::Method,
@@ -413,32 +494,66 @@ impl Api {
     fn put<B: Serialize>(&self, path: &str, body: &B) -> Result<Value> {
         self.call(reqwest::Method::PUT, path, Some(body))
     }
+
+    fn delete(&self, path: &str) -> Result<Value> {
+        self.call::<()>(reqwest::Method::DELETE, path, None)
+    }
+}
+
+/// Prints JSON, pretty.
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints a table.
+fn print_table(t: table::Table) {
+    print!("{t}");
+}
+
+/// Prints a listing: the API's JSON as it came with `--json`, otherwise the table `table` makes
+/// of it.
+fn listing(json: bool, v: Value, table: impl FnOnce(&Value) -> Result<table::Table>) -> Result<()> {
+    if json {
+        print_json(&v)
+    } else {
+        print_table(table(&v)?);
+        Ok(())
+    }
+}
+
+/// [`listing`] with a note (more rows than listed, a summary), on standard error so the table
+/// stays the only thing on standard output.
+fn listing_noted(
+    json: bool,
+    v: Value,
+    table: impl FnOnce(&Value) -> Result<(table::Table, Option<String>)>,
+) -> Result<()> {
+    if json {
+        return print_json(&v);
+    }
+    let (t, note) = table(&v)?;
+    print_table(t);
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    Ok(())
+}
+
+fn now() -> i64 {
+    oca_service::unix_now() as i64
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let token = match (cli.token, &cli.token_file) {
-        (Some(t), _) => t,
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading {}", f.display()))?
-            .trim()
-            .to_string(),
-        (None, None) => bail!("no admin token: give --token, OCA_CP_TOKEN or --token-file"),
+    let json = cli.json;
+    // Offline: no token, no request.
+    let cli = match cli.command {
+        Command::SignUrl(args) => return sign_url::run(args, json),
+        _ => cli,
     };
-    let mut http = reqwest::blocking::Client::builder();
-    if let Some(ca) = &cli.ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        for c in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{}: not PEM certificates", ca.display()))?
-        {
-            http = http.add_root_certificate(c);
-        }
-    }
-    let api = Api {
-        base: cli.url,
-        token,
-        http: http.build()?,
-    };
+    let api = Api::of(&cli)?;
     let out = match cli.command {
+        Command::SignUrl(_) => unreachable!("handled above"),
         Command::Site(SiteCmd::Add {
             id,
             kind,
@@ -463,7 +578,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Site(SiteCmd::Allow { id, prefixes }) => {
             api.put(&format!("/v1/admin/sites/{id}/allowed_prefixes"), &prefixes)?
         }
-        Command::Site(SiteCmd::List) => api.get("/v1/admin/sites")?,
+        Command::Site(SiteCmd::List) => {
+            return listing(json, api.get("/v1/admin/sites")?, listings::sites)
+        }
+        Command::Site(SiteCmd::Show { id }) => return show::site(&api, &id, json),
         Command::Appliance(ApplianceCmd::Add {
             id,
             site,
@@ -478,7 +596,15 @@ fn run(cli: Cli) -> Result<()> {
                 capacity_bps,
             },
         )?,
-        Command::Appliance(ApplianceCmd::List) => api.get("/v1/admin/appliances")?,
+        Command::Appliance(ApplianceCmd::List) => {
+            return listing(json, api.get("/v1/admin/appliances")?, |v| {
+                listings::appliances(v, now())
+            })
+        }
+        Command::Appliance(ApplianceCmd::Show { id }) => return show::appliance(&api, &id, json),
+        Command::Appliance(ApplianceCmd::Inventory { id }) => {
+            return show::inventory(&api, &id, json)
+        }
         Command::Zone(ZoneCmd::Add {
             prefix,
             site,
@@ -491,7 +617,9 @@ fn run(cli: Cli) -> Result<()> {
                 country,
             },
         )?,
-        Command::Zone(ZoneCmd::List) => api.get("/v1/admin/zones")?,
+        Command::Zone(ZoneCmd::List) => {
+            return listing(json, api.get("/v1/admin/zones")?, listings::zones)
+        }
         Command::Title(TitleCmd::Add {
             id,
             name,
@@ -504,7 +632,13 @@ fn run(cli: Cli) -> Result<()> {
                 countries,
             },
         )?,
-        Command::Title(TitleCmd::List) => api.get("/v1/admin/titles")?,
+        Command::Title(TitleCmd::List) => {
+            return listing(json, api.get("/v1/admin/titles")?, listings::titles)
+        }
+        Command::Title(TitleCmd::Show { id }) => return show::title(&api, &id, json),
+        Command::Title(TitleCmd::Delete { id, yes }) => {
+            return show::delete_title(&api, &id, yes, json)
+        }
         Command::Content(ContentCmd::Add {
             file,
             title,
@@ -513,6 +647,7 @@ fn run(cli: Cli) -> Result<()> {
             id,
             content_type,
             origin_dir,
+            origin_url,
             s3,
             s3_config,
             s3_part_mib,
@@ -527,8 +662,11 @@ fn run(cli: Cli) -> Result<()> {
                 content_type,
                 origin: "embedded".into(),
             };
-            match (s3, s3_config, origin_dir) {
-                (Some(s3), Some(config), _) => {
+            match (file, s3, s3_config, origin_dir, origin_url) {
+                (file, _, _, _, Some(url)) => {
+                    add_content_url(&api, file.as_deref(), id, &url, rendition)?
+                }
+                (Some(file), Some(s3), Some(config), _, None) => {
                     let upload = S3Upload {
                         target: &s3,
                         config: &config,
@@ -536,11 +674,29 @@ fn run(cli: Cli) -> Result<()> {
                     };
                     add_content_s3(&api, &file, id, &upload, rendition)?
                 }
-                (_, _, Some(dir)) => add_content(&api, &file, id, &dir, rendition)?,
-                _ => bail!("give --origin-dir, or --s3 with --s3-config"),
+                (Some(file), _, _, Some(dir), None) => {
+                    add_content(&api, &file, id, &dir, rendition)?
+                }
+                _ => bail!(
+                    "give FILE with --origin-dir, or with --s3 and --s3-config; or --origin-url"
+                ),
             }
         }
-        Command::Content(ContentCmd::List) => api.get("/v1/admin/content")?,
+        Command::Content(ContentCmd::List { title }) => {
+            let v = api.get("/v1/admin/content")?;
+            let v = match title {
+                Some(t) => Value::Array(
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|c| c["title"] == t.as_str())
+                        .cloned()
+                        .collect(),
+                ),
+                None => v,
+            };
+            return listing(json, v, |v| Ok(listings::content(listings::parse(v)?)));
+        }
         Command::Subscriber(SubscriberCmd::Add {
             id,
             max_resolution,
@@ -559,13 +715,21 @@ fn run(cli: Cli) -> Result<()> {
             &format!("/v1/admin/subscribers/{id}/tokens"),
             &TokenRequest { ttl_secs },
         )?,
-        Command::Subscriber(SubscriberCmd::List) => api.get("/v1/admin/subscribers")?,
+        Command::Subscriber(SubscriberCmd::List) => {
+            return listing(
+                json,
+                api.get("/v1/admin/subscribers")?,
+                listings::subscribers,
+            )
+        }
         Command::Keys(KeysCmd::Rotate) => {
             api.post("/v1/admin/keys/rotate", &serde_json::Map::new())?
         }
         Command::Bgp(BgpCmd::Sessions { appliance }) => {
             let q = query(&[("oca_id", appliance)]);
-            api.get(&format!("/v1/admin/bgp/sessions{q}"))?
+            return listing(json, api.get(&format!("/v1/admin/bgp/sessions{q}"))?, |v| {
+                listings::bgp_sessions(v, now())
+            });
         }
         Command::Bgp(BgpCmd::Routes {
             prefix,
@@ -577,9 +741,19 @@ fn run(cli: Cli) -> Result<()> {
                 ("oca_id", appliance),
                 ("limit", limit.map(|l| l.to_string())),
             ]);
-            api.get(&format!("/v1/admin/bgp/routes{q}"))?
+            return listing_noted(
+                json,
+                api.get(&format!("/v1/admin/bgp/routes{q}"))?,
+                listings::bgp_routes,
+            );
         }
-        Command::Bgp(BgpCmd::Inconsistent) => api.get("/v1/admin/bgp/inconsistent")?,
+        Command::Bgp(BgpCmd::Inconsistent) => {
+            return listing_noted(
+                json,
+                api.get("/v1/admin/bgp/inconsistent")?,
+                listings::bgp_inconsistent,
+            )
+        }
         Command::Site(SiteCmd::SetOrg { id, org }) => api.put(
             &format!("/v1/admin/sites/{id}/org"),
             &SiteOrg { org: Some(org) },
@@ -587,7 +761,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Org(OrgCmd::Add { id, name }) => {
             api.post("/v1/admin/orgs", &Organisation { id, name })?
         }
-        Command::Org(OrgCmd::List) => api.get("/v1/admin/orgs")?,
+        Command::Org(OrgCmd::List) => {
+            return listing(json, api.get("/v1/admin/orgs")?, listings::orgs)
+        }
         Command::User(UserCmd::Add {
             login,
             org,
@@ -606,10 +782,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             api.post("/v1/admin/users", &user)?
         }
-        Command::User(UserCmd::List) => api.get("/v1/admin/users")?,
-        Command::Maintenance(cmd) => return maintenance::run(&api, cmd),
-        Command::Audit(cmd) => return maintenance::audit(&api, cmd),
-        Command::History(args) => return history(&api, args),
+        Command::User(UserCmd::List) => {
+            return listing(json, api.get("/v1/admin/users")?, listings::users)
+        }
+        Command::Maintenance(cmd) => return maintenance::run(&api, cmd, json),
+        Command::Audit(cmd) => return maintenance::audit(&api, cmd, json),
+        Command::History(args) => return history(&api, args, json),
+        Command::Steer(args) => return steer::run(&api, args, json),
         Command::Issues {
             all,
             appliance,
@@ -622,11 +801,12 @@ fn run(cli: Cli) -> Result<()> {
                 ("site", site),
                 ("limit", limit.map(|l| l.to_string())),
             ]);
-            api.get(&format!("/v1/admin/issues{q}"))?
+            return listing(json, api.get(&format!("/v1/admin/issues{q}"))?, |v| {
+                listings::issues(v, now())
+            });
         }
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    print_json(&out)
 }
 
 /// A password from the first line of `file`, or of standard input: never from the command
@@ -651,8 +831,9 @@ fn read_password(file: Option<&Path>) -> Result<String> {
     Ok(password)
 }
 
-/// `ocactl history`: prints the history as JSON, or the server's CSV as it came.
-fn history(api: &Api, args: HistoryArgs) -> Result<()> {
+/// `ocactl history`: a table of the buckets (a summary on standard error), the API's JSON with
+/// `--json`, or the server's CSV as it came with `--csv`.
+fn history(api: &Api, args: HistoryArgs, json: bool) -> Result<()> {
     let (of, id) = match (args.appliance, args.site) {
         (Some(a), _) => ("appliances", a),
         (None, Some(s)) => ("sites", s),
@@ -667,15 +848,16 @@ fn history(api: &Api, args: HistoryArgs) -> Result<()> {
     let path = format!("/v1/admin/history/{of}/{id}{q}");
     if args.csv {
         print!("{}", api.get_text(&path)?);
-    } else {
-        let h: oca_protocol::history::History = serde_json::from_value(api.get(&path)?)?;
-        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(());
     }
-    Ok(())
+    listing_noted(json, api.get(&path)?, |v| {
+        let (t, summary) = listings::history(&listings::parse(v)?);
+        Ok((t, Some(summary)))
+    })
 }
 
 /// `s` as one URL path segment (percent-encoded).
-fn url_segment(s: &str) -> String {
+pub fn url_segment(s: &str) -> String {
     let mut url = reqwest::Url::parse("http://segment/").expect("a valid URL");
     url.path_segments_mut()
         .expect("an http URL has a path")
@@ -685,7 +867,7 @@ fn url_segment(s: &str) -> String {
 
 /// A query string (`?a=1&b=2`, percent-encoded: prefixes carry `/` and `:`) of the pairs
 /// given a value; empty when none is.
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
     let given: Vec<(&str, &str)> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
@@ -805,9 +987,17 @@ fn content_id(file: &Path, id: Option<String>) -> Result<String> {
     Ok(id)
 }
 
+/// Copies `src` to `dst`, synced: its size and SHA-256.
 fn copy_hashing(src: &Path, dst: &Path) -> Result<(u64, String)> {
-    let mut input = std::fs::File::open(src)?;
+    let input = std::fs::File::open(src)?;
     let mut output = std::fs::File::create(dst)?;
+    let hashed = hash_stream(input, &mut output)?;
+    output.sync_all()?;
+    Ok(hashed)
+}
+
+/// Reads `input` to its end, writing it to `output`: its size and SHA-256 (hex).
+fn hash_stream(mut input: impl Read, mut output: impl std::io::Write) -> Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -817,10 +1007,72 @@ fn copy_hashing(src: &Path, dst: &Path) -> Result<(u64, String)> {
             break;
         }
         hasher.update(&buf[..n]);
-        std::io::Write::write_all(&mut output, &buf[..n])?;
+        output.write_all(&buf[..n])?;
         size += n as u64;
     }
-    output.sync_all()?;
     let digest = hasher.finalize();
     Ok((size, oca_protocol::manifest::hex(&digest)))
+}
+
+/// Registers `rendition` as served by the HTTP origin at `url`, with the size and SHA-256 of
+/// `file`, or without one, of what `url` serves (read once, kept nowhere): no file has to be on
+/// the control plane's machine or on this one.
+fn add_content_url(
+    api: &Api,
+    file: Option<&Path>,
+    id: Option<String>,
+    url: &str,
+    mut rendition: Content,
+) -> Result<Value> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("--origin-url {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("--origin-url {url}: http:// or https:// only");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        bail!(
+            "--origin-url {url}: no query or fragment: the control plane appends its signed \
+             query (?e=&k=&s=) to it for the fill agents"
+        );
+    }
+    let id = match (id, file) {
+        (None, None) => {
+            let last = parsed
+                .path_segments()
+                .and_then(|mut s| s.next_back())
+                .unwrap_or_default()
+                .to_string();
+            content_id(Path::new(&last), Some(last.clone()))
+                .context("the URL's last segment is not a content id; give --id")?
+        }
+        (id, Some(f)) => content_id(f, id)?,
+        (Some(id), None) => content_id(Path::new(""), Some(id))?,
+    };
+    let (size, sha256) = match file {
+        Some(f) => hash_stream(
+            std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?,
+            std::io::sink(),
+        )?,
+        None => {
+            let resp = api
+                .http
+                .get(url)
+                // The client's default (30 s) is for API calls; a rendition takes longer.
+                .timeout(std::time::Duration::from_secs(24 * 3600))
+                .send()
+                .with_context(|| format!("reading {url}"))?;
+            let status = resp.status();
+            if !status.is_success() {
+                bail!(
+                    "GET {url}: {status}; ocactl reads the origin unsigned: when it wants the \
+                     control plane's signature, give FILE (the same bytes) to hash instead"
+                );
+            }
+            hash_stream(resp, std::io::sink()).with_context(|| format!("reading {url}"))?
+        }
+    };
+    rendition.id = id;
+    rendition.size = size;
+    rendition.sha256 = sha256;
+    rendition.origin = url.to_string();
+    api.post("/v1/admin/content", &rendition)
 }

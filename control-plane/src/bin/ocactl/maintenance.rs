@@ -1,5 +1,6 @@
 //! `ocactl maintenance` and `ocactl audit`: disable an appliance or a site for a while, end or
-//! cancel that, list windows, read the audit log. Tables for people, `--json` for scripts.
+//! cancel that, list windows, read the audit log. Tables for people, `--json` (ocactl's global
+//! flag) for scripts.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -7,7 +8,8 @@ use control_plane::domain::maintenance::{parse_utc, utc};
 use oca_protocol::admin::{AuditEntry, EndMaintenance, MaintenanceRequest, MaintenanceWindow};
 use serde_json::Value;
 
-use crate::{query, Api};
+use crate::table::Table;
+use crate::{print_json, print_table, query, Api};
 
 #[derive(Subcommand)]
 pub enum MaintenanceCmd {
@@ -28,9 +30,6 @@ pub enum MaintenanceCmd {
         /// End, as --from.
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
-        /// Print the window as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Lists windows scheduled or in force (--all: ended ones too, newest first).
     List {
@@ -39,8 +38,6 @@ pub enum MaintenanceCmd {
         /// Most windows to list (default 100, at most 1000).
         #[arg(long)]
         limit: Option<usize>,
-        #[arg(long)]
-        json: bool,
     },
     /// Ends a window in force now (the appliance serves again), or cancels a scheduled one.
     End {
@@ -49,8 +46,6 @@ pub enum MaintenanceCmd {
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -75,12 +70,10 @@ pub struct AuditCmd {
     /// Most entries to list (default 100, at most 1000).
     #[arg(long)]
     limit: Option<usize>,
-    #[arg(long)]
-    json: bool,
 }
 
-/// Runs a `maintenance` subcommand.
-pub fn run(api: &Api, cmd: MaintenanceCmd) -> Result<()> {
+/// Runs a `maintenance` subcommand; `json`: the API's answers as JSON (`--json`).
+pub fn run(api: &Api, cmd: MaintenanceCmd, json: bool) -> Result<()> {
     match cmd {
         MaintenanceCmd::Start {
             target,
@@ -88,7 +81,6 @@ pub fn run(api: &Api, cmd: MaintenanceCmd) -> Result<()> {
             duration,
             from,
             until,
-            json,
         } => {
             let now = now();
             let (duration_secs, start, end) = match (duration, from, until) {
@@ -110,7 +102,7 @@ pub fn run(api: &Api, cmd: MaintenanceCmd) -> Result<()> {
             let w = api.post("/v1/admin/maintenance", &req)?;
             show_window(w, json)
         }
-        MaintenanceCmd::List { all, limit, json } => {
+        MaintenanceCmd::List { all, limit } => {
             let q = query(&[
                 ("all", all.then(|| "1".to_string())),
                 ("limit", limit.map(|l| l.to_string())),
@@ -120,9 +112,10 @@ pub fn run(api: &Api, cmd: MaintenanceCmd) -> Result<()> {
                 return print_json(&v);
             }
             let windows: Vec<MaintenanceWindow> = serde_json::from_value(v)?;
-            print_table(
+            print_table(Table::of(
                 &["ID", "TARGET", "PHASE", "START", "END", "BY", "REASON"],
-                windows.iter().map(|w| {
+                &windows,
+                |w| {
                     vec![
                         w.id.to_string(),
                         format!("{}:{}", w.target_kind.as_str(), w.target),
@@ -132,11 +125,11 @@ pub fn run(api: &Api, cmd: MaintenanceCmd) -> Result<()> {
                         w.created_by.clone(),
                         w.reason.clone(),
                     ]
-                }),
-            );
+                },
+            ));
             Ok(())
         }
-        MaintenanceCmd::End { id, reason, json } => {
+        MaintenanceCmd::End { id, reason } => {
             let body = EndMaintenance {
                 reason: Some(reason),
             };
@@ -147,19 +140,20 @@ pub fn run(api: &Api, cmd: MaintenanceCmd) -> Result<()> {
 }
 
 /// Runs `audit`.
-pub fn audit(api: &Api, cmd: AuditCmd) -> Result<()> {
+pub fn audit(api: &Api, cmd: AuditCmd, json: bool) -> Result<()> {
     let q = query(&[
         ("target", cmd.target),
         ("limit", cmd.limit.map(|l| l.to_string())),
     ]);
     let v = api.get(&format!("/v1/admin/audit{q}"))?;
-    if cmd.json {
+    if json {
         return print_json(&v);
     }
     let entries: Vec<AuditEntry> = serde_json::from_value(v)?;
-    print_table(
+    print_table(Table::of(
         &["AT", "ACTOR", "ACTION", "TARGET", "REASON"],
-        entries.iter().map(|e| {
+        &entries,
+        |e| {
             vec![
                 utc(e.at),
                 e.actor.clone(),
@@ -167,8 +161,8 @@ pub fn audit(api: &Api, cmd: AuditCmd) -> Result<()> {
                 e.target.clone(),
                 e.details["reason"].as_str().unwrap_or("").to_string(),
             ]
-        }),
-    );
+        },
+    ));
     Ok(())
 }
 
@@ -205,47 +199,12 @@ fn phase(w: &MaintenanceWindow) -> String {
         .unwrap_or_default()
 }
 
-fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-/// Columns padded to their widest cell; the last one is not padded.
-fn print_table(head: &[&str], rows: impl Iterator<Item = Vec<String>>) {
-    let rows: Vec<Vec<String>> = rows.collect();
-    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        let text: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    c.to_string()
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        println!("{}", text.join("  "));
-    };
-    line(head.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
-}
-
 fn now() -> i64 {
     oca_service::unix_now() as i64
 }
 
 /// `90s`, `30m`, `2h`, `1h30m`, `2d` as seconds.
-fn parse_duration(text: &str) -> Result<i64> {
+pub fn parse_duration(text: &str) -> Result<i64> {
     let bad = || format!("{text:?} is not a duration (90s, 30m, 2h, 1h30m, 2d)");
     let mut total: i64 = 0;
     let mut digits = String::new();
@@ -275,7 +234,7 @@ fn parse_duration(text: &str) -> Result<i64> {
 }
 
 /// `YYYY-MM-DDTHH:MM[:SS]Z`, unix seconds, or `+DURATION` from `now`.
-fn parse_time(text: &str, now: i64) -> Result<i64> {
+pub fn parse_time(text: &str, now: i64) -> Result<i64> {
     if let Some(d) = text.strip_prefix('+') {
         return Ok(now + parse_duration(d)?);
     }
