@@ -3,13 +3,17 @@
 #   images/build.sh [--out FILE] [--size SIZE] [--suite SUITE] [--mirror URL] [--profile P]
 # Default: images/out/oca-appliance.img, 2G, bookworm, http://deb.debian.org/debian, release
 # (`--profile dev` takes the debug binaries a test run has built: hwtests/tests/image_boot.rs).
-# Needs root, debootstrap, sfdisk, losetup, mkfs.ext4, mkfs.vfat, mkfs.xfs and extlinux
-# (apt-get install debootstrap fdisk dosfstools xfsprogs extlinux syslinux-common).
+# Writes FILE.sha256 beside the image (`sha256sum -c` format).
+# Needs root, debootstrap, sfdisk, losetup, mkfs.ext4, mkfs.vfat, mkfs.xfs, extlinux and mtools
+# (apt-get install debootstrap fdisk dosfstools xfsprogs extlinux syslinux-common mtools).
 #
-# Layout (MBR, BIOS boot through SYSLINUX's MBR and EXTLINUX):
+# Layout (MBR; boots with BIOS through SYSLINUX's MBR and EXTLINUX, and with UEFI through GRUB
+# from the EFI system partition's removable-media path):
 #   p1 OCAROOT   ext4  Debian (kernel, systemd), our binaries, units and setup
 #   p2 OCACONFIG vfat  the appliance's configuration: oca.conf, tls/, service configs
 #   p3 OCASTORE0 xfs   a first store disk (real appliances label their NVMe disks OCASTORE<N>)
+#   p4 OCAESP    vfat  EFI system partition: EFI/BOOT/BOOTX64.EFI, a GRUB that reads
+#                      /boot/grub/grub.cfg from OCAROOT
 # See images/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +36,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (loop devices, mounts, chroot)" >&2; exit 1; }
-for t in debootstrap sfdisk losetup mkfs.ext4 mkfs.vfat mkfs.xfs extlinux; do
+for t in debootstrap sfdisk losetup mkfs.ext4 mkfs.vfat mkfs.xfs extlinux mmd mcopy; do
   command -v $t >/dev/null || { echo "build.sh: $t not found (see the header of $0)" >&2; exit 1; }
 done
 SYSLINUX=/usr/lib/syslinux
@@ -72,15 +76,17 @@ trap cleanup EXIT
 
 IMG=$WORK/image.raw
 truncate -s "$SIZE" "$IMG"
-# Config and store partitions at the end, the root takes the rest.
+# Config, store and EFI partitions at the end, the root takes the rest.
 total=$(( $(stat -c %s "$IMG") / 512 ))
-cfg_sectors=$((64 * 2048)); store_sectors=$((320 * 2048))
-root_sectors=$((total - 2048 - cfg_sectors - store_sectors))
+cfg_sectors=$((64 * 2048)); store_sectors=$((320 * 2048)); esp_sectors=$((32 * 2048))
+root_sectors=$((total - 2048 - cfg_sectors - store_sectors - esp_sectors))
+esp_start=$((2048 + root_sectors + cfg_sectors + store_sectors))
 sfdisk -q "$IMG" <<PARTS
 label: dos
 start=2048, size=$root_sectors, type=83, bootable
 start=$((2048 + root_sectors)), size=$cfg_sectors, type=c
 start=$((2048 + root_sectors + cfg_sectors)), size=$store_sectors, type=83
+start=$esp_start, size=$esp_sectors, type=ef
 PARTS
 # One loop device per partition (offset + size): partition scanning on loop devices is not
 # available in every container or CI sandbox.
@@ -90,16 +96,18 @@ part_loop() { # start-sector sectors
 ROOT_DEV=$(part_loop 2048 $root_sectors)
 CFG_DEV=$(part_loop $((2048 + root_sectors)) $cfg_sectors)
 STORE_DEV=$(part_loop $((2048 + root_sectors + cfg_sectors)) $store_sectors)
+ESP_DEV=$(part_loop $esp_start $esp_sectors)
 # No 64bit feature: EXTLINUX 6.04 cannot boot from a 64bit ext4.
 mkfs.ext4 -q -O ^64bit -L OCAROOT "$ROOT_DEV"
 mkfs.vfat -n OCACONFIG "$CFG_DEV" >/dev/null
 mkfs.xfs -q -f -L OCASTORE0 "$STORE_DEV"
+mkfs.vfat -F 16 -n OCAESP "$ESP_DEV" >/dev/null
 mkdir -p "$MNT"
 mount "$ROOT_DEV" "$MNT"
 
 echo "build.sh: debootstrap $SUITE from $MIRROR"
 debootstrap --variant=minbase --cache-dir="$CACHE/debs" \
-  --include=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,openssl,ca-certificates,procps,xfsprogs,wrk,prometheus-node-exporter \
+  --include=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,openssl,ca-certificates,procps,xfsprogs,wrk,prometheus-node-exporter,grub-efi-amd64-bin \
   "$SUITE" "$MNT" "$MIRROR" > "$WORK/debootstrap.log" 2>&1 \
   || { tail -30 "$WORK/debootstrap.log" >&2; exit 1; }
 KVER=$(ls "$MNT/lib/modules" | sort -V | tail -1)
@@ -109,13 +117,13 @@ install -m755 "$BIN/oca-daemon" "$BIN/fill-agent" "$BIN/oca-qualify" "$MNT/usr/b
 install -m644 "$REPO/systemd/oca-daemon.service" "$REPO/systemd/fill-agent.service" "$MNT/usr/lib/systemd/system/"
 install -m644 "$REPO/systemd/oca.sysusers.conf" "$MNT/usr/lib/sysusers.d/oca.conf"
 install -m644 "$REPO/systemd/oca.tmpfiles.conf" "$MNT/usr/lib/tmpfiles.d/oca.conf"
-mkdir -p "$MNT/usr/lib/modules-load.d" "$MNT/usr/share/doc/oca" "$MNT/usr/lib/oca"
+mkdir -p "$MNT/usr/lib/modules-load.d" "$MNT/usr/share/doc/oca-appliance" "$MNT/usr/lib/oca"
 install -m644 "$REPO/systemd/oca-tls.modules-load.conf" "$MNT/usr/lib/modules-load.d/oca-tls.conf"
-install -m644 "$REPO"/docs/*.md "$MNT/usr/share/doc/oca/"
-install -m644 "$REPO/hwtests/qualify.example.toml" "$MNT/usr/share/doc/oca/"
+install -m644 "$REPO"/docs/*.md "$MNT/usr/share/doc/oca-appliance/"
+install -m644 "$REPO/hwtests/qualify.example.toml" "$MNT/usr/share/doc/oca-appliance/"
 # The image's own manual (oca.conf keys), where oca-setup and its unit point.
-install -m644 "$REPO/images/README.md" "$MNT/usr/share/doc/oca/image.md"
-install -m644 "$REPO/images/oca.conf.example" "$MNT/usr/share/doc/oca/"
+install -m644 "$REPO/images/README.md" "$MNT/usr/share/doc/oca-appliance/image.md"
+install -m644 "$REPO/images/oca.conf.example" "$MNT/usr/share/doc/oca-appliance/"
 cp -r "$REPO/images/rootfs/." "$MNT/"
 chmod 755 "$MNT/usr/lib/oca/oca-setup" "$MNT/usr/lib/oca/oca-bgp-toml"
 cat > "$MNT/etc/fstab" <<FSTAB
@@ -136,7 +144,9 @@ done
 chroot "$MNT" depmod -a "$KVER"
 rm -rf "$MNT"/var/cache/apt/*.bin "$MNT"/var/cache/apt/archives/*.deb "$MNT"/var/lib/apt/lists/* "$MNT"/var/log/*.log
 
-echo "build.sh: bootloader"
+echo "build.sh: bootloaders (BIOS: EXTLINUX; UEFI: GRUB)"
+# One kernel command line for both: an operator's oca.<key>= arguments go on it in both files.
+CMDLINE="root=LABEL=OCAROOT ro console=tty0 console=ttyS0,115200"
 mkdir -p "$MNT/boot/syslinux"
 cp $SYSLINUX/modules/bios/{ldlinux.c32,libcom32.c32,libutil.c32,menu.c32} "$MNT/boot/syslinux/"
 cat > "$MNT/boot/syslinux/syslinux.cfg" <<CFG
@@ -150,8 +160,35 @@ LABEL oca
   MENU LABEL Open Connect appliance ($KVER)
   LINUX /boot/vmlinuz-$KVER
   INITRD /boot/initrd.img-$KVER
-  APPEND root=LABEL=OCAROOT ro console=tty0 console=ttyS0,115200
+  APPEND $CMDLINE
 CFG
+# UEFI: the firmware starts EFI/BOOT/BOOTX64.EFI from the EFI system partition (the removable-
+# media path: no NVRAM entry to write, the disk boots in any machine). It is a GRUB image with
+# the modules it needs built in, which finds OCAROOT by label and reads /boot/grub/grub.cfg
+# there, so the kernel, the initrd and the command line are the root filesystem's, as EXTLINUX's.
+mkdir -p "$MNT/boot/grub"
+cat > "$MNT/boot/grub/grub.cfg" <<CFG
+# Kernel arguments oca.<key>=<value> may be added to the linux line, as to syslinux.cfg's APPEND.
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=1
+menuentry "Open Connect appliance ($KVER)" {
+  linux /boot/vmlinuz-$KVER $CMDLINE
+  initrd /boot/initrd.img-$KVER
+}
+CFG
+cat > "$MNT/tmp/grub-embedded.cfg" <<'CFG'
+search --no-floppy --label OCAROOT --set=root
+configfile ($root)/boot/grub/grub.cfg
+CFG
+chroot "$MNT" grub-mkstandalone --format=x86_64-efi --output=/tmp/BOOTX64.EFI \
+  --modules="part_msdos ext2 search search_label configfile linux normal serial terminal echo" \
+  --locales= --fonts= --themes= "boot/grub/grub.cfg=/tmp/grub-embedded.cfg"
+# mtools, not a mount: kernels without vfat (some CI sandboxes) build the image too.
+MTOOLS_SKIP_CHECK=1 mmd -i "$ESP_DEV" ::/EFI ::/EFI/BOOT
+MTOOLS_SKIP_CHECK=1 mcopy -i "$ESP_DEV" "$MNT/tmp/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+rm -f "$MNT/tmp/BOOTX64.EFI" "$MNT/tmp/grub-embedded.cfg"
 extlinux --install "$MNT/boot/syslinux" 2> "$WORK/extlinux.log" >&2 || { cat "$WORK/extlinux.log" >&2; exit 1; }
 # Deleted packages and modules leave written blocks behind: discard them so the image stays sparse.
 fstrim "$MNT" 2>/dev/null || true
@@ -160,5 +197,6 @@ detach_loops
 # The MBR's boot code (partition table kept) loads the active partition's boot sector.
 dd if=$SYSLINUX/mbr/mbr.bin of="$IMG" bs=440 count=1 conv=notrunc status=none
 mv "$IMG" "$OUT"
+(cd "$(dirname "$OUT")" && sha256sum "$(basename "$OUT")" > "$(basename "$OUT").sha256")
 alloc=$(du -k "$OUT" | cut -f1)
 echo "build.sh: $OUT: $(du -h --apparent-size "$OUT" | cut -f1) disk, $((alloc / 1024)) MiB written, in $(( $(date +%s) - t0 )) s"

@@ -7,7 +7,10 @@
 //! sessions oca.conf names (no router answers them here), until the appliance has filled
 //! the title from the control plane's origin, and then plays it as a player would: a play
 //! request, a signed byte range over HTTPS from the VM's oca-daemon, every byte checked, with
-//! kernel TLS engaged (Debian's kernel ships `tls.ko`, the image loads it at boot).
+//! kernel TLS engaged (Debian's kernel ships `tls.ko`, the image loads it at boot). That boot
+//! is BIOS (SeaBIOS, EXTLINUX); the same disk then boots again with UEFI (Debian's OVMF, GRUB
+//! from the EFI system partition) and serves the same signed range from the content and the
+//! configuration the first boot left. The image's SHA-256 file is checked with `sha256sum -c`.
 //!
 //! Prints the image size and the boot-to-ready time. Needs root, qemu-system-x86_64, mtools and
 //! what `images/build.sh` needs; without them the test says what is missing and passes, unless
@@ -38,16 +41,32 @@ fn missing() -> Vec<String> {
         "mkfs.vfat",
         "mkfs.xfs",
         "extlinux",
+        "sha256sum",
     ]
     .into_iter()
     .filter(|c| !test_support::on_path(c))
     .map(String::from)
     .collect();
+    if !Path::new(OVMF).exists() {
+        m.push(format!("{OVMF} (Debian's ovmf)"));
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         m.push("root".into());
     }
     m
+}
+
+/// UEFI firmware for QEMU: Debian's OVMF, without Secure Boot.
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// How the VM starts the disk.
+#[derive(Clone, Copy, Debug)]
+enum Firmware {
+    /// QEMU's SeaBIOS: the MBR, EXTLINUX.
+    Bios,
+    /// OVMF: the EFI system partition's BOOTX64.EFI (GRUB).
+    Uefi,
 }
 
 fn sh(cmd: &mut Command) -> String {
@@ -77,6 +96,10 @@ fn image(dir: &Path) -> PathBuf {
     test_support::without_cargo_test_env(&mut build);
     sh(build.arg("--out").arg(&out).args(["--profile", &profile]));
     eprintln!("image built in {:.0} s", started.elapsed().as_secs_f64());
+    // The checksum build.sh writes verifies, as an operator checks a download.
+    sh(Command::new("sha256sum")
+        .args(["-c", "oca-appliance.img.sha256"])
+        .current_dir(dir));
     let loops = sh(Command::new("losetup").arg("-j").arg(&out));
     assert!(
         loops.trim().is_empty(),
@@ -133,12 +156,16 @@ struct Vm {
 }
 
 impl Vm {
-    fn boot(img: &Path, hostfwd: &[(u16, u16)]) -> Vm {
+    fn boot(img: &Path, hostfwd: &[(u16, u16)], firmware: Firmware) -> Vm {
         let fwd: String = hostfwd
             .iter()
             .map(|(h, g)| format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"))
             .collect();
-        let mut child = Command::new("qemu-system-x86_64")
+        let mut qemu = Command::new("qemu-system-x86_64");
+        if let Firmware::Uefi = firmware {
+            qemu.args(["-bios", OVMF]);
+        }
+        let mut child = qemu
             .args([
                 "-m",
                 "1024",
@@ -356,7 +383,7 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     append_kernel_args(&img, "oca.site=isp oca.prefixes=127.0.0.0/8");
 
     let started = Instant::now();
-    let vm = Vm::boot(&img, &[(tls_port, 443), (admin_port, 9180)]);
+    let vm = Vm::boot(&img, &[(tls_port, 443), (admin_port, 9180)], Firmware::Bios);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -506,11 +533,58 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         filled.as_secs_f64(),
         ktls
     );
+
+    // The same disk on a UEFI machine: the content and configuration the BIOS boot left serve
+    // the same signed range.
+    assert!(
+        vm.console().contains("SeaBIOS"),
+        "the first boot was not BIOS"
+    );
+    drop(vm);
+    let started = Instant::now();
+    let vm = Vm::boot(&img, &[(tls_port, 443), (admin_port, 9180)], Firmware::Uefi);
+    wait_for(
+        "oca-daemon /readyz after a UEFI boot",
+        &vm,
+        Duration::from_secs(400),
+        || {
+            let r = http.get(format!("http://{admin}/readyz")).send().ok()?;
+            (r.status() == 200).then_some(())
+        },
+    );
+    let uefi_ready = started.elapsed();
+    let console = vm.console();
+    assert!(
+        console.contains("BdsDxe") && !console.contains("SeaBIOS"),
+        "not a UEFI boot:\n{console}"
+    );
+    assert!(
+        console.contains("Open Connect appliance"),
+        "GRUB's menu entry:\n{console}"
+    );
+    assert!(
+        console.contains("oca.site=isp"),
+        "the kernel arguments an operator added reach the UEFI boot too:\n{console}"
+    );
+    let r = https
+        .get(&url)
+        .header("Range", format!("bytes={first}-{last}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(
+        r.bytes().unwrap()[..] == body[first..=last],
+        "after the UEFI boot"
+    );
+    eprintln!(
+        "UEFI boot (OVMF, TCG) to oca-daemon ready: {:.1} s",
+        uefi_ready.as_secs_f64()
+    );
     drop(cp.proc);
 }
 
-/// Adds kernel arguments to the image's boot entry (EXTLINUX's APPEND line on the root
-/// filesystem, partition 1), as an operator would.
+/// Adds kernel arguments to the image's boot entries (EXTLINUX's APPEND line and GRUB's linux
+/// line, both on the root filesystem, partition 1), as an operator would.
 fn append_kernel_args(img: &Path, args: &str) {
     let mnt = img.with_extension("root");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -530,17 +604,20 @@ fn append_kernel_args(img: &Path, args: &str) {
         .status()
         .unwrap()
         .success();
-    let cfg = mnt.join("boot/syslinux/syslinux.cfg");
-    let edited = mounted
-        && std::fs::read_to_string(&cfg)
+    let edit = |cfg: &Path| {
+        std::fs::read_to_string(cfg)
             .map(|t| {
                 t.replace(
                     "console=ttyS0,115200",
                     &format!("console=ttyS0,115200 {args}"),
                 )
             })
-            .and_then(|t| std::fs::write(&cfg, t))
-            .is_ok();
+            .and_then(|t| std::fs::write(cfg, t))
+            .is_ok()
+    };
+    let cfg = mnt.join("boot/syslinux/syslinux.cfg");
+    let grub = mnt.join("boot/grub/grub.cfg");
+    let edited = mounted && edit(&cfg) && edit(&grub);
     let _ = Command::new("umount").arg(&mnt).status();
     let _ = Command::new("losetup").args(["-d", &dev]).status();
     assert!(edited, "could not edit {}", cfg.display());
