@@ -24,7 +24,6 @@
 
 mod bgp;
 mod bucket;
-mod config;
 mod control_plane;
 mod daemon;
 mod disks;
@@ -43,6 +42,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+// The command line and configuration live in the library, for the man page generator too.
+use fill_agent::config;
 use oca_protocol::health::HealthReply;
 use oca_protocol::manifest::Manifest;
 use oca_store::Store;

@@ -3,47 +3,11 @@
 //! and an end-to-end wrk load run over the stores, each held to a threshold from the config.
 //! Prints a table, optionally writes JSON, and exits 0 only when every check passes.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use hwtests::qualify::cli::{Cli, Group};
 use hwtests::qualify::{self, report, Check, Config};
-
-/// Qualifies an Open Connect appliance: disks, filesystems, kernel TLS, network, load.
-///
-/// Exit status: 0 every check passed (skipped ones included), 1 a check failed, 2 the
-/// configuration is wrong. Run as root (raw block devices, module loading).
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Cli {
-    /// Thresholds and what to check (TOML; see hwtests/qualify.example.toml).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Also write the report as JSON to FILE ("-" for stdout, after the table).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// The oca-daemon binary for the kTLS and load checks (default: next to this one, or PATH).
-    #[arg(long, value_name = "PATH")]
-    daemon: Option<PathBuf>,
-    /// Run only these groups (repeatable); default all.
-    #[arg(long, value_enum)]
-    only: Vec<Group>,
-}
-
-/// Groups of checks.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Group {
-    /// Filesystem and mount checks of each store.
-    Fs,
-    /// Block-device read bandwidth and IOPS of each store.
-    Disk,
-    /// Kernel TLS availability and an HTTPS round trip.
-    Ktls,
-    /// Interfaces, links, reachability.
-    Net,
-    /// wrk with random ranges over the stores.
-    Load,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

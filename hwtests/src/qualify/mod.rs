@@ -1,6 +1,7 @@
 //! Appliance qualification (turn-up): disks, filesystems, kernel TLS, network and an end-to-end
 //! load run, each a check with a value and a threshold from the config file.
 
+pub mod cli;
 pub mod config;
 pub mod disk;
 pub mod fs;
