@@ -5,7 +5,8 @@
 # (`--profile dev` takes the debug binaries a test run has built: hwtests/tests/image_boot.rs).
 # Writes FILE.sha256 beside the image (`sha256sum -c` format).
 # Needs root, debootstrap, sfdisk, losetup, mkfs.ext4, mkfs.vfat, mkfs.xfs, extlinux and mtools
-# (apt-get install debootstrap fdisk dosfstools xfsprogs extlinux syslinux-common mtools).
+# (apt-get install debootstrap fdisk dosfstools xfsprogs extlinux syslinux-common mtools
+# dpkg-dev), and cargo-deb for the appliance package it installs (docs/packaging.md).
 #
 # Layout (MBR; boots with BIOS through SYSLINUX's MBR and EXTLINUX, and with UEFI through GRUB
 # from the EFI system partition's removable-media path):
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (loop devices, mounts, chroot)" >&2; exit 1; }
-for t in debootstrap sfdisk losetup mkfs.ext4 mkfs.vfat mkfs.xfs extlinux mmd mcopy; do
+for t in debootstrap sfdisk losetup mkfs.ext4 mkfs.vfat mkfs.xfs extlinux mmd mcopy cargo-deb dpkg-shlibdeps; do
   command -v $t >/dev/null || { echo "build.sh: $t not found (see the header of $0)" >&2; exit 1; }
 done
 SYSLINUX=/usr/lib/syslinux
@@ -44,21 +45,16 @@ SYSLINUX=/usr/lib/syslinux
 
 t0=$(date +%s)
 case $PROFILE in
-  release) BIN=$REPO/target/release ;;
-  dev) BIN=$REPO/target/debug ;;
+  release|dev) ;;
   *) echo "build.sh: --profile is release or dev, not $PROFILE" >&2; exit 2 ;;
 esac
-echo "build.sh: $PROFILE binaries"
-if [ "$PROFILE" = dev ]; then
-  # The units `cargo test --workspace` builds (test_support::cargo_bins says why): no rebuild
-  # inside a test run.
-  cargo build --locked -q --workspace --tests
-else
-  # The commit, for the services' *_build_info metric (dev builds say `unknown`: setting it
-  # there would rebuild what the tests already built).
-  OCA_REVISION=$(git -C "$REPO" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) \
-    cargo build --release --locked -q -p oca-daemon -p fill-agent -p hwtests --bin oca-daemon --bin fill-agent --bin oca-qualify
-fi
+echo "build.sh: $PROFILE packages"
+# The appliance is installed from its Debian package (packaging/build-debs.sh builds it from
+# the $PROFILE binaries), as on any Debian machine: the same files, users and maintainer
+# scripts, and dpkg knows them, so a later package upgrades them (images/README.md, "Upgrades").
+DEBS=$(mktemp -d /var/tmp/oca-image-debs.XXXXXX)
+"$REPO/packaging/build-debs.sh" --profile "$PROFILE" --fast --out "$DEBS" >&2
+APPLIANCE_DEB=$(ls "$DEBS"/oca-appliance_*_amd64.deb)
 
 mkdir -p "$(dirname "$OUT")" "$CACHE/debs"
 WORK=$(mktemp -d /var/tmp/oca-image.XXXXXX)
@@ -68,6 +64,7 @@ MNT=$WORK/root
 detach_loops() { losetup -j "$IMG" -n -O NAME 2>/dev/null | xargs -r -n1 losetup -d; }
 cleanup() {
   set +e
+  rm -rf "$DEBS"
   umount "$MNT" 2>/dev/null
   detach_loops
   rm -rf "$WORK"
@@ -113,14 +110,13 @@ debootstrap --variant=minbase --cache-dir="$CACHE/debs" \
 KVER=$(ls "$MNT/lib/modules" | sort -V | tail -1)
 
 echo "build.sh: installing oca ($KVER)"
-install -m755 "$BIN/oca-daemon" "$BIN/fill-agent" "$BIN/oca-qualify" "$MNT/usr/bin/"
-install -m644 "$REPO/systemd/oca-daemon.service" "$REPO/systemd/fill-agent.service" "$MNT/usr/lib/systemd/system/"
-install -m644 "$REPO/systemd/oca.sysusers.conf" "$MNT/usr/lib/sysusers.d/oca.conf"
-install -m644 "$REPO/systemd/oca.tmpfiles.conf" "$MNT/usr/lib/tmpfiles.d/oca.conf"
-mkdir -p "$MNT/usr/lib/modules-load.d" "$MNT/usr/share/doc/oca-appliance" "$MNT/usr/lib/oca"
-install -m644 "$REPO/systemd/oca-tls.modules-load.conf" "$MNT/usr/lib/modules-load.d/oca-tls.conf"
-install -m644 "$REPO"/docs/*.md "$MNT/usr/share/doc/oca-appliance/"
-install -m644 "$REPO/hwtests/qualify.example.toml" "$MNT/usr/share/doc/oca-appliance/"
+cp "$APPLIANCE_DEB" "$MNT/tmp/"
+# Nothing starts in the chroot (systemctl knows it is in one; policy-rc.d makes sure).
+printf '#!/bin/sh\nexit 101\n' > "$MNT/usr/sbin/policy-rc.d"; chmod 755 "$MNT/usr/sbin/policy-rc.d"
+chroot "$MNT" dpkg -i "/tmp/$(basename "$APPLIANCE_DEB")" > "$WORK/dpkg.log" 2>&1 \
+  || { tail -30 "$WORK/dpkg.log" >&2; exit 1; }
+rm -f "$MNT/usr/sbin/policy-rc.d" "$MNT/tmp/$(basename "$APPLIANCE_DEB")"
+mkdir -p "$MNT/usr/lib/oca"
 # The image's own manual (oca.conf keys), where oca-setup and its unit point.
 install -m644 "$REPO/images/README.md" "$MNT/usr/share/doc/oca-appliance/image.md"
 install -m644 "$REPO/images/oca.conf.example" "$MNT/usr/share/doc/oca-appliance/"

@@ -8,9 +8,12 @@
 //! the title from the control plane's origin, and then plays it as a player would: a play
 //! request, a signed byte range over HTTPS from the VM's oca-daemon, every byte checked, with
 //! kernel TLS engaged (Debian's kernel ships `tls.ko`, the image loads it at boot). That boot
-//! is BIOS (SeaBIOS, EXTLINUX); the same disk then boots again with UEFI (Debian's OVMF, GRUB
-//! from the EFI system partition) and serves the same signed range from the content and the
-//! configuration the first boot left. The image's SHA-256 file is checked with `sha256sum -c`.
+//! is BIOS (SeaBIOS, EXTLINUX). Then the upgrade an operator makes: version N+1 of the
+//! appliance package (`packaging/build-debs.sh --version`) goes into `updates/` on the config
+//! partition, and the same disk boots again, this time with UEFI (Debian's OVMF, GRUB from the
+//! EFI system partition): oca-setup installs N+1 before the services start, and the appliance
+//! serves the same signed range from the content and the configuration the first boot left.
+//! The image's SHA-256 file is checked with `sha256sum -c`.
 //!
 //! Prints the image size and the boot-to-ready time. Needs root, qemu-system-x86_64, mtools and
 //! what `images/build.sh` needs; without them the test says what is missing and passes, unless
@@ -42,6 +45,8 @@ fn missing() -> Vec<String> {
         "mkfs.xfs",
         "extlinux",
         "sha256sum",
+        "cargo-deb",
+        "dpkg-shlibdeps",
     ]
     .into_iter()
     .filter(|c| !test_support::on_path(c))
@@ -541,6 +546,35 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         "the first boot was not BIOS"
     );
     drop(vm);
+    // Version N+1 of the appliance package on the config partition, as an operator puts it.
+    let debs = dir.path().join("debs");
+    let mut build = Command::new(repo().join("packaging/build-debs.sh"));
+    test_support::without_cargo_test_env(&mut build);
+    sh(build
+        .args([
+            "--profile",
+            "dev",
+            "--fast",
+            "--version",
+            "0.1.0-2",
+            "--out",
+        ])
+        .arg(&debs));
+    let part = format!("{}@@{}", img.display(), partition_offset(&img, 2));
+    let mtools = |cmd: &str, args: &[&std::ffi::OsStr]| {
+        sh(Command::new(cmd)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &part])
+            .args(args))
+    };
+    mtools("mmd", &["::updates".as_ref()]);
+    mtools(
+        "mcopy",
+        &[
+            debs.join("oca-appliance_0.1.0-2_amd64.deb").as_os_str(),
+            "::updates/".as_ref(),
+        ],
+    );
     let started = Instant::now();
     let vm = Vm::boot(&img, &[(tls_port, 443), (admin_port, 9180)], Firmware::Uefi);
     wait_for(
@@ -561,6 +595,10 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
     assert!(
         console.contains("Open Connect appliance"),
         "GRUB's menu entry:\n{console}"
+    );
+    assert!(
+        console.contains("oca-setup: installed oca-appliance 0.1.0-2 (was 0.1.0-1)"),
+        "the upgrade from the config partition:\n{console}"
     );
     assert!(
         console.contains("oca.site=isp"),
