@@ -44,6 +44,9 @@ case $PROFILE in
     # The units `cargo test --workspace` builds (test_support::cargo_bins says why): no rebuild
     # inside a test run.
     cargo build --locked -q --workspace --tests
+    # The generator is a plain binary of a crate without tests, which that build leaves out:
+    # built here (its dependencies are the ones just built, so this is a link).
+    cargo build --locked -q -p oca-gen-docs --bin oca-gen-docs
     # Stripped: the packages' layout and scripts are what a test looks at, not debug info.
     DEBUG=(--strip --no-dbgsym)
     ;;
