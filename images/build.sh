@@ -53,6 +53,8 @@ echo "build.sh: $PROFILE packages"
 # the $PROFILE binaries), as on any Debian machine: the same files, users and maintainer
 # scripts, and dpkg knows them, so a later package upgrades them (images/README.md, "Upgrades").
 DEBS=$(mktemp -d /var/tmp/oca-image-debs.XXXXXX)
+# Removed if the package build fails; `cleanup` below takes over once the image's work starts.
+trap 'rm -rf "$DEBS"' EXIT
 "$REPO/packaging/build-debs.sh" --profile "$PROFILE" --fast --out "$DEBS" >&2
 APPLIANCE_DEB=$(ls "$DEBS"/oca-appliance_*_amd64.deb)
 
