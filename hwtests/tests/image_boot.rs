@@ -508,11 +508,14 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         .build()
         .unwrap();
     let (first, last) = (1_000_003usize, 6_500_000usize);
-    let r = https
-        .get(&url)
-        .header("Range", format!("bytes={first}-{last}"))
-        .send()
-        .unwrap();
+    let signed_range = || {
+        https
+            .get(&url)
+            .header("Range", format!("bytes={first}-{last}"))
+            .send()
+            .unwrap()
+    };
+    let r = signed_range();
     assert_eq!(r.status(), 206);
     assert_eq!(
         r.headers()["content-range"].to_str().unwrap(),
@@ -604,11 +607,7 @@ fn appliance_image_boots_fills_and_serves_a_signed_range_over_ktls() {
         console.contains("oca.site=isp"),
         "the kernel arguments an operator added reach the UEFI boot too:\n{console}"
     );
-    let r = https
-        .get(&url)
-        .header("Range", format!("bytes={first}-{last}"))
-        .send()
-        .unwrap();
+    let r = signed_range();
     assert_eq!(r.status(), 206);
     assert!(
         r.bytes().unwrap()[..] == body[first..=last],

@@ -42,29 +42,17 @@ pub fn build(
     release: bool,
     bins: &[(&str, &str)],
 ) -> Result<HashMap<String, PathBuf>> {
-    let mut cmd = test_support::cargo();
-    cmd.current_dir(workspace)
-        .args([
-            "build",
-            "--locked",
-            "--message-format=json-render-diagnostics",
-            // Progress configuration only: the units and their fingerprints are the tests'.
-            "--config",
-            "term.progress.when=\"always\"",
-            "--config",
-            "term.progress.width=200",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if release {
-        cmd.arg("--release");
-        for (pkg, bin) in bins {
-            cmd.args(["-p", pkg, "--bin", bin]);
-        }
-    } else {
-        cmd.args(["--workspace", "--tests"]);
-    }
+    let mut cmd = test_support::cargo_build(workspace, release, bins);
+    cmd.args([
+        // Progress configuration only: the units and their fingerprints are the tests'.
+        "--config",
+        "term.progress.when=\"always\"",
+        "--config",
+        "term.progress.width=200",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let profile = if release { "release" } else { "debug" };
     let started = Instant::now();
     let mut child = cmd.spawn().context("running cargo build")?;

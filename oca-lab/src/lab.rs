@@ -746,12 +746,7 @@ impl Lab {
             }
             let listed =
                 manifest_entries(&client, &self.cp_url, &a.id, &a.credential).unwrap_or_default();
-            let held: Vec<String> = serde_json::from_value(self.admin(
-                "GET",
-                &format!("/v1/admin/appliances/{}/inventory", a.id),
-                None,
-            )?)
-            .unwrap_or_default();
+            let held = self.inventory(&a.id)?;
             let store = a.dir.join("store");
             let mut p = FillProgress {
                 id: a.id.clone(),
@@ -773,6 +768,12 @@ impl Lab {
         Ok(all)
     }
 
+    /// The content ids the control plane says appliance `id` holds.
+    fn inventory(&self, id: &str) -> Result<Vec<String>> {
+        let held = self.admin("GET", &format!("/v1/admin/appliances/{id}/inventory"), None)?;
+        Ok(serde_json::from_value(held).unwrap_or_default())
+    }
+
     /// One line per appliance: id, site, URL, status, files held, and what it hears (its BGP
     /// sessions up and prefixes heard, or its static prefixes); then, where appliances report
     /// BGP, each session as the control plane holds it (`/v1/admin/bgp/sessions`).
@@ -790,12 +791,7 @@ impl Lab {
                 .and_then(|x| x["status"].as_str())
                 .unwrap_or("?")
                 .to_string();
-            let held: Vec<String> = serde_json::from_value(self.admin(
-                "GET",
-                &format!("/v1/admin/appliances/{}/inventory", a.id),
-                None,
-            )?)
-            .unwrap_or_default();
+            let held = self.inventory(&a.id)?;
             let routes = match bgp.iter().find(|b| b.oca_id == a.id) {
                 Some(b) => format!(
                     "BGP {}/{} up, {} prefix(es)",

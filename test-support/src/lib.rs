@@ -16,7 +16,7 @@ pub mod proc;
 pub mod s3;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Deterministic bytes for a content id (xorshift seeded by the id's FNV-1a hash): test and
@@ -161,6 +161,27 @@ pub fn without_cargo_test_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// The `cargo build` of [`cargo_bins`] for the workspace at `workspace`, JSON messages on
+/// stdout: the one definition of what a test run builds, so whoever else builds the binaries
+/// (oca-lab) builds the same units and neither rebuilds the other's.
+pub fn cargo_build(workspace: &Path, release: bool, bins: &[(&str, &str)]) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(workspace).args([
+        "build",
+        "--locked",
+        "--message-format=json-render-diagnostics",
+    ]);
+    if release {
+        cmd.arg("--release");
+        for (pkg, bin) in bins {
+            cmd.args(["-p", pkg, "--bin", bin]);
+        }
+    } else {
+        cmd.args(["--workspace", "--tests"]);
+    }
+    cmd
+}
+
 /// Builds `(package, binary)` pairs of this workspace with the cargo running the tests, and
 /// returns each binary's path by name: tests that start other packages' binaries use it.
 ///
@@ -170,21 +191,11 @@ pub fn without_cargo_test_env(cmd: &mut Command) -> &mut Command {
 /// and the workspace run then recompiled shared dependencies (hyper, axum, reqwest, ...) once per
 /// distinct set, about ten times; a run of one package's tests pays one workspace build instead.
 pub fn cargo_bins(release: bool, bins: &[(&str, &str)]) -> HashMap<String, PathBuf> {
-    let mut cmd = cargo();
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "build",
-            "--locked",
-            "--message-format=json-render-diagnostics",
-        ]);
-    if release {
-        cmd.arg("--release");
-        for (pkg, bin) in bins {
-            cmd.args(["-p", pkg, "--bin", bin]);
-        }
-    } else {
-        cmd.args(["--workspace", "--tests"]);
-    }
+    let mut cmd = cargo_build(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+        release,
+        bins,
+    );
     let out = cmd.output().expect("running cargo build");
     assert!(out.status.success(), "cargo build failed");
     let mut found = HashMap::new();
