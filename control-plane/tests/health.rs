@@ -283,7 +283,9 @@ fn a_million_entry_inventory_stalls_neither_lookups_nor_other_writers() {
     assert!(!holds(&cp, "c0000001_1080p.mp4"));
     assert!(holds(&cp, "c1400000_1080p.mp4"));
     // kill -9 and restart: the switched-in generation is all that is left.
+    let t = Instant::now();
     cp = start(dir.path());
+    eprintln!("restart: {:?}", t.elapsed());
     let held = inventory(&cp, "oca-1");
     assert_eq!(
         (held.len(), held[0].as_str()),

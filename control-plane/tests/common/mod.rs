@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -196,17 +196,20 @@ pub fn start_args(args: &[String], token_file: &Path) -> Cp {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    // Every line up to the listening one comes back here, so a start that fails or takes too
+    // long says what the control plane was doing; later lines are read and dropped.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(" listening ") {
-                let _ = tx.send(line);
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        for line in lines.by_ref() {
+            let listening = line.contains(" listening ");
+            if tx.send(line).is_err() || listening {
+                break;
             }
         }
+        lines.for_each(drop);
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("control plane starts");
+    let line = listening_line(&rx);
     let at = line.find("addr=").unwrap() + 5;
     let addr = line[at..]
         .split_whitespace()
@@ -219,6 +222,28 @@ pub fn start_args(args: &[String], token_file: &Path) -> Cp {
         .trim()
         .to_string();
     Cp { child, addr, token }
+}
+
+/// How long a start may take: a deadline, not a measurement. A restart with a million-entry
+/// inventory (tests/health.rs) loads it into the fleet view in 8 s (SQLite) to 10 s (PostgreSQL)
+/// in a debug build on an idle machine, 18 s beside two busy loops, and took more than 20 s
+/// beside the rest of the suite on two cores: a CI run failed so at a 20 s deadline.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The control plane's "listening" line, or a panic with what it logged instead.
+fn listening_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(" listening ") => return line,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!(
+                "control plane did not start ({e:?} after {START_DEADLINE:?}); it logged:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
 }
 
 impl Cp {
