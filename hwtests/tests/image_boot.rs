@@ -39,7 +39,7 @@ fn missing() -> Vec<String> {
     let mut m: Vec<String> = [
         "qemu-system-x86_64",
         "mcopy",
-        "debootstrap",
+        "mmdebstrap",
         "sfdisk",
         "mkfs.vfat",
         "mkfs.xfs",
