@@ -10,12 +10,13 @@
 //! Invariant: a `WorkerCtx` never leaves its thread (it holds `Rc`s), so nothing in it is
 //! locked; what is shared between workers sits in [`Shared`], read-only but for atomics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use oca_store::Store;
 
-use crate::access_log::{AccessLog, Pending};
+use crate::access_log::{AccessLog, Outcome, Pending};
 use crate::cold::{self, ColdConfig};
 use crate::config::Limits;
 use crate::engine::contract::Capabilities;
@@ -126,6 +127,19 @@ impl WorkerCtx {
             }
         }
         Some(Pending::capture(req))
+    }
+
+    /// Logs a one-shot reply on a connection about to close (`Outcome::closing`); errors are
+    /// never sampled out. `request` is only made when a log is kept.
+    pub fn log_closing(
+        &self,
+        peer: Option<SocketAddr>,
+        request: impl FnOnce() -> Pending,
+        outcome: &Outcome,
+    ) {
+        if let Some(log) = &self.shared.access_log {
+            log.record(self.index, peer, &request(), outcome);
+        }
     }
 
     /// What the sans-IO request handler needs to answer one request on this worker.

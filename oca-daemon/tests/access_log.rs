@@ -239,6 +239,68 @@ fn lines_are_combined_goaccess_reads_them_and_no_signature_is_written() {
     }
 }
 
+/// What nginx logs and a shorter path once did not: a head cut off by the header timeout (408)
+/// and a connection over the per-client cap (503 at accept) are logged like any other error,
+/// the 408 with what the client had sent of its request line, less the signature.
+#[test]
+fn timeouts_and_refused_connections_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    put(dir.path(), ID, &pattern(1, 5000));
+    let (key, keys) = keys(dir.path());
+    for engine in ["uring", "epoll"] {
+        let log = dir.path().join(format!("closing-{engine}.log"));
+        let s = Server::start(
+            engine,
+            &[dir.path()],
+            &[
+                "--keys",
+                keys.to_str().unwrap(),
+                "--access-log",
+                log.to_str().unwrap(),
+                "--header-timeout",
+                "1",
+                "--max-connections-per-client",
+                "1",
+            ],
+        );
+        let query = signed_query(&key, ID, now() + 600, Scope::Play);
+        let signature = query.rsplit_once("s=").unwrap().1.to_string();
+        let mut slow = connect(s.addr);
+        slow.write_all(format!("GET /c/{ID}?{query} HTTP/1.1\r\nHost: t\r\n").as_bytes())
+            .unwrap();
+        // The cap is one connection per client, and `slow` holds it once it is accepted.
+        s.metrics_when(|_| s.metric("oca_connections_accepted_total") >= 1.0);
+        // Nothing sent: a refused connection closed with unread input would be reset, and
+        // the reset could beat the 503 to the client.
+        let mut over = connect(s.addr);
+        let refused = read_response(&mut over, false).unwrap();
+        assert_eq!(refused.status, 503);
+        let timed_out = read_response(&mut slow, false).unwrap();
+        assert_eq!(timed_out.status, 408);
+        let lines = lines_when(&log, 2);
+        assert_eq!(lines.len(), 2, "{engine}: {lines:#?}");
+        let parsed: Vec<Combined> = lines
+            .iter()
+            .map(|l| parse_combined(l).unwrap_or_else(|| panic!("not combined: {l}")))
+            .collect();
+        let (unavailable, timeout) = (&parsed[0], &parsed[1]);
+        assert_eq!(
+            (unavailable.status, unavailable.request.as_str()),
+            (503, "-"),
+            "{engine}: {lines:#?}"
+        );
+        assert_eq!(timeout.status, 408, "{engine}: {lines:#?}");
+        assert_eq!(unavailable.addr, "127.0.0.1");
+        assert!(
+            timeout.request.starts_with(&format!("GET /c/{ID}?e=")),
+            "{engine}: {lines:#?}"
+        );
+        assert!(!lines[1].contains(&signature), "{engine}: {}", lines[1]);
+        assert_eq!(field(&timeout.ours, "kid"), "-");
+        assert!(unavailable.body_bytes > 0 && timeout.body_bytes > 0);
+    }
+}
+
 #[test]
 fn sigusr1_reopens_the_file_after_logrotate_renamed_it() {
     let dir = tempfile::tempdir().unwrap();

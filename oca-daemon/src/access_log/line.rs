@@ -83,32 +83,33 @@ pub struct Outcome {
     pub complete: bool,
 }
 
+impl Outcome {
+    /// A one-shot reply on a connection about to close (400, 408, 503): `sent` bytes of
+    /// `reply` (head and body, one buffer) went out at once.
+    pub fn closing(status: u16, reply: &[u8], sent: usize, tls: Option<TlsMode>) -> Outcome {
+        let head_len = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(reply.len(), |i| i + 4);
+        Outcome {
+            status,
+            sent: sent as u64,
+            head_len: head_len.min(sent) as u64,
+            elapsed: Duration::ZERO,
+            body: BodySources::default(),
+            tls,
+            complete: sent == reply.len(),
+        }
+    }
+}
+
 impl Pending {
     /// The fields of a parsed request.
     pub fn capture(req: &Request<'_>) -> Pending {
         let mut p = Pending::empty();
         escape(&mut p.text, req.method_token.as_bytes());
         p.text.push(b' ');
-        let (path, query) = match req.target.iter().position(|&b| b == b'?') {
-            Some(q) => (&req.target[..q], Some(&req.target[q + 1..])),
-            None => (req.target, None),
-        };
-        escape(&mut p.text, path);
-        let mut kid: &[u8] = b"-";
-        if let Some(query) = query {
-            let mut sep = b'?';
-            for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-                if pair == b"s" || pair.starts_with(b"s=") {
-                    continue;
-                }
-                if let Some(k) = pair.strip_prefix(b"k=") {
-                    kid = k;
-                }
-                p.text.push(sep);
-                escape(&mut p.text, pair);
-                sep = b'&';
-            }
-        }
+        let kid = push_target(&mut p.text, req.target).unwrap_or(b"-");
         let _ = write!(p.text, " HTTP/1.{}", req.minor_version);
         p.ends[0] = p.text.len();
         for (i, field) in [req.referer, req.user_agent, req.range, Some(kid)]
@@ -121,7 +122,10 @@ impl Pending {
         p
     }
 
-    /// The fields of a head that was refused before it could be parsed: its first line as sent.
+    /// The fields of a head that was refused before it could be parsed (or before it was
+    /// whole: a 408): its first line as sent, less any signature. Every word with a `?` is
+    /// written as a target is, so a signed URL in a head refused for a later fault does not
+    /// put its signature in the log.
     pub fn refused(input: &[u8]) -> Pending {
         let mut p = Pending::empty();
         let line = input
@@ -129,13 +133,34 @@ impl Pending {
             .next()
             .unwrap_or_default()
             .trim_ascii_end();
-        escape(&mut p.text, line);
-        p.ends[0] = p.text.len();
-        for i in 1..5 {
-            p.text.push(b'-');
-            p.ends[i] = p.text.len();
+        for (i, word) in line.split(|&b| b == b' ').enumerate() {
+            if i > 0 {
+                p.text.push(b' ');
+            }
+            if word.contains(&b'?') {
+                push_target(&mut p.text, word);
+            } else {
+                escape(&mut p.text, word);
+            }
         }
+        p.ends[0] = p.text.len();
+        p.dashes_from(1);
         p
+    }
+
+    /// A connection refused before anything was read from it (a 503 at accept): `"-"` for
+    /// the request, as for every other field.
+    pub fn unread() -> Pending {
+        let mut p = Pending::empty();
+        p.dashes_from(0);
+        p
+    }
+
+    fn dashes_from(&mut self, first: usize) {
+        for i in first..5 {
+            self.text.push(b'-');
+            self.ends[i] = self.text.len();
+        }
     }
 
     fn empty() -> Pending {
@@ -231,6 +256,30 @@ pub fn write_line(
 }
 
 /// Appends `raw` escaped as nginx escapes its variables, cut at [`MAX_FIELD`] bytes.
+/// Writes a request target escaped, its query without the signature (`s=`); returns the key
+/// id (`k=`) when it names one.
+fn push_target<'t>(out: &mut Vec<u8>, target: &'t [u8]) -> Option<&'t [u8]> {
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (&target[..q], Some(&target[q + 1..])),
+        None => (target, None),
+    };
+    escape(out, path);
+    let mut kid = None;
+    let mut sep = b'?';
+    for pair in query.into_iter().flat_map(|q| q.split(|&b| b == b'&')) {
+        if pair.is_empty() || pair == b"s" || pair.starts_with(b"s=") {
+            continue;
+        }
+        if let Some(k) = pair.strip_prefix(b"k=") {
+            kid = Some(k);
+        }
+        out.push(sep);
+        escape(out, pair);
+        sep = b'&';
+    }
+    kid
+}
+
 fn escape(out: &mut Vec<u8>, raw: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in &raw[..raw.len().min(MAX_FIELD)] {
@@ -347,5 +396,42 @@ mod tests {
             got.starts_with("- - - [01/Jan/1970:00:00:00 +0000] \"GARBAGE \\x01\\x22\" 400 1000 \"-\" \"-\" range=\"-\""),
             "{got}"
         );
+    }
+
+    fn refused_line(p: &Pending, status: u16) -> String {
+        let mut out = Vec::new();
+        let o = Outcome {
+            status,
+            ..outcome()
+        };
+        write_line(&mut out, &mut LogClock::default(), UNIX_EPOCH, None, p, &o);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A head refused for a fault after its request line (or cut off by the header timeout)
+    /// still names a signed URL: the signature stays out of the log there too.
+    #[test]
+    fn a_refused_or_unfinished_head_loses_its_signature() {
+        for input in [
+            &b"GET /c/t1.mp4?e=1&k=k1&s=SECRETSIG HTTP/1.1\r\nBad Header\r\n\r\n"[..],
+            b"GET /c/t1.mp4?s=SECRETSIG&e=1&k=k1 HTTP/1.1\r\nHost: a",
+            b"GET /c/t1.mp4?e=1&k=k1&s=SECRETSIG",
+        ] {
+            let got = refused_line(&Pending::refused(input), 408);
+            assert!(!got.contains("SECRETSIG"), "{got}");
+            assert!(got.contains("\"GET /c/t1.mp4?e=1&k=k1"), "{got}");
+        }
+    }
+
+    #[test]
+    fn an_unread_connection_is_all_dashes() {
+        let got = refused_line(&Pending::unread(), 503);
+        assert!(
+            got.starts_with(
+                "- - - [01/Jan/1970:00:00:00 +0000] \"-\" 503 1000 \"-\" \"-\" range=\"-\""
+            ),
+            "{got}"
+        );
+        assert!(got.contains(" kid=- "), "{got}");
     }
 }

@@ -31,6 +31,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::access_log::{Outcome, Pending};
 use crate::admission::Ticket;
 use crate::cold;
 use crate::conn::lifecycle::Phase;
@@ -139,7 +140,7 @@ impl Conn {
             Decrypted::Passthrough => return self.on_plain(data, ctx),
             Decrypted::PlainHttp => {
                 // nginx answers plain HTTP on its TLS port with a plain 400; so do we.
-                self.reply_and_close(400, ctx);
+                self.reply_and_close(400, data, ctx);
                 return Next::Close;
             }
             Decrypted::Failed => return Next::Close,
@@ -264,7 +265,8 @@ impl Conn {
         match self.phase {
             Phase::Reading if !self.inbuf.is_empty() => {
                 ctx.stats().timeout(Timeout::Header);
-                self.reply_and_close(408, ctx);
+                let partial = std::mem::take(&mut self.inbuf);
+                self.reply_and_close(408, &partial, ctx);
             }
             Phase::Reading => ctx.stats().timeout(Timeout::Idle),
             Phase::Writing(_) => ctx.stats().timeout(Timeout::Send),
@@ -293,8 +295,9 @@ impl Conn {
         self.process(ctx, Some(started))
     }
 
-    /// Best-effort one-shot reply on a connection about to close (400, 408, 503).
-    pub fn reply_and_close(&mut self, status: u16, ctx: &mut WorkerCtx) {
+    /// Best-effort one-shot reply on a connection about to close (400, 408), logged with
+    /// `input`, what the peer had sent, as its request.
+    pub fn reply_and_close(&mut self, status: u16, input: &[u8], ctx: &mut WorkerCtx) {
         if self.tx.handshaking() {
             // No HTTP before the handshake: the connection just closes.
             return;
@@ -302,11 +305,12 @@ impl Conn {
         let mut bufs = std::mem::take(&mut self.spare);
         bufs.clear();
         serve::standalone(status, ctx.date_cache(), &mut bufs.out, &mut bufs.segs);
-        if let Ok(n) = self.tx.send(&bufs.out, false) {
-            count_sent(n as u64, false, &self.tx, ctx);
-        }
-        self.spare = bufs;
+        let sent = self.tx.send(&bufs.out, false).unwrap_or(0);
+        count_sent(sent as u64, false, &self.tx, ctx);
         ctx.stats().response(status, Duration::ZERO);
+        let outcome = Outcome::closing(status, &bufs.out, sent, self.tx.mode());
+        ctx.log_closing(self.peer, || Pending::refused(input), &outcome);
+        self.spare = bufs;
     }
 
     /// The engine moved `n` file bytes of the current part to the socket.

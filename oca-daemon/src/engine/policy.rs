@@ -6,10 +6,12 @@
 //! thread; every decision that is not about waiting lives here, so a change of policy (a new
 //! accept error, a drain rule) is made once and holds for both.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use crate::access_log::{Outcome, Pending};
 use crate::conn::Conn;
 use crate::engine::contract::Next;
 use crate::socket;
@@ -27,7 +29,7 @@ pub fn accept_admitted(sock: OwnedFd, ctx: &mut WorkerCtx, tls: bool) -> Option<
         Err(_) => {
             if !tls {
                 // No HTTP before a TLS handshake; a plain client is told why.
-                refuse_unavailable(&sock, ctx);
+                refuse_unavailable(&sock, peer, ctx);
             }
             return None;
         }
@@ -41,13 +43,14 @@ pub fn accept_admitted(sock: OwnedFd, ctx: &mut WorkerCtx, tls: bool) -> Option<
 }
 
 /// A best-effort 503 on a socket that gets no connection state.
-fn refuse_unavailable(sock: &OwnedFd, ctx: &mut WorkerCtx) {
+fn refuse_unavailable(sock: &OwnedFd, peer: Option<SocketAddr>, ctx: &mut WorkerCtx) {
     let (mut out, mut segs) = (Vec::with_capacity(256), Vec::new());
     crate::http::serve::standalone(503, ctx.date_cache(), &mut out, &mut segs);
-    if let Ok(n) = socket::send(sock.as_fd(), &out, false) {
-        ctx.stats().sent(n as u64);
-    }
+    let sent = socket::send(sock.as_fd(), &out, false).unwrap_or(0);
+    ctx.stats().sent(sent as u64);
     ctx.stats().response(503, Duration::ZERO);
+    let outcome = Outcome::closing(503, &out, sent, None);
+    ctx.log_closing(peer, Pending::unread, &outcome);
 }
 
 /// Lets a closed connection go: logs a response it cut short, releases its gauge (its place
