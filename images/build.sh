@@ -107,12 +107,15 @@ mount "$ROOT_DEV" "$MNT"
 
 echo "build.sh: mmdebstrap $SUITE from $MIRROR"
 # mmdebstrap, not debootstrap: it installs with one apt run instead of dpkg package by package,
-# the build took 98 s instead of 172 s (images/README.md). The downloaded packages are
+# the build takes half the time (images/README.md). The downloaded packages are
 # kept in $CACHE/debs, bind-mounted as the root's apt archive (and never unlinked), so a rebuild
 # downloads only what changed. update-initramfs is diverted to a no-op meanwhile: the kernel's
 # postinst and initramfs-tools' trigger would each build an initramfs (25 s apiece), both before
-# the modules below are pruned; it is built once, at the end.
+# the modules below are pruned; it is built once, at the end. The merged-/usr hook makes /usr
+# merged itself, as debootstrap does: without it bookworm's mmdebstrap installs `usrmerge`,
+# which brings perl (50 MiB) into the image.
 mmdebstrap --variant=minbase --skip=essential/unlink \
+  --hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr \
   --include=systemd,systemd-sysv,udev,kmod,linux-image-amd64,initramfs-tools,iproute2,openssl,ca-certificates,procps,xfsprogs,wrk,prometheus-node-exporter,grub-efi-amd64-bin \
   --setup-hook='mkdir -p "$1/var/cache/apt/archives"' \
   --setup-hook="mount --bind '$CACHE/debs' \"\$1/var/cache/apt/archives\"" \

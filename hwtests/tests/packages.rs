@@ -141,12 +141,10 @@ fn debian_root(root: &Path) {
     let part = tarball.with_extension("tar.part");
     std::fs::create_dir_all(&cache).unwrap();
     let (ok, log) = run(Command::new("mmdebstrap")
-        .args([
-            "--variant=minbase",
-            "--include=systemd",
-            "--format=tar",
-            SUITE,
-        ])
+        .args(["--variant=minbase", "--include=systemd", "--format=tar"])
+        // /usr merged as debootstrap does it (usrmerge, perl and all, otherwise).
+        .arg("--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr")
+        .arg(SUITE)
         .arg(&part)
         .arg(MIRROR));
     assert!(ok, "mmdebstrap:\n{}", tail(&log, 30));
