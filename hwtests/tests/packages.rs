@@ -137,7 +137,7 @@ fn debian_root(root: &Path) {
     }
     // mmdebstrap writes the tarball itself (beside, then renamed: a test killed halfway leaves
     // no half tarball behind), with one apt run: faster than debootstrap's dpkg package by
-    // package (images/build.sh has the measurement).
+    // package (images/README.md has the measurement).
     let part = tarball.with_extension("tar.part");
     std::fs::create_dir_all(&cache).unwrap();
     let (ok, log) = run(Command::new("mmdebstrap")

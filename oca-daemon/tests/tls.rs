@@ -233,8 +233,18 @@ fn bad_handshakes_close_cleanly_are_counted_and_leave_others_alone() {
     let t = setup(16 << 20);
     let cert = std::fs::read_to_string(&t.cert).unwrap();
     let cfg = client_config(&cert, &[&rustls::version::TLS13], None);
+    let logs = tempfile::tempdir().unwrap();
     for engine in ["uring", "epoll"] {
-        let s = t.start(engine, &["--header-timeout", "1"]);
+        let log = logs.path().join(format!("access-{engine}.log"));
+        let s = t.start(
+            engine,
+            &[
+                "--header-timeout",
+                "1",
+                "--access-log",
+                log.to_str().unwrap(),
+            ],
+        );
         let addr = tls_addr(&s);
         // A long download in progress the whole time.
         let downloader = {
@@ -275,6 +285,17 @@ fn bad_handshakes_close_cleanly_are_counted_and_leave_others_alone() {
             "{}",
             String::from_utf8_lossy(&answer)
         );
+        // ... and logged as nginx logs it, with the request line it got.
+        let end = Instant::now() + Duration::from_secs(5);
+        let logged = |text: &str| text.contains("\"GET / HTTP/1.1\" 400 ");
+        while !logged(&std::fs::read_to_string(&log).unwrap_or_default()) {
+            assert!(
+                Instant::now() < end,
+                "{engine}: no 400 line in\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // A handshake that stalls half way: cut off at the header timeout.
         let mut stall = TcpStream::connect(addr).unwrap();
         stall.write_all(&tls10_client_hello()[..20]).unwrap();

@@ -255,7 +255,6 @@ pub fn write_line(
     });
 }
 
-/// Appends `raw` escaped as nginx escapes its variables, cut at [`MAX_FIELD`] bytes.
 /// Writes a request target escaped, its query without the signature (`s=`); returns the key
 /// id (`k=`) when it names one.
 fn push_target<'t>(out: &mut Vec<u8>, target: &'t [u8]) -> Option<&'t [u8]> {
@@ -280,6 +279,7 @@ fn push_target<'t>(out: &mut Vec<u8>, target: &'t [u8]) -> Option<&'t [u8]> {
     kid
 }
 
+/// Appends `raw` escaped as nginx escapes its variables, cut at [`MAX_FIELD`] bytes.
 fn escape(out: &mut Vec<u8>, raw: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in &raw[..raw.len().min(MAX_FIELD)] {
